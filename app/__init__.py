@@ -1,0 +1,1 @@
+"""Streamlit UI and the command line: a thin shell over study/, alignment/ and db/."""
