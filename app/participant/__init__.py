@@ -1,0 +1,1 @@
+"""Participant-side study pages and the trial component."""

@@ -1,0 +1,1 @@
+"""Study side: design, participant flow, assignment, QC, noise ceiling, export/import. Imports db/."""

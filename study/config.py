@@ -1,0 +1,83 @@
+"""StudyConfig: every knob of a participant session, with Levels-style defaults."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PROLIFIC_COMPLETION_URL = "https://app.prolific.com/submissions/complete?cc={code}"
+RESUME_POLICIES = ("resume", "restart_block", "block")
+
+DEFAULT_INSTRUCTIONS = (
+    "In each trial you see three images. Click the one that is the **odd one out**: the image that is "
+    "least similar to the other two. You can also press ← ↓ → or 1 2 3.",
+    "Some trials are easy: a dog, a cat and a car — the car is the odd one out. Others are harder: three "
+    "animals, or three dogs. There is no right answer; go with your first impression.",
+    "Please answer within 15 seconds. A cross (+) appears between trials; keep your eyes on it.",
+)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """How a study runs for a participant. Defaults follow the AligNet Levels collection."""
+
+    title: str = "Odd one out"
+    consent_text: str = (
+        "You are invited to take part in a study on how people judge the similarity of images. "
+        "Your answers and response times are stored under a pseudonymous id. You may stop at any time."
+    )
+    ask_demographics: bool = True
+    instructions: tuple[str, ...] = DEFAULT_INSTRUCTIONS
+    instruction_min_seconds: float = 3.0
+    iti_ms: int = 1000  # fixation cross between trials
+    min_valid_rt_ms: int = 1000  # earlier responses are ignored (0 allowed)
+    response_window_ms: int = 15000  # then a recorded timeout
+    break_max_seconds: int = 120
+    ask_strategy: bool = True
+    completion_code: str = "ALIGNLAB-DONE"
+    early_exit_code: str = "ALIGNLAB-EARLY"
+    no_consent_code: str = "ALIGNLAB-NOCONSENT"
+    completion_url_template: str = PROLIFIC_COMPLETION_URL  # "" = show the code, no redirect
+    resume_policy: str = "resume"  # resume | restart_block | block
+    session_timeout_minutes: int = 90  # a started participant older than this no longer holds a list
+    participants_per_list: int = 1
+    image_px: int = 240
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.resume_policy not in RESUME_POLICIES:
+            raise ValueError(f"resume_policy must be one of {RESUME_POLICIES}, got {self.resume_policy!r}")
+        for name in ("iti_ms", "min_valid_rt_ms", "response_window_ms", "break_max_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_valid_rt_ms >= self.response_window_ms > 0:
+            raise ValueError("min_valid_rt_ms must be shorter than response_window_ms")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["instructions"] = list(self.instructions)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown study config keys {unknown}; expected some of {sorted(known)}")
+        data = dict(data)
+        if "instructions" in data:
+            data["instructions"] = tuple(data["instructions"])
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> StudyConfig:
+        path = Path(path)
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        return cls.from_dict(data)
+
+    def completion_url(self, code: str) -> str:
+        return self.completion_url_template.format(code=code) if self.completion_url_template else ""
