@@ -1,0 +1,72 @@
+"""The triplet convention: pair order, odd one out last, ties counted wrong, numpy == torch."""
+
+import numpy as np
+import pytest
+import torch
+
+from alignment.conventions import (
+    check_triplets,
+    correct_choices,
+    entropy,
+    odd_one_out_counts_to_pair_probs,
+    pair_similarities,
+    predicted_odd_one_out,
+    triplet_probabilities,
+)
+
+Z = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [2.0, 0.0]])
+
+
+def test_pair_similarities_order_is_s01_s02_s12():
+    sims = pair_similarities(Z, np.array([[0, 1, 2]]))
+    np.testing.assert_allclose(sims, [[0.9, 0.0, 0.1]])
+
+
+def test_cosine_ignores_length_but_dot_does_not():
+    t = np.array([[0, 3, 2]])
+    np.testing.assert_allclose(pair_similarities(Z, t, "dot"), [[2.0, 0.0, 0.0]])
+    np.testing.assert_allclose(pair_similarities(Z, t, "cosine"), [[1.0, 0.0, 0.0]])
+
+
+def test_torch_and_numpy_agree():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(10, 4))
+    t = np.array([[0, 1, 2], [3, 4, 5], [9, 8, 7]])
+    for sim in ("dot", "cosine"):
+        ref = pair_similarities(z, t, sim)
+        got = pair_similarities(torch.from_numpy(z), torch.from_numpy(t), sim).numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-10)
+        np.testing.assert_allclose(
+            triplet_probabilities(torch.from_numpy(ref), 0.5).numpy(), triplet_probabilities(ref, 0.5)
+        )
+
+
+def test_probabilities_hand_computed():
+    p = triplet_probabilities(np.array([[np.log(2.0), 0.0, 0.0]]), temperature=1.0)
+    np.testing.assert_allclose(p, [[0.5, 0.25, 0.25]])
+    p_hot = triplet_probabilities(np.array([[np.log(2.0), 0.0, 0.0]]), temperature=0.5)
+    np.testing.assert_allclose(p_hot, [[4 / 6, 1 / 6, 1 / 6]])
+
+
+def test_predicted_odd_one_out_is_item_outside_best_pair_and_ties_are_wrong():
+    sims = np.array([[3.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 1.0, 3.0], [2.0, 2.0, 0.0], [1.0, 1.0, 1.0]])
+    assert predicted_odd_one_out(sims).tolist() == [2, 1, 0, -1, -1]
+    assert correct_choices(sims).tolist() == [True, False, False, False, False]
+
+
+def test_entropy_of_uniform_is_log3():
+    np.testing.assert_allclose(entropy(np.array([[1 / 3] * 3, [1.0, 0.0, 0.0]])), [np.log(3), 0.0])
+
+
+def test_counts_to_pair_probs_maps_odd_item_to_complementary_pair():
+    # 3 people chose item 2 as odd one out (pair 01), 1 chose item 0 (pair 12)
+    np.testing.assert_allclose(odd_one_out_counts_to_pair_probs(np.array([[1, 0, 3]])), [[0.75, 0.0, 0.25]])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [(np.array([[0, 1]]), "shape"), (np.array([[0, 1, 5]]), "row 0"), (np.array([[0, 1, 1]]), "repeats")],
+)
+def test_check_triplets_names_the_problem(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_triplets(bad, n_items=4)
