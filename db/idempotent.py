@@ -19,5 +19,6 @@ def insert_ignoring_duplicates(
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"idempotent insert is implemented for sqlite and postgresql, not {dialect!r}")
-    statement = insert(model).values(**values).on_conflict_do_nothing(index_elements=list(unique_columns))
-    return session.execute(statement).rowcount == 1
+    statement = (insert(model).values(**values).on_conflict_do_nothing(index_elements=list(unique_columns))
+                 .returning(*model.__table__.primary_key.columns))  # rowcount is unreliable with psycopg
+    return session.execute(statement).first() is not None

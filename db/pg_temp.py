@@ -7,6 +7,7 @@ to run as root, so as root the cluster runs as the `postgres` system user.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -75,10 +76,8 @@ class TemporaryPostgres:
     def stop(self) -> None:
         if self.root is None:
             return
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run([find_pg_bin() / "pg_ctl", "-D", self.root / "data", "-m", "immediate", "-w", "stop"])
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages AlignLab needs when they are missing: `demo` (the demo's photo set) or
+# `test` (plus PostgreSQL server binaries and Chromium for the real-component tests).
+set -euo pipefail
+purpose=${1:-test}
+missing=()
+dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
+if [[ "$purpose" == test ]]; then
+  command -v chromium >/dev/null || missing+=(chromium)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+fi
+((${#missing[@]})) || exit 0
+
+echo "Installing Debian packages: ${missing[*]}"
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
