@@ -81,12 +81,9 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only unit of work; anything written in it is rolled back."""
+        """A read-only unit of work; closing it discards anything written (loaded objects stay usable)."""
         with self._reader() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
