@@ -1,12 +1,24 @@
 """Streamlit entry point. A link with `?study=SLUG` shows only the participant study; everything else
-is the researcher side (behind the researcher login once it exists)."""
+is the researcher side, whose data pages appear in the navigation only after the researcher login.
+
+Researcher pages are files under app/pages/ (thin scripts), so AppTest can switch to them.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app.pages.home import home_page
+from app.auth import is_researcher, logout_button
 from app.participant.page import participant_page
+
+
+def researcher_navigation() -> dict[str, list[st.Page]]:
+    pages = {"AlignLab": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)]}
+    if is_researcher():
+        logout_button()
+    else:
+        pages["Researcher"] = [st.Page("pages/login.py", title="Log in", icon=":material/login:")]
+    return pages
 
 
 def main() -> None:
@@ -14,7 +26,7 @@ def main() -> None:
     if "study" in st.query_params:
         st.navigation([st.Page(participant_page, title="Study", url_path="study")], position="hidden").run()
         return
-    st.navigation([st.Page(home_page, title="Home", icon=":material/home:", default=True)]).run()
+    st.navigation(researcher_navigation()).run()
 
 
 main()

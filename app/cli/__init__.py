@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "app.cli.db_commands",
+    "app.cli.researcher_commands",
 ]
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError)

@@ -1,0 +1,13 @@
+"""Process-wide resources for the Streamlit app, created once per process (st.cache_resource)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from db.engine import Database
+
+
+@st.cache_resource
+def get_db() -> Database:
+    """One engine per app process (DATABASE_URL, or the SQLite file under ALIGNLAB_HOME)."""
+    return Database.from_url()

@@ -1,0 +1,25 @@
+"""The app's routing: researcher pages need the login; a participant link shows only the study."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from tests.app.conftest import MAIN, RESEARCHER_PASSWORD
+
+
+def test_home_page_says_where_the_data_lives(app_home):
+    at = AppTest.from_file(MAIN, default_timeout=30).run()
+    assert not at.exception
+    assert any(str(app_home) in info.value for info in at.info)
+
+
+def test_wrong_password_is_refused_and_right_password_logs_in(app_home):
+    at = AppTest.from_file(MAIN, default_timeout=30).run()
+    at.switch_page("pages/login.py").run()
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert "Wrong password" in at.error[0].value
+    assert not at.session_state["researcher_logged_in"] if "researcher_logged_in" in at.session_state else True
+    at.text_input[0].input(RESEARCHER_PASSWORD)
+    at.button[0].click().run()
+    assert at.session_state["researcher_logged_in"] is True
