@@ -1,0 +1,145 @@
+"""The read side of a study for analysis: every response as a table, judgments in the odd-one-out-last
+convention, the stimulus table, pseudonymised participant ids, and held-out splits.
+
+QC, noise ceilings, exports and the alignment engine all read responses through `load_responses`,
+so there is one definition of "a judgment".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+
+from db.engine import Database
+from db.models import Participant, Response, Stimulus, Study, Trial, TrialKind
+from study.studies import get_study
+
+PSEUDONYM_LENGTH = 16
+ANALYSED_KINDS = (TrialKind.EXPERIMENTAL.value, TrialKind.REPEAT.value, TrialKind.CATCH.value)
+SplitBy = Literal["subject", "image", "triplet"]
+
+RESPONSE_COLUMNS = {
+    "participant_id": Participant.id, "external_id": Participant.external_id, "source": Participant.source,
+    "is_simulated": Participant.is_simulated, "excluded": Participant.excluded,
+    "exclusion_reason": Participant.exclusion_reason, "status": Participant.status,
+    "trial_index": Response.trial_index, "block": Trial.block, "kind": Trial.kind, "level": Trial.level,
+    "odd_known": Trial.odd_known, "triplet_key": Trial.triplet_key,
+    "stim0": Trial.stim0_id, "stim1": Trial.stim1_id, "stim2": Trial.stim2_id,
+    "shown_left": Response.shown_left_id, "shown_middle": Response.shown_middle_id,
+    "shown_right": Response.shown_right_id, "chosen_position": Response.chosen_position,
+    "chosen_stimulus_id": Response.chosen_stimulus_id, "rt_ms": Response.rt_ms,
+    "client_onset_ms": Response.client_onset_ms, "server_received_at": Response.server_received_at,
+    "input_modality": Response.input_modality, "timed_out": Response.timed_out,
+}
+
+
+def pseudonymise(salt: str, external_id: str) -> str:
+    """HMAC-SHA256 of the external id keyed by the study's salt, truncated: stable per study, not reversible."""
+    digest = hmac.new(salt.encode(), external_id.encode(), hashlib.sha256).hexdigest()
+    return digest[:PSEUDONYM_LENGTH]
+
+
+def load_responses(db: Database, slug: str) -> pd.DataFrame:
+    """Every stored response row of the study (timeouts included), with its trial and participant facts.
+
+    Adds `subject` (the pseudonymised external id). Sorted by participant, then trial index.
+    """
+    with db.read() as session:
+        study = get_study(session, slug)
+        query = (select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
+                 .join(Participant, Participant.id == Response.participant_id)
+                 .join(Trial, Trial.id == Response.trial_id)
+                 .where(Participant.study_id == study.id)
+                 .order_by(Participant.id, Response.trial_index))
+        rows = session.execute(query).all()
+        salt = study.salt
+    frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
+    frame = frame.astype({name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out")})
+    frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
+    for column in ("kind", "level", "status"):
+        frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
+    frame["subject"] = [pseudonymise(salt, external) for external in frame["external_id"]]
+    return frame
+
+
+def odd_last(stored: tuple[int, int, int], chosen: int) -> tuple[int, int, int]:
+    """The triplet with the chosen odd one out last and the other two in ascending id order (stable)."""
+    if chosen not in stored:
+        raise ValueError(f"chosen stimulus {chosen} is not one of the triplet's images {stored}")
+    first, second = sorted(i for i in stored if i != chosen)
+    return first, second, chosen
+
+
+def load_judgments(db: Database, slug: str, *, include_excluded: bool = False, include_simulated: bool = True,
+                   kinds: tuple[str, ...] = ANALYSED_KINDS) -> pd.DataFrame:
+    """One row per answered (non-timeout) trial: stim0, stim1, stim2 with the chosen odd one out last.
+
+    Practice trials are left out by default; excluded participants unless `include_excluded`.
+    """
+    responses = load_responses(db, slug)
+    keep = ~responses["timed_out"] & responses["kind"].isin(kinds)
+    if not include_excluded:
+        keep &= ~responses["excluded"]
+    if not include_simulated:
+        keep &= ~responses["is_simulated"]
+    answered = responses[keep]
+    ordered = [odd_last((row.stim0, row.stim1, row.stim2), row.chosen_stimulus_id)
+               for row in answered.itertuples()]
+    frame = answered[["participant_id", "subject", "is_simulated", "excluded", "trial_index", "kind", "level",
+                      "triplet_key", "rt_ms"]].reset_index(drop=True)
+    triplets = np.asarray(ordered, dtype=np.int64).reshape(-1, 3)
+    for position in range(3):
+        frame.insert(2 + position, f"stim{position}", triplets[:, position])
+    return frame
+
+
+def load_stimuli(db: Database, slug: str) -> pd.DataFrame:
+    """The study's stimulus table (id, name, path relative to the data dir, category, superordinate)."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        rows = session.execute(
+            select(Stimulus.id, Stimulus.name, Stimulus.path, Stimulus.category, Stimulus.superordinate)
+            .where(Stimulus.stimulus_set_id == study.stimulus_set_id).order_by(Stimulus.id)).all()
+    return pd.DataFrame(rows, columns=["id", "name", "path", "category", "superordinate"])
+
+
+def study_salt(db: Database, slug: str) -> str:
+    with db.read() as session:
+        return session.scalar(select(Study.salt).where(Study.id == get_study(session, slug).id))
+
+
+def split_judgments(judgments: pd.DataFrame, by: SplitBy, test_fraction: float,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Held-out split into (train, test) by subject, by triplet, or object-disjoint by image.
+
+    `image`: a `test_fraction` of the images is held out; test keeps the triplets made only of held-out
+    images, train the triplets with none of them, and mixed triplets are dropped (no test image is
+    ever seen in training).
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    if by in ("subject", "triplet"):
+        column = "participant_id" if by == "subject" else "triplet_key"
+        held_out = _sample_units(judgments[column].unique(), test_fraction, rng)
+        in_test = judgments[column].isin(held_out)
+        return judgments[~in_test], judgments[in_test]
+    if by == "image":
+        stim = judgments[["stim0", "stim1", "stim2"]]
+        held_out = _sample_units(np.unique(stim.to_numpy()), test_fraction, rng)
+        n_held = stim.isin(held_out).sum(axis=1)
+        return judgments[n_held == 0], judgments[n_held == 3]
+    raise ValueError(f"split by must be 'subject', 'image' or 'triplet', got {by!r}")
+
+
+def _sample_units(units: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    units = np.sort(units)
+    if len(units) < 2:
+        raise ValueError(f"a held-out split needs at least 2 units to split, got {len(units)}")
+    n_test = min(len(units) - 1, max(1, round(fraction * len(units))))
+    return rng.choice(units, size=n_test, replace=False)

@@ -1,0 +1,187 @@
+"""Per-participant quality control with the Levels and THINGS rules, and the recorded exclusion decision.
+
+Rules (thresholds in `QCConfig`, defaults from the source studies):
+- catch accuracy below 0.90 (Levels); timed-out catch trials count as wrong;
+- more than 10 timeouts (Levels);
+- THINGS too fast: in a window of 20 answered trials the 5th-fastest RT < 800 ms and the 10th-fastest
+  < 1100 ms; THINGS drops every such window and the whole worker at >= 5 flagged windows;
+- THINGS position bias: any of left/middle/right chosen in > 40% or < 27% of answered trials
+  (judged only with >= 100 answered trials, THINGS' >= 5 HITs of 20);
+- fullscreen exits and window blurs are counted, and flagged only above a configured maximum.
+Practice trials never count. Flags are suggestions; `set_exclusion` records the researcher's decision.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+
+from db.engine import Database
+from db.models import InteractionEvent, Participant, TrialKind
+from study.judgments import load_responses, pseudonymise
+from study.participation import ParticipantNotFound
+from study.studies import get_study
+
+FULLSCREEN_EXIT_EVENTS = ("fullscreen_exit", "fullscreenexit")
+BLUR_EVENTS = ("blur",)
+
+
+@dataclass(frozen=True)
+class QCConfig:
+    min_catch_accuracy: float = 0.90
+    max_timeouts: int = 10
+    fast_window: int = 20
+    fast_5th_ms: float = 800.0
+    fast_10th_ms: float = 1100.0
+    max_fast_windows: int = 4  # THINGS: a worker with >= 5 flagged windows is dropped
+    position_min_share: float = 0.27
+    position_max_share: float = 0.40
+    position_min_trials: int = 100
+    max_fullscreen_exits: int | None = None  # None: count only
+    max_blurs: int | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> QCConfig:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def catch_accuracy(chosen: np.ndarray, correct: np.ndarray) -> float:
+    """Share of catch trials answered with the known odd one out; a timeout (chosen < 0 or NaN) is wrong."""
+    chosen, correct = np.asarray(chosen, dtype=float), np.asarray(correct, dtype=float)
+    if chosen.size == 0:
+        return float("nan")
+    return float(np.mean(chosen == correct))
+
+
+def too_fast_windows(rts_ms: np.ndarray, window: int = 20, fifth_ms: float = 800.0,
+                     tenth_ms: float = 1100.0) -> np.ndarray:
+    """THINGS rule per consecutive window of `window` answered RTs (a trailing partial window is not judged):
+    True where the 5th-fastest RT < `fifth_ms` and the 10th-fastest < `tenth_ms`."""
+    rts = np.asarray(rts_ms, dtype=float)
+    n_windows = rts.size // window
+    if n_windows == 0:
+        return np.zeros(0, dtype=bool)
+    ranked = np.sort(rts[: n_windows * window].reshape(n_windows, window), axis=1)
+    return (ranked[:, 4] < fifth_ms) & (ranked[:, 9] < tenth_ms)
+
+
+def position_shares(positions: np.ndarray) -> np.ndarray:
+    """Shares of left, middle, right among the chosen positions (0, 1, 2)."""
+    positions = np.asarray(positions, dtype=int)
+    if positions.size == 0:
+        return np.full(3, np.nan)
+    return np.bincount(positions, minlength=3)[:3] / positions.size
+
+
+def position_biased(shares: np.ndarray, min_share: float = 0.27, max_share: float = 0.40) -> bool:
+    """THINGS rule: any position chosen more than `max_share` or less than `min_share` of the time."""
+    shares = np.asarray(shares, dtype=float)
+    return bool(np.any(shares > max_share) or np.any(shares < min_share))
+
+
+def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None) -> pd.DataFrame:
+    """One row per participant of the study with every QC measure, `flags` and `suggest_exclude`."""
+    config = config or QCConfig()
+    participants = _participants(db, study_slug)
+    responses = load_responses(db, study_slug)
+    responses = responses[responses["kind"] != TrialKind.PRACTICE.value]
+    by_participant = dict(tuple(responses.groupby("participant_id")))
+    events = _event_counts(db, participants["participant_id"].tolist())
+    rows = []
+    for participant in participants.itertuples(index=False):
+        own = by_participant.get(participant.participant_id, responses.iloc[0:0])
+        measures = _measures(own, config)
+        measures["fullscreen_exits"] = events.get((participant.participant_id, "fullscreen"), 0)
+        measures["blurs"] = events.get((participant.participant_id, "blur"), 0)
+        flags = _flags(measures, config)
+        rows.append({**participant._asdict(), **measures, "flags": ", ".join(flags),
+                     "suggest_exclude": bool(set(flags) & _EXCLUDING)})
+    return pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS)
+
+
+QC_COLUMNS = ["n_answered", "n_timeouts", "catch_accuracy", "n_catch", "fast_windows", "n_windows",
+              "share_left", "share_middle", "share_right", "median_rt_ms", "fullscreen_exits", "blurs",
+              "flags", "suggest_exclude"]
+_EXCLUDING = {"catch", "timeouts", "too_fast", "position_bias", "fullscreen", "blur"}
+
+
+def _measures(own: pd.DataFrame, config: QCConfig) -> dict:
+    answered = own[~own["timed_out"]]
+    catch = own[(own["kind"] == TrialKind.CATCH.value) & own["odd_known"]]
+    fast = too_fast_windows(answered["rt_ms"].to_numpy(), config.fast_window, config.fast_5th_ms,
+                            config.fast_10th_ms)
+    shares = position_shares(answered["chosen_position"].to_numpy())
+    return {"n_answered": len(answered), "n_timeouts": int(own["timed_out"].sum()),
+            "catch_accuracy": catch_accuracy(catch["chosen_stimulus_id"].fillna(-1).to_numpy(),
+                                             catch["stim2"].to_numpy()),
+            "n_catch": len(catch), "fast_windows": int(fast.sum()), "n_windows": len(fast),
+            "share_left": shares[0], "share_middle": shares[1], "share_right": shares[2],
+            "median_rt_ms": float(answered["rt_ms"].median()) if len(answered) else float("nan")}
+
+
+def _flags(m: dict, config: QCConfig) -> list[str]:
+    """Names of the rules this participant breaks, in rule order; `fast_window` alone is informational."""
+    shares = np.array([m["share_left"], m["share_middle"], m["share_right"]])
+    broken = {
+        "catch": m["n_catch"] > 0 and m["catch_accuracy"] < config.min_catch_accuracy,
+        "timeouts": m["n_timeouts"] > config.max_timeouts,
+        "too_fast": m["fast_windows"] > config.max_fast_windows,
+        "fast_window": 0 < m["fast_windows"] <= config.max_fast_windows,
+        "position_bias": m["n_answered"] >= config.position_min_trials
+        and position_biased(shares, config.position_min_share, config.position_max_share),
+        "fullscreen": config.max_fullscreen_exits is not None and m["fullscreen_exits"] > config.max_fullscreen_exits,
+        "blur": config.max_blurs is not None and m["blurs"] > config.max_blurs,
+    }
+    return [name for name, hit in broken.items() if hit]
+
+
+def _participants(db: Database, slug: str) -> pd.DataFrame:
+    with db.read() as session:
+        study = get_study(session, slug)
+        rows = session.execute(select(
+            Participant.id, Participant.external_id, Participant.status, Participant.is_simulated,
+            Participant.source, Participant.excluded, Participant.exclusion_reason, Participant.payment_status,
+            Participant.started_at, Participant.last_seen_at)
+            .where(Participant.study_id == study.id).order_by(Participant.id)).all()
+        salt = study.salt
+    frame = pd.DataFrame(rows, columns=["participant_id", "external_id", "status", "is_simulated", "source",
+                                        "excluded", "exclusion_reason", "payment_status", "started_at",
+                                        "last_seen_at"])
+    frame["status"] = frame["status"].map(str)
+    frame.insert(2, "subject", [pseudonymise(salt, external) for external in frame["external_id"]])
+    return frame
+
+
+def _event_counts(db: Database, participant_ids: list[int]) -> dict[tuple[int, str], int]:
+    """(participant id, 'fullscreen' | 'blur') -> number of such interaction events."""
+    kinds = {**{kind: "fullscreen" for kind in FULLSCREEN_EXIT_EVENTS}, **{kind: "blur" for kind in BLUR_EVENTS}}
+    with db.read() as session:
+        rows = session.execute(select(InteractionEvent.participant_id, InteractionEvent.kind, func.count())
+                               .where(InteractionEvent.participant_id.in_(participant_ids),
+                                      InteractionEvent.kind.in_(list(kinds)))
+                               .group_by(InteractionEvent.participant_id, InteractionEvent.kind)).all()
+    counts: dict[tuple[int, str], int] = {}
+    for participant_id, kind, count in rows:
+        key = (participant_id, kinds[kind])
+        counts[key] = counts.get(key, 0) + count
+    return counts
+
+
+def set_exclusion(db: Database, participant_id: int, excluded: bool, reason: str | None = None) -> None:
+    """Record the researcher's analysis decision (independent of payment); excluding needs a reason."""
+    if excluded and not (reason or "").strip():
+        raise ValueError("excluding a participant needs a reason (e.g. 'catch accuracy 0.75 < 0.90')")
+    with db.write() as session:
+        participant = session.get(Participant, participant_id)
+        if participant is None:
+            raise ParticipantNotFound(f"no participant with id {participant_id}")
+        participant.excluded = excluded
+        participant.exclusion_reason = reason.strip() if reason else None
