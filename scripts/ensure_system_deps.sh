@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the Debian packages AlignLab needs when they are missing: `demo` (the demo's photo set) or
+# Install the Debian packages AlignLab needs when they are missing: `demo` (the demo's photo sets) or
 # `test` (plus PostgreSQL server binaries and Chromium for the real-component tests).
 set -euo pipefail
 purpose=${1:-test}
 missing=()
-dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
+for package in tuxpaint-stamps-default dataset-fashion-mnist; do  # demo photo sets
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 if [[ "$purpose" == test ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
