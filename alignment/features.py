@@ -1,0 +1,220 @@
+"""Batched feature extraction with a content-addressed disk cache.
+
+``extract_features(backbone, image_paths, cache_dir=...) -> float32 [n, D]`` (pooled pre-logits) and
+``extract_activations(backbone, image_paths, stage=k, cache_dir=...) -> float32 [n, C, H, W]`` (the
+trunk's output before ``blocks[k]``, what the student trains its last stages on).
+
+Every vector is cached under a key made of (backbone name, weights hash, preprocessing, output) and the
+sha256 of the image file's bytes, so re-runs load from disk and new images compute only what is
+missing; renaming or moving a file does not invalidate it, editing its pixels does. Images decode in a
+DataLoader's worker processes while the main process runs the network under ``torch.inference_mode``
+(channels-last memory format, which is faster for convolutional backbones on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from alignment.backbones import Backbone, split_at_stage
+
+Progress = Callable[[int, int], None]  # (images computed so far, images to compute)
+MAX_SHARDS = 32  # merge the cache's shard files once there are more than this
+
+
+class ImageDecodeError(ValueError):
+    """An image file could not be read or decoded."""
+
+
+def default_num_workers() -> int:
+    """Decoding is ~10% of a CPU forward pass, so a quarter of the cores is enough (at least one)."""
+    return max(1, (os.cpu_count() or 1) // 4)
+
+
+def image_content_hash(path: str | os.PathLike) -> str:
+    """sha256 of the file's bytes (hex, 32 digits): the image's identity in every cache."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise ImageDecodeError(f"cannot read image {path}: {error.strerror or error}") from None
+    return digest.hexdigest()[:32]
+
+
+class _ImageFiles(Dataset):
+    """Decodes and preprocesses image files (runs inside DataLoader workers)."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Callable):
+        self.paths = list(paths)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                return self.preprocess(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as error:
+            raise ImageDecodeError(f"cannot decode image {path}: {error}") from None
+
+
+class FeatureCache:
+    """Append-only store of vectors keyed by image content hash, one directory per extraction key."""
+
+    def __init__(self, root: str | os.PathLike, key: dict):
+        text = json.dumps(key, sort_keys=True)
+        label = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["backbone"])
+        self.directory = Path(root) / f"{label}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        self.key = key
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.directory.glob("shard-*.npz"))
+
+    def load(self, wanted: set[str]) -> dict[str, np.ndarray]:
+        """Cached vectors for the wanted hashes (all shards are scanned; only wanted rows are kept)."""
+        found: dict[str, np.ndarray] = {}
+        for shard in self._shards():
+            with np.load(shard) as data:
+                hashes, values = data["hashes"], data["values"]
+                for row in np.flatnonzero(np.isin(hashes, list(wanted))):
+                    found[str(hashes[row])] = values[row]
+        return found
+
+    def add(self, hashes: list[str], values: np.ndarray) -> None:
+        """Write one new shard atomically, then merge shards if there are too many."""
+        if not hashes:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = self.directory / "key.json"
+        if not meta.exists():
+            meta.write_text(json.dumps(self.key, indent=2, sort_keys=True))
+        self._write(self.directory / f"shard-{uuid.uuid4().hex}.npz", np.asarray(hashes), values)
+        shards = self._shards()
+        if len(shards) > MAX_SHARDS:
+            self._merge(shards)
+
+    @staticmethod
+    def _write(target: Path, hashes: np.ndarray, values: np.ndarray) -> None:
+        partial = target.with_name(target.name + ".partial")
+        with open(partial, "wb") as handle:
+            np.savez(handle, hashes=hashes, values=values)
+        partial.replace(target)
+
+    def _merge(self, shards: list[Path]) -> None:
+        hashes, values = [], []
+        for shard in shards:
+            with np.load(shard) as data:
+                hashes.append(data["hashes"])
+                values.append(data["values"])
+        self._write(self.directory / f"shard-{uuid.uuid4().hex}.npz", np.concatenate(hashes), np.concatenate(values))
+        for shard in shards:
+            shard.unlink(missing_ok=True)
+
+
+def _run_network(
+    network: nn.Module,
+    paths: list[Path],
+    preprocess: Callable,
+    batch_size: int,
+    num_workers: int,
+    progress: Progress | None,
+) -> np.ndarray:
+    """Forward all images through ``network`` in batches; images decode in worker processes."""
+    loader = DataLoader(
+        _ImageFiles(paths, preprocess),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+    network = network.to(memory_format=torch.channels_last)
+    outputs, done = [], 0
+    with torch.inference_mode():
+        for batch in loader:
+            outputs.append(network(batch.contiguous(memory_format=torch.channels_last)).float().numpy())
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(paths))
+    return np.concatenate(outputs)
+
+
+def _extract_cached(
+    backbone: Backbone,
+    network: nn.Module,
+    output: str,
+    image_paths: Sequence[str | os.PathLike],
+    cache_dir: str | os.PathLike,
+    batch_size: int,
+    num_workers: int | None,
+    progress: Progress | None,
+) -> np.ndarray:
+    paths = [Path(p) for p in image_paths]
+    if not paths:
+        raise ValueError("image_paths is empty; expected at least one image file")
+    hashes = [image_content_hash(p) for p in paths]
+    key = {
+        "backbone": backbone.name,
+        "weights": backbone.weights_id,
+        "preprocessing": backbone.preprocessing_id,
+        "output": output,
+    }
+    cache = FeatureCache(cache_dir, key)
+    known = cache.load(set(hashes))
+    missing = list(dict.fromkeys(h for h in hashes if h not in known))  # each distinct content once
+    if progress is not None:
+        progress(0, len(missing))
+    if missing:
+        first_path = {h: p for h, p in zip(reversed(hashes), reversed(paths), strict=True)}
+        workers = default_num_workers() if num_workers is None else num_workers
+        computed = _run_network(
+            network, [first_path[h] for h in missing], backbone.preprocess, batch_size, workers, progress
+        )
+        cache.add(missing, computed)
+        known.update(zip(missing, computed, strict=True))
+    return np.stack([known[h] for h in hashes]).astype(np.float32, copy=False)
+
+
+def extract_features(
+    backbone: Backbone,
+    image_paths: Sequence[str | os.PathLike],
+    *,
+    cache_dir: str | os.PathLike,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Pooled pre-logit features, float32 [n, feature_dim], one row per path (cached on disk)."""
+    return _extract_cached(
+        backbone, backbone.module, "features", image_paths, cache_dir, batch_size, num_workers, progress
+    )
+
+
+def extract_activations(
+    backbone: Backbone,
+    image_paths: Sequence[str | os.PathLike],
+    *,
+    stage: int,
+    cache_dir: str | os.PathLike,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Trunk activations before ``blocks[stage]`` (see ``split_at_stage``), float32 [n, C, H, W], cached."""
+    trunk, _ = split_at_stage(backbone, stage)
+    return _extract_cached(
+        backbone, trunk, f"activations_before_stage_{stage}", image_paths, cache_dir, batch_size, num_workers, progress
+    )

@@ -1,0 +1,98 @@
+"""Feature extraction: right numbers, cache hits compute nothing, new images compute only themselves."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignment.backbones import create_backbone, split_at_stage
+from alignment.features import ImageDecodeError, extract_activations, extract_features
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return create_backbone("timm:tf_efficientnet_lite0", weights="random")
+
+
+def _write_images(folder, count, seed=0):
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        pixels = rng.integers(0, 256, size=(40 + 8 * i, 56, 3), dtype=np.uint8)
+        path = folder / f"img{seed}_{i}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+class Calls:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, done, total):
+        self.calls.append((done, total))
+
+
+def test_features_equal_a_direct_forward_pass(tmp_path, backbone):
+    paths = _write_images(tmp_path, 3)
+    features = extract_features(backbone, paths, cache_dir=tmp_path / "cache", batch_size=2, num_workers=0)
+    batch = torch.stack([backbone.preprocess(Image.open(p).convert("RGB")) for p in paths])
+    with torch.inference_mode():
+        expected = backbone.module(batch).numpy()
+    assert features.dtype == np.float32 and features.shape == (3, 1280)
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cache_hits_compute_nothing_and_new_images_compute_only_themselves(tmp_path, backbone):
+    paths = _write_images(tmp_path, 4)
+    first = Calls()
+    a = extract_features(backbone, paths[:3], cache_dir=tmp_path / "c", num_workers=1, progress=first)
+    assert first.calls[0] == (0, 3) and first.calls[-1] == (3, 3)
+    again = Calls()
+    b = extract_features(backbone, paths[:3], cache_dir=tmp_path / "c", progress=again)
+    assert again.calls == [(0, 0)]
+    np.testing.assert_array_equal(a, b)
+    grown = Calls()
+    c = extract_features(backbone, paths, cache_dir=tmp_path / "c", num_workers=0, progress=grown)
+    assert grown.calls[-1] == (1, 1)
+    np.testing.assert_array_equal(c[:3], a)
+
+
+def test_same_content_under_two_names_is_computed_once(tmp_path, backbone):
+    (path,) = _write_images(tmp_path, 1)
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(path.read_bytes())
+    calls = Calls()
+    features = extract_features(backbone, [path, copy], cache_dir=tmp_path / "c", num_workers=0, progress=calls)
+    assert calls.calls[-1] == (1, 1)
+    np.testing.assert_array_equal(features[0], features[1])
+
+
+def test_different_weights_never_share_cache_entries(tmp_path, backbone):
+    paths = _write_images(tmp_path, 2)
+    extract_features(backbone, paths, cache_dir=tmp_path / "c", num_workers=0)
+    other = create_backbone("timm:mobilenetv2_100", weights="random")
+    calls = Calls()
+    extract_features(other, paths, cache_dir=tmp_path / "c", num_workers=0, progress=calls)
+    assert calls.calls[-1] == (2, 2)
+    assert len(list((tmp_path / "c").iterdir())) == 2
+
+
+def test_unreadable_images_are_named(tmp_path, backbone):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+        extract_features(backbone, [bad], cache_dir=tmp_path / "c", num_workers=0)
+    with pytest.raises(ImageDecodeError, match="absent.png"):
+        extract_features(backbone, [tmp_path / "absent.png"], cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("shard-*"))
+
+
+def test_activations_feed_the_rest_of_the_network(tmp_path, backbone):
+    paths = _write_images(tmp_path, 2)
+    acts = extract_activations(backbone, paths, stage=6, cache_dir=tmp_path / "c", num_workers=0)
+    feats = extract_features(backbone, paths, cache_dir=tmp_path / "c", num_workers=0)
+    assert acts.shape == (2, 192, 7, 7)
+    _, rest = split_at_stage(backbone, 6)
+    with torch.inference_mode():
+        np.testing.assert_allclose(rest(torch.from_numpy(acts)).numpy(), feats, rtol=1e-4, atol=1e-4)
