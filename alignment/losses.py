@@ -1,0 +1,46 @@
+"""Teacher losses as small typed functions (torch). Shapes: sims [m, 3] ordered [s01, s02, s12].
+
+The stored odd one out is the last item, so the human-chosen pair is column 0 of ``sims``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alignment.conventions import HUMAN_PAIR
+
+
+def triplet_nll(sims: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Hard-label odd-one-out NLL: mean of -log softmax(sims / T)[HUMAN_PAIR]."""
+    return -F.log_softmax(sims / temperature, dim=1)[:, HUMAN_PAIR].mean()
+
+
+def soft_triplet_kl(sims: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Uncertainty distillation: mean KL(q || p) from human choice distributions q [m, 3] to the model's p."""
+    log_p = F.log_softmax(sims / temperature, dim=1)
+    log_q = torch.where(target_probs > 0, target_probs.clamp_min(1e-30).log(), torch.zeros_like(target_probs))
+    return (target_probs * (log_q - log_p)).sum(dim=1).mean()
+
+
+def _off_diagonal_rows(matrix: torch.Tensor) -> torch.Tensor:
+    """[B, B-1]: each row without its diagonal entry."""
+    b = matrix.shape[0]
+    return matrix.flatten()[1:].view(b - 1, b + 1)[:, :-1].reshape(b, b - 1)
+
+
+def local_neighbourhood_loss(reference: torch.Tensor, transformed: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """gLocal's local term: keep each image's cosine-neighbourhood distribution of the backbone.
+
+    Cross-entropy H(softmax(cos_ref / tau), softmax(cos_new / tau)) per row over the other B-1 images.
+    """
+    cos_ref = _off_diagonal_rows(F.normalize(reference, dim=1) @ F.normalize(reference, dim=1).T)
+    cos_new = _off_diagonal_rows(F.normalize(transformed, dim=1) @ F.normalize(transformed, dim=1).T)
+    target = F.softmax(cos_ref / tau, dim=1)
+    return -(target * F.log_softmax(cos_new / tau, dim=1)).sum(dim=1).mean()
+
+
+def identity_regulariser(weight: torch.Tensor) -> torch.Tensor:
+    """||W - mean(diag W) I||_F^2: pull toward a scaled identity without constraining the scale."""
+    eye = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    return ((weight - weight.diagonal().mean() * eye) ** 2).sum()
