@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from db.engine import Database
-from db.models import Participant, Response, Stimulus, Study, Trial, TrialKind
+from db.models import Participant, Response, Stimulus, Trial, TrialKind
 from study.studies import get_study
 
 PSEUDONYM_LENGTH = 16
@@ -90,8 +90,8 @@ def load_judgments(db: Database, slug: str, *, include_excluded: bool = False, i
     answered = responses[keep]
     ordered = [odd_last((row.stim0, row.stim1, row.stim2), row.chosen_stimulus_id)
                for row in answered.itertuples()]
-    frame = answered[["participant_id", "subject", "is_simulated", "excluded", "trial_index", "kind", "level",
-                      "triplet_key", "rt_ms"]].reset_index(drop=True)
+    frame = answered[["participant_id", "subject", "external_id", "is_simulated", "excluded", "trial_index", "kind",
+                      "level", "triplet_key", "rt_ms"]].reset_index(drop=True)
     triplets = np.asarray(ordered, dtype=np.int64).reshape(-1, 3)
     for position in range(3):
         frame.insert(2 + position, f"stim{position}", triplets[:, position])
@@ -106,11 +106,6 @@ def load_stimuli(db: Database, slug: str) -> pd.DataFrame:
             select(Stimulus.id, Stimulus.name, Stimulus.path, Stimulus.category, Stimulus.superordinate)
             .where(Stimulus.stimulus_set_id == study.stimulus_set_id).order_by(Stimulus.id)).all()
     return pd.DataFrame(rows, columns=["id", "name", "path", "category", "superordinate"])
-
-
-def study_salt(db: Database, slug: str) -> str:
-    with db.read() as session:
-        return session.scalar(select(Study.salt).where(Study.id == get_study(session, slug).id))
 
 
 def split_judgments(judgments: pd.DataFrame, by: SplitBy, test_fraction: float,

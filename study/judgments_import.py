@@ -8,7 +8,7 @@ columns (a THINGS triplet file: odd one out last). Columns (case-insensitive):
 - the odd one out: `odd_one_out` (a name or index like the image columns) or `choice` (position 1-3 of
   the image columns, THINGS style); with neither, `image3` is the odd one out;
 - optional: `subject_id` (or `subject`, `participant`), `rt` / `rt_ms` (milliseconds), `level` (or
-  `triplet_class`, `triplet_type`), `kind`, `is_simulated`.
+  `triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out` (such rows are skipped).
 Every row is checked first; any problem rejects the whole file and nothing is stored.
 """
 
@@ -45,7 +45,8 @@ from study.studies import triplet_key, validate_slug
 IMAGE_COLUMNS = ("image1", "image2", "image3")
 ALIASES = {"subject": ("subject_id", "subject", "participant", "participant_id"), "rt": ("rt_ms", "rt"),
            "level": ("level", "triplet_class", "triplet_type"), "kind": ("kind",),
-           "odd": ("odd_one_out",), "choice": ("choice",), "simulated": ("is_simulated",)}
+           "odd": ("odd_one_out",), "choice": ("choice",), "simulated": ("is_simulated",),
+           "timed_out": ("timed_out",)}
 LEVEL_ALIASES = {"class_boundary": TripletLevel.CLASS_BORDER.value}
 DEFAULT_SUBJECT = "imported"
 TRUE_WORDS = {"1", "true", "yes", "t"}
@@ -139,6 +140,8 @@ def _parse_rows(table: pd.DataFrame, names: dict[str, int], by_index: list, set_
     rows, problems = [], []
     for offset, record in enumerate(table.to_dict("records")):
         where = f"line {offset + table.attrs['first_data_line']}"
+        if _field(record, columns, "timed_out").lower() in TRUE_WORDS:
+            continue  # a timeout is not a judgment (rows of our own jsPsych-like export)
         try:
             rows.append(_parse_row(record, columns, names, by_index, set_name))
         except ValueError as error:

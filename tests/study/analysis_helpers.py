@@ -49,9 +49,9 @@ def catch(a: int, b: int, odd: int) -> TrialSpec:
 
 
 def run_participant(db, slug: str, external_id: str, chosen: Sequence[int | None],
-                    rts: Sequence[float] | None = None, *, finish: bool = True) -> int:
+                    rts: Sequence[float] | None = None, *, finish: bool = True, simulated: bool = False) -> int:
     """Enter and answer every trial in order: `chosen[i]` is the stimulus id picked, None = timeout."""
-    entry = P.enter_study(db, slug, external_id)
+    entry = P.enter_study(db, slug, external_id, simulated=simulated)
     plan = P.trial_plan(db, entry.participant_id)
     rts = rts if rts is not None else [1500.0] * len(plan)
     for trial, stimulus, rt in zip(plan, chosen, rts, strict=False):
