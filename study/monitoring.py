@@ -8,7 +8,7 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from db.engine import Database
-from db.models import Participant, ParticipantStatus, Response, Study, TripletList, utcnow
+from db.models import Participant, ParticipantStatus, Response, Study, TripletList, as_utc, utcnow
 from study.config import StudyConfig
 
 PROGRESS_COLUMNS = ["slug", "title", "status", "lists", "target", "in_progress", "completed", "abandoned",
@@ -19,10 +19,8 @@ def participant_state(status: ParticipantStatus, last_seen, timeout_minutes: int
     """A started participant silent for longer than the study's session timeout counts as abandoned."""
     if status != ParticipantStatus.STARTED:
         return status.value
-    now = now or utcnow()
-    if last_seen.tzinfo is None:
-        now = now.replace(tzinfo=None)
-    return "abandoned" if now - last_seen > timedelta(minutes=timeout_minutes) else "in_progress"
+    silent = as_utc(now or utcnow()) - as_utc(last_seen)
+    return "abandoned" if silent > timedelta(minutes=timeout_minutes) else "in_progress"
 
 
 def study_progress(db: Database) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "app.cli.db_commands",
     "app.cli.researcher_commands",
+    "app.cli.jobs_commands",
 ]
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError)
