@@ -1,0 +1,303 @@
+"""Import an existing triplet design (what participants will see, not their answers) as a draft study.
+
+Two formats:
+- Levels server-input CSV: `id, image1, image2, image3, trial, triplet_class` (optional `block`). `id` is the
+  participant/list id (one list per id, in order of first appearance), `trial` orders the list, images are
+  stimulus names or unique file names of the set, `triplet_class` is a level, `catch` or `practice`.
+- THINGS-style index file: rows of three indices (comma, tab or space separated) into the set's stimuli
+  ordered by name (0-based unless `index_base=1`), odd one out last; split into lists of `triplets_per_list`.
+Every row is checked first; any problem rejects the file and the database is left unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+from db.engine import Database
+from db.models import TrialKind, TripletLevel
+from study.config import StudyConfig
+from study.input_errors import InputRejected, RowProblem
+from study.stimuli import StimulusInfo, load_stimulus_table
+from study.studies import PRACTICE_BLOCK, TrialSpec, create_study, triplet_key, validate_slug
+
+LEVELS_COLUMNS = ("id", "image1", "image2", "image3", "trial", "triplet_class")
+IMAGE_COLUMNS = ("image1", "image2", "image3")
+TRIPLET_CLASSES: dict[str, tuple[TrialKind, TripletLevel | None]] = {
+    "between_class": (TrialKind.EXPERIMENTAL, TripletLevel.BETWEEN_CLASS),
+    "between": (TrialKind.EXPERIMENTAL, TripletLevel.BETWEEN_CLASS),
+    "within_class": (TrialKind.EXPERIMENTAL, TripletLevel.WITHIN_CLASS),
+    "within": (TrialKind.EXPERIMENTAL, TripletLevel.WITHIN_CLASS),
+    "class_border": (TrialKind.EXPERIMENTAL, TripletLevel.CLASS_BORDER),
+    "class_boundary": (TrialKind.EXPERIMENTAL, TripletLevel.CLASS_BORDER),
+    "border": (TrialKind.EXPERIMENTAL, TripletLevel.CLASS_BORDER),
+    "catch": (TrialKind.CATCH, None),
+    "catch_trial": (TrialKind.CATCH, None),
+    "experimental": (TrialKind.EXPERIMENTAL, None),  # level not stated
+    "repeat": (TrialKind.EXPERIMENTAL, None),  # becomes a repeat if the triplet came earlier in the list
+    "practice": (TrialKind.PRACTICE, None),
+    "training": (TrialKind.PRACTICE, None),
+    "training_trial": (TrialKind.PRACTICE, None),
+}
+
+
+@dataclass(frozen=True)
+class ImportedDesign:
+    study_id: int
+    list_ids: tuple[str, ...]  # the file's participant/list ids, in list order
+    trials_per_kind: dict[str, int]
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.trials_per_kind.items()))
+        return f"study {self.study_id}: {len(self.list_ids)} list(s), {sum(self.trials_per_kind.values())} trials ({kinds})"
+
+
+class _StimulusNames:
+    """Finds stimuli by full name, by unique file name, or by index in name order."""
+
+    def __init__(self, stimuli: Sequence[StimulusInfo], index_base: int = 0):
+        self.by_name = {s.name: s for s in stimuli}
+        self.by_basename: dict[str, list[StimulusInfo]] = defaultdict(list)
+        for s in stimuli:
+            self.by_basename[PurePosixPath(s.name).name].append(s)
+        self.in_name_order = sorted(stimuli, key=lambda s: s.name)
+        self.index_base = index_base
+
+    def find(self, text: str) -> StimulusInfo:
+        """The stimulus called `text`; raises ValueError(problem, expected) when there is none or several."""
+        if text in self.by_name:
+            return self.by_name[text]
+        matches = self.by_basename.get(PurePosixPath(text.replace("\\", "/")).name, [])
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ValueError(f"image {text!r} matches {len(matches)} stimuli ({', '.join(m.name for m in matches[:3])})",
+                             "a full stimulus name such as 'animal/dog/1.jpg'")
+        raise ValueError(f"unknown image {text!r}: not in the stimulus set",
+                         "a stimulus name or a file name of the set")
+
+    def at(self, text: str) -> StimulusInfo:
+        if not re.fullmatch(r"\d+", text):
+            raise ValueError(f"{text!r} is not an index", "whole numbers")
+        position = int(text) - self.index_base
+        if not 0 <= position < len(self.in_name_order):
+            first = self.index_base
+            raise ValueError(f"index {text} is out of range",
+                             f"{first}..{first + len(self.in_name_order) - 1} (the set has {len(self.in_name_order)} stimuli)")
+        return self.in_name_order[position]
+
+
+# ---------------------------------------------------------------- Levels server-input CSV
+
+
+def read_levels_design(path: str | Path, stimuli: Sequence[StimulusInfo]) -> tuple[list[list[TrialSpec]], list[str]]:
+    """Lists of trials (one per `id`, ordered by `trial`) and the ids; raises InputRejected listing every bad row."""
+    path = Path(path)
+    rows = _read_csv(path)
+    names, problems = _StimulusNames(stimuli), []
+    by_id: dict[str, list[tuple[int, TrialSpec]]] = defaultdict(list)
+    for line, row in rows:
+        where = f"{path.name} line {line}"
+        try:
+            list_id, trial, spec = _levels_row(row, names)
+        except _RowError as error:
+            problems += [RowProblem(where, problem, expected) for problem, expected in error.problems]
+            continue
+        if any(t == trial for t, _ in by_id[list_id]):
+            problems.append(RowProblem(where, f"trial {trial} appears twice for id {list_id!r}", "unique trial numbers per id"))
+        by_id[list_id].append((trial, spec))
+    if not rows:
+        problems.append(RowProblem(path.name, "has no rows", "one row per trial"))
+    if problems:
+        raise InputRejected(path.name, problems)
+    lists = [_mark_repeats([spec for _, spec in sorted(trials, key=lambda t: t[0])]) for trials in by_id.values()]
+    return lists, list(by_id)
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"design file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputRejected(path.name, [RowProblem(path.name, "is not UTF-8 text", "a UTF-8 CSV file")]) from error
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+    missing = [c for c in LEVELS_COLUMNS if c not in reader.fieldnames]
+    if missing:
+        raise InputRejected(path.name, [RowProblem(f"{path.name} header", f"missing column(s) {', '.join(missing)}",
+                                                   f"columns {', '.join(LEVELS_COLUMNS)} (optional: block)")])
+    return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader]
+
+
+def _levels_row(row: dict[str, str], names: _StimulusNames) -> tuple[str, int, TrialSpec]:
+    problems = []
+    if not row["id"]:
+        problems.append(("empty id", "a participant/list id"))
+    if not re.fullmatch(r"-?\d+", row["trial"]):
+        problems.append((f"trial {row['trial']!r} is not a whole number", "the trial's position in the list"))
+    label = row["triplet_class"].lower()
+    if label not in TRIPLET_CLASSES:
+        problems.append((f"triplet_class {row['triplet_class']!r} is not known",
+                         f"one of {', '.join(TRIPLET_CLASSES)}"))
+    images = []
+    for column in IMAGE_COLUMNS:
+        try:
+            images.append(names.find(row[column]))
+        except ValueError as error:
+            problems.append((f"{column}: {error.args[0]}", error.args[1]))
+    block = row.get("block", "")
+    if block and not re.fullmatch(r"-?\d+", block):
+        problems.append((f"block {block!r} is not a whole number", "a block number (-1 = practice)"))
+    if problems:
+        raise _RowError(problems)
+    kind, level = TRIPLET_CLASSES[label]
+    spec = _designed_spec(images, kind, level)
+    return row["id"], int(row["trial"]), replace(spec, block=int(block) if block else spec.block)
+
+
+def _designed_spec(images: list[StimulusInfo], kind: TrialKind, level: TripletLevel | None) -> TrialSpec:
+    """The odd one out last where categories say which it is; catch triplets must have one."""
+    if len({s.id for s in images}) != 3:
+        raise _RowError([(f"the images {[s.name for s in images]} are not three different stimuli",
+                          "three different images")])
+    outsider = _category_outsider(images)
+    if outsider is not None:
+        images = [s for s in images if s is not outsider] + [outsider]
+    if kind == TrialKind.CATCH and outsider is None:
+        categories = ", ".join(f"{s.name}: {s.category}" for s in images)
+        raise _RowError([(f"catch triplet has no unambiguous odd one out ({categories})",
+                          "two images of one category and one of another")])
+    block = PRACTICE_BLOCK if kind == TrialKind.PRACTICE else 0
+    catch_like = outsider is not None and outsider.superordinate != images[0].superordinate
+    odd_known = kind == TrialKind.CATCH or (kind == TrialKind.PRACTICE and catch_like)
+    return TrialSpec((images[0].id, images[1].id, images[2].id), kind, level, block=block, odd_known=odd_known)
+
+
+def _category_outsider(images: Sequence[StimulusInfo]) -> StimulusInfo | None:
+    """The one image whose category differs from the other two (which share one), if there is one."""
+    counts = Counter((s.superordinate, s.category) for s in images)
+    if sorted(counts.values()) != [1, 2]:
+        return None
+    return next(s for s in images if counts[(s.superordinate, s.category)] == 1)
+
+
+class _RowError(Exception):
+    """Everything wrong with one row, as (problem, expected) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__(problems)
+        self.problems = problems
+
+
+def _mark_repeats(specs: list[TrialSpec]) -> list[TrialSpec]:
+    """A triplet shown earlier in the same list (as an experimental trial) is a designed repeat."""
+    seen: set[str] = set()
+    marked = []
+    for spec in specs:
+        key = triplet_key(spec.stimuli)
+        if spec.kind == TrialKind.EXPERIMENTAL:
+            if key in seen:
+                spec = replace(spec, kind=TrialKind.REPEAT)
+            seen.add(key)
+        marked.append(spec)
+    return marked
+
+
+def write_levels_design(path: str | Path, lists: Sequence[Sequence[TrialSpec]], stimuli: Sequence[StimulusInfo],
+                        list_ids: Sequence[str] | None = None) -> None:
+    """The inverse of `read_levels_design` (with a `block` column): share a generated design or check it."""
+    name_of = {s.id: s.name for s in stimuli}
+    list_ids = list_ids or [f"participant_{i + 1}" for i in range(len(lists))]
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow([*LEVELS_COLUMNS, "block"])
+        for list_id, specs in zip(list_ids, lists, strict=True):
+            for trial, spec in enumerate(specs):
+                label = spec.level.value if spec.level is not None else spec.kind.value
+                writer.writerow([list_id, *(name_of[i] for i in spec.stimuli), trial, label, spec.block])
+
+
+# ---------------------------------------------------------------- THINGS-style index files
+
+
+def read_things_design(path: str | Path, stimuli: Sequence[StimulusInfo], *, index_base: int = 0,
+                       triplets_per_list: int | None = None) -> list[list[TrialSpec]]:
+    """Experimental triplets (level unknown) from rows of three indices, odd one out last, split into lists."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"design file {path} does not exist")
+    if triplets_per_list is not None and triplets_per_list < 1:
+        raise ValueError(f"triplets_per_list must be at least 1, got {triplets_per_list}")
+    names, specs, problems = _StimulusNames(stimuli, index_base), [], []
+    for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        try:
+            specs.append(_things_row(text, names))
+        except ValueError as error:
+            problems.append(RowProblem(f"{path.name} line {line}", *error.args))
+    if not specs and not problems:
+        problems.append(RowProblem(path.name, "has no triplets", "rows of three indices"))
+    if problems:
+        raise InputRejected(path.name, problems)
+    size = triplets_per_list or len(specs)
+    return [_mark_repeats(specs[i:i + size]) for i in range(0, len(specs), size)]
+
+
+def _things_row(text: str, names: _StimulusNames) -> TrialSpec:
+    fields = [f for f in re.split(r"[,\s]+", text.strip()) if f]
+    if len(fields) != 3:
+        raise ValueError(f"has {len(fields)} fields", "three indices (odd one out last)")
+    found = []
+    for position, field in enumerate(fields, start=1):
+        try:
+            found.append(names.at(field))
+        except ValueError as error:
+            raise ValueError(f"column {position}: {error.args[0]}", error.args[1]) from error
+    if len({s.id for s in found}) != 3:
+        raise ValueError(f"indices {fields} do not name three different stimuli", "three different indices")
+    return TrialSpec((found[0].id, found[1].id, found[2].id), TrialKind.EXPERIMENTAL, None)
+
+
+# ---------------------------------------------------------------- storing as a study
+
+
+def import_levels_design(db: Database, slug: str, stimulus_set_id: int, path: str | Path,
+                         study_config: StudyConfig | None = None, *, title: str = "",
+                         target_participants: int | None = None) -> ImportedDesign:
+    """A draft study whose lists are the Levels CSV's lists; nothing is stored if any row is bad."""
+    validate_slug(slug)
+    lists, list_ids = read_levels_design(path, load_stimulus_table(db, stimulus_set_id))
+    return _store(db, slug, stimulus_set_id, lists, list_ids, study_config, "levels", Path(path).name,
+                  title, target_participants)
+
+
+def import_things_design(db: Database, slug: str, stimulus_set_id: int, path: str | Path,
+                         study_config: StudyConfig | None = None, *, index_base: int = 0,
+                         triplets_per_list: int | None = None, title: str = "",
+                         target_participants: int | None = None) -> ImportedDesign:
+    """A draft study from a THINGS-style index file (indices into the set ordered by stimulus name)."""
+    validate_slug(slug)
+    lists = read_things_design(path, load_stimulus_table(db, stimulus_set_id), index_base=index_base,
+                               triplets_per_list=triplets_per_list)
+    list_ids = [str(i) for i in range(len(lists))]
+    return _store(db, slug, stimulus_set_id, lists, list_ids, study_config, "things", Path(path).name,
+                  title, target_participants)
+
+
+def _store(db: Database, slug: str, stimulus_set_id: int, lists: list[list[TrialSpec]], list_ids: list[str],
+           study_config: StudyConfig | None, file_format: str, file_name: str, title: str,
+           target_participants: int | None) -> ImportedDesign:
+    config = study_config or StudyConfig()
+    note = {"imported_from": file_name, "format": file_format, "list_ids": list_ids}
+    config = replace(config, extra={**config.extra, "design": note})
+    study_id = create_study(db, slug, stimulus_set_id, lists, config, title=title,
+                            target_participants=target_participants)
+    kinds = Counter(spec.kind.value for specs in lists for spec in specs)
+    return ImportedDesign(study_id, tuple(list_ids), dict(kinds))
