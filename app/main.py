@@ -15,6 +15,11 @@ from app.participant.page import participant_page
 def researcher_navigation() -> dict[str, list[st.Page]]:
     pages = {"AlignLab": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)]}
     if is_researcher():
+        pages["Studies"] = [
+            st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
+            st.Page("pages/participants.py", title="Participants & data", icon=":material/groups:"),
+            st.Page("pages/stimuli.py", title="Stimuli", icon=":material/image:"),
+        ]
         logout_button()
     else:
         pages["Researcher"] = [st.Page("pages/login.py", title="Log in", icon=":material/login:")]

@@ -1,0 +1,98 @@
+"""Studies: live progress of every study, create a study from a stimulus set, open/pause/close it,
+and generate its participant link (Prolific template and codes)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.flash import flash, show_flashes
+from app.resources import get_db
+from db.models import StudyStatus
+from study.config import StudyConfig
+from study.design import DesignConfig, create_study_from_design
+from study.monitoring import study_progress
+from study.stimuli import list_stimulus_sets
+from study.studies import set_study_status
+
+PROLIFIC_PARAMS = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+
+
+@st.fragment(run_every="3s")
+def progress_table() -> None:
+    """Refreshes itself every few seconds, so arriving participants show up without a click."""
+    table = study_progress(get_db())
+    if table.empty:
+        st.info("No studies yet. Create one below from a stimulus set.")
+    else:
+        st.dataframe(table, hide_index=True, width="stretch")
+
+
+def status_controls(slugs: list[str]) -> None:
+    slug = st.selectbox("Study", slugs, key="status_study")
+    choice = st.radio("Status", [s.value for s in StudyStatus], horizontal=True, key="status_choice")
+    if st.button("Set status"):
+        set_study_status(get_db(), slug, StudyStatus(choice))
+        flash(f"{slug} is now {choice}.")
+        st.rerun()
+
+
+def link_generator(slugs: list[str]) -> None:
+    slug = st.selectbox("Study", slugs, key="link_study")
+    base = st.text_input("Public address of this app", value="http://localhost:8501", key="link_base")
+    st.markdown("**Prolific study URL** (Prolific fills in the three ids):")
+    st.code(f"{base.rstrip('/')}/?study={slug}&{PROLIFIC_PARAMS}", language=None)
+    st.markdown("**Lab / anonymous link** (an anonymous id is generated and kept in the address):")
+    st.code(f"{base.rstrip('/')}/?study={slug}", language=None)
+    config = StudyConfig()
+    st.caption(f"Codes (set per study in its config): completion `{config.completion_code}`, early exit "
+               f"`{config.early_exit_code}`, no consent `{config.no_consent_code}`.")
+
+
+def create_form() -> None:
+    sets = {s.name: s for s in list_stimulus_sets(get_db())}
+    if not sets:
+        st.info("Import a stimulus set first (Stimuli page).")
+        return
+    with st.form("create_study"):
+        set_name = st.selectbox("Stimulus set", list(sets))
+        slug = st.text_input("Slug (used in the link)", placeholder="my-study")
+        title = st.text_input("Title", value="Odd one out")
+        columns = st.columns(4)
+        n_lists = columns[0].number_input("Lists", 1, 500, 10)
+        per_level = columns[1].number_input("Triplets per level", 1, 500, 20)
+        n_blocks = columns[2].number_input("Blocks", 1, 20, 3)
+        catch = columns[3].number_input("Catch per block", 0, 20, 2)
+        target = st.number_input("Target participants (0 = no target)", 0, 100_000, 0)
+        submitted = st.form_submit_button("Create study")
+    if submitted:
+        design = DesignConfig(n_lists=int(n_lists), n_between_class=int(per_level), n_within_class=int(per_level),
+                              n_class_border=int(per_level), n_blocks=int(n_blocks), catch_per_block=int(catch))
+        _create(sets[set_name].id, slug.strip(), title, design, int(target) or None)
+
+
+def _create(set_id: int, slug: str, title: str, design: DesignConfig, target: int | None) -> None:
+    try:
+        _, made = create_study_from_design(get_db(), slug, set_id, design, StudyConfig(title=title),
+                                           title=title, target_participants=target)
+    except (ValueError, LookupError) as error:
+        st.error(str(error))
+        return
+    flash(f"Created draft study {slug!r} with {len(made.lists)} lists. Open it to admit participants.")
+    flash("Design: " + "; ".join(made.notes()), "caption")
+    st.rerun()
+
+
+st.title("Studies")
+show_flashes()
+progress_table()
+slugs = study_progress(get_db())["slug"].tolist()
+if slugs:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Status")
+        status_controls(slugs)
+    with right:
+        st.subheader("Participant link")
+        link_generator(slugs)
+st.subheader("New study")
+create_form()
