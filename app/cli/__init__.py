@@ -13,6 +13,8 @@ import sys
 
 COMMAND_MODULES = [
     "app.cli.db_commands",
+    "app.cli.stimuli_commands",
+    "app.cli.study_commands",
     "app.cli.researcher_commands",
     "app.cli.jobs_commands",
 ]

@@ -1,0 +1,105 @@
+"""`alignlab stimuli ...` and `alignlab study ...`: summaries on success, row-level errors and exit 2 on bad input."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.cli import main
+from db.models import Study, StudyStatus, Trial
+from tests.study.stimulus_files import make_image, make_layout, snapshot
+
+LAYOUT = {sup: {f"{sup}{c}": 4 for c in range(3)} for sup in ("animal", "tool", "food")}
+
+
+@pytest.fixture
+def env(db, tmp_path, monkeypatch):
+    """The CLI talks to the test database and keeps files under a temporary data dir."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("ALIGNLAB_HOME", str(home))
+    monkeypatch.setenv("DATABASE_URL", db.engine.url.render_as_string(hide_password=False))
+    return home
+
+
+def test_stimuli_import_prints_a_summary_and_list_shows_it(env, tmp_path, capsys):
+    source = make_layout(tmp_path / "src", LAYOUT)
+    assert main(["stimuli", "import", str(source), "--name", "objects"]) == 0
+    out = capsys.readouterr().out
+    assert "imported 36 images into stimulus set 'objects'" in out
+    assert "9 categories in 3 superordinate(s)" in out and "animal: 3 categories, 12 images" in out
+    assert main(["stimuli", "list"]) == 0
+    assert "objects" in capsys.readouterr().out
+
+
+def test_stimuli_import_reports_bad_rows_and_exits_2(db, env, tmp_path, capsys):
+    source = make_layout(tmp_path / "src", LAYOUT)
+    (source / "animal" / "animal0" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,category\nanimal/animal0/animal00.jpg,a\nanimal/nope.jpg,a\n")
+    before = snapshot(db, env)
+    assert main(["stimuli", "import", str(source), "--name", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert "animal/animal0/broken.jpg: is" in err and "nothing was imported" in err
+    assert main(["stimuli", "import", str(source), "--name", "bad", "--manifest", str(manifest)]) == 2
+    assert "m.csv line 3: unknown path 'animal/nope.jpg'" in capsys.readouterr().err
+    assert snapshot(db, env) == before
+
+
+def test_study_create_open_pause_close_and_list(db, env, tmp_path, capsys):
+    main(["stimuli", "import", str(make_layout(tmp_path / "src", LAYOUT)), "--name", "objects"])
+    design = tmp_path / "design.toml"
+    design.write_text("n_lists = 2\nn_between_class = 6\nseed = 3\n")
+    code = main(["study", "create", "pilot-1", "--stimuli", "objects", "--design", str(design), "--within", "3",
+                 "--border", "3", "--blocks", "2", "--catch-per-block", "1", "--practice", "1", "--target", "4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "created study 'pilot-1'" in out and "2 list(s) of 15 trials" in out
+    assert "within_class = three images of one category" in out and "alignlab study open pilot-1" in out
+    for command, status in (("open", StudyStatus.OPEN), ("pause", StudyStatus.PAUSED), ("close", StudyStatus.CLOSED)):
+        assert main(["study", command, "pilot-1"]) == 0
+        with db.read() as session:
+            assert session.scalar(select(Study.status).where(Study.slug == "pilot-1")) == status
+    assert main(["study", "list"]) == 0
+    assert "pilot-1" in capsys.readouterr().out
+
+
+def test_study_create_errors_exit_2_and_change_nothing(db, env, tmp_path, capsys):
+    main(["stimuli", "import", str(make_layout(tmp_path / "src", LAYOUT)), "--name", "objects"])
+    assert main(["study", "create", "pilot-1", "--stimuli", "objects", "--open"]) == 0
+    capsys.readouterr()
+    with db.read() as session:
+        n_trials = session.scalar(select(func.count()).select_from(Trial))
+    assert main(["study", "create", "pilot-1", "--stimuli", "objects"]) == 2
+    assert "slug 'pilot-1' already exists" in capsys.readouterr().err
+    assert main(["study", "create", "pilot-2", "--stimuli", "nothing"]) == 2
+    assert "no stimulus set named 'nothing'; known sets: objects" in capsys.readouterr().err
+    assert main(["study", "create", "pilot-3", "--stimuli", "objects", "--within", "50"]) == 2
+    assert "allows only 36 distinct within_class triplets but each list needs 50" in capsys.readouterr().err
+    assert main(["study", "open", "missing"]) == 2
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(Trial)) == n_trials
+        assert session.scalar(select(func.count()).select_from(Study)) == 1
+
+
+def test_import_design_levels_and_things(db, env, tmp_path, capsys):
+    source = tmp_path / "src"
+    for name in ("dog/a.jpg", "dog/b.jpg", "cat/c.jpg", "car/d.jpg"):
+        make_image(source / name)
+    main(["stimuli", "import", str(source), "--name", "tiny"])
+    levels = tmp_path / "inputs.csv"
+    levels.write_text("id,image1,image2,image3,trial,triplet_class\n"
+                      "participant_1,a.jpg,c.jpg,d.jpg,0,between_class\n"
+                      "participant_1,a.jpg,b.jpg,c.jpg,1,class_border\n"
+                      "participant_2,a.jpg,b.jpg,zebra.jpg,0,class_border\n")
+    assert main(["study", "import-design", "levels-1", str(levels), "--stimuli", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "inputs.csv line 4: image3: unknown image 'zebra.jpg': not in the stimulus set" in err
+    levels.write_text(levels.read_text().replace("zebra.jpg", "d.jpg"))
+    assert main(["study", "import-design", "levels-1", str(levels), "--stimuli", "tiny", "--open"]) == 0
+    out = capsys.readouterr().out
+    assert "2 list(s), 3 trials (3 experimental)" in out and "study 'levels-1' is open" in out
+    things = tmp_path / "triplets.txt"
+    things.write_text("0 1 2\n0 1 3\n")  # names sorted: car/d, cat/c, dog/a, dog/b
+    assert main(["study", "import-design", "things-1", str(things), "--stimuli", "tiny", "--per-list", "1"]) == 0
+    assert "2 list(s), 2 trials" in capsys.readouterr().out
