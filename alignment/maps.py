@@ -1,0 +1,169 @@
+"""2-D maps of the same images under two representations, put into one frame so movement is visible.
+
+``paired_maps(before, after, MapConfig())`` embeds each representation in 2-D (UMAP by default, PCA as
+the fast option) and rotates/reflects/scales/translates the *after* map onto the *before* map
+(orthogonal Procrustes on the 2-D coordinates), after scaling the before map to unit RMS radius.
+Then the displacement of an image between the two maps is movement, not an arbitrary rotation or
+sign flip of the layout. PCA maps are linear, so displacements are faithful; UMAP keeps neighbourhoods
+but not global positions, so on UMAP maps trust who sits next to whom, and read the amount of
+reorganisation from ``alignment.reorganisation`` (computed in the full-dimensional space).
+
+UMAP's first fit in a process costs a numba JIT compilation (~12-17 s); ``warm_umap()`` pays it once
+per process (idempotent), after which fits cost seconds. ``umap`` is imported lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Method = Literal["umap", "pca"]
+METHODS: tuple[str, ...] = ("umap", "pca")
+MIN_IMAGES = 5
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """How to draw a map. Rows are L2-normalised first by default, matching cosine neighbourhoods."""
+
+    method: Method = "umap"
+    seed: int = 0
+    normalise_rows: bool = True
+    n_neighbors: int = 15  # UMAP
+    min_dist: float = 0.1  # UMAP
+    metric: str = "cosine"  # UMAP; PCA is Euclidean on the (normalised) rows
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"map method must be one of {METHODS}; got {self.method!r}")
+        if self.n_neighbors < 2:
+            raise ValueError(f"n_neighbors must be >= 2; got {self.n_neighbors}")
+
+
+@dataclass(frozen=True)
+class Procrustes:
+    """``aligned = scale * (moving - mean_moving) @ rotation + translation``; disparity in [0, 1]."""
+
+    aligned: np.ndarray
+    rotation: np.ndarray
+    scale: float
+    translation: np.ndarray
+    disparity: float  # residual sum of squares / sum of squares of the centred reference
+
+
+@dataclass(frozen=True)
+class PairedMaps:
+    """Two maps of the same n images in one frame; ``displacement[i]`` = how far image i moved."""
+
+    before: np.ndarray  # [n, 2], centred, unit RMS radius
+    after: np.ndarray  # [n, 2], Procrustes-aligned onto ``before``
+    config: MapConfig
+    disparity: float
+    seconds: float
+    displacement: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "displacement", np.linalg.norm(self.after - self.before, axis=1))
+
+
+def check_embeddings(embeddings, name: str = "embeddings") -> np.ndarray:
+    """Return a float64 [n, D] array, or raise ValueError saying what was wrong."""
+    arr = np.asarray(embeddings)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [n_images, n_features]; got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
+    if arr.shape[0] < MIN_IMAGES or arr.shape[1] < 2:
+        raise ValueError(f"{name} needs at least {MIN_IMAGES} images and 2 features; got shape {arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        raise ValueError(f"{name} row {bad[0]} contains NaN or infinity")
+    return arr.astype(np.float64, copy=False)
+
+
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def embed_2d(embeddings, config: MapConfig = MapConfig()) -> np.ndarray:
+    """[n, 2] coordinates of ``embeddings`` [n, D] (seeded: the same input gives the same map)."""
+    x = check_embeddings(embeddings)
+    if config.normalise_rows:
+        x = normalise_rows(x)
+    if config.method == "pca":
+        return _pca_2d(x)
+    return _umap_2d(x, config)
+
+
+def _pca_2d(x: np.ndarray) -> np.ndarray:
+    """Top-2 principal components via SVD; sign fixed so the largest loading is positive (deterministic)."""
+    centred = x - x.mean(axis=0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    signs = np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(axis=1)])
+    return u[:, :2] * s[:2] * signs
+
+
+def _umap_2d(x: np.ndarray, config: MapConfig) -> np.ndarray:
+    import umap
+
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(config.n_neighbors, x.shape[0] - 1),
+        min_dist=config.min_dist,
+        metric=config.metric,
+        random_state=config.seed,
+        n_jobs=1,
+    )
+    return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+
+
+@functools.cache
+def warm_umap() -> float:
+    """Compile UMAP's numba code once per process with a tiny fit; returns the seconds it took (once)."""
+    start = time.perf_counter()
+    points = np.random.default_rng(0).normal(size=(64, 8))
+    _umap_2d(points, MapConfig(n_neighbors=10))
+    return time.perf_counter() - start
+
+
+def unit_frame(xy: np.ndarray) -> np.ndarray:
+    """Centre a map and scale it to unit RMS radius, so displacements are comparable across maps."""
+    centred = xy - xy.mean(axis=0)
+    rms = np.sqrt((centred**2).sum(axis=1).mean())
+    return centred / max(rms, 1e-12)
+
+
+def procrustes_align(reference: np.ndarray, moving: np.ndarray) -> Procrustes:
+    """Best rotation/reflection, uniform scale and translation taking ``moving`` onto ``reference``."""
+    reference, moving = np.asarray(reference, float), np.asarray(moving, float)
+    if reference.shape != moving.shape or reference.ndim != 2:
+        raise ValueError(
+            f"Procrustes needs two maps of the same shape [n, d]; got {reference.shape}, {moving.shape}"
+        )
+    ref_mean, mov_mean = reference.mean(axis=0), moving.mean(axis=0)
+    ref_c, mov_c = reference - ref_mean, moving - mov_mean
+    u, s, vt = np.linalg.svd(mov_c.T @ ref_c)
+    rotation = u @ vt
+    scale = float(s.sum() / max((mov_c**2).sum(), 1e-12))
+    aligned = scale * mov_c @ rotation + ref_mean
+    disparity = float(((aligned - reference) ** 2).sum() / max((ref_c**2).sum(), 1e-12))
+    return Procrustes(aligned, rotation, scale, ref_mean, disparity)
+
+
+def paired_maps(before, after, config: MapConfig = MapConfig()) -> PairedMaps:
+    """Maps of the same images before and after, in the before map's frame (see module docstring)."""
+    before_x = check_embeddings(before, "embeddings_before")
+    after_x = check_embeddings(after, "embeddings_after")
+    if before_x.shape[0] != after_x.shape[0]:
+        raise ValueError(
+            f"before and after must hold the same images (rows); got {before_x.shape[0]} and "
+            f"{after_x.shape[0]} rows"
+        )
+    start = time.perf_counter()
+    before_xy = unit_frame(embed_2d(before_x, config))
+    fit = procrustes_align(before_xy, embed_2d(after_x, config))
+    return PairedMaps(before_xy, fit.aligned, config, fit.disparity, time.perf_counter() - start)
