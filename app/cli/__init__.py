@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "app.cli.study_commands",
     "app.cli.researcher_commands",
     "app.cli.jobs_commands",
+    "app.cli.demo_commands",
 ]
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError)
