@@ -73,3 +73,18 @@ def answer_positions(db, slug: str, external_id: str, positions: Sequence[int], 
     for trial, position, rt in zip(plan, positions, rts, strict=False):
         P.record_response(db, entry.participant_id, P.ResponsePayload(trial.trial_index, trial.shown, position, rt))
     return entry.participant_id
+
+
+def levels_list(ids) -> list[TrialSpec]:
+    """16 images (dog, cat, car, bus x 4): 8 catch, 12 within-class, 12 class-border, 12 between-class trials."""
+    dog, cat, car, bus = (ids[i:i + 4] for i in range(0, 16, 4))
+    specs = [catch(dog[i % 4], dog[(i + 1) % 4], car[i % 4]) for i in range(8)]
+    for i in range(12):
+        group = (dog, cat, car, bus)[i % 4]
+        specs.append(TrialSpec((group[i % 4], group[(i + 1) % 4], group[(i + 2) % 4]), TrialKind.EXPERIMENTAL,
+                               TripletLevel.WITHIN_CLASS))
+        specs.append(TrialSpec((dog[i % 4], dog[(i + 2) % 4], cat[i % 4]), TrialKind.EXPERIMENTAL,
+                               TripletLevel.CLASS_BORDER))
+        specs.append(TrialSpec((dog[i % 4], cat[(i + 1) % 4], bus[i % 4]), TrialKind.EXPERIMENTAL,
+                               TripletLevel.BETWEEN_CLASS))
+    return specs

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from db.engine import Database
-from db.models import Base, Participant, Response, StudyStatus, TrialKind, TripletLevel
+from db.models import Base, Participant, Response, StudyStatus
 from study.judgments import load_judgments, load_responses
 from study.participation import StudyUnavailable
 from study.qc import participant_qc
@@ -23,8 +23,8 @@ from study.simulate import (
     pair_similarities,
     simulate_participants,
 )
-from study.studies import TrialSpec, set_study_status
-from tests.study.analysis_helpers import catch, make_stimuli, make_study
+from study.studies import set_study_status
+from tests.study.analysis_helpers import levels_list, make_stimuli, make_study
 
 FLAT = SimilarityModel(item_weight=0.0)
 
@@ -56,24 +56,9 @@ def test_item_vectors_are_fixed_unit_vectors():
     assert item_vector("abc", 8).tolist() != item_vector("abd", 8).tolist()
 
 
-def _levels_list(ids) -> list[TrialSpec]:
-    """16 images (dog, cat, car, bus x 4): 8 catch, 12 within-class, 12 class-border, 12 between-class trials."""
-    dog, cat, car, bus = (ids[i:i + 4] for i in range(0, 16, 4))
-    specs = [catch(dog[i % 4], dog[(i + 1) % 4], car[i % 4]) for i in range(8)]
-    for i in range(12):
-        group = (dog, cat, car, bus)[i % 4]
-        specs.append(TrialSpec((group[i % 4], group[(i + 1) % 4], group[(i + 2) % 4]), TrialKind.EXPERIMENTAL,
-                               TripletLevel.WITHIN_CLASS))
-        specs.append(TrialSpec((dog[i % 4], dog[(i + 2) % 4], cat[i % 4]), TrialKind.EXPERIMENTAL,
-                               TripletLevel.CLASS_BORDER))
-        specs.append(TrialSpec((dog[i % 4], cat[(i + 1) % 4], bus[i % 4]), TrialKind.EXPERIMENTAL,
-                               TripletLevel.BETWEEN_CLASS))
-    return specs
-
-
 def _study(db, slug="sim-study"):
     ids = make_stimuli(db, per_category=4)
-    make_study(db, slug, [_levels_list(ids)], participants_per_list=50)
+    make_study(db, slug, [levels_list(ids)], participants_per_list=50)
     return ids
 
 
