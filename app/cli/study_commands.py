@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli.study_analysis_commands import add_analysis_parsers  # export, simulate, qc, reliability
+
 # design options: CLI flag -> DesignConfig field
 DESIGN_FLAGS = {
     "--lists": ("n_lists", int, "number of triplet lists (participants per list: study config)"),
@@ -181,4 +183,4 @@ def _list(_args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_create, _add_import_design, _add_status_commands, _add_list]
+SUBCOMMANDS = [_add_create, _add_import_design, _add_status_commands, _add_list, add_analysis_parsers]
