@@ -202,7 +202,7 @@ class _Pools:
         return [s for s in self.superordinates if len(self.sup_images[s]) >= n]
 
     def describe(self) -> str:
-        parts = [f"{sup or '(none)'}: {len(self.sup_cats[sup])} categories, {len(self.sup_images[sup])} images"
+        parts = [f"{sup or '(none)'}: {len(self.sup_cats[sup])} category(ies), {len(self.sup_images[sup])} images"
                  for sup in self.superordinates]
         return "; ".join(parts)
 

@@ -256,3 +256,17 @@ def test_reading_sets_back(db, home, tmp_path):
     assert (summary.name, summary.n_images, summary.n_categories, summary.n_superordinates) == ("pets", 7, 3, 2)
     with pytest.raises(StimulusSetNotFound, match="known sets: pets"):
         stimulus_set_id_by_name(db, "nope")
+
+
+def test_import_list_and_design_on_sqlite_and_postgresql(any_db, home, tmp_path):
+    from study.design import DesignConfig, create_study_from_design
+
+    report = import_stimulus_set(any_db, make_layout(tmp_path / "src", LAYOUT), "pets")
+    [summary] = list_stimulus_sets(any_db)
+    assert (summary.n_images, summary.n_categories, summary.n_superordinates) == (7, 3, 2)
+    with pytest.raises(ValueError, match="already exists"):
+        import_stimulus_set(any_db, make_layout(tmp_path / "again", LAYOUT), "pets")
+    config = DesignConfig(n_between_class=0, n_within_class=1, n_class_border=3, n_blocks=1, catch_per_block=1,
+                          n_practice=1, within_class_scope="category")
+    _, design = create_study_from_design(any_db, "pets-study", report.stimulus_set_id, config)
+    assert len(design.lists[0]) == 6
