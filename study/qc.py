@@ -4,7 +4,8 @@ Rules (thresholds in `QCConfig`, defaults from the source studies):
 - catch accuracy below 0.90 (Levels); timed-out catch trials count as wrong;
 - more than 10 timeouts (Levels);
 - THINGS too fast: in a window of 20 answered trials the 5th-fastest RT < 800 ms and the 10th-fastest
-  < 1100 ms; THINGS drops every such window and the whole worker at >= 5 flagged windows;
+  < 1100 ms; THINGS drops every such window and the whole worker at >= 5 flagged windows, so 1-4 flagged
+  windows give the informational flag `fast_window` and 5 or more `too_fast`;
 - THINGS position bias: any of left/middle/right chosen in > 40% or < 27% of answered trials
   (judged only with >= 100 answered trials, THINGS' >= 5 HITs of 20);
 - fullscreen exits and window blurs are counted, and flagged only above a configured maximum.

@@ -20,8 +20,9 @@ JUDGMENT_COLUMNS = ["stim0", "stim1", "stim2", "level", "kind", "rt_ms", "is_sim
 
 
 @pytest.fixture
-def exported_study(db):
-    """Practice, catch, 3 experimental trials; a human, a simulated and an excluded participant."""
+def exported_study(any_db):
+    """Practice, catch, 3 experimental trials; a human, a simulated and an excluded participant (SQLite, PostgreSQL)."""
+    db = any_db
     ids = make_stimuli(db)
     specs = [TrialSpec((ids[0], ids[1], ids[6]), TrialKind.PRACTICE, block=-1), catch(ids[3], ids[4], ids[9]),
              experimental(ids[0], ids[3], ids[6]), experimental(ids[1], ids[2], ids[5], TripletLevel.CLASS_BORDER),
