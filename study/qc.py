@@ -7,7 +7,8 @@ Rules (thresholds in `QCConfig`, defaults from the source studies):
   < 1100 ms; THINGS drops every such window and the whole worker at >= 5 flagged windows, so 1-4 flagged
   windows give the informational flag `fast_window` and 5 or more `too_fast`;
 - THINGS position bias: any of left/middle/right chosen in > 40% or < 27% of answered trials
-  (judged only with >= 100 answered trials, THINGS' >= 5 HITs of 20);
+  (judged only with >= 100 answered trials, THINGS' >= 5 HITs of 20); an unbiased responder still trips
+  it with probability ~0.30 at 100 answered trials, ~0.11 at 200, ~0.03 at 330 (multinomial simulation);
 - fullscreen exits and window blurs are counted, and flagged only above a configured maximum.
 Practice trials never count. Flags are suggestions; `set_exclusion` records the researcher's decision.
 """
