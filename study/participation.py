@@ -7,6 +7,7 @@ simulated participants all go through the same functions, so there is one record
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import random
@@ -204,6 +205,29 @@ def _planned(participant_id: int, trial: Trial) -> PlannedTrial:
     return PlannedTrial(trial.trial_index, trial.id, trial.block, trial.kind, trial.level, shown)
 
 
+@dataclass(frozen=True)
+class ParticipantView:
+    """What the participant page needs to decide the next step; read fresh on every page run."""
+
+    participant_id: int
+    external_id: str
+    status: ParticipantStatus
+    consent: bool | None
+    demographics: dict[str, Any]
+    strategy: str | None
+    flow_state: dict[str, Any]
+    config: StudyConfig
+
+
+def participant_view(db: Database, participant_id: int) -> ParticipantView:
+    with db.read() as session:
+        participant = _participant(session, participant_id)
+        config = study_config(session.get(Study, participant.study_id))
+        return ParticipantView(participant.id, participant.external_id, participant.status, participant.consent,
+                               dict(participant.demographics or {}), participant.strategy,
+                               dict(participant.flow_state or {}), config)
+
+
 def answered_trials(db: Database, participant_id: int) -> set[int]:
     with db.read() as session:
         return set(session.scalars(select(Response.trial_index).where(Response.participant_id == participant_id)))
@@ -274,11 +298,9 @@ def _has_response(session: Session, participant_id: int, trial_index: int) -> bo
 
 
 def _log_rejection(db: Database, participant_id: int, payload: ResponsePayload, reason: str) -> None:
-    try:
+    with contextlib.suppress(ParticipantNotFound):
         record_event(db, participant_id, "rejected_response", client_event_id="rej-" + secrets.token_hex(8),
                      trial_index=payload.trial_index, detail={"reason": reason})
-    except ParticipantNotFound:
-        pass
 
 
 def record_event(db: Database, participant_id: int, kind: str, *, client_event_id: str,

@@ -1,8 +1,185 @@
-"""The participant study page (consent → instructions → trials → end)."""
+"""The participant study page: consent → demographics → instructions → practice and blocks (the trial
+component) → strategy → end page and redirect. The step always comes from the database, so a reload, a
+reopened tab or a server restart lands where the participant left off."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
 
 import streamlit as st
 
+from app.participant import steps
+from app.participant.blocks import block_data
+from app.participant.components import session_monitor, trial_block
+from app.participant.flow import Step, block_run, next_step
+from app.participant.identity import ANONYMOUS_ID_PARAM, arrival_from_query
+from app.participant.payloads import BadRequest, parse_response
+from app.participant.tokens import participant_token
+from app.resources import get_db
+from db.engine import Database
+from db.models import ParticipantStatus
+from study.participation import (
+    Entry,
+    IncompleteSession,
+    InvalidParticipantId,
+    ParticipantView,
+    ResponseRejected,
+    StudyUnavailable,
+    answered_trials,
+    code_for,
+    enter_study,
+    finish_participant,
+    participant_view,
+    record_event,
+    record_response,
+    trial_plan,
+    update_participant,
+)
+from study.studies import StudyNotFound
+
+LOG = logging.getLogger("alignlab.participant")
+
 
 def participant_page() -> None:
-    st.title("Study")
-    st.info("The participant flow is being built.")
+    db = get_db()
+    entry = _enter(db)
+    if entry is None:
+        return
+    view = participant_view(db, entry.participant_id)
+    namespace = f"{entry.study_id}:{entry.external_id}"
+    token = participant_token(entry.participant_id)
+    if "al_plan" not in st.session_state:
+        st.session_state["al_plan"] = trial_plan(db, entry.participant_id)
+    plan = st.session_state["al_plan"]
+    answered = answered_trials(db, entry.participant_id)
+    step = next_step(view, plan, answered, returning=st.session_state["al_returning"])
+    redirect = _redirect_url(view) if step == Step.END and st.session_state.get("al_just_finished") else ""
+    session_monitor({"ns": namespace, "token": token, "api": "/api", "redirect": redirect})
+    _show(step, db, view, plan, answered, namespace=namespace, token=token)
+
+
+def _enter(db: Database) -> Entry | None:
+    """The participant for this link; a clear message (and no crash) for a bad or unknown link."""
+    arrival = arrival_from_query(st.query_params)
+    try:
+        entry = enter_study(db, arrival.slug, arrival.external_id, external_study_id=arrival.external_study_id,
+                            external_session_id=arrival.external_session_id, source=arrival.source)
+    except StudyNotFound:
+        LOG.warning("participant link for unknown study %r", arrival.slug[:80])
+        st.error("There is no study at this link. Please check the link you were given.")
+        return None
+    except InvalidParticipantId as error:
+        LOG.warning("participant link refused: %s", error)
+        st.error("This link carries an invalid participant id. Please open the study from the link you "
+                 "were given, unchanged.")
+        return None
+    except StudyUnavailable as error:
+        st.warning(f"This study is not taking part in new sessions right now ({error}).")
+        return None
+    if arrival.external_id is None:  # keep the generated id in the URL: a reload finds the same participant
+        st.query_params[ANONYMOUS_ID_PARAM] = entry.external_id
+    if st.session_state.get("al_pid") != entry.participant_id:
+        _start_session(db, entry)
+    return entry
+
+
+def _start_session(db: Database, entry: Entry) -> None:
+    for key in [k for k in st.session_state if str(k).startswith("al_")]:
+        del st.session_state[key]
+    st.session_state["al_pid"] = entry.participant_id
+    st.session_state["al_returning"] = not entry.is_new
+    if not entry.is_new:
+        record_event(db, entry.participant_id, "session_resumed", client_event_id="srv-" + secrets.token_hex(8),
+                     detail={"status": entry.status.value})
+
+
+def _show(step: Step, db: Database, view: ParticipantView, plan: list, answered: set[int], *,
+          namespace: str, token: str) -> None:
+    if step == Step.END:
+        steps.end_ui(view, code_for(view.config, view.status), _redirect_url(view))
+        return
+    if step == Step.CONSENT:
+        steps.consent_ui(db, view)
+        return
+    if step == Step.TRIALS:
+        _trials(db, view, plan, answered, namespace=namespace, token=token)
+        return
+    if step == Step.RESUME_BLOCKED:
+        update_participant(db, view.participant_id, flow_state=view.flow_state | {"resume_blocked": True})
+        _finish(db, view, ParticipantStatus.EARLY_EXIT)
+        return
+    if step == Step.FINISH:
+        _finish(db, view, ParticipantStatus.COMPLETED)
+        return
+    {Step.DEMOGRAPHICS: steps.demographics_ui, Step.INSTRUCTIONS: steps.instructions_ui,
+     Step.STRATEGY: steps.strategy_ui}[step](db, view)
+    steps.stop_control(db, view)
+
+
+def _finish(db: Database, view: ParticipantView, status: ParticipantStatus) -> None:
+    try:
+        finish_participant(db, view.participant_id, status)
+    except IncompleteSession as missing:  # a response still on its way: show the wait, look again shortly
+        LOG.warning("participant %s not finished yet: %s", view.external_id, missing)
+        st.info("Saving your last answers…")
+        st.button("Check again", key="finish_retry")
+        return
+    st.session_state["al_just_finished"] = True
+    st.rerun()
+
+
+def _redirect_url(view: ParticipantView) -> str:
+    return view.config.completion_url(code_for(view.config, view.status))
+
+
+def _block_key(block: int) -> str:
+    retries = st.session_state.get("al_block_retry", {}).get(block, 0)
+    return f"block-{block}" + (f"-retry{retries}" if retries else "")
+
+
+def _trials(db: Database, view: ParticipantView, plan: list, answered: set[int], *,
+            namespace: str, token: str) -> None:
+    restart = st.session_state.get("al_restart_block")
+    if restart is None:  # decided once per browser session
+        restart = bool(st.session_state["al_returning"]) and view.config.resume_policy == "restart_block"
+        st.session_state["al_restart_block"] = restart
+    run = block_run(plan, answered, restart_block=restart and not st.session_state.get("al_restarted"))
+    block_key = _block_key(run.block)
+    data = block_data(run, view.config, namespace=namespace, token=token, block_key=block_key,
+                      answered_count=len(answered), total=len(plan))
+    result = trial_block(data)
+    for name in ("block_done", "early_exit"):
+        event = getattr(result, name, None)
+        if event:
+            _handle_block_event(db, view, name, event)
+
+
+def _handle_block_event(db: Database, view: ParticipantView, name: str, event: dict[str, Any]) -> None:
+    """Store the responses the trigger carries (duplicates of REST-stored ones are ignored), then move on."""
+    seen = st.session_state.setdefault("al_seen_triggers", set())
+    marker = (name, str(event.get("block_key")), event.get("attempt"))
+    if marker in seen:
+        return
+    seen.add(marker)
+    for body in event.get("responses") or []:
+        _store_carried_response(db, view.participant_id, body)
+    st.session_state["al_restarted"] = True
+    if name == "early_exit":
+        finish_participant(db, view.participant_id, ParticipantStatus.EARLY_EXIT)
+        st.session_state["al_just_finished"] = True
+    else:
+        block = event.get("block")
+        still_open = {t.trial_index for t in st.session_state["al_plan"] if t.block == block}
+        if still_open - answered_trials(db, view.participant_id):  # e.g. a refused response: run them again
+            retries = st.session_state.setdefault("al_block_retry", {})
+            retries[block] = retries.get(block, 0) + 1
+    st.rerun()
+
+
+def _store_carried_response(db: Database, participant_id: int, body: dict[str, Any]) -> None:
+    try:
+        record_response(db, participant_id, parse_response(body))
+    except (BadRequest, ResponseRejected) as error:
+        LOG.warning("carried response refused: %s", error)

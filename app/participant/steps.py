@@ -1,0 +1,129 @@
+"""The participant-facing pages around the trials. Each `*_ui` draws one step and stores what the
+participant gave; the page decides which step to show from the database."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from db.engine import Database
+from db.models import ParticipantStatus
+from study.participation import ParticipantView, finish_participant, update_participant
+
+GENDERS = ("", "female", "male", "non-binary", "another gender", "prefer not to say")
+MAX_STRATEGY_CHARS = 2000
+
+
+def consent_ui(db: Database, view: ParticipantView) -> None:
+    st.header(view.config.title)
+    st.markdown(view.config.consent_text)
+    agree, decline = st.columns(2)
+    if agree.button("I agree and want to take part", type="primary", key="consent_yes"):
+        update_participant(db, view.participant_id, consent=True)
+        st.rerun()
+    if decline.button("I do not agree", key="consent_no"):
+        update_participant(db, view.participant_id, consent=False)
+        finish_participant(db, view.participant_id, ParticipantStatus.NO_CONSENT)
+        st.session_state["al_just_finished"] = True
+        st.rerun()
+
+
+def demographics_ui(db: Database, view: ParticipantView) -> None:
+    st.header("About you")
+    st.caption("Both questions are optional.")
+    with st.form("demographics"):
+        age = st.number_input("Age in years", min_value=16, max_value=120, value=None, step=1)
+        gender = st.selectbox("Gender", GENDERS, format_func=lambda g: g or "—")
+        if st.form_submit_button("Continue", type="primary"):
+            demographics = {"age": int(age) if age is not None else None, "gender": gender or None}
+            update_participant(db, view.participant_id, demographics=demographics,
+                               flow_state=view.flow_state | {"demographics_done": True})
+            st.rerun()
+
+
+def instructions_ui(db: Database, view: ParticipantView) -> None:
+    pages = view.config.instructions
+    page = min(st.session_state.setdefault("al_instr_page", 0), len(pages) - 1)
+    shown_key = f"al_instr_shown_{page}"
+    shown_at = st.session_state.setdefault(shown_key, time.monotonic())
+    st.header("Instructions")
+    st.caption(f"Page {page + 1} of {len(pages)}")
+    st.markdown(pages[page])
+    back, forward = st.columns(2)
+    if page > 0 and back.button("Back", key="instr_back"):
+        st.session_state["al_instr_page"] = page - 1
+        st.rerun()
+    with forward:
+        _next_button(db, view, page, shown_at)
+
+
+def _next_button(db: Database, view: ParticipantView, page: int, shown_at: float) -> None:
+    """Enabled once the page has been shown for the configured minimum; a fragment re-checks twice a second."""
+    remaining = view.config.instruction_min_seconds - (time.monotonic() - shown_at)
+    last = page == len(view.config.instructions) - 1
+
+    def draw() -> None:
+        waiting = view.config.instruction_min_seconds - (time.monotonic() - shown_at) > 0
+        label = "Start the practice" if last else "Next"
+        if st.button(label, type="primary", disabled=waiting, key=f"instr_next_{page}"):
+            if last:
+                update_participant(db, view.participant_id, flow_state=view.flow_state | {"instructions_done": True})
+            else:
+                st.session_state["al_instr_page"] = page + 1
+            st.rerun(scope="app")
+
+    if remaining > 0:
+        st.fragment(draw, run_every=0.5)()
+    else:
+        draw()
+
+
+def strategy_ui(db: Database, view: ParticipantView) -> None:
+    st.header("Almost done")
+    with st.form("strategy"):
+        text = st.text_area("How did you decide which image was the odd one out? (optional)",
+                            max_chars=MAX_STRATEGY_CHARS)
+        if st.form_submit_button("Finish", type="primary"):
+            update_participant(db, view.participant_id, strategy=text.strip())
+            st.rerun()
+
+
+def stop_control(db: Database, view: ParticipantView) -> None:
+    """The visible early exit on every page around the trials (the trial block has its own)."""
+    st.divider()
+    if not st.session_state.get("al_confirm_exit"):
+        if st.button("Stop the study", key="stop_study"):
+            st.session_state["al_confirm_exit"] = True
+            st.rerun()
+        return
+    st.warning("Stop the study? What you have answered so far is saved and you receive the early-exit code.")
+    yes, no = st.columns(2)
+    if yes.button("Yes, stop", key="stop_yes"):
+        finish_participant(db, view.participant_id, ParticipantStatus.EARLY_EXIT)
+        st.session_state["al_just_finished"] = True
+        st.rerun()
+    if no.button("No, continue", key="stop_no"):
+        st.session_state["al_confirm_exit"] = False
+        st.rerun()
+
+
+END_TEXTS = {
+    ParticipantStatus.COMPLETED: ("Thank you!", "You have completed the study. All your answers are saved."),
+    ParticipantStatus.EARLY_EXIT: ("You stopped the study", "Thank you. The answers you gave are saved."),
+    ParticipantStatus.NO_CONSENT: ("No consent given", "You chose not to take part. Nothing else will be "
+                                                       "recorded. Please return your submission."),
+}
+BLOCKED_TEXT = ("This session cannot be resumed", "The study was interrupted and this study does not allow "
+                "continuing an interrupted session. The answers you gave are saved.")
+
+
+def end_ui(view: ParticipantView, code: str, url: str) -> None:
+    title, text = BLOCKED_TEXT if view.flow_state.get("resume_blocked") else END_TEXTS.get(
+        view.status, ("The study has ended", ""))
+    st.header(title)
+    st.write(text)
+    if code:
+        st.markdown(f"Your code: **`{code}`**")
+    if url:
+        st.link_button("Return to the recruitment site", url, type="primary")
