@@ -61,8 +61,10 @@ def launch(run_id: int) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
 
 
-def execute(db: Database, run_id: int) -> RunStatus:
-    """Run a queued run's stage in this process; record success, failure or cancellation."""
+def execute(db: Database, run_id: int, on_progress: Progress | None = None) -> RunStatus:
+    """Run a queued run's stage in this process; record success, failure or cancellation.
+
+    `on_progress` also sees every progress report (the CLI draws a progress bar with it)."""
     run = get_run(db, run_id)
     stage = STAGES.get(run.kind)
     if stage is None:
@@ -70,13 +72,14 @@ def execute(db: Database, run_id: int) -> RunStatus:
         return RunStatus.FAILED
     logger, handler = _file_logger(run_id)
     try:
-        return _execute_stage(db, run, stage, logger)
+        return _execute_stage(db, run, stage, logger, on_progress)
     finally:
         logger.removeHandler(handler)
         handler.close()
 
 
-def _execute_stage(db: Database, run: Run, stage: Stage, logger: logging.Logger) -> RunStatus:
+def _execute_stage(db: Database, run: Run, stage: Stage, logger: logging.Logger,
+                   on_progress: Progress | None) -> RunStatus:
     start_run(db, run.id)
     logger.info("run %s (%s) started with config %s", run.id, run.kind, run.config)
 
@@ -84,6 +87,8 @@ def _execute_stage(db: Database, run: Run, stage: Stage, logger: logging.Logger)
         if message:
             logger.info("%3.0f%% %s", 100 * fraction, message)
         report_progress(db, run.id, fraction, message)
+        if on_progress:
+            on_progress(fraction, message)
 
     try:
         result = stage(db, run, progress)

@@ -20,6 +20,7 @@ def researcher_navigation() -> dict[str, list[st.Page]]:
             st.Page("pages/participants.py", title="Participants & data", icon=":material/groups:"),
             st.Page("pages/stimuli.py", title="Stimuli", icon=":material/image:"),
         ]
+        pages["Models"] = [st.Page("pages/alignment.py", title="Alignment runs", icon=":material/model_training:")]
         logout_button()
     else:
         pages["Researcher"] = [st.Page("pages/login.py", title="Log in", icon=":material/login:")]

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "app.cli.researcher_commands",
     "app.cli.jobs_commands",
     "app.cli.demo_commands",
+    "app.cli.align_commands",
     "app.cli.judgments_commands",
 ]
 
