@@ -1,8 +1,9 @@
 """2-D maps of the same images under two representations, put into one frame so movement is visible.
 
 ``paired_maps(before, after, MapConfig())`` embeds each representation in 2-D (UMAP by default, PCA as
-the fast option) and rotates/reflects/scales/translates the *after* map onto the *before* map
-(orthogonal Procrustes on the 2-D coordinates), after scaling the before map to unit RMS radius.
+the fast option), scales both maps to unit RMS radius around the origin, and rotates/reflects the
+*after* map onto the *before* map (orthogonal Procrustes on the 2-D coordinates). The scale is not
+fitted: a least-squares scale shrinks a map that changed a lot towards its centre.
 Then the displacement of an image between the two maps is movement, not an arbitrary rotation or
 sign flip of the layout. PCA maps are linear, so displacements are faithful; UMAP keeps neighbourhoods
 but not global positions, so on UMAP maps trust who sits next to whom, and read the amount of
@@ -60,7 +61,7 @@ class PairedMaps:
     """Two maps of the same n images in one frame; ``displacement[i]`` = how far image i moved."""
 
     before: np.ndarray  # [n, 2], centred, unit RMS radius
-    after: np.ndarray  # [n, 2], Procrustes-aligned onto ``before``
+    after: np.ndarray  # [n, 2], centred, unit RMS radius, rotated/reflected onto ``before``
     config: MapConfig
     disparity: float
     seconds: float
@@ -137,8 +138,9 @@ def unit_frame(xy: np.ndarray) -> np.ndarray:
     return centred / max(rms, 1e-12)
 
 
-def procrustes_align(reference: np.ndarray, moving: np.ndarray) -> Procrustes:
-    """Best rotation/reflection, uniform scale and translation taking ``moving`` onto ``reference``."""
+def procrustes_align(reference: np.ndarray, moving: np.ndarray, *, fit_scale: bool = True) -> Procrustes:
+    """Best rotation/reflection, translation and (if ``fit_scale``) uniform scale taking ``moving`` onto
+    ``reference``."""
     reference, moving = np.asarray(reference, float), np.asarray(moving, float)
     if reference.shape != moving.shape or reference.ndim != 2:
         raise ValueError(
@@ -148,7 +150,7 @@ def procrustes_align(reference: np.ndarray, moving: np.ndarray) -> Procrustes:
     ref_c, mov_c = reference - ref_mean, moving - mov_mean
     u, s, vt = np.linalg.svd(mov_c.T @ ref_c)
     rotation = u @ vt
-    scale = float(s.sum() / max((mov_c**2).sum(), 1e-12))
+    scale = float(s.sum() / max((mov_c**2).sum(), 1e-12)) if fit_scale else 1.0
     aligned = scale * mov_c @ rotation + ref_mean
     disparity = float(((aligned - reference) ** 2).sum() / max((ref_c**2).sum(), 1e-12))
     return Procrustes(aligned, rotation, scale, ref_mean, disparity)
@@ -165,5 +167,5 @@ def paired_maps(before, after, config: MapConfig = MapConfig()) -> PairedMaps:
         )
     start = time.perf_counter()
     before_xy = unit_frame(embed_2d(before_x, config))
-    fit = procrustes_align(before_xy, embed_2d(after_x, config))
+    fit = procrustes_align(before_xy, unit_frame(embed_2d(after_x, config)), fit_scale=False)
     return PairedMaps(before_xy, fit.aligned, config, fit.disparity, time.perf_counter() - start)

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "app.cli.demo_commands",
     "app.cli.align_commands",
     "app.cli.judgments_commands",
+    "app.cli.map_commands",
 ]
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError)

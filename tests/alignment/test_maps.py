@@ -83,3 +83,10 @@ def test_umap_is_warmed_once_per_process_then_seeded_fits_repeat_exactly():
     rows = [2, 30]  # each image moved into another category's cluster
     moved = paired_maps(planted.before, relocate_rows(planted.before, rows, [26, 1]), config)
     assert set(np.argsort(moved.displacement)[-2:].tolist()) == set(rows)
+
+
+def test_a_map_that_changed_completely_keeps_its_size():
+    rng = np.random.default_rng(4)
+    maps = paired_maps(rng.normal(size=(60, 10)), rng.normal(size=(60, 10)), MapConfig(method="pca"))
+    radius = np.sqrt((maps.after**2).sum(axis=1).mean())
+    assert radius == pytest.approx(1.0)  # not shrunk towards the centre by a fitted scale

@@ -1,0 +1,189 @@
+"""Plotly figures for the maps page and `alignlab map`, and their HTML/PNG export.
+
+Thumbnails on hover: plotly's hover labels render only a few text tags (b, i, u, s, sub, sup, em,
+span, a, br; no <img>), so a plain plotly figure cannot show an image in its hover box. The HTML
+this module writes (`hover_thumbnail_html`) adds a small script: hovering a point shows that image's
+thumbnail next to the cursor (element id `alignlab-hover-thumb`) and rings the same image on both maps.
+The page embeds that HTML; exported HTML files behave the same.
+
+PNG export uses kaleido 1.x, which drives a Chrome/Chromium: `BROWSER_PATH` if set, else Debian's
+/usr/bin/chromium, else one found on PATH. Without one, `PngExportUnavailable` says what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from alignment.reorganisation import EntropyVsRt
+
+HOVER_THUMB_ID = "alignlab-hover-thumb"
+PALETTE = qualitative.Dark24 + qualitative.Light24
+CHROME_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+MAX_SVG_POINTS = 2000  # above this, WebGL markers keep hover and panning fluid
+HOVER = ("<b>%{customdata[1]}</b><br>%{customdata[2]} · %{customdata[3]}<br>"
+         "kNN overlap %{customdata[6]:.2f}<br>before: %{customdata[4]}<br>after: %{customdata[5]}<extra></extra>")
+CUSTOM_COLUMNS = ["row", "name", "category", "superordinate", "neighbours_before", "neighbours_after", "knn_overlap"]
+
+
+class PngExportUnavailable(FileNotFoundError):
+    """No Chrome/Chromium for kaleido, or kaleido failed to render."""
+
+
+def colour_map(labels) -> dict[str, str]:
+    """A stable colour per label (sorted), the same in every figure."""
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
+
+
+def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str]) -> go.Figure:
+    """Two maps side by side in one frame (shared axes), one legend entry per label for both maps."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.04)
+    points = points.assign(row=np.arange(len(points)))
+    colours = colour_map(points[colour_by])
+    scatter = go.Scattergl if len(points) > MAX_SVG_POINTS else go.Scatter
+    for label, group in points.groupby(colour_by, sort=True):
+        for col, when in ((1, "before"), (2, "after")):
+            fig.add_trace(scatter(
+                x=group[f"x_{when}"], y=group[f"y_{when}"], mode="markers", name=str(label),
+                legendgroup=str(label), showlegend=col == 1, marker={"color": colours[label], "size": 7},
+                customdata=group[CUSTOM_COLUMNS].to_numpy(), hovertemplate=HOVER), row=1, col=col)
+    for col in (1, 2):  # rings marking the hovered image on both maps (moved by the hover script)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="hovered", showlegend=False, hoverinfo="skip",
+                                 marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}}),
+                      row=1, col=col)
+    fig.update_xaxes(matches="x", showticklabels=False, zeroline=False)
+    fig.update_yaxes(matches="y", scaleanchor="x", showticklabels=False, zeroline=False)
+    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend_title_text=colour_by,
+                      hovermode="closest")
+    return fig
+
+
+def hover_thumbnail_html(fig: go.Figure, points: pd.DataFrame, thumbnails: list[str]) -> str:
+    """A standalone HTML page of a `map_pair_figure` whose hover shows image thumbnails (see module doc)."""
+    coords = points[["x_before", "y_before", "x_after", "y_after"]].round(5).to_numpy().tolist()
+    script = (_HOVER_SCRIPT.replace("__THUMBS__", json.dumps(thumbnails)).replace("__COORDS__", json.dumps(coords))
+              .replace("__THUMB_ID__", HOVER_THUMB_ID).replace("__N_TRACES__", str(len(fig.data))))
+    return fig.to_html(full_html=True, include_plotlyjs=True, post_script=script, config={"responsive": True},
+                       default_width="100%", default_height=f"{fig.layout.height}px")
+
+
+_HOVER_SCRIPT = """
+var gd = document.getElementById('{plot_id}');
+var thumbs = __THUMBS__, coords = __COORDS__, ringTraces = [__N_TRACES__ - 2, __N_TRACES__ - 1];
+var box = document.createElement('div');
+box.id = '__THUMB_ID__';
+box.style.cssText = 'position:fixed;display:none;pointer-events:none;z-index:1000;padding:3px;' +
+  'background:white;border:1px solid #888;box-shadow:0 2px 6px rgba(0,0,0,.3)';
+var img = document.createElement('img');
+img.style.cssText = 'display:block;width:96px;height:auto;image-rendering:auto';
+box.appendChild(img);
+document.body.appendChild(box);
+gd.on('plotly_hover', function (ev) {
+  var row = ev.points[0].customdata[0], c = coords[row];
+  Plotly.restyle(gd, {x: [[c[0]], [c[2]]], y: [[c[1]], [c[3]]]}, ringTraces);
+  if (!thumbs[row]) { box.style.display = 'none'; return; }
+  img.src = thumbs[row];
+  var e = ev.event || {clientX: 0, clientY: 0};
+  box.style.left = Math.min(e.clientX + 18, window.innerWidth - 110) + 'px';
+  box.style.top = Math.max(e.clientY - 110, 4) + 'px';
+  box.style.display = 'block';
+});
+gd.on('plotly_unhover', function () { box.style.display = 'none'; });
+"""
+
+
+def movement_figure(points: pd.DataFrame, moved: pd.DataFrame, colour_by: str) -> go.Figure:
+    """The images that moved most, as arrows from their before to their after position (common frame)."""
+    fig = go.Figure(go.Scatter(x=points["x_after"], y=points["y_after"], mode="markers", name="all images (after)",
+                               marker={"color": "lightgrey", "size": 5}, hoverinfo="skip"))
+    colours = colour_map(points[colour_by])
+    for row in moved.itertuples():
+        colour = colours[getattr(row, colour_by)]
+        fig.add_annotation(x=row.x_after, y=row.y_after, ax=row.x_before, ay=row.y_before, xref="x", yref="y",
+                           axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.5, arrowcolor=colour)
+    fig.add_trace(go.Scatter(
+        x=moved["x_after"], y=moved["y_after"], mode="markers", name="moved most (after)",
+        marker={"color": [colours[v] for v in moved[colour_by]], "size": 9, "line": {"width": 1, "color": "black"}},
+        customdata=moved[["name", "category", "knn_overlap", "neighbours_before", "neighbours_after"]].to_numpy(),
+        hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>kNN overlap %{customdata[2]:.2f}<br>"
+                      "before: %{customdata[3]}<br>after: %{customdata[4]}<extra></extra>"))
+    fig.update_yaxes(scaleanchor="x", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(height=480, title="Images that moved most (arrow: before → after)",
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return fig
+
+
+def quality_figure(quality_rows: list[dict]) -> go.Figure:
+    """Silhouette and kNN purity at category and superordinate level, before vs after."""
+    labels = [f"{r['level']}<br>{r['metric'].replace('_', ' ')}" for r in quality_rows]
+    fig = go.Figure([go.Bar(name=when, x=labels, y=[r[when] for r in quality_rows],
+                            text=[f"{r[when]:.2f}" for r in quality_rows], textposition="outside")
+                     for when in ("before", "after")])
+    fig.update_layout(barmode="group", height=380, title="Cluster quality before vs after",
+                      yaxis_range=[min(0, *(r[w] for r in quality_rows for w in ("before", "after"))) - 0.05, 1.1],
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return fig
+
+
+def rsa_figure(categories: list[str], matrices: dict[str, np.ndarray], rhos: dict[str, float]) -> go.Figure:
+    """Category-level similarity matrices side by side (model before, after, human), each on its own scale."""
+    titles = [f"{name} (ρ vs humans = {rhos[name]:.2f})" if name in rhos else name for name in matrices]
+    fig = make_subplots(rows=1, cols=len(matrices), subplot_titles=titles, horizontal_spacing=0.06)
+    for col, matrix in enumerate(matrices.values(), start=1):
+        fig.add_trace(go.Heatmap(z=matrix, x=categories, y=categories, colorscale="Viridis", showscale=False,
+                                 hovertemplate="%{y} × %{x}: %{z:.3f}<extra></extra>"), row=1, col=col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=col == 1)
+    fig.update_layout(height=420, title="Representational similarity by category",
+                      margin={"l": 10, "r": 10, "t": 80, "b": 10})
+    return fig
+
+
+def entropy_rt_figure(before: EntropyVsRt, after: EntropyVsRt) -> go.Figure:
+    """Model odd-one-out entropy against human response time, one point per judgment."""
+    fig = go.Figure([go.Scatter(x=result.entropy, y=result.rt_ms, mode="markers", opacity=0.5,
+                                name=f"{when} (Spearman ρ = {result.rho:.2f})", marker={"size": 5})
+                     for when, result in (("before", before), ("after", after))])
+    fig.update_layout(height=420, title="Model entropy vs human response time", xaxis_title="model entropy (nats)",
+                      yaxis_title="response time (ms)", margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return fig
+
+
+def chrome_path() -> str:
+    """The browser kaleido should drive, or PngExportUnavailable naming what to install."""
+    configured = os.environ.get("BROWSER_PATH", "").strip()
+    if configured:
+        if found := shutil.which(configured):
+            return found
+        raise PngExportUnavailable(f"BROWSER_PATH={configured!r} is not an executable Chrome/Chromium; "
+                                   "point it at one (e.g. /usr/bin/chromium) or unset it")
+    for candidate in CHROME_CANDIDATES:
+        if found := shutil.which(candidate):
+            return found
+    raise PngExportUnavailable(
+        "PNG export needs Chrome or Chromium (kaleido renders through it) and none was found: install Debian's "
+        "`chromium` package, or set BROWSER_PATH to a Chrome binary. HTML export works without it.")
+
+
+def write_pngs(figures: dict[Path, go.Figure], width: int = 1400, height: int | None = None) -> list[Path]:
+    """Render several figures to PNG in one browser session."""
+    import kaleido
+
+    specs = [{"fig": fig, "path": str(path), "opts": {"format": "png", "width": width,
+                                                       "height": height or fig.layout.height or 500}}
+             for path, fig in figures.items()]
+    try:
+        kaleido.write_fig_from_object_sync(specs, kopts={"path": chrome_path()}, cancel_on_error=True)
+    except PngExportUnavailable:
+        raise
+    except Exception as error:  # kaleido/choreographer raise many kinds; the user needs one message
+        raise PngExportUnavailable(f"PNG export through {chrome_path()} failed: {error}") from error
+    return list(figures)
