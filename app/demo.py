@@ -9,15 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import func, select
 
+from app.pipeline import FEATURE_CACHE_DIR, WEIGHTS_DIR
 from db.engine import Database
 from db.models import Participant, StimulusSet, StudyStatus
 from db.settings import data_home
 from study.config import StudyConfig
 from study.design import DesignConfig, create_study_from_design
 from study.image_sources import build_demo_images
-from study.simulate import simulate_participants
+from study.judgments import load_stimuli
+from study.simulate import SimilarityModel, simulate_participants
 from study.stimuli import import_stimulus_set
 from study.studies import StudyNotFound, get_study, set_study_status
 
@@ -26,6 +29,10 @@ DEMO_SLUG = "demo"
 DEMO_IMAGES_DIR = "demo_images"
 DEMO_DESIGN = DesignConfig(n_lists=60, n_between_class=20, n_within_class=20, n_class_border=20, n_blocks=3,
                            catch_per_block=2, n_practice=3, within_repeats=4, n_shared=12, seed=7)
+# Simulated people judge by category structure plus a perceptual similarity; the perceptual part comes from
+# a different network (MobileNetV2) than the one being aligned, so the teacher has something real to learn.
+PERCEPTUAL_BACKBONE = "timm:mobilenetv2_100"
+DEMO_PEOPLE = SimilarityModel(item_weight=0.3)
 DEMO_STUDY = StudyConfig(title="AlignLab demo: which image is the odd one out?", completion_url_template="",
                          completion_code="DEMO-DONE", early_exit_code="DEMO-EARLY", no_consent_code="DEMO-NOCONSENT")
 
@@ -70,13 +77,27 @@ def _ensure_study(db: Database, set_id: int, report: Callable[[str], None]) -> N
     report(f"created and opened demo study {DEMO_SLUG!r}: {len(design.lists)} lists; " + "; ".join(design.notes()))
 
 
+def perceptual_features(db: Database) -> dict[int, np.ndarray]:
+    """Centred MobileNetV2 features per stimulus id (centring spreads their cosines over [-1, 1])."""
+    from alignment.backbones import create_backbone
+    from alignment.features import extract_features
+
+    stimuli = load_stimuli(db, DEMO_SLUG)
+    backbone = create_backbone(PERCEPTUAL_BACKBONE, cache_dir=data_home() / WEIGHTS_DIR)
+    features = extract_features(backbone, [data_home() / p for p in stimuli["path"]],
+                                cache_dir=data_home() / FEATURE_CACHE_DIR)
+    features = features - features.mean(axis=0)
+    return dict(zip(stimuli["id"].tolist(), features, strict=True))
+
+
 def _ensure_simulated(db: Database, wanted: int, report: Callable[[str], None]) -> int:
     with db.read() as session:
         study_id = get_study(session, DEMO_SLUG).id
         have = session.scalar(select(func.count()).where(Participant.study_id == study_id,
                                                          Participant.is_simulated.is_(True)))
     if have < wanted:
-        summary = simulate_participants(db, DEMO_SLUG, wanted - have, careless_share=0.1, seed=have)
+        summary = simulate_participants(db, DEMO_SLUG, wanted - have, model=DEMO_PEOPLE, careless_share=0.1,
+                                        seed=have, features=perceptual_features(db))
         report(f"simulated {len(summary.participant_ids)} participants ({len(summary.careless_ids)} careless): "
                f"{summary.n_responses} responses, {summary.n_timeouts} timeouts")
     return max(have, wanted)
