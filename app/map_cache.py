@@ -1,0 +1,87 @@
+"""Cached computations behind the maps page: a rerun (a click, a colour change) never recomputes a map.
+
+Keys are plain values (database URL, "RUN:ARTIFACT" references, method, seed, k), so every browser
+session of one server process shares the results. The 2-D maps depend only on the two
+representations, the method and the seed; neighbourhoods only on k; figures on the colouring.
+UMAP's numba compilation is paid once per process (`umap_ready`).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from alignment import maps as map_engine
+from alignment.maps import MapConfig, PairedMaps
+from alignment.reorganisation import Reorganisation
+from app.figures import hover_thumbnail_html
+from app.map_analysis import HumanComparison, analyse_reorganisation, compare_with_humans
+from app.map_data import (
+    MapInputs,
+    load_human_judgments,
+    load_map_inputs,
+    mappable_representations,
+    resolve_representation,
+    thumbnail_data_uris,
+)
+from app.map_report import MapFigures, build_figures
+from app.resources import get_db
+
+
+@st.cache_resource(show_spinner="Compiling UMAP for this server process (once, about 15 s)…")
+def umap_ready() -> float:
+    """Seconds the one-off UMAP compilation took in this process."""
+    return map_engine.warm_umap()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def representations(database_url: str) -> list[tuple[str, str]]:
+    return mappable_representations(get_db())
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading embeddings…")
+def map_inputs(database_url: str, before: str, after: str) -> MapInputs:
+    """Shared, not copied, per rerun (arrays can be large); treat as read-only."""
+    db = get_db()
+    return load_map_inputs(db, resolve_representation(db, before), resolve_representation(db, after))
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing the two maps…")
+def paired_maps(database_url: str, before: str, after: str, method: str, seed: int) -> PairedMaps:
+    inputs = map_inputs(database_url, before, after)
+    return map_engine.paired_maps(inputs.before.embeddings, inputs.after.embeddings,
+                                  MapConfig(method=method, seed=seed))
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing neighbourhoods…")
+def reorganisation(database_url: str, before: str, after: str, k: int) -> Reorganisation:
+    return analyse_reorganisation(map_inputs(database_url, before, after), k)
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing with human judgments…")
+def human_comparison(database_url: str, before: str, after: str) -> HumanComparison | None:
+    inputs = map_inputs(database_url, before, after)
+    study_id = inputs.after.study_id or inputs.before.study_id
+    judgments = load_human_judgments(get_db(), study_id, inputs.before.stimulus_ids)
+    return compare_with_humans(inputs, judgments) if judgments else None
+
+
+@st.cache_data(max_entries=8, show_spinner="Making thumbnails…")
+def thumbnails(database_url: str, before: str, after: str) -> list[str]:
+    return thumbnail_data_uris(map_inputs(database_url, before, after).stimuli["thumbnail_path"].tolist())
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def figures(database_url: str, before: str, after: str, method: str, seed: int, k: int,
+            colour_by: str) -> MapFigures:
+    """Built once per (inputs, map, k, colouring); shared read-only across sessions."""
+    inputs = map_inputs(database_url, before, after)
+    return build_figures(inputs, paired_maps(database_url, before, after, method, seed),
+                         reorganisation(database_url, before, after, k),
+                         human_comparison(database_url, before, after), colour_by)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def map_html(database_url: str, before: str, after: str, method: str, seed: int, k: int, colour_by: str) -> str:
+    """The two maps as a standalone page whose hover shows thumbnails (see app/figures.py)."""
+    built = figures(database_url, before, after, method, seed, k, colour_by)
+    return hover_thumbnail_html(built.figures["maps"], built.points, thumbnails(database_url, before, after))

@@ -1,0 +1,111 @@
+"""Maps: the same images under two representations, how their neighbourhoods changed, and how each
+representation compares with human judgments. Computation lives in app/map_cache.py (cached)."""
+
+from __future__ import annotations
+
+import base64
+
+import pandas as pd
+import streamlit as st
+
+from app import map_cache
+from db.settings import database_url
+
+COLOUR_CHOICES = ("category", "superordinate")
+
+
+def choose_representations_ui(options: list[tuple[str, str]]) -> tuple[str, str, str, str, int]:
+    """Before/after representation, method, colouring and k, as plain values."""
+    labels = dict(options)
+    refs = list(labels)
+    raw = [ref for ref in refs if ref.endswith(":raw_embeddings")]
+    default_before = refs.index(raw[0]) if raw else min(1, len(refs) - 1)
+    left, right = st.columns(2)
+    before = left.selectbox("Before", refs, index=default_before, format_func=labels.get, key="map_before")
+    after = right.selectbox("After", refs, index=0, format_func=labels.get, key="map_after")
+    a, b, c = st.columns(3)
+    method = a.radio("Map", ("umap", "pca"), format_func=str.upper, horizontal=True, key="map_method",
+                     help="UMAP keeps neighbourhoods (default); PCA is linear and instant.")
+    colour_by = b.radio("Colour by", COLOUR_CHOICES, horizontal=True, key="map_colour")
+    k = c.slider("Neighbours per image (k)", 3, 30, 10, key="map_k")
+    return before, after, method, colour_by, k
+
+
+def summary_ui(summary: list[dict]) -> None:
+    table = pd.DataFrame(summary)
+    table["change"] = table["after"] - table["before"]
+    st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                                        for c in ("before", "after", "change")})
+
+
+def moved_most_ui(moved: pd.DataFrame, thumbs: list[str], rows: list[int]) -> int | None:
+    """The moved-most table with thumbnails; returns the selected image's map row, if any."""
+    table = moved.assign(thumbnail=[thumbs[i] or None for i in rows])
+    shown = ["thumbnail", "name", "category", "superordinate", "knn_overlap", "neighbours_before", "neighbours_after"]
+    event = st.dataframe(table[shown], hide_index=True, on_select="rerun", selection_mode="single-row",
+                         key="moved_table", column_config={"thumbnail": st.column_config.ImageColumn("image"),
+                                                           "knn_overlap": st.column_config.NumberColumn(format="%.2f")})
+    selected = event.selection.rows if event else []
+    return rows[selected[0]] if selected else None
+
+
+def image_panel_ui(row: int, points: pd.DataFrame, thumbs: list[str], neighbours: dict[str, list[int]]) -> None:
+    st.markdown(f"**{points['name'].iloc[row]}** · {points['category'].iloc[row]} · "
+                f"{points['superordinate'].iloc[row]} · kNN overlap {points['knn_overlap'].iloc[row]:.2f}")
+    if thumbs[row]:
+        st.image(_decode(thumbs[row]), width=96)
+    for when, rows in neighbours.items():
+        st.caption(f"Nearest neighbours {when}")
+        columns = st.columns(max(len(rows), 1))
+        for column, neighbour in zip(columns, rows, strict=False):
+            column.image(_decode(thumbs[neighbour]) if thumbs[neighbour] else None, width=64,
+                         caption=str(points["category"].iloc[neighbour]))
+
+
+def _decode(uri: str) -> bytes:
+    return base64.b64decode(uri.split(",", 1)[1])
+
+
+st.title("Maps")
+st.caption("The same images under two representations, in one frame: the after map is rotated/reflected onto "
+           "the before map. Hover a point to see its image and neighbours; the ring marks it on both maps.")
+url = database_url()
+options = map_cache.representations(url)
+if len(options) < 2:
+    st.info("Maps need two runs with an `embeddings` artifact (feature extraction, teacher or student runs). "
+            "Start them on the Alignment page, or run `alignlab map --help` for the file convention.")
+    st.stop()
+before, after, method, colour_by, k = choose_representations_ui(options)
+if method == "umap":
+    map_cache.umap_ready()
+try:
+    built = map_cache.figures(url, before, after, method, 0, k, colour_by)
+except (ValueError, LookupError, FileNotFoundError) as error:
+    st.error(str(error))
+    st.stop()
+summary_ui(built.summary)
+st.iframe(map_cache.map_html(url, before, after, method, 0, k, colour_by), height=600)
+st.download_button("Download the maps (interactive HTML)", map_cache.map_html(url, before, after, method, 0, k,
+                   colour_by), file_name="maps.html", mime="text/html")
+st.caption("PNG: use the camera button in a figure's toolbar, or `alignlab map --out DIR` for every figure.")
+
+st.subheader("Images whose neighbours changed most")
+thumbs = map_cache.thumbnails(url, before, after)
+reorg = map_cache.reorganisation(url, before, after, k)
+moved_rows = reorg.moved_most(len(built.moved)).tolist()
+left, right = st.columns([3, 2])
+with left:
+    selected = moved_most_ui(built.moved, thumbs, moved_rows)
+with right:
+    if selected is None:
+        st.caption("Select a row to see the image and its nearest neighbours before and after.")
+    else:
+        image_panel_ui(selected, built.points, thumbs, {"before": reorg.neighbours_before[selected][:5].tolist(),
+                                                        "after": reorg.neighbours_after[selected][:5].tolist()})
+st.plotly_chart(built.figures["moved_most"], key="moved_chart")
+st.plotly_chart(built.figures["quality"], key="quality_chart")
+if "rsa" in built.figures:
+    st.plotly_chart(built.figures["rsa"], key="rsa_chart")
+    st.plotly_chart(built.figures["entropy_rt"], key="entropy_chart")
+else:
+    st.info("No human judgments of these images yet: RSA and entropy-vs-RT appear once the runs' study has some.")
