@@ -16,7 +16,7 @@ setup:
 run: setup
 	@scripts/ensure_system_deps.sh demo
 	@$(BIN)/alignlab demo build
-	$(BIN)/streamlit run app/main.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(BIN)/streamlit run app/server.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: setup
 	@scripts/ensure_system_deps.sh test

@@ -13,7 +13,8 @@ from app.participant.page import participant_page
 
 
 def researcher_navigation() -> dict[str, list[st.Page]]:
-    pages = {"AlignLab": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)]}
+    pages = {"AlignLab": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+                          st.Page("pages/maps.py", title="Maps", icon=":material/scatter_plot:")]}
     if is_researcher():
         pages["Studies"] = [
             st.Page("pages/studies.py", title="Studies", icon=":material/science:"),

@@ -1,4 +1,4 @@
-"""`streamlit run app/main.py` (what `make run` starts) comes up and serves the app."""
+"""`streamlit run app/server.py` (what `make run` starts) comes up and serves the app."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_streamlit_server_comes_up_healthy(tmp_path):
     env.pop("DATABASE_URL", None)
     subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, cwd=ROOT, check=True)
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", "app/server.py", "--server.port", str(port),
          "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
