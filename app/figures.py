@@ -59,8 +59,11 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
         fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="hovered", showlegend=False, hoverinfo="skip",
                                  marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}}),
                       row=1, col=col)
-    fig.update_xaxes(matches="x", showticklabels=False, zeroline=False)
-    fig.update_yaxes(matches="y", scaleanchor="x", showticklabels=False, zeroline=False)
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(scaleanchor="x", row=1, col=1)  # equal aspect; the after map shares both axes
+    fig.update_xaxes(matches="x", row=1, col=2)
+    fig.update_yaxes(matches="y", row=1, col=2)
     fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend_title_text=colour_by,
                       hovermode="closest")
     return fig
@@ -92,8 +95,9 @@ gd.on('plotly_hover', function (ev) {
   if (!thumbs[row]) { box.style.display = 'none'; return; }
   img.src = thumbs[row];
   var e = ev.event || {clientX: 0, clientY: 0};
-  box.style.left = Math.min(e.clientX + 18, window.innerWidth - 110) + 'px';
-  box.style.top = Math.max(e.clientY - 110, 4) + 'px';
+  var left = e.clientX - 124;  // left of the cursor: plotly puts its hover label on the right
+  box.style.left = (left < 4 ? e.clientX + 24 : left) + 'px';
+  box.style.top = Math.min(Math.max(e.clientY - 50, 4), window.innerHeight - 110) + 'px';
   box.style.display = 'block';
 });
 gd.on('plotly_unhover', function () { box.style.display = 'none'; });
