@@ -10,7 +10,8 @@ from tests.app.conftest import MAIN, RESEARCHER_PASSWORD
 def test_home_page_says_where_the_data_lives(app_home):
     at = AppTest.from_file(MAIN, default_timeout=30).run()
     assert not at.exception
-    assert any(str(app_home) in info.value for info in at.info)
+    assert any(str(app_home) in caption.value for caption in at.caption)
+    assert any("No demo study yet" in info.value for info in at.info)
 
 
 def test_wrong_password_is_refused_and_right_password_logs_in(app_home):
