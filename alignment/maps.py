@@ -101,11 +101,20 @@ def embed_2d(embeddings, config: MapConfig = MapConfig()) -> np.ndarray:
 
 
 def _pca_2d(x: np.ndarray) -> np.ndarray:
-    """Top-2 principal components via SVD; sign fixed so the largest loading is positive (deterministic)."""
+    """Top-2 principal component scores from the smaller of the covariance and Gram matrices (exact,
+    and much cheaper than a full SVD); each axis's sign makes its largest-magnitude score positive."""
+    from scipy.linalg import eigh
+
     centred = x - x.mean(axis=0)
-    u, s, vt = np.linalg.svd(centred, full_matrices=False)
-    signs = np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(axis=1)])
-    return u[:, :2] * s[:2] * signs
+    n, d = centred.shape
+    if d <= n:
+        _, axes = eigh(centred.T @ centred, subset_by_index=[d - 2, d - 1])
+        scores = centred @ axes[:, ::-1]
+    else:
+        values, vectors = eigh(centred @ centred.T, subset_by_index=[n - 2, n - 1])
+        scores = vectors[:, ::-1] * np.sqrt(np.maximum(values[::-1], 0.0))
+    largest = scores[np.abs(scores).argmax(axis=0), np.arange(2)]
+    return scores * np.where(largest < 0, -1.0, 1.0)
 
 
 def _umap_2d(x: np.ndarray, config: MapConfig) -> np.ndarray:
