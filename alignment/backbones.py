@@ -125,7 +125,9 @@ def map_by_position(source: dict, target: dict, what: str) -> dict:
     mapped = {}
     for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items(), strict=True):
         if tuple(tensor.shape) != tuple(expected.shape):
-            raise ValueError(f"{what}: {src_key} {tuple(tensor.shape)} cannot map onto {dst_key} {tuple(expected.shape)}")
+            raise ValueError(
+                f"{what}: {src_key} {tuple(tensor.shape)} cannot map onto {dst_key} {tuple(expected.shape)}"
+            )
         mapped[dst_key] = tensor
     return mapped
 
@@ -190,10 +192,14 @@ def _timm_feature_model(arch: str, weights: str | os.PathLike | None, cache_dir,
         try:
             return timm.create_model(arch, pretrained=True, num_classes=0)
         except (OSError, RuntimeError) as error:
-            raise WeightsUnavailableError(f"could not fetch timm:{arch} weights from the hub: {error}") from None
+            raise WeightsUnavailableError(
+                f"could not fetch timm:{arch} weights from the hub: {error}"
+            ) from None
     path = Path(weights)
     if not path.is_file():
-        raise WeightsUnavailableError(f"weights file not found: {path} (expected a .pth/.safetensors state dict)")
+        raise WeightsUnavailableError(
+            f"weights file not found: {path} (expected a .pth/.safetensors state dict)"
+        )
     module = timm.create_model(arch, pretrained=False, num_classes=0)
     classifier = module.pretrained_cfg.get("classifier") or ()
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
@@ -241,7 +247,9 @@ def build_open_clip(arch: str, weights, cache_dir, allow_download: bool) -> tupl
             lambda: open_clip.create_model_and_transforms(arch, pretrained=pretrained, **kwargs)
         )
     except RuntimeError as error:
-        raise WeightsUnavailableError(f"could not load open_clip:{arch} weights {weights!r}: {error}") from None
+        raise WeightsUnavailableError(
+            f"could not load open_clip:{arch} weights {weights!r}: {error}"
+        ) from None
     return _OpenClipImageEncoder(model.visual), preprocess, int(model.visual.output_dim)
 
 

@@ -120,7 +120,9 @@ class FeatureCache:
             with np.load(shard) as data:
                 hashes.append(data["hashes"])
                 values.append(data["values"])
-        self._write(self.directory / f"shard-{uuid.uuid4().hex}.npz", np.concatenate(hashes), np.concatenate(values))
+        self._write(
+            self.directory / f"shard-{uuid.uuid4().hex}.npz", np.concatenate(hashes), np.concatenate(values)
+        )
         for shard in shards:
             shard.unlink(missing_ok=True)
 
@@ -216,5 +218,12 @@ def extract_activations(
     """Trunk activations before ``blocks[stage]`` (see ``split_at_stage``), float32 [n, C, H, W], cached."""
     trunk, _ = split_at_stage(backbone, stage)
     return _extract_cached(
-        backbone, trunk, f"activations_before_stage_{stage}", image_paths, cache_dir, batch_size, num_workers, progress
+        backbone,
+        trunk,
+        f"activations_before_stage_{stage}",
+        image_paths,
+        cache_dir,
+        batch_size,
+        num_workers,
+        progress,
     )

@@ -29,15 +29,22 @@ def _off_diagonal_rows(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.flatten()[1:].view(b - 1, b + 1)[:, :-1].reshape(b, b - 1)
 
 
-def local_neighbourhood_loss(reference: torch.Tensor, transformed: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+def cosine_matrix(x: torch.Tensor) -> torch.Tensor:
+    """[B, B] cosine similarities between the rows of x."""
+    unit = F.normalize(x, dim=1)
+    return unit @ unit.T
+
+
+def local_neighbourhood_loss(
+    cos_reference: torch.Tensor, cos_transformed: torch.Tensor, tau: float = 1.0
+) -> torch.Tensor:
     """gLocal's local term: keep each image's cosine-neighbourhood distribution of the backbone.
 
-    Cross-entropy H(softmax(cos_ref / tau), softmax(cos_new / tau)) per row over the other B-1 images.
+    Inputs are [B, B] cosine matrices (backbone, transformed). Per row, the cross-entropy
+    H(softmax(cos_ref / tau), softmax(cos_new / tau)) over the other B-1 images, averaged.
     """
-    cos_ref = _off_diagonal_rows(F.normalize(reference, dim=1) @ F.normalize(reference, dim=1).T)
-    cos_new = _off_diagonal_rows(F.normalize(transformed, dim=1) @ F.normalize(transformed, dim=1).T)
-    target = F.softmax(cos_ref / tau, dim=1)
-    return -(target * F.log_softmax(cos_new / tau, dim=1)).sum(dim=1).mean()
+    target = F.softmax(_off_diagonal_rows(cos_reference) / tau, dim=1)
+    return -(target * F.log_softmax(_off_diagonal_rows(cos_transformed) / tau, dim=1)).sum(dim=1).mean()
 
 
 def identity_regulariser(weight: torch.Tensor) -> torch.Tensor:

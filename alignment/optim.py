@@ -44,26 +44,35 @@ class DecayToInitAdam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for param in group["params"]:
-                self._update(param, group)
+            params = group["params"]
+            directions = torch._foreach_sub(params, [self.state[p]["init"] for p in params])
+            torch._foreach_mul_(directions, group["decay_to_init"])
+            with_grad = [i for i, p in enumerate(params) if p.grad is not None]
+            if with_grad:
+                steps = self._adam_steps([params[i] for i in with_grad], group)
+                torch._foreach_add_([directions[i] for i in with_grad], steps)
+            torch._foreach_add_(params, directions, alpha=-group["lr"])
         return loss
 
-    def _update(self, param: torch.Tensor, group: dict) -> None:
-        state = self.state[param]
-        direction = group["decay_to_init"] * (param - state["init"])
-        if param.grad is not None:
-            beta1, beta2 = group["betas"]
+    def _adam_steps(self, params: list[torch.Tensor], group: dict) -> list[torch.Tensor]:
+        """Bias-corrected Adam directions m̂/(√v̂ + eps), updating the moments (multi-tensor ops: few
+        kernel launches, which matters on a CPU shared with other processes)."""
+        beta1, beta2 = group["betas"]
+        states = [self.state[p] for p in params]
+        for state, param in zip(states, params, strict=True):
             if "exp_avg" not in state:
-                state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(param)
-                state["exp_avg_sq"] = torch.zeros_like(param)
+                state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
             state["step"] += 1
-            state["exp_avg"].mul_(beta1).add_(param.grad, alpha=1 - beta1)
-            state["exp_avg_sq"].mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
-            m_hat = state["exp_avg"] / (1 - beta1 ** state["step"])
-            v_hat = state["exp_avg_sq"] / (1 - beta2 ** state["step"])
-            direction += m_hat / (v_hat.sqrt() + group["eps"])
-        param.sub_(direction, alpha=group["lr"])
+        grads = [p.grad for p in params]
+        exp_avg, exp_avg_sq = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+        denominators = torch._foreach_div(exp_avg_sq, [1 - beta2 ** s["step"] for s in states])
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_add_(denominators, group["eps"])
+        numerators = torch._foreach_div(exp_avg, [1 - beta1 ** s["step"] for s in states])
+        return torch._foreach_div(numerators, denominators)
 
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:

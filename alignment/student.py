@@ -213,7 +213,7 @@ class TrunkActivations:
         return cls(data["activations"], tuple(data["pool_ids"]), data["identity"])
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the cached tensors feed autograd-tracked training later
 def compute_trunk_activations(
     student: Student,
     images: torch.Tensor | Sequence,

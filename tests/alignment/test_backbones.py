@@ -133,7 +133,10 @@ def _photos():
 @pytest.mark.parametrize(
     "arch, expected",
     [
-        ("tf_efficientnet_lite0", {"chelsea": "cat", "coffee": "espresso", "china": "palace", "flower": "daisy"}),
+        (
+            "tf_efficientnet_lite0",
+            {"chelsea": "cat", "coffee": "espresso", "china": "palace", "flower": "daisy"},
+        ),
         # the bee-covered flower photo reads as honeycomb to lite1/lite2 (daisy ranks 5th); other photos agree
         ("tf_efficientnet_lite1", {"chelsea": "cat", "coffee": "espresso", "china": "palace"}),
         ("tf_efficientnet_lite2", {"chelsea": "cat", "coffee": "espresso", "china": "palace"}),

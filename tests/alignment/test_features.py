@@ -63,7 +63,9 @@ def test_same_content_under_two_names_is_computed_once(tmp_path, backbone):
     copy = tmp_path / "copy.png"
     copy.write_bytes(path.read_bytes())
     calls = Calls()
-    features = extract_features(backbone, [path, copy], cache_dir=tmp_path / "c", num_workers=0, progress=calls)
+    features = extract_features(
+        backbone, [path, copy], cache_dir=tmp_path / "c", num_workers=0, progress=calls
+    )
     assert calls.calls[-1] == (1, 1)
     np.testing.assert_array_equal(features[0], features[1])
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from alignment.conventions import pair_similarities, pair_similarities_from_gram
-from alignment.losses import identity_regulariser, local_neighbourhood_loss, soft_triplet_kl, triplet_nll
+from alignment.losses import (
+    cosine_matrix,
+    identity_regulariser,
+    local_neighbourhood_loss,
+    soft_triplet_kl,
+    triplet_nll,
+)
 
 
 def test_triplet_nll_targets_pair_01():
@@ -20,7 +26,9 @@ def test_triplet_nll_targets_pair_01():
 
 def test_soft_kl_is_zero_at_the_target_and_hand_computed_otherwise():
     q = torch.tensor([[0.5, 0.25, 0.25]])
-    assert soft_triplet_kl(torch.tensor([[math.log(2.0), 0.0, 0.0]]), q).item() == pytest.approx(0.0, abs=1e-7)
+    assert soft_triplet_kl(torch.tensor([[math.log(2.0), 0.0, 0.0]]), q).item() == pytest.approx(
+        0.0, abs=1e-7
+    )
     uniform = torch.zeros(1, 3)
     expected = 0.5 * math.log(0.5 * 3) + 2 * 0.25 * math.log(0.25 * 3)
     assert soft_triplet_kl(uniform, q).item() == pytest.approx(expected)
@@ -46,10 +54,11 @@ def test_local_loss_hand_computed_for_three_points():
         others = [j for j in range(3) if j != i]
         p = torch.softmax(cos[i, others], dim=0)
         expected += -(p * torch.log_softmax(cos[i, others], dim=0)).sum().item() / 3
-    assert local_neighbourhood_loss(ref, ref).item() == pytest.approx(expected, rel=1e-6)
-    # a transform that destroys the neighbourhoods costs more than one that keeps them
-    assert local_neighbourhood_loss(ref, ref * 5.0).item() == pytest.approx(expected, rel=1e-6)
-    assert local_neighbourhood_loss(ref, torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])).item() > expected
+    assert local_neighbourhood_loss(cos, cosine_matrix(ref)).item() == pytest.approx(expected, rel=1e-6)
+    # rescaling keeps the neighbourhoods; swapping them costs more
+    assert local_neighbourhood_loss(cos, cosine_matrix(ref * 5.0)).item() == pytest.approx(expected, rel=1e-6)
+    shuffled = cosine_matrix(torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
+    assert local_neighbourhood_loss(cos, shuffled).item() > expected
 
 
 def test_gram_gather_equals_direct_pair_similarities():

@@ -19,7 +19,9 @@ def test_zero_gradient_moves_exactly_toward_init_by_lr_lambda():
     theta0 = param.detach().clone()
     opt = DecayToInitAdam([param], lr=0.1, decay_to_init=0.5)
     with torch.no_grad():
-        param.add_(torch.ones_like(param) * torch.arange(3, dtype=torch.float64))  # θ − θ₀ = [0, 1, 2] per row
+        param.add_(
+            torch.ones_like(param) * torch.arange(3, dtype=torch.float64)
+        )  # θ − θ₀ = [0, 1, 2] per row
     before = param.detach().clone()
     param.grad = torch.zeros_like(param)
     opt.step()
@@ -59,7 +61,11 @@ def test_warmup_then_cosine_to_zero():
     total, warmup = 110, 10
     factors = [warmup_cosine_factor(s, total, warmup) for s in range(total + 1)]
     assert factors[0] == pytest.approx(1 / 11) and factors[9] == pytest.approx(10 / 11)
-    assert factors[10] == 1.0 and factors[60] == pytest.approx(0.5) and factors[110] == pytest.approx(0.0, abs=1e-12)
+    assert (
+        factors[10] == 1.0
+        and factors[60] == pytest.approx(0.5)
+        and factors[110] == pytest.approx(0.0, abs=1e-12)
+    )
     assert all(a <= b for a, b in zip(factors[:10], factors[1:11], strict=True))
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
     assert warmup_cosine_factor(35, total, warmup) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))

@@ -48,7 +48,10 @@ def label_sets():
 def test_label_triplets_orders_most_similar_pair_first_and_divides_by_temperature():
     z = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.0, 0.8]])
     ordered, sims = label_triplets(z, np.array([[0, 1, 2], [3, 0, 1]]), temperature=0.5)
-    assert ordered.tolist() == [[2, 0, 1], [3, 1, 0]]  # pair (0,1) most similar, then s02 >= s12, odd one last
+    assert ordered.tolist() == [
+        [2, 0, 1],
+        [3, 1, 0],
+    ]  # pair (0,1) most similar, then s02 >= s12, odd one last
     np.testing.assert_allclose(sims, [[0.9 / 0.5, 0.1 / 0.5, 0.0], [0.8 / 0.5, 0.0, 0.0]], rtol=1e-6)
 
 
@@ -86,16 +89,23 @@ def test_generation_is_deterministic_for_a_seed(label_sets):
     config = PseudoLabelConfig(n_triplets=1000, n_clusters=8, triplets_per_group=100, seed=3)
     again = make_pseudolabels(pool, PlantedTeacher(), _provenance(len(pool)), config)["aligned"]
     assert (again.triplets == sets["aligned"].triplets).all()
-    other = make_pseudolabels(pool, PlantedTeacher(), _provenance(len(pool)),
-                              PseudoLabelConfig(n_triplets=1000, n_clusters=8, triplets_per_group=100, seed=4))
+    other = make_pseudolabels(
+        pool,
+        PlantedTeacher(),
+        _provenance(len(pool)),
+        PseudoLabelConfig(n_triplets=1000, n_clusters=8, triplets_per_group=100, seed=4),
+    )
     assert not np.array_equal(other["aligned"].triplets, sets["aligned"].triplets)
 
 
-@pytest.mark.parametrize("strategy,n_same_cluster", [("cluster_border", 2), ("within_cluster", 3), ("between_cluster", 1)])
+@pytest.mark.parametrize(
+    "strategy,n_same_cluster", [("cluster_border", 2), ("within_cluster", 3), ("between_cluster", 1)]
+)
 def test_strategies_draw_from_the_right_clusters(strategy, n_same_cluster):
     clusters = np.repeat(np.arange(10), 12)
-    config = PseudoLabelConfig(n_triplets=600, strategy=strategy, clusters_per_group=4, images_per_cluster=6,
-                               triplets_per_group=50)
+    config = PseudoLabelConfig(
+        n_triplets=600, strategy=strategy, clusters_per_group=4, images_per_cluster=6, triplets_per_group=50
+    )
     triplets, groups = sample_grouped_triplets(clusters, config)
     assert triplets.shape == (600, 3) and len(np.unique(groups)) >= 12  # a group may fall short
     labels = clusters[triplets]
@@ -131,7 +141,9 @@ def test_labels_for_another_backbone_weights_or_pool_are_refused(label_sets):
     labels = sets["aligned"]
     ids = _provenance(len(pool)).pool_ids
     labels.check_compatible(backbone="timm:tf_efficientnet_lite0", weights_id="abc", pool_ids=ids)
-    with pytest.raises(LabelsMismatchError, match="backbone 'timm:tf_efficientnet_lite0'.*'open_clip:ViT-B-32'"):
+    with pytest.raises(
+        LabelsMismatchError, match="backbone 'timm:tf_efficientnet_lite0'.*'open_clip:ViT-B-32'"
+    ):
         labels.check_compatible(backbone="open_clip:ViT-B-32", weights_id="abc", pool_ids=ids)
     with pytest.raises(LabelsMismatchError, match="weights_id"):
         labels.check_compatible(backbone="timm:tf_efficientnet_lite0", weights_id="other", pool_ids=ids)

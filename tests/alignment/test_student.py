@@ -55,13 +55,29 @@ def _held_out_truth(items, rng, n=2000):
 def _synthetic_student(seed=0):
     torch.manual_seed(seed)
     rest = nn.Sequential(nn.Linear(D, 32), nn.ReLU(), nn.Linear(32, 32))
-    return Student(nn.Identity(), rest, new_triplet_head(32, 16, seed), backbone="synthetic", weights_id="w0",
-                   stage=0, image_size=0)
+    return Student(
+        nn.Identity(),
+        rest,
+        new_triplet_head(32, 16, seed),
+        backbone="synthetic",
+        weights_id="w0",
+        stage=0,
+        image_size=0,
+    )
 
 
 def _config(**overrides):
-    base = {"backbone": "synthetic", "head_dim": 16, "tau": 1.0, "lr": 3e-2, "epochs": 10, "groups_per_step": 2,
-            "min_triplets": 100, "log_every": 10, "checkpoint_every": 10}
+    base = {
+        "backbone": "synthetic",
+        "head_dim": 16,
+        "tau": 1.0,
+        "lr": 3e-2,
+        "epochs": 10,
+        "groups_per_step": 2,
+        "min_triplets": 100,
+        "log_every": 10,
+        "checkpoint_every": 10,
+    }
     return StudentConfig(**{**base, **overrides})
 
 
@@ -70,8 +86,12 @@ def planted():
     rng = np.random.default_rng(0)
     pool, held = _items(400, rng), _items(300, rng)
     ids = tuple(f"img{i}" for i in range(len(pool)))
-    sets = make_pseudolabels(pool, PlantedTeacher(), LabelProvenance("synthetic", "w0", ids, "planted"),
-                             PseudoLabelConfig(n_triplets=4096, n_clusters=10, seed=0))
+    sets = make_pseudolabels(
+        pool,
+        PlantedTeacher(),
+        LabelProvenance("synthetic", "w0", ids, "planted"),
+        PseudoLabelConfig(n_triplets=4096, n_clusters=10, seed=0),
+    )
     return pool, ids, held, _held_out_truth(held, rng), sets
 
 
@@ -103,7 +123,9 @@ def test_a_broken_triplet_convention_cannot_pass_silently(planted, tmp_path):
     student learns the wrong pairs and stays near chance, far below the > 0.65 the correct labels reach."""
     pool, ids, held, truth, sets = planted
     good = sets["aligned"]
-    flipped = PseudoLabels(good.triplets[:, ::-1].copy(), good.similarities, good.groups, good.pool_ids, good.meta)
+    flipped = PseudoLabels(
+        good.triplets[:, ::-1].copy(), good.similarities, good.groups, good.pool_ids, good.meta
+    )
     student, _ = _train(flipped, pool, ids, tmp_path, "flipped")
     assert _held_out_accuracy(student, held, truth) < 0.42
 
@@ -121,8 +143,15 @@ def test_labels_for_another_pool_are_refused_before_training(planted, tmp_path):
     other_pool = TrunkActivations(torch.from_numpy(pool), ids[1:] + ids[:1], dict(student.identity))
     with pytest.raises(LabelsMismatchError, match="pool_digest"):
         train_student(student, other_pool, sets["aligned"], _config(), tmp_path / "run", progress=None)
-    other_backbone = Student(nn.Identity(), nn.Linear(D, 32), new_triplet_head(32, 16, 0), backbone="timm:x",
-                             weights_id="w0", stage=0, image_size=0)
+    other_backbone = Student(
+        nn.Identity(),
+        nn.Linear(D, 32),
+        new_triplet_head(32, 16, 0),
+        backbone="timm:x",
+        weights_id="w0",
+        stage=0,
+        image_size=0,
+    )
     acts = TrunkActivations(torch.from_numpy(pool), ids, dict(other_backbone.identity))
     with pytest.raises(LabelsMismatchError, match="backbone 'synthetic'"):
         train_student(other_backbone, acts, sets["aligned"], _config(), tmp_path / "run", progress=None)
@@ -132,7 +161,9 @@ def test_labels_for_another_pool_are_refused_before_training(planted, tmp_path):
 def test_tiny_or_empty_labels_give_a_clear_error(planted, tmp_path):
     pool, ids, _, _, sets = planted
     good = sets["aligned"]
-    tiny = PseudoLabels(good.triplets[:50], good.similarities[:50], good.groups[:50], good.pool_ids, good.meta)
+    tiny = PseudoLabels(
+        good.triplets[:50], good.similarities[:50], good.groups[:50], good.pool_ids, good.meta
+    )
     with pytest.raises(TooFewLabelsError, match="has 50 triplets; training needs at least 100"):
         _train(tiny, pool, ids, tmp_path, "tiny")
     with pytest.raises(TooFewLabelsError, match="1 triplet groups; one step needs groups_per_step=2"):
@@ -156,19 +187,33 @@ def test_interrupted_training_resumes_to_the_same_weights(planted, tmp_path):
     resumed = _synthetic_student()
     seen = []
     result = train_student(resumed, acts, sets["aligned"], config, tmp_path / "resumed", progress=seen.append)
-    assert seen[0].step == 15 and seen[-1].step == result.steps == seen[-1].total_steps and seen[-1].eta_s == 0
+    assert (
+        seen[0].step == 15 and seen[-1].step == result.steps == seen[-1].total_steps and seen[-1].eta_s == 0
+    )
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     history = json.loads((tmp_path / "resumed" / "history.json").read_text())
-    assert result.steps == 16 and [h["step"] for h in history] == [5, 10, 15, 16]  # every 5 steps and the last
+    assert result.steps == 16 and [h["step"] for h in history] == [
+        5,
+        10,
+        15,
+        16,
+    ]  # every 5 steps and the last
     with pytest.raises(ValueError, match="checkpoint of a different config"):
-        train_student(_synthetic_student(), acts, sets["aligned"], _config(epochs=2, lr=1e-3),
-                      tmp_path / "resumed", progress=None)
+        train_student(
+            _synthetic_student(),
+            acts,
+            sets["aligned"],
+            _config(epochs=2, lr=1e-3),
+            tmp_path / "resumed",
+            progress=None,
+        )
 
 
 def test_real_backbone_student_trains_saves_and_reloads(tmp_path):
-    config = StudentConfig(weights="random", image_size=32, head_dim=8, epochs=1, groups_per_step=2, min_triplets=10,
-                           log_every=1)
+    config = StudentConfig(
+        weights="random", image_size=32, head_dim=8, epochs=1, groups_per_step=2, min_triplets=10, log_every=1
+    )
     student = build_student(config, cache_dir=tmp_path)
     assert student.identity["stage"] == 6 and sum(p.requires_grad for p in student.trunk.parameters()) == 0
     images = torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -177,8 +222,12 @@ def test_real_backbone_student_trains_saves_and_reloads(tmp_path):
     assert acts.activations.shape == (24, 192, 1, 1)
     features = student_embeddings(student, acts.activations, output="prelogits")
     with torch.inference_mode():
-        np.testing.assert_allclose(features, student.trunk.__class__(*student.trunk, *student.rest)(images)
-                                   .numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            features,
+            student.trunk.__class__(*student.trunk, *student.rest)(images).numpy(),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
     class Identity:
         temperature = 1.0
@@ -187,13 +236,19 @@ def test_real_backbone_student_trains_saves_and_reloads(tmp_path):
             return x
 
     provenance = LabelProvenance(config.backbone, student.identity["weights_id"], ids, "identity")
-    labels = make_pseudolabels(features, Identity(), provenance,
-                               PseudoLabelConfig(n_triplets=60, n_clusters=4, triplets_per_group=20))["aligned"]
+    labels = make_pseudolabels(
+        features,
+        Identity(),
+        provenance,
+        PseudoLabelConfig(n_triplets=60, n_clusters=4, triplets_per_group=20),
+    )["aligned"]
     result = train_student(student, acts, labels, config, tmp_path / "run", progress=None)
     assert result.steps == 1 and np.isfinite(result.final_loss)
     reloaded, reloaded_config = load_student(result.student_path, cache_dir=tmp_path)
     assert reloaded_config == config
-    np.testing.assert_allclose(student_embeddings(reloaded, acts.activations), student_embeddings(student, acts.activations))
+    np.testing.assert_allclose(
+        student_embeddings(reloaded, acts.activations), student_embeddings(student, acts.activations)
+    )
     with pytest.raises(ValueError, match="were made for"):
         other = TrunkActivations(acts.activations, ids, {**acts.identity, "image_size": 64})
         train_student(student, other, labels, config, tmp_path / "run2", progress=None)

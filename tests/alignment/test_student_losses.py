@@ -22,7 +22,9 @@ def test_kl_by_hand():
 def test_jsd_by_hand():
     # m = [3/8, 3/8, 1/4]; KL(p||m) = KL(q||m) = 1/2 ln(4/3) + 1/4 ln(2/3)
     half = 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3)
-    torch.testing.assert_close(jsd_loss(TEACHER, STUDENT, TAU), torch.tensor([half, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        jsd_loss(TEACHER, STUDENT, TAU), torch.tensor([half, 0.0], dtype=torch.float64)
+    )
     assert half == pytest.approx(0.0424755, abs=1e-6)
 
 

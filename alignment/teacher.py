@@ -1,0 +1,349 @@
+"""The human-aligned teacher: an affine map ``z = W x~ + b`` of standardised backbone features.
+
+``fit_teacher(features, triplets, choice_probs=None, config=TeacherConfig(), val=None) -> Teacher``.
+``features`` is float [n, D]; ``triplets`` int [m, 3] row indices into it, the odd one out LAST (so the
+human-chosen pair is (0, 1)); ``choice_probs`` optional [m, 3] human choice distributions over pairs
+``[p01, p02, p12]`` (several responses per triplet: uncertainty distillation).
+
+x~ = (x - mu) / sigma with *scalar* mu, sigma (gLocal). W starts at a scaled identity chosen so the
+initial pair similarities have unit spread. Objective: (1 - a) * [hard NLL or soft KL] + a * gLocal local
+term + lambda * ||W - mean(diag W) I||^2. Afterwards a temperature is fitted on the validation triplets
+(cross-entropy to the human choices, or matching the human choice entropy) and ECE is reported.
+
+Speed: a step transforms only the n distinct images once (``Z = X~ W^T + b``), forms ``Z Z^T`` and
+gathers each triplet's three similarities by index, so its cost is O(n D^2 + n^2 D), independent of
+per-triplet feature copies; full-batch L-BFGS then needs a few dozen steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignment.conventions import (
+    check_triplets,
+    correct_choices,
+    entropy,
+    pair_similarities,
+    triplet_probabilities,
+)
+from alignment.metrics import expected_calibration_error
+from alignment.optimise import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
+from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
+from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
+from alignment.temperature import cross_entropy, fit_temperature, human_targets
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Teacher fitting settings; saved next to every fitted teacher."""
+
+    loss: str = "auto"  # "hard" (NLL, pair (0,1) is the target), "soft" (KL to choice_probs), "auto"
+    reg_weight: float = 1e-3  # lambda for ||W - mean(diag W) I||^2
+    local_weight: float = 0.0  # alpha for gLocal's local neighbourhood term (0 = off)
+    local_tau: float = 1.0
+    local_images: int = 1024  # images in the local term (a fixed, seeded subset)
+    optimizer: str = "lbfgs"  # "lbfgs" (full batch) or "adam" (full or mini-batch)
+    lr: float | None = None  # default: 1.0 for L-BFGS, 0.01 for Adam (W is parametrised relative to its init)
+    batch_size: int | None = None  # Adam only: triplets per step; None = full batch
+    max_steps: int = 200
+    eval_every: int = 5  # steps between validation checks (L-BFGS iterations per check)
+    patience: int = 3  # validation checks without improvement before stopping
+    min_delta: float = 1e-4
+    val_fraction: float = 0.1  # of triplets; of images when object_disjoint
+    object_disjoint: bool = False
+    temperature_fit: str = (
+        "auto"  # "nll" (val cross-entropy), "entropy" (match human entropy), "none", "auto"
+    )
+    use_bias: bool = True
+    seed: int = 0
+    max_full_batch_images: int = 10000
+    subspace_dim: int | None = 256  # W free on the top-k principal directions, scaled identity elsewhere
+    num_threads: int | None = (
+        None  # torch threads while fitting (1 is fastest for small problems); None = as is
+    )
+
+    def __post_init__(self):
+        choices = {
+            "loss": ("auto", "hard", "soft"),
+            "optimizer": ("lbfgs", "adam"),
+            "temperature_fit": ("auto", "nll", "entropy", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"TeacherConfig.{name} must be one of {allowed}; got {getattr(self, name)!r}"
+                )
+        if not 0 <= self.local_weight < 1 or self.reg_weight < 0 or not 0 <= self.val_fraction < 1:
+            raise ValueError(
+                "TeacherConfig needs 0 <= local_weight < 1, reg_weight >= 0, 0 <= val_fraction < 1"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TeacherConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TeacherConfig:
+        """Load from ``.json`` or ``.toml`` (top-level keys, or a ``[teacher]`` table)."""
+        path = Path(path)
+        if path.suffix == ".toml":
+            import tomllib
+
+            values = tomllib.loads(path.read_text())
+            values = values.get("teacher", values)
+        else:
+            values = json.loads(path.read_text())
+        return cls.from_dict(values)
+
+
+@dataclass(frozen=True, eq=False)
+class Teacher:
+    """A fitted affine transform with its standardisation, temperature, config and fit summary."""
+
+    weight: np.ndarray  # [D, D]
+    bias: np.ndarray  # [D]
+    mean: float
+    std: float
+    temperature: float
+    config: TeacherConfig = field(default_factory=TeacherConfig)
+    summary: dict = field(default_factory=dict)
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Aligned embeddings float32 [n, D] (use dot products divided by ``temperature``)."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != self.weight.shape[1]:
+            raise ValueError(f"features must be [n, {self.weight.shape[1]}]; got {features.shape}")
+        return ((features - self.mean) / self.std) @ self.weight.T + self.bias
+
+    def probabilities(self, features: np.ndarray, triplets: np.ndarray) -> np.ndarray:
+        """Calibrated choice distributions [m, 3] over pairs [p01, p02, p12]."""
+        z = self.transform(features)
+        return triplet_probabilities(pair_similarities(z, check_triplets(triplets, len(z))), self.temperature)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``teacher.npz``, ``config.json`` and ``summary.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {"weight": self.weight, "bias": self.bias}
+        scalars = {"mean": self.mean, "std": self.std, "temperature": self.temperature}
+        _atomic_write(
+            directory / "teacher.npz",
+            lambda h: np.savez(h, **arrays, **{k: np.float64(v) for k, v in scalars.items()}),
+        )
+        _atomic_write(
+            directory / "config.json", lambda h: h.write(json.dumps(asdict(self.config), indent=2).encode())
+        )
+        _atomic_write(
+            directory / "summary.json", lambda h: h.write(json.dumps(self.summary, indent=2).encode())
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Teacher:
+        directory = Path(directory)
+        if not (directory / "teacher.npz").is_file():
+            raise FileNotFoundError(
+                f"no teacher.npz in {directory}; expected a directory written by Teacher.save"
+            )
+        with np.load(directory / "teacher.npz") as data:
+            arrays = {k: data[k] for k in data.files}
+        config = TeacherConfig.from_dict(json.loads((directory / "config.json").read_text()))
+        summary_path = directory / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        return cls(
+            arrays["weight"],
+            arrays["bias"],
+            float(arrays["mean"]),
+            float(arrays["std"]),
+            float(arrays["temperature"]),
+            config,
+            summary,
+        )
+
+
+def _atomic_write(target: Path, write: Callable) -> None:
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as handle:
+        write(handle)
+    partial.replace(target)
+
+
+@contextmanager
+def _torch_threads(count: int | None):
+    """Temporarily set torch's intra-op thread count (restored afterwards)."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _standardisation(features: np.ndarray) -> tuple[float, float]:
+    mean, std = float(features.mean()), float(features.std())
+    if not np.isfinite(std) or std == 0:
+        raise ValueError("features have zero or non-finite spread; cannot standardise them")
+    return mean, std
+
+
+def _initial_scale(train: ImageSet, basis: torch.Tensor) -> float:
+    """Scale s of W = s I that gives the initial training-pair similarities unit standard deviation."""
+    with torch.no_grad():
+        spread = float(AffineTransform(basis, 1.0, use_bias=False).sims(train).std())
+    return 1.0 / np.sqrt(spread) if spread > 0 else 1.0
+
+
+def _split_data(data: TripletData, n_images: int, val: TripletData | None, config: TeacherConfig):
+    if val is not None or config.val_fraction == 0:
+        return data, val
+    if config.object_disjoint:
+        train_rows, val_rows = object_disjoint_split(
+            data.triplets, n_images, config.val_fraction, config.seed
+        )
+    else:
+        train_rows, val_rows = random_split(len(data.triplets), config.val_fraction, config.seed)
+    return data.subset(train_rows), data.subset(val_rows)
+
+
+def _validated(features, triplets, choice_probs) -> tuple[np.ndarray, TripletData]:
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2 or not np.isfinite(features).all():
+        raise ValueError(f"features must be a finite [n, D] array; got shape {features.shape}")
+    triplets = check_triplets(triplets, len(features))
+    probs = None if choice_probs is None else check_choice_probs(choice_probs, len(triplets))
+    return features, TripletData(triplets, probs)
+
+
+def _build_problem(standardised, train_data, val_data, soft: bool, config: TeacherConfig):
+    """The objective on the distinct training images, and the validation images (or None)."""
+    train_rows = np.unique(train_data.triplets)
+    if config.optimizer == "lbfgs" and len(train_rows) > config.max_full_batch_images:
+        raise ValueError(
+            f"{len(train_rows)} distinct training images exceed max_full_batch_images="
+            f"{config.max_full_batch_images} for full-batch L-BFGS; use optimizer='adam' with a batch_size"
+        )
+    basis = principal_basis(torch.from_numpy(standardised[train_rows]), config.subspace_dim)
+    train = ImageSet.build(standardised, train_data, basis, soft)
+    transform = AffineTransform(basis, _initial_scale(train, basis), config.use_bias)
+    local = None
+    if config.local_weight > 0:
+        generator = np.random.default_rng(config.seed)
+        picked = generator.choice(train_rows, size=min(config.local_images, len(train_rows)), replace=False)
+        local = LocalTerm(torch.from_numpy(standardised[np.sort(picked)]), basis, config.local_tau)
+    objective = Objective(transform, train, config.reg_weight, config.local_weight, local)
+    val_images = None
+    if val_data is not None:
+        val_images = ImageSet.build(standardised, val_data, basis, soft and val_data.choice_probs is not None)
+    return objective, val_images
+
+
+def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfig, progress) -> list[dict]:
+    """Optimise with early stopping on the validation data loss (training objective if no val set)."""
+    params = objective.transform.params
+    if config.optimizer == "lbfgs":
+        rounds = lbfgs_rounds(params, objective, config.lr or 1.0, config.eval_every)
+    else:
+        generator = torch.Generator().manual_seed(config.seed)
+        n_train = len(objective.train.t)
+
+        def batch_loss() -> torch.Tensor:
+            if config.batch_size is None or config.batch_size >= n_train:
+                return objective()
+            return objective(
+                objective.train.batch(torch.randint(0, n_train, (config.batch_size,), generator=generator))
+            )
+
+        rounds = adam_rounds(params, batch_loss, config.lr or 0.01, config.eval_every)
+
+    def check() -> float:
+        return objective.data_loss(val_images) if val_images is not None else float(objective().detach())
+
+    stopper = EarlyStopping(params, config.patience, config.min_delta)
+    return optimise(rounds, stopper, check, config.max_steps, progress)
+
+
+def _validation_report(
+    standardised, weight, bias, val: TripletData | None, config: TeacherConfig
+) -> tuple[float, dict]:
+    """Fit the temperature on val and describe calibration there; T = 1 when there is no val set."""
+    if val is None or config.temperature_fit == "none":
+        return 1.0, {"temperature_method": "none"}
+    z = standardised @ weight.T + bias
+    sims = pair_similarities(z, val.triplets)
+    method = config.temperature_fit
+    if method == "auto":
+        method = "entropy" if val.choice_probs is not None else "nll"
+    temperature = fit_temperature(sims, val.choice_probs, method)
+    probs = triplet_probabilities(sims, temperature)
+    report = {
+        "temperature_method": method,
+        "val_accuracy": float(correct_choices(sims).mean()),
+        "val_cross_entropy": cross_entropy(sims, human_targets(len(sims), val.choice_probs), temperature),
+        "val_ece": expected_calibration_error(probs),
+        "val_model_entropy": float(entropy(probs).mean()),
+    }
+    if val.choice_probs is not None:
+        report["val_human_entropy"] = float(entropy(val.choice_probs).mean())
+    return temperature, report
+
+
+def fit_teacher(
+    features: np.ndarray,
+    triplets: np.ndarray,
+    *,
+    choice_probs: np.ndarray | None = None,
+    config: TeacherConfig = TeacherConfig(),
+    val: TripletData | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Teacher:
+    """Fit the affine teacher on human triplets (odd one out last); see the module docstring.
+
+    ``val``: explicit validation triplets (row indices into the same ``features``); when None,
+    ``config.val_fraction`` of the triplets (or of the images, if ``config.object_disjoint``) is held out.
+    """
+    features, data = _validated(features, triplets, choice_probs)
+    if val is not None:
+        val = _validated(features, val.triplets, val.choice_probs)[1]
+    soft = config.loss == "soft" or (config.loss == "auto" and data.choice_probs is not None)
+    if soft and data.choice_probs is None:
+        raise ValueError(
+            "TeacherConfig.loss='soft' needs choice_probs (human choice distributions per triplet)"
+        )
+    train_data, val_data = _split_data(data, len(features), val, config)
+    mean, std = _standardisation(features)
+    standardised = (features - mean) / std
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    with _torch_threads(config.num_threads):
+        objective, val_images = _build_problem(standardised, train_data, val_data, soft, config)
+        history = _run(objective, val_images, config, progress)
+    fit_seconds = time.perf_counter() - start
+    weight, bias = objective.transform.weight_bias()
+    temperature, report = _validation_report(standardised, weight, bias, val_data, config)
+    summary = {
+        "loss": "soft" if soft else "hard",
+        "n_train_triplets": len(train_data.triplets),
+        "n_train_images": len(objective.train.y),
+        "subspace_dim": objective.transform.basis.shape[1],
+        "n_val_triplets": 0 if val_data is None else len(val_data.triplets),
+        "steps": history[-1]["step"] if history else 0,
+        "fit_seconds": round(fit_seconds, 3),
+        "temperature": temperature,
+        **report,
+        "history": history,
+    }
+    return Teacher(weight, bias, mean, std, temperature, config, summary)

@@ -1,0 +1,159 @@
+"""The teacher's optimisation problem, arranged so one step costs O(n r^2 + n^2 r), not O(m D^2).
+
+Parametrisation: W = s * (c (I - V V^T) + V M V^T), b = s * V beta, where V [D, r] holds the top-r
+principal directions of the training images' standardised features (uncentred), M [r, r] starts at I,
+c at 1 and beta at 0, so W starts at the scaled identity s I. W is free on the directions the training
+images span and a scaled identity elsewhere; with r = min(n_images, D) this is exact (the images have
+no component outside V), and the gLocal regulariser pulls toward exactly that form anyway.
+
+For a set of images with coordinates Y = X~ V and residuals P = X~ - Y V^T:
+    z_a . z_b = s^2 * (c^2 * p_a . p_b + (M y_a + beta) . (M y_b + beta)),
+so the residual products are computed once, and each step transforms only the n distinct images
+(n << m triplets), forms one n x n Gram matrix and gathers each triplet's [s01, s02, s12] from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from alignment.conventions import PAIRS, pair_similarities_from_gram
+from alignment.losses import cosine_matrix, local_neighbourhood_loss, soft_triplet_kl, triplet_nll
+from alignment.splits import TripletData
+
+
+def principal_basis(x: torch.Tensor, rank: int | None) -> torch.Tensor:
+    """[D, r] orthonormal top right-singular vectors of x [n, D]; the identity when r would be D."""
+    n, dim = x.shape
+    r = dim if rank is None else min(rank, n, dim)
+    if r == dim:
+        return torch.eye(dim)
+    if r == n:  # n < D: the images span at most n directions, keep all of them (exact)
+        return torch.linalg.svd(x, full_matrices=False).Vh.T
+    _, _, basis = torch.svd_lowrank(x, q=min(r + 16, n, dim), niter=4)
+    return basis[:, :r].contiguous()
+
+
+def _residual_pair_products(x: torch.Tensor, basis: torch.Tensor, triplets: torch.Tensor) -> torch.Tensor:
+    """[m, 3] products p_a . p_b of the features' parts outside span(V), one Gram row-chunk at a time."""
+    out = torch.zeros(triplets.shape, dtype=x.dtype)
+    if basis.shape[1] == x.shape[1]:
+        return out
+    resid = x - (x @ basis) @ basis.T
+    chunk = 1024
+    for start in range(0, len(x), chunk):
+        rows = resid[start : start + chunk] @ resid.T
+        for col, (a, b) in enumerate(PAIRS):
+            mask = (triplets[:, a] >= start) & (triplets[:, a] < start + chunk)
+            out[mask, col] = rows[triplets[mask, a] - start, triplets[mask, b]]
+    return out
+
+
+@dataclass
+class ImageSet:
+    """Triplets on their own distinct images: coordinates y [n_u, r], compact triplets, residual products."""
+
+    y: torch.Tensor
+    t: torch.Tensor
+    residual: torch.Tensor
+    q: torch.Tensor | None
+
+    @classmethod
+    def build(cls, standardised: np.ndarray, data: TripletData, basis: torch.Tensor, soft: bool) -> ImageSet:
+        rows, compact = np.unique(data.triplets, return_inverse=True)
+        x = torch.from_numpy(standardised[rows])
+        t = torch.from_numpy(compact.reshape(-1, 3))
+        q = torch.from_numpy(data.choice_probs).float() if soft else None
+        return cls(x @ basis, t, _residual_pair_products(x, basis, t), q)
+
+    def batch(self, rows: torch.Tensor) -> ImageSet:
+        """The sub-problem of some of these triplets, on only the images they use."""
+        images, compact = torch.unique(self.t[rows], return_inverse=True)
+        return ImageSet(
+            self.y[images], compact, self.residual[rows], None if self.q is None else self.q[rows]
+        )
+
+    def data_loss(self, sims: torch.Tensor) -> torch.Tensor:
+        return triplet_nll(sims) if self.q is None else soft_triplet_kl(sims, self.q)
+
+
+class AffineTransform:
+    """Trainable M, c, beta (relative to the initial scale s) and their closed-form consequences."""
+
+    def __init__(self, basis: torch.Tensor, scale: float, use_bias: bool):
+        self.basis, self.scale, self.dim = basis, scale, basis.shape[0]
+        r = basis.shape[1]
+        self.m = torch.eye(r, requires_grad=True)
+        self.c = torch.ones((), requires_grad=r < self.dim)
+        self.beta = torch.zeros(r, requires_grad=use_bias)
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [p for p in (self.m, self.c, self.beta) if p.requires_grad]
+
+    def sims(self, images: ImageSet) -> torch.Tensor:
+        """[m, 3] dot-product similarities [s01, s02, s12] of the transformed images."""
+        z = images.y @ self.m.T + self.beta
+        gram = pair_similarities_from_gram(z @ z.T, images.t)
+        return self.scale**2 * (self.c**2 * images.residual + gram)
+
+    def regulariser(self) -> torch.Tensor:
+        """||W - mean(diag W) I||_F^2 without forming W (the two blocks are orthogonal)."""
+        r = self.m.shape[0]
+        mean_diag = self.scale * (self.c * (self.dim - r) + self.m.diagonal().sum()) / self.dim
+        inside = ((self.scale * self.m - mean_diag * torch.eye(r)) ** 2).sum()
+        return inside + (self.scale * self.c - mean_diag) ** 2 * (self.dim - r)
+
+    def weight_bias(self) -> tuple[np.ndarray, np.ndarray]:
+        """The explicit W [D, D] and b [D]."""
+        with torch.no_grad():
+            v, s = self.basis, self.scale
+            weight = s * self.c * (torch.eye(self.dim) - v @ v.T) + s * (v @ self.m @ v.T)
+            return weight.numpy().astype(np.float32), (s * (v @ self.beta)).numpy().astype(np.float32)
+
+
+class LocalTerm:
+    """gLocal's neighbourhood term on a fixed subset of training images (backbone side precomputed)."""
+
+    def __init__(self, x: torch.Tensor, basis: torch.Tensor, tau: float):
+        self.y = x @ basis
+        resid = x - self.y @ basis.T
+        self.resid_gram = resid @ resid.T
+        self.reference_cosine = cosine_matrix(x)
+        self.tau = tau
+
+    def __call__(self, transform: AffineTransform) -> torch.Tensor:
+        z = self.y @ transform.m.T + transform.beta
+        gram = transform.scale**2 * (transform.c**2 * self.resid_gram + z @ z.T)
+        norms = gram.diagonal().clamp_min(1e-12).sqrt()
+        cosine = gram / norms[:, None] / norms[None, :]
+        return local_neighbourhood_loss(self.reference_cosine, cosine, self.tau)
+
+
+class Objective:
+    """(1 - alpha) * data loss + alpha * local term + lambda * regulariser, on all or some triplets."""
+
+    def __init__(
+        self,
+        transform: AffineTransform,
+        train: ImageSet,
+        reg_weight: float,
+        local_weight: float = 0.0,
+        local: LocalTerm | None = None,
+    ):
+        self.transform, self.train = transform, train
+        self.reg_weight, self.local_weight, self.local = reg_weight, local_weight, local
+
+    def __call__(self, images: ImageSet | None = None) -> torch.Tensor:
+        images = images or self.train
+        loss = images.data_loss(self.transform.sims(images))
+        if self.local is not None and self.local_weight > 0:
+            loss = (1 - self.local_weight) * loss + self.local_weight * self.local(self.transform)
+        return loss + self.reg_weight * self.transform.regulariser()
+
+    def data_loss(self, images: ImageSet) -> float:
+        """The unregularised data loss on other triplets (validation), without gradients."""
+        with torch.no_grad():
+            return float(images.data_loss(self.transform.sims(images)))

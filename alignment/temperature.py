@@ -1,0 +1,59 @@
+"""Fitting the softmax temperature of triplet choice probabilities on validation triplets."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import brentq, minimize_scalar
+
+from alignment.conventions import HUMAN_PAIR, entropy, triplet_probabilities
+
+LOG_T_RANGE = (np.log(1e-4), np.log(1e4))
+
+
+def human_targets(n_triplets: int, choice_probs: np.ndarray | None) -> np.ndarray:
+    """Choice distributions [m, 3]; one-hot on pair (0, 1) where only the stored choice is known."""
+    if choice_probs is not None:
+        return np.asarray(choice_probs, dtype=np.float64)
+    targets = np.zeros((n_triplets, 3))
+    targets[:, HUMAN_PAIR] = 1.0
+    return targets
+
+
+def cross_entropy(sims: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    """Mean -sum q log p(T): an unbiased estimate of calibration loss even with one response per triplet."""
+    logits = sims / temperature
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    return float(-(targets * log_p).sum(axis=1).mean())
+
+
+def fit_temperature(sims: np.ndarray, choice_probs: np.ndarray | None, method: str = "nll") -> float:
+    """Temperature T for ``softmax(sims / T)``.
+
+    ``"nll"``: minimise the cross-entropy to the human choices (hard or soft) on these triplets.
+    ``"entropy"``: make the mean model entropy equal the mean entropy of ``choice_probs``.
+    """
+    sims = np.asarray(sims, dtype=np.float64)
+    targets = human_targets(len(sims), choice_probs)
+    if method == "nll":
+        result = minimize_scalar(
+            lambda log_t: cross_entropy(sims, targets, float(np.exp(log_t))),
+            bounds=LOG_T_RANGE,
+            method="bounded",
+        )
+        return float(np.exp(result.x))
+    if method == "entropy":
+        if choice_probs is None:
+            raise ValueError(
+                "temperature_fit='entropy' needs human choice distributions (choice_probs) on val"
+            )
+        goal = entropy(targets).mean()
+
+        def gap(log_t: float) -> float:
+            return float(entropy(triplet_probabilities(sims, float(np.exp(log_t)))).mean() - goal)
+
+        low, high = LOG_T_RANGE
+        if gap(low) >= 0 or gap(high) <= 0:  # the goal lies outside what any temperature can reach
+            return float(np.exp(low if gap(low) >= 0 else high))
+        return float(np.exp(brentq(gap, low, high, xtol=1e-6)))
+    raise ValueError(f"temperature method must be 'nll' or 'entropy'; got {method!r}")

@@ -1,0 +1,136 @@
+"""Known-answer tests for the teacher: a planted linear map explains the human choices."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from alignment.conventions import correct_choices, entropy, pair_similarities
+from alignment.losses import identity_regulariser
+from alignment.splits import TripletData, object_disjoint_split
+from alignment.synthetic import planted_triplets
+from alignment.teacher import Teacher, TeacherConfig, fit_teacher
+from alignment.teacher_problem import AffineTransform, ImageSet, principal_basis
+
+N_TRAIN, N_TEST = 30000, 10000
+FAST = TeacherConfig(num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_triplets(300, 32, N_TRAIN + N_TEST, seed=0)
+
+
+def _test_accuracy(teacher, data):
+    return correct_choices(np.log(teacher.probabilities(data.features, data.triplets[N_TRAIN:]))).mean()
+
+
+def _planted_accuracy(data):
+    return correct_choices(np.log(data.planted_probs[N_TRAIN:])).mean()
+
+
+@pytest.fixture(scope="module")
+def teacher(planted):
+    return fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=FAST)
+
+
+def test_teacher_recovers_the_planted_models_held_out_accuracy(planted, teacher):
+    raw = correct_choices(
+        pair_similarities(planted.features - planted.features.mean(), planted.triplets[N_TRAIN:])
+    )
+    assert raw.mean() < _planted_accuracy(planted) - 0.15  # the raw features are a poor model
+    assert abs(_test_accuracy(teacher, planted) - _planted_accuracy(planted)) < 0.01
+
+
+def test_teacher_entropy_tracks_the_planted_uncertainty(planted, teacher):
+    probs = teacher.probabilities(planted.features, planted.triplets[N_TRAIN:])
+    rho = spearmanr(entropy(probs), entropy(planted.planted_probs[N_TRAIN:]))[0]
+    assert rho > 0.8
+    assert teacher.summary["val_ece"] < 0.05
+
+
+@pytest.mark.parametrize("wrong_order", [[2, 0, 1], [0, 2, 1]], ids=["odd-first", "odd-middle"])
+def test_fitting_with_a_permuted_triplet_convention_fails(planted, wrong_order):
+    wrong = fit_teacher(planted.features, planted.triplets[:N_TRAIN][:, wrong_order], config=FAST)
+    assert _test_accuracy(wrong, planted) < 0.34 < _planted_accuracy(planted) - 0.25
+
+
+def test_soft_labels_distill_human_uncertainty_and_entropy_is_matched():
+    data = planted_triplets(300, 32, 12000, responses=10, seed=1)
+    teacher = fit_teacher(data.features, data.triplets, choice_probs=data.choice_probs, config=FAST)
+    summary = teacher.summary
+    assert summary["loss"] == "soft" and summary["temperature_method"] == "entropy"
+    assert summary["val_model_entropy"] == pytest.approx(summary["val_human_entropy"], abs=1e-3)
+    probs = teacher.probabilities(data.features, data.triplets)
+    assert spearmanr(entropy(probs), entropy(data.planted_probs))[0] > 0.8
+
+
+def test_adam_mini_batches_also_learn(planted):
+    config = TeacherConfig(optimizer="adam", batch_size=2048, lr=0.05, max_steps=300, num_threads=1)
+    teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
+    assert _test_accuracy(teacher, planted) > _planted_accuracy(planted) - 0.03
+
+
+def test_local_term_keeps_working_fits(planted):
+    config = TeacherConfig(local_weight=0.1, local_images=200, num_threads=1)
+    teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
+    assert _test_accuracy(teacher, planted) > _planted_accuracy(planted) - 0.03
+
+
+def test_save_and_load_round_trip(tmp_path, planted, teacher):
+    teacher.save(tmp_path / "t")
+    loaded = Teacher.load(tmp_path / "t")
+    np.testing.assert_array_equal(loaded.transform(planted.features), teacher.transform(planted.features))
+    assert loaded.temperature == teacher.temperature and loaded.config == teacher.config
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["optimizer"] == "lbfgs"
+    with pytest.raises(FileNotFoundError, match="teacher.npz"):
+        Teacher.load(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("rank", [5, None])
+def test_subspace_parametrisation_equals_the_explicit_affine_map(rank):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 8)).astype(np.float32)
+    triplets = np.array([[0, 1, 2], [3, 4, 5], [19, 7, 11]])
+    basis = principal_basis(torch.from_numpy(x), rank)
+    transform = AffineTransform(basis, 0.7, use_bias=True)
+    with torch.no_grad():
+        transform.m.copy_(torch.from_numpy(rng.normal(size=transform.m.shape).astype(np.float32)))
+        transform.c.fill_(0.3)
+        transform.beta.copy_(torch.from_numpy(rng.normal(size=transform.beta.shape).astype(np.float32)))
+    images = ImageSet.build(x, TripletData(triplets), basis, soft=False)
+    weight, bias = transform.weight_bias()
+    expected = pair_similarities(x @ weight.T + bias, triplets)
+    np.testing.assert_allclose(transform.sims(images).detach().numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert transform.regulariser().item() == pytest.approx(
+        identity_regulariser(torch.from_numpy(weight)).item(), rel=1e-4
+    )
+
+
+def test_object_disjoint_validation_never_shares_images(planted):
+    train, val = object_disjoint_split(planted.triplets, 300, 0.3, seed=0)
+    assert not set(np.unique(planted.triplets[train])) & set(np.unique(planted.triplets[val]))
+    config = TeacherConfig(object_disjoint=True, val_fraction=0.3, num_threads=1)
+    teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
+    assert teacher.summary["n_val_triplets"] == pytest.approx(0.3**3 * N_TRAIN, rel=0.25)
+
+
+def test_config_loads_from_toml_and_rejects_nonsense(tmp_path):
+    (tmp_path / "t.toml").write_text('[teacher]\nreg_weight = 0.5\noptimizer = "adam"\nbatch_size = 64\n')
+    config = TeacherConfig.from_file(tmp_path / "t.toml")
+    assert (config.reg_weight, config.optimizer, config.batch_size) == (0.5, "adam", 64)
+    with pytest.raises(ValueError, match="optimizer"):
+        TeacherConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="unknown"):
+        TeacherConfig.from_dict({"learning_rate": 1})
+
+
+def test_bad_inputs_are_named(planted):
+    with pytest.raises(ValueError, match="row 0"):
+        fit_teacher(planted.features, np.array([[0, 1, 999]]))
+    with pytest.raises(ValueError, match="choice_probs row 1"):
+        fit_teacher(planted.features, planted.triplets[:2], choice_probs=[[1, 0, 0], [0.5, 0.6, 0]])
+    with pytest.raises(ValueError, match="needs choice_probs"):
+        fit_teacher(planted.features, planted.triplets[:100], config=TeacherConfig(loss="soft"))
