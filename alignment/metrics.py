@@ -1,23 +1,233 @@
-"""Evaluation of embeddings on human odd-one-out triplets (raw features, teacher, student alike)."""
+"""Evaluation of embeddings on human odd-one-out triplets (raw features, teacher, student alike).
+
+``evaluate_triplets(embeddings, triplets, levels=..., human_rt=..., human_entropy=..., noise_ceiling=...,
+similarity="dot"|"cosine", temperature=1.0, n_boot=1000, seed=0) -> EvalReport``; ``report.table()`` is a
+pandas DataFrame with one row per Levels type and a final ``overall`` row: accuracy (ties count wrong),
+noise-ceiling-normalised accuracy (acc - 1/3)/(ceiling - 1/3), ECE, and Spearman rho of the model's
+choice entropy with human RT and with human choice entropy, each with a 95% bootstrap CI.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
 import numpy as np
 
-from alignment.conventions import HUMAN_PAIR, predicted_pair
+from alignment.conventions import (
+    HUMAN_PAIR,
+    Similarity,
+    check_triplets,
+    correct_choices,
+    entropy,
+    pair_similarities,
+    predicted_pair,
+    triplet_probabilities,
+)
+
+
+def _ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    gaps = np.bincount(bins, weights=correct.astype(float), minlength=n_bins) - np.bincount(
+        bins, weights=confidence, minlength=n_bins
+    )
+    return float(np.abs(gaps).sum() / len(confidence))
 
 
 def expected_calibration_error(probs: np.ndarray, n_bins: int = 10) -> float:
-    """ECE over max-probability bins: sum_b (n_b / n) |accuracy_b - confidence_b|.
+    """ECE over equal-width max-probability bins: sum_b (n_b / n) |accuracy_b - confidence_b|.
 
     A triplet is correct when pair (0, 1) is the unique most probable pair (ties are wrong).
     """
     probs = np.asarray(probs, dtype=np.float64)
-    confidence = probs.max(axis=1)
-    correct = predicted_pair(probs) == HUMAN_PAIR
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in np.unique(bins):
-        in_bin = bins == b
-        total += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(total)
+    return _ece(probs.max(axis=1), predicted_pair(probs) == HUMAN_PAIR, n_bins)
+
+
+CHANCE = 1.0 / 3.0
+
+
+def normalised_accuracy(accuracy, noise_ceiling: float):
+    """(acc - 1/3) / (ceiling - 1/3): 0 at chance, 1 at the human noise ceiling."""
+    if not noise_ceiling > CHANCE:
+        raise ValueError(f"noise ceiling must exceed chance (1/3); got {noise_ceiling}")
+    return (np.asarray(accuracy) - CHANCE) / (noise_ceiling - CHANCE)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(values, axis=-1)
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN when either side is constant."""
+    return float(_pearson_rows(_ranks(np.asarray(x, float)), _ranks(np.asarray(y, float))))
+
+
+def _interval(samples: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of the finite bootstrap samples."""
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng) -> tuple[float, float, float]:
+    """Spearman rho over the rows where both are finite, with a bootstrap CI (ranks redone per resample)."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 3:
+        return float("nan"), float("nan"), float("nan")
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    chunks = np.array_split(idx, max(1, n_boot // 50))
+    rhos = (
+        np.concatenate([_pearson_rows(_ranks(x[c]), _ranks(y[c])) for c in chunks])
+        if n_boot
+        else np.array([])
+    )
+    return (spearman(x, y), *_interval(rhos))
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Per-triplet quantities every report row is computed from."""
+
+    correct: np.ndarray
+    confidence: np.ndarray
+    model_entropy: np.ndarray
+    human_rt: np.ndarray
+    human_entropy: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> _Scores:
+        return _Scores(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+def _row(name: str, scores: _Scores, ceiling: float | None, n_boot: int, rng) -> dict:
+    n = len(scores.correct)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    acc_samples = scores.correct[idx].mean(axis=1)
+    ece_samples = np.array([_ece(scores.confidence[i], scores.correct[i], 10) for i in idx])
+    row = {"level": name, "n": n, "accuracy": float(scores.correct.mean())}
+    row["accuracy_low"], row["accuracy_high"] = _interval(acc_samples)
+    row["noise_ceiling"] = float("nan") if ceiling is None else float(ceiling)
+    if ceiling is None:
+        row["normalised"] = row["normalised_low"] = row["normalised_high"] = float("nan")
+    else:
+        row["normalised"] = float(normalised_accuracy(row["accuracy"], ceiling))
+        row["normalised_low"], row["normalised_high"] = _interval(normalised_accuracy(acc_samples, ceiling))
+    row["ece"] = _ece(scores.confidence, scores.correct, 10)
+    row["ece_low"], row["ece_high"] = _interval(ece_samples)
+    row["mean_model_entropy"] = float(scores.model_entropy.mean())
+    for label, human in (("rt", scores.human_rt), ("human_entropy", scores.human_entropy)):
+        rho, low, high = _spearman_ci(scores.model_entropy, human, n_boot, rng)
+        row[f"rho_entropy_{label}"], row[f"rho_entropy_{label}_low"], row[f"rho_entropy_{label}_high"] = (
+            rho,
+            low,
+            high,
+        )
+    return row
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Rows per Levels type plus ``overall``; accuracies count ties as wrong, CIs are 95% bootstrap."""
+
+    rows: tuple[dict, ...]
+    similarity: str
+    temperature: float
+    n_boot: int
+
+    def table(self):
+        """pandas DataFrame, one row per level and a final ``overall`` row; states the similarity used."""
+        import pandas as pd
+
+        frame = pd.DataFrame(list(self.rows))
+        frame.insert(1, "similarity", self.similarity)
+        return frame
+
+    def describe(self) -> str:
+        return (
+            f"odd-one-out accuracy with {self.similarity} similarity (ties count wrong), model entropy at "
+            f"temperature {self.temperature:g}, 95% bootstrap CIs over triplets (n_boot={self.n_boot})"
+        )
+
+    @property
+    def overall(self) -> dict:
+        return self.rows[-1]
+
+
+def _per_triplet(values, m: int, name: str) -> np.ndarray:
+    if values is None:
+        return np.full(m, np.nan)
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (m,):
+        raise ValueError(f"{name} must have one value per triplet ({m}); got shape {array.shape}")
+    return array
+
+
+def _ceiling_for(noise_ceiling, name: str) -> float | None:
+    if noise_ceiling is None or isinstance(noise_ceiling, int | float):
+        return noise_ceiling
+    return noise_ceiling.get(name)
+
+
+def evaluate_triplets(
+    embeddings: np.ndarray,
+    triplets: np.ndarray,
+    *,
+    levels: Sequence[str] | None = None,
+    human_rt: Sequence[float] | None = None,
+    human_entropy: Sequence[float] | None = None,
+    noise_ceiling: float | Mapping[str, float] | None = None,
+    similarity: Similarity = "dot",
+    temperature: float = 1.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> EvalReport:
+    """Evaluate an embedding [n, D] on human triplets [m, 3] (row indices, the human's odd one out last).
+
+    Works for raw features, teacher-transformed features and student embeddings alike. ``levels`` names
+    each triplet's type (Levels: between_class / within_class / class_border); ``human_rt`` and
+    ``human_entropy`` (NaN = unknown) are correlated (Spearman) with the model's choice entropy;
+    ``noise_ceiling`` (one value, or one per level name and ``"overall"``) gives (acc - 1/3)/(ceiling - 1/3).
+    """
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    triplets = check_triplets(triplets, len(embeddings))
+    m = len(triplets)
+    if m == 0:
+        raise ValueError("no triplets to evaluate")
+    sims = pair_similarities(embeddings, triplets, similarity)
+    probs = triplet_probabilities(sims, temperature)
+    scores = _Scores(
+        correct_choices(sims),
+        probs.max(axis=1),
+        entropy(probs),
+        _per_triplet(human_rt, m, "human_rt"),
+        _per_triplet(human_entropy, m, "human_entropy"),
+    )
+    rng = np.random.default_rng(seed)
+    rows = []
+    if levels is not None:
+        level_array = np.asarray(levels, dtype=object)
+        if level_array.shape != (m,):
+            raise ValueError(f"levels must name one type per triplet ({m}); got shape {level_array.shape}")
+        for name in sorted(set(level_array.tolist())):
+            rows.append(
+                _row(
+                    str(name),
+                    scores.subset(level_array == name),
+                    _ceiling_for(noise_ceiling, name),
+                    n_boot,
+                    rng,
+                )
+            )
+    rows.append(_row("overall", scores, _ceiling_for(noise_ceiling, "overall"), n_boot, rng))
+    return EvalReport(tuple(rows), similarity, temperature, n_boot)

@@ -10,9 +10,11 @@ initial pair similarities have unit spread. Objective: (1 - a) * [hard NLL or so
 term + lambda * ||W - mean(diag W) I||^2. Afterwards a temperature is fitted on the validation triplets
 (cross-entropy to the human choices, or matching the human choice entropy) and ECE is reported.
 
-Speed: a step transforms only the n distinct images once (``Z = X~ W^T + b``), forms ``Z Z^T`` and
-gathers each triplet's three similarities by index, so its cost is O(n D^2 + n^2 D), independent of
-per-triplet feature copies; full-batch L-BFGS then needs a few dozen steps.
+Speed: a step transforms only the n distinct images, forms one n x n Gram matrix and gathers each
+triplet's three similarities by index, so its cost does not grow with per-triplet feature copies; W is
+free on the top ``subspace_dim`` principal directions of the training images and a scaled identity on
+the rest (exact when the images span fewer directions), see ``teacher_problem``. Full-batch L-BFGS then
+needs a few dozen steps.
 """
 
 from __future__ import annotations
