@@ -167,6 +167,9 @@ def queue_action(db: Database, action: str, slug: str, overrides: dict[str, Any]
     config = {"study": slug, **(overrides or {})}
     if kind == "teacher":
         config = asdict(TeacherStageConfig.from_dict(config))
+    if kind == "eval":
+        for spec in config["representations"]:  # fail now, not in the background job
+            parse_representation(db, spec)
     return create_run(db, kind, config, study_id=_study_id(db, slug), name=f"{kind} on {slug}")
 
 
@@ -186,3 +189,88 @@ def finished_run(db: Database, run_id: int, kind: str | None = None) -> Run:
         raise ValueError(f"run {run_id} ({run.kind}) has status {run.status.value!r}"
                          + (f": {run.error}" if run.error else "") + "; only a succeeded run can be used")
     return run
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One embedding to evaluate: a run's artifact, with the similarity it is meant to be read with."""
+
+    label: str
+    run_id: int
+    artifact: str = "embeddings"
+    similarity: str = "dot"
+    temperature: float = 1.0
+
+
+def parse_representation(db: Database, spec: str) -> Representation:
+    """`RUN` or `RUN:ARTIFACT`; raw backbone features are read with cosine, learned embeddings with dot."""
+    run_part, _, artifact = spec.partition(":")
+    run = finished_run(db, int(run_part))
+    artifact = artifact or "embeddings"
+    raw = artifact == "raw_embeddings" or run.kind == "features"
+    label = f"{run.kind} {run.id}" + (" (raw features)" if raw and run.kind != "features" else "")
+    temperature = 1.0 if raw else float(run.metrics.get("temperature", 1.0))
+    return Representation(label, run.id, artifact, "cosine" if raw else "dot", temperature)
+
+
+def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.DataFrame:
+    """The judgments a split run held out (all judgments when no split run is given)."""
+    judgments = load_judgments(db, slug)
+    if split_run_id is None:
+        return judgments
+    run = finished_run(db, split_run_id)
+    with np.load(data_home() / run.artifacts["split"]) as data:
+        keys = {tuple(key) for key in data["test_keys"].tolist()}
+    mask = [key in keys for key in zip(judgments["participant_id"], judgments["trial_index"], strict=True)]
+    return judgments[mask]
+
+
+def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """Per test judgment, the choice entropy of its triplet over all responses (NaN with fewer than 2)."""
+    from study.reliability import triplet_human_stats
+
+    stats = triplet_human_stats(all_judgments, min_responses=2).set_index("triplet_key")["entropy"]
+    return test["triplet_key"].map(stats).to_numpy(np.float64)
+
+
+def noise_ceilings(all_judgments: pd.DataFrame) -> dict[str, float]:
+    """Levels leave-one-out ceiling per level and overall (only levels with enough repeated triplets)."""
+    from study.reliability import levels_noise_ceiling
+
+    table = levels_noise_ceiling(all_judgments)
+    return {row.level: float(row.ceiling) for row in table.itertuples() if row.n_triplets > 0}
+
+
+def evaluate_representations(db: Database, slug: str, representations: list[Representation],
+                             split_run_id: int | None, n_boot: int = 1000) -> pd.DataFrame:
+    """The before/after table: every representation on the same held-out human judgments, per level."""
+    from alignment.metrics import evaluate_triplets
+
+    all_judgments = load_judgments(db, slug)
+    test = held_out_judgments(db, slug, split_run_id)
+    test = test[test["level"].notna()]
+    if test.empty:
+        raise ValueError(f"study {slug!r} has no held-out judgments with a Levels type to evaluate on")
+    ceilings, entropy = noise_ceilings(all_judgments), human_uncertainty(all_judgments, test)
+    tables = []
+    for rep in representations:
+        embeddings, ids = load_embeddings(finished_run(db, rep.run_id), rep.artifact)
+        rows = StudyImages(ids, [], pd.DataFrame()).rows(test[["stim0", "stim1", "stim2"]].to_numpy())
+        report = evaluate_triplets(embeddings, rows, levels=test["level"].tolist(), human_rt=test["rt_ms"],
+                                   human_entropy=entropy, noise_ceiling=ceilings or None,
+                                   similarity=rep.similarity, temperature=rep.temperature, n_boot=n_boot)
+        tables.append(report.table().assign(representation=rep.label))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["representation", *[c for c in table.columns if c != "representation"]]]
+
+
+@register_stage("eval")
+def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+    reps = [parse_representation(db, spec) for spec in run.config["representations"]]
+    progress(0.1, f"evaluating {len(reps)} representations on held-out judgments")
+    table = evaluate_representations(db, run.config["study"], reps, run.config.get("split_run"))
+    path = run_dir(run.id) / "eval_table.csv"
+    table.to_csv(path, index=False)
+    overall = table[table["level"] == "overall"]
+    metrics = {f"accuracy · {r.representation}": float(r.accuracy) for r in overall.itertuples()}
+    return StageResult(metrics, {"table": str(path.relative_to(data_home()))})

@@ -26,9 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--config", help="TeacherConfig overrides as JSON, e.g. '{\"reg_weight\": 0.01}'")
     fit.set_defaults(func=_teacher)
 
+    evaluate = subparsers.add_parser("eval", help="evaluate representations on a study's held-out judgments")
+    evaluate.add_argument("--study", required=True)
+    evaluate.add_argument("--runs", nargs="+", required=True, metavar="RUN[:ARTIFACT]",
+                          help="e.g. 4:raw_embeddings 4 (a teacher run's raw features, then its aligned space)")
+    evaluate.add_argument("--split-run", type=int,
+                          help="evaluate on the judgments this run held out (default: all judgments)")
+    evaluate.set_defaults(func=_eval)
 
-def run_stage_here(kind: str, slug: str, overrides: dict) -> int:
-    """Queue a run and execute it in this process with a progress bar; print its metrics."""
+
+def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
+    """Queue a run and execute it in this process with a progress bar; print its metrics; return the run."""
     from tqdm import tqdm
 
     from app import pipeline
@@ -43,15 +51,39 @@ def run_stage_here(kind: str, slug: str, overrides: dict) -> int:
     run = get_run(db, run_id)
     if run.error:
         raise ValueError(f"run {run_id} failed: {run.error}")
-    print(json.dumps({"run": run_id, "metrics": run.metrics, "artifacts": run.artifacts}, indent=2, default=str))
-    return 0
+    if show:
+        print(json.dumps({"run": run_id, "metrics": run.metrics, "artifacts": run.artifacts}, indent=2, default=str))
+    return run
 
 
 def _features(args: argparse.Namespace) -> int:
-    return run_stage_here("features", args.study, {"backbone": args.backbone})
+    run_stage_here("features", args.study, {"backbone": args.backbone})
+    return 0
 
 
 def _teacher(args: argparse.Namespace) -> int:
     overrides = {"backbone": args.backbone, "split": {"by": args.split, "test_fraction": args.test_fraction},
                  "teacher": json.loads(args.config) if args.config else {}}
-    return run_stage_here("teacher", args.study, overrides)
+    run_stage_here("teacher", args.study, overrides)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    run = run_stage_here("eval", args.study, {"representations": args.runs, "split_run": args.split_run},
+                         show=False)
+    print_eval_table(run)
+    return 0
+
+
+def print_eval_table(run) -> None:
+    import pandas as pd
+
+    from db.settings import data_home
+
+    table = pd.read_csv(data_home() / run.artifacts["table"])
+    shown = ["representation", "similarity", "level", "n", "accuracy", "accuracy_low", "accuracy_high",
+             "noise_ceiling", "normalised", "rho_entropy_rt", "rho_entropy_human_entropy", "ece"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+        print(table[shown].to_string(index=False))
+    print("accuracy: odd-one-out agreement with held-out human choices (ties wrong), 95% bootstrap CI; "
+          "normalised = (acc - 1/3) / (ceiling - 1/3); rho = Spearman of model entropy with human RT / choice entropy")
