@@ -252,3 +252,26 @@ def test_real_backbone_student_trains_saves_and_reloads(tmp_path):
     with pytest.raises(ValueError, match="were made for"):
         other = TrunkActivations(acts.activations, ids, {**acts.identity, "image_size": 64})
         train_student(student, other, labels, config, tmp_path / "run2", progress=None)
+
+
+def test_pool_activations_from_files_match_the_trunk_and_use_content_hashes(tmp_path):
+    from PIL import Image
+
+    from alignment.features import image_content_hash
+    from alignment.student import pool_activations, student_transform
+
+    config = StudentConfig(weights="random", image_size=32)
+    student = build_student(config, cache_dir=tmp_path)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(paths[-1])
+    acts = pool_activations(student, paths, cache_dir=tmp_path / "cache", batch_size=2)
+    assert acts.pool_ids == tuple(image_content_hash(p) for p in paths) and acts.identity == student.identity
+    transform = student_transform(student)
+    direct = compute_trunk_activations(student, torch.stack([transform(Image.open(p).convert("RGB")) for p in paths]),
+                                       acts.pool_ids)
+    torch.testing.assert_close(acts.activations, direct.activations, rtol=1e-4, atol=1e-5)
+    again = pool_activations(student, paths[::-1], cache_dir=tmp_path / "cache")  # served from the disk cache
+    torch.testing.assert_close(again.activations, acts.activations.flip(0))

@@ -1,0 +1,46 @@
+"""Before/after table: known accuracies, gains, entropy-matched temperatures, clear errors."""
+
+import numpy as np
+import pytest
+
+from alignment.conventions import entropy, pair_similarities, triplet_probabilities
+from alignment.student_eval import compare_models
+
+
+def _case():
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((60, 4))
+    triplets = np.array([rng.choice(60, 3, replace=False) for _ in range(300)])
+    sims = pair_similarities(truth, triplets)
+    triplets = np.take_along_axis(triplets, np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])[sims.argmax(1)], axis=1)
+    levels = np.array(["between_class", "within_class", "class_border"])[np.arange(300) % 3]
+    return truth, triplets, levels, rng
+
+
+def test_perfect_model_beats_random_model_at_every_level():
+    truth, triplets, levels, rng = _case()
+    result = compare_models({"base": rng.standard_normal((60, 4)), "aligned": truth * 5}, triplets, levels=levels,
+                            noise_ceiling=0.9, human_entropy=np.full(300, 0.6), n_boot=200)
+    gains = result.gains()["aligned"]
+    assert set(gains) == {"between_class", "within_class", "class_border", "overall"}
+    aligned = {row["level"]: row for row in result.reports["aligned"].rows}
+    assert all(row["accuracy"] == 1.0 for row in aligned.values())
+    assert aligned["overall"]["normalised"] == pytest.approx((1 - 1 / 3) / (0.9 - 1 / 3))
+    assert all(g > 0.3 for g in gains.values())
+    for name, values in (("base", None), ("aligned", truth * 5)):
+        if values is not None:  # the temperature puts mean entropy at the humans' 0.6 nats
+            probs = triplet_probabilities(pair_similarities(values, triplets), result.temperatures[name])
+            assert entropy(probs).mean() == pytest.approx(0.6, abs=1e-3)
+    table = result.table()
+    assert len(table) == 8 and set(table["model"]) == {"base", "aligned"}
+    summary = result.summary()
+    assert list(summary["level"]) == ["between_class", "class_border", "within_class", "overall"]
+    assert summary.loc[3, "aligned acc"].startswith("1.000 [1.000, 1.000]")
+
+
+def test_embeddings_over_different_images_are_refused():
+    truth, triplets, _, _ = _case()
+    with pytest.raises(ValueError, match="one row per image"):
+        compare_models({"base": truth, "student": truth[:50]}, triplets)
+    with pytest.raises(ValueError, match="at least one"):
+        compare_models({}, triplets)
