@@ -10,12 +10,13 @@ but not global positions, so on UMAP maps trust who sits next to whom, and read 
 reorganisation from ``alignment.reorganisation`` (computed in the full-dimensional space).
 
 UMAP's first fit in a process costs a numba JIT compilation (~12-17 s); ``warm_umap()`` pays it once
-per process (idempotent), after which fits cost seconds. ``umap`` is imported lazily.
+per process (idempotent, thread-safe), after which fits cost seconds; ``start_umap_warmup()`` pays it
+in a background thread. ``umap`` is imported lazily.
 """
 
 from __future__ import annotations
 
-import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -131,13 +132,28 @@ def _umap_2d(x: np.ndarray, config: MapConfig) -> np.ndarray:
     return np.asarray(reducer.fit_transform(x), dtype=np.float64)
 
 
-@functools.cache
+_umap_warm_lock = threading.Lock()
+_umap_warm_seconds: list[float] = []  # filled once per process by warm_umap
+
+
 def warm_umap() -> float:
-    """Compile UMAP's numba code once per process with a tiny fit; returns the seconds it took (once)."""
-    start = time.perf_counter()
-    points = np.random.default_rng(0).normal(size=(64, 8))
-    _umap_2d(points, MapConfig(n_neighbors=10))
-    return time.perf_counter() - start
+    """Compile UMAP's numba code once per process with a tiny fit; returns the seconds that took.
+
+    Thread-safe: a caller arriving while another thread compiles waits for it instead of compiling again.
+    """
+    with _umap_warm_lock:
+        if not _umap_warm_seconds:
+            start = time.perf_counter()
+            _umap_2d(np.random.default_rng(0).normal(size=(64, 8)), MapConfig(n_neighbors=10))
+            _umap_warm_seconds.append(time.perf_counter() - start)
+        return _umap_warm_seconds[0]
+
+
+def start_umap_warmup() -> threading.Thread:
+    """Compile UMAP in a background thread (e.g. at server start) so the first UMAP map does not wait."""
+    thread = threading.Thread(target=warm_umap, name="umap-warmup", daemon=True)
+    thread.start()
+    return thread
 
 
 def unit_frame(xy: np.ndarray) -> np.ndarray:
