@@ -119,22 +119,28 @@ def knn_purity(neighbours: np.ndarray, labels) -> float:
     return float(knn_purity_per_image(neighbours, labels).mean())
 
 
-def cosine_silhouette(embeddings, labels) -> float:
-    """Silhouette with cosine distance; NaN when there are fewer than 2 labels or no label repeats."""
+def cosine_distances(embeddings) -> np.ndarray:
+    """[n, n] float32 cosine distances (zero diagonal), computed once and shared by every label level."""
+    x = normalise_rows(check_embeddings(embeddings)).astype(np.float32)
+    distances = np.clip(1.0 - x @ x.T, 0.0, 2.0)
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+def cosine_silhouette(distances: np.ndarray, labels) -> float:
+    """Silhouette from cosine distances; NaN when there are fewer than 2 labels or no label repeats."""
     labels = np.asarray(labels)
     n_labels = len(np.unique(labels))
     if not 2 <= n_labels <= len(labels) - 1:
         return float("nan")
-    return float(silhouette_score(normalise_rows(check_embeddings(embeddings)), labels, metric="cosine"))
+    return float(silhouette_score(distances, labels, metric="precomputed"))
 
 
-def cluster_quality(
-    embeddings, neighbours: np.ndarray, labels_by_level: dict[str, np.ndarray]
-) -> dict[str, ClusterQuality]:
-    return {
-        level: ClusterQuality(cosine_silhouette(embeddings, labels), knn_purity(neighbours, labels))
-        for level, labels in labels_by_level.items()
-    }
+def cluster_quality(embeddings, neighbours: np.ndarray, labels_by_level: dict[str, np.ndarray]
+                    ) -> dict[str, ClusterQuality]:
+    distances = cosine_distances(embeddings)
+    return {level: ClusterQuality(cosine_silhouette(distances, labels), knn_purity(neighbours, labels))
+            for level, labels in labels_by_level.items()}
 
 
 def reorganisation(before, after, labels_by_level: dict[str, np.ndarray], k: int = 10) -> Reorganisation:

@@ -71,7 +71,7 @@ def test_an_identity_map_shows_zero_change(transform):
     result = reorganisation(planted.before, after, _levels(planted), k=10)
     np.testing.assert_array_equal(result.overlap, 1.0)
     for row in result.quality_table():
-        assert row["change"] == pytest.approx(0.0, abs=1e-9)
+        assert row["change"] == pytest.approx(0.0, abs=1e-6)  # distances in float32
 
 
 def test_knn_excludes_the_image_itself_even_with_exact_duplicates():
