@@ -284,8 +284,8 @@ def _validation_report(
     """Fit the temperature on val and describe calibration there; T = 1 when there is no val set."""
     if val is None or config.temperature_fit == "none":
         return 1.0, {"temperature_method": "none"}
-    z = standardised @ weight.T + bias
-    sims = pair_similarities(z, val.triplets)
+    rows, compact = np.unique(val.triplets, return_inverse=True)  # transform only the val images
+    sims = pair_similarities(standardised[rows] @ weight.T + bias, compact.reshape(-1, 3))
     method = config.temperature_fit
     if method == "auto":
         method = "entropy" if val.choice_probs is not None else "nll"

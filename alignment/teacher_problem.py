@@ -9,17 +9,19 @@ no component outside V), and the gLocal regulariser pulls toward exactly that fo
 For a set of images with coordinates Y = X~ V and residuals P = X~ - Y V^T:
     z_a . z_b = s^2 * (c^2 * p_a . p_b + (M y_a + beta) . (M y_b + beta)),
 so the residual products are computed once, and each step transforms only the n distinct images
-(n << m triplets), forms one n x n Gram matrix and gathers each triplet's [s01, s02, s12] from it.
+(n << m triplets) and computes z_a . z_b only for the distinct pairs the triplets use (a sampled matrix
+product; a sparse product for the gradient), then gathers each triplet's [s01, s02, s12] by index.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from alignment.conventions import PAIRS, pair_similarities_from_gram
+from alignment.conventions import PAIRS
 from alignment.losses import cosine_matrix, local_neighbourhood_loss, soft_triplet_kl, triplet_nll
 from alignment.splits import TripletData
 
@@ -32,23 +34,80 @@ def principal_basis(x: torch.Tensor, rank: int | None) -> torch.Tensor:
         return torch.eye(dim)
     if r == n:  # n < D: the images span at most n directions, keep all of them (exact)
         return torch.linalg.svd(x, full_matrices=False).Vh.T
-    _, _, basis = torch.svd_lowrank(x, q=min(r + 16, n, dim), niter=4)
+    _, _, basis = torch.svd_lowrank(x, q=min(r + 16, n, dim), niter=2)
     return basis[:, :r].contiguous()
 
 
-def _residual_pair_products(x: torch.Tensor, basis: torch.Tensor, triplets: torch.Tensor) -> torch.Tensor:
-    """[m, 3] products p_a . p_b of the features' parts outside span(V), one Gram row-chunk at a time."""
-    out = torch.zeros(triplets.shape, dtype=x.dtype)
-    if basis.shape[1] == x.shape[1]:
-        return out
-    resid = x - (x @ basis) @ basis.T
-    chunk = 1024
-    for start in range(0, len(x), chunk):
-        rows = resid[start : start + chunk] @ resid.T
-        for col, (a, b) in enumerate(PAIRS):
-            mask = (triplets[:, a] >= start) & (triplets[:, a] < start + chunk)
-            out[mask, col] = rows[triplets[mask, a] - start, triplets[mask, b]]
-    return out
+def _csr_rows(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR row pointer [n + 1] for sorted row indices."""
+    return torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(rows, minlength=n).cumsum(0)])
+
+
+@dataclass(frozen=True)
+class PairIndex:
+    """The distinct image pairs some triplets use (sorted, a < b), and where each triplet's pairs sit.
+
+    Only these entries of Z Z^T are ever needed: forward is a sampled matrix product over the pairs,
+    backward one sparse-dense product, so a step costs O(pairs * r) instead of O(n^2 * r).
+    """
+
+    n: int
+    crow: torch.Tensor  # CSR pattern of the distinct pairs (upper triangle)
+    col: torch.Tensor
+    sym_crow: torch.Tensor  # CSR pattern of pairs and their mirror images, for the gradient
+    sym_col: torch.Tensor
+    sym_order: torch.Tensor  # cat([g, g])[sym_order] are the gradient values in sym pattern order
+    of_triplet: torch.Tensor  # [m, 3] position of [s01, s02, s12] among the distinct pairs
+
+    @classmethod
+    def build(cls, t: torch.Tensor, n: int) -> PairIndex:
+        a = torch.stack([t[:, i] for i, _ in PAIRS], 1)
+        b = torch.stack([t[:, j] for _, j in PAIRS], 1)
+        keys, inverse = torch.unique(
+            (torch.minimum(a, b) * n + torch.maximum(a, b)).flatten(), return_inverse=True
+        )
+        rows, cols = keys // n, keys % n
+        sym_keys = torch.cat([keys, cols * n + rows])
+        sym_order = torch.argsort(sym_keys)
+        sym_sorted = sym_keys[sym_order]
+        return cls(
+            n,
+            _csr_rows(rows, n),
+            cols,
+            _csr_rows(sym_sorted // n, n),
+            sym_sorted % n,
+            sym_order,
+            inverse.view(-1, 3),
+        )
+
+    def pattern(self, values: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
+        crow, col = (self.sym_crow, self.sym_col) if symmetric else (self.crow, self.col)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the two ops used here are tested
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, col, values, size=(self.n, self.n), check_invariants=False)
+
+
+class _PairDots(torch.autograd.Function):
+    """Dot products z_a . z_b for the distinct pairs of a PairIndex (custom sparse backward)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, index: PairIndex) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.index = index
+        empty = index.pattern(torch.zeros(len(index.col), dtype=z.dtype))
+        return torch.sparse.sampled_addmm(empty, z, z.T).values()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        index = ctx.index
+        mirrored = index.pattern(torch.cat([grad, grad])[index.sym_order], symmetric=True)
+        return mirrored @ z, None
+
+
+def pair_dots(z: torch.Tensor, index: PairIndex) -> torch.Tensor:
+    """[m, 3] similarities [s01, s02, s12] of the triplets behind ``index``, from embeddings z [n, r]."""
+    return _PairDots.apply(z, index)[index.of_triplet]
 
 
 @dataclass
@@ -59,20 +118,28 @@ class ImageSet:
     t: torch.Tensor
     residual: torch.Tensor
     q: torch.Tensor | None
+    pairs: PairIndex
 
     @classmethod
     def build(cls, standardised: np.ndarray, data: TripletData, basis: torch.Tensor, soft: bool) -> ImageSet:
         rows, compact = np.unique(data.triplets, return_inverse=True)
         x = torch.from_numpy(standardised[rows])
         t = torch.from_numpy(compact.reshape(-1, 3))
+        pairs = PairIndex.build(t, len(x))
+        y = x @ basis
+        with torch.no_grad():  # products of the parts outside span(V): constant during fitting
+            residual = (
+                pair_dots(x - y @ basis.T, pairs) if basis.shape[1] < x.shape[1] else torch.zeros(t.shape)
+            )
         q = torch.from_numpy(data.choice_probs).float() if soft else None
-        return cls(x @ basis, t, _residual_pair_products(x, basis, t), q)
+        return cls(y, t, residual, q, pairs)
 
     def batch(self, rows: torch.Tensor) -> ImageSet:
         """The sub-problem of some of these triplets, on only the images they use."""
         images, compact = torch.unique(self.t[rows], return_inverse=True)
+        q = None if self.q is None else self.q[rows]
         return ImageSet(
-            self.y[images], compact, self.residual[rows], None if self.q is None else self.q[rows]
+            self.y[images], compact, self.residual[rows], q, PairIndex.build(compact, len(images))
         )
 
     def data_loss(self, sims: torch.Tensor) -> torch.Tensor:
@@ -96,8 +163,7 @@ class AffineTransform:
     def sims(self, images: ImageSet) -> torch.Tensor:
         """[m, 3] dot-product similarities [s01, s02, s12] of the transformed images."""
         z = images.y @ self.m.T + self.beta
-        gram = pair_similarities_from_gram(z @ z.T, images.t)
-        return self.scale**2 * (self.c**2 * images.residual + gram)
+        return self.scale**2 * (self.c**2 * images.residual + pair_dots(z, images.pairs))
 
     def regulariser(self) -> torch.Tensor:
         """||W - mean(diag W) I||_F^2 without forming W (the two blocks are orthogonal)."""
