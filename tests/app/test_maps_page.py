@@ -101,5 +101,5 @@ def test_umap_is_compiled_once_and_a_rerun_costs_no_embedding(page_with_runs, em
     start = time.perf_counter()
     at.run()
     rerun = time.perf_counter() - start
-    assert not at.exception and embed_calls == ["umap", "umap"]
-    assert rerun < 3.0 < first, (first, rerun)
+    assert not at.exception and embed_calls == ["umap", "umap"]  # the rerun computed no embedding
+    assert rerun < first, (first, rerun)  # first: UMAP compile (unless warm already) and two fits
