@@ -59,24 +59,24 @@ def instructions_ui(db: Database, view: ParticipantView) -> None:
 
 
 def _next_button(db: Database, view: ParticipantView, page: int, shown_at: float) -> None:
-    """Enabled once the page has been shown for the configured minimum; a fragment re-checks twice a second."""
-    remaining = view.config.instruction_min_seconds - (time.monotonic() - shown_at)
+    """Enabled once the page has been shown for the configured minimum; until then a fragment looks at the
+    clock four times a second and reruns the page when the time is up."""
+    minimum = view.config.instruction_min_seconds
+    waiting = time.monotonic() - shown_at < minimum
     last = page == len(view.config.instructions) - 1
+    if st.button("Start the practice" if last else "Next", type="primary", disabled=waiting, key=f"instr_next_{page}"):
+        if last:
+            update_participant(db, view.participant_id, flow_state=view.flow_state | {"instructions_done": True})
+        else:
+            st.session_state["al_instr_page"] = page + 1
+        st.rerun()
+    if waiting:
+        st.fragment(lambda: _rerun_when_elapsed(shown_at, minimum), run_every=0.25)()
 
-    def draw() -> None:
-        waiting = view.config.instruction_min_seconds - (time.monotonic() - shown_at) > 0
-        label = "Start the practice" if last else "Next"
-        if st.button(label, type="primary", disabled=waiting, key=f"instr_next_{page}"):
-            if last:
-                update_participant(db, view.participant_id, flow_state=view.flow_state | {"instructions_done": True})
-            else:
-                st.session_state["al_instr_page"] = page + 1
-            st.rerun(scope="app")
 
-    if remaining > 0:
-        st.fragment(draw, run_every=0.5)()
-    else:
-        draw()
+def _rerun_when_elapsed(shown_at: float, minimum: float) -> None:
+    if time.monotonic() - shown_at >= minimum:
+        st.rerun(scope="app")
 
 
 def strategy_ui(db: Database, view: ParticipantView) -> None:

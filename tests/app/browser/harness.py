@@ -4,6 +4,7 @@ database, and Debian's chromium driven by Playwright. Used by the browser tests 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -97,3 +98,119 @@ class AppServer:
 
 def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+# ---- driving a participant -------------------------------------------------------------------------
+EVENT_LOG_SCRIPT = """
+window.__al = {onsets: [], responses: [], acks: []};
+window.addEventListener('alignlab:onset', (e) => window.__al.onsets.push(e.detail));
+window.addEventListener('alignlab:response', (e) => window.__al.responses.push(e.detail));
+window.addEventListener('alignlab:ack', (e) => window.__al.acks.push(e.detail));
+"""
+KEYS = ("ArrowLeft", "ArrowDown", "ArrowRight")
+
+
+def new_participant_page(browser, base_url: str):
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
+    context.add_init_script(EVENT_LOG_SCRIPT)
+    return context.new_page()
+
+
+def study_url(slug: str, pid: str | None = None) -> str:
+    return f"/?study={slug}" + (f"&PROLIFIC_PID={pid}&STUDY_ID=st-1&SESSION_ID=se-{pid}" if pid else "")
+
+
+def go_through_intro_pages(page, *, age: int = 30) -> None:
+    """Consent, demographics and the instruction pages (waiting out their minimum viewing time); each
+    click waits for the next page, as a participant would."""
+    page.get_by_role("button", name="I agree and want to take part").click()
+    page.get_by_label("Age in years").fill(str(age))
+    page.get_by_role("button", name="Continue").click()
+    while True:
+        caption = page.get_by_text(re.compile(r"^Page \d+ of \d+$")).inner_text()
+        number, total = (int(x) for x in re.findall(r"\d+", caption))
+        if number == total:
+            page.get_by_role("button", name="Start the practice").click(timeout=15_000)  # enabled after the minimum
+            page.get_by_test_id("al-intro").wait_for()
+            return
+        page.get_by_role("button", name="Next").click(timeout=15_000)
+        page.get_by_text(f"Page {number + 1} of {total}", exact=True).wait_for()
+
+
+def onsets(page) -> list[dict]:
+    return page.evaluate("() => window.__al.onsets")
+
+
+def shown_ids(page) -> list[int]:
+    """Stimulus ids of the three images on screen, left to right, read from their URLs."""
+    sources = [page.get_by_test_id(f"al-slot-{p}").locator("img").get_attribute("src") for p in range(3)]
+    return [int(src.split("/stimuli/")[1].split("?")[0]) for src in sources]
+
+
+def wait_for_state(page, seen_onsets: int, timeout: float = 30.0) -> str:
+    """'trial' (a new onset), 'intro', 'strategy' or 'end'."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if page.evaluate("() => window.__al ? window.__al.onsets.length : 0") > seen_onsets:
+                return "trial"
+            if page.get_by_test_id("al-intro").is_visible():
+                return "intro"
+            if page.get_by_text("Almost done").is_visible():
+                return "strategy"
+            if page.get_by_text("Your code").is_visible():
+                return "end"
+        except Exception:  # the page is navigating or re-rendering; look again
+            pass
+        time.sleep(0.03)
+    raise TimeoutError(f"no trial, intro, strategy or end page within {timeout} s")
+
+
+def respond(page, position: int, via: str) -> None:
+    if via == "keyboard":
+        page.keyboard.press(KEYS[position])
+    else:
+        page.get_by_test_id(f"al-slot-{position}").click()
+
+
+@dataclass
+class Played:
+    chosen: dict[int, int] = field(default_factory=dict)  # trial_index -> position pressed
+    shown: dict[int, list[int]] = field(default_factory=dict)  # trial_index -> stimulus ids on screen
+    ended: bool = False
+
+
+def play(page, *, via: str = "keyboard", choose=lambda index: index % 3, max_trials: int | None = None,
+         played: Played | None = None, answer_delay_s: float = 0.15, finish: bool = True) -> Played:
+    """Answer trials as they appear (intro screens continued with Space or a click) until the end page,
+    or until `max_trials` answers were given in this call."""
+    played = played or Played()
+    given = 0
+    seen = len(onsets(page))
+    while max_trials is None or given < max_trials:
+        state = wait_for_state(page, seen)
+        if state == "intro":
+            if via == "keyboard":
+                page.keyboard.press("Space")
+            else:
+                page.get_by_test_id("al-continue").click()
+            page.get_by_test_id("al-intro").wait_for(state="hidden")
+        elif state == "trial":
+            onset = onsets(page)[seen]
+            seen += 1
+            index = onset["trial_index"]
+            played.shown[index] = shown_ids(page)
+            time.sleep(answer_delay_s)
+            respond(page, choose(index), via)
+            played.chosen[index] = choose(index)
+            given += 1
+        elif state == "strategy":
+            if not finish:
+                return played
+            page.get_by_role("textbox").fill("played by a test")
+            page.get_by_role("button", name="Finish").click()
+            page.get_by_text("Almost done").wait_for(state="detached")
+        else:
+            played.ended = True
+            return played
+    return played

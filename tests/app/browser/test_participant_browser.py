@@ -1,0 +1,250 @@
+"""A real participant session: `streamlit run app/server.py` on loopback, Debian's chromium via Playwright.
+
+Whole studies by keyboard and by mouse, reloads mid-block and before a response was acknowledged, a server
+killed and restarted mid-study, broken images, timeouts and bad requests; then the database is checked:
+one row per trial, none missing, positions and choices as pressed."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from sqlalchemy import select
+
+from app.participant.tokens import participant_token
+from db.engine import Database
+from db.models import InteractionEvent, Participant, ParticipantStatus, Response
+from study.config import StudyConfig
+from study.participation import trial_plan
+from tests.app.browser.harness import (
+    AppServer,
+    Played,
+    go_through_intro_pages,
+    new_participant_page,
+    onsets,
+    play,
+    prepare_home,
+    study_url,
+)
+from tests.app.participant_study import FAST_CONFIG, make_stimuli, make_study
+
+pytestmark = pytest.mark.browser
+N_TRIALS = 10
+
+
+def participant_row(db: Database, external_id: str) -> Participant:
+    with db.read() as session:
+        return session.scalars(select(Participant).where(Participant.external_id == external_id)).one()
+
+
+def stored_responses(db: Database, participant_id: int) -> list[Response]:
+    with db.read() as session:
+        return list(session.scalars(select(Response).where(Response.participant_id == participant_id)
+                                    .order_by(Response.trial_index)))
+
+
+def event_kinds(db: Database, participant_id: int) -> list[str]:
+    with db.read() as session:
+        return list(session.scalars(select(InteractionEvent.kind)
+                                    .where(InteractionEvent.participant_id == participant_id)))
+
+
+def assert_stored_as_played(db: Database, external_id: str, played: Played, modality: str | None = None) -> None:
+    """Exactly one row per planned trial; positions as planned and shown; choices as pressed."""
+    participant = participant_row(db, external_id)
+    plan = {trial.trial_index: trial for trial in trial_plan(db, participant.id)}
+    rows = stored_responses(db, participant.id)
+    assert [row.trial_index for row in rows] == sorted(plan) == list(range(N_TRIALS))
+    for row in rows:
+        shown = [row.shown_left_id, row.shown_middle_id, row.shown_right_id]
+        assert shown == list(plan[row.trial_index].shown) == played.shown[row.trial_index]
+        assert row.chosen_position == played.chosen[row.trial_index]
+        assert row.chosen_stimulus_id == shown[row.chosen_position]
+        assert row.rt_ms >= FAST_CONFIG.min_valid_rt_ms and not row.timed_out
+        if modality:
+            assert row.input_modality == modality
+
+
+@pytest.mark.parametrize("via", ["keyboard", "mouse"])
+def test_whole_study_is_stored_one_row_per_trial(browser, served, via):
+    server, db, _ = served
+    page = new_participant_page(browser, server.url)
+    page.goto(study_url("test-study", f"whole-{via}"))
+    go_through_intro_pages(page)
+    played = play(page, via=via, choose=lambda i: (i * 2 + 1) % 3)
+    assert played.ended and "ALIGNLAB-DONE" in page.inner_text("body")
+    assert_stored_as_played(db, f"whole-{via}", played, modality=via)
+    participant = participant_row(db, f"whole-{via}")
+    assert participant.status == ParticipantStatus.COMPLETED
+    assert participant.browser["device_pixel_ratio"] == 1 and "Chrome" in participant.browser["user_agent"]
+    assert participant.browser["window"] == {"width": 1280, "height": 800}
+    page.context.close()
+
+
+def test_reload_mid_block_and_before_the_ack_loses_and_duplicates_nothing(browser, served):
+    server, db, _ = served
+    page = new_participant_page(browser, server.url)
+    page.goto(study_url("test-study", "reloader"))
+    go_through_intro_pages(page)
+    played = play(page, max_trials=4)  # practice and two trials of block 1
+    page.reload()
+    played = play(page, max_trials=1, played=played)  # resumes at the first unanswered trial
+    assert onsets(page)[0]["trial_index"] == 4
+
+    page.route("**/api/responses", lambda route: route.abort("connectionreset"))  # acks never arrive
+    played = play(page, max_trials=1, played=played)
+    unacknowledged = max(played.chosen)
+    page.wait_for_timeout(300)
+    page.reload()
+    page.unroute("**/api/responses")
+    played = play(page, played=played)
+    assert unacknowledged not in [o["trial_index"] for o in onsets(page)]  # answered once, never shown again
+    assert_stored_as_played(db, "reloader", played)
+    kinds = event_kinds(db, participant_row(db, "reloader").id)
+    assert kinds.count("reload") == 2 and kinds.count("session_resumed") == 2
+    page.context.close()
+
+
+def test_server_killed_and_restarted_mid_study(browser, tmp_path):
+    db = prepare_home(tmp_path)
+    make_study(db, tmp_path, "restart-study")
+    server = AppServer(tmp_path).start()
+    page = new_participant_page(browser, server.url)
+    try:
+        page.goto(study_url("restart-study", "survivor"))
+        go_through_intro_pages(page)
+        played = play(page, max_trials=4)
+        server.kill()  # crash mid-block: the block goes on in the browser, answers wait in the outbox
+        played = play(page, max_trials=2, played=played)
+        pid = participant_row(db, "survivor").id
+        assert len(stored_responses(db, pid)) < 6
+        time.sleep(1.0)
+        server.start()
+        played = play(page, played=played)
+        assert_stored_as_played(db, "survivor", played)
+        assert participant_row(db, "survivor").status == ParticipantStatus.COMPLETED
+    finally:
+        page.context.close()
+        server.stop()
+        db.dispose()
+
+
+def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tmp_path):
+    db = prepare_home(tmp_path)
+    ids = make_stimuli(db, tmp_path)
+    config = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"response_window_ms": 1500})
+    make_study(db, tmp_path, "fragile-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1,
+               per_block=3)
+    server = AppServer(tmp_path).start()
+    page = new_participant_page(browser, server.url)
+    try:
+        page.goto(study_url("fragile-study", "fragile"))
+        pid = participant_row_when_created(db, "fragile")
+        broken = trial_plan(db, pid)[1].shown[0]
+        (tmp_path / "stimuli" / "test-shapes" / _file_of(db, broken)).unlink()
+        go_through_intro_pages(page)
+        page.keyboard.press("Space")
+        page.wait_for_function("() => window.__al.onsets.length >= 1")
+        page.get_by_text("Please try to answer a bit faster").wait_for()  # trial 0: no answer, window ends
+        page.get_by_text("An image could not be loaded").wait_for()  # trial 1: its image is gone
+        page.wait_for_function("() => window.__al.onsets.length >= 2")
+        time.sleep(0.15)
+        page.keyboard.press("1")
+        page.get_by_text("Almost done").wait_for()
+        rows = stored_responses(db, pid)
+        assert [(r.trial_index, r.timed_out, r.chosen_position, r.input_modality) for r in rows] == [
+            (0, True, None, "none"), (1, True, None, "none"), (2, False, 0, "keyboard")]
+        assert "image_error" in event_kinds(db, pid)
+    finally:
+        page.context.close()
+        server.stop()
+        db.dispose()
+
+
+def participant_row_when_created(db: Database, external_id: str, timeout: float = 20) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            return participant_row(db, external_id).id
+        except Exception:
+            time.sleep(0.1)
+    raise TimeoutError(f"participant {external_id} was not created")
+
+
+def _file_of(db: Database, stimulus_id: int) -> str:
+    from db.models import Stimulus
+
+    with db.read() as session:
+        return session.get(Stimulus, stimulus_id).path.rsplit("/", 1)[1]
+
+
+def post(server: AppServer, path: str, body: object) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_bad_requests_get_clear_answers_and_change_nothing(served):
+    from study.participation import ParticipantStatus as Status
+    from study.participation import ResponsePayload, enter_study, finish_participant, record_response
+
+    server, db, _ = served
+    entry = enter_study(db, "test-study", "rest-client")
+    plan = trial_plan(db, entry.participant_id)
+    token = participant_token_for(server, entry.participant_id)
+    good = {"token": token, "trial_index": 0, "shown": list(plan[0].shown), "chosen_position": 2,
+            "rt_ms": 1500.0, "client_onset_ms": 1.7e12, "input_modality": "keyboard"}
+    assert post(server, "/api/responses", good) == (200, {"status": "stored", "trial_index": 0})
+    assert post(server, "/api/responses", good | {"chosen_position": 0}) == (200, {"status": "duplicate", "trial_index": 0})
+    assert post(server, "/api/responses", good | {"token": "1.forged"})[0] == 401
+    status, answer = post(server, "/api/responses", good | {"trial_index": 99})
+    assert status == 409 and "not part of participant" in answer["reason"]
+    status, answer = post(server, "/api/responses", good | {"trial_index": 1})  # trial 0's images
+    assert status == 409 and "not the images assigned" in answer["reason"]
+    assert post(server, "/api/responses", good | {"shown": [1, 2]})[0] == 400
+    assert post(server, "/api/responses", b"{not json")[0] == 400
+    assert post(server, "/api/responses", b"x" * 20_000)[0] == 400
+    for trial in plan[1:]:
+        record_response(db, entry.participant_id, ResponsePayload(trial.trial_index, trial.shown, 1, 1200.0))
+    finish_participant(db, entry.participant_id, Status.COMPLETED)
+    later = good | {"trial_index": 1, "shown": list(plan[1].shown)}
+    assert post(server, "/api/responses", later) == (200, {"status": "duplicate", "trial_index": 1})
+    with db.write() as session:  # a trial whose row is missing after completion cannot be added any more
+        session.query(Response).filter_by(participant_id=entry.participant_id, trial_index=1).delete()
+    status, answer = post(server, "/api/responses", later)
+    assert status == 409 and "already finished" in answer["reason"]
+    rows = stored_responses(db, entry.participant_id)
+    assert rows[0].chosen_position == 2 and len(rows) == N_TRIALS - 1
+    assert event_kinds(db, entry.participant_id).count("rejected_response") == 3
+    with urllib.request.urlopen(f"{server.url}/api/stimuli/{plan[0].shown[0]}") as reply:
+        assert reply.headers["Content-Type"] == "image/png" and reply.read()[:4] == b"\x89PNG"
+    for missing in ("999999", "abc", "..%2F..%2Fetc%2Fpasswd"):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"{server.url}/api/stimuli/{missing}")
+        assert error.value.code in (400, 404)  # traversal is stopped by Streamlit's path guard first
+
+
+def participant_token_for(server: AppServer, participant_id: int) -> str:
+    """The token the page would hand out, computed with the server's key file."""
+    import os
+
+    from app.participant import tokens
+
+    previous = os.environ.get("ALIGNLAB_HOME")
+    os.environ["ALIGNLAB_HOME"] = str(server.home)
+    tokens._secret.cache_clear()
+    try:
+        return participant_token(participant_id)
+    finally:
+        tokens._secret.cache_clear()
+        if previous is None:
+            os.environ.pop("ALIGNLAB_HOME")
+        else:
+            os.environ["ALIGNLAB_HOME"] = previous
