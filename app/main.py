@@ -9,7 +9,6 @@ from __future__ import annotations
 import streamlit as st
 
 from app.auth import is_researcher, logout_button
-from app.map_cache import start_umap_warmup_once
 from app.participant.page import participant_page
 
 
@@ -34,7 +33,6 @@ def main() -> None:
     if "study" in st.query_params:
         st.navigation([st.Page(participant_page, title="Study", url_path="study")], position="hidden").run()
         return
-    start_umap_warmup_once()  # compile UMAP in the background once per process, before anyone opens Maps
     st.navigation(researcher_navigation()).run()
 
 
