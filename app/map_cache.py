@@ -33,12 +33,6 @@ def umap_ready() -> float:
     return map_engine.warm_umap()
 
 
-@st.cache_resource(show_spinner=False)
-def start_umap_warmup_once() -> None:
-    """Compile UMAP in the background, once per process; app/main.py calls this at server start."""
-    map_engine.start_umap_warmup()
-
-
 @st.cache_data(ttl=30, show_spinner=False)
 def representations(database_url: str) -> list[tuple[str, str]]:
     return mappable_representations(get_db())
