@@ -38,25 +38,26 @@ class DecayToInitAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One update; a parameter without a gradient still decays toward its initial value."""
+        """One update; a parameter without a gradient still decays toward its initial value.
+
+        θ ← θ − lr·λ·(θ − θ₀) is a lerp toward θ₀ with weight lr·λ; the Adam part is then added as in
+        ``torch.optim.Adam`` (multi-tensor ops: few kernel launches, which matters on a shared CPU).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             params = group["params"]
-            directions = torch._foreach_sub(params, [self.state[p]["init"] for p in params])
-            torch._foreach_mul_(directions, group["decay_to_init"])
-            with_grad = [i for i, p in enumerate(params) if p.grad is not None]
+            with_grad = [p for p in params if p.grad is not None]
+            denominators, numerators, step_sizes = self._adam_terms(with_grad, group) if with_grad else ([], [], [])
+            torch._foreach_lerp_(params, [self.state[p]["init"] for p in params], group["lr"] * group["decay_to_init"])
             if with_grad:
-                steps = self._adam_steps([params[i] for i in with_grad], group)
-                torch._foreach_add_([directions[i] for i in with_grad], steps)
-            torch._foreach_add_(params, directions, alpha=-group["lr"])
+                torch._foreach_addcdiv_(with_grad, numerators, denominators, step_sizes)
         return loss
 
-    def _adam_steps(self, params: list[torch.Tensor], group: dict) -> list[torch.Tensor]:
-        """Bias-corrected Adam directions m̂/(√v̂ + eps), updating the moments (multi-tensor ops: few
-        kernel launches, which matters on a CPU shared with other processes)."""
+    def _adam_terms(self, params: list[torch.Tensor], group: dict):
+        """Update the moments; return (√v̂-style denominators, first moments, −lr/bias-correction per tensor)."""
         beta1, beta2 = group["betas"]
         states = [self.state[p] for p in params]
         for state, param in zip(states, params, strict=True):
@@ -68,11 +69,10 @@ class DecayToInitAdam(torch.optim.Optimizer):
         torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sq, beta2)
         torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-        denominators = torch._foreach_div(exp_avg_sq, [1 - beta2 ** s["step"] for s in states])
-        torch._foreach_sqrt_(denominators)
+        denominators = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denominators, [math.sqrt(1 - beta2 ** s["step"]) for s in states])
         torch._foreach_add_(denominators, group["eps"])
-        numerators = torch._foreach_div(exp_avg, [1 - beta1 ** s["step"] for s in states])
-        return torch._foreach_div(numerators, denominators)
+        return denominators, exp_avg, [-group["lr"] / (1 - beta1 ** s["step"]) for s in states]
 
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:

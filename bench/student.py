@@ -1,0 +1,197 @@
+"""Student distillation benchmark: loop overhead vs a bare train step, and the default loop on the demo.
+
+Part 1 (overhead): our ``train_student`` loop vs the bare trainable-backbone step (cached trunk activations ->
+last stage + head -> trivial loss -> torch Adam) on the same image batches, same threads, same process,
+alternating rounds; reports triplets/s and images/s and the ratio (target >= 90%).
+
+Part 2 (demo loop): the default laptop-scale run on the built-in demo with simulated participants, stage by
+stage: features -> teacher -> pseudo-labels -> trunk activations -> AligNet and UnAligNet students -> the
+before/after table on held-out judgments (target: whole loop <= 5 minutes on 2 cores).
+
+Usage: ``ALIGNLAB_HOME=/tmp/bench_home .venv/bin/python bench/student.py [--threads N] [--skip-demo]``
+(builds the demo there first if missing; the machine may be shared, so the load average is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alignment.pseudolabels import LabelProvenance, PseudoLabelConfig, make_pseudolabels
+from alignment.student import (
+    StudentConfig,
+    TrunkActivations,
+    build_student,
+    compute_trunk_activations,
+    plan_steps,
+    pool_activations,
+    student_embeddings,
+    train_student,
+)
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
+
+
+def _synthetic_pool(student, config: StudentConfig, n_images: int) -> tuple[TrunkActivations, object]:
+    images = torch.randn(n_images, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0))
+    ids = tuple(f"img{i}" for i in range(n_images))
+    acts = compute_trunk_activations(student, images, ids)
+
+    class Identity:
+        temperature = 1.0
+
+        def transform(self, x):
+            return x
+
+    features = student_embeddings(student, acts.activations, output="prelogits")
+    provenance = LabelProvenance(config.backbone, student.identity["weights_id"], ids, "bench")
+    labels = make_pseudolabels(features, Identity(), provenance, PseudoLabelConfig(n_triplets=16384, n_clusters=16))
+    return acts, labels["aligned"]
+
+
+def _bare_loop(student, acts: torch.Tensor, batches: list[np.ndarray]) -> float:
+    """The floor: forward the trainable part on each step's images, trivial loss, torch Adam."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-5)
+    start = time.perf_counter()
+    for images in batches:
+        loss = student(acts[torch.from_numpy(images)]).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def overhead(config: StudentConfig, rounds: int) -> None:
+    student = build_student(config)
+    acts, labels = _synthetic_pool(student, config, 256)
+    plan = plan_steps(labels, config, 1)
+    batches = [np.unique(labels.triplets[np.concatenate(plan.group_rows[i:i + config.groups_per_step])])
+               for i in range(0, plan.steps_per_epoch * config.groups_per_step, config.groups_per_step)]
+    n_triplets, n_images = len(labels) // len(plan.group_rows) * config.groups_per_step, np.mean([len(b) for b in batches])
+    ours, bare = [], []
+    for _ in range(rounds):  # alternate, so both loops see the same (shared-machine) load on average
+        seen = []  # the last progress report comes before the final checkpoint/artifact writes
+        with tempfile.TemporaryDirectory() as out:
+            train_student(build_student(config), acts, labels, replace(config, epochs=1.0), out, progress=seen.append)
+        ours.append(seen[-1].elapsed_s / seen[-1].step)
+        bare.append(_bare_loop(build_student(config), acts.activations, batches) / len(batches))
+    best_ours, best_bare = min(ours), min(bare)
+    print(f"\n## loop overhead ({config.image_size}px, last {config.trainable_stages} stage(s), "
+          f"{config.groups_per_step} groups/step: {n_triplets} triplets over {n_images:.0f} images per step; "
+          f"best of {rounds} rounds; {_load()})")
+    print(f"{'loop':<28}{'ms/step':>10}{'triplets/s':>12}{'images/s':>10}")
+    for name, seconds in (("ours (train_student)", best_ours), ("bare step (torch Adam)", best_bare)):
+        print(f"{name:<28}{1000 * seconds:>10.1f}{n_triplets / seconds:>12.0f}{n_images / seconds:>10.0f}")
+    ratios = sorted(b / o for o, b in zip(ours, bare, strict=True))
+    print(f"ours / bare throughput: best-vs-best {best_bare / best_ours:.1%}, median of per-round ratios "
+          f"{ratios[len(ratios) // 2]:.1%} (target >= 90%)")
+    print(f"all rounds ms/step: ours {[round(1000 * s) for s in ours]}, bare {[round(1000 * s) for s in bare]}")
+
+
+def _demo_inputs():
+    from app.demo import DEMO_SLUG, ensure_demo
+    from app.pipeline import SplitConfig, split_study_judgments, study_images
+    from db.engine import Database
+
+    db = Database.from_url()
+    ensure_demo(db, report=lambda message: None)
+    images = study_images(db, DEMO_SLUG)
+    train, test = split_study_judgments(db, DEMO_SLUG, SplitConfig())
+    return db, images, train, test
+
+
+def _eval_inputs(db, images, test):
+    from app.demo import DEMO_SLUG
+    from app.pipeline import human_uncertainty, noise_ceilings
+    from study.judgments import load_judgments
+
+    all_judgments = load_judgments(db, DEMO_SLUG)
+    test = test[test["level"].notna()]
+    rows = images.rows(test[["stim0", "stim1", "stim2"]].to_numpy())
+    return rows, {"levels": test["level"].tolist(), "human_rt": test["rt_ms"].to_numpy(np.float64),
+                  "human_entropy": human_uncertainty(all_judgments, test), "noise_ceiling": noise_ceilings(all_judgments) or None}
+
+
+def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path) -> None:
+    from alignment.backbones import create_backbone
+    from alignment.features import extract_features, image_content_hash
+    from alignment.student_eval import compare_models
+    from alignment.teacher import fit_teacher
+    from app.pipeline import training_triplets
+
+    times, start = {}, time.perf_counter()
+
+    def lap(name):
+        nonlocal start
+        times[name] = time.perf_counter() - start
+        start = time.perf_counter()
+
+    db, images, train, test = _demo_inputs()
+    lap("demo inputs (db read, split)")
+    backbone = create_backbone(config.backbone, cache_dir=work / "weights")
+    features = extract_features(backbone, images.paths, cache_dir=work / "cache")
+    lap(f"features ({len(images.paths)} images, 224px, cold cache)")
+    triplets, probs = training_triplets(train, images)
+    teacher = fit_teacher(features, triplets, choice_probs=probs)
+    lap(f"teacher fit ({len(triplets)} triplets)")
+    pool_ids = tuple(image_content_hash(p) for p in images.paths)
+    provenance = LabelProvenance(backbone.name, backbone.weights_id, pool_ids, "bench-teacher")
+    label_sets = make_pseudolabels(features, teacher, provenance, label_config)
+    lap(f"pseudo-labels ({label_config.n_triplets} x 2 spaces)")
+    student = build_student(config, cache_dir=work / "weights")
+    acts = pool_activations(student, images.paths, cache_dir=work / "cache", pool_ids=pool_ids)
+    lap(f"trunk activations ({config.image_size}px)")
+    embeddings = {"base": features, "teacher": teacher.transform(features)}
+    for space, name in (("aligned", "AligNet"), ("untransformed", "UnAligNet")):
+        student = build_student(config, cache_dir=work / "weights")
+        if name == "AligNet":
+            embeddings["base+head"] = student_embeddings(student, acts.activations)
+        result = train_student(student, acts, label_sets[space], config, work / name, progress=None)
+        embeddings[name] = student_embeddings(student, acts.activations)
+        lap(f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, {result.images_seen} images)")
+    rows, human = _eval_inputs(db, images, test)
+    table = compare_models(embeddings, rows, **human, n_boot=1000)
+    lap("before/after table")
+    print(f"\n## default loop on the demo ({_load()})")
+    for name, seconds in times.items():
+        print(f"{name:<60}{seconds:>8.1f} s")
+    print(f"{'total':<60}{sum(times.values()):>8.1f} s   (target <= 300 s)")
+    print(f"\nStudentConfig: {config}\nPseudoLabelConfig: {label_config}")
+    import pandas as pd
+
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table.summary().to_string(index=False))
+    print("gains over base:", {m: {k: round(v, 3) for k, v in g.items()} for m, g in table.gains("base").items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--triplets", type=int, default=PseudoLabelConfig().n_triplets)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}; {_load()}")
+    config = StudentConfig()
+    if not args.skip_overhead:
+        overhead(config, args.rounds)
+    if not args.skip_demo:
+        with tempfile.TemporaryDirectory() as work:
+            demo_loop(config, replace(PseudoLabelConfig(), n_triplets=args.triplets), Path(work))
+
+
+if __name__ == "__main__":
+    main()
