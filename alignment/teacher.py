@@ -68,7 +68,7 @@ class TeacherConfig:
     )
     use_bias: bool = True
     seed: int = 0
-    max_full_batch_images: int = 10000
+    max_full_batch_images: int = 200000
     subspace_dim: int | None = 256  # W free on the top-k principal directions, scaled identity elsewhere
     num_threads: int | None = (
         None  # torch threads while fitting (1 is fastest for small problems); None = as is
