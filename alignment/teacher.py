@@ -8,7 +8,8 @@ human-chosen pair is (0, 1)); ``choice_probs`` optional [m, 3] human choice dist
 x~ = (x - mu) / sigma with *scalar* mu, sigma (gLocal). W starts at a scaled identity chosen so the
 initial pair similarities have unit spread. Objective: (1 - a) * [hard NLL or soft KL] + a * gLocal local
 term + lambda * ||W - mean(diag W) I||^2. Afterwards a temperature is fitted on the validation triplets
-(cross-entropy to the human choices, or matching the human choice entropy) and ECE is reported.
+(cross-entropy to the human choices by default, or matching the mean human choice entropy) and ECE is
+reported.
 
 Speed: a step transforms only the n distinct images, forms one n x n Gram matrix and gathers each
 triplet's three similarities by index, so its cost does not grow with per-triplet feature copies; W is
@@ -63,9 +64,10 @@ class TeacherConfig:
     min_delta: float = 1e-4
     val_fraction: float = 0.1  # of triplets; of images when object_disjoint
     object_disjoint: bool = False
-    temperature_fit: str = (
-        "auto"  # "nll" (val cross-entropy), "entropy" (match human entropy), "none", "auto"
-    )
+    # "nll" (= "auto"): minimise the val cross-entropy to the human choices, which matches the teacher's
+    # entropy to the humans' in expectation even with one response per triplet; "entropy": match the mean
+    # entropy of the given choice_probs directly (biased low when triplets have few responses); "none"
+    temperature_fit: str = "auto"
     use_bias: bool = True
     seed: int = 0
     max_full_batch_images: int = 200000
@@ -286,9 +288,7 @@ def _validation_report(
         return 1.0, {"temperature_method": "none"}
     rows, compact = np.unique(val.triplets, return_inverse=True)  # transform only the val images
     sims = pair_similarities(standardised[rows] @ weight.T + bias, compact.reshape(-1, 3))
-    method = config.temperature_fit
-    if method == "auto":
-        method = "entropy" if val.choice_probs is not None else "nll"
+    method = "nll" if config.temperature_fit == "auto" else config.temperature_fit
     temperature = fit_temperature(sims, val.choice_probs, method)
     probs = triplet_probabilities(sims, temperature)
     report = {

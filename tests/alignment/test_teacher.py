@@ -59,12 +59,22 @@ def test_fitting_with_a_permuted_triplet_convention_fails(planted, wrong_order):
 
 def test_soft_labels_distill_human_uncertainty_and_entropy_is_matched():
     data = planted_triplets(300, 32, 12000, responses=10, seed=1)
-    teacher = fit_teacher(data.features, data.triplets, choice_probs=data.choice_probs, config=FAST)
+    config = TeacherConfig(temperature_fit="entropy", num_threads=1)
+    teacher = fit_teacher(data.features, data.triplets, choice_probs=data.choice_probs, config=config)
     summary = teacher.summary
     assert summary["loss"] == "soft" and summary["temperature_method"] == "entropy"
     assert summary["val_model_entropy"] == pytest.approx(summary["val_human_entropy"], abs=1e-3)
     probs = teacher.probabilities(data.features, data.triplets)
     assert spearmanr(entropy(probs), entropy(data.planted_probs))[0] > 0.8
+
+
+def test_default_temperature_is_calibrated_even_with_one_response_per_triplet(planted):
+    one_hot = np.tile([1.0, 0.0, 0.0], (N_TRAIN, 1))  # plug-in human entropy is 0 for every triplet
+    teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], choice_probs=one_hot, config=FAST)
+    assert teacher.summary["temperature_method"] == "nll" and teacher.summary["val_ece"] < 0.05
+    probs = teacher.probabilities(planted.features, planted.triplets[N_TRAIN:])
+    planted_entropy = entropy(planted.planted_probs[N_TRAIN:]).mean()
+    assert entropy(probs).mean() == pytest.approx(planted_entropy, rel=0.1)
 
 
 def test_adam_mini_batches_also_learn(planted):
