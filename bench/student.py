@@ -15,6 +15,7 @@ Usage: ``ALIGNLAB_HOME=/tmp/bench_home .venv/bin/python bench/student.py [--thre
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -30,6 +31,7 @@ from alignment.student import (
     TrunkActivations,
     build_student,
     compute_trunk_activations,
+    label_accuracy,
     plan_steps,
     pool_activations,
     student_embeddings,
@@ -152,12 +154,17 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     acts = pool_activations(student, images.paths, cache_dir=work / "cache", pool_ids=pool_ids)
     lap(f"trunk activations ({config.image_size}px)")
     embeddings = {"base": features, "teacher": teacher.transform(features)}
+    val_sets = make_pseudolabels(features, teacher, provenance, replace(label_config, n_triplets=2000,
+                                                                        seed=label_config.seed + 1))
+    fidelity = {}
     for space, name in (("aligned", "AligNet"), ("untransformed", "UnAligNet")):
         student = build_student(config, cache_dir=work / "weights")
         if name == "AligNet":
             embeddings["base+head"] = student_embeddings(student, acts.activations)
+        before = label_accuracy(student, acts.activations, val_sets[space])
         result = train_student(student, acts, label_sets[space], config, work / name, progress=None)
         embeddings[name] = student_embeddings(student, acts.activations)
+        fidelity[name] = (before, label_accuracy(student, acts.activations, val_sets[space]))
         lap(f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, {result.images_seen} images)")
     rows, human = _eval_inputs(db, images, test)
     table = compare_models(embeddings, rows, **human, n_boot=1000)
@@ -171,6 +178,8 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
 
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table.summary().to_string(index=False))
+    for name, (before, after) in fidelity.items():
+        print(f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets {before:.3f} -> {after:.3f}")
     print("gains over base:", {m: {k: round(v, 3) for k, v in g.items()} for m, g in table.gains("base").items()})
 
 
@@ -180,17 +189,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
-    parser.add_argument("--triplets", type=int, default=PseudoLabelConfig().n_triplets)
+    parser.add_argument("--student", default="{}", help="StudentConfig overrides as JSON")
+    parser.add_argument("--labels", default="{}", help="PseudoLabelConfig overrides as JSON")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}; {_load()}")
-    config = StudentConfig()
+    config = StudentConfig.from_dict(json.loads(args.student))
     if not args.skip_overhead:
         overhead(config, args.rounds)
     if not args.skip_demo:
         with tempfile.TemporaryDirectory() as work:
-            demo_loop(config, replace(PseudoLabelConfig(), n_triplets=args.triplets), Path(work))
+            demo_loop(config, PseudoLabelConfig(**json.loads(args.labels)), Path(work))
 
 
 if __name__ == "__main__":
