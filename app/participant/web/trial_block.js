@@ -112,8 +112,8 @@ function createRun(initial, root, setTriggerValue) {
     lastFrame = ts;
   };
 
-  // Fixation from `fixationStart`; the next triplet is revealed on the frame whose presentation is closest
-  // to fixationStart + iti_ms, and only once its three images are decoded.
+  // Fixation from `fixationStart`; the next triplet is revealed with the first frame presented at or after
+  // fixationStart + iti_ms, and only once its three images are decoded.
   const nextTrial = (fixationStart) => {
     current = null;
     if (queue.length === 0) { finishBlock(); return; }
@@ -129,7 +129,9 @@ function createRun(initial, root, setTriggerValue) {
     const step = (ts) => {
       if (stopped || current !== entry) return;
       trackFrames(ts);
-      if ((entry.imgs || entry.failed) && ts + frameMs >= deadline - frameMs / 2) { reveal(entry); return; }
+      // a change made in this frame is on screen one frame later: reveal in the first frame whose
+      // presentation is not earlier than the end of the fixation
+      if ((entry.imgs || entry.failed) && ts + frameMs >= deadline) { reveal(entry); return; }
       requestAnimationFrame(step);
     };
     requestAnimationFrame(step);

@@ -1,0 +1,7 @@
+"""ASGI entry for the naive one-rerun-per-trial page (bench/naive_trial_app.py) plus the image endpoint."""
+
+from streamlit.starlette import App
+
+from app.participant.api import api_routes
+
+app = App("naive_trial_app.py", routes=api_routes())
