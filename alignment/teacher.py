@@ -7,7 +7,7 @@ human-chosen pair is (0, 1)); ``choice_probs`` optional [m, 3] human choice dist
 
 x~ = (x - mu) / sigma with *scalar* mu, sigma (gLocal). W starts at a scaled identity chosen so the
 initial pair similarities have unit spread. Objective: (1 - a) * [hard NLL or soft KL] + a * gLocal local
-term + lambda * ||W - mean(diag W) I||^2. Afterwards a temperature is fitted on the validation triplets
+term + lambda * (||W - mean(diag W) I||^2 + ||b||^2). Afterwards a temperature is fitted on the validation triplets
 (cross-entropy to the human choices by default, or matching the mean human choice entropy) and ECE is
 reported.
 
@@ -51,7 +51,9 @@ class TeacherConfig:
     """Teacher fitting settings; saved next to every fitted teacher."""
 
     loss: str = "auto"  # "hard" (NLL, pair (0,1) is the target), "soft" (KL to choice_probs), "auto"
-    reg_weight: float = 1e-3  # lambda for ||W - mean(diag W) I||^2
+    # lambda for ||W - mean(diag W) I||^2 + ||b||^2; None = pick from reg_weight_grid by validation loss
+    reg_weight: float | None = None
+    reg_weight_grid: tuple[float, ...] = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0)
     local_weight: float = 0.0  # alpha for gLocal's local neighbourhood term (0 = off)
     local_tau: float = 1.0
     local_images: int = 1024  # images in the local term (a fixed, seeded subset)
@@ -87,9 +89,17 @@ class TeacherConfig:
                 raise ValueError(
                     f"TeacherConfig.{name} must be one of {allowed}; got {getattr(self, name)!r}"
                 )
-        if not 0 <= self.local_weight < 1 or self.reg_weight < 0 or not 0 <= self.val_fraction < 1:
+        object.__setattr__(self, "reg_weight_grid", tuple(float(w) for w in self.reg_weight_grid))
+        weights = self.reg_weight_grid if self.reg_weight is None else (self.reg_weight,)
+        if (
+            not 0 <= self.local_weight < 1
+            or not weights
+            or min(weights) < 0
+            or not 0 <= self.val_fraction < 1
+        ):
             raise ValueError(
-                "TeacherConfig needs 0 <= local_weight < 1, reg_weight >= 0, 0 <= val_fraction < 1"
+                "TeacherConfig needs 0 <= local_weight < 1, reg weights >= 0 (a non-empty grid when "
+                "reg_weight is None), 0 <= val_fraction < 1"
             )
 
     @classmethod
@@ -232,8 +242,18 @@ def _validated(features, triplets, choice_probs) -> tuple[np.ndarray, TripletDat
     return features, TripletData(triplets, probs)
 
 
-def _build_problem(standardised, train_data, val_data, soft: bool, config: TeacherConfig):
-    """The objective on the distinct training images, and the validation images (or None)."""
+@dataclass
+class _Problem:
+    """What every candidate fit shares: the basis, the training/validation image sets, the local term."""
+
+    basis: torch.Tensor
+    scale: float
+    train: ImageSet
+    val: ImageSet | None
+    local: LocalTerm | None
+
+
+def _build_problem(standardised, train_data, val_data, soft: bool, config: TeacherConfig) -> _Problem:
     train_rows = np.unique(train_data.triplets)
     if config.optimizer == "lbfgs" and len(train_rows) > config.max_full_batch_images:
         raise ValueError(
@@ -242,17 +262,45 @@ def _build_problem(standardised, train_data, val_data, soft: bool, config: Teach
         )
     basis = principal_basis(torch.from_numpy(standardised[train_rows]), config.subspace_dim)
     train = ImageSet.build(standardised, train_data, basis, soft)
-    transform = AffineTransform(basis, _initial_scale(train, basis), config.use_bias)
     local = None
     if config.local_weight > 0:
         generator = np.random.default_rng(config.seed)
         picked = generator.choice(train_rows, size=min(config.local_images, len(train_rows)), replace=False)
         local = LocalTerm(torch.from_numpy(standardised[np.sort(picked)]), basis, config.local_tau)
-    objective = Objective(transform, train, config.reg_weight, config.local_weight, local)
-    val_images = None
+    val = None
     if val_data is not None:
-        val_images = ImageSet.build(standardised, val_data, basis, soft and val_data.choice_probs is not None)
-    return objective, val_images
+        val = ImageSet.build(standardised, val_data, basis, soft and val_data.choice_probs is not None)
+    return _Problem(basis, _initial_scale(train, basis), train, val, local)
+
+
+def _fit_candidates(problem: _Problem, config: TeacherConfig, progress) -> tuple[Objective, list[dict], dict]:
+    """Fit once per candidate regulariser weight; keep the one with the lowest validation loss."""
+    weights = (config.reg_weight,) if config.reg_weight is not None else config.reg_weight_grid
+    if len(weights) > 1 and problem.val is None:
+        raise ValueError(
+            "choosing reg_weight from the grid needs validation triplets: set reg_weight or val_fraction"
+        )
+    best, scores = None, {}
+    for index, weight in enumerate(weights):
+        torch.manual_seed(config.seed)
+        transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
+        objective = Objective(transform, problem.train, weight, config.local_weight, problem.local)
+        overall = None
+        if progress is not None:
+
+            def overall(step, total, index=index):  # one progress bar across all candidates
+                progress(index * total + step, len(weights) * total)
+
+        history = _run(objective, problem.val, config, overall)
+        scores[weight] = min([h["check_loss"] for h in history] + [float("inf")])
+        if best is None or scores[weight] < best[2]:
+            best = (objective, history, scores[weight], weight)
+    objective, history, _, chosen = best
+    return (
+        objective,
+        history,
+        {"reg_weight": chosen, "reg_weight_val_loss": {str(k): v for k, v in scores.items()}},
+    )
 
 
 def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfig, progress) -> list[dict]:
@@ -331,8 +379,8 @@ def fit_teacher(
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     with _torch_threads(config.num_threads):
-        objective, val_images = _build_problem(standardised, train_data, val_data, soft, config)
-        history = _run(objective, val_images, config, progress)
+        problem = _build_problem(standardised, train_data, val_data, soft, config)
+        objective, history, search = _fit_candidates(problem, config, progress)
     fit_seconds = time.perf_counter() - start
     weight, bias = objective.transform.weight_bias()
     temperature, report = _validation_report(standardised, weight, bias, val_data, config)
@@ -344,6 +392,7 @@ def fit_teacher(
         "n_val_triplets": 0 if val_data is None else len(val_data.triplets),
         "steps": history[-1]["step"] if history else 0,
         "fit_seconds": round(fit_seconds, 3),
+        **search,
         "temperature": temperature,
         **report,
         "history": history,

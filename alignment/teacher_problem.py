@@ -166,11 +166,16 @@ class AffineTransform:
         return self.scale**2 * (self.c**2 * images.residual + pair_dots(z, images.pairs))
 
     def regulariser(self) -> torch.Tensor:
-        """||W - mean(diag W) I||_F^2 without forming W (the two blocks are orthogonal)."""
+        """||W - mean(diag W) I||_F^2 + ||b||^2 without forming W (the two blocks are orthogonal).
+
+        The offset is pulled to zero too: an unpenalised b adds a free per-image score b . W(x_a + x_b)
+        to every similarity, which overfits when a study has few triplets per image.
+        """
         r = self.m.shape[0]
         mean_diag = self.scale * (self.c * (self.dim - r) + self.m.diagonal().sum()) / self.dim
         inside = ((self.scale * self.m - mean_diag * torch.eye(r)) ** 2).sum()
-        return inside + (self.scale * self.c - mean_diag) ** 2 * (self.dim - r)
+        offset = (self.scale * self.beta).square().sum()
+        return inside + (self.scale * self.c - mean_diag) ** 2 * (self.dim - r) + offset
 
     def weight_bias(self) -> tuple[np.ndarray, np.ndarray]:
         """The explicit W [D, D] and b [D]."""

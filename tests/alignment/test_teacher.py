@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from alignment.conventions import correct_choices, entropy, pair_similarities
+from alignment.conventions import correct_choices, entropy, pair_similarities, triplet_probabilities
 from alignment.losses import identity_regulariser
 from alignment.splits import TripletData, object_disjoint_split
 from alignment.synthetic import planted_triplets
@@ -15,7 +15,7 @@ from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 from alignment.teacher_problem import AffineTransform, ImageSet, principal_basis
 
 N_TRAIN, N_TEST = 30000, 10000
-FAST = TeacherConfig(num_threads=1)
+FAST = TeacherConfig(reg_weight=1e-3, num_threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_fitting_with_a_permuted_triplet_convention_fails(planted, wrong_order):
 
 def test_soft_labels_distill_human_uncertainty_and_entropy_is_matched():
     data = planted_triplets(300, 32, 12000, responses=10, seed=1)
-    config = TeacherConfig(temperature_fit="entropy", num_threads=1)
+    config = TeacherConfig(reg_weight=1e-3, temperature_fit="entropy", num_threads=1)
     teacher = fit_teacher(data.features, data.triplets, choice_probs=data.choice_probs, config=config)
     summary = teacher.summary
     assert summary["loss"] == "soft" and summary["temperature_method"] == "entropy"
@@ -77,14 +77,36 @@ def test_default_temperature_is_calibrated_even_with_one_response_per_triplet(pl
     assert entropy(probs).mean() == pytest.approx(planted_entropy, rel=0.1)
 
 
+def test_regulariser_weight_is_chosen_on_validation_when_data_are_scarce():
+    # humans judge exactly in the backbone's space: with 400 triplets only a strong pull to identity generalises
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 32)).astype(np.float32)
+    triplets = np.array([rng.choice(200, 3, replace=False) for _ in range(6400)])
+    probs = triplet_probabilities(pair_similarities(x, triplets), 8.0)
+    chosen = np.array([rng.choice(3, p=p) for p in probs])
+    orders = np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])
+    triplets = np.take_along_axis(triplets, orders[chosen], axis=1)
+    train, test = triplets[:400], triplets[400:]
+    auto = fit_teacher(x, train, config=TeacherConfig(num_threads=1))
+    losses = auto.summary["reg_weight_val_loss"]
+    assert set(losses) == {str(w) for w in TeacherConfig().reg_weight_grid}
+    assert auto.summary["reg_weight"] >= 1.0 and losses[str(auto.summary["reg_weight"])] == min(
+        losses.values()
+    )
+    identity = correct_choices(pair_similarities(x, test)).mean()
+    assert correct_choices(pair_similarities(auto.transform(x), test)).mean() >= identity - 0.005
+
+
 def test_adam_mini_batches_also_learn(planted):
-    config = TeacherConfig(optimizer="adam", batch_size=2048, lr=0.05, max_steps=300, num_threads=1)
+    config = TeacherConfig(
+        optimizer="adam", batch_size=2048, lr=0.05, max_steps=300, reg_weight=1e-3, num_threads=1
+    )
     teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
     assert _test_accuracy(teacher, planted) > _planted_accuracy(planted) - 0.03
 
 
 def test_local_term_keeps_working_fits(planted):
-    config = TeacherConfig(local_weight=0.1, local_images=200, num_threads=1)
+    config = TeacherConfig(local_weight=0.1, local_images=200, reg_weight=1e-3, num_threads=1)
     teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
     assert _test_accuracy(teacher, planted) > _planted_accuracy(planted) - 0.03
 
@@ -114,15 +136,14 @@ def test_subspace_parametrisation_equals_the_explicit_affine_map(rank):
     weight, bias = transform.weight_bias()
     expected = pair_similarities(x @ weight.T + bias, triplets)
     np.testing.assert_allclose(transform.sims(images).detach().numpy(), expected, rtol=1e-4, atol=1e-4)
-    assert transform.regulariser().item() == pytest.approx(
-        identity_regulariser(torch.from_numpy(weight)).item(), rel=1e-4
-    )
+    expected_reg = identity_regulariser(torch.from_numpy(weight)).item() + float((bias**2).sum())
+    assert transform.regulariser().item() == pytest.approx(expected_reg, rel=1e-4)
 
 
 def test_object_disjoint_validation_never_shares_images(planted):
     train, val = object_disjoint_split(planted.triplets, 300, 0.3, seed=0)
     assert not set(np.unique(planted.triplets[train])) & set(np.unique(planted.triplets[val]))
-    config = TeacherConfig(object_disjoint=True, val_fraction=0.3, num_threads=1)
+    config = TeacherConfig(object_disjoint=True, val_fraction=0.3, reg_weight=1e-3, num_threads=1)
     teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
     assert teacher.summary["n_val_triplets"] == pytest.approx(0.3**3 * N_TRAIN, rel=0.25)
 
