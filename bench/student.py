@@ -102,7 +102,7 @@ def overhead(config: StudentConfig, rounds: int) -> None:
 
 def _demo_inputs():
     from app.demo import DEMO_SLUG, ensure_demo
-    from app.pipeline import SplitConfig, split_study_judgments, study_images
+    from app.pipeline.data import SplitConfig, split_study_judgments, study_images
     from db.engine import Database
 
     db = Database.from_url()
@@ -114,7 +114,7 @@ def _demo_inputs():
 
 def _eval_inputs(db, images, test):
     from app.demo import DEMO_SLUG
-    from app.pipeline import human_uncertainty, noise_ceilings
+    from app.pipeline.evaluation import human_uncertainty, noise_ceilings
     from study.judgments import load_judgments
 
     all_judgments = load_judgments(db, DEMO_SLUG)
@@ -129,7 +129,7 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     from alignment.features import extract_features, image_content_hash
     from alignment.student_eval import compare_models
     from alignment.teacher import fit_teacher
-    from app.pipeline import training_triplets
+    from app.pipeline.teacher_stage import training_triplets
 
     times, start = {}, time.perf_counter()
 

@@ -34,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="evaluate on the judgments this run held out (default: all judgments)")
     evaluate.set_defaults(func=_eval)
 
+    align = subparsers.add_parser("align", help="the closed loop: teacher, pseudo-labels, students, evaluation")
+    align.add_argument("--study", required=True)
+    align.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
+    align.add_argument("--config", help="AlignConfig overrides as JSON or a .json/.toml file: keys split, teacher, "
+                                        "pseudo, student (each a dict of that stage's settings), similarity")
+    align.set_defaults(func=_align)
+
 
 def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
     """Queue a run and execute it in this process with a progress bar; print its metrics; return the run."""
@@ -75,15 +82,38 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _align(args: argparse.Namespace) -> int:
+    overrides = {"backbone": args.backbone, **_load_overrides(args.config)}
+    run = run_stage_here("align", args.study, overrides, show=False)
+    print(f"closed loop run {run.id}; steps reused from earlier runs: {run.metrics.get('reused_steps') or 'none'}")
+    print_eval_table(run)
+    return 0
+
+
+def _load_overrides(text: str | None) -> dict:
+    from pathlib import Path
+
+    if not text:
+        return {}
+    path = Path(text)
+    if path.suffix in (".json", ".toml") and path.is_file():
+        if path.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(path.read_text())
+        return json.loads(path.read_text())
+    return json.loads(text)
+
+
 def print_eval_table(run) -> None:
     import pandas as pd
 
     from db.settings import data_home
 
     table = pd.read_csv(data_home() / run.artifacts["table"])
-    shown = ["representation", "similarity", "level", "n", "accuracy", "accuracy_low", "accuracy_high",
+    shown = ["model", "similarity", "level", "n", "accuracy", "accuracy_low", "accuracy_high",
              "noise_ceiling", "normalised", "rho_entropy_rt", "rho_entropy_human_entropy", "ece"]
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.precision", 3):
         print(table[shown].to_string(index=False))
     print("accuracy: odd-one-out agreement with held-out human choices (ties wrong), 95% bootstrap CI; "
           "normalised = (acc - 1/3) / (ceiling - 1/3); rho = Spearman of model entropy with human RT / choice entropy")

@@ -1,0 +1,112 @@
+"""Study data for the alignment stages: the stimuli in id order, held-out splits, embedding artifacts.
+
+Artifact conventions (paths relative to the data directory, listed in `Run.artifacts`):
+- `embeddings` (and `*_embeddings`): an .npz with `embeddings` [n, D] float32 and `stimulus_ids` [n]
+  (rows in stimulus-id order), what the maps page and the evaluation read;
+- `split`: an .npz with the held-out human judgments' (participant id, trial index) pairs, so every
+  stage evaluates on the same test set;
+- stage-specific files (`teacher` directory, `labels_*` .npz, `student` directory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.jobs import Progress, run_dir
+from db.engine import Database
+from db.models import Run, RunStatus
+from db.runs import get_run
+from db.settings import data_home
+from study.judgments import load_judgments, load_stimuli, split_judgments
+
+DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
+FEATURE_CACHE_DIR = "feature_cache"
+WEIGHTS_DIR = "weights"
+MIN_TRAIN_JUDGMENTS = 50
+
+
+@dataclass(frozen=True)
+class StudyImages:
+    """The study's stimuli in id order: the row order of every embedding array."""
+
+    stimulus_ids: np.ndarray
+    paths: list[Path]
+    table: pd.DataFrame
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Map stimulus ids to row indices (raises on an id outside the set)."""
+        position = {int(s): i for i, s in enumerate(self.stimulus_ids)}
+        try:
+            return np.vectorize(lambda s: position[int(s)], otypes=[np.int64])(ids)
+        except KeyError as error:
+            raise ValueError(f"stimulus id {error.args[0]} is not in the study's stimulus set") from None
+
+
+def study_images(db: Database, slug: str) -> StudyImages:
+    table = load_stimuli(db, slug)
+    if table.empty:
+        raise ValueError(f"study {slug!r} has no stimuli")
+    paths = [data_home() / p for p in table["path"]]
+    return StudyImages(table["id"].to_numpy(np.int64), paths, table)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How human judgments are held out for evaluation. `triplet` (THINGS-style) by default: an
+    object-disjoint `image` split keeps only triplets made entirely of held-out images, few in a small set."""
+
+    by: str = "triplet"  # triplet | subject | image
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+def split_study_judgments(db: Database, slug: str, config: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    judgments = load_judgments(db, slug)
+    if len(judgments) < MIN_TRAIN_JUDGMENTS:
+        raise ValueError(f"study {slug!r} has {len(judgments)} usable judgments (non-excluded, answered); "
+                         f"at least {MIN_TRAIN_JUDGMENTS} are needed to fit and evaluate a teacher")
+    train, test = split_judgments(judgments, config.by, config.test_fraction, config.seed)
+    if len(train) < MIN_TRAIN_JUDGMENTS or test.empty:
+        raise ValueError(f"the {config.by} split of study {slug!r} leaves {len(train)} training and {len(test)} "
+                         f"test judgments; need >= {MIN_TRAIN_JUDGMENTS} and >= 1 (collect more or change the split)")
+    return train, test
+
+
+def compute_features(images: StudyImages, backbone_name: str, progress: Progress, share: float = 0.5) -> np.ndarray:
+    """Backbone features for every stimulus, through the content-addressed cache (only new images compute);
+    reports progress from 0 to `share`."""
+    from alignment.backbones import create_backbone
+    from alignment.features import extract_features
+
+    backbone = create_backbone(backbone_name, cache_dir=data_home() / WEIGHTS_DIR)
+    return extract_features(backbone, images.paths, cache_dir=data_home() / FEATURE_CACHE_DIR,
+                            progress=lambda done, total: progress(share * done / max(total, 1),
+                                                                  f"features {done}/{total}"))
+
+
+def save_embeddings(run_id: int, name: str, embeddings: np.ndarray, images: StudyImages) -> str:
+    path = run_dir(run_id) / f"{name}.npz"
+    np.savez_compressed(path, embeddings=embeddings.astype(np.float32), stimulus_ids=images.stimulus_ids)
+    return str(path.relative_to(data_home()))
+
+
+def load_embeddings(run: Run, name: str = "embeddings") -> tuple[np.ndarray, np.ndarray]:
+    if name not in run.artifacts:
+        raise LookupError(f"run {run.id} ({run.kind}) has no {name!r} artifact; it has {sorted(run.artifacts)}")
+    with np.load(data_home() / run.artifacts[name]) as data:
+        return data["embeddings"], data["stimulus_ids"]
+
+
+def finished_run(db: Database, run_id: int, kind: str | None = None) -> Run:
+    """A succeeded run (optionally of a given kind), or a clear error before any long computation."""
+    run = get_run(db, run_id)
+    if kind and run.kind != kind:
+        raise ValueError(f"run {run_id} is a {run.kind!r} run, expected a {kind!r} run")
+    if run.status != RunStatus.SUCCEEDED:
+        raise ValueError(f"run {run_id} ({run.kind}) has status {run.status.value!r}"
+                         + (f": {run.error}" if run.error else "") + "; only a succeeded run can be used")
+    return run

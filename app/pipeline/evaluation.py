@@ -1,0 +1,115 @@
+"""Stage `eval`: the before/after table. Every representation (raw backbone, teacher, students) is scored
+on the same held-out human judgments, per Levels type, with one stated similarity, noise-ceiling-normalised
+accuracy, and the correlation of model entropy with human RT and choice entropy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from app.jobs import Progress, StageResult, register_stage, run_dir
+from app.pipeline.data import finished_run, load_embeddings, study_images
+from db.engine import Database
+from db.models import Run
+from db.settings import data_home
+from study.judgments import load_judgments
+
+
+@dataclass(frozen=True)
+class Representation:
+    """One embedding to evaluate: `RUN` or `RUN:ARTIFACT` (e.g. a teacher run's `raw_embeddings`)."""
+
+    label: str
+    run_id: int
+    artifact: str = "embeddings"
+
+
+def parse_representation(db: Database, spec: str, label: str | None = None) -> Representation:
+    run_part, _, artifact = str(spec).partition(":")
+    if not run_part.isdigit():
+        raise ValueError(f"representation {spec!r} is not RUN or RUN:ARTIFACT (e.g. 4 or 4:raw_embeddings)")
+    run = finished_run(db, int(run_part))
+    artifact = artifact or "embeddings"
+    if artifact not in run.artifacts:
+        raise ValueError(f"run {run.id} ({run.kind}) has no {artifact!r} artifact; it has {sorted(run.artifacts)}")
+    return Representation(label or f"{run.kind} {run.id}" + (f" {artifact}" if artifact != "embeddings" else ""),
+                          run.id, artifact)
+
+
+def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.DataFrame:
+    """The judgments a split run held out (all judgments when no split run is given)."""
+    judgments = load_judgments(db, slug)
+    if split_run_id is None:
+        return judgments
+    run = finished_run(db, split_run_id)
+    if "split" not in run.artifacts:
+        raise ValueError(f"run {split_run_id} ({run.kind}) holds out no judgments; give a teacher run")
+    with np.load(data_home() / run.artifacts["split"]) as data:
+        keys = {tuple(key) for key in data["test_keys"].tolist()}
+    mask = [key in keys for key in zip(judgments["participant_id"], judgments["trial_index"], strict=True)]
+    return judgments[mask]
+
+
+def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """Per test judgment, the choice entropy of its triplet over all responses (NaN with fewer than 2)."""
+    from study.reliability import triplet_human_stats
+
+    stats = triplet_human_stats(all_judgments, min_responses=2).set_index("triplet_key")["entropy"]
+    return test["triplet_key"].map(stats).to_numpy(np.float64)
+
+
+def noise_ceilings(all_judgments: pd.DataFrame) -> dict[str, float]:
+    """Levels leave-one-out ceiling per level and overall (only levels with enough repeated triplets)."""
+    from study.reliability import levels_noise_ceiling
+
+    table = levels_noise_ceiling(all_judgments)
+    return {row.level: float(row.ceiling) for row in table.itertuples() if row.n_triplets > 0}
+
+
+def evaluate_representations(db: Database, slug: str, representations: list[Representation],
+                             split_run_id: int | None, *, similarity: str = "dot", n_boot: int = 1000):
+    """A `BeforeAfter` (alignment.student_eval) over the study's held-out judgments that have a Levels type."""
+    from alignment.student_eval import compare_models
+
+    all_judgments = load_judgments(db, slug)
+    test = held_out_judgments(db, slug, split_run_id)
+    test = test[test["level"].notna()]
+    if test.empty:
+        raise ValueError(f"study {slug!r} has no held-out judgments with a Levels type to evaluate on")
+    images = study_images(db, slug)
+    embeddings = {rep.label: _in_study_order(db, rep, images.stimulus_ids) for rep in representations}
+    ceilings = noise_ceilings(all_judgments)
+    return compare_models(embeddings, images.rows(test[["stim0", "stim1", "stim2"]].to_numpy()),
+                          levels=test["level"].tolist(), human_rt=test["rt_ms"].to_numpy(np.float64),
+                          human_entropy=human_uncertainty(all_judgments, test), noise_ceiling=ceilings or None,
+                          similarity=similarity, n_boot=n_boot)
+
+
+def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray) -> np.ndarray:
+    embeddings, ids = load_embeddings(finished_run(db, rep.run_id), rep.artifact)
+    position = {int(s): i for i, s in enumerate(ids)}
+    missing = [int(s) for s in stimulus_ids if int(s) not in position]
+    if missing:
+        raise ValueError(f"{rep.label} has no embedding for {len(missing)} of the study's stimuli (e.g. {missing[:3]})")
+    return embeddings[[position[int(s)] for s in stimulus_ids]]
+
+
+@register_stage("eval")
+def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+    labels = run.config.get("labels") or [None] * len(run.config["representations"])
+    reps = [parse_representation(db, spec, label) for spec, label in zip(run.config["representations"], labels,
+                                                                         strict=True)]
+    progress(0.1, f"evaluating {len(reps)} representations on held-out judgments")
+    result = evaluate_representations(db, run.config["study"], reps, run.config.get("split_run"),
+                                      similarity=run.config.get("similarity", "dot"))
+    path = run_dir(run.id) / "eval_table.csv"
+    result.table().to_csv(path, index=False)
+    summary_path = run_dir(run.id) / "eval_summary.csv"
+    result.summary().to_csv(summary_path, index=False)
+    metrics = {f"gain · {name} · {level}": round(gain, 4) for name, gains in result.gains().items()
+               for level, gain in gains.items()}
+    metrics |= {f"accuracy · {name}": round(report.overall["accuracy"], 4) for name, report in result.reports.items()}
+    return StageResult(metrics, {"table": str(path.relative_to(data_home())),
+                                 "summary": str(summary_path.relative_to(data_home()))})

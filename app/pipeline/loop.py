@@ -1,0 +1,124 @@
+"""Stage `align`: the closed loop in one run — teacher fit → pseudo-labels → AligNet and UnAligNet students →
+evaluation on the study's held-out judgments. Each step is a child run; a step whose inputs did not change
+(same judgments, same configuration) reuses its earlier run, and features/activations come from the cache."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from app.jobs import Progress, StageResult, execute, register_stage
+from app.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
+from app.pipeline.teacher_stage import TeacherStageConfig
+from db.engine import Database
+from db.models import Run, RunStatus
+from db.runs import RunCancelled, create_run, get_run
+from study.judgments import load_judgments
+
+# progress share of each step in the loop (they sum to 1)
+SHARES = {"teacher": 0.15, "pseudo_labels": 0.05, "student aligned": 0.35, "student untransformed": 0.35,
+          "eval": 0.10}
+TABLE_MODELS = ("base", "teacher", "AligNet", "UnAligNet")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Everything the loop needs; the defaults are the laptop-scale demo (a GPU user raises them)."""
+
+    study: str
+    backbone: str = DEFAULT_BACKBONE
+    split: dict[str, Any] = field(default_factory=dict)  # SplitConfig fields
+    teacher: dict[str, Any] = field(default_factory=dict)  # TeacherConfig overrides
+    pseudo: dict[str, Any] = field(default_factory=dict)  # PseudoLabelConfig overrides
+    student: dict[str, Any] = field(default_factory=dict)  # StudentConfig overrides
+    similarity: str = "dot"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
+        return cls(**data)
+
+
+def judgments_digest(db: Database, slug: str) -> str:
+    """Fingerprint of the usable judgments: new, removed or newly excluded judgments change it."""
+    judgments = load_judgments(db, slug)
+    columns = ["participant_id", "trial_index", "stim0", "stim1", "stim2"]
+    return hashlib.sha256(judgments[columns].to_csv(index=False).encode()).hexdigest()[:16]
+
+
+def check_loop_inputs(db: Database, config: AlignConfig) -> None:
+    """Clear errors before any long computation: unknown study, too few judgments, bad overrides."""
+    from alignment.pseudolabels import PseudoLabelConfig
+    from alignment.student import StudentConfig
+    from alignment.teacher import TeacherConfig
+    from app.pipeline.data import split_study_judgments
+
+    study_images(db, config.study)
+    split_study_judgments(db, config.study, SplitConfig(**config.split))
+    TeacherConfig.from_dict(config.teacher)
+    PseudoLabelConfig(**config.pseudo)
+    StudentConfig.from_dict(config.student)
+
+
+@register_stage("align")
+def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+    config = AlignConfig.from_dict(run.config)
+    check_loop_inputs(db, config)
+    step = _Steps(db, run, progress)
+    teacher_config = TeacherStageConfig(config.study, config.backbone, SplitConfig(**config.split), config.teacher,
+                                        judgments_digest(db, config.study))
+    teacher = step.run("teacher", "teacher", asdict(teacher_config))
+    labels = step.run("pseudo_labels", "pseudo_labels",
+                      {"study": config.study, "teacher_run": teacher, "pseudo": config.pseudo})
+    students = {space: step.run(f"student {space}", "student", {"study": config.study, "labels_run": labels,
+                                                                 "space": space, "student": config.student})
+                for space in ("aligned", "untransformed")}
+    representations = [f"{teacher}:raw_embeddings", f"{teacher}", f"{students['aligned']}",
+                       f"{students['untransformed']}"]
+    evaluation = step.run("eval", "eval", {"study": config.study, "representations": representations,
+                                           "labels": list(TABLE_MODELS), "split_run": teacher,
+                                           "similarity": config.similarity})
+    metrics = {**get_run(db, evaluation).metrics, "reused_steps": step.reused}
+    children = {"teacher_run": teacher, "labels_run": labels, "alignet_run": students["aligned"],
+                "unalignet_run": students["untransformed"], "eval_run": evaluation}
+    return StageResult(metrics, {**get_run(db, evaluation).artifacts, **{k: str(v) for k, v in children.items()}})
+
+
+class _Steps:
+    """Runs the loop's steps as child runs, mapping their progress into the parent's."""
+
+    def __init__(self, db: Database, parent: Run, progress: Progress):
+        self.db, self.parent, self.progress = db, parent, progress
+        self.done, self.reused = 0.0, []
+
+    def run(self, name: str, kind: str, config: dict[str, Any]) -> int:
+        share, start = SHARES[name], self.done
+        previous = _reusable(self.db, kind, config)
+        if previous is not None:
+            self.reused.append(name)
+            child = previous
+        else:
+            child = create_run(self.db, kind, config, study_id=self.parent.study_id, parent_run_id=self.parent.id,
+                               name=f"{name} ({self.parent.name})")
+            status = execute(self.db, child, on_progress=lambda f, m: self.progress(start + share * f, f"{name}: {m}"))
+            _require_success(self.db, child, name, status)
+        self.done += share
+        self.progress(self.done, f"{name} done (run {child})")
+        return child
+
+
+def _reusable(db: Database, kind: str, config: dict[str, Any]) -> int | None:
+    """The latest succeeded run of this kind with exactly this configuration, if any."""
+    with db.read() as session:
+        runs = session.scalars(select(Run).where(Run.kind == kind, Run.status == RunStatus.SUCCEEDED)
+                               .order_by(Run.id.desc())).all()
+    return next((r.id for r in runs if r.config == config), None)
+
+
+def _require_success(db: Database, child: int, name: str, status: RunStatus) -> None:
+    if status == RunStatus.CANCELLED:
+        raise RunCancelled(f"{name} (run {child}) was cancelled")
+    if status != RunStatus.SUCCEEDED:
+        raise RuntimeError(f"{name} (run {child}) failed: {get_run(db, child).error}")

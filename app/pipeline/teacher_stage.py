@@ -1,0 +1,80 @@
+"""Stages `features` and `teacher`: backbone features of a study's stimuli, and the human-aligned teacher
+fitted on the study's non-excluded training judgments (the held-out split is saved for evaluation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from app.jobs import Progress, StageResult, register_stage, run_dir
+from app.pipeline.data import (
+    DEFAULT_BACKBONE,
+    SplitConfig,
+    StudyImages,
+    compute_features,
+    save_embeddings,
+    split_study_judgments,
+    study_images,
+)
+from db.engine import Database
+from db.models import Run
+from db.settings import data_home
+
+
+@register_stage("features")
+def features_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+    images = study_images(db, run.config["study"])
+    features = compute_features(images, run.config.get("backbone", DEFAULT_BACKBONE), progress, share=1.0)
+    path = save_embeddings(run.id, "embeddings", features, images)
+    return StageResult({"n_images": len(features), "dim": int(features.shape[1])}, {"embeddings": path})
+
+
+@dataclass(frozen=True)
+class TeacherStageConfig:
+    study: str
+    backbone: str = DEFAULT_BACKBONE
+    split: SplitConfig = field(default_factory=SplitConfig)
+    teacher: dict[str, Any] = field(default_factory=dict)  # TeacherConfig overrides
+    judgments_digest: str = ""  # which judgments the run saw (the closed loop reuses runs on unchanged data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TeacherStageConfig:
+        data = dict(data)
+        data["split"] = SplitConfig(**data.get("split", {}))
+        return cls(**data)
+
+
+def training_triplets(train: pd.DataFrame, images: StudyImages) -> tuple[np.ndarray, np.ndarray]:
+    """One row per distinct triplet with the human choice distribution [p01, p02, p12] (odd one out last)."""
+    from study.reliability import triplet_human_stats
+
+    stats = triplet_human_stats(train)
+    triplets = images.rows(stats[["stim0", "stim1", "stim2"]].to_numpy())
+    return triplets, stats[["p01", "p02", "p12"]].to_numpy(np.float64)
+
+
+@register_stage("teacher")
+def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+    from alignment.teacher import TeacherConfig, fit_teacher
+
+    config = TeacherStageConfig.from_dict(run.config)
+    teacher_config = TeacherConfig.from_dict(config.teacher)  # a bad override fails before any computation
+    images = study_images(db, config.study)
+    train, test = split_study_judgments(db, config.study, config.split)
+    features = compute_features(images, config.backbone, progress)
+    triplets, probs = training_triplets(train, images)
+    progress(0.5, f"fitting the teacher on {len(triplets)} triplets ({len(train)} judgments)")
+    teacher = fit_teacher(features, triplets, choice_probs=probs, config=teacher_config,
+                          progress=lambda step, total: progress(0.5 + 0.45 * step / max(total, 1), f"step {step}"))
+    teacher_dir = teacher.save(run_dir(run.id) / "teacher")
+    split_path = run_dir(run.id) / "split.npz"
+    np.savez(split_path, test_keys=test[["participant_id", "trial_index"]].to_numpy(np.int64))
+    artifacts = {"teacher": str(teacher_dir.relative_to(data_home())),
+                 "embeddings": save_embeddings(run.id, "embeddings", teacher.transform(features), images),
+                 "raw_embeddings": save_embeddings(run.id, "raw_embeddings", features, images),
+                 "split": str(split_path.relative_to(data_home()))}
+    summary = {k: v for k, v in teacher.summary.items() if isinstance(v, int | float | str)}
+    return StageResult({**summary, "n_train_judgments": len(train), "n_test_judgments": len(test)}, artifacts)
