@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from db.engine import Database
 from db.models import Base
+from study.stimuli import import_stimulus_set
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 RESEARCHER_PASSWORD = "s3cret-pass"
@@ -29,3 +31,18 @@ def app_home(tmp_path, monkeypatch) -> Path:
     get_db.clear()
     researcher_password_hash.clear()
     return tmp_path
+
+
+@pytest.fixture
+def stimulus_set(app_home, tmp_path_factory):
+    """A small real import: 3 superordinates x 2 categories x 4 generated images."""
+    folder = tmp_path_factory.mktemp("images")
+    colours = iter(range(0, 250, 10))
+    for sup in ("animal", "food", "tool"):
+        for cat in ("a", "b"):
+            (folder / sup / f"{sup}-{cat}").mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (40, 40), (next(colours), 80 + 10 * i, 120)).save(folder / sup / f"{sup}-{cat}" / f"{i}.png")
+    db = Database.from_url()
+    import_stimulus_set(db, folder, "toy set")
+    return db

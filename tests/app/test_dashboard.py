@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from db.engine import Database
 from db.models import Participant, ParticipantStatus
 from study import participation as P
-from study.stimuli import import_stimulus_set
 from tests.app.conftest import MAIN
-
-
-@pytest.fixture
-def stimulus_set(app_home, tmp_path_factory):
-    """A small real import: 3 superordinates x 2 categories x 4 generated images."""
-    folder = tmp_path_factory.mktemp("images")
-    colours = iter(range(0, 250, 10))
-    for sup in ("animal", "food", "tool"):
-        for cat in ("a", "b"):
-            (folder / sup / f"{sup}-{cat}").mkdir(parents=True)
-            for i in range(4):
-                Image.new("RGB", (40, 40), (next(colours), 80 + 10 * i, 120)).save(folder / sup / f"{sup}-{cat}" / f"{i}.png")
-    db = Database.from_url()
-    import_stimulus_set(db, folder, "toy set")
-    return db
 
 
 def _logged_in(page: str) -> AppTest:
