@@ -4,7 +4,9 @@ The baseline is written the way the gLocal reference code fits its transform: sc
 features, W = 1e-3 I and b = 1e-3 * 1, for each mini-batch of 256 triplets gather the three feature
 vectors of every triplet, transform all 3B copies, softmax over the three pair dot products with pair
 (0, 1) as the target, plus lambda * ||W - mean(diag W) I||^2; Adam (lr 1e-3), gradient-norm clipping at
-1, a LinearLR ramp from lr/3. The reference stops early on the validation *loss*; here the baseline
+1, a LinearLR ramp from lr/3. The reference's lr is 1e-3; the baseline also runs at 1e-4 and 3e-5
+(lower rates generalise much better here) and the one with the best validation accuracy is compared.
+The reference stops early on the validation *loss*; here the baseline
 keeps the epoch with the best validation *accuracy* (patience 2 epochs), because its loss at T = 1 rises
 after epoch 1 while accuracy still improves: stopping on loss would leave it far below equal accuracy.
 
@@ -49,7 +51,7 @@ def _baseline_val_accuracy(x, triplets, weight, bias) -> float:
 def fit_baseline(
     features, train, val, *, reg_weight, max_epochs, patience=2, batch_size=256, lr=1e-3, seed=0
 ):
-    """gLocal-style per-triplet mini-batch Adam; returns (W, b, epochs run, seconds per epoch)."""
+    """gLocal-style per-triplet mini-batch Adam; returns (W, b, epochs run, s/epoch, best val accuracy)."""
     torch.manual_seed(seed)
     x = torch.from_numpy((features - features.mean()) / features.std())
     dim = x.shape[1]
@@ -75,7 +77,8 @@ def fit_baseline(
             if flat >= patience:
                 break
     w, b = best_state
-    return w.T.numpy(), b.numpy(), epochs_run, (time.perf_counter() - start) / epochs_run  # as z = W x + b
+    seconds_per_epoch = (time.perf_counter() - start) / epochs_run
+    return w.T.numpy(), b.numpy(), epochs_run, seconds_per_epoch, best  # W as in z = W x + b
 
 
 def _accuracy(features, weight, bias, triplets) -> float:
@@ -83,7 +86,7 @@ def _accuracy(features, weight, bias, triplets) -> float:
     return float(correct_choices(pair_similarities(z, triplets)).mean())
 
 
-def run(sizes, n_images, dim, n_test, threads, reg_weight, max_epochs, seed, full_w):
+def run(sizes, n_images, dim, n_test, threads, reg_weight, max_epochs, seed, full_w, baseline_lrs):
     torch.set_num_threads(threads)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # pay torch.optim's one-off import outside timings
     data = planted_triplets(n_images, dim, max(sizes) + n_test, nuisance=1.0, nuisance_decay=1.0, seed=seed)
@@ -119,18 +122,30 @@ def run(sizes, n_images, dim, n_test, threads, reg_weight, max_epochs, seed, ful
             print(
                 f"{m:>9} {label:<34} {full_s:>8.1f} {full_acc:>9.4f} {full.summary['steps']:>13}", flush=True
             )
-        start = time.perf_counter()
-        w, b, epochs, per_epoch = fit_baseline(
-            data.features, train, val, reg_weight=reg_weight, max_epochs=max_epochs, seed=seed
+        base_s, base_acc = _run_baselines(
+            data, train, val, test, m, reg_weight, max_epochs, seed, baseline_lrs
         )
-        base_s = time.perf_counter() - start
-        base_acc = _accuracy(data.features, w, b, test)
-        label = f"baseline (per-triplet Adam, {per_epoch:.0f} s/ep)"
-        print(f"{m:>9} {label:<34} {base_s:>8.1f} {base_acc:>9.4f} {epochs:>13}")
         print(
-            f"{m:>9} {'-> speed-up / accuracy difference':<34} {base_s / ours_s:>7.1f}x {100 * (ours_acc - base_acc):>+8.2f}pt\n",
+            f"{m:>9} {'-> speed-up / accuracy difference':<34} {base_s / ours_s:>7.1f}x "
+            f"{100 * (ours_acc - base_acc):>+8.2f}pt  (vs the baseline lr with the best val accuracy)\n",
             flush=True,
         )
+
+
+def _run_baselines(data, train, val, test, m, reg_weight, max_epochs, seed, lrs) -> tuple[float, float]:
+    """One baseline fit per learning rate; returns (seconds, test accuracy) of the best on validation."""
+    results = []
+    for lr in lrs:
+        start = time.perf_counter()
+        w, b, epochs, per_epoch, val_acc = fit_baseline(
+            data.features, train, val, reg_weight=reg_weight, max_epochs=max_epochs, lr=lr, seed=seed
+        )
+        seconds, test_acc = time.perf_counter() - start, _accuracy(data.features, w, b, test)
+        label = f"baseline lr={lr:g} ({per_epoch:.0f} s/epoch)"
+        print(f"{m:>9} {label:<34} {seconds:>8.1f} {test_acc:>9.4f} {epochs:>13}", flush=True)
+        results.append((val_acc, seconds, test_acc))
+    _, seconds, test_acc = max(results)
+    return seconds, test_acc
 
 
 def main() -> None:
@@ -144,6 +159,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-full-w", action="store_true", help="skip fit_teacher with subspace_dim=None")
+    parser.add_argument("--baseline-lrs", type=float, nargs="+", default=[1e-3, 1e-4, 3e-5])
     args = parser.parse_args()
     run(
         args.sizes,
@@ -155,6 +171,7 @@ def main() -> None:
         args.max_epochs,
         args.seed,
         not args.no_full_w,
+        args.baseline_lrs,
     )
 
 
