@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from app.pipeline import FEATURE_CACHE_DIR, WEIGHTS_DIR
 from db.engine import Database
-from db.models import Participant, StimulusSet, StudyStatus
+from db.models import Participant, RunStatus, StimulusSet, StudyStatus
 from db.settings import data_home
 from study.config import StudyConfig
 from study.design import DesignConfig, create_study_from_design
@@ -27,13 +27,15 @@ from study.studies import StudyNotFound, get_study, set_study_status
 DEMO_SET = "demo photos"
 DEMO_SLUG = "demo"
 DEMO_IMAGES_DIR = "demo_images"
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 DEMO_DESIGN = DesignConfig(n_lists=60, n_between_class=20, n_within_class=20, n_class_border=20, n_blocks=3,
-                           catch_per_block=2, n_practice=3, within_repeats=4, n_shared=12, seed=7)
+                           catch_per_block=2, n_practice=3, within_repeats=4, n_shared=30, seed=7)
 # Simulated people judge by category structure plus a perceptual similarity; the perceptual part comes from
 # a different network (MobileNetV2) than the one being aligned, so the teacher has something real to learn.
 PERCEPTUAL_BACKBONE = "timm:mobilenetv2_100"
 DEMO_PEOPLE = SimilarityModel(item_weight=0.3)
 DEMO_STUDY = StudyConfig(title="AlignLab demo: which image is the odd one out?", completion_url_template="",
+                         participants_per_list=3,
                          completion_code="DEMO-DONE", early_exit_code="DEMO-EARLY", no_consent_code="DEMO-NOCONSENT")
 
 
@@ -44,9 +46,10 @@ class DemoState:
     simulated_participants: int
 
 
-def ensure_demo(db: Database, *, source: str | None = None, participants: int = 24,
+def ensure_demo(db: Database, *, source: str | None = None, participants: int = 48,
                 report: Callable[[str], None] = print) -> DemoState:
-    """Build whatever part of the demo is missing: images, stimulus set, study, simulated participants."""
+    """Build whatever part of the demo is missing: images, stimulus set, study, simulated participants
+    (the precomputed runs: `ensure_demo_runs`)."""
     set_id = _ensure_stimulus_set(db, source, report)
     _ensure_study(db, set_id, report)
     n_simulated = _ensure_simulated(db, participants, report)
@@ -101,3 +104,31 @@ def _ensure_simulated(db: Database, wanted: int, report: Callable[[str], None]) 
         report(f"simulated {len(summary.participant_ids)} participants ({len(summary.careless_ids)} careless): "
                f"{summary.n_responses} responses, {summary.n_timeouts} timeouts")
     return max(have, wanted)
+
+
+def ensure_demo_runs(db: Database, *, wait: bool, report: Callable[[str], None] = print) -> int | None:
+    """Start the closed loop on the demo study unless one has succeeded or is under way; returns its run id.
+
+    `wait=False` starts it as a background job (the app is usable meanwhile; the Alignment page shows it)."""
+    from app.jobs import execute, launch, mark_lost_runs
+    from app.pipeline import queue_action
+    from app.pipeline.loop import latest_loop
+    from db.runs import list_runs
+
+    with db.read() as session:
+        study_id = get_study(session, DEMO_SLUG).id
+    mark_lost_runs(db)
+    done = latest_loop(db, study_id)
+    if done is not None:
+        return done.id
+    active = [r for r in list_runs(db, kind="align", study_id=study_id) if r.status in ACTIVE_STATUSES]
+    if active:
+        return active[0].id
+    run_id = queue_action(db, "align", DEMO_SLUG)
+    if wait:
+        report(f"running the closed loop on the demo (run {run_id}, about 2-4 minutes)...")
+        execute(db, run_id)
+    else:
+        launch(run_id)
+        report(f"started the closed loop on the demo in the background (run {run_id}); see the Alignment page")
+    return run_id

@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,20 @@ def _file_logger(run_id: int) -> tuple[logging.Logger, logging.Handler]:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger, handler
+
+
+def mark_lost_runs(db: Database, silence_minutes: float = 10.0) -> list[int]:
+    """Runs still marked queued/running whose process stopped reporting (killed, machine restarted) fail
+    with a clear message, so nobody waits for them and a new run can be started."""
+    from sqlalchemy import select
+
+    cutoff = as_utc(datetime.now(UTC)) - timedelta(minutes=silence_minutes)
+    with db.read() as session:
+        active = session.scalars(select(Run).where(Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))).all()
+    lost = [run.id for run in active if as_utc(run.heartbeat_at or run.created_at) < cutoff]
+    for run_id in lost:
+        fail_run(db, run_id, f"lost: no progress report for {silence_minutes:g} minutes (the job's process stopped)")
+    return lost
 
 
 def read_log(run_id: int, max_lines: int = 200) -> str:

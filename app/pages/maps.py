@@ -9,20 +9,27 @@ import pandas as pd
 import streamlit as st
 
 from app import map_cache
-from db.settings import database_url
+from app.pipeline.loop import latest_loop
+from app.resources import get_db
+from db.settings import data_home, database_url
 
 COLOUR_CHOICES = ("category", "superordinate")
 
 
-def choose_representations_ui(options: list[tuple[str, str]]) -> tuple[str, str, str, str, int]:
-    """Before/after representation, method, colouring and k, as plain values."""
+def choose_representations_ui(options: list[tuple[str, str]],
+                              preferred: tuple[str, str] | None) -> tuple[str, str, str, str, int]:
+    """Before/after representation, method, colouring and k, as plain values. Defaults: the latest closed
+    loop's base features vs its AligNet student, else the newest raw features vs the newest run."""
     labels = dict(options)
     refs = list(labels)
     raw = [ref for ref in refs if ref.endswith(":raw_embeddings")]
     default_before = refs.index(raw[0]) if raw else min(1, len(refs) - 1)
+    default_after = 0
+    if preferred and all(ref in refs for ref in preferred):
+        default_before, default_after = refs.index(preferred[0]), refs.index(preferred[1])
     left, right = st.columns(2)
     before = left.selectbox("Before", refs, index=default_before, format_func=labels.get, key="map_before")
-    after = right.selectbox("After", refs, index=0, format_func=labels.get, key="map_after")
+    after = right.selectbox("After", refs, index=default_after, format_func=labels.get, key="map_after")
     a, b, c = st.columns(3)
     method = a.radio("Map", ("umap", "pca"), format_func=str.upper, horizontal=True, key="map_method",
                      help="UMAP keeps neighbourhoods (default); PCA is linear and instant.")
@@ -62,6 +69,15 @@ def image_panel_ui(row: int, points: pd.DataFrame, thumbs: list[str], neighbours
                          caption=str(points["category"].iloc[neighbour]))
 
 
+def evaluation_ui(loop) -> None:
+    """The latest closed loop's before/after table: base vs teacher vs AligNet vs UnAligNet student."""
+    summary = pd.read_csv(data_home() / loop.artifacts["summary"])
+    st.caption(f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out judgments (dot similarity, "
+               "ties wrong), normalised = (acc − 1/3)/(noise ceiling − 1/3), ρ(H,RT) = Spearman of model entropy "
+               "with human response time.")
+    st.dataframe(summary, hide_index=True, width="stretch")
+
+
 def _decode(uri: str) -> bytes:
     return base64.b64decode(uri.split(",", 1)[1])
 
@@ -75,7 +91,10 @@ if len(options) < 2:
     st.info("Maps need two runs with an `embeddings` artifact (feature extraction, teacher or student runs). "
             "Start them on the Alignment page, or run `alignlab map --help` for the file convention.")
     st.stop()
-before, after, method, colour_by, k = choose_representations_ui(options)
+loop = latest_loop(get_db())
+preferred = (f"{loop.metrics['teacher_run']}:raw_embeddings", f"{loop.metrics['alignet_run']}:embeddings") \
+    if loop else None
+before, after, method, colour_by, k = choose_representations_ui(options, preferred)
 if method == "umap":
     map_cache.umap_ready()
 try:
@@ -109,3 +128,9 @@ if "rsa" in built.figures:
     st.plotly_chart(built.figures["entropy_rt"], key="entropy_chart")
 else:
     st.info("No human judgments of these images yet: RSA and entropy-vs-RT appear once the runs' study has some.")
+
+st.subheader("Evaluation on held-out human judgments")
+if loop is None:
+    st.info("Run the closed loop (Alignment page, or `alignlab align --study SLUG`) for the before/after table.")
+else:
+    evaluation_ui(loop)

@@ -41,6 +41,15 @@ class AlignConfig:
         return cls(**data)
 
 
+def latest_loop(db: Database, study_id: int | None = None) -> Run | None:
+    """The newest succeeded closed-loop run (of a study), whose metrics name its child runs."""
+    query = select(Run).where(Run.kind == "align", Run.status == RunStatus.SUCCEEDED).order_by(Run.id.desc())
+    if study_id is not None:
+        query = query.where(Run.study_id == study_id)
+    with db.read() as session:
+        return session.scalars(query.limit(1)).first()
+
+
 def judgments_digest(db: Database, slug: str) -> str:
     """Fingerprint of the usable judgments: new, removed or newly excluded judgments change it."""
     judgments = load_judgments(db, slug)
@@ -80,10 +89,10 @@ def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     evaluation = step.run("eval", "eval", {"study": config.study, "representations": representations,
                                            "labels": list(TABLE_MODELS), "split_run": teacher,
                                            "similarity": config.similarity})
-    metrics = {**get_run(db, evaluation).metrics, "reused_steps": step.reused}
     children = {"teacher_run": teacher, "labels_run": labels, "alignet_run": students["aligned"],
                 "unalignet_run": students["untransformed"], "eval_run": evaluation}
-    return StageResult(metrics, {**get_run(db, evaluation).artifacts, **{k: str(v) for k, v in children.items()}})
+    metrics = {**get_run(db, evaluation).metrics, **children, "reused_steps": step.reused}
+    return StageResult(metrics, get_run(db, evaluation).artifacts)
 
 
 class _Steps:
