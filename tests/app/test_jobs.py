@@ -68,3 +68,15 @@ def test_eta_extrapolates_the_progress_rate():
     run = Run(kind="x", status=RunStatus.RUNNING, progress=0.25, started_at=now - timedelta(seconds=30))
     assert jobs.eta_seconds(run, now) == pytest.approx(90.0)
     assert jobs.eta_seconds(Run(kind="x", status=RunStatus.QUEUED, progress=0.0), now) is None
+
+
+def test_runs_whose_process_stopped_reporting_are_failed_as_lost(db, stage_kind):
+    from db.models import Run
+
+    silent = create_run(db, stage_kind, {})
+    fresh = create_run(db, stage_kind, {})
+    with db.write() as session:
+        session.get(Run, silent).created_at = utcnow() - timedelta(minutes=30)
+    assert jobs.mark_lost_runs(db, silence_minutes=10) == [silent]
+    assert get_run(db, silent).status == RunStatus.FAILED and "lost" in get_run(db, silent).error
+    assert get_run(db, fresh).status == RunStatus.QUEUED
