@@ -11,6 +11,7 @@ from db.models import StudyStatus
 from study.config import StudyConfig
 from study.design import DesignConfig, create_study_from_design
 from study.monitoring import study_progress
+from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
 from study.studies import set_study_status
 
@@ -46,6 +47,27 @@ def link_generator(slugs: list[str]) -> None:
     config = StudyConfig()
     st.caption(f"Codes (set per study in its config): completion `{config.completion_code}`, early exit "
                f"`{config.early_exit_code}`, no consent `{config.no_consent_code}`.")
+
+
+def simulate_form(slugs: list[str]) -> None:
+    """Synthetic participants through the real recording path, always labelled simulated (demos, testing)."""
+    with st.form("simulate"):
+        slug = st.selectbox("Study", slugs, key="simulate_study")
+        columns = st.columns(2)
+        n = columns[0].number_input("Simulated participants", 1, 500, 5)
+        careless = columns[1].number_input("Share careless", 0.0, 1.0, 0.1, step=0.05)
+        submitted = st.form_submit_button("Run simulated participants")
+    if submitted:
+        try:
+            with st.spinner("Simulated participants are answering..."):
+                summary = simulate_participants(get_db(), slug, int(n), careless_share=float(careless),
+                                                seed=0)
+        except (ValueError, LookupError) as error:
+            st.error(str(error))
+            return
+        flash(f"{len(summary.participant_ids)} simulated participants ({len(summary.careless_ids)} careless) "
+              f"gave {summary.n_responses} responses to {slug}.")
+        st.rerun()
 
 
 def create_form() -> None:
@@ -94,5 +116,7 @@ if slugs:
     with right:
         st.subheader("Participant link")
         link_generator(slugs)
+    st.subheader("Simulated participants")
+    simulate_form(slugs)
 st.subheader("New study")
 create_form()

@@ -1,20 +1,42 @@
-"""Researcher dashboard pages through AppTest: create and open a study, see participants, exclude, export."""
+"""The researcher's whole path through the dashboard in AppTest: import a stimulus zip, create and open a
+study, run simulated participants and watch them arrive, exclude one, and download the three exports."""
 
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from db.models import Participant, ParticipantStatus
-from study import participation as P
+from db.engine import Database
+from db.models import Participant
 from tests.app.conftest import MAIN
 
 
 def _logged_in(page: str) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=60)
+    at = AppTest.from_file(MAIN, default_timeout=120)
     at.session_state["researcher_logged_in"] = True
     at.run()
     return at.switch_page(page).run()
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def _stimulus_zip() -> bytes:
+    """3 superordinates x 2 categories x 4 generated images, zipped as superordinate/category/i.png."""
+    buffer, colours = io.BytesIO(), iter(range(0, 250, 10))
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for sup in ("animal", "food", "tool"):
+            for cat in ("a", "b"):
+                for i in range(4):
+                    image = io.BytesIO()
+                    Image.new("RGB", (40, 40), (next(colours), 80 + 10 * i, 120)).save(image, "PNG")
+                    archive.writestr(f"{sup}/{sup}-{cat}/{i}.png", image.getvalue())
+    return buffer.getvalue()
 
 
 def test_researcher_pages_are_not_reachable_without_login(app_home):
@@ -23,38 +45,44 @@ def test_researcher_pages_are_not_reachable_without_login(app_home):
         at.switch_page("pages/participants.py").run()
 
 
-def test_create_open_watch_exclude_and_export(stimulus_set):
-    at = _logged_in("pages/studies.py")
-    assert not at.exception
-    form_inputs = {w.label: w for w in at.text_input}
-    form_inputs["Slug (used in the link)"].input("toy-study")
-    numbers = {w.label: w for w in at.number_input}
-    numbers["Lists"].set_value(3)
-    numbers["Triplets per level"].set_value(2)
-    numbers["Blocks"].set_value(1)
-    numbers["Catch per block"].set_value(1)
-    at.button(key="FormSubmitter:create_study-Create study").click().run()
-    assert not at.exception and "Created draft study 'toy-study'" in at.success[0].value
+def test_import_create_open_simulate_exclude_and_export(app_home):
+    at = _logged_in("pages/stimuli.py")
+    at.file_uploader[0].set_value(("toy.zip", _stimulus_zip(), "application/zip"))
+    next(t for t in at.text_input if t.label == "Name of the new set").input("toy set")
+    _button(at, "Import").click().run()
+    assert not at.exception and "imported 24 images" in at.success[0].value
 
+    at = _logged_in("pages/studies.py")
+    inputs = {w.label: w for w in at.text_input}
+    inputs["Slug (used in the link)"].input("toy-study")
+    numbers = {w.label: w for w in at.number_input}
+    for label, value in [("Lists", 3), ("Triplets per level", 2), ("Blocks", 1), ("Catch per block", 1)]:
+        numbers[label].set_value(value)
+    _button(at, "Create study").click().run()
+    assert not at.exception and "Created draft study 'toy-study'" in at.success[0].value
     at.radio(key="status_choice").set_value("open")
-    next(b for b in at.button if b.label == "Set status").click().run()
+    _button(at, "Set status").click().run()
     assert "toy-study is now open" in at.success[0].value
-    db = stimulus_set
-    entry = P.enter_study(db, "toy-study", "PROLIFIC123")
-    for trial in P.trial_plan(db, entry.participant_id):
-        P.record_response(db, entry.participant_id, P.ResponsePayload(trial.trial_index, trial.shown, 0, 900.0))
-    P.finish_participant(db, entry.participant_id, ParticipantStatus.COMPLETED)
+
+    next(n for n in at.number_input if n.label == "Simulated participants").set_value(3)
+    _button(at, "Run simulated participants").click().run()
+    assert not at.exception and "3 simulated participants" in at.success[0].value
+    progress = at.dataframe[0].value.set_index("slug").loc["toy-study"]
+    assert (progress.completed, progress.simulated) == (3, 3)
 
     at = _logged_in("pages/participants.py")
-    assert not at.exception
-    assert at.dataframe  # the QC table shows the participant
+    assert not at.exception and len(at.dataframe[0].value) == 3  # the QC table, one row per participant
     next(c for c in at.checkbox if c.label == "Exclude from analyses").check()
     next(t for t in at.text_input if t.label == "Reason").input("catch accuracy too low")
-    next(b for b in at.button if b.label == "Save decision").click().run()
+    _button(at, "Save decision").click().run()
     assert not at.exception and "excluded" in at.success[0].value
-    assert [b.label for b in at.get("download_button")] == ["Download things", "Download jspsych",
-                                                            "Download parquet"]
+    downloads = at.get("download_button")
+    assert [b.label for b in downloads] == ["Download things", "Download jspsych", "Download parquet"]
+
+    db = Database.from_url()
     with db.read() as session:
-        participant = session.get(Participant, entry.participant_id)
-    assert participant.excluded is True and participant.exclusion_reason == "catch accuracy too low"
-    assert participant.payment_status == "pending"  # exclusion is not a payment decision
+        people = session.query(Participant).order_by(Participant.id).all()
+    assert all(p.is_simulated for p in people)
+    assert people[0].excluded and people[0].exclusion_reason == "catch accuracy too low"
+    assert people[0].payment_status == "pending"  # exclusion is not a payment decision
+    db.dispose()
