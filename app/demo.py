@@ -33,7 +33,8 @@ DEMO_DESIGN = DesignConfig(n_lists=60, n_between_class=20, n_within_class=20, n_
 # Simulated people judge by category structure plus a perceptual similarity; the perceptual part comes from
 # a different network (MobileNetV2) than the one being aligned, so the teacher has something real to learn.
 PERCEPTUAL_BACKBONE = "timm:mobilenetv2_100"
-DEMO_PEOPLE = SimilarityModel(item_weight=0.3)
+DEMO_PEOPLE = SimilarityModel(item_weight=0.3, same_domain=0.25,
+                              domains=(("animal", "living"), ("plant", "living"), ("food", "living")))
 DEMO_STUDY = StudyConfig(title="AlignLab demo: which image is the odd one out?", completion_url_template="",
                          participants_per_list=3,
                          completion_code="DEMO-DONE", early_exit_code="DEMO-EARLY", no_consent_code="DEMO-NOCONSENT")

@@ -2,7 +2,8 @@
 (`enter_study` -> `trial_plan` -> `record_response` -> `finish_participant`) and labelled simulated.
 
 Choice model (stated): the similarity of two images is `same_category` if they share a category, else
-`same_superordinate` if they share a superordinate, else `different`; plus `item_weight` times the dot
+`same_superordinate` if they share a superordinate, else `same_domain` if their superordinates share a
+domain (optional `domains`, e.g. animals and plants are living things), else `different`; plus `item_weight` times the dot
 product of fixed unit vectors per image (random but seeded by the image's content hash, or given
 features), which gives within-category structure that every simulated person shares. Per trial, Gaussian
 noise (`noise_sd`) is added to the three pair similarities and the most similar pair is drawn from a
@@ -48,7 +49,9 @@ SESSION_START_MS = 1.7e12  # client clock of the first onset (epoch ms); only di
 class SimilarityModel:
     same_category: float = 0.8
     same_superordinate: float = 0.45
+    same_domain: float = 0.1  # different superordinates in one domain (e.g. living things); see `domains`
     different: float = 0.1
+    domains: tuple[tuple[str, str], ...] = ()  # (superordinate, domain) pairs; empty = no domain level
     item_weight: float = 0.15
     item_dim: int = 8
     noise_sd: float = 0.05
@@ -88,11 +91,15 @@ def item_vector(content_hash: str, dim: int) -> np.ndarray:
 
 def pair_similarities(model: SimilarityModel, items: Sequence[SimulatedStimulus]) -> np.ndarray:
     """Noise-free [s01, s02, s12] of a triplet under the model."""
+    domain = dict(model.domains)
+
     def similarity(a: SimulatedStimulus, b: SimulatedStimulus) -> float:
         if a.category == b.category:
             base = model.same_category
         elif a.superordinate and a.superordinate == b.superordinate:
             base = model.same_superordinate
+        elif domain.get(a.superordinate, a.superordinate) == domain.get(b.superordinate, b.superordinate):
+            base = model.same_domain
         else:
             base = model.different
         return base + model.item_weight * float(a.vector @ b.vector)

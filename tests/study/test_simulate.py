@@ -40,6 +40,13 @@ def test_pair_similarities_follow_category_then_superordinate():
     assert pair_similarities(FLAT, [car, dog, cat]).tolist() == [0.1, 0.1, 0.45]
 
 
+def test_domains_add_a_level_between_superordinates():
+    model = SimilarityModel(item_weight=0.0, same_domain=0.25, domains=(("animal", "living"), ("plant", "living")))
+    dog, tree, car = _item("dog", "animal"), _item("tree", "plant"), _item("car", "vehicle")
+    assert pair_similarities(model, [dog, tree, car]).tolist() == [0.25, 0.1, 0.1]  # the car is the odd one out
+    assert pair_similarities(FLAT, [dog, tree, car]).tolist() == [0.1, 0.1, 0.1]  # no domains: no preference
+
+
 def test_choice_probabilities_and_rt_grow_with_difficulty():
     p = choice_probabilities(np.array([0.8, 0.1, 0.1]), 0.05)
     assert p[0] == pytest.approx(1 / (1 + 2 * math.exp(-14)))
