@@ -61,11 +61,13 @@ def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.nda
 
 
 def noise_ceilings(all_judgments: pd.DataFrame) -> dict[str, float]:
-    """Levels leave-one-out ceiling per level and overall (only levels with enough repeated triplets)."""
+    """Levels leave-one-out ceiling per level and overall, for levels with enough repeated triplets whose
+    humans agree above chance (at or below 1/3, (acc - 1/3)/(ceiling - 1/3) is undefined: reported as NaN)."""
     from study.reliability import levels_noise_ceiling
 
     table = levels_noise_ceiling(all_judgments)
-    return {row.level: float(row.ceiling) for row in table.itertuples() if row.n_triplets > 0}
+    return {row.level: float(row.ceiling) for row in table.itertuples()
+            if row.n_triplets > 0 and row.ceiling > 1 / 3 + 1e-9}
 
 
 def evaluate_representations(db: Database, slug: str, representations: list[Representation],

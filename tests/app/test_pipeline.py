@@ -1,0 +1,67 @@
+"""The closed loop (teacher -> pseudo-labels -> students -> evaluation) on a small study: clear errors before
+long computations, every step recorded as a run, unchanged steps reused, new judgments refit the teacher."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.jobs import execute
+from app.pipeline import queue_action
+from db.models import RunStatus, StudyStatus
+from db.runs import create_run, fail_run, get_run
+from study.design import DesignConfig, create_study_from_design
+from study.simulate import simulate_participants
+from study.studies import set_study_status
+
+FAST = {"teacher": {"reg_weight": 1.0},
+        "pseudo": {"n_triplets": 512, "n_clusters": 6, "clusters_per_group": 4, "images_per_cluster": 4,
+                   "triplets_per_group": 64},
+        "student": {"image_size": 64, "epochs": 1.0, "min_triplets": 16, "head_dim": 64}}
+
+
+@pytest.fixture
+def small_study(stimulus_set):
+    db = stimulus_set
+    design = DesignConfig(n_lists=12, n_between_class=4, n_within_class=4, n_class_border=4, n_blocks=1,
+                          catch_per_block=1, n_practice=0, n_shared=4)
+    create_study_from_design(db, "small", 1, design)
+    set_study_status(db, "small", StudyStatus.OPEN)
+    return db
+
+
+def test_too_few_judgments_is_refused_before_any_run_is_created(small_study):
+    simulate_participants(small_study, "small", 1)
+    with pytest.raises(ValueError, match="at least 50 are needed"):
+        queue_action(small_study, "align", "small", FAST)
+
+
+def test_labels_from_a_failed_teacher_run_are_refused_with_the_reason(small_study):
+    teacher = create_run(small_study, "teacher", {"study": "small"})
+    fail_run(small_study, teacher, "ValueError: something broke")
+    labels = create_run(small_study, "pseudo_labels", {"study": "small", "teacher_run": teacher})
+    assert execute(small_study, labels) == RunStatus.FAILED
+    error = get_run(small_study, labels).error
+    assert f"run {teacher}" in error and "'failed'" in error and "something broke" in error
+
+
+@pytest.mark.slow
+def test_closed_loop_records_every_step_and_reuses_unchanged_ones(small_study):
+    db = small_study
+    simulate_participants(db, "small", 10)
+    first = queue_action(db, "align", "small", FAST)
+    assert execute(db, first) == RunStatus.SUCCEEDED, get_run(db, first).error
+    metrics = get_run(db, first).metrics
+    for key in ("teacher_run", "labels_run", "alignet_run", "unalignet_run", "eval_run"):
+        assert get_run(db, metrics[key]).status == RunStatus.SUCCEEDED
+    assert {"accuracy · base", "accuracy · teacher", "accuracy · AligNet", "accuracy · UnAligNet"} <= set(metrics)
+
+    again = queue_action(db, "align", "small", FAST)
+    assert execute(db, again) == RunStatus.SUCCEEDED
+    assert get_run(db, again).metrics["reused_steps"] == ["teacher", "pseudo_labels", "student aligned",
+                                                          "student untransformed", "eval"]
+
+    simulate_participants(db, "small", 2)  # new judgments arrive: the teacher and everything after it rerun
+    third = queue_action(db, "align", "small", FAST)
+    assert execute(db, third) == RunStatus.SUCCEEDED
+    assert get_run(db, third).metrics["reused_steps"] == []
+    assert get_run(db, third).metrics["teacher_run"] != metrics["teacher_run"]
