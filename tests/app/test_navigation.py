@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app.conftest import MAIN, RESEARCHER_PASSWORD
@@ -24,3 +25,12 @@ def test_wrong_password_is_refused_and_right_password_logs_in(app_home):
     at.text_input[0].input(RESEARCHER_PASSWORD)
     at.button[0].click().run()
     assert at.session_state["researcher_logged_in"] is True
+
+
+def test_a_participant_link_offers_no_researcher_page(app_home):
+    at = AppTest.from_file(MAIN, default_timeout=30)
+    at.query_params["study"] = "anything"
+    at.run()
+    for page in ("pages/participants.py", "pages/studies.py", "pages/login.py", "pages/maps.py"):
+        with pytest.raises(ValueError, match="not a registered page|Could not find"):
+            at.switch_page(page).run()
