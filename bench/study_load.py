@@ -2,7 +2,9 @@
 trial every `interval` seconds for `minutes` minutes against `streamlit run app/server.py` on loopback.
 
 Reports lost responses (given in the browser vs rows in the database), the acknowledgement latency of the
-response POSTs (response -> row committed) and the response -> next-onset gap beyond the fixation.
+response POSTs (response -> row committed) and the response -> next-onset gap beyond the fixation; then the
+same response rate from plain HTTP clients on the same process, to separate the server's share of the
+latency from the browsers' (20 headless renderers compete for the same CPU cores as the server).
 
     .venv/bin/python bench/study_load.py [--participants 20] [--minutes 5] [--interval 1.5]
 """
@@ -15,6 +17,7 @@ import math
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +43,10 @@ window.addEventListener('alignlab:onset', (e) => setTimeout(() => window.dispatc
 """
 
 
-async def participant(browser, url: str, pid: str, respond_after_ms: int, deadline: float) -> dict:
-    """One participant: consent, then every trial answered `respond_after_ms` after its onset; breaks
-    are continued at once. Returns the page's log of onsets, responses and acknowledgements."""
+async def participant(browser, url: str, pid: str, respond_after_ms: int, deadline: float, delay_s: float) -> dict:
+    """One participant arriving after `delay_s`: consent, then every trial answered `respond_after_ms` after
+    its onset; breaks are continued at once. Returns the page's log of onsets, responses and acks."""
+    await asyncio.sleep(delay_s)
     context = await browser.new_context(base_url=url, viewport={"width": 1280, "height": 800})
     await context.add_init_script(LOG_SCRIPT)
     await context.add_init_script(RESPONDER % respond_after_ms)
@@ -64,53 +68,105 @@ async def participant(browser, url: str, pid: str, respond_after_ms: int, deadli
     return log
 
 
-def onset_gaps(log: dict) -> list[float]:
-    onsets = sorted(o["t"] for o in log["onsets"])
-    gaps = []
-    for response in log["responses"]:
-        later = [t for t in onsets if t > response["t"]]
-        if later and later[0] - response["t"] < 5_000:  # a break screen in between is not a gap
-            gaps.append(later[0] - response["t"] - ITI_MS)
-    return gaps
+def onset_gaps(log: dict, per_block: int) -> list[float]:
+    """Response -> next onset beyond the fixation, within blocks (a block's last response is followed by the
+    break screen, not by a fixation)."""
+    onsets = {o["trial_index"]: o["t"] for o in log["onsets"]}
+    return [onsets[r["trial_index"] + 1] - r["t"] - ITI_MS for r in log["responses"]
+            if (r["trial_index"] + 1) % per_block and r["trial_index"] + 1 in onsets]
 
 
-async def run(args, home: Path) -> list[dict]:
+def rest_only(server: AppServer, db, n_clients: int, interval_s: float, count: int) -> list[float]:
+    """The same response rate from plain HTTP clients (no browsers): the server's own share of the latency."""
+    import json
+    import os
+    import threading
+    import urllib.request
+
+    from study.participation import enter_study, trial_plan
+
+    os.environ["ALIGNLAB_HOME"] = str(server.home)  # tokens signed with the server's key file
+    from app.participant.tokens import participant_token
+
+    latencies: list[float] = []
+
+    def client(k: int) -> None:
+        entry = enter_study(db, "load-study", f"rest-{k:02d}")
+        token = participant_token(entry.participant_id)
+        time.sleep(k * interval_s / n_clients)
+        for trial in trial_plan(db, entry.participant_id)[:count]:
+            body = json.dumps({"token": token, "trial_index": trial.trial_index, "shown": list(trial.shown),
+                               "chosen_position": 0, "rt_ms": 1000.0, "input_modality": "keyboard"}).encode()
+            started = time.perf_counter()
+            request = urllib.request.Request(server.url + "/api/responses", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                reply.read()
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(n_clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies
+
+
+async def run(args, home: Path, db) -> tuple[list[dict], list[float]]:
     from playwright.async_api import async_playwright
 
     server = AppServer(home).start()
     try:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            deadline = time.time() + args.minutes * 60 + 120
+            deadline = time.time() + args.minutes * 60 + args.arrival_spread + 120
             respond_after = int(args.interval * 1000) - ITI_MS
-            tasks = [participant(browser, server.url, f"load-{k:02d}", respond_after, deadline)
-                     for k in range(args.participants)]
+            tasks = [participant(browser, server.url, f"load-{k:02d}", respond_after, deadline,
+                                 args.arrival_spread * k / args.participants) for k in range(args.participants)]
             logs = await asyncio.gather(*tasks)
             await browser.close()
+        rest = rest_only(server, db, args.participants, args.interval,
+                         count=min(40, math.ceil(args.minutes * 60 / args.interval)))
     finally:
         server.stop()
-    return logs
+    return logs, rest
 
 
-def report(logs: list[dict], db, args, wall_s: float) -> None:
+def receipt_latencies(db, prefix: str) -> list[float]:
+    """Server receipt time minus the browser's response time (client_onset + rt; same machine clock)."""
+    with db.read() as session:
+        rows = session.execute(select(Response.server_received_at, Response.client_onset_ms, Response.rt_ms)
+                               .join(Participant, Participant.id == Response.participant_id)
+                               .where(Participant.external_id.startswith(prefix))).all()
+    return [received.replace(tzinfo=received.tzinfo or UTC).timestamp() * 1000 - (onset + rt)
+            for received, onset, rt in rows if onset and rt is not None]
+
+
+def report(logs: list[dict], rest: list[float], db, args, wall_s: float) -> None:
     given = sum(len(log["responses"]) for log in logs)
     acked = [a for log in logs for a in log["acks"] if a["id"].startswith("r:")]
     with db.read() as session:
-        rows = session.scalar(select(func.count()).select_from(Response))
+        rows = session.scalar(select(func.count()).select_from(Response).join(Participant)
+                              .where(Participant.external_id.startswith("load-")))
         per_participant = dict(session.execute(select(Participant.external_id, func.count(Response.id))
                                                .join(Response, Response.participant_id == Participant.id)
                                                .group_by(Participant.external_id)).all())
         completed = session.scalar(select(func.count()).where(Participant.status == ParticipantStatus.COMPLETED))
     lost = sum(max(0, len(log["responses"]) - per_participant.get(f"load-{k:02d}", 0)) for k, log in enumerate(logs))
     latencies = np.array([a["latencyMs"] for a in acked])
-    gaps = np.array([g for log in logs for g in onset_gaps(log)])
-    print(f"\n{args.participants} participants, one response every {args.interval} s, {args.minutes} min, "
-          f"one app process; wall time {wall_s:.0f} s")
+    receipt = np.array(receipt_latencies(db, "load-"))
+    per_block = math.ceil(math.ceil(args.minutes * 60 / args.interval) / 2)
+    gaps = np.array([g for log in logs for g in onset_gaps(log, per_block)])
+    print(f"\n{args.participants} participants arriving over {args.arrival_spread:.0f} s, one response every "
+          f"{args.interval} s, {args.minutes} min, one app process; wall time {wall_s:.0f} s")
     print(f"responses given in the browsers {given}, acknowledged {len(acked)}, rows in the database {rows}, "
           f"lost {lost}, participants completed {completed}/{args.participants}")
     print(f"{'measure (ms)':<44}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
     for name, values in (("ack latency (response -> row committed)", latencies),
-                         (f"onset gap beyond the {ITI_MS} ms fixation", gaps)):
+                         ("response -> server receipt, before commit", receipt),
+                         (f"onset gap beyond the {ITI_MS} ms fixation", gaps),
+                         (f"REST only: {len(rest)} POSTs, no browsers", np.array(rest))):
         p50, p95, p99 = np.percentile(values, [50, 95, 99])
         print(f"{name:<44}{p50:>8.1f}{p95:>8.1f}{p99:>8.1f}{values.max():>8.1f}")
 
@@ -120,19 +176,22 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=20)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--interval", type=float, default=1.5, help="seconds between responses")
+    parser.add_argument("--arrival-spread", type=float, default=30.0,
+                        help="participants arrive evenly over this many seconds (0: all at once)")
+    parser.add_argument("--home", type=Path, help="keep the data directory (database, server log) here")
     args = parser.parse_args()
     trials = math.ceil(args.minutes * 60 / args.interval)
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home = args.home or Path(tmp)
         db = prepare_home(home)
         ids = make_stimuli(db, home, per_category=12, size=240)
         config = StudyConfig(iti_ms=ITI_MS, min_valid_rt_ms=0, response_window_ms=15000, instructions=(),
                              ask_demographics=False, ask_strategy=False, completion_url_template="")
         make_study(db, home, "load-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=2,
-                   per_block=math.ceil(trials / 2), participants_per_list=args.participants)
+                   per_block=math.ceil(trials / 2), participants_per_list=2 * args.participants)
         started = time.time()
-        logs = asyncio.run(run(args, home))
-        report(logs, db, args, time.time() - started)
+        logs, rest = asyncio.run(run(args, home, db))
+        report(logs, rest, db, args, time.time() - started)
         db.dispose()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from app.participant import steps
-from app.participant.blocks import block_data
+from app.participant.blocks import API_PREFIX, block_data
 from app.participant.components import session_monitor, trial_block
 from app.participant.flow import Step, block_run, next_step
 from app.participant.identity import ANONYMOUS_ID_PARAM, arrival_from_query
@@ -56,13 +56,19 @@ def participant_page() -> None:
     answered = answered_trials(db, entry.participant_id)
     step = next_step(view, plan, answered, returning=st.session_state["al_returning"])
     redirect = _redirect_url(view) if step == Step.END and st.session_state.get("al_just_finished") else ""
-    session_monitor({"ns": namespace, "token": token, "api": "/api", "redirect": redirect})
+    session_monitor({"ns": namespace, "token": token, "api": API_PREFIX, "redirect": redirect})
     _show(step, db, view, plan, answered, namespace=namespace, token=token)
 
 
 def _enter(db: Database) -> Entry | None:
-    """The participant for this link; a clear message (and no crash) for a bad or unknown link."""
+    """The participant for this link; a clear message (and no crash) for a bad or unknown link.
+
+    Looked up (a write: last seen) once per browser session; later reruns reuse it, which keeps the
+    reruns at block ends cheap when many participants finish a block at once."""
     arrival = arrival_from_query(st.query_params)
+    cached = st.session_state.get("al_entry")
+    if cached is not None and cached[0] == arrival:
+        return cached[1]
     try:
         entry = enter_study(db, arrival.slug, arrival.external_id, external_study_id=arrival.external_study_id,
                             external_session_id=arrival.external_session_id, source=arrival.source)
@@ -82,6 +88,8 @@ def _enter(db: Database) -> Entry | None:
         st.query_params[ANONYMOUS_ID_PARAM] = entry.external_id
     if st.session_state.get("al_pid") != entry.participant_id:
         _start_session(db, entry)
+    if arrival.external_id is not None:
+        st.session_state["al_entry"] = (arrival, entry)
     return entry
 
 
@@ -163,8 +171,10 @@ def _handle_block_event(db: Database, view: ParticipantView, name: str, event: d
     if marker in seen:
         return
     seen.add(marker)
-    for body in event.get("responses") or []:
-        _store_carried_response(db, view.participant_id, body)
+    stored = answered_trials(db, view.participant_id)
+    for body in event.get("responses") or []:  # normally all stored over REST already: no write at all
+        if body.get("trial_index") not in stored:
+            _store_carried_response(db, view.participant_id, body)
     st.session_state["al_restarted"] = True
     if name == "early_exit":
         finish_participant(db, view.participant_id, ParticipantStatus.EARLY_EXIT)

@@ -45,15 +45,16 @@ function createOutbox(ns, api) {
       method: "POST", keepalive: true, headers: { "Content-Type": "application/json" },
       body: JSON.stringify(entry.body),
     }).then(async (reply) => {
-      inFlight.delete(id);
       if (reply.ok || (reply.status >= 400 && reply.status < 500 && reply.status !== 408 && reply.status !== 429)) {
         let answer = {};
         try { answer = await reply.json(); } catch (e) { /* keep {} */ }
         remove(id);
+        inFlight.delete(id);  // only now: a flush meanwhile must not send it a second time
         retryMs = 250;
         notify({ id, ok: reply.ok, status: answer.status || String(reply.status), reason: answer.reason,
                  latencyMs: performance.now() - startedAt, queuedAt: entry.queuedAt });
       } else {
+        inFlight.delete(id);
         scheduleRetry();
       }
     }).catch(() => { inFlight.delete(id); scheduleRetry(); });
