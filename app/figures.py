@@ -64,7 +64,8 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
     fig.update_yaxes(scaleanchor="x", row=1, col=1)  # equal aspect; the after map shares both axes
     fig.update_xaxes(matches="x", row=1, col=2)
     fig.update_yaxes(matches="y", row=1, col=2)
-    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend_title_text=colour_by,
+    fig.update_annotations(font_size=13)  # the subplot titles: two lines each, narrow enough not to overlap
+    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 60, "b": 10}, legend_title_text=colour_by,
                       hovermode="closest")
     return fig
 

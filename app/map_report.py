@@ -47,8 +47,8 @@ def build_figures(inputs: MapInputs, maps: PairedMaps, reorg: Reorganisation, hu
     points = points_table(inputs, maps, reorg)
     moved = moved_most_table(points, reorg, n_moved)
     method = maps.config.method.upper()
-    figures = {"maps": map_pair_figure(points, colour_by, (f"Before: {inputs.before.label} ({method})",
-                                                           f"After: {inputs.after.label} ({method}, aligned)")),
+    figures = {"maps": map_pair_figure(points, colour_by, (f"Before ({method})<br>{inputs.before.label}",
+                                                           f"After ({method}, aligned)<br>{inputs.after.label}")),
                "moved_most": movement_figure(points, moved, colour_by),
                "quality": quality_figure(reorg.quality_table())}
     if humans:
