@@ -7,13 +7,13 @@ import streamlit as st
 
 from app.flash import flash, show_flashes
 from app.resources import get_db
-from db.models import StudyStatus
+from db.models import Study, StudyStatus
 from study.config import StudyConfig
 from study.design import DesignConfig, create_study_from_design
 from study.monitoring import study_progress
 from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
-from study.studies import set_study_status
+from study.studies import get_study, set_study_status, study_config
 
 PROLIFIC_PARAMS = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
 
@@ -30,11 +30,18 @@ def progress_table() -> None:
 
 def status_controls(slugs: list[str]) -> None:
     slug = st.selectbox("Study", slugs, key="status_study")
-    choice = st.radio("Status", [s.value for s in StudyStatus], horizontal=True, key="status_choice")
+    statuses = [s.value for s in StudyStatus]
+    current = statuses.index(_study(slug).status.value)  # not "draft" for an open study
+    choice = st.radio("Status", statuses, index=current, horizontal=True, key="status_choice")
     if st.button("Set status"):
         set_study_status(get_db(), slug, StudyStatus(choice))
         flash(f"{slug} is now {choice}.")
         st.rerun()
+
+
+def _study(slug: str) -> Study:
+    with get_db().read() as session:
+        return get_study(session, slug)
 
 
 def link_generator(slugs: list[str]) -> None:
@@ -44,7 +51,7 @@ def link_generator(slugs: list[str]) -> None:
     st.code(f"{base.rstrip('/')}/?study={slug}&{PROLIFIC_PARAMS}", language=None)
     st.markdown("**Lab / anonymous link** (an anonymous id is generated and kept in the address):")
     st.code(f"{base.rstrip('/')}/?study={slug}", language=None)
-    config = StudyConfig()
+    config = study_config(_study(slug))  # the codes this study gives, not the defaults
     st.caption(f"Codes (set per study in its config): completion `{config.completion_code}`, early exit "
                f"`{config.early_exit_code}`, no consent `{config.no_consent_code}`.")
 
