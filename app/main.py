@@ -1,7 +1,8 @@
 """Streamlit entry point. A link with `?study=SLUG` shows only the participant study; everything else
 is the researcher side, whose data pages appear in the navigation only after the researcher login.
 
-Researcher pages are files under app/pages/ (thin scripts), so AppTest can switch to them.
+Researcher pages are files under app/views/ (thin scripts), so AppTest can switch to them. Not app/pages/:
+Streamlit would treat that folder as legacy multipage pages and serve them before main.py (and its login) ran.
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ from app.participant.page import participant_page
 
 
 def researcher_navigation() -> dict[str, list[st.Page]]:
-    pages = {"AlignLab": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-                          st.Page("pages/maps.py", title="Maps", icon=":material/scatter_plot:")]}
+    pages = {"AlignLab": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+                          st.Page("views/maps.py", title="Maps", icon=":material/scatter_plot:")]}
     if is_researcher():
         pages["Studies"] = [
-            st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
-            st.Page("pages/participants.py", title="Participants & data", icon=":material/groups:"),
-            st.Page("pages/stimuli.py", title="Stimuli", icon=":material/image:"),
+            st.Page("views/studies.py", title="Studies", icon=":material/science:"),
+            st.Page("views/participants.py", title="Participants & data", icon=":material/groups:"),
+            st.Page("views/stimuli.py", title="Stimuli", icon=":material/image:"),
         ]
-        pages["Models"] = [st.Page("pages/alignment.py", title="Alignment runs", icon=":material/model_training:")]
+        pages["Models"] = [st.Page("views/alignment.py", title="Alignment runs", icon=":material/model_training:")]
         logout_button()
     else:
-        pages["Researcher"] = [st.Page("pages/login.py", title="Log in", icon=":material/login:")]
+        pages["Researcher"] = [st.Page("views/login.py", title="Log in", icon=":material/login:")]
     return pages
 
 

@@ -17,7 +17,7 @@ def _page() -> AppTest:
     at = AppTest.from_file(MAIN, default_timeout=60)
     at.session_state["researcher_logged_in"] = True
     at.run()
-    return at.switch_page("pages/alignment.py").run()
+    return at.switch_page("views/alignment.py").run()
 
 
 @pytest.mark.slow

@@ -42,17 +42,17 @@ def _stimulus_zip() -> bytes:
 def test_researcher_pages_are_not_reachable_without_login(app_home):
     at = AppTest.from_file(MAIN, default_timeout=30).run()
     with pytest.raises(ValueError, match="not a registered page|Could not find"):
-        at.switch_page("pages/participants.py").run()
+        at.switch_page("views/participants.py").run()
 
 
 def test_import_create_open_simulate_exclude_and_export(app_home):
-    at = _logged_in("pages/stimuli.py")
+    at = _logged_in("views/stimuli.py")
     at.file_uploader[0].set_value(("toy.zip", _stimulus_zip(), "application/zip"))
     next(t for t in at.text_input if t.label == "Name of the new set").input("toy set")
     _button(at, "Import").click().run()
     assert not at.exception and "imported 24 images" in at.success[0].value
 
-    at = _logged_in("pages/studies.py")
+    at = _logged_in("views/studies.py")
     inputs = {w.label: w for w in at.text_input}
     inputs["Slug (used in the link)"].input("toy-study")
     numbers = {w.label: w for w in at.number_input}
@@ -70,7 +70,7 @@ def test_import_create_open_simulate_exclude_and_export(app_home):
     progress = at.dataframe[0].value.set_index("slug").loc["toy-study"]
     assert (progress.completed, progress.simulated) == (3, 3)
 
-    at = _logged_in("pages/participants.py")
+    at = _logged_in("views/participants.py")
     assert not at.exception and len(at.dataframe[0].value) == 3  # the QC table, one row per participant
     next(c for c in at.checkbox if c.label == "Exclude from analyses").check()
     next(t for t in at.text_input if t.label == "Reason").input("catch accuracy too low")

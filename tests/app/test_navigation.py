@@ -17,7 +17,7 @@ def test_home_page_says_where_the_data_lives(app_home):
 
 def test_wrong_password_is_refused_and_right_password_logs_in(app_home):
     at = AppTest.from_file(MAIN, default_timeout=30).run()
-    at.switch_page("pages/login.py").run()
+    at.switch_page("views/login.py").run()
     at.text_input[0].input("wrong")
     at.button[0].click().run()
     assert "Wrong password" in at.error[0].value
@@ -31,6 +31,6 @@ def test_a_participant_link_offers_no_researcher_page(app_home):
     at = AppTest.from_file(MAIN, default_timeout=30)
     at.query_params["study"] = "anything"
     at.run()
-    for page in ("pages/participants.py", "pages/studies.py", "pages/login.py", "pages/maps.py"):
+    for page in ("views/participants.py", "views/studies.py", "views/login.py", "views/maps.py"):
         with pytest.raises(ValueError, match="not a registered page|Could not find"):
             at.switch_page(page).run()
