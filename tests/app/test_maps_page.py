@@ -14,7 +14,7 @@ from app import map_cache
 from db.engine import Database
 from tests.app.map_fixtures import make_fake_runs
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "maps.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "maps.py")
 CACHED = ("representations", "map_inputs", "paired_maps", "reorganisation", "human_comparison", "thumbnails",
           "figures", "map_html")
 
