@@ -72,7 +72,7 @@ def page_cell(n: int, method: str) -> dict:
     calls = []
     real = alignment.maps.embed_2d
     alignment.maps.embed_2d = lambda x, config: (calls.append(1), real(x, config))[1]
-    at = AppTest.from_file(str(ROOT / "app" / "pages" / "maps.py"), default_timeout=1800)
+    at = AppTest.from_file(str(ROOT / "app" / "views" / "maps.py"), default_timeout=1800)
     at.session_state["map_method"] = method
     start = time.perf_counter()
     at.run()
