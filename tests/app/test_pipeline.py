@@ -65,3 +65,20 @@ def test_closed_loop_records_every_step_and_reuses_unchanged_ones(small_study):
     assert execute(db, third) == RunStatus.SUCCEEDED
     assert get_run(db, third).metrics["reused_steps"] == []
     assert get_run(db, third).metrics["teacher_run"] != metrics["teacher_run"]
+
+
+def test_bad_representations_for_evaluation_are_refused_with_the_reason(small_study):
+    from app.pipeline import parse_representation
+
+    db = small_study
+    features = create_run(db, "features", {"study": "small"})
+    with pytest.raises(ValueError, match="not RUN or RUN:ARTIFACT"):
+        parse_representation(db, "latest")
+    with pytest.raises(LookupError, match="no run with id 999"):
+        parse_representation(db, "999")
+    with pytest.raises(ValueError, match="status 'queued'"):
+        parse_representation(db, str(features))
+    assert execute(db, features) == RunStatus.SUCCEEDED
+    with pytest.raises(ValueError, match="has no 'student' artifact"):
+        parse_representation(db, f"{features}:student")
+    assert parse_representation(db, str(features)).artifact == "embeddings"
