@@ -1,8 +1,10 @@
 // Outbox shared by the participant components (one per page and participant, kept on `window`).
 // Every response and event is written to localStorage first and deleted only when the server has
 // answered (2xx stored/duplicate, or 4xx refused); network errors and 5xx are retried with backoff,
-// so a reload, a dropped connection or a server restart loses nothing.
+// so a reload, a dropped connection or a server restart loses nothing. Answered ids are remembered after the
+// ack too: a page rendered before a re-sent response reached the server must not show that trial again.
 const STORAGE_PREFIX = "alignlab-outbox:";
+const SETTLED_PREFIX = "alignlab-settled:";
 
 function outboxFor(ns, api) {
   window.__alignlabOutboxes = window.__alignlabOutboxes || {};
@@ -12,6 +14,7 @@ function outboxFor(ns, api) {
 
 function createOutbox(ns, api) {
   const storageKey = STORAGE_PREFIX + ns;
+  const settledKey = SETTLED_PREFIX + ns;
   const inFlight = new Set();
   const listeners = new Set();
   let retryMs = 250;
@@ -25,7 +28,16 @@ function createOutbox(ns, api) {
   };
   let memory = load();
 
-  const remove = (id) => { memory = load(); delete memory[id]; save(memory); };
+  const loadSettled = () => {
+    try { return new Set(JSON.parse(localStorage.getItem(settledKey) || "[]")); } catch (e) { return new Set(); }
+  };
+  const settle = (id) => {
+    if (!id.startsWith("r:")) return;  // only responses decide what is shown; events are not remembered
+    const settled = loadSettled();
+    settled.add(id);
+    try { localStorage.setItem(settledKey, JSON.stringify([...settled])); } catch (e) { /* storage full */ }
+  };
+  const remove = (id) => { settle(id); memory = load(); delete memory[id]; save(memory); };
   const notify = (what) => {
     listeners.forEach((fn) => { try { fn(what); } catch (e) { console.error(e); } });
     window.dispatchEvent(new CustomEvent("alignlab:ack", { detail: what }));
@@ -75,6 +87,7 @@ function createOutbox(ns, api) {
     },
     pending(prefix) { return Object.keys(load()).filter((id) => !prefix || id.startsWith(prefix)); },
     has(id) { return id in load(); },
+    answered(id) { return id in load() || loadSettled().has(id); },
     body(id) { const entry = load()[id]; return entry ? entry.body : null; },
     flush,
     subscribe(fn) { listeners.add(fn); return () => listeners.delete(fn); },

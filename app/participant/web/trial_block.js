@@ -80,7 +80,7 @@ function createRun(initial, root, setTriggerValue) {
   const later = (fn, ms) => { const id = setTimeout(() => { timers.delete(id); if (!stopped) fn(); }, ms); timers.add(id); };
 
   const setQueue = (trials) => {
-    queue = trials.filter((t) => !done.has(t.trial_index) && !outbox.has("r:" + t.trial_index)
+    queue = trials.filter((t) => !done.has(t.trial_index) && !outbox.answered("r:" + t.trial_index)
                                   && !(current && current.trial.trial_index === t.trial_index));
   };
 
