@@ -10,7 +10,7 @@ choice entropy with human RT and with human choice entropy, each with a 95% boot
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(_pearson_rows(_ranks(np.asarray(x, float)), _ranks(np.asarray(y, float))))
 
 
-def _interval(samples: np.ndarray) -> tuple[float, float]:
+def bootstrap_interval(samples: np.ndarray) -> tuple[float, float]:
     """95% percentile interval of the finite bootstrap samples."""
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
@@ -80,20 +80,28 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng) -> tuple[float, float, float]:
+def resample_rows(n: int, groups: Sequence | None, n_boot: int, rng) -> list[np.ndarray]:
+    """Bootstrap resamples as row-index arrays. With ``groups`` (e.g. one key per distinct triplet) whole
+    groups are drawn with replacement (cluster bootstrap): judgments of one triplet are not independent, and a
+    triplet answered by many people must not count as many independent observations."""
+    if groups is None:
+        return list(rng.integers(0, n, size=(n_boot, n)))
+    _, codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
+    picks = rng.integers(0, len(members), size=(n_boot, len(members)))
+    return [np.concatenate([members[g] for g in pick]) for pick in picks]
+
+
+def _spearman_ci(x: np.ndarray, y: np.ndarray, resamples: list[np.ndarray]) -> tuple[float, float, float]:
     """Spearman rho over the rows where both are finite, with a bootstrap CI (ranks redone per resample)."""
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if x.size < 3:
+    if keep.sum() < 3:
         return float("nan"), float("nan"), float("nan")
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    chunks = np.array_split(idx, max(1, n_boot // 50))
-    rhos = (
-        np.concatenate([_pearson_rows(_ranks(x[c]), _ranks(y[c])) for c in chunks])
-        if n_boot
-        else np.array([])
-    )
-    return (spearman(x, y), *_interval(rhos))
+    rhos = []
+    for rows in resamples:
+        rows = rows[keep[rows]]
+        rhos.append(spearman(x[rows], y[rows]) if rows.size >= 3 else float("nan"))
+    return (spearman(x[keep], y[keep]), *bootstrap_interval(np.asarray(rhos, dtype=float)))
 
 
 @dataclass(frozen=True)
@@ -110,40 +118,45 @@ class _Scores:
         return _Scores(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
-def _row(name: str, scores: _Scores, ceiling: float | None, n_boot: int, rng) -> dict:
+def _row(name: str, scores: _Scores, ceiling: float | None, resamples: list[np.ndarray]) -> tuple[dict, np.ndarray]:
+    """The report row of one level and its bootstrap accuracy samples."""
     n = len(scores.correct)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    acc_samples = scores.correct[idx].mean(axis=1)
-    ece_samples = np.array([_ece(scores.confidence[i], scores.correct[i], 10) for i in idx])
-    row = {"level": name, "n": n, "accuracy": float(scores.correct.mean())}
-    row["accuracy_low"], row["accuracy_high"] = _interval(acc_samples)
+    acc_samples = np.array([scores.correct[i].mean() for i in resamples])
+    ece_samples = np.array([_ece(scores.confidence[i], scores.correct[i], 10) for i in resamples])
+    row = {"level": name, "n": n, "n_groups": 0, "accuracy": float(scores.correct.mean())}
+    row["accuracy_low"], row["accuracy_high"] = bootstrap_interval(acc_samples)
     row["noise_ceiling"] = float("nan") if ceiling is None else float(ceiling)
     if ceiling is None:
         row["normalised"] = row["normalised_low"] = row["normalised_high"] = float("nan")
     else:
         row["normalised"] = float(normalised_accuracy(row["accuracy"], ceiling))
-        row["normalised_low"], row["normalised_high"] = _interval(normalised_accuracy(acc_samples, ceiling))
+        row["normalised_low"], row["normalised_high"] = bootstrap_interval(normalised_accuracy(acc_samples, ceiling))
     row["ece"] = _ece(scores.confidence, scores.correct, 10)
-    row["ece_low"], row["ece_high"] = _interval(ece_samples)
+    row["ece_low"], row["ece_high"] = bootstrap_interval(ece_samples)
     row["mean_model_entropy"] = float(scores.model_entropy.mean())
     for label, human in (("rt", scores.human_rt), ("human_entropy", scores.human_entropy)):
-        rho, low, high = _spearman_ci(scores.model_entropy, human, n_boot, rng)
+        rho, low, high = _spearman_ci(scores.model_entropy, human, resamples)
         row[f"rho_entropy_{label}"], row[f"rho_entropy_{label}_low"], row[f"rho_entropy_{label}_high"] = (
             rho,
             low,
             high,
         )
-    return row
+    return row, acc_samples
 
 
 @dataclass(frozen=True)
 class EvalReport:
-    """Rows per Levels type plus ``overall``; accuracies count ties as wrong, CIs are 95% bootstrap."""
+    """Rows per Levels type plus ``overall``; accuracies count ties as wrong, CIs are 95% bootstrap.
+
+    ``accuracy_samples`` (per level) are the bootstrap accuracies; reports made with the same triplets,
+    levels, groups, n_boot and seed share their resamples, so differences between models are paired."""
 
     rows: tuple[dict, ...]
     similarity: str
     temperature: float
     n_boot: int
+    clustered: bool = False
+    accuracy_samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def table(self):
         """pandas DataFrame, one row per level and a final ``overall`` row; states the similarity used."""
@@ -156,7 +169,8 @@ class EvalReport:
     def describe(self) -> str:
         return (
             f"odd-one-out accuracy with {self.similarity} similarity (ties count wrong), model entropy at "
-            f"temperature {self.temperature:g}, 95% bootstrap CIs over triplets (n_boot={self.n_boot})"
+            f"temperature {self.temperature:g}, 95% bootstrap CIs over "
+            f"{'distinct triplets (cluster bootstrap)' if self.clustered else 'judgments'} (n_boot={self.n_boot})"
         )
 
     @property
@@ -189,6 +203,7 @@ def evaluate_triplets(
     noise_ceiling: float | Mapping[str, float] | None = None,
     similarity: Similarity = "dot",
     temperature: float = 1.0,
+    groups: Sequence | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> EvalReport:
@@ -197,7 +212,8 @@ def evaluate_triplets(
     Works for raw features, teacher-transformed features and student embeddings alike. ``levels`` names
     each triplet's type (Levels: between_class / within_class / class_border); ``human_rt`` and
     ``human_entropy`` (NaN = unknown) are correlated (Spearman) with the model's choice entropy;
-    ``noise_ceiling`` (one value, or one per level name and ``"overall"``) gives (acc - 1/3)/(ceiling - 1/3).
+    ``noise_ceiling`` (one value, or one per level name and ``"overall"``) gives (acc - 1/3)/(ceiling - 1/3);
+    ``groups`` (one key per judgment, e.g. the triplet key) makes the CIs a cluster bootstrap over groups.
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     triplets = check_triplets(triplets, len(embeddings))
@@ -213,21 +229,24 @@ def evaluate_triplets(
         _per_triplet(human_rt, m, "human_rt"),
         _per_triplet(human_entropy, m, "human_entropy"),
     )
-    rng = np.random.default_rng(seed)
-    rows = []
+    group_array = None if groups is None else _per_judgment(groups, m, "groups")
+    subsets = [("overall", np.ones(m, dtype=bool))]
     if levels is not None:
-        level_array = np.asarray(levels, dtype=object)
-        if level_array.shape != (m,):
-            raise ValueError(f"levels must name one type per triplet ({m}); got shape {level_array.shape}")
-        for name in sorted(set(level_array.tolist())):
-            rows.append(
-                _row(
-                    str(name),
-                    scores.subset(level_array == name),
-                    _ceiling_for(noise_ceiling, name),
-                    n_boot,
-                    rng,
-                )
-            )
-    rows.append(_row("overall", scores, _ceiling_for(noise_ceiling, "overall"), n_boot, rng))
-    return EvalReport(tuple(rows), similarity, temperature, n_boot)
+        level_array = _per_judgment(levels, m, "levels")
+        subsets = [(str(name), level_array == name) for name in sorted(set(level_array.tolist()))] + subsets
+    rng = np.random.default_rng(seed)
+    rows, samples = [], {}
+    for name, mask in subsets:
+        members = None if group_array is None else group_array[mask]
+        resamples = resample_rows(int(mask.sum()), members, n_boot, rng)
+        row, samples[name] = _row(name, scores.subset(mask), _ceiling_for(noise_ceiling, name), resamples)
+        row["n_groups"] = row["n"] if members is None else len(set(members.tolist()))
+        rows.append(row)
+    return EvalReport(tuple(rows), similarity, temperature, n_boot, group_array is not None, samples)
+
+
+def _per_judgment(values, m: int, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=object)
+    if array.shape != (m,):
+        raise ValueError(f"{name} must give one value per triplet ({m}); got shape {array.shape}")
+    return array

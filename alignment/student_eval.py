@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alignment.conventions import check_triplets, pair_similarities
-from alignment.metrics import EvalReport, evaluate_triplets
+from alignment.metrics import EvalReport, bootstrap_interval, evaluate_triplets
 from alignment.pseudolabels import temperature_for_entropy
 
 
@@ -46,14 +46,32 @@ class BeforeAfter:
                 cells[f"{name} acc"] = f"{row['accuracy']:.3f} [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]"
                 cells[f"{name} norm"] = f"{row['normalised']:.2f}"
                 cells[f"{name} ρ(H,RT)"] = f"{row['rho_entropy_rt']:.2f}"
+        for name, per_level in self.gain_intervals().items():
+            for level, (gain, low, high) in per_level.items():
+                rows[level][f"{name} Δ"] = f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"
         return pd.DataFrame(list(rows.values()))
 
     def gains(self, baseline: str | None = None) -> dict[str, dict[str, float]]:
         """Accuracy minus the baseline's, per model and level (the improvement the table claims)."""
+        return {name: {level: values[0] for level, values in per_level.items()}
+                for name, per_level in self.gain_intervals(baseline).items()}
+
+    def gain_intervals(self, baseline: str | None = None) -> dict[str, dict[str, tuple[float, float, float]]]:
+        """Per model and level: (accuracy gain over the baseline, 95% CI low, high). The CI is a paired
+        bootstrap: every model was scored on the same resamples of the held-out triplets."""
         baseline = baseline or next(iter(self.reports))
-        base = {row["level"]: row["accuracy"] for row in self.reports[baseline].rows}
-        return {name: {row["level"]: row["accuracy"] - base[row["level"]] for row in report.rows}
-                for name, report in self.reports.items() if name != baseline}
+        base = self.reports[baseline]
+        base_accuracy = {row["level"]: row["accuracy"] for row in base.rows}
+        result = {}
+        for name, report in self.reports.items():
+            if name == baseline:
+                continue
+            result[name] = {}
+            for row in report.rows:
+                level = row["level"]
+                low, high = bootstrap_interval(report.accuracy_samples[level] - base.accuracy_samples[level])
+                result[name][level] = (row["accuracy"] - base_accuracy[level], low, high)
+        return result
 
 
 def entropy_matched_temperature(embeddings: np.ndarray, triplets: np.ndarray, target: float,
@@ -71,11 +89,13 @@ def compare_models(
     human_entropy: Sequence[float] | None = None,
     noise_ceiling: float | Mapping[str, float] | None = None,
     similarity: str = "dot",
+    groups: Sequence | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> BeforeAfter:
     """Evaluate each named embedding [n_images, D] (same image rows) on held-out human ``triplets``
-    (odd one out last), e.g. ``{"base": features, "AligNet": ..., "UnAligNet": ...}``."""
+    (odd one out last), e.g. ``{"base": features, "AligNet": ..., "UnAligNet": ...}``. ``groups`` (a
+    triplet key per judgment) makes every CI a cluster bootstrap over distinct triplets."""
     if not embeddings:
         raise ValueError("compare_models needs at least one named embedding")
     n_images = {len(e) for e in embeddings.values()}
@@ -90,6 +110,6 @@ def compare_models(
         temperatures[name] = entropy_matched_temperature(values, triplets, target, similarity)
         reports[name] = evaluate_triplets(values, triplets, levels=levels, human_rt=human_rt,
                                           human_entropy=human_entropy, noise_ceiling=noise_ceiling,
-                                          similarity=similarity, temperature=temperatures[name], n_boot=n_boot,
-                                          seed=seed)
+                                          similarity=similarity, temperature=temperatures[name], groups=groups,
+                                          n_boot=n_boot, seed=seed)
     return BeforeAfter(reports, temperatures)

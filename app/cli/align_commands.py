@@ -111,9 +111,15 @@ def print_eval_table(run) -> None:
     from db.settings import data_home
 
     table = pd.read_csv(data_home() / run.artifacts["table"])
-    shown = ["model", "similarity", "level", "n", "accuracy", "accuracy_low", "accuracy_high",
+    shown = ["model", "similarity", "level", "n", "n_groups", "accuracy", "accuracy_low", "accuracy_high",
              "noise_ceiling", "normalised", "rho_entropy_rt", "rho_entropy_human_entropy", "ece"]
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.precision", 3):
         print(table[shown].to_string(index=False))
-    print("accuracy: odd-one-out agreement with held-out human choices (ties wrong), 95% bootstrap CI; "
-          "normalised = (acc - 1/3) / (ceiling - 1/3); rho = Spearman of model entropy with human RT / choice entropy")
+        summary = pd.read_csv(data_home() / run.artifacts["summary"]) if "summary" in run.artifacts else None
+        gains = [] if summary is None else [c for c in summary.columns if c.endswith(" Δ")]
+        if gains:
+            print("\naccuracy gain over the first model, paired 95% CI:")
+            print(summary[["level", *gains]].to_string(index=False))
+    print("accuracy: odd-one-out agreement with held-out human judgments (n; ties wrong); 95% CIs are a cluster "
+          "bootstrap over the n_groups distinct triplets; normalised = (acc - 1/3) / (ceiling - 1/3); "
+          "rho = Spearman of model entropy with human RT / choice entropy")

@@ -86,7 +86,7 @@ def evaluate_representations(db: Database, slug: str, representations: list[Repr
     return compare_models(embeddings, images.rows(test[["stim0", "stim1", "stim2"]].to_numpy()),
                           levels=test["level"].tolist(), human_rt=test["rt_ms"].to_numpy(np.float64),
                           human_entropy=human_uncertainty(all_judgments, test), noise_ceiling=ceilings or None,
-                          similarity=similarity, n_boot=n_boot)
+                          similarity=similarity, groups=test["triplet_key"].tolist(), n_boot=n_boot)
 
 
 def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray) -> np.ndarray:

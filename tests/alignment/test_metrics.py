@@ -97,3 +97,20 @@ def test_inputs_with_the_wrong_length_are_named():
         evaluate_triplets(z, np.array([[0, 1, 2]]), human_rt=[1.0, 2.0])
     with pytest.raises(ValueError, match="levels"):
         evaluate_triplets(z, np.array([[0, 1, 2]]), levels=["a", "b"])
+
+
+def test_cluster_bootstrap_counts_a_triplet_answered_by_many_people_once():
+    # one triplet answered (correctly) by 100 people, ten triplets answered (wrongly) by one person each
+    z = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    triplets = np.array([[0, 1, 2]] * 100 + [[0, 2, 1]] * 10)
+    keys = ["shared"] * 100 + [f"single-{i}" for i in range(10)]
+    by_judgment = evaluate_triplets(z, triplets, n_boot=500).overall
+    by_triplet = evaluate_triplets(z, triplets, groups=keys, n_boot=500)
+    assert by_triplet.overall["accuracy"] == by_judgment["accuracy"] == pytest.approx(100 / 110)
+    assert by_judgment["accuracy_low"] > 0.8 and by_judgment["n_groups"] == 110
+    assert by_triplet.overall["n_groups"] == 11
+    assert by_triplet.overall["accuracy_low"] == 0.0  # resamples without the shared triplet exist (p ~ 0.35)
+    assert "cluster bootstrap" in by_triplet.describe() and "over judgments" in evaluate_triplets(
+        z, triplets, n_boot=1).describe()
+    with pytest.raises(ValueError, match="groups must give one value per triplet"):
+        evaluate_triplets(z, triplets, groups=keys[:5])

@@ -44,3 +44,18 @@ def test_embeddings_over_different_images_are_refused():
         compare_models({"base": truth, "student": truth[:50]}, triplets)
     with pytest.raises(ValueError, match="at least one"):
         compare_models({}, triplets)
+
+
+def test_gain_intervals_are_paired_over_the_same_resamples():
+    truth, triplets, levels, rng = _case()
+    base = rng.standard_normal((60, 4))
+    keys = [str(i // 3) for i in range(len(triplets))]  # three judgments per "triplet"
+    result = compare_models({"base": base, "same": base.copy(), "aligned": truth}, triplets, levels=levels,
+                            groups=keys, n_boot=300)
+    same = result.gain_intervals()["same"]
+    assert all(values == (0.0, 0.0, 0.0) for values in same.values())  # unpaired CIs would straddle 0 widely
+    gain, low, high = result.gain_intervals()["aligned"]["overall"]
+    assert low <= gain <= high and low > 0.3
+    assert result.gains()["aligned"]["overall"] == gain
+    summary = result.summary().set_index("level")
+    assert summary.loc["overall", "aligned Δ"].startswith(f"{gain:+.3f} [")
