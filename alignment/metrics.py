@@ -5,6 +5,10 @@ similarity="dot"|"cosine", temperature=1.0, n_boot=1000, seed=0) -> EvalReport``
 pandas DataFrame with one row per Levels type and a final ``overall`` row: accuracy (ties count wrong),
 noise-ceiling-normalised accuracy (acc - 1/3)/(ceiling - 1/3), ECE, and Spearman rho of the model's
 choice entropy with human RT and with human choice entropy, each with a 95% bootstrap CI.
+
+With ``groups`` (one key per judgment; the pipeline passes the triplet key) every distinct triplet counts once:
+its score is the share of its judgments the model agrees with, its RT the median, and the bootstrap resamples
+triplets. A triplet answered by 100 people is one observation, not 100 (and the noise ceiling is per triplet too).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+import pandas as pd
 
 from alignment.conventions import (
     HUMAN_PAIR,
@@ -80,28 +85,20 @@ def bootstrap_interval(samples: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def resample_rows(n: int, groups: Sequence | None, n_boot: int, rng) -> list[np.ndarray]:
-    """Bootstrap resamples as row-index arrays. With ``groups`` (e.g. one key per distinct triplet) whole
-    groups are drawn with replacement (cluster bootstrap): judgments of one triplet are not independent, and a
-    triplet answered by many people must not count as many independent observations."""
-    if groups is None:
-        return list(rng.integers(0, n, size=(n_boot, n)))
-    _, codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
-    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
-    picks = rng.integers(0, len(members), size=(n_boot, len(members)))
-    return [np.concatenate([members[g] for g in pick]) for pick in picks]
-
-
-def _spearman_ci(x: np.ndarray, y: np.ndarray, resamples: list[np.ndarray]) -> tuple[float, float, float]:
+def _spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng) -> tuple[float, float, float]:
     """Spearman rho over the rows where both are finite, with a bootstrap CI (ranks redone per resample)."""
     keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 3:
+    x, y = x[keep], y[keep]
+    if x.size < 3:
         return float("nan"), float("nan"), float("nan")
-    rhos = []
-    for rows in resamples:
-        rows = rows[keep[rows]]
-        rhos.append(spearman(x[rows], y[rows]) if rows.size >= 3 else float("nan"))
-    return (spearman(x[keep], y[keep]), *bootstrap_interval(np.asarray(rhos, dtype=float)))
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    chunks = np.array_split(idx, max(1, n_boot // 50))
+    rhos = (
+        np.concatenate([_pearson_rows(_ranks(x[c]), _ranks(y[c])) for c in chunks])
+        if n_boot
+        else np.array([])
+    )
+    return (spearman(x, y), *bootstrap_interval(rhos))
 
 
 @dataclass(frozen=True)
@@ -118,12 +115,24 @@ class _Scores:
         return _Scores(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
-def _row(name: str, scores: _Scores, ceiling: float | None, resamples: list[np.ndarray]) -> tuple[dict, np.ndarray]:
-    """The report row of one level and its bootstrap accuracy samples."""
+def _collapse(scores: _Scores, groups: np.ndarray) -> _Scores:
+    """One row per group: the share of its judgments the model agrees with, its mean confidence and entropy
+    (the same for every ordering of one triplet), the median human RT and the human entropy."""
+    _, codes = np.unique(groups.astype(str), return_inverse=True)
+    frame = pd.DataFrame({f.name: getattr(scores, f.name) for f in fields(scores)}).astype(float)
+    collapsed = frame.groupby(codes).agg({"correct": "mean", "confidence": "mean", "model_entropy": "mean",
+                                          "human_rt": "median", "human_entropy": "median"})
+    return _Scores(*(collapsed[f.name].to_numpy() for f in fields(scores)))
+
+
+def _row(name: str, scores: _Scores, ceiling: float | None, n_boot: int, rng) -> tuple[dict, np.ndarray]:
+    """The report row of one level (``scores`` one row per unit: judgment or group) and its bootstrap
+    accuracy samples."""
     n = len(scores.correct)
-    acc_samples = np.array([scores.correct[i].mean() for i in resamples])
-    ece_samples = np.array([_ece(scores.confidence[i], scores.correct[i], 10) for i in resamples])
-    row = {"level": name, "n": n, "n_groups": 0, "accuracy": float(scores.correct.mean())}
+    idx = rng.integers(0, n, size=(n_boot, n))
+    acc_samples = scores.correct[idx].mean(axis=1)
+    ece_samples = np.array([_ece(scores.confidence[i], scores.correct[i], 10) for i in idx])
+    row = {"level": name, "n": n, "n_groups": n, "accuracy": float(scores.correct.mean())}
     row["accuracy_low"], row["accuracy_high"] = bootstrap_interval(acc_samples)
     row["noise_ceiling"] = float("nan") if ceiling is None else float(ceiling)
     if ceiling is None:
@@ -135,7 +144,7 @@ def _row(name: str, scores: _Scores, ceiling: float | None, resamples: list[np.n
     row["ece_low"], row["ece_high"] = bootstrap_interval(ece_samples)
     row["mean_model_entropy"] = float(scores.model_entropy.mean())
     for label, human in (("rt", scores.human_rt), ("human_entropy", scores.human_entropy)):
-        rho, low, high = _spearman_ci(scores.model_entropy, human, resamples)
+        rho, low, high = _spearman_ci(scores.model_entropy, human, n_boot, rng)
         row[f"rho_entropy_{label}"], row[f"rho_entropy_{label}_low"], row[f"rho_entropy_{label}_high"] = (
             rho,
             low,
@@ -170,7 +179,7 @@ class EvalReport:
         return (
             f"odd-one-out accuracy with {self.similarity} similarity (ties count wrong), model entropy at "
             f"temperature {self.temperature:g}, 95% bootstrap CIs over "
-            f"{'distinct triplets (cluster bootstrap)' if self.clustered else 'judgments'} (n_boot={self.n_boot})"
+            f"{'distinct triplets, each weighted once' if self.clustered else 'judgments'} (n_boot={self.n_boot})"
         )
 
     @property
@@ -213,7 +222,7 @@ def evaluate_triplets(
     each triplet's type (Levels: between_class / within_class / class_border); ``human_rt`` and
     ``human_entropy`` (NaN = unknown) are correlated (Spearman) with the model's choice entropy;
     ``noise_ceiling`` (one value, or one per level name and ``"overall"``) gives (acc - 1/3)/(ceiling - 1/3);
-    ``groups`` (one key per judgment, e.g. the triplet key) makes the CIs a cluster bootstrap over groups.
+    ``groups`` (one key per judgment, e.g. the triplet key): every group counts once (see the module docstring).
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     triplets = check_triplets(triplets, len(embeddings))
@@ -237,10 +246,10 @@ def evaluate_triplets(
     rng = np.random.default_rng(seed)
     rows, samples = [], {}
     for name, mask in subsets:
-        members = None if group_array is None else group_array[mask]
-        resamples = resample_rows(int(mask.sum()), members, n_boot, rng)
-        row, samples[name] = _row(name, scores.subset(mask), _ceiling_for(noise_ceiling, name), resamples)
-        row["n_groups"] = row["n"] if members is None else len(set(members.tolist()))
+        subset = scores.subset(mask)
+        units = subset if group_array is None else _collapse(subset, group_array[mask])
+        row, samples[name] = _row(name, units, _ceiling_for(noise_ceiling, name), n_boot, rng)
+        row["n"] = int(mask.sum())
         rows.append(row)
     return EvalReport(tuple(rows), similarity, temperature, n_boot, group_array is not None, samples)
 

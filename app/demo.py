@@ -20,7 +20,7 @@ from study.config import StudyConfig
 from study.design import DesignConfig, create_study_from_design
 from study.image_sources import build_demo_images
 from study.judgments import load_stimuli
-from study.simulate import SimilarityModel, simulate_participants
+from study.simulate import SimilarityModel, perceptual_item_vectors, simulate_participants
 from study.stimuli import import_stimulus_set
 from study.studies import StudyNotFound, get_study, set_study_status
 
@@ -28,13 +28,16 @@ DEMO_SET = "demo photos"
 DEMO_SLUG = "demo"
 DEMO_IMAGES_DIR = "demo_images"
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
-DEMO_DESIGN = DesignConfig(n_lists=60, n_between_class=20, n_within_class=20, n_class_border=20, n_blocks=3,
-                           catch_per_block=2, n_practice=3, within_repeats=4, n_shared=30, seed=7)
-# Simulated people judge by category structure plus a perceptual similarity; the perceptual part comes from
-# a different network (MobileNetV2) than the one being aligned, so the teacher has something real to learn.
+DEMO_DESIGN = DesignConfig(n_lists=120, n_between_class=20, n_within_class=20, n_class_border=20, n_blocks=3,
+                           catch_per_block=2, n_practice=3, within_repeats=4, n_shared=15, seed=7)
+# Simulated people judge by category structure plus perception: half a broad perceptual similarity, half a few
+# visual attributes they weigh heavily (`perceptual_item_vectors`), both in a different network's feature space
+# (MobileNetV2) than the one being aligned; the teacher has to find those attributes in EfficientNet features.
 PERCEPTUAL_BACKBONE = "timm:mobilenetv2_100"
-DEMO_PEOPLE = SimilarityModel(item_weight=0.3, same_domain=0.25,
+PERCEPTUAL_ATTRIBUTES = {"attribute_share": 0.5, "n_attributes": 6, "seed": 2}
+DEMO_PEOPLE = SimilarityModel(item_weight=0.6, same_domain=0.25,
                               domains=(("animal", "living"), ("plant", "living"), ("food", "living")))
+DEMO_PARTICIPANTS = 120  # one per list: enough held-out judgments per Levels type for a per-level comparison
 DEMO_STUDY = StudyConfig(title="AlignLab demo: which image is the odd one out?", completion_url_template="",
                          participants_per_list=3,
                          completion_code="DEMO-DONE", early_exit_code="DEMO-EARLY", no_consent_code="DEMO-NOCONSENT")
@@ -47,7 +50,7 @@ class DemoState:
     simulated_participants: int
 
 
-def ensure_demo(db: Database, *, source: str | None = None, participants: int = 48,
+def ensure_demo(db: Database, *, source: str | None = None, participants: int = DEMO_PARTICIPANTS,
                 report: Callable[[str], None] = print) -> DemoState:
     """Build whatever part of the demo is missing: images, stimulus set, study, simulated participants
     (the precomputed runs: `ensure_demo_runs`)."""
@@ -82,7 +85,7 @@ def _ensure_study(db: Database, set_id: int, report: Callable[[str], None]) -> N
 
 
 def perceptual_features(db: Database) -> dict[int, np.ndarray]:
-    """Centred MobileNetV2 features per stimulus id (centring spreads their cosines over [-1, 1])."""
+    """The simulated people's perceptual item vectors per stimulus id (see PERCEPTUAL_ATTRIBUTES)."""
     from alignment.backbones import create_backbone
     from alignment.features import extract_features
 
@@ -90,8 +93,7 @@ def perceptual_features(db: Database) -> dict[int, np.ndarray]:
     backbone = create_backbone(PERCEPTUAL_BACKBONE, cache_dir=data_home() / WEIGHTS_DIR)
     features = extract_features(backbone, [data_home() / p for p in stimuli["path"]],
                                 cache_dir=data_home() / FEATURE_CACHE_DIR)
-    features = features - features.mean(axis=0)
-    return dict(zip(stimuli["id"].tolist(), features, strict=True))
+    return perceptual_item_vectors(dict(zip(stimuli["id"].tolist(), features, strict=True)), **PERCEPTUAL_ATTRIBUTES)
 
 
 def _ensure_simulated(db: Database, wanted: int, report: Callable[[str], None]) -> int:

@@ -5,7 +5,8 @@ Choice model (stated): the similarity of two images is `same_category` if they s
 `same_superordinate` if they share a superordinate, else `same_domain` if their superordinates share a
 domain (optional `domains`, e.g. animals and plants are living things), else `different`; plus `item_weight` times the dot
 product of fixed unit vectors per image (random but seeded by the image's content hash, or given
-features), which gives within-category structure that every simulated person shares. Per trial, Gaussian
+features, e.g. `perceptual_item_vectors`), which gives within-category structure that every simulated person
+shares. Per trial, Gaussian
 noise (`noise_sd`) is added to the three pair similarities and the most similar pair is drawn from a
 softmax with `temperature`; the odd one out is the image outside that pair.
 RT model: lognormal around `rt_floor_ms + rt_scale_ms * exp(-margin / rt_margin_scale)`, where the margin
@@ -87,6 +88,30 @@ def item_vector(content_hash: str, dim: int) -> np.ndarray:
     seed = int(hashlib.sha256(content_hash.encode()).hexdigest()[:16], 16)
     vector = np.random.default_rng(seed).normal(size=dim)
     return vector / np.linalg.norm(vector)
+
+
+def perceptual_item_vectors(features: Mapping[int, Sequence[float]], *, attribute_share: float,
+                            n_attributes: int, seed: int = 0) -> dict[int, np.ndarray]:
+    """Unit item vectors (for `features=`) whose dot product is
+    `(1 - attribute_share) * cos(f_i, f_j) + attribute_share * cos(a_i, a_j)`: a broad perceptual similarity in
+    a (centred) feature space plus `n_attributes` attributes people weigh heavily, seeded random directions of
+    that space, each standardised over the images. Human similarity is low-dimensional (THINGS/SPoSE) and
+    weighs a few visual attributes more than a network's overall similarity does: what a teacher must learn."""
+    if not features or not 0 <= attribute_share <= 1 or n_attributes < 1:
+        raise ValueError(f"perceptual_item_vectors needs features, 0 <= attribute_share <= 1 (got {attribute_share}) "
+                         f"and n_attributes >= 1 (got {n_attributes})")
+    ids = list(features)
+    matrix = np.stack([np.asarray(features[i], dtype=float) for i in ids])
+    matrix = matrix - matrix.mean(axis=0)
+    attributes = matrix @ np.random.default_rng(seed).normal(size=(matrix.shape[1], n_attributes))
+    attributes = (attributes - attributes.mean(axis=0)) / np.maximum(attributes.std(axis=0), 1e-12)
+    combined = np.hstack([np.sqrt(1 - attribute_share) * _unit_rows(matrix),
+                          np.sqrt(attribute_share) * _unit_rows(attributes)])
+    return dict(zip(ids, combined, strict=True))
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def pair_similarities(model: SimilarityModel, items: Sequence[SimulatedStimulus]) -> np.ndarray:

@@ -120,6 +120,7 @@ def print_eval_table(run) -> None:
         if gains:
             print("\naccuracy gain over the first model, paired 95% CI:")
             print(summary[["level", *gains]].to_string(index=False))
-    print("accuracy: odd-one-out agreement with held-out human judgments (n; ties wrong); 95% CIs are a cluster "
-          "bootstrap over the n_groups distinct triplets; normalised = (acc - 1/3) / (ceiling - 1/3); "
-          "rho = Spearman of model entropy with human RT / choice entropy")
+    print("accuracy: per held-out triplet the share of its n human judgments the model agrees with (ties wrong), "
+          "averaged over the n_groups distinct triplets; 95% CIs bootstrap the triplets; normalised = "
+          "(acc - 1/3) / (ceiling - 1/3); rho = Spearman of model entropy with the triplet's median human RT / "
+          "choice entropy")

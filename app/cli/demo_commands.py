@@ -10,7 +10,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="demo_command", required=True)
     build = commands.add_parser("build", help="build what is missing of the demo (idempotent, fast when done)")
     build.add_argument("--source", help="image source: tuxpaint-photos (default), fashion-mnist, folder:PATH")
-    build.add_argument("--participants", type=int, default=48, help="simulated participants (default 48)")
+    build.add_argument("--participants", type=int, help="simulated participants (default: app.demo.DEMO_PARTICIPANTS, 120)")
     build.add_argument("--runs", choices=["background", "wait", "skip"], default="background",
                        help="the demo's closed-loop run: start it in the background (default), wait for it, or skip")
     build.set_defaults(func=_build)
@@ -21,7 +21,7 @@ def _build(args: argparse.Namespace) -> int:
     from db.engine import Database
 
     db = Database.from_url()
-    state = ensure_demo(db, source=args.source, participants=args.participants)
+    state = ensure_demo(db, source=args.source, **({"participants": args.participants} if args.participants else {}))
     print(f"demo ready: study {state.slug!r} with {state.simulated_participants} simulated participants")
     if args.runs != "skip":
         ensure_demo_runs(db, wait=args.runs == "wait")

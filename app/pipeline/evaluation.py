@@ -110,8 +110,11 @@ def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     result.table().to_csv(path, index=False)
     summary_path = run_dir(run.id) / "eval_summary.csv"
     result.summary().to_csv(summary_path, index=False)
-    metrics = {f"gain · {name} · {level}": round(gain, 4) for name, gains in result.gains().items()
-               for level, gain in gains.items()}
+    metrics = {}
+    for name, per_level in result.gain_intervals().items():
+        for level, (gain, low, high) in per_level.items():
+            metrics |= {f"gain · {name} · {level}": round(gain, 4), f"gain_low · {name} · {level}": round(low, 4),
+                        f"gain_high · {name} · {level}": round(high, 4)}
     metrics |= {f"accuracy · {name}": round(report.overall["accuracy"], 4) for name, report in result.reports.items()}
     return StageResult(metrics, {"table": str(path.relative_to(data_home())),
                                  "summary": str(summary_path.relative_to(data_home()))})

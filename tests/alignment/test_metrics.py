@@ -99,18 +99,29 @@ def test_inputs_with_the_wrong_length_are_named():
         evaluate_triplets(z, np.array([[0, 1, 2]]), levels=["a", "b"])
 
 
-def test_cluster_bootstrap_counts_a_triplet_answered_by_many_people_once():
+def test_with_groups_each_distinct_triplet_counts_once():
     # one triplet answered (correctly) by 100 people, ten triplets answered (wrongly) by one person each
     z = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     triplets = np.array([[0, 1, 2]] * 100 + [[0, 2, 1]] * 10)
     keys = ["shared"] * 100 + [f"single-{i}" for i in range(10)]
+    rt = np.array([1000.0] * 100 + [2000.0] * 10)
     by_judgment = evaluate_triplets(z, triplets, n_boot=500).overall
-    by_triplet = evaluate_triplets(z, triplets, groups=keys, n_boot=500)
-    assert by_triplet.overall["accuracy"] == by_judgment["accuracy"] == pytest.approx(100 / 110)
-    assert by_judgment["accuracy_low"] > 0.8 and by_judgment["n_groups"] == 110
-    assert by_triplet.overall["n_groups"] == 11
+    by_triplet = evaluate_triplets(z, triplets, groups=keys, human_rt=rt, n_boot=500)
+    assert by_judgment["accuracy"] == pytest.approx(100 / 110) and by_judgment["n_groups"] == 110
+    assert by_triplet.overall["accuracy"] == pytest.approx(1 / 11)
+    assert (by_triplet.overall["n"], by_triplet.overall["n_groups"]) == (110, 11)
     assert by_triplet.overall["accuracy_low"] == 0.0  # resamples without the shared triplet exist (p ~ 0.35)
-    assert "cluster bootstrap" in by_triplet.describe() and "over judgments" in evaluate_triplets(
+    assert "each weighted once" in by_triplet.describe() and "over judgments" in evaluate_triplets(
         z, triplets, n_boot=1).describe()
     with pytest.raises(ValueError, match="groups must give one value per triplet"):
         evaluate_triplets(z, triplets, groups=keys[:5])
+
+
+def test_with_groups_a_triplet_scores_the_share_of_judgments_the_model_agrees_with():
+    z = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    # the same triplet judged three times: twice as the model would (item 2 odd), once not
+    triplets = np.array([[0, 1, 2], [1, 0, 2], [0, 2, 1], [0, 1, 2]])
+    report = evaluate_triplets(z, triplets, groups=["t", "t", "t", "u"], levels=["a", "a", "a", "b"], n_boot=10)
+    rows = {row["level"]: row for row in report.rows}
+    assert rows["a"]["accuracy"] == pytest.approx(2 / 3) and rows["b"]["accuracy"] == 1.0
+    assert rows["overall"]["accuracy"] == pytest.approx((2 / 3 + 1) / 2)

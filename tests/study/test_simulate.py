@@ -21,6 +21,7 @@ from study.simulate import (
     item_vector,
     median_rt_ms,
     pair_similarities,
+    perceptual_item_vectors,
     simulate_participants,
 )
 from study.studies import set_study_status
@@ -67,6 +68,27 @@ def _study(db, slug="sim-study"):
     ids = make_stimuli(db, per_category=4)
     make_study(db, slug, [levels_list(ids)], participants_per_list=50)
     return ids
+
+
+def test_perceptual_item_vectors_mix_broad_similarity_and_attributes_as_stated():
+    rng = np.random.default_rng(0)
+    features = {i: rng.normal(size=16) for i in range(10, 30)}
+    vectors = perceptual_item_vectors(features, attribute_share=0.25, n_attributes=3, seed=5)
+    matrix = np.stack(list(features.values()))
+    centred = matrix - matrix.mean(axis=0)
+    attributes = centred @ np.random.default_rng(5).normal(size=(16, 3))
+    attributes = (attributes - attributes.mean(axis=0)) / attributes.std(axis=0)
+
+    def cosine(a, b):
+        return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+    i, j = 3, 11  # rows of ids 13 and 21
+    expected = 0.75 * cosine(centred[i], centred[j]) + 0.25 * cosine(attributes[i], attributes[j])
+    assert vectors[13] @ vectors[21] == pytest.approx(expected)
+    assert np.linalg.norm(vectors[13]) == pytest.approx(1.0)
+    assert list(vectors) == list(features)
+    with pytest.raises(ValueError, match="attribute_share"):
+        perceptual_item_vectors(features, attribute_share=1.5, n_attributes=3)
 
 
 def test_simulated_sessions_go_through_the_recording_path_and_are_labelled(db):
