@@ -20,9 +20,9 @@ def test_demo_loop_improves_every_levels_type_and_the_control_does_not(app_home)
     ensure_demo_runs(db, wait=True, report=lambda message: None)
     metrics = latest_loop(db).metrics
     for level in LEVELS:
-        def gain(model, bound=""):
-            return metrics[f"gain{bound} · {model} · {level}"]
-
-        assert gain("teacher", "_low") > 0, f"teacher vs raw at {level}: {gain('teacher')} [{gain('teacher', '_low')}, ...]"
-        assert gain("AligNet", "_low") > 0, f"AligNet vs base at {level}: {gain('AligNet')}"
-        assert gain("AligNet") > gain("UnAligNet") + 0.03, f"AligNet {gain('AligNet')} vs UnAligNet {gain('UnAligNet')}"
+        teacher, teacher_low = metrics[f"gain · teacher · {level}"], metrics[f"gain_low · teacher · {level}"]
+        alignet, alignet_low = metrics[f"gain · AligNet · {level}"], metrics[f"gain_low · AligNet · {level}"]
+        control = metrics[f"gain · UnAligNet · {level}"]
+        assert teacher_low > 0, f"teacher vs raw at {level}: {teacher:+.3f}, CI low {teacher_low:+.3f}"
+        assert alignet_low > 0, f"AligNet vs base at {level}: {alignet:+.3f}, CI low {alignet_low:+.3f}"
+        assert alignet > control + 0.03, f"{level}: AligNet {alignet:+.3f} vs UnAligNet {control:+.3f}"
