@@ -72,9 +72,10 @@ def image_panel_ui(row: int, points: pd.DataFrame, thumbs: list[str], neighbours
 def evaluation_ui(loop) -> None:
     """The latest closed loop's before/after table: base vs teacher vs AligNet vs UnAligNet student."""
     table = evaluation_rows(pd.read_csv(data_home() / loop.artifacts["summary"]))
-    st.caption(f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out judgments (dot similarity, "
-               "ties wrong), normalised = (acc − 1/3)/(noise ceiling − 1/3), ρ(H,RT) = Spearman of model entropy "
-               "with human response time.")
+    st.caption(f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out triplets (per triplet the "
+               "share of its judgments the model agrees with; dot similarity, ties wrong), gain over the base with "
+               "a paired 95% CI, normalised = (acc − 1/3)/(noise ceiling − 1/3), ρ(H,RT) = Spearman of model "
+               "entropy with the triplet's median human response time.")
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
 
 
@@ -83,8 +84,9 @@ def evaluation_rows(summary: pd.DataFrame) -> pd.DataFrame:
     show whole (the UnAligNet columns fell off the page)."""
     names = [column.removesuffix(" acc") for column in summary.columns if column.endswith(" acc")]
     return pd.DataFrame([{"level": row["level"], "representation": name, "n": row["n"],
-                          "accuracy [95% CI]": row[f"{name} acc"], "normalised": row[f"{name} norm"],
-                          "ρ(H,RT)": row[f"{name} ρ(H,RT)"]} for _, row in summary.iterrows() for name in names])
+                          "accuracy [95% CI]": row[f"{name} acc"], "gain [95% CI]": row.get(f"{name} Δ", ""),
+                          "normalised": row[f"{name} norm"], "ρ(H,RT)": row[f"{name} ρ(H,RT)"]}
+                         for _, row in summary.iterrows() for name in names])
 
 
 def _decode(uri: str) -> bytes:
