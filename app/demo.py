@@ -129,7 +129,7 @@ def ensure_demo_runs(db: Database, *, wait: bool, report: Callable[[str], None] 
         return active[0].id
     run_id = queue_action(db, "align", DEMO_SLUG)
     if wait:
-        report(f"running the closed loop on the demo (run {run_id}, about 2-4 minutes)...")
+        report(f"running the closed loop on the demo (run {run_id}, about 1-3 minutes on 2 cores)...")
         execute(db, run_id)
     else:
         launch(run_id)
