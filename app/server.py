@@ -7,6 +7,7 @@ from streamlit.starlette import App
 
 from alignment.maps import start_umap_warmup
 from app.participant.api import api_routes
+from app.participant.blocks import api_prefix
 
-app = App("main.py", routes=api_routes())
+app = App("main.py", routes=api_routes(api_prefix()))
 start_umap_warmup()  # compile UMAP in the background once per server process, before anyone opens Maps

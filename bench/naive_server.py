@@ -3,5 +3,6 @@
 from streamlit.starlette import App
 
 from app.participant.api import api_routes
+from app.participant.blocks import api_prefix
 
-app = App("naive_trial_app.py", routes=api_routes())
+app = App("naive_trial_app.py", routes=api_routes(api_prefix()))

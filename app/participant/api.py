@@ -1,6 +1,7 @@
 """REST endpoints next to the Streamlit app: the trial component posts every response here the moment it is
 given (`fetch(..., {keepalive: true})`), so a block runs in the browser without one rerun per trial.
 
+Paths below server.baseUrlPath, if one is set:
 POST /api/responses  one response -> 200 {"status": "stored" | "duplicate"} or 409 {"status": "rejected"}
 POST /api/events     one interaction event -> 200 {"status": "stored" | "duplicate"}
 GET  /api/stimuli/N  the serving copy of stimulus N
@@ -115,7 +116,8 @@ async def get_stimulus(request: Request) -> Response:
     return FileResponse(path, headers={"Cache-Control": STIMULUS_CACHE})
 
 
-def api_routes(prefix: str = "/api") -> list[Route]:
+def api_routes(prefix: str) -> list[Route]:
+    """The endpoints under `prefix` (`app.participant.blocks.api_prefix()`: /api below server.baseUrlPath)."""
     return [
         Route(f"{prefix}/responses", post_response, methods=["POST"]),
         Route(f"{prefix}/events", post_event, methods=["POST"]),

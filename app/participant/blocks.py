@@ -8,7 +8,15 @@ from app.participant.flow import BlockRun, Intro
 from study.config import StudyConfig
 from study.participation import PlannedTrial
 
-API_PREFIX = "/api"
+
+
+def api_prefix() -> str:
+    """Where the participant REST endpoints live: under `server.baseUrlPath`, beside Streamlit's own routes, so a
+    proxy that forwards only the app's path (e.g. https://lab.example.org/alignlab/) forwards responses too."""
+    from streamlit import config
+    from streamlit.url_util import make_url_path
+
+    return make_url_path(config.get_option("server.baseUrlPath") or "", "/api")
 
 LABELS = {
     "timeout": "It seems you are unsure. Please try to answer a bit faster.",
@@ -21,7 +29,7 @@ HOW_TO_ANSWER = "Click the odd one out, or press ← ↓ → (or 1 2 3)."
 
 
 def stimulus_url(stimulus_id: int) -> str:
-    return f"{API_PREFIX}/stimuli/{stimulus_id}"
+    return f"{api_prefix()}/stimuli/{stimulus_id}"
 
 
 def intro_texts(run: BlockRun, config: StudyConfig) -> dict[str, Any]:
@@ -49,7 +57,7 @@ def block_data(run: BlockRun, config: StudyConfig, *, namespace: str, token: str
                answered_count: int, total: int) -> dict[str, Any]:
     label = "Practice" if run.block_number == 0 else f"Block {run.block_number} of {run.n_blocks}"
     return {
-        "ns": namespace, "token": token, "api": API_PREFIX, "block_key": block_key, "block": run.block,
+        "ns": namespace, "token": token, "api": api_prefix(), "block_key": block_key, "block": run.block,
         "intro": intro_texts(run, config), "trials": [_trial(t) for t in run.trials],
         "next_urls": [stimulus_url(i) for i in run.next_block_first.shown] if run.next_block_first else [],
         "iti_ms": config.iti_ms, "min_rt_ms": config.min_valid_rt_ms, "window_ms": config.response_window_ms,

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from app.participant import steps
-from app.participant.blocks import API_PREFIX, block_data
+from app.participant.blocks import api_prefix, block_data
 from app.participant.components import session_monitor, trial_block
 from app.participant.flow import Step, block_run, next_step
 from app.participant.identity import ANONYMOUS_ID_PARAM, arrival_from_query
@@ -56,7 +56,7 @@ def participant_page() -> None:
     answered = answered_trials(db, entry.participant_id)
     step = next_step(view, plan, answered, returning=st.session_state["al_returning"])
     redirect = _redirect_url(view) if step == Step.END and st.session_state.get("al_just_finished") else ""
-    session_monitor({"ns": namespace, "token": token, "api": API_PREFIX, "redirect": redirect})
+    session_monitor({"ns": namespace, "token": token, "api": api_prefix(), "redirect": redirect})
     _show(step, db, view, plan, answered, namespace=namespace, token=token)
 
 

@@ -44,12 +44,13 @@ class AppServer:
     home: Path
     port: int = field(default_factory=free_port)
     script: str = "app/server.py"
+    base_path: str = ""  # server.baseUrlPath, e.g. "/lab" (as behind a proxy that forwards only that path)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.base_path}"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -62,7 +63,7 @@ class AppServer:
         command = [sys.executable, "-m", "streamlit", "run", self.script, "--server.port", str(self.port),
                    "--server.address", "127.0.0.1", "--server.headless", "true",
                    "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-                   "--server.runOnSave", "false"]
+                   "--server.runOnSave", "false"] + (["--server.baseUrlPath", self.base_path] if self.base_path else [])
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
