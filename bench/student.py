@@ -104,7 +104,9 @@ def _demo_inputs():
     from app.demo import DEMO_SLUG, ensure_demo
     from app.pipeline.data import SplitConfig, split_study_judgments, study_images
     from db.engine import Database
+    from db.migrate import upgrade
 
+    upgrade()  # a fresh ALIGNLAB_HOME has no schema yet
     db = Database.from_url()
     ensure_demo(db, report=lambda message: None)
     images = study_images(db, DEMO_SLUG)
@@ -120,7 +122,8 @@ def _eval_inputs(db, images, test):
     all_judgments = load_judgments(db, DEMO_SLUG)
     test = test[test["level"].notna()]
     rows = images.rows(test[["stim0", "stim1", "stim2"]].to_numpy())
-    return rows, {"levels": test["level"].tolist(), "human_rt": test["rt_ms"].to_numpy(np.float64),
+    return rows, {"levels": test["level"].tolist(), "groups": test["triplet_key"].tolist(),
+                  "human_rt": test["rt_ms"].to_numpy(np.float64),
                   "human_entropy": human_uncertainty(all_judgments, test), "noise_ceiling": noise_ceilings(all_judgments) or None}
 
 
@@ -186,7 +189,7 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--student", default="{}", help="StudentConfig overrides as JSON")
