@@ -8,14 +8,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from study.examples import EXAMPLE_KINDS, example_tokens
+
 PROLIFIC_COMPLETION_URL = "https://app.prolific.com/submissions/complete?cc={code}"
 RESUME_POLICIES = ("resume", "restart_block", "block")
 
 DEFAULT_INSTRUCTIONS = (
     "In each trial you see three images. Click the one that is the **odd one out**: the image that is "
     "least similar to the other two. You can also press ← ↓ → or 1 2 3.",
-    "Some trials are easy: a dog, a cat and a car — the car is the odd one out. Others are harder: three "
-    "animals, or three dogs. There is no right answer; go with your first impression.",
+    "Some trials are easy. Here the image on the right is the odd one out:\n\n[[example: obvious]]\n\n"
+    "Others are harder, such as three images of the same kind. There is no right answer; go with your first "
+    "impression:\n\n[[example: ambiguous]]",
     "Please answer within 15 seconds. A cross (+) appears between trials; keep your eyes on it.",
 )
 
@@ -55,6 +58,11 @@ class StudyConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_valid_rt_ms >= self.response_window_ms > 0:
             raise ValueError("min_valid_rt_ms must be shorter than response_window_ms")
+        for number, page in enumerate(self.instructions, start=1):
+            unknown = [kind for kind in example_tokens(page) if kind not in EXAMPLE_KINDS]
+            if unknown:
+                raise ValueError(f"instructions page {number} asks for example {unknown[0]!r}; "
+                                 f"expected [[example: KIND]] with KIND one of {EXAMPLE_KINDS}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -217,6 +217,7 @@ class ParticipantView:
     strategy: str | None
     flow_state: dict[str, Any]
     config: StudyConfig
+    study_id: int
 
 
 def participant_view(db: Database, participant_id: int) -> ParticipantView:
@@ -225,7 +226,7 @@ def participant_view(db: Database, participant_id: int) -> ParticipantView:
         config = study_config(session.get(Study, participant.study_id))
         return ParticipantView(participant.id, participant.external_id, participant.status, participant.consent,
                                dict(participant.demographics or {}), participant.strategy,
-                               dict(participant.flow_state or {}), config)
+                               dict(participant.flow_state or {}), config, participant.study_id)
 
 
 def answered_trials(db: Database, participant_id: int) -> set[int]:

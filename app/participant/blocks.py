@@ -9,7 +9,6 @@ from study.config import StudyConfig
 from study.participation import PlannedTrial
 
 
-
 def api_prefix() -> str:
     """Where the participant REST endpoints live: under `server.baseUrlPath`, beside Streamlit's own routes, so a
     proxy that forwards only the app's path (e.g. https://lab.example.org/alignlab/) forwards responses too."""

@@ -7,8 +7,11 @@ import time
 
 import streamlit as st
 
+from app.resources import get_db
 from db.engine import Database
 from db.models import ParticipantStatus
+from db.settings import data_home, database_url
+from study.examples import ExampleImage, example_triplets, split_on_examples
 from study.participation import ParticipantView, finish_participant, update_participant
 
 GENDERS = ("", "female", "male", "non-binary", "another gender", "prefer not to say")
@@ -49,13 +52,39 @@ def instructions_ui(db: Database, view: ParticipantView) -> None:
     shown_at = st.session_state.setdefault(shown_key, time.monotonic())
     st.header("Instructions")
     st.caption(f"Page {page + 1} of {len(pages)}")
-    st.markdown(pages[page])
+    instruction_page(view.study_id, pages[page], image_px=view.config.image_px)
     back, forward = st.columns(2)
     if page > 0 and back.button("Back", key="instr_back"):
         st.session_state["al_instr_page"] = page - 1
         st.rerun()
     with forward:
         _next_button(db, view, page, shown_at)
+
+
+def instruction_page(study_id: int, text: str, *, image_px: int) -> None:
+    """The page's text with its `[[example: KIND]]` triplets drawn from the study's images (a kind the
+    stimulus set cannot fill is left out)."""
+    pieces = split_on_examples(text)
+    examples = _examples(database_url(), study_id) if len(pieces) > 1 else {}
+    for index, piece in enumerate(pieces):
+        if index % 2 == 0:
+            if piece.strip():
+                st.markdown(piece)
+        elif piece in examples:
+            _example_row(examples[piece], mark_odd=piece == "obvious", image_px=image_px)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _examples(url: str, study_id: int) -> dict[str, tuple[ExampleImage, ...]]:
+    """Per database and study: one query per ten minutes, not one per participant page run."""
+    return example_triplets(get_db(), study_id)
+
+
+def _example_row(images: tuple[ExampleImage, ...], *, mark_odd: bool, image_px: int) -> None:
+    """Three images at the trial's size, as a trial shows them."""
+    for position, (column, image) in enumerate(zip(st.columns(3), images, strict=True)):
+        caption = "↑ the odd one out" if mark_odd and position == 2 else None
+        column.image(str(data_home() / image.path), caption=caption, width=image_px)
 
 
 def _next_button(db: Database, view: ParticipantView, page: int, shown_at: float) -> None:

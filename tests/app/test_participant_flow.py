@@ -248,3 +248,19 @@ def test_responses_stored_over_rest_are_not_duplicated_by_the_trigger_payload(st
     answer_block(at)  # carries position 0 for trial 0 too: the first stored response wins
     rows = responses(study_db)
     assert [(r.trial_index, r.chosen_position) for r in rows] == [(0, 2), (1, 1)]
+
+
+def test_instruction_examples_show_three_images_each_from_the_study(app_home):
+    _secret.cache_clear()
+    database = Database.from_url()
+    pages = ("Pick the odd one out.", "Easy:\n\n[[example: obvious]]\n\nHarder:\n\n[[example: ambiguous]]")
+    make_study(database, app_home, config=StudyConfig.from_dict(CONFIG.to_dict() | {"instructions": list(pages)}))
+    at = open_link(study="test-study", PROLIFIC_PID="ex1")
+    at.button(key="consent_yes").click().run()
+    at.button[0].click().run()
+    assert "Pick the odd one out." in texts(at) and not at.get("image")
+    at.button(key="instr_next_0").click().run()
+    images = at.get("image")
+    assert len(images) == 6 and not at.exception
+    assert "Easy:" in texts(at) and "Harder:" in texts(at) and "[[example" not in texts(at)
+    database.dispose()

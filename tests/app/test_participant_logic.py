@@ -23,7 +23,7 @@ def plan() -> list[PlannedTrial]:
 
 def view(**changes) -> ParticipantView:
     base = ParticipantView(1, "p", ParticipantStatus.STARTED, True, {}, None,
-                           {"demographics_done": True, "instructions_done": True}, StudyConfig())
+                           {"demographics_done": True, "instructions_done": True}, StudyConfig(), 1)
     return dataclasses.replace(base, **changes)
 
 
