@@ -187,10 +187,11 @@ class EvalReport:
         return self.rows[-1]
 
 
-def _per_triplet(values, m: int, name: str) -> np.ndarray:
+def _per_triplet(values, m: int, name: str, dtype=np.float64) -> np.ndarray:
+    """One value per judged triplet (NaN for all when not given)."""
     if values is None:
         return np.full(m, np.nan)
-    array = np.asarray(values, dtype=np.float64)
+    array = np.asarray(values, dtype=dtype)
     if array.shape != (m,):
         raise ValueError(f"{name} must have one value per triplet ({m}); got shape {array.shape}")
     return array
@@ -238,10 +239,10 @@ def evaluate_triplets(
         _per_triplet(human_rt, m, "human_rt"),
         _per_triplet(human_entropy, m, "human_entropy"),
     )
-    group_array = None if groups is None else _per_judgment(groups, m, "groups")
+    group_array = None if groups is None else _per_triplet(groups, m, "groups", object)
     subsets = [("overall", np.ones(m, dtype=bool))]
     if levels is not None:
-        level_array = _per_judgment(levels, m, "levels")
+        level_array = _per_triplet(levels, m, "levels", object)
         subsets = [(str(name), level_array == name) for name in sorted(set(level_array.tolist()))] + subsets
     rng = np.random.default_rng(seed)
     rows, samples = [], {}
@@ -252,10 +253,3 @@ def evaluate_triplets(
         row["n"] = int(mask.sum())
         rows.append(row)
     return EvalReport(tuple(rows), similarity, temperature, n_boot, group_array is not None, samples)
-
-
-def _per_judgment(values, m: int, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=object)
-    if array.shape != (m,):
-        raise ValueError(f"{name} must give one value per triplet ({m}); got shape {array.shape}")
-    return array

@@ -95,7 +95,7 @@ def compare_models(
 ) -> BeforeAfter:
     """Evaluate each named embedding [n_images, D] (same image rows) on held-out human ``triplets``
     (odd one out last), e.g. ``{"base": features, "AligNet": ..., "UnAligNet": ...}``. ``groups`` (a
-    triplet key per judgment) makes every CI a cluster bootstrap over distinct triplets."""
+    triplet key per judgment): each distinct triplet counts once (see ``alignment.metrics``)."""
     if not embeddings:
         raise ValueError("compare_models needs at least one named embedding")
     n_images = {len(e) for e in embeddings.values()}

@@ -6,9 +6,8 @@ Choice model (stated): the similarity of two images is `same_category` if they s
 domain (optional `domains`, e.g. animals and plants are living things), else `different`; plus `item_weight` times the dot
 product of fixed unit vectors per image (random but seeded by the image's content hash, or given
 features, e.g. `perceptual_item_vectors`), which gives within-category structure that every simulated person
-shares. Per trial, Gaussian
-noise (`noise_sd`) is added to the three pair similarities and the most similar pair is drawn from a
-softmax with `temperature`; the odd one out is the image outside that pair.
+shares. Per trial, Gaussian noise (`noise_sd`) is added to the three pair similarities and the most similar
+pair is drawn from a softmax with `temperature`; the odd one out is the image outside that pair.
 RT model: lognormal around `rt_floor_ms + rt_scale_ms * exp(-margin / rt_margin_scale)`, where the margin
 is the gap between the two most similar pairs (small margin = hard decision = slow), times a per-person
 speed factor; never earlier than the study's minimum valid RT; beyond the response window, or with

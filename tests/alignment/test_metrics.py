@@ -113,7 +113,7 @@ def test_with_groups_each_distinct_triplet_counts_once():
     assert by_triplet.overall["accuracy_low"] == 0.0  # resamples without the shared triplet exist (p ~ 0.35)
     assert "each weighted once" in by_triplet.describe() and "over judgments" in evaluate_triplets(
         z, triplets, n_boot=1).describe()
-    with pytest.raises(ValueError, match="groups must give one value per triplet"):
+    with pytest.raises(ValueError, match="groups must have one value per triplet"):
         evaluate_triplets(z, triplets, groups=keys[:5])
 
 
