@@ -21,7 +21,8 @@ def _build(args: argparse.Namespace) -> int:
     from db.engine import Database
 
     db = Database.from_url()
-    state = ensure_demo(db, source=args.source, **({"participants": args.participants} if args.participants else {}))
+    state = ensure_demo(db, source=args.source,
+                        **({"participants": args.participants} if args.participants is not None else {}))
     print(f"demo ready: study {state.slug!r} with {state.simulated_participants} simulated participants")
     if args.runs != "skip":
         ensure_demo_runs(db, wait=args.runs == "wait")
