@@ -9,7 +9,10 @@ Rules (thresholds in `QCConfig`, defaults from the source studies):
 - THINGS position bias: any of left/middle/right chosen in > 40% or < 27% of answered trials
   (judged only with >= 100 answered trials, THINGS' >= 5 HITs of 20); an unbiased responder still trips
   it with probability ~0.30 at 100 answered trials, ~0.11 at 200, ~0.03 at 330 (multinomial simulation);
-- fullscreen exits and window blurs are counted, and flagged only above a configured maximum.
+- fullscreen exits and window blurs are counted, and flagged only above a configured maximum;
+- early responses: trials on which the participant pressed before the minimum valid RT (the press is ignored
+  and the trial goes on, so with Levels' 1000 ms minimum the THINGS too-fast rule cannot fire; this count is
+  the speed signal that remains), flagged only above a configured maximum.
 Practice trials never count. Flags are suggestions; `set_exclusion` records the researcher's decision.
 """
 
@@ -31,6 +34,7 @@ from study.studies import get_study
 
 FULLSCREEN_EXIT_EVENTS = ("fullscreen_exit", "fullscreenexit")
 BLUR_EVENTS = ("blur",)
+EARLY_EVENTS = ("early_response",)  # logged once per trial by the trial component
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class QCConfig:
     position_min_trials: int = 100
     max_fullscreen_exits: int | None = None  # None: count only
     max_blurs: int | None = None
+    max_early_responses: int | None = None  # trials with a press before the minimum valid RT; None: count only
 
     @classmethod
     def from_file(cls, path: str | Path) -> QCConfig:
@@ -103,6 +108,7 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
         measures = _measures(own, config)
         measures["fullscreen_exits"] = events.get((participant.participant_id, "fullscreen"), 0)
         measures["blurs"] = events.get((participant.participant_id, "blur"), 0)
+        measures["early_responses"] = events.get((participant.participant_id, "early"), 0)
         flags = _flags(measures, config)
         rows.append({**participant._asdict(), **measures, "flags": ", ".join(flags),
                      "suggest_exclude": bool(set(flags) & _EXCLUDING)})
@@ -111,8 +117,8 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
 
 QC_COLUMNS = ["n_answered", "n_timeouts", "catch_accuracy", "n_catch", "fast_windows", "n_windows",
               "share_left", "share_middle", "share_right", "median_rt_ms", "fullscreen_exits", "blurs",
-              "flags", "suggest_exclude"]
-_EXCLUDING = {"catch", "timeouts", "too_fast", "position_bias", "fullscreen", "blur"}
+              "early_responses", "flags", "suggest_exclude"]
+_EXCLUDING = {"catch", "timeouts", "too_fast", "position_bias", "fullscreen", "blur", "early"}
 
 
 def _measures(own: pd.DataFrame, config: QCConfig) -> dict:
@@ -141,6 +147,7 @@ def _flags(m: dict, config: QCConfig) -> list[str]:
         and position_biased(shares, config.position_min_share, config.position_max_share),
         "fullscreen": config.max_fullscreen_exits is not None and m["fullscreen_exits"] > config.max_fullscreen_exits,
         "blur": config.max_blurs is not None and m["blurs"] > config.max_blurs,
+        "early": config.max_early_responses is not None and m["early_responses"] > config.max_early_responses,
     }
     return [name for name, hit in broken.items() if hit]
 
@@ -163,8 +170,9 @@ def _participants(db: Database, slug: str) -> pd.DataFrame:
 
 
 def _event_counts(db: Database, participant_ids: list[int]) -> dict[tuple[int, str], int]:
-    """(participant id, 'fullscreen' | 'blur') -> number of such interaction events."""
-    kinds = {**{kind: "fullscreen" for kind in FULLSCREEN_EXIT_EVENTS}, **{kind: "blur" for kind in BLUR_EVENTS}}
+    """(participant id, 'fullscreen' | 'blur' | 'early') -> number of such interaction events."""
+    kinds = {**{kind: "fullscreen" for kind in FULLSCREEN_EXIT_EVENTS}, **{kind: "blur" for kind in BLUR_EVENTS},
+             **{kind: "early" for kind in EARLY_EVENTS}}
     with db.read() as session:
         rows = session.execute(select(InteractionEvent.participant_id, InteractionEvent.kind, func.count())
                                .where(InteractionEvent.participant_id.in_(participant_ids),

@@ -76,8 +76,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 QC_SHOWN = ["subject", "status", "is_simulated", "excluded", "n_answered", "n_timeouts", "catch_accuracy",
-            "fast_windows", "share_left", "share_middle", "share_right", "median_rt_ms", "blurs",
-            "fullscreen_exits", "flags", "suggest_exclude"]
+            "fast_windows", "early_responses", "share_left", "share_middle", "share_right", "median_rt_ms",
+            "blurs", "fullscreen_exits", "flags", "suggest_exclude"]
 
 
 def _qc(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from study.reliability import levels_noise_ceiling, things_modal_consistency
 
 QC_SHOWN = ["participant_id", "subject", "status", "is_simulated", "excluded", "exclusion_reason", "flags",
             "suggest_exclude", "n_answered", "n_timeouts", "catch_accuracy", "fast_windows", "share_left",
-            "share_middle", "share_right", "median_rt_ms", "fullscreen_exits", "blurs"]
+            "share_middle", "share_right", "median_rt_ms", "early_responses", "fullscreen_exits", "blurs"]
 EXPORT_SUFFIX = {"things": "things.csv", "jspsych": "jspsych.csv", "parquet": "trials.parquet"}
 
 

@@ -105,14 +105,16 @@ def test_participant_qc_too_fast_median_and_events(qc_study):
         P.record_event(db, fast, "blur", client_event_id=f"b{k}")
     P.record_event(db, fast, "fullscreen_exit", client_event_id="f0")
     P.record_event(db, fast, "focus", client_event_id="x0")
+    for k in range(4):  # presses before the minimum valid RT, one event per trial
+        P.record_event(db, fast, "early_response", client_event_id=f"e{k}", trial_index=k, detail={"rt_ms": 300.0})
     row = participant_qc(db, "qc-study").set_index("participant_id").loc[fast]
     assert (row["fast_windows"], row["n_windows"]) == (1, 1)  # 22 answered: one whole window of 20
     assert row["median_rt_ms"] == 2000.0
-    assert (row["blurs"], row["fullscreen_exits"]) == (3, 1)
+    assert (row["blurs"], row["fullscreen_exits"], row["early_responses"]) == (3, 1, 4)
     assert row["flags"] == "fast_window" and not row["suggest_exclude"]  # THINGS drops a worker at >= 5
-    strict = QCConfig(max_fast_windows=0, max_blurs=2, max_fullscreen_exits=1)
+    strict = QCConfig(max_fast_windows=0, max_blurs=2, max_fullscreen_exits=1, max_early_responses=3)
     row = participant_qc(db, "qc-study", strict).set_index("participant_id").loc[fast]
-    assert row["flags"] == "too_fast, blur" and row["suggest_exclude"]
+    assert row["flags"] == "too_fast, blur, early" and row["suggest_exclude"]
 
 
 def test_participant_qc_position_bias_needs_enough_trials(qc_study):

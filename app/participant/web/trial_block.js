@@ -118,7 +118,7 @@ function createRun(initial, root, setTriggerValue) {
     current = null;
     if (queue.length === 0) { finishBlock(); return; }
     const trial = queue.shift();
-    const entry = { trial, onset: null, imgs: null, failed: false, answered: false };
+    const entry = { trial, onset: null, imgs: null, failed: false, answered: false, earlyLogged: false };
     current = entry;
     phase = "fixation";
     showOnly("fix");
@@ -166,7 +166,14 @@ function createRun(initial, root, setTriggerValue) {
     const entry = current;
     if (phase !== "stimulus" || !entry || entry.answered || confirmOpen) return;
     const rt = now - entry.onset;
-    if (rt < data.min_rt_ms) return;  // too early: ignored, the trial goes on
+    if (rt < data.min_rt_ms) {  // too early: ignored, the trial goes on; the first such press is logged for QC
+      if (!entry.earlyLogged) {
+        entry.earlyLogged = true;
+        logEvent(outbox, data.token, "early_response", { rt_ms: rt, position, input_modality: modality },
+                 entry.trial.trial_index);
+      }
+      return;
+    }
     record(entry, { chosen_position: position, rt_ms: rt, client_onset_ms: performance.timeOrigin + entry.onset,
                     input_modality: modality, timed_out: false });
     emit("response", { trial_index: entry.trial.trial_index, t: now, rt_ms: rt, position });

@@ -164,6 +164,34 @@ def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tm
         db.dispose()
 
 
+def test_a_press_before_the_minimum_rt_is_ignored_and_logged_for_qc(browser, served):
+    server, db, ids = served
+    config = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"min_valid_rt_ms": 1000})  # Levels' minimum
+    make_study(db, server.home, "early-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1,
+               per_block=2)
+    page = new_participant_page(browser, server.url)
+    page.goto(study_url("early-study", "early"))
+    go_through_intro_pages(page)
+    page.keyboard.press("Space")
+    page.wait_for_function("() => window.__al.onsets.length >= 1")
+    page.keyboard.press("ArrowLeft")  # at once: ignored, the trial goes on
+    page.keyboard.press("ArrowDown")  # a second early press on the same trial is not logged again
+    time.sleep(1.2)
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => window.__al.onsets.length >= 2")
+    pid = participant_row(db, "early").id
+    deadline = time.time() + 10
+    while time.time() < deadline and not (stored_responses(db, pid) and "early_response" in event_kinds(db, pid)):
+        time.sleep(0.1)
+    (row,) = stored_responses(db, pid)
+    assert (row.trial_index, row.chosen_position) == (0, 2) and row.rt_ms >= 1000
+    with db.read() as session:
+        early = session.scalars(select(InteractionEvent).where(InteractionEvent.participant_id == pid,
+                                                               InteractionEvent.kind == "early_response")).all()
+    assert [(e.trial_index, e.detail["position"]) for e in early] == [(0, 0)] and early[0].detail["rt_ms"] < 1000
+    page.context.close()
+
+
 def participant_row_when_created(db: Database, external_id: str, timeout: float = 20) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
