@@ -17,7 +17,6 @@ import math
 import sys
 import tempfile
 import time
-from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.app.browse
 
 from db.models import Participant, ParticipantStatus, Response  # noqa: E402
 from study.config import StudyConfig  # noqa: E402
-from tests.app.browser.harness import CHROMIUM, CHROMIUM_ARGS, AppServer, prepare_home  # noqa: E402
+from tests.app.browser.harness import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    AppServer,
+    prepare_home,
+    receipt_latencies,
+)
 from tests.app.participant_study import make_stimuli, make_study  # noqa: E402
 
 ITI_MS = 500
@@ -133,16 +138,6 @@ async def run(args, home: Path, db) -> tuple[list[dict], list[float]]:
     return logs, rest
 
 
-def receipt_latencies(db, prefix: str) -> list[float]:
-    """Server receipt time minus the browser's response time (client_onset + rt; same machine clock)."""
-    with db.read() as session:
-        rows = session.execute(select(Response.server_received_at, Response.client_onset_ms, Response.rt_ms)
-                               .join(Participant, Participant.id == Response.participant_id)
-                               .where(Participant.external_id.startswith(prefix))).all()
-    return [received.replace(tzinfo=received.tzinfo or UTC).timestamp() * 1000 - (onset + rt)
-            for received, onset, rt in rows if onset and rt is not None]
-
-
 def report(logs: list[dict], rest: list[float], db, args, wall_s: float) -> None:
     given = sum(len(log["responses"]) for log in logs)
     acked = [a for log in logs for a in log["acks"] if a["id"].startswith("r:")]
@@ -155,7 +150,7 @@ def report(logs: list[dict], rest: list[float], db, args, wall_s: float) -> None
         completed = session.scalar(select(func.count()).where(Participant.status == ParticipantStatus.COMPLETED))
     lost = sum(max(0, len(log["responses"]) - per_participant.get(f"load-{k:02d}", 0)) for k, log in enumerate(logs))
     latencies = np.array([a["latencyMs"] for a in acked])
-    receipt = np.array(receipt_latencies(db, "load-"))
+    receipt = np.array(receipt_latencies(db, Participant.external_id.startswith("load-")))
     per_block = math.ceil(math.ceil(args.minutes * 60 / args.interval) / 2)
     gaps = np.array([g for log in logs for g in onset_gaps(log, per_block)])
     print(f"\n{args.participants} participants arriving over {args.arrival_spread:.0f} s, one response every "

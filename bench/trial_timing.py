@@ -21,7 +21,6 @@ import shutil
 import sys
 import tempfile
 import threading
-from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.app.browse
 from db.models import Participant, Response  # noqa: E402
 from study.config import StudyConfig  # noqa: E402
 from study.participation import trial_plan  # noqa: E402
-from tests.app.browser.harness import CHROMIUM, CHROMIUM_ARGS, AppServer, prepare_home  # noqa: E402
+from tests.app.browser.harness import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    AppServer,
+    prepare_home,
+    receipt_latencies,
+)
 from tests.app.participant_study import make_stimuli, make_study  # noqa: E402
 
 DELAYS_MS = (600, 1200, 2400)
@@ -179,16 +184,6 @@ def stored_rts(db, pid: str) -> dict[int, float]:
         return {row.trial_index: row.rt_ms for row in rows}
 
 
-def receipt_latencies(db, pids: list[str]) -> list[float]:
-    """Server receipt time minus the browser's response time (client onset + RT; one machine, one clock)."""
-    with db.read() as session:
-        rows = session.execute(select(Response.server_received_at, Response.client_onset_ms, Response.rt_ms)
-                               .join(Participant, Participant.id == Response.participant_id)
-                               .where(Participant.external_id.in_(pids))).all()
-    return [received.replace(tzinfo=received.tzinfo or UTC).timestamp() * 1000 - (onset + rt)
-            for received, onset, rt in rows if onset and rt is not None]
-
-
 def rt_errors(rts: dict[int, float], delays: list[int]) -> dict[int, list[float]]:
     errors: dict[int, list[float]] = {d: [] for d in DELAYS_MS}
     for index, delay in enumerate(delays):
@@ -253,7 +248,7 @@ async def measure(args, home: Path, db) -> dict:
                 baseline = await run_baseline(browser, base_url, delays, mode)
                 results[f"baseline_rt_{mode}"] = rt_errors({r["trial_index"]: r["rt_ms"] for r in baseline}, delays)
             results["ours_acks_gap"] = [a["latencyMs"] for a in results["ours_gap"]["acks"] if a["id"].startswith("r:")]
-            results["receipt"] = receipt_latencies(db, ["gap-ours", "rt-cdp", "rt-in-page"])
+            results["receipt"] = receipt_latencies(db, Participant.external_id.in_(["gap-ours", "rt-cdp", "rt-in-page"]))
             http_server.shutdown()
             await browser.close()
     finally:

@@ -12,10 +12,13 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
+from sqlalchemy import select
+
 from db.engine import Database
-from db.models import Base
+from db.models import Base, Participant, Response
 
 ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = "/usr/bin/chromium"
@@ -215,3 +218,14 @@ def play(page, *, via: str = "keyboard", choose=lambda index: index % 3, max_tri
             played.ended = True
             return played
     return played
+
+
+def receipt_latencies(db: Database, which_participants) -> list[float]:
+    """Server receipt time minus the browser's response time (client onset + RT; one machine, one clock) for
+    the participants matching `which_participants` (a filter on Participant, e.g. an external-id prefix)."""
+    with db.read() as session:
+        rows = session.execute(select(Response.server_received_at, Response.client_onset_ms, Response.rt_ms)
+                               .join(Participant, Participant.id == Response.participant_id)
+                               .where(which_participants)).all()
+    return [received.replace(tzinfo=received.tzinfo or UTC).timestamp() * 1000 - (onset + rt)
+            for received, onset, rt in rows if onset and rt is not None]
