@@ -13,9 +13,9 @@ import streamlit as st
 from alignment import maps as map_engine
 from alignment.maps import MapConfig, PairedMaps
 from alignment.reorganisation import Reorganisation
-from app.figures import hover_thumbnail_html
-from app.map_analysis import HumanComparison, analyse_reorganisation, compare_with_humans
-from app.map_data import (
+from app.resources import get_db
+from workflows.maps.analysis import HumanComparison, analyse_reorganisation, compare_with_humans
+from workflows.maps.data import (
     MapInputs,
     load_human_judgments,
     load_map_inputs,
@@ -23,8 +23,8 @@ from app.map_data import (
     resolve_representation,
     thumbnail_data_uris,
 )
-from app.map_report import MapFigures, build_figures
-from app.resources import get_db
+from workflows.maps.figures import hover_thumbnail_html
+from workflows.maps.report import MapFigures, build_figures
 
 
 @st.cache_resource(show_spinner="Compiling UMAP for this server process (once, about 15 s)…")
@@ -82,6 +82,6 @@ def figures(database_url: str, before: str, after: str, method: str, seed: int, 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def map_html(database_url: str, before: str, after: str, method: str, seed: int, k: int, colour_by: str) -> str:
-    """The two maps as a standalone page whose hover shows thumbnails (see app/figures.py)."""
+    """The two maps as a standalone page whose hover shows thumbnails (see workflows/maps/figures.py)."""
     built = figures(database_url, before, after, method, seed, k, colour_by)
     return hover_thumbnail_html(built.figures["maps"], built.points, thumbnails(database_url, before, after))

@@ -6,8 +6,9 @@ Run with `streamlit run app/server.py` (Streamlit detects the `App` and serves i
 from streamlit.starlette import App
 
 from alignment.maps import start_umap_warmup
-from app.participant.api import api_routes
 from app.participant.blocks import api_prefix
+from app.resources import get_db
+from workflows.participant.api import api_routes
 
-app = App("main.py", routes=api_routes(api_prefix()))
+app = App("main.py", routes=api_routes(api_prefix(), get_db))
 start_umap_warmup()  # compile UMAP in the background once per server process, before anyone opens Maps

@@ -5,7 +5,7 @@ Each writer thread is one participant answering its own list through `study.part
 request threads do. Runs on a SQLite file (WAL) and on a throwaway PostgreSQL server, then checks
 that every response is stored exactly once.
 
-    .venv/bin/python bench/db_ingest.py [--responses 2400] [--writers 1 4 16 64]
+    .venv/bin/python -m bench.db_ingest [--responses 2400] [--writers 1 4 16 64]
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 
 from db.engine import Database
 from db.models import Base, Response, Stimulus, StimulusSet, StudyStatus, TrialKind
-from db.pg_temp import TemporaryPostgres
 from study.config import StudyConfig
 from study.participation import ResponsePayload, enter_study, record_response, trial_plan
 from study.studies import TrialSpec, create_study
+from tests.support.pg_temp import TemporaryPostgres
 
 
 def _setup_study(db: Database, writers: int, trials_per_writer: int) -> list[int]:

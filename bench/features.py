@@ -6,7 +6,7 @@ beforehand (no file reading, hashing, decoding or caching), in the same batch si
 Ours = ``extract_features`` on the files with a cold cache (hash, decode in DataLoader workers, forward,
 write the cache), then again with a warm cache. Bare and ours alternate so machine load hits both.
 
-    python bench/features.py [--images 128] [--backbone timm:tf_efficientnet_lite0] [--repeats 2]
+    python -m bench.features [--images 128] [--backbone timm:tf_efficientnet_lite0] [--repeats 2]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Benchmark: time to the first before/after map in a cold process vs a warm one vs a cached page rerun,
 for UMAP and PCA, and peak memory.
 
-    .venv/bin/python bench/maps.py                 # 500 and 5,000 images, UMAP and PCA (several minutes)
-    .venv/bin/python bench/maps.py --sizes 500 --methods pca
+    .venv/bin/python -m bench.maps                 # 500 and 5,000 images, UMAP and PCA (several minutes)
+    .venv/bin/python -m bench.maps --sizes 500 --methods pca
 
 Every cell runs in a fresh Python process, so "cold" includes imports and UMAP's numba compilation.
 Columns:
@@ -92,9 +92,9 @@ def _fill_database(home: Path, n: int) -> None:
     import numpy as np
     from PIL import Image
 
-    from app.map_data import save_run_embeddings
     from db.engine import Database
     from db.models import Base, Run, RunStatus, Stimulus, StimulusSet
+    from workflows.maps.data import save_run_embeddings
 
     db = Database.from_url()
     Base.metadata.create_all(db.engine)
@@ -126,7 +126,7 @@ def _fill_database(home: Path, n: int) -> None:
 
 
 def _in_fresh_process(cell: str, n: int, method: str) -> dict:
-    code = f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import bench.maps as b; " \
+    code = f"import json, sys; import bench.maps as b; " \
            f"print('RESULT' + json.dumps(b.{cell}({n}, {method!r})))"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)

@@ -2,7 +2,8 @@
 
 from streamlit.starlette import App
 
-from app.participant.api import api_routes
 from app.participant.blocks import api_prefix
+from app.resources import get_db
+from workflows.participant.api import api_routes
 
-app = App("naive_trial_app.py", routes=api_routes(api_prefix()))
+app = App("naive_trial_app.py", routes=api_routes(api_prefix(), get_db))

@@ -8,7 +8,7 @@ Part 2 (demo loop): the default laptop-scale run on the built-in demo with simul
 stage: features -> teacher -> pseudo-labels -> trunk activations -> AligNet and UnAligNet students -> the
 before/after table on held-out judgments (target: whole loop <= 5 minutes on 2 cores).
 
-Usage: ``ALIGNLAB_HOME=/tmp/bench_home .venv/bin/python bench/student.py [--threads N] [--skip-demo]``
+Usage: ``ALIGNLAB_HOME=/tmp/bench_home .venv/bin/python -m bench.student [--threads N] [--skip-demo]``
 (builds the demo there first if missing; the machine may be shared, so the load average is printed).
 """
 
@@ -101,10 +101,10 @@ def overhead(config: StudentConfig, rounds: int) -> None:
 
 
 def _demo_inputs():
-    from app.demo import DEMO_SLUG, ensure_demo
-    from app.pipeline.data import SplitConfig, split_study_judgments, study_images
     from db.engine import Database
     from db.migrate import upgrade
+    from workflows.demo import DEMO_SLUG, ensure_demo
+    from workflows.pipeline.data import SplitConfig, split_study_judgments, study_images
 
     upgrade()  # a fresh ALIGNLAB_HOME has no schema yet
     db = Database.from_url()
@@ -115,9 +115,9 @@ def _demo_inputs():
 
 
 def _eval_inputs(db, images, test):
-    from app.demo import DEMO_SLUG
-    from app.pipeline.evaluation import human_uncertainty, noise_ceilings
     from study.judgments import load_judgments
+    from workflows.demo import DEMO_SLUG
+    from workflows.pipeline.evaluation import human_uncertainty, noise_ceilings
 
     all_judgments = load_judgments(db, DEMO_SLUG)
     test = test[test["level"].notna()]
@@ -132,7 +132,7 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     from alignment.features import extract_features, image_content_hash
     from alignment.student_eval import compare_models
     from alignment.teacher import fit_teacher
-    from app.pipeline.teacher_stage import training_triplets
+    from workflows.pipeline.teacher_stage import training_triplets
 
     times, start = {}, time.perf_counter()
 

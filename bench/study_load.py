@@ -6,7 +6,7 @@ response POSTs (response -> row committed) and the response -> next-onset gap be
 same response rate from plain HTTP clients on the same process, to separate the server's share of the
 latency from the browsers' (20 headless renderers compete for the same CPU cores as the server).
 
-    .venv/bin/python bench/study_load.py [--participants 20] [--minutes 5] [--interval 1.5]
+    .venv/bin/python -m bench.study_load [--participants 20] [--minutes 5] [--interval 1.5]
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,18 +21,16 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.app.browser.harness
-
-from db.models import Participant, ParticipantStatus, Response  # noqa: E402
-from study.config import StudyConfig  # noqa: E402
-from tests.app.browser.harness import (  # noqa: E402
+from db.models import Participant, ParticipantStatus, Response
+from study.config import StudyConfig
+from tests.support.browser_harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
     AppServer,
     prepare_home,
     receipt_latencies,
 )
-from tests.app.participant_study import make_stimuli, make_study  # noqa: E402
+from tests.support.participant_study import make_stimuli, make_study
 
 ITI_MS = 500
 LOG_SCRIPT = """
@@ -91,7 +88,7 @@ def rest_only(server: AppServer, db, n_clients: int, interval_s: float, count: i
     from study.participation import enter_study, trial_plan
 
     os.environ["ALIGNLAB_HOME"] = str(server.home)  # tokens signed with the server's key file
-    from app.participant.tokens import participant_token
+    from workflows.participant.tokens import participant_token
 
     latencies: list[float] = []
 

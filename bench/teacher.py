@@ -14,7 +14,7 @@ Both methods see the same synthetic data (a planted linear map explains the choi
 same training / validation split (validation only for early stopping), the same regulariser weight and
 the same number of torch threads, and are scored on the same held-out test triplets.
 
-    python bench/teacher.py [--sizes 10000 100000] [--threads 1]
+    python -m bench.teacher [--sizes 10000 100000] [--threads 1]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
     reported the onset; "in-page" = a keydown is dispatched by a page timer `delay` ms after the onset.
 (c) response -> row committed (the POST's acknowledgement arrives after the commit), p50/p95.
 
-    .venv/bin/python bench/trial_timing.py [--trials 120] [--rt-repeats 12] [--iti 500]
+    .venv/bin/python -m bench.trial_timing [--trials 120] [--rt-repeats 12] [--iti 500]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import functools
 import http.server
 import shutil
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -26,19 +25,17 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.app.browser.harness
-
-from db.models import Participant, Response  # noqa: E402
-from study.config import StudyConfig  # noqa: E402
-from study.participation import trial_plan  # noqa: E402
-from tests.app.browser.harness import (  # noqa: E402
+from db.models import Participant, Response
+from study.config import StudyConfig
+from study.participation import trial_plan
+from tests.support.browser_harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
     AppServer,
     prepare_home,
     receipt_latencies,
 )
-from tests.app.participant_study import make_stimuli, make_study  # noqa: E402
+from tests.support.participant_study import make_stimuli, make_study
 
 DELAYS_MS = (600, 1200, 2400)
 ONSET_HOOK = """

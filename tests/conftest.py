@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from db.engine import Database  # noqa: E402
 from db.models import Base  # noqa: E402
-from db.pg_temp import TemporaryPostgres  # noqa: E402
+from tests.support.pg_temp import TemporaryPostgres  # noqa: E402
 
 
 @pytest.fixture

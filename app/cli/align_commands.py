@@ -46,10 +46,10 @@ def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
     """Queue a run and execute it in this process with a progress bar; print its metrics; return the run."""
     from tqdm import tqdm
 
-    from app import pipeline
-    from app.jobs import execute
     from db.engine import Database
     from db.runs import get_run
+    from workflows import pipeline
+    from workflows.jobs import execute
 
     db = Database.from_url()
     run_id = pipeline.queue_action(db, kind, slug, overrides)

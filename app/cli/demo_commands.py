@@ -10,15 +10,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="demo_command", required=True)
     build = commands.add_parser("build", help="build what is missing of the demo (idempotent, fast when done)")
     build.add_argument("--source", help="image source: tuxpaint-photos (default), fashion-mnist, folder:PATH")
-    build.add_argument("--participants", type=int, help="simulated participants (default: app.demo.DEMO_PARTICIPANTS, 120)")
+    build.add_argument("--participants", type=int, help="simulated participants (default: workflows.demo.DEMO_PARTICIPANTS, 120)")
     build.add_argument("--runs", choices=["background", "wait", "skip"], default="background",
                        help="the demo's closed-loop run: start it in the background (default), wait for it, or skip")
     build.set_defaults(func=_build)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from app.demo import ensure_demo, ensure_demo_runs
     from db.engine import Database
+    from workflows.demo import ensure_demo, ensure_demo_runs
 
     db = Database.from_url()
     state = ensure_demo(db, source=args.source,

@@ -1,7 +1,7 @@
 """`alignlab map --before RUN --after RUN --out DIR`: before/after maps, reorganisation figures, HTML report.
 
 A RUN is a run id or a unique run name (its "embeddings" artifact), or RUN:ARTIFACT for another embeddings
-artifact of the run, e.g. `--before 7:raw_embeddings --after 7` for a teacher run (see app/map_data.py).
+artifact of the run, e.g. `--before 7:raw_embeddings --after 7` for a teacher run (see workflows/maps/data.py).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _map(args: argparse.Namespace) -> int:
     from alignment.maps import MapConfig, paired_maps
-    from app.map_analysis import analyse_reorganisation, compare_with_humans
-    from app.map_data import (
+    from db.engine import Database
+    from workflows.maps.analysis import analyse_reorganisation, compare_with_humans
+    from workflows.maps.data import (
         load_human_judgments,
         load_map_inputs,
         resolve_representation,
         thumbnail_data_uris,
     )
-    from app.map_report import build_figures, write_map_report
-    from db.engine import Database
+    from workflows.maps.report import build_figures, write_map_report
 
     if args.k < 1:
         raise ValueError(f"--k must be at least 1; got {args.k}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.participant.flow import BlockRun, Intro
 from study.config import StudyConfig
 from study.participation import PlannedTrial
+from workflows.participant.flow import BlockRun, Intro
 
 
 def api_prefix() -> str:

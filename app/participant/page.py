@@ -13,10 +13,6 @@ import streamlit as st
 from app.participant import steps
 from app.participant.blocks import api_prefix, block_data
 from app.participant.components import session_monitor, trial_block
-from app.participant.flow import Step, block_run, next_step
-from app.participant.identity import ANONYMOUS_ID_PARAM, arrival_from_query
-from app.participant.payloads import BadRequest, parse_response
-from app.participant.tokens import participant_token
 from app.resources import get_db
 from db.engine import Database
 from db.models import ParticipantStatus
@@ -38,6 +34,10 @@ from study.participation import (
     update_participant,
 )
 from study.studies import StudyNotFound
+from workflows.participant.flow import Step, block_run, next_step
+from workflows.participant.identity import ANONYMOUS_ID_PARAM, arrival_from_query
+from workflows.participant.payloads import BadRequest, parse_response
+from workflows.participant.tokens import participant_token
 
 LOG = logging.getLogger("alignlab.participant")
 

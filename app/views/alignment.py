@@ -7,12 +7,12 @@ import pandas as pd
 import streamlit as st
 
 from app.flash import flash, show_flashes
-from app.jobs import eta_seconds, launch, read_log
-from app.pipeline import START_ACTIONS, queue_action
 from app.resources import get_db
 from db.models import RunStatus, utcnow
 from db.runs import list_runs, request_cancel
 from study.monitoring import study_progress
+from workflows.jobs import eta_seconds, launch, read_log
+from workflows.pipeline import START_ACTIONS, queue_action
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 

@@ -3,10 +3,10 @@ switch to your own images and real participants."""
 
 import streamlit as st
 
-from app.demo import DEMO_SLUG
 from app.resources import get_db
 from db.settings import data_home
 from study.monitoring import study_progress
+from workflows.demo import DEMO_SLUG
 
 st.title("AlignLab")
 st.write("Odd-one-out studies in the browser, human-aligned vision models (the AligNet method), and maps of "

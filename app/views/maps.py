@@ -9,9 +9,9 @@ import pandas as pd
 import streamlit as st
 
 from app import map_cache
-from app.pipeline.loop import latest_loop
 from app.resources import get_db
 from db.settings import data_home, database_url
+from workflows.pipeline.loop import latest_loop
 
 COLOUR_CHOICES = ("category", "superordinate")
 

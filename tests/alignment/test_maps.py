@@ -16,7 +16,7 @@ from alignment.maps import (
     unit_frame,
     warm_umap,
 )
-from tests.alignment.planted import lizard_moves, random_similarity_transform, relocate_rows
+from tests.support.planted import lizard_moves, random_similarity_transform, relocate_rows
 
 
 def test_procrustes_undoes_a_known_rotation_reflection_scale_and_shift():

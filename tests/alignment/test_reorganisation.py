@@ -16,7 +16,7 @@ from alignment.reorganisation import (
     similarity_matrix,
     spearman_rsa,
 )
-from tests.alignment.planted import (
+from tests.support.planted import (
     colour_to_category,
     lizard_moves,
     random_similarity_transform,

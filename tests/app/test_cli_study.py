@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from app.cli import main
 from db.models import Study, StudyStatus, Trial
-from tests.study.stimulus_files import make_image, make_layout, snapshot
+from tests.support.stimulus_files import make_image, make_layout, snapshot
 
 LAYOUT = {sup: {f"{sup}{c}": 4 for c in range(3)} for sup in ("animal", "tool", "food")}
 

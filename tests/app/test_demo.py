@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.demo import DEMO_SLUG, ensure_demo
 from db.engine import Database
 from db.models import Participant, Stimulus, StudyStatus
 from study.studies import get_study
+from workflows.demo import DEMO_SLUG, ensure_demo
 
 
 @pytest.mark.slow

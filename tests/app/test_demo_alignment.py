@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.demo import ensure_demo, ensure_demo_runs
-from app.pipeline.loop import latest_loop
 from db.engine import Database
+from workflows.demo import ensure_demo, ensure_demo_runs
+from workflows.pipeline.loop import latest_loop
 
 LEVELS = ("between_class", "within_class", "class_border", "overall")
 

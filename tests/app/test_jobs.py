@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from app import jobs
 from db.models import Run, RunStatus, utcnow
 from db.runs import create_run, get_run, request_cancel
+from workflows import jobs
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.figures import PngExportUnavailable, chrome_path, write_pngs
-from app.map_data import load_map_inputs, resolve_representation, save_run_embeddings
 from db.engine import Database
 from db.models import Run
-from tests.app.map_fixtures import make_fake_runs
+from tests.support.map_fixtures import make_fake_runs
+from workflows.maps.data import load_map_inputs, resolve_representation, save_run_embeddings
+from workflows.maps.figures import PngExportUnavailable, chrome_path, write_pngs
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_png_export_without_a_browser_fails_with_a_clear_message(monkeypatch):
         chrome_path()
     monkeypatch.delenv("BROWSER_PATH")
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr("app.figures.CHROME_CANDIDATES", ("chromium",))
+    monkeypatch.setattr("workflows.maps.figures.CHROME_CANDIDATES", ("chromium",))
     with pytest.raises(PngExportUnavailable, match="install Debian's `chromium`"):
         write_pngs({})
 

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 import alignment.maps
 from app import map_cache
 from db.engine import Database
-from tests.app.map_fixtures import make_fake_runs
+from tests.support.map_fixtures import make_fake_runs
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "maps.py")
 CACHED = ("representations", "map_inputs", "paired_maps", "reorganisation", "human_comparison", "thumbnails",

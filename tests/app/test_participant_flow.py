@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from app.participant.tokens import _secret
 from db.engine import Database
 from db.models import InteractionEvent, Participant, ParticipantStatus, Response
 from study.config import StudyConfig
 from study.participation import ResponsePayload, record_response
 from tests.app.conftest import MAIN
-from tests.app.participant_study import FAST_CONFIG, make_study
+from tests.support.participant_study import FAST_CONFIG, make_study
+from workflows.participant.tokens import _secret
 
 CONFIG = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"instruction_min_seconds": 0})
 

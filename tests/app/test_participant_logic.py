@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from app.participant import tokens
-from app.participant.flow import Intro, Step, block_run, next_step
-from app.participant.identity import arrival_from_query
-from app.participant.payloads import BadRequest, parse_response
 from db.models import ParticipantStatus, TrialKind
 from study.config import StudyConfig
 from study.participation import ParticipantView, PlannedTrial
+from workflows.participant import tokens
+from workflows.participant.flow import Intro, Step, block_run, next_step
+from workflows.participant.identity import arrival_from_query
+from workflows.participant.payloads import BadRequest, parse_response
 
 
 def plan() -> list[PlannedTrial]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.jobs import execute
-from app.pipeline import queue_action
 from db.models import RunStatus, StudyStatus
 from db.runs import create_run, fail_run, get_run
 from study.design import DesignConfig, create_study_from_design
 from study.simulate import simulate_participants
 from study.studies import set_study_status
+from workflows.jobs import execute
+from workflows.pipeline import queue_action
 
 FAST = {"teacher": {"reg_weight": 1.0},
         "pseudo": {"n_triplets": 512, "n_clusters": 6, "clusters_per_group": 4, "images_per_cluster": 4,
@@ -68,7 +68,7 @@ def test_closed_loop_records_every_step_and_reuses_unchanged_ones(small_study):
 
 
 def test_bad_representations_for_evaluation_are_refused_with_the_reason(small_study):
-    from app.pipeline import parse_representation
+    from workflows.pipeline import parse_representation
 
     db = small_study
     features = create_run(db, "features", {"study": "small"})

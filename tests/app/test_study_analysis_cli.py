@@ -8,7 +8,7 @@ import pytest
 from app.cli import main
 from db.engine import Database
 from db.models import Base
-from tests.study.analysis_helpers import levels_list, make_stimuli, make_study
+from tests.support.analysis_helpers import levels_list, make_stimuli, make_study
 
 
 @pytest.fixture

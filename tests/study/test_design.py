@@ -11,7 +11,7 @@ from db.models import Study, Trial, TrialKind, TripletLevel, TripletList
 from study.design import DesignConfig, create_study_from_design, generate_design
 from study.stimuli import StimulusInfo, import_stimulus_set
 from study.studies import PRACTICE_BLOCK, triplet_key
-from tests.study.stimulus_files import make_layout
+from tests.support.stimulus_files import make_layout
 
 
 def table_for(layout: dict[str, dict[str, int]]) -> list[StimulusInfo]:

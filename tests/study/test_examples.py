@@ -10,7 +10,7 @@ from db.models import Stimulus, TrialKind
 from study.config import StudyConfig
 from study.examples import example_triplets, split_on_examples
 from study.studies import PRACTICE_BLOCK, TrialSpec
-from tests.study.analysis_helpers import make_stimuli, make_study
+from tests.support.analysis_helpers import make_stimuli, make_study
 
 
 def _trials_over(ids: list[int]) -> list[TrialSpec]:

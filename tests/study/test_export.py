@@ -14,7 +14,7 @@ from study.judgments import load_judgments, pseudonymise
 from study.judgments_import import import_judgments_csv
 from study.qc import set_exclusion
 from study.studies import TrialSpec
-from tests.study.analysis_helpers import catch, experimental, make_stimuli, make_study, run_participant
+from tests.support.analysis_helpers import catch, experimental, make_stimuli, make_study, run_participant
 
 JUDGMENT_COLUMNS = ["stim0", "stim1", "stim2", "level", "kind", "rt_ms", "is_simulated"]
 

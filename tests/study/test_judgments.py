@@ -12,7 +12,7 @@ from study.judgments import load_judgments, load_stimuli, odd_last, pseudonymise
 from study.judgments_import import import_judgments_csv
 from study.qc import set_exclusion
 from study.studies import TrialSpec
-from tests.study.analysis_helpers import experimental, make_stimuli, make_study, run_participant
+from tests.support.analysis_helpers import experimental, make_stimuli, make_study, run_participant
 
 
 def test_pseudonym_is_hmac_sha256_of_the_id_keyed_by_the_salt():

@@ -17,7 +17,7 @@ from study.qc import (
     too_fast_windows,
 )
 from study.studies import TrialSpec
-from tests.study.analysis_helpers import (
+from tests.support.analysis_helpers import (
     answer_positions,
     catch,
     experimental,

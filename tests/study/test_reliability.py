@@ -17,7 +17,7 @@ from study.reliability import (
     things_modal_consistency,
     triplet_human_stats,
 )
-from tests.study.analysis_helpers import experimental, make_stimuli, make_study, run_participant
+from tests.support.analysis_helpers import experimental, make_stimuli, make_study, run_participant
 
 
 @pytest.mark.parametrize(("choices", "expected"), [

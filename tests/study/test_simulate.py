@@ -25,7 +25,7 @@ from study.simulate import (
     simulate_participants,
 )
 from study.studies import set_study_status
-from tests.study.analysis_helpers import levels_list, make_stimuli, make_study
+from tests.support.analysis_helpers import levels_list, make_stimuli, make_study
 
 FLAT = SimilarityModel(item_weight=0.0)
 

@@ -20,7 +20,7 @@ from study.stimuli import (
     load_stimulus_table,
     stimulus_set_id_by_name,
 )
-from tests.study.stimulus_files import make_image, make_layout, snapshot
+from tests.support.stimulus_files import make_image, make_layout, snapshot
 
 LAYOUT = {"animal": {"dog": 3, "cat": 2}, "vehicle": {"car": 2}}
 

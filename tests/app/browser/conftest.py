@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.browser.harness import AppServer, launch_chromium, prepare_home
-from tests.app.participant_study import make_stimuli, make_study
+from tests.support.browser_harness import AppServer, launch_chromium, prepare_home
+from tests.support.participant_study import make_stimuli, make_study
 
 
 @pytest.fixture(scope="session")

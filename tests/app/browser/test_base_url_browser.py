@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.browser.harness import (
+from tests.app.browser.test_participant_browser import assert_stored_as_played
+from tests.support.browser_harness import (
     AppServer,
     go_through_intro_pages,
     new_participant_page,
@@ -13,8 +14,7 @@ from tests.app.browser.harness import (
     prepare_home,
     study_url,
 )
-from tests.app.browser.test_participant_browser import assert_stored_as_played
-from tests.app.participant_study import make_stimuli, make_study
+from tests.support.participant_study import make_stimuli, make_study
 
 pytestmark = pytest.mark.browser
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.browser.harness import AppServer, prepare_home
+from tests.support.browser_harness import AppServer, prepare_home
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,7 @@ import pytest
 
 from app.cli import main
 from db.engine import Database
-from tests.app.map_fixtures import make_fake_runs
+from tests.support.map_fixtures import make_fake_runs
 
 pytestmark = pytest.mark.browser
 

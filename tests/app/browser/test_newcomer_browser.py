@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.browser.harness import EVENT_LOG_SCRIPT, ROOT, AppServer, wait_for_state
+from tests.support.browser_harness import EVENT_LOG_SCRIPT, ROOT, AppServer, wait_for_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCREENSHOTS = ROOT / "docs" / "screenshots"

@@ -14,12 +14,11 @@ import urllib.request
 import pytest
 from sqlalchemy import select
 
-from app.participant.tokens import participant_token
 from db.engine import Database
 from db.models import InteractionEvent, Participant, ParticipantStatus, Response
 from study.config import StudyConfig
 from study.participation import trial_plan
-from tests.app.browser.harness import (
+from tests.support.browser_harness import (
     AppServer,
     Played,
     go_through_intro_pages,
@@ -29,7 +28,8 @@ from tests.app.browser.harness import (
     prepare_home,
     study_url,
 )
-from tests.app.participant_study import FAST_CONFIG, make_stimuli, make_study
+from tests.support.participant_study import FAST_CONFIG, make_stimuli, make_study
+from workflows.participant.tokens import participant_token
 
 pytestmark = pytest.mark.browser
 N_TRIALS = 10
@@ -263,7 +263,7 @@ def participant_token_for(server: AppServer, participant_id: int) -> str:
     """The token the page would hand out, computed with the server's key file."""
     import os
 
-    from app.participant import tokens
+    from workflows.participant import tokens
 
     previous = os.environ.get("ALIGNLAB_HOME")
     os.environ["ALIGNLAB_HOME"] = str(server.home)

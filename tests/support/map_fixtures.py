@@ -10,7 +10,6 @@ import numpy as np
 from PIL import Image
 
 from alignment.reorganisation import similarity_matrix
-from app.map_data import save_run_embeddings
 from db.models import (
     Participant,
     Response,
@@ -23,7 +22,8 @@ from db.models import (
     TrialKind,
     TripletList,
 )
-from tests.alignment.planted import colour_to_category
+from tests.support.planted import colour_to_category
+from workflows.maps.data import save_run_embeddings
 
 
 @dataclass(frozen=True)

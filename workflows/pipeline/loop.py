@@ -10,13 +10,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.jobs import Progress, StageResult, execute, register_stage
-from app.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
-from app.pipeline.teacher_stage import TeacherStageConfig
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import RunCancelled, create_run, get_run
 from study.judgments import load_judgments
+from workflows.jobs import Progress, StageResult, execute, register_stage
+from workflows.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
+from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
 SHARES = {"teacher": 0.15, "pseudo_labels": 0.05, "student aligned": 0.35, "student untransformed": 0.35,
@@ -62,7 +62,7 @@ def check_loop_inputs(db: Database, config: AlignConfig) -> None:
     from alignment.pseudolabels import PseudoLabelConfig
     from alignment.student import StudentConfig
     from alignment.teacher import TeacherConfig
-    from app.pipeline.data import split_study_judgments
+    from workflows.pipeline.data import split_study_judgments
 
     study_images(db, config.study)
     split_study_judgments(db, config.study, SplitConfig(**config.split))

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import func, select
 
-from app.pipeline import FEATURE_CACHE_DIR, WEIGHTS_DIR
 from db.engine import Database
 from db.models import Participant, RunStatus, StimulusSet, StudyStatus
 from db.settings import data_home
@@ -23,6 +22,7 @@ from study.judgments import load_stimuli
 from study.simulate import SimilarityModel, perceptual_item_vectors, simulate_participants
 from study.stimuli import import_stimulus_set
 from study.studies import StudyNotFound, get_study, set_study_status
+from workflows.pipeline import FEATURE_CACHE_DIR, WEIGHTS_DIR
 
 DEMO_SET = "demo photos"
 DEMO_SLUG = "demo"
@@ -113,10 +113,10 @@ def ensure_demo_runs(db: Database, *, wait: bool, report: Callable[[str], None] 
     """Start the closed loop on the demo study unless one has succeeded or is under way; returns its run id.
 
     `wait=False` starts it as a background job (the app is usable meanwhile; the Alignment page shows it)."""
-    from app.jobs import execute, launch, mark_lost_runs
-    from app.pipeline import queue_action
-    from app.pipeline.loop import latest_loop
     from db.runs import list_runs
+    from workflows.jobs import execute, launch, mark_lost_runs
+    from workflows.pipeline import queue_action
+    from workflows.pipeline.loop import latest_loop
 
     with db.read() as session:
         study_id = get_study(session, DEMO_SLUG).id

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.jobs import Progress, StageResult, register_stage, run_dir
-from app.pipeline.data import (
+from db.engine import Database
+from db.models import Run
+from db.settings import data_home
+from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.pipeline.data import (
     FEATURE_CACHE_DIR,
     WEIGHTS_DIR,
     finished_run,
@@ -15,9 +18,6 @@ from app.pipeline.data import (
     save_embeddings,
     study_images,
 )
-from db.engine import Database
-from db.models import Run
-from db.settings import data_home
 
 LABEL_SPACES = ("aligned", "untransformed")
 

@@ -9,8 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.jobs import Progress, StageResult, register_stage, run_dir
-from app.pipeline.data import (
+from db.engine import Database
+from db.models import Run
+from db.settings import data_home
+from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.pipeline.data import (
     DEFAULT_BACKBONE,
     SplitConfig,
     StudyImages,
@@ -19,9 +22,6 @@ from app.pipeline.data import (
     split_study_judgments,
     study_images,
 )
-from db.engine import Database
-from db.models import Run
-from db.settings import data_home
 
 
 @register_stage("features")

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.jobs import Progress, run_dir
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import get_run
 from db.settings import data_home
 from study.judgments import load_judgments, load_stimuli, split_judgments
+from workflows.jobs import Progress, run_dir
 
 DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
 FEATURE_CACHE_DIR = "feature_cache"

@@ -24,7 +24,7 @@ from alignment.reorganisation import (
     similarity_matrix,
     spearman_rsa,
 )
-from app.map_data import HumanJudgments, MapInputs
+from workflows.maps.data import HumanJudgments, MapInputs
 
 N_NEIGHBOURS_SHOWN = 5
 

@@ -16,7 +16,9 @@ import plotly.graph_objects as go
 
 from alignment.maps import MapConfig, PairedMaps
 from alignment.reorganisation import Reorganisation
-from app.figures import (
+from workflows.maps.analysis import HumanComparison, moved_most_table, points_table, summary_rows
+from workflows.maps.data import MapInputs
+from workflows.maps.figures import (
     entropy_rt_figure,
     hover_thumbnail_html,
     map_pair_figure,
@@ -25,8 +27,6 @@ from app.figures import (
     rsa_figure,
     write_pngs,
 )
-from app.map_analysis import HumanComparison, moved_most_table, points_table, summary_rows
-from app.map_data import MapInputs
 
 MOVED_COLUMNS = ["name", "category", "superordinate", "knn_overlap", "map_displacement", "neighbours_before",
                  "neighbours_after"]

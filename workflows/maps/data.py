@@ -1,6 +1,6 @@
 """Turn two runs into the plain arrays the maps and the reorganisation analysis need.
 
-Artifact convention (the one app/pipeline.py writes; any run kind): a representation is a run
+Artifact convention (the one workflows/pipeline.py writes; any run kind): a representation is a run
 artifact named ``embeddings`` or ``<something>_embeddings`` (e.g. a teacher run's ``raw_embeddings``)
 whose value is the path of an ``.npz`` file, relative to the data directory (or absolute), holding
 ``embeddings`` (float, [n, D]) and ``stimulus_ids`` (int, [n], ids in the ``stimuli`` table).

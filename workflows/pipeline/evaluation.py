@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from app.jobs import Progress, StageResult, register_stage, run_dir
-from app.pipeline.data import finished_run, load_embeddings, study_images
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
 from study.judgments import load_judgments
+from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.pipeline.data import finished_run, load_embeddings, study_images
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,19 @@
 """The alignment engine's stages as background-job stages: glue between a study's data (study/) and
-alignment/. Importing this package registers every stage with app.jobs."""
+alignment/. Importing this package registers every stage with workflows.jobs."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
-from app.pipeline import distillation, evaluation, loop, teacher_stage  # noqa: F401 - registers the stages
-from app.pipeline.data import FEATURE_CACHE_DIR, WEIGHTS_DIR
-from app.pipeline.evaluation import parse_representation
-from app.pipeline.loop import AlignConfig, check_loop_inputs
-from app.pipeline.teacher_stage import TeacherStageConfig
 from db.engine import Database
 from db.runs import create_run
 from study.studies import get_study
+from workflows.pipeline import distillation, evaluation, loop, teacher_stage  # noqa: F401 - registers the stages
+from workflows.pipeline.data import FEATURE_CACHE_DIR, WEIGHTS_DIR
+from workflows.pipeline.evaluation import parse_representation
+from workflows.pipeline.loop import AlignConfig, check_loop_inputs
+from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 START_ACTIONS = {
     "Full loop: teacher → pseudo-labels → students → evaluation": "align",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from app.participant.payloads import BadRequest, finite_or_none, parse_response
-from app.participant.tokens import InvalidToken, participant_from_token
-from app.resources import get_db
+from db.engine import Database
 from db.models import Stimulus
 from db.settings import data_home
 from study.participation import (
@@ -33,8 +33,11 @@ from study.participation import (
     record_response,
     update_participant,
 )
+from workflows.participant.payloads import BadRequest, finite_or_none, parse_response
+from workflows.participant.tokens import InvalidToken, participant_from_token
 
 LOG = logging.getLogger("alignlab.api")
+DatabaseSource = Callable[[], Database]  # returns the process-wide Database
 MAX_BODY_BYTES = 16_384
 STIMULUS_CACHE = "public, max-age=86400, immutable"
 
@@ -56,7 +59,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": "error", "reason": message}, status_code=status)
 
 
-async def post_response(request: Request) -> Response:
+async def post_response(get_db: DatabaseSource, request: Request) -> Response:
     try:
         data = await _read_json(request)
         participant_id = participant_from_token(data.get("token"))
@@ -72,7 +75,7 @@ async def post_response(request: Request) -> Response:
     return JSONResponse({"status": "stored" if stored else "duplicate", "trial_index": payload.trial_index})
 
 
-def _store_event(participant_id: int, data: dict[str, Any]) -> bool:
+def _store_event(get_db: DatabaseSource, participant_id: int, data: dict[str, Any]) -> bool:
     detail = data.get("detail") if isinstance(data.get("detail"), dict) else {}
     kind = str(data.get("kind", ""))[:32]
     if not kind or not data.get("client_event_id"):
@@ -85,11 +88,11 @@ def _store_event(participant_id: int, data: dict[str, Any]) -> bool:
     return stored
 
 
-async def post_event(request: Request) -> Response:
+async def post_event(get_db: DatabaseSource, request: Request) -> Response:
     try:
         data = await _read_json(request)
         participant_id = participant_from_token(data.get("token"))
-        stored = await run_in_threadpool(_store_event, participant_id, data)
+        stored = await run_in_threadpool(_store_event, get_db, participant_id, data)
     except (BadRequest, InvalidToken) as error:
         return _error(400 if isinstance(error, BadRequest) else 401, str(error))
     except ParticipantNotFound as error:
@@ -97,7 +100,7 @@ async def post_event(request: Request) -> Response:
     return JSONResponse({"status": "stored" if stored else "duplicate"})
 
 
-def stimulus_file(stimulus_id: int) -> Path | None:
+def stimulus_file(get_db: DatabaseSource, stimulus_id: int) -> Path | None:
     """The serving copy of a stimulus, only if it lies inside the data directory and exists."""
     with get_db().read() as session:
         relative = session.scalar(select(Stimulus.path).where(Stimulus.id == stimulus_id))
@@ -108,18 +111,21 @@ def stimulus_file(stimulus_id: int) -> Path | None:
     return path if path.is_relative_to(home) and path.is_file() else None
 
 
-async def get_stimulus(request: Request) -> Response:
+async def get_stimulus(get_db: DatabaseSource, request: Request) -> Response:
     raw = request.path_params["stimulus_id"]
-    path = await run_in_threadpool(stimulus_file, int(raw)) if raw.isdigit() else None
+    path = await run_in_threadpool(stimulus_file, get_db, int(raw)) if raw.isdigit() else None
     if path is None:
         return _error(404, f"no image for stimulus {raw[:20]!r}")
     return FileResponse(path, headers={"Cache-Control": STIMULUS_CACHE})
 
 
-def api_routes(prefix: str) -> list[Route]:
-    """The endpoints under `prefix` (`app.participant.blocks.api_prefix()`: /api below server.baseUrlPath)."""
+def api_routes(prefix: str, get_db: DatabaseSource) -> list[Route]:
+    """The endpoints under `prefix` (/api below server.baseUrlPath), storing through the process's database.
+
+    `get_db` is passed in by the server (one engine per process) so this module stays free of Streamlit.
+    """
     return [
-        Route(f"{prefix}/responses", post_response, methods=["POST"]),
-        Route(f"{prefix}/events", post_event, methods=["POST"]),
-        Route(f"{prefix}/stimuli/{{stimulus_id}}", get_stimulus, methods=["GET"]),
+        Route(f"{prefix}/responses", partial(post_response, get_db), methods=["POST"]),
+        Route(f"{prefix}/events", partial(post_event, get_db), methods=["POST"]),
+        Route(f"{prefix}/stimuli/{{stimulus_id}}", partial(get_stimulus, get_db), methods=["GET"]),
     ]

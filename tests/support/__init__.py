@@ -1,0 +1,1 @@
+"""Helpers that tests and benches share (fixtures, a temporary PostgreSQL, the browser harness)."""

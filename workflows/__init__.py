@@ -1,0 +1,1 @@
+"""Streamlit-free workflows: job runner, pipeline stages, evaluation tables, maps, demo builder, participant API."""

@@ -1,0 +1,1 @@
+"""Embedding maps: loading representations, analysis, figures and reports (no Streamlit)."""

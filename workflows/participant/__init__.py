@@ -1,0 +1,1 @@
+"""The participant REST API, its payloads and tokens, and the pure step machine of a session."""
