@@ -120,8 +120,15 @@ def _collapse(scores: _Scores, groups: np.ndarray) -> _Scores:
     (the same for every ordering of one triplet), the median human RT and the human entropy."""
     _, codes = np.unique(groups.astype(str), return_inverse=True)
     frame = pd.DataFrame({f.name: getattr(scores, f.name) for f in fields(scores)}).astype(float)
-    collapsed = frame.groupby(codes).agg({"correct": "mean", "confidence": "mean", "model_entropy": "mean",
-                                          "human_rt": "median", "human_entropy": "median"})
+    collapsed = frame.groupby(codes).agg(
+        {
+            "correct": "mean",
+            "confidence": "mean",
+            "model_entropy": "mean",
+            "human_rt": "median",
+            "human_entropy": "median",
+        }
+    )
     return _Scores(*(collapsed[f.name].to_numpy() for f in fields(scores)))
 
 
@@ -139,7 +146,9 @@ def _row(name: str, scores: _Scores, ceiling: float | None, n_boot: int, rng) ->
         row["normalised"] = row["normalised_low"] = row["normalised_high"] = float("nan")
     else:
         row["normalised"] = float(normalised_accuracy(row["accuracy"], ceiling))
-        row["normalised_low"], row["normalised_high"] = bootstrap_interval(normalised_accuracy(acc_samples, ceiling))
+        row["normalised_low"], row["normalised_high"] = bootstrap_interval(
+            normalised_accuracy(acc_samples, ceiling)
+        )
     row["ece"] = _ece(scores.confidence, scores.correct, 10)
     row["ece_low"], row["ece_high"] = bootstrap_interval(ece_samples)
     row["mean_model_entropy"] = float(scores.model_entropy.mean())

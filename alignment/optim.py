@@ -50,8 +50,12 @@ class DecayToInitAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             params = group["params"]
             with_grad = [p for p in params if p.grad is not None]
-            denominators, numerators, step_sizes = self._adam_terms(with_grad, group) if with_grad else ([], [], [])
-            torch._foreach_lerp_(params, [self.state[p]["init"] for p in params], group["lr"] * group["decay_to_init"])
+            denominators, numerators, step_sizes = (
+                self._adam_terms(with_grad, group) if with_grad else ([], [], [])
+            )
+            torch._foreach_lerp_(
+                params, [self.state[p]["init"] for p in params], group["lr"] * group["decay_to_init"]
+            )
             if with_grad:
                 torch._foreach_addcdiv_(with_grad, numerators, denominators, step_sizes)
         return loss

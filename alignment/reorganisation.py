@@ -136,11 +136,14 @@ def cosine_silhouette(distances: np.ndarray, labels) -> float:
     return float(silhouette_score(distances, labels, metric="precomputed"))
 
 
-def cluster_quality(embeddings, neighbours: np.ndarray, labels_by_level: dict[str, np.ndarray]
-                    ) -> dict[str, ClusterQuality]:
+def cluster_quality(
+    embeddings, neighbours: np.ndarray, labels_by_level: dict[str, np.ndarray]
+) -> dict[str, ClusterQuality]:
     distances = cosine_distances(embeddings)
-    return {level: ClusterQuality(cosine_silhouette(distances, labels), knn_purity(neighbours, labels))
-            for level, labels in labels_by_level.items()}
+    return {
+        level: ClusterQuality(cosine_silhouette(distances, labels), knn_purity(neighbours, labels))
+        for level, labels in labels_by_level.items()
+    }
 
 
 def reorganisation(before, after, labels_by_level: dict[str, np.ndarray], k: int = 10) -> Reorganisation:

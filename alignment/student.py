@@ -61,7 +61,9 @@ class StudentConfig:
     lr: float = 1e-4  # 1e-3 let the head dot products outgrow tau and JSD saturate (val agreement fell)
     decay_to_init: float = 1.0
     warmup_fraction: float = 0.1
-    epochs: float = 12.0  # passes over the triplet groups (on the demo 4 left the student well short of its teacher)
+    epochs: float = (
+        12.0  # passes over the triplet groups (on the demo 4 left the student well short of its teacher)
+    )
     groups_per_step: int = 2  # triplet groups per global step (divisible by the number of processes)
     min_triplets: int = 256
     checkpoint_every: int = 100  # steps
@@ -161,8 +163,16 @@ def build_student(config: StudentConfig, *, cache_dir: str | os.PathLike | None 
     head = new_triplet_head(backbone.feature_dim, config.head_dim, config.seed)
     cfg = getattr(backbone.module, "pretrained_cfg", None) or {}
     mean_std = (tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3)))
-    student = Student(trunk, rest, head, backbone=backbone.name, weights_id=backbone.weights_id, stage=stage,
-                      image_size=config.image_size, mean_std=mean_std)
+    student = Student(
+        trunk,
+        rest,
+        head,
+        backbone=backbone.name,
+        weights_id=backbone.weights_id,
+        stage=stage,
+        image_size=config.image_size,
+        mean_std=mean_std,
+    )
     student.source = backbone  # plain attribute (not a submodule): the registry entry, for cached extraction
     return student
 
@@ -175,7 +185,7 @@ def student_transform(student: Student) -> Callable:
     size = (student.identity["image_size"],) * 2
     return transforms.Compose(
         [
-                transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.ToTensor(),
             transforms.Normalize(mean, std),
         ]
@@ -207,18 +217,25 @@ class TrunkActivations:
 
 
 @torch.no_grad()  # not inference_mode: the cached tensors feed autograd-tracked training later
-def compute_trunk_activations(student: Student, images: torch.Tensor, pool_ids: Sequence[str], *,
-                              batch_size: int = 64) -> TrunkActivations:
+def compute_trunk_activations(
+    student: Student, images: torch.Tensor, pool_ids: Sequence[str], *, batch_size: int = 64
+) -> TrunkActivations:
     """Run the frozen trunk once over pre-decoded image tensors [N, 3, s, s] (tests, benchmarks)."""
     if len(images) != len(pool_ids):
         raise ValueError(f"{len(images)} images but {len(pool_ids)} pool ids")
-    chunks = [student.trunk(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)]
+    chunks = [student.trunk(images[i : i + batch_size]).float() for i in range(0, len(images), batch_size)]
     return TrunkActivations(torch.cat(chunks).contiguous(), tuple(pool_ids), dict(student.identity))
 
 
-def pool_activations(student: Student, image_paths: Sequence[str | os.PathLike], *, cache_dir: str | os.PathLike,
-                     pool_ids: Sequence[str] | None = None, progress: Callable[[int, int], None] | None = None,
-                     batch_size: int = 32) -> TrunkActivations:
+def pool_activations(
+    student: Student,
+    image_paths: Sequence[str | os.PathLike],
+    *,
+    cache_dir: str | os.PathLike,
+    pool_ids: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 32,
+) -> TrunkActivations:
     """Trunk activations of image files at the student's resolution, through the disk feature cache
     (``alignment.features``): a re-run or a grown pool only computes new images. ``pool_ids`` default to
     the images' content hashes, which is what pseudo-label provenance should use too."""
@@ -230,8 +247,14 @@ def pool_activations(student: Student, image_paths: Sequence[str | os.PathLike],
     if source is None:
         raise ValueError("pool_activations needs a student from build_student (it knows its backbone)")
     at_student_size = replace(source, preprocess=student_transform(student))
-    values = extract_activations(at_student_size, image_paths, stage=student.identity["stage"],
-                                 cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+    values = extract_activations(
+        at_student_size,
+        image_paths,
+        stage=student.identity["stage"],
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        progress=progress,
+    )
     ids = tuple(pool_ids) if pool_ids is not None else tuple(image_content_hash(p) for p in image_paths)
     return TrunkActivations(torch.from_numpy(np.ascontiguousarray(values)), ids, dict(student.identity))
 

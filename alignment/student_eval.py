@@ -31,8 +31,10 @@ class BeforeAfter:
         """Long pandas table: one row per (model, level) with every metric and its CI."""
         import pandas as pd
 
-        frames = [report.table().assign(model=name, temperature=self.temperatures[name])
-                  for name, report in self.reports.items()]
+        frames = [
+            report.table().assign(model=name, temperature=self.temperatures[name])
+            for name, report in self.reports.items()
+        ]
         return pd.concat(frames, ignore_index=True)
 
     def summary(self):
@@ -43,7 +45,9 @@ class BeforeAfter:
         for name, report in self.reports.items():
             for row in report.rows:
                 cells = rows.setdefault(row["level"], {"level": row["level"], "n": row["n"]})
-                cells[f"{name} acc"] = f"{row['accuracy']:.3f} [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]"
+                cells[f"{name} acc"] = (
+                    f"{row['accuracy']:.3f} [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]"
+                )
                 cells[f"{name} norm"] = f"{row['normalised']:.2f}"
                 cells[f"{name} ρ(H,RT)"] = f"{row['rho_entropy_rt']:.2f}"
         for name, per_level in self.gain_intervals().items():
@@ -53,8 +57,10 @@ class BeforeAfter:
 
     def gains(self, baseline: str | None = None) -> dict[str, dict[str, float]]:
         """Accuracy minus the baseline's, per model and level (the improvement the table claims)."""
-        return {name: {level: values[0] for level, values in per_level.items()}
-                for name, per_level in self.gain_intervals(baseline).items()}
+        return {
+            name: {level: values[0] for level, values in per_level.items()}
+            for name, per_level in self.gain_intervals(baseline).items()
+        }
 
     def gain_intervals(self, baseline: str | None = None) -> dict[str, dict[str, tuple[float, float, float]]]:
         """Per model and level: (accuracy gain over the baseline, 95% CI low, high). The CI is a paired
@@ -74,10 +80,13 @@ class BeforeAfter:
         return result
 
 
-def entropy_matched_temperature(embeddings: np.ndarray, triplets: np.ndarray, target: float,
-                                similarity: str = "dot") -> float:
+def entropy_matched_temperature(
+    embeddings: np.ndarray, triplets: np.ndarray, target: float, similarity: str = "dot"
+) -> float:
     """Temperature at which the model's mean choice entropy on ``triplets`` equals ``target``."""
-    return temperature_for_entropy(pair_similarities(np.asarray(embeddings, np.float64), triplets, similarity), target)
+    return temperature_for_entropy(
+        pair_similarities(np.asarray(embeddings, np.float64), triplets, similarity), target
+    )
 
 
 def compare_models(
@@ -100,7 +109,9 @@ def compare_models(
         raise ValueError("compare_models needs at least one named embedding")
     n_images = {len(e) for e in embeddings.values()}
     if len(n_images) != 1:
-        raise ValueError(f"all embeddings must have one row per image, in the same order; got row counts {n_images}")
+        raise ValueError(
+            f"all embeddings must have one row per image, in the same order; got row counts {n_images}"
+        )
     triplets = check_triplets(triplets, n_images.pop())
     known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
     target = float(np.nanmean(known)) if np.isfinite(known).any() else float(np.log(3) / 2)
@@ -108,8 +119,17 @@ def compare_models(
     temperatures, reports = {}, {}
     for name, values in embeddings.items():
         temperatures[name] = entropy_matched_temperature(values, triplets, target, similarity)
-        reports[name] = evaluate_triplets(values, triplets, levels=levels, human_rt=human_rt,
-                                          human_entropy=human_entropy, noise_ceiling=noise_ceiling,
-                                          similarity=similarity, temperature=temperatures[name], groups=groups,
-                                          n_boot=n_boot, seed=seed)
+        reports[name] = evaluate_triplets(
+            values,
+            triplets,
+            levels=levels,
+            human_rt=human_rt,
+            human_entropy=human_entropy,
+            noise_ceiling=noise_ceiling,
+            similarity=similarity,
+            temperature=temperatures[name],
+            groups=groups,
+            n_boot=n_boot,
+            seed=seed,
+        )
     return BeforeAfter(reports, temperatures)

@@ -64,13 +64,17 @@ def login_form() -> None:
 
 
 def _explain_password_source() -> None:
-    configured = os.environ.get("ALIGNLAB_RESEARCHER_PASSWORD_HASH") or os.environ.get("ALIGNLAB_RESEARCHER_PASSWORD")
+    configured = os.environ.get("ALIGNLAB_RESEARCHER_PASSWORD_HASH") or os.environ.get(
+        "ALIGNLAB_RESEARCHER_PASSWORD"
+    )
     if not configured:
         researcher_password_hash()  # on a fresh install this generates the file the hint points to
     if not configured and generated_password_path().exists():
-        st.caption(f"No researcher password is configured, so one was generated on first run: see "
-                   f"`{generated_password_path()}` on the server. Set ALIGNLAB_RESEARCHER_PASSWORD_HASH "
-                   "(from `alignlab researcher hash-password`) for a real study.")
+        st.caption(
+            f"No researcher password is configured, so one was generated on first run: see "
+            f"`{generated_password_path()}` on the server. Set ALIGNLAB_RESEARCHER_PASSWORD_HASH "
+            "(from `alignlab researcher hash-password`) for a real study."
+        )
 
 
 def logout_button() -> None:

@@ -14,15 +14,21 @@ from app.participant.page import participant_page
 
 
 def researcher_navigation() -> dict[str, list[st.Page]]:
-    pages = {"AlignLab": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
-                          st.Page("views/maps.py", title="Maps", icon=":material/scatter_plot:")]}
+    pages = {
+        "AlignLab": [
+            st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+            st.Page("views/maps.py", title="Maps", icon=":material/scatter_plot:"),
+        ]
+    }
     if is_researcher():
         pages["Studies"] = [
             st.Page("views/studies.py", title="Studies", icon=":material/science:"),
             st.Page("views/participants.py", title="Participants & data", icon=":material/groups:"),
             st.Page("views/stimuli.py", title="Stimuli", icon=":material/image:"),
         ]
-        pages["Models"] = [st.Page("views/alignment.py", title="Alignment runs", icon=":material/model_training:")]
+        pages["Models"] = [
+            st.Page("views/alignment.py", title="Alignment runs", icon=":material/model_training:")
+        ]
         logout_button()
     else:
         pages["Researcher"] = [st.Page("views/login.py", title="Log in", icon=":material/login:")]

@@ -48,8 +48,9 @@ def map_inputs(database_url: str, before: str, after: str) -> MapInputs:
 @st.cache_data(max_entries=16, show_spinner="Computing the two maps…")
 def paired_maps(database_url: str, before: str, after: str, method: str, seed: int) -> PairedMaps:
     inputs = map_inputs(database_url, before, after)
-    return map_engine.paired_maps(inputs.before.embeddings, inputs.after.embeddings,
-                                  MapConfig(method=method, seed=seed))
+    return map_engine.paired_maps(
+        inputs.before.embeddings, inputs.after.embeddings, MapConfig(method=method, seed=seed)
+    )
 
 
 @st.cache_data(max_entries=16, show_spinner="Comparing neighbourhoods…")
@@ -71,17 +72,24 @@ def thumbnails(database_url: str, before: str, after: str) -> list[str]:
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def figures(database_url: str, before: str, after: str, method: str, seed: int, k: int,
-            colour_by: str) -> MapFigures:
+def figures(
+    database_url: str, before: str, after: str, method: str, seed: int, k: int, colour_by: str
+) -> MapFigures:
     """Built once per (inputs, map, k, colouring); shared read-only across sessions."""
     inputs = map_inputs(database_url, before, after)
-    return build_figures(inputs, paired_maps(database_url, before, after, method, seed),
-                         reorganisation(database_url, before, after, k),
-                         human_comparison(database_url, before, after), colour_by)
+    return build_figures(
+        inputs,
+        paired_maps(database_url, before, after, method, seed),
+        reorganisation(database_url, before, after, k),
+        human_comparison(database_url, before, after),
+        colour_by,
+    )
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def map_html(database_url: str, before: str, after: str, method: str, seed: int, k: int, colour_by: str) -> str:
+def map_html(
+    database_url: str, before: str, after: str, method: str, seed: int, k: int, colour_by: str
+) -> str:
     """The two maps as a standalone page whose hover shows thumbnails (see workflows/maps/figures.py)."""
     built = figures(database_url, before, after, method, seed, k, colour_by)
     return hover_thumbnail_html(built.figures["maps"], built.points, thumbnails(database_url, before, after))

@@ -32,15 +32,31 @@ def _setup_study(db: Database, writers: int, trials_per_writer: int) -> list[int
         stimulus_set = StimulusSet(name="bench")
         session.add(stimulus_set)
         session.flush()
-        session.add_all([Stimulus(stimulus_set_id=stimulus_set.id, name=f"{i}.png", path=f"{i}.png",
-                                  content_hash=f"{i:064d}", category=f"c{i % 5}", width=1, height=1, n_bytes=1)
-                         for i in range(30)])
+        session.add_all(
+            [
+                Stimulus(
+                    stimulus_set_id=stimulus_set.id,
+                    name=f"{i}.png",
+                    path=f"{i}.png",
+                    content_hash=f"{i:064d}",
+                    category=f"c{i % 5}",
+                    width=1,
+                    height=1,
+                    n_bytes=1,
+                )
+                for i in range(30)
+            ]
+        )
         session.flush()
         ids = list(session.scalars(select(Stimulus.id)))
     rng = np.random.default_rng(0)
-    specs = [TrialSpec(tuple(int(x) for x in rng.choice(ids, 3, replace=False)), TrialKind.EXPERIMENTAL)
-             for _ in range(trials_per_writer)]
-    create_study(db, "bench-study", stimulus_set.id, [specs] * writers, StudyConfig(), status=StudyStatus.OPEN)
+    specs = [
+        TrialSpec(tuple(int(x) for x in rng.choice(ids, 3, replace=False)), TrialKind.EXPERIMENTAL)
+        for _ in range(trials_per_writer)
+    ]
+    create_study(
+        db, "bench-study", stimulus_set.id, [specs] * writers, StudyConfig(), status=StudyStatus.OPEN
+    )
     return [enter_study(db, "bench-study", f"writer{w}").participant_id for w in range(writers)]
 
 
@@ -73,9 +89,15 @@ def measure(url: str, writers: int, responses: int) -> dict:
         stored = session.scalar(select(func.count()).select_from(Response))
     db.dispose()
     expected = per_writer * writers
-    return dict(writers=writers, responses=expected, per_s=expected / elapsed,
-                p50_ms=1000 * np.percentile(latencies, 50), p95_ms=1000 * np.percentile(latencies, 95),
-                lost=expected - stored, errors=errors)
+    return dict(
+        writers=writers,
+        responses=expected,
+        per_s=expected / elapsed,
+        p50_ms=1000 * np.percentile(latencies, 50),
+        p95_ms=1000 * np.percentile(latencies, 95),
+        lost=expected - stored,
+        errors=errors,
+    )
 
 
 def main() -> None:
@@ -89,11 +111,15 @@ def main() -> None:
         for backend, url in backends.items():
             for writers in args.writers:
                 rows.append((backend, measure(url, writers, args.responses)))
-    print(f"{'backend':<14}{'writers':>8}{'responses':>10}{'resp/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
-          f"{'lost':>6}{'errors':>7}")
+    print(
+        f"{'backend':<14}{'writers':>8}{'responses':>10}{'resp/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'lost':>6}{'errors':>7}"
+    )
     for backend, r in rows:
-        print(f"{backend:<14}{r['writers']:>8}{r['responses']:>10}{r['per_s']:>9.0f}{r['p50_ms']:>9.1f}"
-              f"{r['p95_ms']:>9.1f}{r['lost']:>6}{r['errors']:>7}")
+        print(
+            f"{backend:<14}{r['writers']:>8}{r['responses']:>10}{r['per_s']:>9.0f}{r['p50_ms']:>9.1f}"
+            f"{r['p95_ms']:>9.1f}{r['lost']:>6}{r['errors']:>7}"
+        )
 
 
 if __name__ == "__main__":

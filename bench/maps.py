@@ -83,8 +83,13 @@ def page_cell(n: int, method: str) -> dict:
     if at.exception:
         raise RuntimeError(at.exception)
     html_mb = len(at.get("iframe")[0].proto.srcdoc) / 1e6
-    return {"page_first": first, "page_rerun": rerun, "maps_computed": len(calls), "html_mb": html_mb,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "page_first": first,
+        "page_rerun": rerun,
+        "maps_computed": len(calls),
+        "html_mb": html_mb,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _fill_database(home: Path, n: int) -> None:
@@ -111,29 +116,46 @@ def _fill_database(home: Path, n: int) -> None:
         for i in range(n):
             pixels = np.clip(gradient * rng.uniform(0.3, 1, 3) + rng.normal(0, 25, (128, 128, 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.jpg", quality=85)
-            rows.append(Stimulus(stimulus_set_id=stimulus_set.id, name=f"c{category[i]}/{i}.jpg",
-                                 path=f"stimuli/bench/{i}.jpg", thumbnail_path=f"stimuli/bench/{i}.jpg",
-                                 content_hash=str(i), category=f"c{category[i]}", superordinate=f"s{category[i] % 4}",
-                                 width=128, height=128, n_bytes=1))
+            rows.append(
+                Stimulus(
+                    stimulus_set_id=stimulus_set.id,
+                    name=f"c{category[i]}/{i}.jpg",
+                    path=f"stimuli/bench/{i}.jpg",
+                    thumbnail_path=f"stimuli/bench/{i}.jpg",
+                    content_hash=str(i),
+                    category=f"c{category[i]}",
+                    superordinate=f"s{category[i] % 4}",
+                    width=128,
+                    height=128,
+                    n_bytes=1,
+                )
+            )
         session.add_all(rows)
         session.flush()
         ids = np.array([row.id for row in rows])
         for name, x in (("base", before), ("aligned", after)):
             path = save_run_embeddings(home / "runs" / f"{name}.npz", x, ids)
-            session.add(Run(kind="features", name=name, status=RunStatus.SUCCEEDED,
-                            artifacts={"embeddings": str(path.relative_to(home))}))
+            session.add(
+                Run(
+                    kind="features",
+                    name=name,
+                    status=RunStatus.SUCCEEDED,
+                    artifacts={"embeddings": str(path.relative_to(home))},
+                )
+            )
     db.dispose()
 
 
 def _in_fresh_process(cell: str, n: int, method: str) -> dict:
-    code = f"import json, sys; import bench.maps as b; " \
-           f"print('RESULT' + json.dumps(b.{cell}({n}, {method!r})))"
+    code = (
+        f"import json, sys; import bench.maps as b; print('RESULT' + json.dumps(b.{cell}({n}, {method!r})))"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
     if done.returncode or not lines:
         raise RuntimeError(f"{cell}({n}, {method}) failed:\n{done.stderr[-2000:]}")
-    return json.loads(lines[-1][len("RESULT"):])
+    return json.loads(lines[-1][len("RESULT") :])
 
 
 def main() -> None:
@@ -141,15 +163,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000])
     parser.add_argument("--methods", nargs="+", default=["umap", "pca"], choices=["umap", "pca"])
     args = parser.parse_args()
-    print(f"{'images':>7} {'method':>6} | {'cold first map':>14} {'warm new map':>12} | {'page first':>10} "
-          f"{'page rerun':>10} {'maps computed':>13} {'map html':>8} {'peak RSS':>9}")
+    print(
+        f"{'images':>7} {'method':>6} | {'cold first map':>14} {'warm new map':>12} | {'page first':>10} "
+        f"{'page rerun':>10} {'maps computed':>13} {'map html':>8} {'peak RSS':>9}"
+    )
     for n in args.sizes:
         for method in args.methods:
             engine = _in_fresh_process("engine_cell", n, method)
             page = _in_fresh_process("page_cell", n, method)
-            print(f"{n:>7} {method:>6} | {engine['cold']:>13.2f}s {engine['warm']:>11.2f}s | "
-                  f"{page['page_first']:>9.2f}s {page['page_rerun']:>9.2f}s {page['maps_computed']:>13} "
-                  f"{page['html_mb']:>6.1f}MB {page['peak_rss_mb']:>7.0f}MB", flush=True)
+            print(
+                f"{n:>7} {method:>6} | {engine['cold']:>13.2f}s {engine['warm']:>11.2f}s | "
+                f"{page['page_first']:>9.2f}s {page['page_rerun']:>9.2f}s {page['maps_computed']:>13} "
+                f"{page['html_mb']:>6.1f}MB {page['peak_rss_mb']:>7.0f}MB",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -71,13 +71,26 @@ def naive_page() -> None:
         st.write("done")
         return
     trial = todo[0]
-    data = {"trial_index": trial.trial_index, "urls": [stimulus_url(i) for i in trial.shown],
-            "iti_ms": participant_view(db, participant_id).config.iti_ms}
+    data = {
+        "trial_index": trial.trial_index,
+        "urls": [stimulus_url(i) for i in trial.shown],
+        "iti_ms": participant_view(db, participant_id).config.iti_ms,
+    }
     result = naive_component()(key="naive", data=data, on_choice_change=lambda: None)
     if result.choice:
         choice = result.choice
-        record_response(db, participant_id, ResponsePayload(trial.trial_index, trial.shown, choice["position"],
-                                                            choice["rt_ms"], choice["client_onset_ms"], "keyboard"))
+        record_response(
+            db,
+            participant_id,
+            ResponsePayload(
+                trial.trial_index,
+                trial.shown,
+                choice["position"],
+                choice["rt_ms"],
+                choice["client_onset_ms"],
+                "keyboard",
+            ),
+        )
         st.rerun()
 
 

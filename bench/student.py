@@ -44,7 +44,9 @@ def _load() -> str:
 
 
 def _synthetic_pool(student, config: StudentConfig, n_images: int) -> tuple[TrunkActivations, object]:
-    images = torch.randn(n_images, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(
+        n_images, 3, config.image_size, config.image_size, generator=torch.Generator().manual_seed(0)
+    )
     ids = tuple(f"img{i}" for i in range(n_images))
     acts = compute_trunk_activations(student, images, ids)
 
@@ -56,7 +58,9 @@ def _synthetic_pool(student, config: StudentConfig, n_images: int) -> tuple[Trun
 
     features = student_embeddings(student, acts.activations, output="prelogits")
     provenance = LabelProvenance(config.backbone, student.identity["weights_id"], ids, "bench")
-    labels = make_pseudolabels(features, Identity(), provenance, PseudoLabelConfig(n_triplets=16384, n_clusters=16))
+    labels = make_pseudolabels(
+        features, Identity(), provenance, PseudoLabelConfig(n_triplets=16384, n_clusters=16)
+    )
     return acts, labels["aligned"]
 
 
@@ -77,27 +81,40 @@ def overhead(config: StudentConfig, rounds: int) -> None:
     student = build_student(config)
     acts, labels = _synthetic_pool(student, config, 256)
     plan = plan_steps(labels, config, 1)
-    batches = [np.unique(labels.triplets[np.concatenate(plan.group_rows[i:i + config.groups_per_step])])
-               for i in range(0, plan.steps_per_epoch * config.groups_per_step, config.groups_per_step)]
-    n_triplets, n_images = len(labels) // len(plan.group_rows) * config.groups_per_step, np.mean([len(b) for b in batches])
+    batches = [
+        np.unique(labels.triplets[np.concatenate(plan.group_rows[i : i + config.groups_per_step])])
+        for i in range(0, plan.steps_per_epoch * config.groups_per_step, config.groups_per_step)
+    ]
+    n_triplets, n_images = (
+        len(labels) // len(plan.group_rows) * config.groups_per_step,
+        np.mean([len(b) for b in batches]),
+    )
     ours, bare = [], []
     for _ in range(rounds):  # alternate, so both loops see the same (shared-machine) load on average
         seen = []  # the last progress report comes before the final checkpoint/artifact writes
         with tempfile.TemporaryDirectory() as out:
-            train_student(build_student(config), acts, labels, replace(config, epochs=1.0), out, progress=seen.append)
+            train_student(
+                build_student(config), acts, labels, replace(config, epochs=1.0), out, progress=seen.append
+            )
         ours.append(seen[-1].elapsed_s / seen[-1].step)
         bare.append(_bare_loop(build_student(config), acts.activations, batches) / len(batches))
     best_ours, best_bare = min(ours), min(bare)
-    print(f"\n## loop overhead ({config.image_size}px, last {config.trainable_stages} stage(s), "
-          f"{config.groups_per_step} groups/step: {n_triplets} triplets over {n_images:.0f} images per step; "
-          f"best of {rounds} rounds; {_load()})")
+    print(
+        f"\n## loop overhead ({config.image_size}px, last {config.trainable_stages} stage(s), "
+        f"{config.groups_per_step} groups/step: {n_triplets} triplets over {n_images:.0f} images per step; "
+        f"best of {rounds} rounds; {_load()})"
+    )
     print(f"{'loop':<28}{'ms/step':>10}{'triplets/s':>12}{'images/s':>10}")
     for name, seconds in (("ours (train_student)", best_ours), ("bare step (torch Adam)", best_bare)):
         print(f"{name:<28}{1000 * seconds:>10.1f}{n_triplets / seconds:>12.0f}{n_images / seconds:>10.0f}")
     ratios = sorted(b / o for o, b in zip(ours, bare, strict=True))
-    print(f"ours / bare throughput: best-vs-best {best_bare / best_ours:.1%}, median of per-round ratios "
-          f"{ratios[len(ratios) // 2]:.1%} (target >= 90%)")
-    print(f"all rounds ms/step: ours {[round(1000 * s) for s in ours]}, bare {[round(1000 * s) for s in bare]}")
+    print(
+        f"ours / bare throughput: best-vs-best {best_bare / best_ours:.1%}, median of per-round ratios "
+        f"{ratios[len(ratios) // 2]:.1%} (target >= 90%)"
+    )
+    print(
+        f"all rounds ms/step: ours {[round(1000 * s) for s in ours]}, bare {[round(1000 * s) for s in bare]}"
+    )
 
 
 def _demo_inputs():
@@ -122,9 +139,13 @@ def _eval_inputs(db, images, test):
     all_judgments = load_judgments(db, DEMO_SLUG)
     test = test[test["level"].notna()]
     rows = images.rows(test[["stim0", "stim1", "stim2"]].to_numpy())
-    return rows, {"levels": test["level"].tolist(), "groups": test["triplet_key"].tolist(),
-                  "human_rt": test["rt_ms"].to_numpy(np.float64),
-                  "human_entropy": human_uncertainty(all_judgments, test), "noise_ceiling": noise_ceilings(all_judgments) or None}
+    return rows, {
+        "levels": test["level"].tolist(),
+        "groups": test["triplet_key"].tolist(),
+        "human_rt": test["rt_ms"].to_numpy(np.float64),
+        "human_entropy": human_uncertainty(all_judgments, test),
+        "noise_ceiling": noise_ceilings(all_judgments) or None,
+    }
 
 
 def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path) -> None:
@@ -157,8 +178,9 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     acts = pool_activations(student, images.paths, cache_dir=work / "cache", pool_ids=pool_ids)
     lap(f"trunk activations ({config.image_size}px)")
     embeddings = {"base": features, "teacher": teacher.transform(features)}
-    val_sets = make_pseudolabels(features, teacher, provenance, replace(label_config, n_triplets=2000,
-                                                                        seed=label_config.seed + 1))
+    val_sets = make_pseudolabels(
+        features, teacher, provenance, replace(label_config, n_triplets=2000, seed=label_config.seed + 1)
+    )
     fidelity = {}
     for space, name in (("aligned", "AligNet"), ("untransformed", "UnAligNet")):
         student = build_student(config, cache_dir=work / "weights")
@@ -168,7 +190,9 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
         result = train_student(student, acts, label_sets[space], config, work / name, progress=None)
         embeddings[name] = student_embeddings(student, acts.activations)
         fidelity[name] = (before, label_accuracy(student, acts.activations, val_sets[space]))
-        lap(f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, {result.images_seen} images)")
+        lap(
+            f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, {result.images_seen} images)"
+        )
     rows, human = _eval_inputs(db, images, test)
     table = compare_models(embeddings, rows, **human, n_boot=1000)
     lap("before/after table")
@@ -182,8 +206,13 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table.summary().to_string(index=False))
     for name, (before, after) in fidelity.items():
-        print(f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets {before:.3f} -> {after:.3f}")
-    print("gains over base:", {m: {k: round(v, 3) for k, v in g.items()} for m, g in table.gains("base").items()})
+        print(
+            f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets {before:.3f} -> {after:.3f}"
+        )
+    print(
+        "gains over base:",
+        {m: {k: round(v, 3) for k, v in g.items()} for m, g in table.gains("base").items()},
+    )
 
 
 def main() -> None:

@@ -45,7 +45,9 @@ window.addEventListener('alignlab:onset', (e) => setTimeout(() => window.dispatc
 """
 
 
-async def participant(browser, url: str, pid: str, respond_after_ms: int, deadline: float, delay_s: float) -> dict:
+async def participant(
+    browser, url: str, pid: str, respond_after_ms: int, deadline: float, delay_s: float
+) -> dict:
     """One participant arriving after `delay_s`: consent, then every trial answered `respond_after_ms` after
     its onset; breaks are continued at once. Returns the page's log of onsets, responses and acks."""
     await asyncio.sleep(delay_s)
@@ -63,8 +65,10 @@ async def participant(browser, url: str, pid: str, respond_after_ms: int, deadli
         if await intro.is_visible():
             await page.keyboard.press("Space")
         await asyncio.sleep(0.5)
-    await page.wait_for_function("() => window.__al.acks.filter(a => a.id.startsWith('r:')).length"
-                                 " >= window.__al.responses.length", timeout=120_000)
+    await page.wait_for_function(
+        "() => window.__al.acks.filter(a => a.id.startsWith('r:')).length >= window.__al.responses.length",
+        timeout=120_000,
+    )
     log = await page.evaluate("() => window.__al")
     await context.close()
     return log
@@ -74,8 +78,11 @@ def onset_gaps(log: dict, per_block: int) -> list[float]:
     """Response -> next onset beyond the fixation, within blocks (a block's last response is followed by the
     break screen, not by a fixation)."""
     onsets = {o["trial_index"]: o["t"] for o in log["onsets"]}
-    return [onsets[r["trial_index"] + 1] - r["t"] - ITI_MS for r in log["responses"]
-            if (r["trial_index"] + 1) % per_block and r["trial_index"] + 1 in onsets]
+    return [
+        onsets[r["trial_index"] + 1] - r["t"] - ITI_MS
+        for r in log["responses"]
+        if (r["trial_index"] + 1) % per_block and r["trial_index"] + 1 in onsets
+    ]
 
 
 def rest_only(server: AppServer, db, n_clients: int, interval_s: float, count: int) -> list[float]:
@@ -97,11 +104,20 @@ def rest_only(server: AppServer, db, n_clients: int, interval_s: float, count: i
         token = participant_token(entry.participant_id)
         time.sleep(k * interval_s / n_clients)
         for trial in trial_plan(db, entry.participant_id)[:count]:
-            body = json.dumps({"token": token, "trial_index": trial.trial_index, "shown": list(trial.shown),
-                               "chosen_position": 0, "rt_ms": 1000.0, "input_modality": "keyboard"}).encode()
+            body = json.dumps(
+                {
+                    "token": token,
+                    "trial_index": trial.trial_index,
+                    "shown": list(trial.shown),
+                    "chosen_position": 0,
+                    "rt_ms": 1000.0,
+                    "input_modality": "keyboard",
+                }
+            ).encode()
             started = time.perf_counter()
-            request = urllib.request.Request(server.url + "/api/responses", data=body,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                server.url + "/api/responses", data=body, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=60) as reply:
                 reply.read()
             latencies.append((time.perf_counter() - started) * 1000)
@@ -124,12 +140,26 @@ async def run(args, home: Path, db) -> tuple[list[dict], list[float]]:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             deadline = time.time() + args.minutes * 60 + args.arrival_spread + 120
             respond_after = int(args.interval * 1000) - ITI_MS
-            tasks = [participant(browser, server.url, f"load-{k:02d}", respond_after, deadline,
-                                 args.arrival_spread * k / args.participants) for k in range(args.participants)]
+            tasks = [
+                participant(
+                    browser,
+                    server.url,
+                    f"load-{k:02d}",
+                    respond_after,
+                    deadline,
+                    args.arrival_spread * k / args.participants,
+                )
+                for k in range(args.participants)
+            ]
             logs = await asyncio.gather(*tasks)
             await browser.close()
-        rest = rest_only(server, db, args.participants, args.interval,
-                         count=min(40, math.ceil(args.minutes * 60 / args.interval)))
+        rest = rest_only(
+            server,
+            db,
+            args.participants,
+            args.interval,
+            count=min(40, math.ceil(args.minutes * 60 / args.interval)),
+        )
     finally:
         server.stop()
     return logs, rest
@@ -139,26 +169,44 @@ def report(logs: list[dict], rest: list[float], db, args, wall_s: float) -> None
     given = sum(len(log["responses"]) for log in logs)
     acked = [a for log in logs for a in log["acks"] if a["id"].startswith("r:")]
     with db.read() as session:
-        rows = session.scalar(select(func.count()).select_from(Response).join(Participant)
-                              .where(Participant.external_id.startswith("load-")))
-        per_participant = dict(session.execute(select(Participant.external_id, func.count(Response.id))
-                                               .join(Response, Response.participant_id == Participant.id)
-                                               .group_by(Participant.external_id)).all())
-        completed = session.scalar(select(func.count()).where(Participant.status == ParticipantStatus.COMPLETED))
-    lost = sum(max(0, len(log["responses"]) - per_participant.get(f"load-{k:02d}", 0)) for k, log in enumerate(logs))
+        rows = session.scalar(
+            select(func.count())
+            .select_from(Response)
+            .join(Participant)
+            .where(Participant.external_id.startswith("load-"))
+        )
+        per_participant = dict(
+            session.execute(
+                select(Participant.external_id, func.count(Response.id))
+                .join(Response, Response.participant_id == Participant.id)
+                .group_by(Participant.external_id)
+            ).all()
+        )
+        completed = session.scalar(
+            select(func.count()).where(Participant.status == ParticipantStatus.COMPLETED)
+        )
+    lost = sum(
+        max(0, len(log["responses"]) - per_participant.get(f"load-{k:02d}", 0)) for k, log in enumerate(logs)
+    )
     latencies = np.array([a["latencyMs"] for a in acked])
     receipt = np.array(receipt_latencies(db, Participant.external_id.startswith("load-")))
     per_block = math.ceil(math.ceil(args.minutes * 60 / args.interval) / 2)
     gaps = np.array([g for log in logs for g in onset_gaps(log, per_block)])
-    print(f"\n{args.participants} participants arriving over {args.arrival_spread:.0f} s, one response every "
-          f"{args.interval} s, {args.minutes} min, one app process; wall time {wall_s:.0f} s")
-    print(f"responses given in the browsers {given}, acknowledged {len(acked)}, rows in the database {rows}, "
-          f"lost {lost}, participants completed {completed}/{args.participants}")
+    print(
+        f"\n{args.participants} participants arriving over {args.arrival_spread:.0f} s, one response every "
+        f"{args.interval} s, {args.minutes} min, one app process; wall time {wall_s:.0f} s"
+    )
+    print(
+        f"responses given in the browsers {given}, acknowledged {len(acked)}, rows in the database {rows}, "
+        f"lost {lost}, participants completed {completed}/{args.participants}"
+    )
     print(f"{'measure (ms)':<44}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
-    for name, values in (("ack latency (response -> row committed)", latencies),
-                         ("response -> server receipt, before commit", receipt),
-                         (f"onset gap beyond the {ITI_MS} ms fixation", gaps),
-                         (f"REST only: {len(rest)} POSTs, no browsers", np.array(rest))):
+    for name, values in (
+        ("ack latency (response -> row committed)", latencies),
+        ("response -> server receipt, before commit", receipt),
+        (f"onset gap beyond the {ITI_MS} ms fixation", gaps),
+        (f"REST only: {len(rest)} POSTs, no browsers", np.array(rest)),
+    ):
         p50, p95, p99 = np.percentile(values, [50, 95, 99])
         print(f"{name:<44}{p50:>8.1f}{p95:>8.1f}{p99:>8.1f}{values.max():>8.1f}")
 
@@ -168,8 +216,12 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=20)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--interval", type=float, default=1.5, help="seconds between responses")
-    parser.add_argument("--arrival-spread", type=float, default=30.0,
-                        help="participants arrive evenly over this many seconds (0: all at once)")
+    parser.add_argument(
+        "--arrival-spread",
+        type=float,
+        default=30.0,
+        help="participants arrive evenly over this many seconds (0: all at once)",
+    )
     parser.add_argument("--home", type=Path, help="keep the data directory (database, server log) here")
     args = parser.parse_args()
     trials = math.ceil(args.minutes * 60 / args.interval)
@@ -177,10 +229,26 @@ def main() -> None:
         home = args.home or Path(tmp)
         db = prepare_home(home)
         ids = make_stimuli(db, home, per_category=12, size=240)
-        config = StudyConfig(iti_ms=ITI_MS, min_valid_rt_ms=0, response_window_ms=15000, instructions=(),
-                             ask_demographics=False, ask_strategy=False, completion_url_template="")
-        make_study(db, home, "load-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=2,
-                   per_block=math.ceil(trials / 2), participants_per_list=2 * args.participants)
+        config = StudyConfig(
+            iti_ms=ITI_MS,
+            min_valid_rt_ms=0,
+            response_window_ms=15000,
+            instructions=(),
+            ask_demographics=False,
+            ask_strategy=False,
+            completion_url_template="",
+        )
+        make_study(
+            db,
+            home,
+            "load-study",
+            config=config,
+            stimulus_ids=ids,
+            n_practice=0,
+            n_blocks=2,
+            per_block=math.ceil(trials / 2),
+            participants_per_list=2 * args.participants,
+        )
         started = time.time()
         logs, rest = asyncio.run(run(args, home, db))
         report(logs, rest, db, args, time.time() - started)

@@ -192,12 +192,29 @@ def rt_errors(rts: dict[int, float], delays: list[int]) -> dict[int, list[float]
 def setup(home: Path, args) -> tuple:
     db = prepare_home(home)
     ids = make_stimuli(db, home, per_category=12, size=240)
-    config = StudyConfig(iti_ms=args.iti, min_valid_rt_ms=0, response_window_ms=15000, instructions=(),
-                         ask_demographics=False, ask_strategy=False, completion_url_template="")
-    make_study(db, home, "timing-gap", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1,
-               per_block=args.trials)
+    config = StudyConfig(
+        iti_ms=args.iti,
+        min_valid_rt_ms=0,
+        response_window_ms=15000,
+        instructions=(),
+        ask_demographics=False,
+        ask_strategy=False,
+        completion_url_template="",
+    )
+    make_study(
+        db,
+        home,
+        "timing-gap",
+        config=config,
+        stimulus_ids=ids,
+        n_practice=0,
+        n_blocks=1,
+        per_block=args.trials,
+    )
     n_rt = args.rt_repeats * len(DELAYS_MS)
-    make_study(db, home, "timing-rt", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1, per_block=n_rt)
+    make_study(
+        db, home, "timing-rt", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1, per_block=n_rt
+    )
     return db, ids
 
 
@@ -235,17 +252,25 @@ async def measure(args, home: Path, db) -> dict:
             from study.participation import enter_study
 
             entry = enter_study(db, "timing-rt", "baseline-plan")
-            http_server, base_url = serve_baseline(folder, baseline_trials(db, home, folder,
-                                                                          trial_plan(db, entry.participant_id)),
-                                                   args.iti)
+            http_server, base_url = serve_baseline(
+                folder, baseline_trials(db, home, folder, trial_plan(db, entry.participant_id)), args.iti
+            )
             for mode in ("cdp", "in-page"):
                 log = await run_ours(browser, ours, "timing-rt", f"rt-{mode}", delays, mode)
                 results[f"ours_rt_{mode}"] = rt_errors(stored_rts(db, f"rt-{mode}"), delays)
-                results[f"ours_acks_{mode}"] = [a["latencyMs"] for a in log["acks"] if a["id"].startswith("r:")]
+                results[f"ours_acks_{mode}"] = [
+                    a["latencyMs"] for a in log["acks"] if a["id"].startswith("r:")
+                ]
                 baseline = await run_baseline(browser, base_url, delays, mode)
-                results[f"baseline_rt_{mode}"] = rt_errors({r["trial_index"]: r["rt_ms"] for r in baseline}, delays)
-            results["ours_acks_gap"] = [a["latencyMs"] for a in results["ours_gap"]["acks"] if a["id"].startswith("r:")]
-            results["receipt"] = receipt_latencies(db, Participant.external_id.in_(["gap-ours", "rt-cdp", "rt-in-page"]))
+                results[f"baseline_rt_{mode}"] = rt_errors(
+                    {r["trial_index"]: r["rt_ms"] for r in baseline}, delays
+                )
+            results["ours_acks_gap"] = [
+                a["latencyMs"] for a in results["ours_gap"]["acks"] if a["id"].startswith("r:")
+            ]
+            results["receipt"] = receipt_latencies(
+                db, Participant.external_id.in_(["gap-ours", "rt-cdp", "rt-in-page"])
+            )
             http_server.shutdown()
             await browser.close()
     finally:
@@ -257,7 +282,10 @@ async def measure(args, home: Path, db) -> dict:
 def report(results: dict, iti_ms: int) -> None:
     print(f"\n(a) response -> next onset beyond the {iti_ms} ms fixation (ms)")
     print(f"{'page':<34}{'n':>5}{'p50':>9}{'p95':>9}{'max':>9}")
-    for name, key in (("ours (block in the browser)", "ours_gap"), ("naive (one rerun per trial)", "naive_gap")):
+    for name, key in (
+        ("ours (block in the browser)", "ours_gap"),
+        ("naive (one rerun per trial)", "naive_gap"),
+    ):
         values = gaps(results[key], iti_ms)
         p50, p95 = percentiles(values)
         print(f"{name:<34}{len(values):>5}{p50:>9.1f}{p95:>9.1f}{max(values):>9.1f}")
@@ -267,11 +295,15 @@ def report(results: dict, iti_ms: int) -> None:
         for delay in DELAYS_MS:
             ours, base = results[f"ours_rt_{mode}"][delay], results[f"baseline_rt_{mode}"][delay]
             cell = lambda v: f"{np.mean(v):7.2f} ± {np.std(v, ddof=1):5.2f} ({len(v)})"  # noqa: E731
-            print(f"{mode:<10}{delay:>7}{cell(ours):>22}{cell(base):>26}{np.mean(ours) - np.mean(base):>15.2f}")
+            print(
+                f"{mode:<10}{delay:>7}{cell(ours):>22}{cell(base):>26}{np.mean(ours) - np.mean(base):>15.2f}"
+            )
     acks = results["ours_acks_gap"] + results["ours_acks_cdp"] + results["ours_acks_in-page"]
     print("\n(c) response -> stored row (ms)")
-    for name, values in (("POST acknowledged (after the commit)", acks),
-                         ("received by the server, before the commit (one clock)", results["receipt"])):
+    for name, values in (
+        ("POST acknowledged (after the commit)", acks),
+        ("received by the server, before the commit (one clock)", results["receipt"]),
+    ):
         p50, p95 = percentiles(values)
         print(f"{name:<54} n={len(values):<4} p50 {p50:6.1f}   p95 {p95:6.1f}   max {max(values):6.1f}")
 

@@ -18,7 +18,13 @@ def insert_ignoring_duplicates(
     dialect = session.get_bind().dialect.name
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
-        raise NotImplementedError(f"idempotent insert is implemented for sqlite and postgresql, not {dialect!r}")
-    statement = (insert(model).values(**values).on_conflict_do_nothing(index_elements=list(unique_columns))
-                 .returning(*model.__table__.primary_key.columns))  # rowcount is unreliable with psycopg
+        raise NotImplementedError(
+            f"idempotent insert is implemented for sqlite and postgresql, not {dialect!r}"
+        )
+    statement = (
+        insert(model)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=list(unique_columns))
+        .returning(*model.__table__.primary_key.columns)
+    )  # rowcount is unreliable with psycopg
     return session.execute(statement).first() is not None

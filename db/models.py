@@ -104,7 +104,9 @@ class Stimulus(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    stimulus_set_id: Mapped[int] = mapped_column(ForeignKey("stimulus_sets.id", ondelete="CASCADE"), index=True)
+    stimulus_set_id: Mapped[int] = mapped_column(
+        ForeignKey("stimulus_sets.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(500))  # path in the imported folder, e.g. "animal/dog/1.jpg"
     path: Mapped[str] = mapped_column(Text)
     thumbnail_path: Mapped[str | None] = mapped_column(Text)
@@ -183,10 +185,14 @@ class Participant(Base):
     external_id: Mapped[str] = mapped_column(String(128))  # PROLIFIC_PID, or a generated anonymous id
     external_study_id: Mapped[str | None] = mapped_column(String(128))  # STUDY_ID
     external_session_id: Mapped[str | None] = mapped_column(String(128))  # SESSION_ID
-    source: Mapped[str] = mapped_column(String(32), default="anonymous")  # prolific | anonymous | simulated | imported
+    source: Mapped[str] = mapped_column(
+        String(32), default="anonymous"
+    )  # prolific | anonymous | simulated | imported
     is_simulated: Mapped[bool] = mapped_column(Boolean, default=False)
     list_id: Mapped[int | None] = mapped_column(ForeignKey("triplet_lists.id"), index=True)
-    status: Mapped[ParticipantStatus] = mapped_column(_enum(ParticipantStatus), default=ParticipantStatus.STARTED)
+    status: Mapped[ParticipantStatus] = mapped_column(
+        _enum(ParticipantStatus), default=ParticipantStatus.STARTED
+    )
     consent: Mapped[bool | None] = mapped_column(Boolean)
     demographics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     strategy: Mapped[str | None] = mapped_column(Text)
@@ -204,7 +210,9 @@ class Response(Base):
     """One row per answered (or timed-out) trial; (participant, trial_index) is unique."""
 
     __tablename__ = "responses"
-    __table_args__ = (UniqueConstraint("participant_id", "trial_index", name="uq_response_participant_trial"),)
+    __table_args__ = (
+        UniqueConstraint("participant_id", "trial_index", name="uq_response_participant_trial"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"), index=True)
@@ -218,7 +226,9 @@ class Response(Base):
     rt_ms: Mapped[float | None] = mapped_column(Float)  # client-side: response minus onset
     client_onset_ms: Mapped[float | None] = mapped_column(Float)  # epoch ms (performance.timeOrigin + now())
     server_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    input_modality: Mapped[str] = mapped_column(String(16), default="mouse")  # mouse|touch|keyboard|none|simulated
+    input_modality: Mapped[str] = mapped_column(
+        String(16), default="mouse"
+    )  # mouse|touch|keyboard|none|simulated
     timed_out: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
@@ -226,7 +236,9 @@ class InteractionEvent(Base):
     """Blur, focus, fullscreen exit, visibility, resize, reload, image errors..."""
 
     __tablename__ = "interaction_events"
-    __table_args__ = (UniqueConstraint("participant_id", "client_event_id", name="uq_event_participant_client"),)
+    __table_args__ = (
+        UniqueConstraint("participant_id", "client_event_id", name="uq_event_participant_client"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"), index=True)

@@ -14,8 +14,15 @@ class RunCancelled(RuntimeError):
     """Raised inside a job when a user asked for its run to be cancelled."""
 
 
-def create_run(db: Database, kind: str, config: dict[str, Any], *, study_id: int | None = None,
-               parent_run_id: int | None = None, name: str = "") -> int:
+def create_run(
+    db: Database,
+    kind: str,
+    config: dict[str, Any],
+    *,
+    study_id: int | None = None,
+    parent_run_id: int | None = None,
+    name: str = "",
+) -> int:
     with db.write() as session:
         run = Run(kind=kind, config=config, study_id=study_id, parent_run_id=parent_run_id, name=name)
         session.add(run)
@@ -41,8 +48,15 @@ def report_progress(db: Database, run_id: int, fraction: float, message: str = "
 
 
 def finish_run(db: Database, run_id: int, metrics: dict[str, Any], artifacts: dict[str, str]) -> None:
-    _update(db, run_id, status=RunStatus.SUCCEEDED, progress=1.0, metrics=metrics, artifacts=artifacts,
-            finished_at=utcnow())
+    _update(
+        db,
+        run_id,
+        status=RunStatus.SUCCEEDED,
+        progress=1.0,
+        metrics=metrics,
+        artifacts=artifacts,
+        finished_at=utcnow(),
+    )
 
 
 def fail_run(db: Database, run_id: int, error: str, *, cancelled: bool = False) -> None:

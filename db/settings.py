@@ -26,5 +26,5 @@ def normalise_url(url: str) -> str:
     """Map Heroku-style `postgres://` and bare `postgresql://` onto the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url

@@ -51,23 +51,32 @@ def verify_password(password: str, stored_hash: str) -> bool:
         prefix, salt_b64, digest_b64 = stored_hash.split("$")
         salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
     except ValueError as error:
-        raise ValueError("the stored researcher password hash is malformed; expected scrypt$<salt>$<hash> "
-                         "as written by `alignlab researcher hash-password`") from error
+        raise ValueError(
+            "the stored researcher password hash is malformed; expected scrypt$<salt>$<hash> "
+            "as written by `alignlab researcher hash-password`"
+        ) from error
     if prefix != HASH_PREFIX:
         raise ValueError(f"unknown password hash scheme {prefix!r}; expected {HASH_PREFIX!r}")
     digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
     return hmac.compare_digest(digest, expected)
 
 
-def attempt_login(db: Database, client_key: str, password: str, stored_hash: str,
-                  policy: LoginPolicy = LoginPolicy()) -> LoginResult:
+def attempt_login(
+    db: Database, client_key: str, password: str, stored_hash: str, policy: LoginPolicy = LoginPolicy()
+) -> LoginResult:
     """Check a password unless this client (or everyone) has failed too often recently; record the attempt."""
     since = utcnow() - timedelta(minutes=policy.window_minutes)
     with db.write() as session:
-        failures = select(func.count()).where(LoginAttempt.succeeded.is_(False), LoginAttempt.attempted_at >= since)
-        if session.scalar(failures.where(LoginAttempt.client_key == client_key)) >= policy.max_failures or \
-                session.scalar(failures) >= policy.max_global_failures:
-            return LoginResult(False, f"Too many failed attempts; try again in {policy.window_minutes} minutes.")
+        failures = select(func.count()).where(
+            LoginAttempt.succeeded.is_(False), LoginAttempt.attempted_at >= since
+        )
+        if (
+            session.scalar(failures.where(LoginAttempt.client_key == client_key)) >= policy.max_failures
+            or session.scalar(failures) >= policy.max_global_failures
+        ):
+            return LoginResult(
+                False, f"Too many failed attempts; try again in {policy.window_minutes} minutes."
+            )
         ok = verify_password(password, stored_hash)
         session.add(LoginAttempt(client_key=client_key[:128], succeeded=ok))
     return LoginResult(ok, "" if ok else "Wrong password.")

@@ -61,8 +61,10 @@ class StudyConfig:
         for number, page in enumerate(self.instructions, start=1):
             unknown = [kind for kind in example_tokens(page) if kind not in EXAMPLE_KINDS]
             if unknown:
-                raise ValueError(f"instructions page {number} asks for example {unknown[0]!r}; "
-                                 f"expected [[example: KIND]] with KIND one of {EXAMPLE_KINDS}")
+                raise ValueError(
+                    f"instructions page {number} asks for example {unknown[0]!r}; "
+                    f"expected [[example: KIND]] with KIND one of {EXAMPLE_KINDS}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -33,8 +33,11 @@ POOL_SAMPLE = 32  # larger pools: the least-used of a random sample (keeps big s
 GREEDY_ATTEMPTS = 5  # first tries pick least-used items; later tries pick at random
 NEW_TO_DESIGN_ATTEMPTS = 30  # tries for a triplet no other list has, before accepting a cross-list repeat
 MAX_ATTEMPTS = 80
-LEVEL_FIELDS = {TripletLevel.BETWEEN_CLASS: "n_between_class", TripletLevel.WITHIN_CLASS: "n_within_class",
-                TripletLevel.CLASS_BORDER: "n_class_border"}
+LEVEL_FIELDS = {
+    TripletLevel.BETWEEN_CLASS: "n_between_class",
+    TripletLevel.WITHIN_CLASS: "n_within_class",
+    TripletLevel.CLASS_BORDER: "n_class_border",
+}
 Triplet = tuple[int, int, int]
 CategoryKey = tuple[str, str]  # (superordinate, category): "bat" under animal differs from "bat" under sport
 
@@ -63,14 +66,20 @@ class DesignConfig:
         if self.n_lists < 1 or self.n_blocks < 1:
             raise ValueError("design n_lists and n_blocks must be at least 1")
         if self.n_experimental < 1:
-            raise ValueError("a design needs at least one experimental triplet per list "
-                             "(n_between_class + n_within_class + n_class_border >= 1)")
+            raise ValueError(
+                "a design needs at least one experimental triplet per list "
+                "(n_between_class + n_within_class + n_class_border >= 1)"
+            )
         for name in ("n_shared", "within_repeats"):
             if getattr(self, name) > self.n_experimental:
-                raise ValueError(f"design {name}={getattr(self, name)} is more than the {self.n_experimental} "
-                                 "experimental triplets per list")
+                raise ValueError(
+                    f"design {name}={getattr(self, name)} is more than the {self.n_experimental} "
+                    "experimental triplets per list"
+                )
         if self.within_class_scope not in WITHIN_SCOPES:
-            raise ValueError(f"within_class_scope must be one of {WITHIN_SCOPES}, got {self.within_class_scope!r}")
+            raise ValueError(
+                f"within_class_scope must be one of {WITHIN_SCOPES}, got {self.within_class_scope!r}"
+            )
 
     @property
     def n_experimental(self) -> int:
@@ -118,8 +127,11 @@ class Design:
         return max(self.image_use.values())
 
     def notes(self) -> list[str]:
-        between = ("three different superordinates" if self.between_class_definition == "superordinate"
-                   else "three different categories (fewer than 3 superordinates in the set)")
+        between = (
+            "three different superordinates"
+            if self.between_class_definition == "superordinate"
+            else "three different categories (fewer than 3 superordinates in the set)"
+        )
         return [
             f"between_class = {between}",
             f"within_class = three images of one {self.within_class_definition}",
@@ -132,11 +144,16 @@ class Design:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "within_class_definition": self.within_class_definition,
-                "between_class_definition": self.between_class_definition,
-                "practice_definition": self.practice_definition, "image_use_min": self.image_use_min,
-                "image_use_max": self.image_use_max, "n_cross_list_duplicates": self.n_cross_list_duplicates,
-                "notes": self.notes()}
+        return {
+            "config": self.config.to_dict(),
+            "within_class_definition": self.within_class_definition,
+            "between_class_definition": self.between_class_definition,
+            "practice_definition": self.practice_definition,
+            "image_use_min": self.image_use_min,
+            "image_use_max": self.image_use_max,
+            "n_cross_list_duplicates": self.n_cross_list_duplicates,
+            "notes": self.notes(),
+        }
 
 
 def generate_design(stimuli: Sequence[StimulusInfo], config: DesignConfig) -> Design:
@@ -146,8 +163,15 @@ def generate_design(stimuli: Sequence[StimulusInfo], config: DesignConfig) -> De
     sampler = _Sampler(pools, rules, random.Random(config.seed))
     shared = sampler.experimental(_shared_counts(config), list_keys=set())
     lists = tuple(_build_list(sampler, shared, config, index) for index in range(config.n_lists))
-    return Design(config, lists, rules.within_scope, rules.between_scope, rules.practice_kind,
-                  dict(sampler.chooser.use), sampler.n_cross_list_duplicates)
+    return Design(
+        config,
+        lists,
+        rules.within_scope,
+        rules.between_scope,
+        rules.practice_kind,
+        dict(sampler.chooser.use),
+        sampler.n_cross_list_duplicates,
+    )
 
 
 def create_study_from_design(
@@ -165,8 +189,16 @@ def create_study_from_design(
     design = generate_design(load_stimulus_table(db, stimulus_set_id), design_config)
     config = study_config or StudyConfig()
     config = replace(config, extra={**config.extra, "design": design.to_dict()})
-    study_id = create_study(db, slug, stimulus_set_id, design.lists, config, title=title,
-                            target_participants=target_participants, seeds=[design_config.seed] * len(design.lists))
+    study_id = create_study(
+        db,
+        slug,
+        stimulus_set_id,
+        design.lists,
+        config,
+        title=title,
+        target_participants=target_participants,
+        seeds=[design_config.seed] * len(design.lists),
+    )
     return study_id, design
 
 
@@ -192,8 +224,12 @@ class _Pools:
         for key in self.cats:
             self.sup_cats[key[0]].append(key)
         self.superordinates = sorted(self.sup_images)
-        self.border_pairs = [k for k, ids in self.cats.items() if len(ids) >= 2 and len(self.sup_cats[k[0]]) >= 2]
-        self.catch_pairs = [k for k, ids in self.cats.items() if len(ids) >= 2] if len(self.superordinates) >= 2 else []
+        self.border_pairs = [
+            k for k, ids in self.cats.items() if len(ids) >= 2 and len(self.sup_cats[k[0]]) >= 2
+        ]
+        self.catch_pairs = (
+            [k for k, ids in self.cats.items() if len(ids) >= 2] if len(self.superordinates) >= 2 else []
+        )
 
     def categories_with(self, n: int) -> list[CategoryKey]:
         return [k for k, ids in self.cats.items() if len(ids) >= n]
@@ -202,8 +238,10 @@ class _Pools:
         return [s for s in self.superordinates if len(self.sup_images[s]) >= n]
 
     def describe(self) -> str:
-        parts = [f"{sup or '(none)'}: {len(self.sup_cats[sup])} category(ies), {len(self.sup_images[sup])} images"
-                 for sup in self.superordinates]
+        parts = [
+            f"{sup or '(none)'}: {len(self.sup_cats[sup])} category(ies), {len(self.sup_images[sup])} images"
+            for sup in self.superordinates
+        ]
         return "; ".join(parts)
 
 
@@ -237,19 +275,31 @@ class _Rules:
 
     def check(self, pools: _Pools, config: DesignConfig) -> None:
         """Refuse designs the set cannot support, naming what is missing."""
-        n_catch = config.n_blocks * config.catch_per_block + (config.n_practice if self.practice_kind == "catch" else 0)
-        demands = {"between_class": config.n_between_class + (config.n_practice if self.practice_kind != "catch" else 0),
-                   "within_class": config.n_within_class, "class_border": config.n_class_border, "catch": n_catch}
+        n_catch = config.n_blocks * config.catch_per_block + (
+            config.n_practice if self.practice_kind == "catch" else 0
+        )
+        demands = {
+            "between_class": config.n_between_class
+            + (config.n_practice if self.practice_kind != "catch" else 0),
+            "within_class": config.n_within_class,
+            "class_border": config.n_class_border,
+            "catch": n_catch,
+        }
         problems = []
         for kind, demand in demands.items():
             if demand and self.capacity[kind] == 0:
                 problems.append(_missing(kind, pools, self.within_scope))
             elif demand > self.capacity[kind]:
-                problems.append(f"the set allows only {self.capacity[kind]} distinct {kind} triplets but each list "
-                                f"needs {demand}; lower the count or add images")
+                problems.append(
+                    f"the set allows only {self.capacity[kind]} distinct {kind} triplets but each list "
+                    f"needs {demand}; lower the count or add images"
+                )
         if problems:
-            raise ValueError("the stimulus set cannot support this design: " + "; ".join(problems)
-                             + f" (set: {pools.describe()})")
+            raise ValueError(
+                "the stimulus set cannot support this design: "
+                + "; ".join(problems)
+                + f" (set: {pools.describe()})"
+            )
 
 
 def _within_scope(pools: _Pools, requested: str) -> str:
@@ -271,7 +321,9 @@ def _capacities(pools: _Pools, between: str, within: str) -> dict[str, int]:
         "between_class": _e3(list(groups)),
         "within_class": sum(math.comb(n, 3) for n in within_groups),
         "class_border": sum(p * (sup_size[k[0]] - len(pools.cats[k])) for k, p in pairs.items()),
-        "catch": sum(p * (len(pools.ids) - sup_size[k[0]]) for k, p in pairs.items()) if pools.catch_pairs else 0,
+        "catch": sum(p * (len(pools.ids) - sup_size[k[0]]) for k, p in pairs.items())
+        if pools.catch_pairs
+        else 0,
     }
 
 
@@ -279,11 +331,11 @@ def _missing(kind: str, pools: _Pools, within_scope: str) -> str:
     return {
         "between_class": f"between_class triplets need at least 3 categories (the set has {len(pools.cats)})",
         "within_class": f"within_class triplets (one {within_scope}) need a {within_scope} with at least 3 images"
-                        + (" (try within_class_scope='superordinate')" if within_scope == "category" else ""),
+        + (" (try within_class_scope='superordinate')" if within_scope == "category" else ""),
         "class_border": "class_border triplets need a superordinate with at least 2 categories, one of them with "
-                        "at least 2 images",
+        "at least 2 images",
         "catch": f"catch triplets (and catch-like practice) need at least 2 superordinates (the set has "
-                 f"{len(pools.superordinates)}) and a category with at least 2 images; or set catch_per_block=0",
+        f"{len(pools.superordinates)}) and a category with at least 2 images; or set catch_per_block=0",
     }[kind]
 
 
@@ -385,12 +437,17 @@ class _Sampler:
             list_keys.add(key)
             self.chooser.record(triplet)
             return triplet
-        raise ValueError(f"could not find another distinct {kind} triplet after {MAX_ATTEMPTS} tries (the set "
-                         f"allows {self.rules.capacity[kind]}); lower the number of {kind} triplets or add images")
+        raise ValueError(
+            f"could not find another distinct {kind} triplet after {MAX_ATTEMPTS} tries (the set "
+            f"allows {self.rules.capacity[kind]}); lower the number of {kind} triplets or add images"
+        )
 
     def experimental(self, counts: dict[TripletLevel, int], list_keys: set[str]) -> list[TrialSpec]:
-        return [TrialSpec(self.draw(level.value, list_keys), TrialKind.EXPERIMENTAL, level)
-                for level, n in counts.items() for _ in range(n)]
+        return [
+            TrialSpec(self.draw(level.value, list_keys), TrialKind.EXPERIMENTAL, level)
+            for level, n in counts.items()
+            for _ in range(n)
+        ]
 
 
 def _shared_counts(config: DesignConfig) -> dict[TripletLevel, int]:
@@ -408,7 +465,9 @@ def _shared_counts(config: DesignConfig) -> dict[TripletLevel, int]:
 # ---------------------------------------------------------------- one list
 
 
-def _build_list(sampler: _Sampler, shared: list[TrialSpec], config: DesignConfig, index: int) -> tuple[TrialSpec, ...]:
+def _build_list(
+    sampler: _Sampler, shared: list[TrialSpec], config: DesignConfig, index: int
+) -> tuple[TrialSpec, ...]:
     """Practice first; then experimental triplets shuffled into blocks, repeats later, catch trials interleaved."""
     rng = sampler.rng
     list_keys = {triplet_key(spec.stimuli) for spec in shared}
@@ -416,7 +475,7 @@ def _build_list(sampler: _Sampler, shared: list[TrialSpec], config: DesignConfig
     own_counts = {level: n - shared_counts[level] for level, n in config.level_counts().items()}
     experimental = shared + sampler.experimental(own_counts, list_keys)
     rng.shuffle(experimental)
-    blocks = [experimental[b::config.n_blocks] for b in range(config.n_blocks)]
+    blocks = [experimental[b :: config.n_blocks] for b in range(config.n_blocks)]
     _add_repeats(blocks, config.within_repeats, rng)
     for block in blocks:
         catches = [sampler.draw("catch", list_keys) for _ in range(config.catch_per_block)]
@@ -442,7 +501,9 @@ def _add_repeats(blocks: list[list[TrialSpec]], n_repeats: int, rng: random.Rand
         b = next(b for b, block in enumerate(blocks) if any(s is original for s in block))
         target = rng.randint(b + 1, len(blocks) - 1) if b < len(blocks) - 1 else b
         after = next(i for i, s in enumerate(blocks[b]) if s is original) + 1 if target == b else 0
-        blocks[target].insert(rng.randint(after, len(blocks[target])), replace(original, kind=TrialKind.REPEAT))
+        blocks[target].insert(
+            rng.randint(after, len(blocks[target])), replace(original, kind=TrialKind.REPEAT)
+        )
 
 
 def _interleave(block: list[TrialSpec], extra: list[TrialSpec], rng: random.Random) -> None:

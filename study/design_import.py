@@ -76,10 +76,13 @@ class _StimulusNames:
         if len(matches) == 1:
             return matches[0]
         if matches:
-            raise ValueError(f"image {text!r} matches {len(matches)} stimuli ({', '.join(m.name for m in matches[:3])})",
-                             "a full stimulus name such as 'animal/dog/1.jpg'")
-        raise ValueError(f"unknown image {text!r}: not in the stimulus set",
-                         "a stimulus name or a file name of the set")
+            raise ValueError(
+                f"image {text!r} matches {len(matches)} stimuli ({', '.join(m.name for m in matches[:3])})",
+                "a full stimulus name such as 'animal/dog/1.jpg'",
+            )
+        raise ValueError(
+            f"unknown image {text!r}: not in the stimulus set", "a stimulus name or a file name of the set"
+        )
 
     def at(self, text: str) -> StimulusInfo:
         if not re.fullmatch(r"\d+", text):
@@ -87,15 +90,19 @@ class _StimulusNames:
         position = int(text) - self.index_base
         if not 0 <= position < len(self.in_name_order):
             first = self.index_base
-            raise ValueError(f"index {text} is out of range",
-                             f"{first}..{first + len(self.in_name_order) - 1} (the set has {len(self.in_name_order)} stimuli)")
+            raise ValueError(
+                f"index {text} is out of range",
+                f"{first}..{first + len(self.in_name_order) - 1} (the set has {len(self.in_name_order)} stimuli)",
+            )
         return self.in_name_order[position]
 
 
 # ---------------------------------------------------------------- Levels server-input CSV
 
 
-def read_levels_design(path: str | Path, stimuli: Sequence[StimulusInfo]) -> tuple[list[list[TrialSpec]], list[str]]:
+def read_levels_design(
+    path: str | Path, stimuli: Sequence[StimulusInfo]
+) -> tuple[list[list[TrialSpec]], list[str]]:
     """Lists of trials (one per `id`, ordered by `trial`) and the ids; raises InputRejected listing every bad row."""
     path = Path(path)
     rows = _read_csv(path)
@@ -109,13 +116,19 @@ def read_levels_design(path: str | Path, stimuli: Sequence[StimulusInfo]) -> tup
             problems += [RowProblem(where, problem, expected) for problem, expected in error.problems]
             continue
         if any(t == trial for t, _ in by_id[list_id]):
-            problems.append(RowProblem(where, f"trial {trial} appears twice for id {list_id!r}", "unique trial numbers per id"))
+            problems.append(
+                RowProblem(
+                    where, f"trial {trial} appears twice for id {list_id!r}", "unique trial numbers per id"
+                )
+            )
         by_id[list_id].append((trial, spec))
     if not rows:
         problems.append(RowProblem(path.name, "has no rows", "one row per trial"))
     if problems:
         raise InputRejected(path.name, problems)
-    lists = [_mark_repeats([spec for _, spec in sorted(trials, key=lambda t: t[0])]) for trials in by_id.values()]
+    lists = [
+        _mark_repeats([spec for _, spec in sorted(trials, key=lambda t: t[0])]) for trials in by_id.values()
+    ]
     return lists, list(by_id)
 
 
@@ -125,14 +138,26 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputRejected(path.name, [RowProblem(path.name, "is not UTF-8 text", "a UTF-8 CSV file")]) from error
+        raise InputRejected(
+            path.name, [RowProblem(path.name, "is not UTF-8 text", "a UTF-8 CSV file")]
+        ) from error
     reader = csv.DictReader(io.StringIO(text, newline=""))
     reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
     missing = [c for c in LEVELS_COLUMNS if c not in reader.fieldnames]
     if missing:
-        raise InputRejected(path.name, [RowProblem(f"{path.name} header", f"missing column(s) {', '.join(missing)}",
-                                                   f"columns {', '.join(LEVELS_COLUMNS)} (optional: block)")])
-    return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader]
+        raise InputRejected(
+            path.name,
+            [
+                RowProblem(
+                    f"{path.name} header",
+                    f"missing column(s) {', '.join(missing)}",
+                    f"columns {', '.join(LEVELS_COLUMNS)} (optional: block)",
+                )
+            ],
+        )
+    return [
+        (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader
+    ]
 
 
 def _levels_row(row: dict[str, str], names: _StimulusNames) -> tuple[str, int, TrialSpec]:
@@ -143,8 +168,9 @@ def _levels_row(row: dict[str, str], names: _StimulusNames) -> tuple[str, int, T
         problems.append((f"trial {row['trial']!r} is not a whole number", "the trial's position in the list"))
     label = row["triplet_class"].lower()
     if label not in TRIPLET_CLASSES:
-        problems.append((f"triplet_class {row['triplet_class']!r} is not known",
-                         f"one of {', '.join(TRIPLET_CLASSES)}"))
+        problems.append(
+            (f"triplet_class {row['triplet_class']!r} is not known", f"one of {', '.join(TRIPLET_CLASSES)}")
+        )
     images = []
     for column in IMAGE_COLUMNS:
         try:
@@ -164,19 +190,33 @@ def _levels_row(row: dict[str, str], names: _StimulusNames) -> tuple[str, int, T
 def _designed_spec(images: list[StimulusInfo], kind: TrialKind, level: TripletLevel | None) -> TrialSpec:
     """The odd one out last where categories say which it is; catch triplets must have one."""
     if len({s.id for s in images}) != 3:
-        raise _RowError([(f"the images {[s.name for s in images]} are not three different stimuli",
-                          "three different images")])
+        raise _RowError(
+            [
+                (
+                    f"the images {[s.name for s in images]} are not three different stimuli",
+                    "three different images",
+                )
+            ]
+        )
     outsider = _category_outsider(images)
     if outsider is not None:
         images = [s for s in images if s is not outsider] + [outsider]
     if kind == TrialKind.CATCH and outsider is None:
         categories = ", ".join(f"{s.name}: {s.category}" for s in images)
-        raise _RowError([(f"catch triplet has no unambiguous odd one out ({categories})",
-                          "two images of one category and one of another")])
+        raise _RowError(
+            [
+                (
+                    f"catch triplet has no unambiguous odd one out ({categories})",
+                    "two images of one category and one of another",
+                )
+            ]
+        )
     block = PRACTICE_BLOCK if kind == TrialKind.PRACTICE else 0
     catch_like = outsider is not None and outsider.superordinate != images[0].superordinate
     odd_known = kind == TrialKind.CATCH or (kind == TrialKind.PRACTICE and catch_like)
-    return TrialSpec((images[0].id, images[1].id, images[2].id), kind, level, block=block, odd_known=odd_known)
+    return TrialSpec(
+        (images[0].id, images[1].id, images[2].id), kind, level, block=block, odd_known=odd_known
+    )
 
 
 def _category_outsider(images: Sequence[StimulusInfo]) -> StimulusInfo | None:
@@ -209,8 +249,12 @@ def _mark_repeats(specs: list[TrialSpec]) -> list[TrialSpec]:
     return marked
 
 
-def write_levels_design(path: str | Path, lists: Sequence[Sequence[TrialSpec]], stimuli: Sequence[StimulusInfo],
-                        list_ids: Sequence[str] | None = None) -> None:
+def write_levels_design(
+    path: str | Path,
+    lists: Sequence[Sequence[TrialSpec]],
+    stimuli: Sequence[StimulusInfo],
+    list_ids: Sequence[str] | None = None,
+) -> None:
     """The inverse of `read_levels_design` (with a `block` column): share a generated design or check it."""
     name_of = {s.id: s.name for s in stimuli}
     list_ids = list_ids or [f"participant_{i + 1}" for i in range(len(lists))]
@@ -226,8 +270,13 @@ def write_levels_design(path: str | Path, lists: Sequence[Sequence[TrialSpec]], 
 # ---------------------------------------------------------------- THINGS-style index files
 
 
-def read_things_design(path: str | Path, stimuli: Sequence[StimulusInfo], *, index_base: int = 0,
-                       triplets_per_list: int | None = None) -> list[list[TrialSpec]]:
+def read_things_design(
+    path: str | Path,
+    stimuli: Sequence[StimulusInfo],
+    *,
+    index_base: int = 0,
+    triplets_per_list: int | None = None,
+) -> list[list[TrialSpec]]:
     """Experimental triplets (level unknown) from rows of three indices, odd one out last, split into lists."""
     path = Path(path)
     if not path.is_file():
@@ -247,7 +296,7 @@ def read_things_design(path: str | Path, stimuli: Sequence[StimulusInfo], *, ind
     if problems:
         raise InputRejected(path.name, problems)
     size = triplets_per_list or len(specs)
-    return [_mark_repeats(specs[i:i + size]) for i in range(0, len(specs), size)]
+    return [_mark_repeats(specs[i : i + size]) for i in range(0, len(specs), size)]
 
 
 def _things_row(text: str, names: _StimulusNames) -> TrialSpec:
@@ -268,36 +317,85 @@ def _things_row(text: str, names: _StimulusNames) -> TrialSpec:
 # ---------------------------------------------------------------- storing as a study
 
 
-def import_levels_design(db: Database, slug: str, stimulus_set_id: int, path: str | Path,
-                         study_config: StudyConfig | None = None, *, title: str = "",
-                         target_participants: int | None = None) -> ImportedDesign:
+def import_levels_design(
+    db: Database,
+    slug: str,
+    stimulus_set_id: int,
+    path: str | Path,
+    study_config: StudyConfig | None = None,
+    *,
+    title: str = "",
+    target_participants: int | None = None,
+) -> ImportedDesign:
     """A draft study whose lists are the Levels CSV's lists; nothing is stored if any row is bad."""
     validate_slug(slug)
     lists, list_ids = read_levels_design(path, load_stimulus_table(db, stimulus_set_id))
-    return _store(db, slug, stimulus_set_id, lists, list_ids, study_config, "levels", Path(path).name,
-                  title, target_participants)
+    return _store(
+        db,
+        slug,
+        stimulus_set_id,
+        lists,
+        list_ids,
+        study_config,
+        "levels",
+        Path(path).name,
+        title,
+        target_participants,
+    )
 
 
-def import_things_design(db: Database, slug: str, stimulus_set_id: int, path: str | Path,
-                         study_config: StudyConfig | None = None, *, index_base: int = 0,
-                         triplets_per_list: int | None = None, title: str = "",
-                         target_participants: int | None = None) -> ImportedDesign:
+def import_things_design(
+    db: Database,
+    slug: str,
+    stimulus_set_id: int,
+    path: str | Path,
+    study_config: StudyConfig | None = None,
+    *,
+    index_base: int = 0,
+    triplets_per_list: int | None = None,
+    title: str = "",
+    target_participants: int | None = None,
+) -> ImportedDesign:
     """A draft study from a THINGS-style index file (indices into the set ordered by stimulus name)."""
     validate_slug(slug)
-    lists = read_things_design(path, load_stimulus_table(db, stimulus_set_id), index_base=index_base,
-                               triplets_per_list=triplets_per_list)
+    lists = read_things_design(
+        path,
+        load_stimulus_table(db, stimulus_set_id),
+        index_base=index_base,
+        triplets_per_list=triplets_per_list,
+    )
     list_ids = [str(i) for i in range(len(lists))]
-    return _store(db, slug, stimulus_set_id, lists, list_ids, study_config, "things", Path(path).name,
-                  title, target_participants)
+    return _store(
+        db,
+        slug,
+        stimulus_set_id,
+        lists,
+        list_ids,
+        study_config,
+        "things",
+        Path(path).name,
+        title,
+        target_participants,
+    )
 
 
-def _store(db: Database, slug: str, stimulus_set_id: int, lists: list[list[TrialSpec]], list_ids: list[str],
-           study_config: StudyConfig | None, file_format: str, file_name: str, title: str,
-           target_participants: int | None) -> ImportedDesign:
+def _store(
+    db: Database,
+    slug: str,
+    stimulus_set_id: int,
+    lists: list[list[TrialSpec]],
+    list_ids: list[str],
+    study_config: StudyConfig | None,
+    file_format: str,
+    file_name: str,
+    title: str,
+    target_participants: int | None,
+) -> ImportedDesign:
     config = study_config or StudyConfig()
     note = {"imported_from": file_name, "format": file_format, "list_ids": list_ids}
     config = replace(config, extra={**config.extra, "design": note})
-    study_id = create_study(db, slug, stimulus_set_id, lists, config, title=title,
-                            target_participants=target_participants)
+    study_id = create_study(
+        db, slug, stimulus_set_id, lists, config, title=title, target_participants=target_participants
+    )
     kinds = Counter(spec.kind.value for specs in lists for spec in specs)
     return ImportedDesign(study_id, tuple(list_ids), dict(kinds))

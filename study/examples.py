@@ -42,13 +42,19 @@ def example_triplets(db: Database, study_id: int) -> dict[str, tuple[ExampleImag
     """Per kind, three of the study's images (the odd one out last for `obvious`); a kind they cannot fill is
     left out. Deterministic per study; images of the study's practice trials are avoided when possible, so the
     practice does not repeat an example."""
-    trials = select(Trial.block, Trial.stim0_id, Trial.stim1_id, Trial.stim2_id).join(TripletList).where(
-        TripletList.study_id == study_id)
+    trials = (
+        select(Trial.block, Trial.stim0_id, Trial.stim1_id, Trial.stim2_id)
+        .join(TripletList)
+        .where(TripletList.study_id == study_id)
+    )
     with db.read() as session:
         used = session.execute(trials).all()
         ids = {sid for row in used for sid in row[1:]}
-        rows = session.execute(select(Stimulus.id, Stimulus.path, Stimulus.category, Stimulus.superordinate)
-                               .where(Stimulus.id.in_(ids)).order_by(Stimulus.id)).all()
+        rows = session.execute(
+            select(Stimulus.id, Stimulus.path, Stimulus.category, Stimulus.superordinate)
+            .where(Stimulus.id.in_(ids))
+            .order_by(Stimulus.id)
+        ).all()
     in_practice = {sid for row in used if row.block < 0 for sid in row[1:]}
     fresh = [row for row in rows if row.id not in in_practice]
     by_category = _by_category(fresh if len(_by_category(fresh)) >= 2 else rows)
@@ -73,7 +79,9 @@ def _obvious(by_category, rng) -> tuple[ExampleImage, ...] | None:
     if not pairs:
         return None
     pair_key = pairs[rng.integers(len(pairs))]
-    others = [key for key in by_category if key[0] != pair_key[0]] or [key for key in by_category if key != pair_key]
+    others = [key for key in by_category if key[0] != pair_key[0]] or [
+        key for key in by_category if key != pair_key
+    ]
     if not others:
         return None
     odd_key = others[rng.integers(len(others))]

@@ -32,11 +32,19 @@ class ExportSummary:
     n_participants: int
 
 
-def things_table(db: Database, slug: str, *, include_excluded: bool = False, include_simulated: bool = True,
-                 raw_ids: bool = False) -> pd.DataFrame:
+def things_table(
+    db: Database,
+    slug: str,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    raw_ids: bool = False,
+) -> pd.DataFrame:
     """Answered trials as THINGS triplets: image1..3 are 0-based indices into the stimulus set ordered by
     name, the odd one out last; plus names, RT (ms), subject_id, trial_nr, level, kind, is_simulated."""
-    judgments = load_judgments(db, slug, include_excluded=include_excluded, include_simulated=include_simulated)
+    judgments = load_judgments(
+        db, slug, include_excluded=include_excluded, include_simulated=include_simulated
+    )
     stimuli = load_stimuli(db, slug)
     index = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
     names = stimuli.set_index("id")["name"]
@@ -51,8 +59,14 @@ def things_table(db: Database, slug: str, *, include_excluded: bool = False, inc
     return table
 
 
-def trial_table(db: Database, slug: str, *, include_excluded: bool = False, include_simulated: bool = True,
-                raw_ids: bool = False) -> pd.DataFrame:
+def trial_table(
+    db: Database,
+    slug: str,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    raw_ids: bool = False,
+) -> pd.DataFrame:
     """One row per stored trial response (timeouts and practice included), jsPsych style: rt, response
     (chosen display position), trial_index, time_elapsed, images in stored order and as shown."""
     responses = load_responses(db, slug)
@@ -67,20 +81,39 @@ def trial_table(db: Database, slug: str, *, include_excluded: bool = False, incl
     def name(column: str) -> pd.Series:
         return responses[column].map(names)
 
-    return pd.DataFrame({
-        "subject_id": responses["external_id" if raw_ids else "subject"], "is_simulated": responses["is_simulated"],
-        "excluded": responses["excluded"], "status": responses["status"], "trial_index": responses["trial_index"],
-        "trial_type": "odd-one-out", "kind": responses["kind"], "level": responses["level"],
-        "block": responses["block"], "rt": responses["rt_ms"], "response": responses["chosen_position"].astype("Int64"),
-        "timed_out": responses["timed_out"], "time_elapsed": _time_elapsed(responses),
-        "image1": name("stim0"), "image2": name("stim1"), "image3": name("stim2"), "odd_known": responses["odd_known"],
-        "shown_left": name("shown_left"), "shown_middle": name("shown_middle"), "shown_right": name("shown_right"),
-        "odd_one_out": name("chosen_stimulus_id"), "catch_correct": _catch_correct(responses),
-        "input_modality": responses["input_modality"], "client_onset_ms": responses["client_onset_ms"],
-        "server_received_at": responses["server_received_at"],
-        "stim0_id": responses["stim0"], "stim1_id": responses["stim1"], "stim2_id": responses["stim2"],
-        "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": responses["external_id" if raw_ids else "subject"],
+            "is_simulated": responses["is_simulated"],
+            "excluded": responses["excluded"],
+            "status": responses["status"],
+            "trial_index": responses["trial_index"],
+            "trial_type": "odd-one-out",
+            "kind": responses["kind"],
+            "level": responses["level"],
+            "block": responses["block"],
+            "rt": responses["rt_ms"],
+            "response": responses["chosen_position"].astype("Int64"),
+            "timed_out": responses["timed_out"],
+            "time_elapsed": _time_elapsed(responses),
+            "image1": name("stim0"),
+            "image2": name("stim1"),
+            "image3": name("stim2"),
+            "odd_known": responses["odd_known"],
+            "shown_left": name("shown_left"),
+            "shown_middle": name("shown_middle"),
+            "shown_right": name("shown_right"),
+            "odd_one_out": name("chosen_stimulus_id"),
+            "catch_correct": _catch_correct(responses),
+            "input_modality": responses["input_modality"],
+            "client_onset_ms": responses["client_onset_ms"],
+            "server_received_at": responses["server_received_at"],
+            "stim0_id": responses["stim0"],
+            "stim1_id": responses["stim1"],
+            "stim2_id": responses["stim2"],
+            "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
+        }
+    )
 
 
 def _time_elapsed(responses: pd.DataFrame) -> pd.Series:
@@ -88,7 +121,9 @@ def _time_elapsed(responses: pd.DataFrame) -> pd.Series:
     onset = responses["client_onset_ms"] + responses["rt_ms"].fillna(0)
     first = responses.groupby("participant_id")["client_onset_ms"].transform("min")
     received = pd.to_datetime(responses["server_received_at"], utc=True)
-    fallback = (received - received.groupby(responses["participant_id"]).transform("min")).dt.total_seconds() * 1000
+    fallback = (
+        received - received.groupby(responses["participant_id"]).transform("min")
+    ).dt.total_seconds() * 1000
     return (onset - first).fillna(fallback).round(1)
 
 
@@ -98,14 +133,23 @@ def _catch_correct(responses: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(known, correct, None), dtype="boolean")
 
 
-def export_study(db: Database, slug: str, fmt: ExportFormat, out_path: str | Path, *,
-                 include_excluded: bool = False, include_simulated: bool = True,
-                 raw_ids: bool = False) -> ExportSummary:
+def export_study(
+    db: Database,
+    slug: str,
+    fmt: ExportFormat,
+    out_path: str | Path,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    raw_ids: bool = False,
+) -> ExportSummary:
     """Write one export file; it appears complete or not at all (written to a temporary file, then renamed)."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
     build = things_table if fmt == "things" else trial_table
-    table = build(db, slug, include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids)
+    table = build(
+        db, slug, include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids
+    )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".part")

@@ -24,17 +24,32 @@ ANALYSED_KINDS = (TrialKind.EXPERIMENTAL.value, TrialKind.REPEAT.value, TrialKin
 SplitBy = Literal["subject", "image", "triplet"]
 
 RESPONSE_COLUMNS = {
-    "participant_id": Participant.id, "external_id": Participant.external_id, "source": Participant.source,
-    "is_simulated": Participant.is_simulated, "excluded": Participant.excluded,
-    "exclusion_reason": Participant.exclusion_reason, "status": Participant.status,
-    "trial_index": Response.trial_index, "block": Trial.block, "kind": Trial.kind, "level": Trial.level,
-    "odd_known": Trial.odd_known, "triplet_key": Trial.triplet_key,
-    "stim0": Trial.stim0_id, "stim1": Trial.stim1_id, "stim2": Trial.stim2_id,
-    "shown_left": Response.shown_left_id, "shown_middle": Response.shown_middle_id,
-    "shown_right": Response.shown_right_id, "chosen_position": Response.chosen_position,
-    "chosen_stimulus_id": Response.chosen_stimulus_id, "rt_ms": Response.rt_ms,
-    "client_onset_ms": Response.client_onset_ms, "server_received_at": Response.server_received_at,
-    "input_modality": Response.input_modality, "timed_out": Response.timed_out,
+    "participant_id": Participant.id,
+    "external_id": Participant.external_id,
+    "source": Participant.source,
+    "is_simulated": Participant.is_simulated,
+    "excluded": Participant.excluded,
+    "exclusion_reason": Participant.exclusion_reason,
+    "status": Participant.status,
+    "trial_index": Response.trial_index,
+    "block": Trial.block,
+    "kind": Trial.kind,
+    "level": Trial.level,
+    "odd_known": Trial.odd_known,
+    "triplet_key": Trial.triplet_key,
+    "stim0": Trial.stim0_id,
+    "stim1": Trial.stim1_id,
+    "stim2": Trial.stim2_id,
+    "shown_left": Response.shown_left_id,
+    "shown_middle": Response.shown_middle_id,
+    "shown_right": Response.shown_right_id,
+    "chosen_position": Response.chosen_position,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+    "rt_ms": Response.rt_ms,
+    "client_onset_ms": Response.client_onset_ms,
+    "server_received_at": Response.server_received_at,
+    "input_modality": Response.input_modality,
+    "timed_out": Response.timed_out,
 }
 
 
@@ -51,11 +66,13 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
     """
     with db.read() as session:
         study = get_study(session, slug)
-        query = (select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
-                 .join(Participant, Participant.id == Response.participant_id)
-                 .join(Trial, Trial.id == Response.trial_id)
-                 .where(Participant.study_id == study.id)
-                 .order_by(Participant.id, Response.trial_index))
+        query = (
+            select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
+            .join(Participant, Participant.id == Response.participant_id)
+            .join(Trial, Trial.id == Response.trial_id)
+            .where(Participant.study_id == study.id)
+            .order_by(Participant.id, Response.trial_index)
+        )
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
@@ -75,8 +92,14 @@ def odd_last(stored: tuple[int, int, int], chosen: int) -> tuple[int, int, int]:
     return first, second, chosen
 
 
-def load_judgments(db: Database, slug: str, *, include_excluded: bool = False, include_simulated: bool = True,
-                   kinds: tuple[str, ...] = ANALYSED_KINDS) -> pd.DataFrame:
+def load_judgments(
+    db: Database,
+    slug: str,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    kinds: tuple[str, ...] = ANALYSED_KINDS,
+) -> pd.DataFrame:
     """One row per answered (non-timeout) trial: stim0, stim1, stim2 with the chosen odd one out last.
 
     Practice trials are left out by default; excluded participants unless `include_excluded`.
@@ -88,10 +111,23 @@ def load_judgments(db: Database, slug: str, *, include_excluded: bool = False, i
     if not include_simulated:
         keep &= ~responses["is_simulated"]
     answered = responses[keep]
-    ordered = [odd_last((row.stim0, row.stim1, row.stim2), row.chosen_stimulus_id)
-               for row in answered.itertuples()]
-    frame = answered[["participant_id", "subject", "external_id", "is_simulated", "excluded", "trial_index", "kind",
-                      "level", "triplet_key", "rt_ms"]].reset_index(drop=True)
+    ordered = [
+        odd_last((row.stim0, row.stim1, row.stim2), row.chosen_stimulus_id) for row in answered.itertuples()
+    ]
+    frame = answered[
+        [
+            "participant_id",
+            "subject",
+            "external_id",
+            "is_simulated",
+            "excluded",
+            "trial_index",
+            "kind",
+            "level",
+            "triplet_key",
+            "rt_ms",
+        ]
+    ].reset_index(drop=True)
     triplets = np.asarray(ordered, dtype=np.int64).reshape(-1, 3)
     for position in range(3):
         frame.insert(2 + position, f"stim{position}", triplets[:, position])
@@ -104,12 +140,15 @@ def load_stimuli(db: Database, slug: str) -> pd.DataFrame:
         study = get_study(session, slug)
         rows = session.execute(
             select(Stimulus.id, Stimulus.name, Stimulus.path, Stimulus.category, Stimulus.superordinate)
-            .where(Stimulus.stimulus_set_id == study.stimulus_set_id).order_by(Stimulus.id)).all()
+            .where(Stimulus.stimulus_set_id == study.stimulus_set_id)
+            .order_by(Stimulus.id)
+        ).all()
     return pd.DataFrame(rows, columns=["id", "name", "path", "category", "superordinate"])
 
 
-def split_judgments(judgments: pd.DataFrame, by: SplitBy, test_fraction: float,
-                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_judgments(
+    judgments: pd.DataFrame, by: SplitBy, test_fraction: float, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Held-out split into (train, test) by subject, by triplet, or object-disjoint by image.
 
     `image`: a `test_fraction` of the images is held out; test keeps the triplets made only of held-out

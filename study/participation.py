@@ -129,8 +129,11 @@ def enter_study(
     external_id = validate_external_id(external_id) if external_id else new_anonymous_id()
     with db.write() as session:
         study = get_study(session, slug)
-        existing = session.scalar(select(Participant).where(
-            Participant.study_id == study.id, Participant.external_id == external_id))
+        existing = session.scalar(
+            select(Participant).where(
+                Participant.study_id == study.id, Participant.external_id == external_id
+            )
+        )
         if existing is not None:
             existing.last_seen_at = utcnow()
             return Entry(existing.id, study.id, external_id, existing.status, is_new=False)
@@ -147,17 +150,28 @@ def _admit(session: Session, study: Study, external_id: str, simulated: bool) ->
     if study.status != StudyStatus.OPEN:
         raise StudyUnavailable(f"study {study.slug!r} is {study.status.value}, not accepting participants")
     session.execute(select(Study.id).where(Study.id == study.id).with_for_update())  # serialise (PostgreSQL)
-    if study.target_participants is not None and _completed_count(session, study.id) >= study.target_participants:
+    if (
+        study.target_participants is not None
+        and _completed_count(session, study.id) >= study.target_participants
+    ):
         raise StudyUnavailable(f"study {study.slug!r} has reached its target of {study.target_participants}")
     list_id = assign_list(session, study, study_config(study))
-    participant = Participant(study_id=study.id, external_id=external_id, list_id=list_id, is_simulated=simulated)
+    participant = Participant(
+        study_id=study.id, external_id=external_id, list_id=list_id, is_simulated=simulated
+    )
     session.add(participant)
     return participant
 
 
 def _completed_count(session: Session, study_id: int) -> int:
-    return session.scalar(select(func.count()).where(
-        Participant.study_id == study_id, Participant.status == ParticipantStatus.COMPLETED)) or 0
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Participant.study_id == study_id, Participant.status == ParticipantStatus.COMPLETED
+            )
+        )
+        or 0
+    )
 
 
 def assign_list(session: Session, study: Study, config: StudyConfig) -> int:
@@ -167,19 +181,28 @@ def assign_list(session: Session, study: Study, config: StudyConfig) -> int:
     the study row locked on PostgreSQL), so concurrent arrivals never share a slot.
     """
     cutoff = utcnow() - timedelta(minutes=config.session_timeout_minutes)
-    holding = or_(Participant.status == ParticipantStatus.COMPLETED,
-                  and_(Participant.status == ParticipantStatus.STARTED, Participant.last_seen_at >= cutoff))
-    counts = dict(session.execute(
-        select(Participant.list_id, func.count()).where(Participant.study_id == study.id, holding)
-        .group_by(Participant.list_id)).all())
-    lists = session.execute(select(TripletList.id, TripletList.list_index)
-                            .where(TripletList.study_id == study.id)).all()
+    holding = or_(
+        Participant.status == ParticipantStatus.COMPLETED,
+        and_(Participant.status == ParticipantStatus.STARTED, Participant.last_seen_at >= cutoff),
+    )
+    counts = dict(
+        session.execute(
+            select(Participant.list_id, func.count())
+            .where(Participant.study_id == study.id, holding)
+            .group_by(Participant.list_id)
+        ).all()
+    )
+    lists = session.execute(
+        select(TripletList.id, TripletList.list_index).where(TripletList.study_id == study.id)
+    ).all()
     if not lists:
         raise StudyUnavailable(f"study {study.slug!r} has no triplet lists")
     list_id, _ = min(lists, key=lambda row: (counts.get(row.id, 0), row.list_index))
     if counts.get(list_id, 0) >= config.participants_per_list:
-        raise StudyUnavailable(f"study {study.slug!r} is full: every list has {config.participants_per_list} "
-                               "participant(s) completed or in progress")
+        raise StudyUnavailable(
+            f"study {study.slug!r} is full: every list has {config.participants_per_list} "
+            "participant(s) completed or in progress"
+        )
     return list_id
 
 
@@ -194,8 +217,9 @@ def display_order(participant_id: int, trial_index: int) -> tuple[int, int, int]
 def trial_plan(db: Database, participant_id: int) -> list[PlannedTrial]:
     with db.read() as session:
         participant = _participant(session, participant_id)
-        trials = session.scalars(select(Trial).where(Trial.list_id == participant.list_id)
-                                 .order_by(Trial.trial_index)).all()
+        trials = session.scalars(
+            select(Trial).where(Trial.list_id == participant.list_id).order_by(Trial.trial_index)
+        ).all()
         return [_planned(participant_id, trial) for trial in trials]
 
 
@@ -224,14 +248,24 @@ def participant_view(db: Database, participant_id: int) -> ParticipantView:
     with db.read() as session:
         participant = _participant(session, participant_id)
         config = study_config(session.get(Study, participant.study_id))
-        return ParticipantView(participant.id, participant.external_id, participant.status, participant.consent,
-                               dict(participant.demographics or {}), participant.strategy,
-                               dict(participant.flow_state or {}), config, participant.study_id)
+        return ParticipantView(
+            participant.id,
+            participant.external_id,
+            participant.status,
+            participant.consent,
+            dict(participant.demographics or {}),
+            participant.strategy,
+            dict(participant.flow_state or {}),
+            config,
+            participant.study_id,
+        )
 
 
 def answered_trials(db: Database, participant_id: int) -> set[int]:
     with db.read() as session:
-        return set(session.scalars(select(Response.trial_index).where(Response.participant_id == participant_id)))
+        return set(
+            session.scalars(select(Response.trial_index).where(Response.participant_id == participant_id))
+        )
 
 
 def record_response(db: Database, participant_id: int, payload: ResponsePayload) -> bool:
@@ -248,8 +282,10 @@ def record_response(db: Database, participant_id: int, payload: ResponsePayload)
             if participant.status in FINISHED:
                 if _has_response(session, participant_id, payload.trial_index):
                     return False
-                raise ResponseRejected(f"participant {participant.external_id} already finished "
-                                       f"({participant.status.value}); response to trial {payload.trial_index} refused")
+                raise ResponseRejected(
+                    f"participant {participant.external_id} already finished "
+                    f"({participant.status.value}); response to trial {payload.trial_index} refused"
+                )
             participant.last_seen_at = utcnow()
             return insert_ignoring_duplicates(session, Response, values, ("participant_id", "trial_index"))
     except ResponseRejected as rejected:
@@ -258,25 +294,39 @@ def record_response(db: Database, participant_id: int, payload: ResponsePayload)
 
 
 def _assigned_trial(session: Session, participant: Participant, payload: ResponsePayload) -> Trial:
-    trial = session.scalar(select(Trial).where(Trial.list_id == participant.list_id,
-                                               Trial.trial_index == payload.trial_index))
+    trial = session.scalar(
+        select(Trial).where(Trial.list_id == participant.list_id, Trial.trial_index == payload.trial_index)
+    )
     if trial is None:
-        raise ResponseRejected(f"trial {payload.trial_index} is not part of participant "
-                               f"{participant.external_id}'s list")
+        raise ResponseRejected(
+            f"trial {payload.trial_index} is not part of participant {participant.external_id}'s list"
+        )
     if sorted(payload.shown) != sorted((trial.stim0_id, trial.stim1_id, trial.stim2_id)):
-        raise ResponseRejected(f"trial {payload.trial_index}: shown images {list(payload.shown)} are not the "
-                               "images assigned to this participant")
+        raise ResponseRejected(
+            f"trial {payload.trial_index}: shown images {list(payload.shown)} are not the "
+            "images assigned to this participant"
+        )
     return trial
 
 
 def _response_values(participant: Participant, trial: Trial, payload: ResponsePayload) -> dict[str, Any]:
     _check_choice(payload)
     chosen = None if payload.chosen_position is None else payload.shown[payload.chosen_position]
-    return dict(participant_id=participant.id, trial_index=payload.trial_index, trial_id=trial.id,
-                shown_left_id=payload.shown[0], shown_middle_id=payload.shown[1],
-                shown_right_id=payload.shown[2], chosen_position=payload.chosen_position,
-                chosen_stimulus_id=chosen, rt_ms=payload.rt_ms, client_onset_ms=payload.client_onset_ms,
-                input_modality=payload.input_modality, timed_out=payload.timed_out, server_received_at=utcnow())
+    return dict(
+        participant_id=participant.id,
+        trial_index=payload.trial_index,
+        trial_id=trial.id,
+        shown_left_id=payload.shown[0],
+        shown_middle_id=payload.shown[1],
+        shown_right_id=payload.shown[2],
+        chosen_position=payload.chosen_position,
+        chosen_stimulus_id=chosen,
+        rt_ms=payload.rt_ms,
+        client_onset_ms=payload.client_onset_ms,
+        input_modality=payload.input_modality,
+        timed_out=payload.timed_out,
+        server_received_at=utcnow(),
+    )
 
 
 def _check_choice(payload: ResponsePayload) -> None:
@@ -294,27 +344,54 @@ def _check_choice(payload: ResponsePayload) -> None:
 
 
 def _has_response(session: Session, participant_id: int, trial_index: int) -> bool:
-    return session.scalar(select(Response.id).where(Response.participant_id == participant_id,
-                                                    Response.trial_index == trial_index)) is not None
+    return (
+        session.scalar(
+            select(Response.id).where(
+                Response.participant_id == participant_id, Response.trial_index == trial_index
+            )
+        )
+        is not None
+    )
 
 
 def _log_rejection(db: Database, participant_id: int, payload: ResponsePayload, reason: str) -> None:
     with contextlib.suppress(ParticipantNotFound):
-        record_event(db, participant_id, "rejected_response", client_event_id="rej-" + secrets.token_hex(8),
-                     trial_index=payload.trial_index, detail={"reason": reason})
+        record_event(
+            db,
+            participant_id,
+            "rejected_response",
+            client_event_id="rej-" + secrets.token_hex(8),
+            trial_index=payload.trial_index,
+            detail={"reason": reason},
+        )
 
 
-def record_event(db: Database, participant_id: int, kind: str, *, client_event_id: str,
-                 trial_index: int | None = None, client_time_ms: float | None = None,
-                 detail: dict[str, Any] | None = None) -> bool:
+def record_event(
+    db: Database,
+    participant_id: int,
+    kind: str,
+    *,
+    client_event_id: str,
+    trial_index: int | None = None,
+    client_time_ms: float | None = None,
+    detail: dict[str, Any] | None = None,
+) -> bool:
     """Store an interaction event once per (participant, client_event_id); True if new."""
     with db.write() as session:
         participant = _participant(session, participant_id)
         participant.last_seen_at = utcnow()
-        values = dict(participant_id=participant_id, client_event_id=str(client_event_id)[:64], kind=kind[:32],
-                      trial_index=trial_index, client_time_ms=client_time_ms, detail=detail or {},
-                      server_received_at=utcnow())
-        return insert_ignoring_duplicates(session, InteractionEvent, values, ("participant_id", "client_event_id"))
+        values = dict(
+            participant_id=participant_id,
+            client_event_id=str(client_event_id)[:64],
+            kind=kind[:32],
+            trial_index=trial_index,
+            client_time_ms=client_time_ms,
+            detail=detail or {},
+            server_received_at=utcnow(),
+        )
+        return insert_ignoring_duplicates(
+            session, InteractionEvent, values, ("participant_id", "client_event_id")
+        )
 
 
 def update_participant(db: Database, participant_id: int, **fields: Any) -> None:
@@ -344,16 +421,20 @@ def finish_participant(db: Database, participant_id: int, status: ParticipantSta
 
 def _require_all_answered(session: Session, participant: Participant) -> None:
     planned = set(session.scalars(select(Trial.trial_index).where(Trial.list_id == participant.list_id)))
-    stored = set(session.scalars(select(Response.trial_index).where(Response.participant_id == participant.id)))
+    stored = set(
+        session.scalars(select(Response.trial_index).where(Response.participant_id == participant.id))
+    )
     missing = sorted(planned - stored)
     if missing:
         raise IncompleteSession(missing)
 
 
 def code_for(config: StudyConfig, status: ParticipantStatus) -> str:
-    return {ParticipantStatus.COMPLETED: config.completion_code,
-            ParticipantStatus.EARLY_EXIT: config.early_exit_code,
-            ParticipantStatus.NO_CONSENT: config.no_consent_code}.get(status, "")
+    return {
+        ParticipantStatus.COMPLETED: config.completion_code,
+        ParticipantStatus.EARLY_EXIT: config.early_exit_code,
+        ParticipantStatus.NO_CONSENT: config.no_consent_code,
+    }.get(status, "")
 
 
 def _participant(session: Session, participant_id: int) -> Participant:

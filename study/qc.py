@@ -50,7 +50,9 @@ class QCConfig:
     position_min_trials: int = 100
     max_fullscreen_exits: int | None = None  # None: count only
     max_blurs: int | None = None
-    max_early_responses: int | None = None  # trials with a press before the minimum valid RT; None: count only
+    max_early_responses: int | None = (
+        None  # trials with a press before the minimum valid RT; None: count only
+    )
 
     @classmethod
     def from_file(cls, path: str | Path) -> QCConfig:
@@ -68,8 +70,9 @@ def catch_accuracy(chosen: np.ndarray, correct: np.ndarray) -> float:
     return float(np.mean(chosen == correct))
 
 
-def too_fast_windows(rts_ms: np.ndarray, window: int = 20, fifth_ms: float = 800.0,
-                     tenth_ms: float = 1100.0) -> np.ndarray:
+def too_fast_windows(
+    rts_ms: np.ndarray, window: int = 20, fifth_ms: float = 800.0, tenth_ms: float = 1100.0
+) -> np.ndarray:
     """THINGS rule per consecutive window of `window` answered RTs (a trailing partial window is not judged):
     True where the 5th-fastest RT < `fifth_ms` and the 10th-fastest < `tenth_ms`."""
     rts = np.asarray(rts_ms, dtype=float)
@@ -110,29 +113,58 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
         measures["blurs"] = events.get((participant.participant_id, "blur"), 0)
         measures["early_responses"] = events.get((participant.participant_id, "early"), 0)
         flags = _flags(measures, config)
-        rows.append({**participant._asdict(), **measures, "flags": ", ".join(flags),
-                     "suggest_exclude": bool(set(flags) & _EXCLUDING)})
+        rows.append(
+            {
+                **participant._asdict(),
+                **measures,
+                "flags": ", ".join(flags),
+                "suggest_exclude": bool(set(flags) & _EXCLUDING),
+            }
+        )
     return pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS)
 
 
-QC_COLUMNS = ["n_answered", "n_timeouts", "catch_accuracy", "n_catch", "fast_windows", "n_windows",
-              "share_left", "share_middle", "share_right", "median_rt_ms", "fullscreen_exits", "blurs",
-              "early_responses", "flags", "suggest_exclude"]
+QC_COLUMNS = [
+    "n_answered",
+    "n_timeouts",
+    "catch_accuracy",
+    "n_catch",
+    "fast_windows",
+    "n_windows",
+    "share_left",
+    "share_middle",
+    "share_right",
+    "median_rt_ms",
+    "fullscreen_exits",
+    "blurs",
+    "early_responses",
+    "flags",
+    "suggest_exclude",
+]
 _EXCLUDING = {"catch", "timeouts", "too_fast", "position_bias", "fullscreen", "blur", "early"}
 
 
 def _measures(own: pd.DataFrame, config: QCConfig) -> dict:
     answered = own[~own["timed_out"]]
     catch = own[(own["kind"] == TrialKind.CATCH.value) & own["odd_known"]]
-    fast = too_fast_windows(answered["rt_ms"].to_numpy(), config.fast_window, config.fast_5th_ms,
-                            config.fast_10th_ms)
+    fast = too_fast_windows(
+        answered["rt_ms"].to_numpy(), config.fast_window, config.fast_5th_ms, config.fast_10th_ms
+    )
     shares = position_shares(answered["chosen_position"].to_numpy())
-    return {"n_answered": len(answered), "n_timeouts": int(own["timed_out"].sum()),
-            "catch_accuracy": catch_accuracy(catch["chosen_stimulus_id"].fillna(-1).to_numpy(),
-                                             catch["stim2"].to_numpy()),
-            "n_catch": len(catch), "fast_windows": int(fast.sum()), "n_windows": len(fast),
-            "share_left": shares[0], "share_middle": shares[1], "share_right": shares[2],
-            "median_rt_ms": float(answered["rt_ms"].median()) if len(answered) else float("nan")}
+    return {
+        "n_answered": len(answered),
+        "n_timeouts": int(own["timed_out"].sum()),
+        "catch_accuracy": catch_accuracy(
+            catch["chosen_stimulus_id"].fillna(-1).to_numpy(), catch["stim2"].to_numpy()
+        ),
+        "n_catch": len(catch),
+        "fast_windows": int(fast.sum()),
+        "n_windows": len(fast),
+        "share_left": shares[0],
+        "share_middle": shares[1],
+        "share_right": shares[2],
+        "median_rt_ms": float(answered["rt_ms"].median()) if len(answered) else float("nan"),
+    }
 
 
 def _flags(m: dict, config: QCConfig) -> list[str]:
@@ -145,7 +177,8 @@ def _flags(m: dict, config: QCConfig) -> list[str]:
         "fast_window": 0 < m["fast_windows"] <= config.max_fast_windows,
         "position_bias": m["n_answered"] >= config.position_min_trials
         and position_biased(shares, config.position_min_share, config.position_max_share),
-        "fullscreen": config.max_fullscreen_exits is not None and m["fullscreen_exits"] > config.max_fullscreen_exits,
+        "fullscreen": config.max_fullscreen_exits is not None
+        and m["fullscreen_exits"] > config.max_fullscreen_exits,
         "blur": config.max_blurs is not None and m["blurs"] > config.max_blurs,
         "early": config.max_early_responses is not None and m["early_responses"] > config.max_early_responses,
     }
@@ -155,15 +188,38 @@ def _flags(m: dict, config: QCConfig) -> list[str]:
 def _participants(db: Database, slug: str) -> pd.DataFrame:
     with db.read() as session:
         study = get_study(session, slug)
-        rows = session.execute(select(
-            Participant.id, Participant.external_id, Participant.status, Participant.is_simulated,
-            Participant.source, Participant.excluded, Participant.exclusion_reason, Participant.payment_status,
-            Participant.started_at, Participant.last_seen_at)
-            .where(Participant.study_id == study.id).order_by(Participant.id)).all()
+        rows = session.execute(
+            select(
+                Participant.id,
+                Participant.external_id,
+                Participant.status,
+                Participant.is_simulated,
+                Participant.source,
+                Participant.excluded,
+                Participant.exclusion_reason,
+                Participant.payment_status,
+                Participant.started_at,
+                Participant.last_seen_at,
+            )
+            .where(Participant.study_id == study.id)
+            .order_by(Participant.id)
+        ).all()
         salt = study.salt
-    frame = pd.DataFrame(rows, columns=["participant_id", "external_id", "status", "is_simulated", "source",
-                                        "excluded", "exclusion_reason", "payment_status", "started_at",
-                                        "last_seen_at"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "participant_id",
+            "external_id",
+            "status",
+            "is_simulated",
+            "source",
+            "excluded",
+            "exclusion_reason",
+            "payment_status",
+            "started_at",
+            "last_seen_at",
+        ],
+    )
     frame["status"] = frame["status"].map(str)
     frame.insert(2, "subject", [pseudonymise(salt, external) for external in frame["external_id"]])
     return frame
@@ -171,13 +227,19 @@ def _participants(db: Database, slug: str) -> pd.DataFrame:
 
 def _event_counts(db: Database, participant_ids: list[int]) -> dict[tuple[int, str], int]:
     """(participant id, 'fullscreen' | 'blur' | 'early') -> number of such interaction events."""
-    kinds = {**{kind: "fullscreen" for kind in FULLSCREEN_EXIT_EVENTS}, **{kind: "blur" for kind in BLUR_EVENTS},
-             **{kind: "early" for kind in EARLY_EVENTS}}
+    kinds = {
+        **{kind: "fullscreen" for kind in FULLSCREEN_EXIT_EVENTS},
+        **{kind: "blur" for kind in BLUR_EVENTS},
+        **{kind: "early" for kind in EARLY_EVENTS},
+    }
     with db.read() as session:
-        rows = session.execute(select(InteractionEvent.participant_id, InteractionEvent.kind, func.count())
-                               .where(InteractionEvent.participant_id.in_(participant_ids),
-                                      InteractionEvent.kind.in_(list(kinds)))
-                               .group_by(InteractionEvent.participant_id, InteractionEvent.kind)).all()
+        rows = session.execute(
+            select(InteractionEvent.participant_id, InteractionEvent.kind, func.count())
+            .where(
+                InteractionEvent.participant_id.in_(participant_ids), InteractionEvent.kind.in_(list(kinds))
+            )
+            .group_by(InteractionEvent.participant_id, InteractionEvent.kind)
+        ).all()
     counts: dict[tuple[int, str], int] = {}
     for participant_id, kind, count in rows:
         key = (participant_id, kinds[kind])

@@ -48,8 +48,9 @@ def modal_consistency(choices: Sequence) -> float:
     return max(Counter(choices).values()) / len(choices)
 
 
-def bootstrap_mean_ci(values: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95,
-                      seed: int = 0) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    values: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (resampling the values, e.g. triplets)."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
@@ -71,8 +72,15 @@ def _analysed(judgments: pd.DataFrame, kinds: Sequence[str]) -> pd.DataFrame:
     return judgments[judgments["kind"].isin(kinds)]
 
 
-def levels_noise_ceiling(judgments: pd.DataFrame, *, min_responses: int = 4, max_responses: int = 5,
-                         kinds: Sequence[str] = CEILING_KINDS, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+def levels_noise_ceiling(
+    judgments: pd.DataFrame,
+    *,
+    min_responses: int = 4,
+    max_responses: int = 5,
+    kinds: Sequence[str] = CEILING_KINDS,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Leave-one-out majority agreement per level and overall, with bootstrap CIs over triplets.
 
     One response per participant and triplet; triplets with fewer than `min_responses` are dropped and
@@ -87,14 +95,28 @@ def levels_noise_ceiling(judgments: pd.DataFrame, *, min_responses: int = 4, max
         choices = group["stim2"].to_numpy()
         if len(choices) > max_responses:
             choices = rng.choice(choices, size=max_responses, replace=False)
-        rows.append({"triplet_key": key, "level": group["level"].iloc[0], "n": len(choices),
-                     "score": loo_majority_agreement(choices.tolist())})
-    return _summarise(pd.DataFrame(rows, columns=["triplet_key", "level", "n", "score"]), "ceiling",
-                      lambda scores: bootstrap_mean_ci(scores, n_boot=n_boot, seed=seed))
+        rows.append(
+            {
+                "triplet_key": key,
+                "level": group["level"].iloc[0],
+                "n": len(choices),
+                "score": loo_majority_agreement(choices.tolist()),
+            }
+        )
+    return _summarise(
+        pd.DataFrame(rows, columns=["triplet_key", "level", "n", "score"]),
+        "ceiling",
+        lambda scores: bootstrap_mean_ci(scores, n_boot=n_boot, seed=seed),
+    )
 
 
-def things_modal_consistency(judgments: pd.DataFrame, *, scope: Scope = "between", min_responses: int = 2,
-                             kinds: Sequence[str] = CEILING_KINDS) -> pd.DataFrame:
+def things_modal_consistency(
+    judgments: pd.DataFrame,
+    *,
+    scope: Scope = "between",
+    min_responses: int = 2,
+    kinds: Sequence[str] = CEILING_KINDS,
+) -> pd.DataFrame:
     """Mean share of responses agreeing with each repeated triplet's modal choice, 95% CI = 1.96 SD/sqrt(n).
 
     `between`: one response per participant, units are triplets answered by >= `min_responses` people;
@@ -107,8 +129,15 @@ def things_modal_consistency(judgments: pd.DataFrame, *, scope: Scope = "between
         units = _first_per_participant(analysed).groupby("triplet_key", sort=True)
     else:
         units = analysed.groupby(["participant_id", "triplet_key"], sort=True)
-    rows = [{"level": group["level"].iloc[0], "n": len(group), "score": modal_consistency(group["stim2"].tolist())}
-            for _, group in units if len(group) >= min_responses]
+    rows = [
+        {
+            "level": group["level"].iloc[0],
+            "n": len(group),
+            "score": modal_consistency(group["stim2"].tolist()),
+        }
+        for _, group in units
+        if len(group) >= min_responses
+    ]
     return _summarise(pd.DataFrame(rows, columns=["level", "n", "score"]), "consistency", _normal_ci)
 
 
@@ -121,13 +150,23 @@ def _normal_ci(scores: np.ndarray) -> tuple[float, float]:
 
 def _summarise(per_unit: pd.DataFrame, name: str, interval) -> pd.DataFrame:
     """One row per level present (sorted) plus `overall`: n_triplets, n_responses, mean score and CI."""
-    groups = [(str(level), part) for level, part in per_unit.dropna(subset=["level"]).groupby("level", sort=True)]
+    groups = [
+        (str(level), part) for level, part in per_unit.dropna(subset=["level"]).groupby("level", sort=True)
+    ]
     rows = []
     for level, part in [*groups, (OVERALL, per_unit)]:
         scores = part["score"].to_numpy(dtype=float)
         low, high = interval(scores)
-        rows.append({"level": level, "n_triplets": len(part), "n_responses": int(part["n"].sum()),
-                     name: float(scores.mean()) if len(scores) else float("nan"), "ci_low": low, "ci_high": high})
+        rows.append(
+            {
+                "level": level,
+                "n_triplets": len(part),
+                "n_responses": int(part["n"].sum()),
+                name: float(scores.mean()) if len(scores) else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -144,11 +183,34 @@ def triplet_human_stats(judgments: pd.DataFrame, *, min_responses: int = 1) -> p
         first, second = sorted(items - {modal})
         probs = np.array([counts[modal], counts[second], counts[first]], dtype=float) / len(group)
         nonzero = probs[probs > 0]
-        rows.append({"triplet_key": key, "stim0": first, "stim1": second, "stim2": int(modal),
-                     "level": group["level"].iloc[0], "kind": group["kind"].iloc[0], "n_responses": len(group),
-                     "p01": probs[0], "p02": probs[1], "p12": probs[2],
-                     "entropy": float(-(nonzero * np.log(nonzero)).sum()),
-                     "median_rt_ms": float(group["rt_ms"].median())})
-    columns = ["triplet_key", "stim0", "stim1", "stim2", "level", "kind", "n_responses", "p01", "p02", "p12",
-               "entropy", "median_rt_ms"]
+        rows.append(
+            {
+                "triplet_key": key,
+                "stim0": first,
+                "stim1": second,
+                "stim2": int(modal),
+                "level": group["level"].iloc[0],
+                "kind": group["kind"].iloc[0],
+                "n_responses": len(group),
+                "p01": probs[0],
+                "p02": probs[1],
+                "p12": probs[2],
+                "entropy": float(-(nonzero * np.log(nonzero)).sum()),
+                "median_rt_ms": float(group["rt_ms"].median()),
+            }
+        )
+    columns = [
+        "triplet_key",
+        "stim0",
+        "stim1",
+        "stim2",
+        "level",
+        "kind",
+        "n_responses",
+        "p01",
+        "p02",
+        "p12",
+        "entropy",
+        "median_rt_ms",
+    ]
     return pd.DataFrame(rows, columns=columns)

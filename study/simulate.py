@@ -89,23 +89,27 @@ def item_vector(content_hash: str, dim: int) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def perceptual_item_vectors(features: Mapping[int, Sequence[float]], *, attribute_share: float,
-                            n_attributes: int, seed: int = 0) -> dict[int, np.ndarray]:
+def perceptual_item_vectors(
+    features: Mapping[int, Sequence[float]], *, attribute_share: float, n_attributes: int, seed: int = 0
+) -> dict[int, np.ndarray]:
     """Unit item vectors (for `features=`) whose dot product is
     `(1 - attribute_share) * cos(f_i, f_j) + attribute_share * cos(a_i, a_j)`: a broad perceptual similarity in
     a (centred) feature space plus `n_attributes` attributes people weigh heavily, seeded random directions of
     that space, each standardised over the images. Human similarity is low-dimensional (THINGS/SPoSE) and
     weighs a few visual attributes more than a network's overall similarity does: what a teacher must learn."""
     if not features or not 0 <= attribute_share <= 1 or n_attributes < 1:
-        raise ValueError(f"perceptual_item_vectors needs features, 0 <= attribute_share <= 1 (got {attribute_share}) "
-                         f"and n_attributes >= 1 (got {n_attributes})")
+        raise ValueError(
+            f"perceptual_item_vectors needs features, 0 <= attribute_share <= 1 (got {attribute_share}) "
+            f"and n_attributes >= 1 (got {n_attributes})"
+        )
     ids = list(features)
     matrix = np.stack([np.asarray(features[i], dtype=float) for i in ids])
     matrix = matrix - matrix.mean(axis=0)
     attributes = matrix @ np.random.default_rng(seed).normal(size=(matrix.shape[1], n_attributes))
     attributes = (attributes - attributes.mean(axis=0)) / np.maximum(attributes.std(axis=0), 1e-12)
-    combined = np.hstack([np.sqrt(1 - attribute_share) * _unit_rows(matrix),
-                          np.sqrt(attribute_share) * _unit_rows(attributes)])
+    combined = np.hstack(
+        [np.sqrt(1 - attribute_share) * _unit_rows(matrix), np.sqrt(attribute_share) * _unit_rows(attributes)]
+    )
     return dict(zip(ids, combined, strict=True))
 
 
@@ -151,9 +155,16 @@ class _Person:
     rng: np.random.Generator
 
 
-def simulate_participants(db: Database, slug: str, n: int, *, model: SimilarityModel | None = None,
-                          careless_share: float = 0.1, seed: int = 0,
-                          features: Mapping[int, Sequence[float]] | None = None) -> SimulationSummary:
+def simulate_participants(
+    db: Database,
+    slug: str,
+    n: int,
+    *,
+    model: SimilarityModel | None = None,
+    careless_share: float = 0.1,
+    seed: int = 0,
+    features: Mapping[int, Sequence[float]] | None = None,
+) -> SimulationSummary:
     """Run `n` simulated participants through the study (which must be open); deterministic for a seed
     and database state. `round(careless_share * n)` of them are careless."""
     model = model or SimilarityModel()
@@ -168,8 +179,14 @@ def simulate_participants(db: Database, slug: str, n: int, *, model: SimilarityM
         rng = np.random.default_rng([seed, start + k])
         person = _Person(k in careless, float(np.exp(rng.normal(0, model.speed_sigma))), rng)
         try:
-            entry = enter_study(db, slug, f"sim-{seed}-{start + k}", source="simulated", simulated=True,
-                                browser={"user_agent": "alignlab simulator", "careless": person.careless})
+            entry = enter_study(
+                db,
+                slug,
+                f"sim-{seed}-{start + k}",
+                source="simulated",
+                simulated=True,
+                browser={"user_agent": "alignlab simulator", "careless": person.careless},
+            )
         except StudyUnavailable as error:
             raise StudyUnavailable(f"{error}; {k} of {n} simulated participants were recorded") from error
         answered, timeouts = _run_session(db, entry.participant_id, person, stimuli, model, config)
@@ -179,25 +196,48 @@ def simulate_participants(db: Database, slug: str, n: int, *, model: SimilarityM
     return SimulationSummary(tuple(ids), tuple(careless_ids), n_responses, n_timeouts)
 
 
-def _study_facts(db: Database, slug: str, model: SimilarityModel,
-                 features: Mapping[int, Sequence[float]] | None):
+def _study_facts(
+    db: Database, slug: str, model: SimilarityModel, features: Mapping[int, Sequence[float]] | None
+):
     """(stimulus id -> SimulatedStimulus for the study's images, StudyConfig, simulated participants so far)."""
     with db.read() as session:
         study = get_study(session, slug)
-        used = select(Trial.stim0_id, Trial.stim1_id, Trial.stim2_id).join(TripletList).where(
-            TripletList.study_id == study.id)
+        used = (
+            select(Trial.stim0_id, Trial.stim1_id, Trial.stim2_id)
+            .join(TripletList)
+            .where(TripletList.study_id == study.id)
+        )
         ids = {sid for row in session.execute(used) for sid in row}
-        rows = session.execute(select(Stimulus.id, Stimulus.category, Stimulus.superordinate, Stimulus.content_hash)
-                               .where(Stimulus.id.in_(ids))).all()
-        start = session.scalar(select(func.count()).where(Participant.study_id == study.id,
-                                                          Participant.is_simulated.is_(True))) or 0
+        rows = session.execute(
+            select(Stimulus.id, Stimulus.category, Stimulus.superordinate, Stimulus.content_hash).where(
+                Stimulus.id.in_(ids)
+            )
+        ).all()
+        start = (
+            session.scalar(
+                select(func.count()).where(
+                    Participant.study_id == study.id, Participant.is_simulated.is_(True)
+                )
+            )
+            or 0
+        )
         config = study_config(study)
-    return {sid: SimulatedStimulus(category, superordinate, _vector(sid, content_hash, model, features))
-            for sid, category, superordinate, content_hash in rows}, config, start
+    return (
+        {
+            sid: SimulatedStimulus(category, superordinate, _vector(sid, content_hash, model, features))
+            for sid, category, superordinate, content_hash in rows
+        },
+        config,
+        start,
+    )
 
 
-def _vector(stimulus_id: int, content_hash: str, model: SimilarityModel,
-            features: Mapping[int, Sequence[float]] | None) -> np.ndarray:
+def _vector(
+    stimulus_id: int,
+    content_hash: str,
+    model: SimilarityModel,
+    features: Mapping[int, Sequence[float]] | None,
+) -> np.ndarray:
     if features is None:
         return item_vector(content_hash, model.item_dim)
     if stimulus_id not in features:
@@ -206,16 +246,32 @@ def _vector(stimulus_id: int, content_hash: str, model: SimilarityModel,
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
-def _run_session(db: Database, participant_id: int, person: _Person, stimuli: dict[int, SimulatedStimulus],
-                 model: SimilarityModel, config: StudyConfig) -> tuple[int, int]:
+def _run_session(
+    db: Database,
+    participant_id: int,
+    person: _Person,
+    stimuli: dict[int, SimulatedStimulus],
+    model: SimilarityModel,
+    config: StudyConfig,
+) -> tuple[int, int]:
     """Answer every planned trial in order, add interaction events, finish; returns (answered, timeouts)."""
     clock, timeouts = SESSION_START_MS, 0
     plan = trial_plan(db, participant_id)
     for trial in plan:
         position, rt = _answer(trial, person, stimuli, model, config)
-        record_response(db, participant_id, ResponsePayload(
-            trial.trial_index, trial.shown, position, rt, client_onset_ms=clock, input_modality="simulated",
-            timed_out=position is None))
+        record_response(
+            db,
+            participant_id,
+            ResponsePayload(
+                trial.trial_index,
+                trial.shown,
+                position,
+                rt,
+                client_onset_ms=clock,
+                input_modality="simulated",
+                timed_out=position is None,
+            ),
+        )
         timeouts += position is None
         clock += (rt if rt is not None else config.response_window_ms) + config.iti_ms
     _record_events(db, participant_id, person, model, len(plan))
@@ -223,8 +279,13 @@ def _run_session(db: Database, participant_id: int, person: _Person, stimuli: di
     return len(plan) - timeouts, timeouts
 
 
-def _answer(trial: PlannedTrial, person: _Person, stimuli: dict[int, SimulatedStimulus], model: SimilarityModel,
-            config: StudyConfig) -> tuple[int | None, float | None]:
+def _answer(
+    trial: PlannedTrial,
+    person: _Person,
+    stimuli: dict[int, SimulatedStimulus],
+    model: SimilarityModel,
+    config: StudyConfig,
+) -> tuple[int | None, float | None]:
     """(chosen display position, RT ms), or (None, None) for a timeout."""
     rng = person.rng
     sims = pair_similarities(model, [stimuli[sid] for sid in trial.shown])
@@ -242,11 +303,21 @@ def _answer(trial: PlannedTrial, person: _Person, stimuli: dict[int, SimulatedSt
     return position, round(rt, 1)
 
 
-def _record_events(db: Database, participant_id: int, person: _Person, model: SimilarityModel, n_trials: int) -> None:
+def _record_events(
+    db: Database, participant_id: int, person: _Person, model: SimilarityModel, n_trials: int
+) -> None:
     factor = model.careless_event_factor if person.careless else 1.0
-    counts = {"blur": person.rng.poisson(model.blur_rate * factor),
-              "fullscreen_exit": person.rng.poisson(model.blur_rate * factor / 4)}
+    counts = {
+        "blur": person.rng.poisson(model.blur_rate * factor),
+        "fullscreen_exit": person.rng.poisson(model.blur_rate * factor / 4),
+    }
     for kind, count in counts.items():
         for j in range(int(count)):
-            record_event(db, participant_id, kind, client_event_id=f"sim-{kind}-{j}",
-                         trial_index=int(person.rng.integers(max(n_trials, 1))), detail={"simulated": True})
+            record_event(
+                db,
+                participant_id,
+                kind,
+                client_event_id=f"sim-{kind}-{j}",
+                trial_index=int(person.rng.integers(max(n_trials, 1))),
+                detail={"simulated": True},
+            )

@@ -87,13 +87,17 @@ class ImportReport:
         return sorted({sup for sup, _ in self.images_per_category})
 
     def summary(self) -> str:
-        lines = [f"imported {self.n_images} images into stimulus set {self.name!r} (id {self.stimulus_set_id}): "
-                 f"{len(self.images_per_category)} categories in {len(self.superordinates)} superordinate(s)"]
+        lines = [
+            f"imported {self.n_images} images into stimulus set {self.name!r} (id {self.stimulus_set_id}): "
+            f"{len(self.images_per_category)} categories in {len(self.superordinates)} superordinate(s)"
+        ]
         for sup in self.superordinates:
             counts = {cat: n for (s, cat), n in sorted(self.images_per_category.items()) if s == sup}
             listed = ", ".join(f"{cat} {n}" for cat, n in counts.items())
-            lines.append(f"  {sup or '(no superordinate)'}: {len(counts)} categories, "
-                         f"{sum(counts.values())} images ({listed})")
+            lines.append(
+                f"  {sup or '(no superordinate)'}: {len(counts)} categories, "
+                f"{sum(counts.values())} images ({listed})"
+            )
         if self.n_ignored_files:
             lines.append(f"  ignored {self.n_ignored_files} file(s) not listed in the manifest")
         lines.append(f"  files under <data dir>/{self.directory}")
@@ -149,8 +153,10 @@ def import_stimulus_set(
 def validate_set_name(name: str) -> str:
     name = (name or "").strip()
     if not SET_NAME_PATTERN.match(name):
-        raise ValueError(f"stimulus set name {name!r} is not valid: expected 1-200 characters without "
-                         "slashes or control characters")
+        raise ValueError(
+            f"stimulus set name {name!r} is not valid: expected 1-200 characters without "
+            "slashes or control characters"
+        )
     return name
 
 
@@ -172,7 +178,9 @@ def _opened_source(source: Path, limits: ImportLimits) -> Iterator[Path]:
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such folder or zip file")
     if not zipfile.is_zipfile(source):
-        raise ValueError(f"{source}: not a folder or a readable .zip archive; expected an image folder or a zip")
+        raise ValueError(
+            f"{source}: not a folder or a readable .zip archive; expected an image folder or a zip"
+        )
     with tempfile.TemporaryDirectory(prefix="alignlab-zip-") as tmp:
         _extract_zip(source, Path(tmp), limits)
         yield Path(tmp)
@@ -192,26 +200,49 @@ def _extract_zip(archive: Path, target: Path, limits: ImportLimits) -> None:
                 with zf.open(member) as src, open(destination, "wb") as out:
                     _copy_at_most(src, out, limits.max_file_bytes + 1)  # oversize is reported by validation
             except (zipfile.BadZipFile, RuntimeError, OSError) as error:
-                raise InputRejected(archive.name, [RowProblem(member.filename, f"cannot be extracted: {error}",
-                                                              "an unencrypted, undamaged zip entry")]) from error
+                raise InputRejected(
+                    archive.name,
+                    [
+                        RowProblem(
+                            member.filename,
+                            f"cannot be extracted: {error}",
+                            "an unencrypted, undamaged zip entry",
+                        )
+                    ],
+                ) from error
 
 
 def _archive_problems(members: Sequence[zipfile.ZipInfo], limits: ImportLimits) -> list[RowProblem]:
     if len(members) > limits.max_archive_members:
-        return [RowProblem("archive", f"has {len(members)} files",
-                           f"at most {limits.max_archive_members} (max_archive_members)")]
+        return [
+            RowProblem(
+                "archive",
+                f"has {len(members)} files",
+                f"at most {limits.max_archive_members} (max_archive_members)",
+            )
+        ]
     total = sum(m.file_size for m in members)
     if total > limits.max_archive_bytes:
-        return [RowProblem("archive", f"unpacks to {total:,} bytes",
-                           f"at most {limits.max_archive_bytes:,} bytes (max_archive_bytes)")]
+        return [
+            RowProblem(
+                "archive",
+                f"unpacks to {total:,} bytes",
+                f"at most {limits.max_archive_bytes:,} bytes (max_archive_bytes)",
+            )
+        ]
     problems = []
     for member in members:
         is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
         if is_link:
             problems.append(RowProblem(member.filename, "is a symbolic link", "regular files only"))
         elif _member_parts(member.filename) is None:
-            problems.append(RowProblem(member.filename, "path points outside the archive folder",
-                                       "relative paths without '..' or a leading '/'"))
+            problems.append(
+                RowProblem(
+                    member.filename,
+                    "path points outside the archive folder",
+                    "relative paths without '..' or a leading '/'",
+                )
+            )
     return problems
 
 
@@ -257,8 +288,9 @@ def _find_manifest(folder: Path, manifest: str | Path | None) -> Path | None:
     for candidate in (Path(manifest), folder / manifest):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"manifest {manifest}: no such file (looked in the current directory and in "
-                            f"the image folder)")
+    raise FileNotFoundError(
+        f"manifest {manifest}: no such file (looked in the current directory and in the image folder)"
+    )
 
 
 def _visible_files(folder: Path) -> list[Path]:
@@ -275,8 +307,14 @@ def _candidates_from_layout(folder: Path) -> list[_Candidate]:
     """`superordinate/category/image.ext` or `category/image.ext` (one wrapping folder is allowed)."""
     files = _visible_files(folder)
     if not files:
-        raise InputRejected(str(folder), [RowProblem(str(folder), "contains no files",
-                                                     "superordinate/category/image.ext or category/image.ext")])
+        raise InputRejected(
+            str(folder),
+            [
+                RowProblem(
+                    str(folder), "contains no files", "superordinate/category/image.ext or category/image.ext"
+                )
+            ],
+        )
     relative = [f.relative_to(folder).parts for f in files]
     if all(len(p) == 4 for p in relative) and len({p[0] for p in relative}) == 1:
         relative = [p[1:] for p in relative]  # a zip of the folder itself: strip the wrapper
@@ -287,7 +325,11 @@ def _candidates_from_layout(folder: Path) -> list[_Candidate]:
     for file, parts in zip(files, relative, strict=True):
         name = "/".join(parts)
         if len(parts) != expected_depth:
-            where = "is not inside a category folder" if len(parts) == 1 else "is nested differently from the images"
+            where = (
+                "is not inside a category folder"
+                if len(parts) == 1
+                else "is nested differently from the images"
+            )
             problems.append(RowProblem(name, where, f"{layout} (or a CSV manifest for any other layout)"))
             continue
         superordinate = parts[0] if expected_depth == 3 else ""
@@ -299,8 +341,9 @@ def _candidates_from_layout(folder: Path) -> list[_Candidate]:
 
 def _candidates_from_manifest(manifest: Path, folder: Path) -> list[_Candidate]:
     rows, columns = _read_manifest_rows(manifest)
-    extra_columns = [c for c in columns if c.strip().lower() not in
-                     REQUIRED_MANIFEST_COLUMNS + OPTIONAL_MANIFEST_COLUMNS]
+    extra_columns = [
+        c for c in columns if c.strip().lower() not in REQUIRED_MANIFEST_COLUMNS + OPTIONAL_MANIFEST_COLUMNS
+    ]
     candidates, problems, seen = [], [], set()
     for line, row in rows:
         where = f"{manifest.name} line {line}"
@@ -323,41 +366,73 @@ def _read_manifest_rows(manifest: Path) -> tuple[list[tuple[int, dict[str, Any]]
     try:
         text = manifest.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputRejected(manifest.name, [RowProblem(manifest.name, f"is not UTF-8 text ({error.reason})",
-                                                       "a UTF-8 CSV file")]) from error
+        raise InputRejected(
+            manifest.name,
+            [RowProblem(manifest.name, f"is not UTF-8 text ({error.reason})", "a UTF-8 CSV file")],
+        ) from error
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c for c in (reader.fieldnames or []) if c is not None]
     present = {c.strip().lower() for c in columns}
     missing = [c for c in REQUIRED_MANIFEST_COLUMNS if c not in present]
     if missing:
-        raise InputRejected(manifest.name, [RowProblem(
-            f"{manifest.name} header", f"missing column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})",
-            "a header row with path, category and optionally superordinate (other columns are kept as attributes)")])
-    rows = [(reader.line_num, {(k.strip().lower() if k and k.strip().lower() in present else k): v
-                               for k, v in row.items()}) for row in reader]
+        raise InputRejected(
+            manifest.name,
+            [
+                RowProblem(
+                    f"{manifest.name} header",
+                    f"missing column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})",
+                    "a header row with path, category and optionally superordinate (other columns are kept as attributes)",
+                )
+            ],
+        )
+    rows = [
+        (
+            reader.line_num,
+            {(k.strip().lower() if k and k.strip().lower() in present else k): v for k, v in row.items()},
+        )
+        for row in reader
+    ]
     return rows, columns
 
 
-def _manifest_candidate(row: dict[str, Any], extra_columns: list[str], folder: Path, where: str,
-                        problems: list[RowProblem]) -> _Candidate | None:
+def _manifest_candidate(
+    row: dict[str, Any], extra_columns: list[str], folder: Path, where: str, problems: list[RowProblem]
+) -> _Candidate | None:
     if row.get(None):
-        problems.append(RowProblem(where, f"has {len(row[None])} more field(s) than the header", "one field per column"))
+        problems.append(
+            RowProblem(where, f"has {len(row[None])} more field(s) than the header", "one field per column")
+        )
         return None
     path, category = (row.get("path") or "").strip(), (row.get("category") or "").strip()
     superordinate = (row.get("superordinate") or "").strip()
     if not path or not category:
-        problems.append(RowProblem(where, "empty " + ("path" if not path else "category"),
-                                   "an image path and a category on every row"))
+        problems.append(
+            RowProblem(
+                where,
+                "empty " + ("path" if not path else "category"),
+                "an image path and a category on every row",
+            )
+        )
         return None
     parts = _member_parts(path)
     if parts is None:
-        problems.append(RowProblem(where, f"path {path!r} points outside the image folder",
-                                   "a path relative to the image folder, without '..'"))
+        problems.append(
+            RowProblem(
+                where,
+                f"path {path!r} points outside the image folder",
+                "a path relative to the image folder, without '..'",
+            )
+        )
         return None
     file = folder.joinpath(*parts)
     if not file.is_file():
-        problems.append(RowProblem(where, f"unknown path {path!r}: no such file in the image folder",
-                                   "a path relative to the image folder"))
+        problems.append(
+            RowProblem(
+                where,
+                f"unknown path {path!r}: no such file in the image folder",
+                "a path relative to the image folder",
+            )
+        )
         return None
     attributes = {c: (row.get(c) or "").strip() for c in extra_columns}
     return _Candidate("/".join(parts), file, category, superordinate, attributes)
@@ -366,8 +441,9 @@ def _manifest_candidate(row: dict[str, Any], extra_columns: list[str], folder: P
 # ---------------------------------------------------------------- validation and rendering
 
 
-def _check_and_render(candidates: Sequence[_Candidate], staging: Path, limits: ImportLimits,
-                      source: str) -> list[_Checked]:
+def _check_and_render(
+    candidates: Sequence[_Candidate], staging: Path, limits: ImportLimits, source: str
+) -> list[_Checked]:
     """Decode and check every file (writing serving copies to staging); refuse all if any row is bad."""
     (staging / "images").mkdir(parents=True)
     (staging / "thumbs").mkdir()
@@ -377,8 +453,13 @@ def _check_and_render(candidates: Sequence[_Candidate], staging: Path, limits: I
         if isinstance(result, RowProblem):
             problems.append(result)
         elif result.sha256 in first_with_hash:
-            problems.append(RowProblem(candidate.name, f"has the same content (sha256) as "
-                                       f"{first_with_hash[result.sha256]}", "each image only once"))
+            problems.append(
+                RowProblem(
+                    candidate.name,
+                    f"has the same content (sha256) as {first_with_hash[result.sha256]}",
+                    "each image only once",
+                )
+            )
         else:
             first_with_hash[result.sha256] = candidate.name
             checked.append(result)
@@ -390,8 +471,11 @@ def _check_and_render(candidates: Sequence[_Candidate], staging: Path, limits: I
 def _check_one(candidate: _Candidate, staging: Path, limits: ImportLimits) -> _Checked | RowProblem:
     n_bytes = candidate.file.stat().st_size
     if n_bytes > limits.max_file_bytes:
-        return RowProblem(candidate.name, f"file is larger than {limits.max_file_bytes:,} bytes",
-                          "smaller files (max_file_bytes)")
+        return RowProblem(
+            candidate.name,
+            f"file is larger than {limits.max_file_bytes:,} bytes",
+            "smaller files (max_file_bytes)",
+        )
     data = candidate.file.read_bytes()
     try:
         image = _decode(data, candidate.name, limits)
@@ -428,8 +512,13 @@ def _decode(data: bytes, name: str, limits: ImportLimits):
                 upright.format = image_format
                 return upright
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise _BadImage(RowProblem(name, f"refused as a possible decompression bomb ({error})",
-                                   f"at most {limits.max_pixels:,} pixels")) from error
+        raise _BadImage(
+            RowProblem(
+                name,
+                f"refused as a possible decompression bomb ({error})",
+                f"at most {limits.max_pixels:,} pixels",
+            )
+        ) from error
     except UnidentifiedImageError as error:
         raise _BadImage(RowProblem(name, "is not an image file Pillow can read", expected)) from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
@@ -438,14 +527,27 @@ def _decode(data: bytes, name: str, limits: ImportLimits):
 
 def _check_header(name: str, image_format: str | None, width: int, height: int, limits: ImportLimits) -> None:
     if image_format not in SUPPORTED_FORMATS:
-        raise _BadImage(RowProblem(name, f"has unsupported format {image_format}",
-                                   f"one of {', '.join(SUPPORTED_FORMATS)}"))
+        raise _BadImage(
+            RowProblem(
+                name, f"has unsupported format {image_format}", f"one of {', '.join(SUPPORTED_FORMATS)}"
+            )
+        )
     if width * height > limits.max_pixels:
-        raise _BadImage(RowProblem(name, f"is {width}x{height} = {width * height:,} pixels",
-                                   f"at most {limits.max_pixels:,} pixels (max_pixels)"))
+        raise _BadImage(
+            RowProblem(
+                name,
+                f"is {width}x{height} = {width * height:,} pixels",
+                f"at most {limits.max_pixels:,} pixels (max_pixels)",
+            )
+        )
     if min(width, height) < limits.min_side_px:
-        raise _BadImage(RowProblem(name, f"is only {width}x{height} pixels",
-                                   f"at least {limits.min_side_px} pixels on each side (min_side_px)"))
+        raise _BadImage(
+            RowProblem(
+                name,
+                f"is only {width}x{height} pixels",
+                f"at least {limits.min_side_px} pixels on each side (min_side_px)",
+            )
+        )
 
 
 def _render(image, destination: Path, longest_side: int, limits: ImportLimits) -> None:
@@ -468,8 +570,9 @@ def _render(image, destination: Path, longest_side: int, limits: ImportLimits) -
 # ---------------------------------------------------------------- storing
 
 
-def _store(db: Database, name: str, source: Path, checked: Sequence[_Checked], staging: Path,
-           root: Path) -> tuple[int, str]:
+def _store(
+    db: Database, name: str, source: Path, checked: Sequence[_Checked], staging: Path, root: Path
+) -> tuple[int, str]:
     """One transaction for the set and its rows; the staged files move into place just before commit."""
     directory = _free_directory(root, name)
     final = root / directory
@@ -511,10 +614,19 @@ def _free_directory(root: Path, name: str) -> str:
 
 def _stimulus_row(stimulus_set_id: int, item: _Checked, directory: str) -> Stimulus:
     candidate = item.candidate
-    return Stimulus(stimulus_set_id=stimulus_set_id, name=candidate.name, path=f"{directory}/{item.serving_file}",
-                    thumbnail_path=f"{directory}/{item.thumbnail_file}", content_hash=item.sha256,
-                    category=candidate.category, superordinate=candidate.superordinate, width=item.width,
-                    height=item.height, n_bytes=item.n_bytes, attributes=candidate.attributes)
+    return Stimulus(
+        stimulus_set_id=stimulus_set_id,
+        name=candidate.name,
+        path=f"{directory}/{item.serving_file}",
+        thumbnail_path=f"{directory}/{item.thumbnail_file}",
+        content_hash=item.sha256,
+        category=candidate.category,
+        superordinate=candidate.superordinate,
+        width=item.width,
+        height=item.height,
+        n_bytes=item.n_bytes,
+        attributes=candidate.attributes,
+    )
 
 
 # ---------------------------------------------------------------- reading sets back
@@ -536,8 +648,11 @@ def _set_id(session: Session, name: str) -> int:
 def load_stimulus_table(db: Database, stimulus_set_id: int) -> list[StimulusInfo]:
     """The set's stimuli in import order (by id), as plain records for design generation and import."""
     with db.read() as session:
-        rows = session.execute(select(Stimulus.id, Stimulus.name, Stimulus.category, Stimulus.superordinate)
-                               .where(Stimulus.stimulus_set_id == stimulus_set_id).order_by(Stimulus.id)).all()
+        rows = session.execute(
+            select(Stimulus.id, Stimulus.name, Stimulus.category, Stimulus.superordinate)
+            .where(Stimulus.stimulus_set_id == stimulus_set_id)
+            .order_by(Stimulus.id)
+        ).all()
     if not rows:
         raise StimulusSetNotFound(f"stimulus set {stimulus_set_id} does not exist or has no stimuli")
     return [StimulusInfo(*row) for row in rows]
@@ -555,9 +670,15 @@ class StimulusSetSummary:
 def list_stimulus_sets(db: Database) -> list[StimulusSetSummary]:
     with db.read() as session:
         rows = session.execute(
-            select(StimulusSet.id, StimulusSet.name, func.count(Stimulus.id),
-                   func.count(func.distinct(Stimulus.superordinate + "/" + Stimulus.category)),
-                   func.count(func.distinct(Stimulus.superordinate)))
+            select(
+                StimulusSet.id,
+                StimulusSet.name,
+                func.count(Stimulus.id),
+                func.count(func.distinct(Stimulus.superordinate + "/" + Stimulus.category)),
+                func.count(func.distinct(Stimulus.superordinate)),
+            )
             .outerjoin(Stimulus, Stimulus.stimulus_set_id == StimulusSet.id)
-            .group_by(StimulusSet.id, StimulusSet.name).order_by(StimulusSet.name)).all()
+            .group_by(StimulusSet.id, StimulusSet.name)
+            .order_by(StimulusSet.name)
+        ).all()
     return [StimulusSetSummary(*row) for row in rows]

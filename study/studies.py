@@ -67,9 +67,16 @@ def create_study(
         if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
             raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
         _check_stimuli_exist(session, stimulus_set_id, lists)
-        study = Study(slug=slug, title=title or config.title, stimulus_set_id=stimulus_set_id,
-                      config=config.to_dict(), salt=secrets.token_hex(16), status=status,
-                      target_participants=target_participants, imported=imported)
+        study = Study(
+            slug=slug,
+            title=title or config.title,
+            stimulus_set_id=stimulus_set_id,
+            config=config.to_dict(),
+            salt=secrets.token_hex(16),
+            status=status,
+            target_participants=target_participants,
+            imported=imported,
+        )
         session.add(study)
         session.flush()
         for index, specs in enumerate(lists):
@@ -82,28 +89,42 @@ def _build_list(study_id: int, list_index: int, specs: Sequence[TrialSpec], seed
     triplet_list = TripletList(study_id=study_id, list_index=list_index, seed=seed)
     for trial_index, spec in enumerate(specs):
         a, b, c = spec.stimuli
-        triplet_list.trials.append(Trial(
-            trial_index=trial_index, block=spec.block, stim0_id=a, stim1_id=b, stim2_id=c,
-            odd_known=spec.odd_known, kind=spec.kind, level=spec.level, triplet_key=triplet_key(spec.stimuli),
-        ))
+        triplet_list.trials.append(
+            Trial(
+                trial_index=trial_index,
+                block=spec.block,
+                stim0_id=a,
+                stim1_id=b,
+                stim2_id=c,
+                odd_known=spec.odd_known,
+                kind=spec.kind,
+                level=spec.level,
+                triplet_key=triplet_key(spec.stimuli),
+            )
+        )
     return triplet_list
 
 
-def _check_stimuli_exist(session: Session, stimulus_set_id: int | None,
-                         lists: Sequence[Sequence[TrialSpec]]) -> None:
+def _check_stimuli_exist(
+    session: Session, stimulus_set_id: int | None, lists: Sequence[Sequence[TrialSpec]]
+) -> None:
     wanted = {i for specs in lists for spec in specs for i in spec.stimuli}
     query = select(Stimulus.id).where(Stimulus.id.in_(wanted))
     if stimulus_set_id is not None:
         query = query.where(Stimulus.stimulus_set_id == stimulus_set_id)
     missing = wanted - set(session.scalars(query))
     if missing:
-        raise ValueError(f"the design references {len(missing)} stimulus ids not in the stimulus set, "
-                         f"e.g. {sorted(missing)[:5]}")
+        raise ValueError(
+            f"the design references {len(missing)} stimulus ids not in the stimulus set, "
+            f"e.g. {sorted(missing)[:5]}"
+        )
     for list_index, specs in enumerate(lists):
         for trial_index, spec in enumerate(specs):
             if len(set(spec.stimuli)) != 3:
-                raise ValueError(f"list {list_index}, trial {trial_index}: a triplet needs three different "
-                                 f"images, got {spec.stimuli}")
+                raise ValueError(
+                    f"list {list_index}, trial {trial_index}: a triplet needs three different "
+                    f"images, got {spec.stimuli}"
+                )
 
 
 def get_study(session: Session, slug: str) -> Study:

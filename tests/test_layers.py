@@ -76,5 +76,7 @@ def test_importing_everything_but_app_never_imports_streamlit():
         "        if '.migrations' not in info.name: importlib.import_module(info.name)\n"
         "print('streamlit' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"

@@ -28,19 +28,35 @@ DEMO_SET = "demo photos"
 DEMO_SLUG = "demo"
 DEMO_IMAGES_DIR = "demo_images"
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
-DEMO_DESIGN = DesignConfig(n_lists=120, n_between_class=20, n_within_class=20, n_class_border=20, n_blocks=3,
-                           catch_per_block=2, n_practice=3, within_repeats=4, n_shared=15, seed=7)
+DEMO_DESIGN = DesignConfig(
+    n_lists=120,
+    n_between_class=20,
+    n_within_class=20,
+    n_class_border=20,
+    n_blocks=3,
+    catch_per_block=2,
+    n_practice=3,
+    within_repeats=4,
+    n_shared=15,
+    seed=7,
+)
 # Simulated people judge by category structure plus perception: half a broad perceptual similarity, half a few
 # visual attributes they weigh heavily (`perceptual_item_vectors`), both in a different network's feature space
 # (MobileNetV2) than the one being aligned; the teacher has to find those attributes in EfficientNet features.
 PERCEPTUAL_BACKBONE = "timm:mobilenetv2_100"
 PERCEPTUAL_ATTRIBUTES = {"attribute_share": 0.5, "n_attributes": 6, "seed": 2}
-DEMO_PEOPLE = SimilarityModel(item_weight=0.6, same_domain=0.25,
-                              domains=(("animal", "living"), ("plant", "living"), ("food", "living")))
+DEMO_PEOPLE = SimilarityModel(
+    item_weight=0.6, same_domain=0.25, domains=(("animal", "living"), ("plant", "living"), ("food", "living"))
+)
 DEMO_PARTICIPANTS = 120  # one per list: enough held-out judgments per Levels type for a per-level comparison
-DEMO_STUDY = StudyConfig(title="AlignLab demo: which image is the odd one out?", completion_url_template="",
-                         participants_per_list=3,
-                         completion_code="DEMO-DONE", early_exit_code="DEMO-EARLY", no_consent_code="DEMO-NOCONSENT")
+DEMO_STUDY = StudyConfig(
+    title="AlignLab demo: which image is the odd one out?",
+    completion_url_template="",
+    participants_per_list=3,
+    completion_code="DEMO-DONE",
+    early_exit_code="DEMO-EARLY",
+    no_consent_code="DEMO-NOCONSENT",
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +66,13 @@ class DemoState:
     simulated_participants: int
 
 
-def ensure_demo(db: Database, *, source: str | None = None, participants: int = DEMO_PARTICIPANTS,
-                report: Callable[[str], None] = print) -> DemoState:
+def ensure_demo(
+    db: Database,
+    *,
+    source: str | None = None,
+    participants: int = DEMO_PARTICIPANTS,
+    report: Callable[[str], None] = print,
+) -> DemoState:
     """Build whatever part of the demo is missing: images, stimulus set, study, simulated participants
     (the precomputed runs: `ensure_demo_runs`)."""
     set_id = _ensure_stimulus_set(db, source, report)
@@ -65,8 +86,11 @@ def _ensure_stimulus_set(db: Database, source: str | None, report: Callable[[str
         existing = session.scalar(select(StimulusSet.id).where(StimulusSet.name == DEMO_SET))
     if existing is not None:
         return existing
-    folder = build_demo_images(source, data_home() / DEMO_IMAGES_DIR) if source else \
-        build_demo_images(out_dir=data_home() / DEMO_IMAGES_DIR)
+    folder = (
+        build_demo_images(source, data_home() / DEMO_IMAGES_DIR)
+        if source
+        else build_demo_images(out_dir=data_home() / DEMO_IMAGES_DIR)
+    )
     imported = import_stimulus_set(db, folder, DEMO_SET)
     report(imported.summary())
     return imported.stimulus_set_id
@@ -79,9 +103,14 @@ def _ensure_study(db: Database, set_id: int, report: Callable[[str], None]) -> N
         return
     except StudyNotFound:
         pass
-    _, design = create_study_from_design(db, DEMO_SLUG, set_id, DEMO_DESIGN, DEMO_STUDY, title=DEMO_STUDY.title)
+    _, design = create_study_from_design(
+        db, DEMO_SLUG, set_id, DEMO_DESIGN, DEMO_STUDY, title=DEMO_STUDY.title
+    )
     set_study_status(db, DEMO_SLUG, StudyStatus.OPEN)
-    report(f"created and opened demo study {DEMO_SLUG!r}: {len(design.lists)} lists; " + "; ".join(design.notes()))
+    report(
+        f"created and opened demo study {DEMO_SLUG!r}: {len(design.lists)} lists; "
+        + "; ".join(design.notes())
+    )
 
 
 def perceptual_features(db: Database) -> dict[int, np.ndarray]:
@@ -91,21 +120,34 @@ def perceptual_features(db: Database) -> dict[int, np.ndarray]:
 
     stimuli = load_stimuli(db, DEMO_SLUG)
     backbone = create_backbone(PERCEPTUAL_BACKBONE, cache_dir=data_home() / WEIGHTS_DIR)
-    features = extract_features(backbone, [data_home() / p for p in stimuli["path"]],
-                                cache_dir=data_home() / FEATURE_CACHE_DIR)
-    return perceptual_item_vectors(dict(zip(stimuli["id"].tolist(), features, strict=True)), **PERCEPTUAL_ATTRIBUTES)
+    features = extract_features(
+        backbone, [data_home() / p for p in stimuli["path"]], cache_dir=data_home() / FEATURE_CACHE_DIR
+    )
+    return perceptual_item_vectors(
+        dict(zip(stimuli["id"].tolist(), features, strict=True)), **PERCEPTUAL_ATTRIBUTES
+    )
 
 
 def _ensure_simulated(db: Database, wanted: int, report: Callable[[str], None]) -> int:
     with db.read() as session:
         study_id = get_study(session, DEMO_SLUG).id
-        have = session.scalar(select(func.count()).where(Participant.study_id == study_id,
-                                                         Participant.is_simulated.is_(True)))
+        have = session.scalar(
+            select(func.count()).where(Participant.study_id == study_id, Participant.is_simulated.is_(True))
+        )
     if have < wanted:
-        summary = simulate_participants(db, DEMO_SLUG, wanted - have, model=DEMO_PEOPLE, careless_share=0.1,
-                                        seed=have, features=perceptual_features(db))
-        report(f"simulated {len(summary.participant_ids)} participants ({len(summary.careless_ids)} careless): "
-               f"{summary.n_responses} responses, {summary.n_timeouts} timeouts")
+        summary = simulate_participants(
+            db,
+            DEMO_SLUG,
+            wanted - have,
+            model=DEMO_PEOPLE,
+            careless_share=0.1,
+            seed=have,
+            features=perceptual_features(db),
+        )
+        report(
+            f"simulated {len(summary.participant_ids)} participants ({len(summary.careless_ids)} careless): "
+            f"{summary.n_responses} responses, {summary.n_timeouts} timeouts"
+        )
     return max(have, wanted)
 
 
@@ -133,5 +175,7 @@ def ensure_demo_runs(db: Database, *, wait: bool, report: Callable[[str], None] 
         execute(db, run_id)
     else:
         launch(run_id)
-        report(f"started the closed loop on the demo in the background (run {run_id}); see the Alignment page")
+        report(
+            f"started the closed loop on the demo in the background (run {run_id}); see the Alignment page"
+        )
     return run_id

@@ -41,6 +41,7 @@ def register_stage(kind: str) -> Callable[[Stage], Stage]:
     def decorate(stage: Stage) -> Stage:
         STAGES[kind] = stage
         return stage
+
     return decorate
 
 
@@ -57,8 +58,13 @@ def log_path(run_id: int) -> Path:
 def launch(run_id: int) -> subprocess.Popen:
     """Start `alignlab jobs run ID` as a detached process writing to the run's log file."""
     log = open(log_path(run_id), "a")  # noqa: SIM115 - handed to the child process
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "jobs", "run", str(run_id)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "jobs", "run", str(run_id)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=os.environ.copy(),
+    )
 
 
 def execute(db: Database, run_id: int, on_progress: Progress | None = None) -> RunStatus:
@@ -78,8 +84,9 @@ def execute(db: Database, run_id: int, on_progress: Progress | None = None) -> R
         handler.close()
 
 
-def _execute_stage(db: Database, run: Run, stage: Stage, logger: logging.Logger,
-                   on_progress: Progress | None) -> RunStatus:
+def _execute_stage(
+    db: Database, run: Run, stage: Stage, logger: logging.Logger, on_progress: Progress | None
+) -> RunStatus:
     start_run(db, run.id)
     logger.info("run %s (%s) started with config %s", run.id, run.kind, run.config)
 
@@ -122,10 +129,16 @@ def mark_lost_runs(db: Database, silence_minutes: float = 10.0) -> list[int]:
 
     cutoff = as_utc(datetime.now(UTC)) - timedelta(minutes=silence_minutes)
     with db.read() as session:
-        active = session.scalars(select(Run).where(Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))).all()
+        active = session.scalars(
+            select(Run).where(Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+        ).all()
     lost = [run.id for run in active if as_utc(run.heartbeat_at or run.created_at) < cutoff]
     for run_id in lost:
-        fail_run(db, run_id, f"lost: no progress report for {silence_minutes:g} minutes (the job's process stopped)")
+        fail_run(
+            db,
+            run_id,
+            f"lost: no progress report for {silence_minutes:g} minutes (the job's process stopped)",
+        )
     return lost
 
 

@@ -42,4 +42,3 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:  # bad input: a clear message, no traceback
         print(f"alignlab {args.command}: error: {error}", file=sys.stderr)
         return 2
-

@@ -20,25 +20,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit = teacher_commands.add_parser("fit", help="fit a teacher on a study's non-excluded judgments")
     fit.add_argument("--study", required=True)
     fit.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
-    fit.add_argument("--split", choices=["triplet", "subject", "image"], default="triplet",
-                     help="how held-out judgments are chosen (image = object-disjoint)")
+    fit.add_argument(
+        "--split",
+        choices=["triplet", "subject", "image"],
+        default="triplet",
+        help="how held-out judgments are chosen (image = object-disjoint)",
+    )
     fit.add_argument("--test-fraction", type=float, default=0.2)
     fit.add_argument("--config", help="TeacherConfig overrides as JSON, e.g. '{\"reg_weight\": 0.01}'")
     fit.set_defaults(func=_teacher)
 
     evaluate = subparsers.add_parser("eval", help="evaluate representations on a study's held-out judgments")
     evaluate.add_argument("--study", required=True)
-    evaluate.add_argument("--runs", nargs="+", required=True, metavar="RUN[:ARTIFACT]",
-                          help="e.g. 4:raw_embeddings 4 (a teacher run's raw features, then its aligned space)")
-    evaluate.add_argument("--split-run", type=int,
-                          help="evaluate on the judgments this run held out (default: all judgments)")
+    evaluate.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        metavar="RUN[:ARTIFACT]",
+        help="e.g. 4:raw_embeddings 4 (a teacher run's raw features, then its aligned space)",
+    )
+    evaluate.add_argument(
+        "--split-run", type=int, help="evaluate on the judgments this run held out (default: all judgments)"
+    )
     evaluate.set_defaults(func=_eval)
 
-    align = subparsers.add_parser("align", help="the closed loop: teacher, pseudo-labels, students, evaluation")
+    align = subparsers.add_parser(
+        "align", help="the closed loop: teacher, pseudo-labels, students, evaluation"
+    )
     align.add_argument("--study", required=True)
     align.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
-    align.add_argument("--config", help="AlignConfig overrides as JSON or a .json/.toml file: keys split, teacher, "
-                                        "pseudo, student (each a dict of that stage's settings), similarity")
+    align.add_argument(
+        "--config",
+        help="AlignConfig overrides as JSON or a .json/.toml file: keys split, teacher, "
+        "pseudo, student (each a dict of that stage's settings), similarity",
+    )
     align.set_defaults(func=_align)
 
 
@@ -59,7 +74,11 @@ def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
     if run.error:
         raise ValueError(f"run {run_id} failed: {run.error}")
     if show:
-        print(json.dumps({"run": run_id, "metrics": run.metrics, "artifacts": run.artifacts}, indent=2, default=str))
+        print(
+            json.dumps(
+                {"run": run_id, "metrics": run.metrics, "artifacts": run.artifacts}, indent=2, default=str
+            )
+        )
     return run
 
 
@@ -69,15 +88,19 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _teacher(args: argparse.Namespace) -> int:
-    overrides = {"backbone": args.backbone, "split": {"by": args.split, "test_fraction": args.test_fraction},
-                 "teacher": json.loads(args.config) if args.config else {}}
+    overrides = {
+        "backbone": args.backbone,
+        "split": {"by": args.split, "test_fraction": args.test_fraction},
+        "teacher": json.loads(args.config) if args.config else {},
+    }
     run_stage_here("teacher", args.study, overrides)
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    run = run_stage_here("eval", args.study, {"representations": args.runs, "split_run": args.split_run},
-                         show=False)
+    run = run_stage_here(
+        "eval", args.study, {"representations": args.runs, "split_run": args.split_run}, show=False
+    )
     print_eval_table(run)
     return 0
 
@@ -85,7 +108,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _align(args: argparse.Namespace) -> int:
     overrides = {"backbone": args.backbone, **_load_overrides(args.config)}
     run = run_stage_here("align", args.study, overrides, show=False)
-    print(f"closed loop run {run.id}; steps reused from earlier runs: {run.metrics.get('reused_steps') or 'none'}")
+    print(
+        f"closed loop run {run.id}; steps reused from earlier runs: {run.metrics.get('reused_steps') or 'none'}"
+    )
     print_eval_table(run)
     return 0
 
@@ -111,8 +136,21 @@ def print_eval_table(run) -> None:
     from db.settings import data_home
 
     table = pd.read_csv(data_home() / run.artifacts["table"])
-    shown = ["model", "similarity", "level", "n", "n_groups", "accuracy", "accuracy_low", "accuracy_high",
-             "noise_ceiling", "normalised", "rho_entropy_rt", "rho_entropy_human_entropy", "ece"]
+    shown = [
+        "model",
+        "similarity",
+        "level",
+        "n",
+        "n_groups",
+        "accuracy",
+        "accuracy_low",
+        "accuracy_high",
+        "noise_ceiling",
+        "normalised",
+        "rho_entropy_rt",
+        "rho_entropy_human_entropy",
+        "ece",
+    ]
     with pd.option_context("display.width", 220, "display.max_columns", 20, "display.precision", 3):
         print(table[shown].to_string(index=False))
         summary = pd.read_csv(data_home() / run.artifacts["summary"]) if "summary" in run.artifacts else None
@@ -120,7 +158,9 @@ def print_eval_table(run) -> None:
         if gains:
             print("\naccuracy gain over the first model, paired 95% CI:")
             print(summary[["level", *gains]].to_string(index=False))
-    print("accuracy: per held-out triplet the share of its n human judgments the model agrees with (ties wrong), "
-          "averaged over the n_groups distinct triplets; 95% CIs bootstrap the triplets; normalised = "
-          "(acc - 1/3) / (ceiling - 1/3); rho = Spearman of model entropy with the triplet's median human RT / "
-          "choice entropy")
+    print(
+        "accuracy: per held-out triplet the share of its n human judgments the model agrees with (ties wrong), "
+        "averaged over the n_groups distinct triplets; 95% CIs bootstrap the triplets; normalised = "
+        "(acc - 1/3) / (ceiling - 1/3); rho = Spearman of model entropy with the triplet's median human RT / "
+        "choice entropy"
+    )

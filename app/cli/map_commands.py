@@ -11,11 +11,15 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("map", help="before/after embedding maps and reorganisation report of two runs")
+    parser = subparsers.add_parser(
+        "map", help="before/after embedding maps and reorganisation report of two runs"
+    )
     parser.add_argument("--before", required=True, help="RUN or RUN:ARTIFACT before alignment")
     parser.add_argument("--after", required=True, help="RUN or RUN:ARTIFACT after alignment")
     parser.add_argument("--out", required=True, type=Path, help="directory for the figures and report.html")
-    parser.add_argument("--method", choices=("umap", "pca"), default="umap", help="2-D map method (default umap)")
+    parser.add_argument(
+        "--method", choices=("umap", "pca"), default="umap", help="2-D map method (default umap)"
+    )
     parser.add_argument("--colour-by", choices=("category", "superordinate"), default="category")
     parser.add_argument("--k", type=int, default=10, help="neighbours per image for overlap and purity")
     parser.add_argument("--seed", type=int, default=0)
@@ -38,9 +42,15 @@ def _map(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError(f"--k must be at least 1; got {args.k}")
     db = Database.from_url()
-    inputs = load_map_inputs(db, resolve_representation(db, args.before), resolve_representation(db, args.after))
-    print(f"mapping {len(inputs.stimuli)} images: {inputs.before.label} -> {inputs.after.label} ({args.method})")
-    maps = paired_maps(inputs.before.embeddings, inputs.after.embeddings, MapConfig(method=args.method, seed=args.seed))
+    inputs = load_map_inputs(
+        db, resolve_representation(db, args.before), resolve_representation(db, args.after)
+    )
+    print(
+        f"mapping {len(inputs.stimuli)} images: {inputs.before.label} -> {inputs.after.label} ({args.method})"
+    )
+    maps = paired_maps(
+        inputs.before.embeddings, inputs.after.embeddings, MapConfig(method=args.method, seed=args.seed)
+    )
     reorg = analyse_reorganisation(inputs, args.k)
     study_id = inputs.after.study_id or inputs.before.study_id
     judgments = load_human_judgments(db, study_id, inputs.before.stimulus_ids)

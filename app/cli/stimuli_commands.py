@@ -14,17 +14,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "import", help="import a folder or .zip laid out superordinate/category/image.ext (or with a manifest)",
+        "import",
+        help="import a folder or .zip laid out superordinate/category/image.ext (or with a manifest)",
         description="Validate every image, then import all of them or none. Layout: superordinate/category/"
-                    "image.ext or category/image.ext, or any layout plus a CSV manifest with columns path, "
-                    "category[, superordinate] (other columns are kept as attributes; a manifest.csv in the "
-                    "folder or zip is used automatically).")
+        "image.ext or category/image.ext, or any layout plus a CSV manifest with columns path, "
+        "category[, superordinate] (other columns are kept as attributes; a manifest.csv in the "
+        "folder or zip is used automatically).",
+    )
     parser.add_argument("path", help="image folder or .zip file")
     parser.add_argument("--name", required=True, help="name of the new stimulus set (must be unused)")
-    parser.add_argument("--manifest", help="CSV with path, category[, superordinate] (paths relative to PATH)")
+    parser.add_argument(
+        "--manifest", help="CSV with path, category[, superordinate] (paths relative to PATH)"
+    )
     parser.add_argument("--max-file-mb", type=float, help="largest accepted file in MB (default 50)")
-    parser.add_argument("--max-megapixels", type=float, help="largest accepted image in megapixels (default 40)")
-    parser.add_argument("--serving-px", type=int, help="longest side of the copies participants see (default 512)")
+    parser.add_argument(
+        "--max-megapixels", type=float, help="largest accepted image in megapixels (default 40)"
+    )
+    parser.add_argument(
+        "--serving-px", type=int, help="longest side of the copies participants see (default 512)"
+    )
     parser.set_defaults(func=_import)
 
 
@@ -32,8 +40,9 @@ def _import(args: argparse.Namespace) -> int:
     from db.engine import Database
     from study.stimuli import import_stimulus_set
 
-    report = import_stimulus_set(Database.from_url(), args.path, args.name, manifest=args.manifest,
-                                 limits=_limits(args))
+    report = import_stimulus_set(
+        Database.from_url(), args.path, args.name, manifest=args.manifest, limits=_limits(args)
+    )
     print(report.summary())
     return 0
 
@@ -66,6 +75,8 @@ def _list(_args: argparse.Namespace) -> int:
     if not sets:
         print("no stimulus sets yet: alignlab stimuli import PATH --name NAME")
     for s in sets:
-        print(f"{s.id:>4}  {s.name:<30} {s.n_images:>6} images  {s.n_categories:>4} categories  "
-              f"{s.n_superordinates:>3} superordinates")
+        print(
+            f"{s.id:>4}  {s.name:<30} {s.n_images:>6} images  {s.n_categories:>4} categories  "
+            f"{s.n_superordinates:>3} superordinates"
+        )
     return 0

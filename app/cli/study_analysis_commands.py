@@ -16,9 +16,13 @@ def add_analysis_parsers(study_subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_export_parser(study_subparsers: argparse._SubParsersAction) -> None:
-    parser = study_subparsers.add_parser("export", help="write the study's judgments (THINGS, jsPsych-like CSV, Parquet)")
+    parser = study_subparsers.add_parser(
+        "export", help="write the study's judgments (THINGS, jsPsych-like CSV, Parquet)"
+    )
     parser.add_argument("slug")
-    parser.add_argument("--format", required=True, choices=["things", "jspsych", "parquet"], dest="export_format")
+    parser.add_argument(
+        "--format", required=True, choices=["things", "jspsych", "parquet"], dest="export_format"
+    )
     parser.add_argument("--out", required=True, help="output file")
     parser.add_argument("--include-excluded", action="store_true", help="keep participants marked excluded")
     parser.add_argument("--no-simulated", action="store_true", help="leave simulated participants out")
@@ -30,7 +34,9 @@ def add_simulate_parser(study_subparsers: argparse._SubParsersAction) -> None:
     parser = study_subparsers.add_parser("simulate", help="run simulated participants through an open study")
     parser.add_argument("slug")
     parser.add_argument("--participants", type=int, required=True)
-    parser.add_argument("--careless", type=float, default=0.1, help="share of careless participants (default 0.1)")
+    parser.add_argument(
+        "--careless", type=float, default=0.1, help="share of careless participants (default 0.1)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=_simulate)
 
@@ -44,7 +50,9 @@ def add_qc_parser(study_subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_reliability_parser(study_subparsers: argparse._SubParsersAction) -> None:
-    parser = study_subparsers.add_parser("reliability", help="noise ceilings (Levels leave-one-out, THINGS modal)")
+    parser = study_subparsers.add_parser(
+        "reliability", help="noise ceilings (Levels leave-one-out, THINGS modal)"
+    )
     parser.add_argument("slug")
     parser.add_argument("--include-excluded", action="store_true")
     parser.add_argument("--no-simulated", action="store_true")
@@ -56,11 +64,19 @@ def _export(args: argparse.Namespace) -> int:
     from db.engine import Database
     from study.export import export_study
 
-    summary = export_study(Database.from_url(), args.slug, args.export_format, args.out,
-                           include_excluded=args.include_excluded, include_simulated=not args.no_simulated,
-                           raw_ids=args.raw_ids)
-    print(f"wrote {summary.n_rows} rows from {summary.n_participants} participants to {summary.path} "
-          f"({summary.format})")
+    summary = export_study(
+        Database.from_url(),
+        args.slug,
+        args.export_format,
+        args.out,
+        include_excluded=args.include_excluded,
+        include_simulated=not args.no_simulated,
+        raw_ids=args.raw_ids,
+    )
+    print(
+        f"wrote {summary.n_rows} rows from {summary.n_participants} participants to {summary.path} "
+        f"({summary.format})"
+    )
     return 0
 
 
@@ -68,16 +84,35 @@ def _simulate(args: argparse.Namespace) -> int:
     from db.engine import Database
     from study.simulate import simulate_participants
 
-    summary = simulate_participants(Database.from_url(), args.slug, args.participants,
-                                    careless_share=args.careless, seed=args.seed)
-    print(f"simulated {len(summary.participant_ids)} participants ({len(summary.careless_ids)} careless): "
-          f"{summary.n_responses} responses, {summary.n_timeouts} timeouts")
+    summary = simulate_participants(
+        Database.from_url(), args.slug, args.participants, careless_share=args.careless, seed=args.seed
+    )
+    print(
+        f"simulated {len(summary.participant_ids)} participants ({len(summary.careless_ids)} careless): "
+        f"{summary.n_responses} responses, {summary.n_timeouts} timeouts"
+    )
     return 0
 
 
-QC_SHOWN = ["subject", "status", "is_simulated", "excluded", "n_answered", "n_timeouts", "catch_accuracy",
-            "fast_windows", "early_responses", "share_left", "share_middle", "share_right", "median_rt_ms",
-            "blurs", "fullscreen_exits", "flags", "suggest_exclude"]
+QC_SHOWN = [
+    "subject",
+    "status",
+    "is_simulated",
+    "excluded",
+    "n_answered",
+    "n_timeouts",
+    "catch_accuracy",
+    "fast_windows",
+    "early_responses",
+    "share_left",
+    "share_middle",
+    "share_right",
+    "median_rt_ms",
+    "blurs",
+    "fullscreen_exits",
+    "flags",
+    "suggest_exclude",
+]
 
 
 def _qc(args: argparse.Namespace) -> int:
@@ -98,8 +133,12 @@ def _reliability(args: argparse.Namespace) -> int:
     from study.judgments import load_judgments
     from study.reliability import levels_noise_ceiling, things_modal_consistency
 
-    judgments = load_judgments(Database.from_url(), args.slug, include_excluded=args.include_excluded,
-                               include_simulated=not args.no_simulated)
+    judgments = load_judgments(
+        Database.from_url(),
+        args.slug,
+        include_excluded=args.include_excluded,
+        include_simulated=not args.no_simulated,
+    )
     fmt = {"float_format": lambda value: f"{value:.3f}", "index": False}
     print("Levels leave-one-out majority (4-5 responses per triplet, bootstrap 95% CI):")
     print(levels_noise_ceiling(judgments, seed=args.seed).to_string(**fmt))

@@ -50,7 +50,9 @@ def _study_config(args: argparse.Namespace):
 
 
 def _add_create(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("create", help="generate a Levels-style design from a stimulus set (draft study)")
+    parser = commands.add_parser(
+        "create", help="generate a Levels-style design from a stimulus set (draft study)"
+    )
     _add_study_options(parser)
     parser.add_argument("--design", metavar="FILE", help="design config (TOML or JSON; see DesignConfig)")
     for flag, (_, kind, help_text) in DESIGN_FLAGS.items():
@@ -66,11 +68,20 @@ def _create(args: argparse.Namespace) -> int:
 
     db = Database.from_url()
     set_id = stimulus_set_id_by_name(db, args.stimuli)
-    study_id, design = create_study_from_design(db, args.slug, set_id, _design_config(args), _study_config(args),
-                                                title=args.title, target_participants=args.target)
+    study_id, design = create_study_from_design(
+        db,
+        args.slug,
+        set_id,
+        _design_config(args),
+        _study_config(args),
+        title=args.title,
+        target_participants=args.target,
+    )
     sizes = sorted({len(trials) for trials in design.lists})
-    print(f"created study {args.slug!r} (id {study_id}): {len(design.lists)} list(s) of "
-          f"{'/'.join(map(str, sizes))} trials from stimulus set {args.stimuli!r}")
+    print(
+        f"created study {args.slug!r} (id {study_id}): {len(design.lists)} list(s) of "
+        f"{'/'.join(map(str, sizes))} trials from stimulus set {args.stimuli!r}"
+    )
     for note in design.notes():
         print(f"  {note}")
     return _finish(db, args)
@@ -104,14 +115,21 @@ def _finish(db, args: argparse.Namespace) -> int:
 
 def _add_import_design(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "import-design", help="a study from an existing design: Levels CSV or THINGS index file",
+        "import-design",
+        help="a study from an existing design: Levels CSV or THINGS index file",
         description="levels: CSV with id, image1, image2, image3, trial, triplet_class (one list per id). "
-                    "things: rows of three indices into the set's stimuli sorted by name, odd one out last.")
+        "things: rows of three indices into the set's stimuli sorted by name, odd one out last.",
+    )
     _add_study_options(parser)
     parser.add_argument("path", help="design file")
-    parser.add_argument("--format", choices=("levels", "things"),
-                        help="default: levels for .csv files with a triplet_class column, else things")
-    parser.add_argument("--index-base", type=int, default=0, choices=(0, 1), help="things: first index (default 0)")
+    parser.add_argument(
+        "--format",
+        choices=("levels", "things"),
+        help="default: levels for .csv files with a triplet_class column, else things",
+    )
+    parser.add_argument(
+        "--index-base", type=int, default=0, choices=(0, 1), help="things: first index (default 0)"
+    )
     parser.add_argument("--per-list", type=int, help="things: triplets per list (default: all in one list)")
     parser.add_argument("--open", action="store_true", help="open the study right away")
     parser.set_defaults(func=_import_design)
@@ -128,8 +146,16 @@ def _import_design(args: argparse.Namespace) -> int:
     if (args.format or _guess_format(args.path)) == "levels":
         imported = import_levels_design(db, args.slug, set_id, args.path, _study_config(args), **options)
     else:
-        imported = import_things_design(db, args.slug, set_id, args.path, _study_config(args),
-                                        index_base=args.index_base, triplets_per_list=args.per_list, **options)
+        imported = import_things_design(
+            db,
+            args.slug,
+            set_id,
+            args.path,
+            _study_config(args),
+            index_base=args.index_base,
+            triplets_per_list=args.per_list,
+            **options,
+        )
     print(f"imported design {args.path} as {args.slug!r}: {imported.summary()}")
     return _finish(db, args)
 

@@ -17,12 +17,13 @@ def api_prefix() -> str:
 
     return make_url_path(config.get_option("server.baseUrlPath") or "", "/api")
 
+
 LABELS = {
     "timeout": "It seems you are unsure. Please try to answer a bit faster.",
     "image_error": "An image could not be loaded. This trial is skipped.",
     "saving": "Saving your answers…",
     "offline": "The connection to the server is interrupted. Your answers are kept in this browser and "
-               "will be sent as soon as it is back. Please keep this page open.",
+    "will be sent as soon as it is back. Please keep this page open.",
 }
 HOW_TO_ANSWER = "Click the odd one out, or press ← ↓ → (or 1 2 3)."
 
@@ -34,32 +35,65 @@ def stimulus_url(stimulus_id: int) -> str:
 def intro_texts(run: BlockRun, config: StudyConfig) -> dict[str, Any]:
     practice = run.block_number == 0
     texts = {
-        Intro.START: ("Practice" if practice else "Ready?",
-                      f"{HOW_TO_ANSWER} Press Space or click Continue to start."),
-        Intro.PRACTICE_DONE: ("Practice finished", "The main study starts now. Press Space or click Continue."),
-        Intro.BREAK: ("Break", f"You have finished block {run.block_number - 1} of {run.n_blocks}. Take a short "
-                               "rest, then press Space or click Continue."),
-        Intro.RESUME: ("Welcome back", f"You continue where you left off. {HOW_TO_ANSWER} "
-                                       "Press Space or click Continue."),
+        Intro.START: (
+            "Practice" if practice else "Ready?",
+            f"{HOW_TO_ANSWER} Press Space or click Continue to start.",
+        ),
+        Intro.PRACTICE_DONE: (
+            "Practice finished",
+            "The main study starts now. Press Space or click Continue.",
+        ),
+        Intro.BREAK: (
+            "Break",
+            f"You have finished block {run.block_number - 1} of {run.n_blocks}. Take a short "
+            "rest, then press Space or click Continue.",
+        ),
+        Intro.RESUME: (
+            "Welcome back",
+            f"You continue where you left off. {HOW_TO_ANSWER} Press Space or click Continue.",
+        ),
     }
     title, text = texts[run.intro]
-    return {"kind": run.intro.value, "title": title, "text": text,
-            "max_seconds": config.break_max_seconds if run.intro == Intro.BREAK else 0}
+    return {
+        "kind": run.intro.value,
+        "title": title,
+        "text": text,
+        "max_seconds": config.break_max_seconds if run.intro == Intro.BREAK else 0,
+    }
 
 
 def _trial(trial: PlannedTrial) -> dict[str, Any]:
-    return {"trial_index": trial.trial_index, "shown": list(trial.shown),
-            "urls": [stimulus_url(i) for i in trial.shown]}
+    return {
+        "trial_index": trial.trial_index,
+        "shown": list(trial.shown),
+        "urls": [stimulus_url(i) for i in trial.shown],
+    }
 
 
-def block_data(run: BlockRun, config: StudyConfig, *, namespace: str, token: str, block_key: str,
-               answered_count: int, total: int) -> dict[str, Any]:
+def block_data(
+    run: BlockRun,
+    config: StudyConfig,
+    *,
+    namespace: str,
+    token: str,
+    block_key: str,
+    answered_count: int,
+    total: int,
+) -> dict[str, Any]:
     label = "Practice" if run.block_number == 0 else f"Block {run.block_number} of {run.n_blocks}"
     return {
-        "ns": namespace, "token": token, "api": api_prefix(), "block_key": block_key, "block": run.block,
-        "intro": intro_texts(run, config), "trials": [_trial(t) for t in run.trials],
+        "ns": namespace,
+        "token": token,
+        "api": api_prefix(),
+        "block_key": block_key,
+        "block": run.block,
+        "intro": intro_texts(run, config),
+        "trials": [_trial(t) for t in run.trials],
         "next_urls": [stimulus_url(i) for i in run.next_block_first.shown] if run.next_block_first else [],
-        "iti_ms": config.iti_ms, "min_rt_ms": config.min_valid_rt_ms, "window_ms": config.response_window_ms,
-        "image_px": config.image_px, "labels": LABELS,
+        "iti_ms": config.iti_ms,
+        "min_rt_ms": config.min_valid_rt_ms,
+        "window_ms": config.response_window_ms,
+        "image_px": config.image_px,
+        "labels": LABELS,
         "progress": {"done": answered_count, "total": total, "label": label},
     }

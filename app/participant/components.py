@@ -20,13 +20,16 @@ def _source(*names: str) -> str:
 
 @cache
 def _trial_block():
-    return st.components.v2.component("alignlab_trial_block", js=_source("outbox.js", "trial_block.js"),
-                                      css=_source("trial_block.css"))
+    return st.components.v2.component(
+        "alignlab_trial_block", js=_source("outbox.js", "trial_block.js"), css=_source("trial_block.css")
+    )
 
 
 @cache
 def _session_monitor():
-    return st.components.v2.component("alignlab_session_monitor", js=_source("outbox.js", "session_monitor.js"))
+    return st.components.v2.component(
+        "alignlab_session_monitor", js=_source("outbox.js", "session_monitor.js")
+    )
 
 
 def _ignore() -> None:
@@ -35,8 +38,9 @@ def _ignore() -> None:
 
 def trial_block(data: dict[str, Any]) -> Any:
     """Mount the block; returns the result whose `block_done` / `early_exit` is set on the rerun after one."""
-    return _trial_block()(key=TRIAL_BLOCK_KEY, data=data, on_block_done_change=_ignore,
-                          on_early_exit_change=_ignore)
+    return _trial_block()(
+        key=TRIAL_BLOCK_KEY, data=data, on_block_done_change=_ignore, on_early_exit_change=_ignore
+    )
 
 
 def session_monitor(data: dict[str, Any]) -> None:

@@ -70,16 +70,24 @@ def _enter(db: Database) -> Entry | None:
     if cached is not None and cached[0] == arrival:
         return cached[1]
     try:
-        entry = enter_study(db, arrival.slug, arrival.external_id, external_study_id=arrival.external_study_id,
-                            external_session_id=arrival.external_session_id, source=arrival.source)
+        entry = enter_study(
+            db,
+            arrival.slug,
+            arrival.external_id,
+            external_study_id=arrival.external_study_id,
+            external_session_id=arrival.external_session_id,
+            source=arrival.source,
+        )
     except StudyNotFound:
         LOG.warning("participant link for unknown study %r", arrival.slug[:80])
         st.error("There is no study at this link. Please check the link you were given.")
         return None
     except InvalidParticipantId as error:
         LOG.warning("participant link refused: %s", error)
-        st.error("This link carries an invalid participant id. Please open the study from the link you "
-                 "were given, unchanged.")
+        st.error(
+            "This link carries an invalid participant id. Please open the study from the link you "
+            "were given, unchanged."
+        )
         return None
     except StudyUnavailable as error:
         st.warning(f"This study is not taking part in new sessions right now ({error}).")
@@ -99,12 +107,25 @@ def _start_session(db: Database, entry: Entry) -> None:
     st.session_state["al_pid"] = entry.participant_id
     st.session_state["al_returning"] = not entry.is_new
     if not entry.is_new:
-        record_event(db, entry.participant_id, "session_resumed", client_event_id="srv-" + secrets.token_hex(8),
-                     detail={"status": entry.status.value})
+        record_event(
+            db,
+            entry.participant_id,
+            "session_resumed",
+            client_event_id="srv-" + secrets.token_hex(8),
+            detail={"status": entry.status.value},
+        )
 
 
-def _show(step: Step, db: Database, view: ParticipantView, plan: list, answered: set[int], *,
-          namespace: str, token: str) -> None:
+def _show(
+    step: Step,
+    db: Database,
+    view: ParticipantView,
+    plan: list,
+    answered: set[int],
+    *,
+    namespace: str,
+    token: str,
+) -> None:
     if step == Step.END:
         steps.end_ui(view, code_for(view.config, view.status), _redirect_url(view))
         return
@@ -121,8 +142,11 @@ def _show(step: Step, db: Database, view: ParticipantView, plan: list, answered:
     if step == Step.FINISH:
         _finish(db, view, ParticipantStatus.COMPLETED)
         return
-    {Step.DEMOGRAPHICS: steps.demographics_ui, Step.INSTRUCTIONS: steps.instructions_ui,
-     Step.STRATEGY: steps.strategy_ui}[step](db, view)
+    {
+        Step.DEMOGRAPHICS: steps.demographics_ui,
+        Step.INSTRUCTIONS: steps.instructions_ui,
+        Step.STRATEGY: steps.strategy_ui,
+    }[step](db, view)
     steps.stop_control(db, view)
 
 
@@ -147,16 +171,24 @@ def _block_key(block: int) -> str:
     return f"block-{block}" + (f"-retry{retries}" if retries else "")
 
 
-def _trials(db: Database, view: ParticipantView, plan: list, answered: set[int], *,
-            namespace: str, token: str) -> None:
+def _trials(
+    db: Database, view: ParticipantView, plan: list, answered: set[int], *, namespace: str, token: str
+) -> None:
     restart = st.session_state.get("al_restart_block")
     if restart is None:  # decided once per browser session
         restart = bool(st.session_state["al_returning"]) and view.config.resume_policy == "restart_block"
         st.session_state["al_restart_block"] = restart
     run = block_run(plan, answered, restart_block=restart and not st.session_state.get("al_restarted"))
     block_key = _block_key(run.block)
-    data = block_data(run, view.config, namespace=namespace, token=token, block_key=block_key,
-                      answered_count=len(answered), total=len(plan))
+    data = block_data(
+        run,
+        view.config,
+        namespace=namespace,
+        token=token,
+        block_key=block_key,
+        answered_count=len(answered),
+        total=len(plan),
+    )
     result = trial_block(data)
     for name in ("block_done", "early_exit"):
         event = getattr(result, name, None)

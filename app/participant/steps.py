@@ -40,8 +40,12 @@ def demographics_ui(db: Database, view: ParticipantView) -> None:
         gender = st.selectbox("Gender", GENDERS, format_func=lambda g: g or "—")
         if st.form_submit_button("Continue", type="primary"):
             demographics = {"age": int(age) if age is not None else None, "gender": gender or None}
-            update_participant(db, view.participant_id, demographics=demographics,
-                               flow_state=view.flow_state | {"demographics_done": True})
+            update_participant(
+                db,
+                view.participant_id,
+                demographics=demographics,
+                flow_state=view.flow_state | {"demographics_done": True},
+            )
             st.rerun()
 
 
@@ -93,9 +97,13 @@ def _next_button(db: Database, view: ParticipantView, page: int, shown_at: float
     minimum = view.config.instruction_min_seconds
     waiting = time.monotonic() - shown_at < minimum
     last = page == len(view.config.instructions) - 1
-    if st.button("Start the practice" if last else "Next", type="primary", disabled=waiting, key=f"instr_next_{page}"):
+    if st.button(
+        "Start the practice" if last else "Next", type="primary", disabled=waiting, key=f"instr_next_{page}"
+    ):
         if last:
-            update_participant(db, view.participant_id, flow_state=view.flow_state | {"instructions_done": True})
+            update_participant(
+                db, view.participant_id, flow_state=view.flow_state | {"instructions_done": True}
+            )
         else:
             st.session_state["al_instr_page"] = page + 1
         st.rerun()
@@ -111,8 +119,9 @@ def _rerun_when_elapsed(shown_at: float, minimum: float) -> None:
 def strategy_ui(db: Database, view: ParticipantView) -> None:
     st.header("Almost done")
     with st.form("strategy"):
-        text = st.text_area("How did you decide which image was the odd one out? (optional)",
-                            max_chars=MAX_STRATEGY_CHARS)
+        text = st.text_area(
+            "How did you decide which image was the odd one out? (optional)", max_chars=MAX_STRATEGY_CHARS
+        )
         if st.form_submit_button("Finish", type="primary"):
             update_participant(db, view.participant_id, strategy=text.strip())
             st.rerun()
@@ -140,16 +149,24 @@ def stop_control(db: Database, view: ParticipantView) -> None:
 END_TEXTS = {
     ParticipantStatus.COMPLETED: ("Thank you!", "You have completed the study. All your answers are saved."),
     ParticipantStatus.EARLY_EXIT: ("You stopped the study", "Thank you. The answers you gave are saved."),
-    ParticipantStatus.NO_CONSENT: ("No consent given", "You chose not to take part. Nothing else will be "
-                                                       "recorded. Please return your submission."),
+    ParticipantStatus.NO_CONSENT: (
+        "No consent given",
+        "You chose not to take part. Nothing else will be recorded. Please return your submission.",
+    ),
 }
-BLOCKED_TEXT = ("This session cannot be resumed", "The study was interrupted and this study does not allow "
-                "continuing an interrupted session. The answers you gave are saved.")
+BLOCKED_TEXT = (
+    "This session cannot be resumed",
+    "The study was interrupted and this study does not allow "
+    "continuing an interrupted session. The answers you gave are saved.",
+)
 
 
 def end_ui(view: ParticipantView, code: str, url: str) -> None:
-    title, text = BLOCKED_TEXT if view.flow_state.get("resume_blocked") else END_TEXTS.get(
-        view.status, ("The study has ended", ""))
+    title, text = (
+        BLOCKED_TEXT
+        if view.flow_state.get("resume_blocked")
+        else END_TEXTS.get(view.status, ("The study has ended", ""))
+    )
     st.header(title)
     st.write(text)
     if code:

@@ -48,14 +48,24 @@ def runs_table() -> None:
 
 def _row(run, now) -> dict:
     eta = eta_seconds(run, now)
-    return dict(id=run.id, kind=run.kind, name=run.name, status=run.status.value,
-                progress=f"{100 * run.progress:.0f}%", eta=f"{eta:.0f} s" if eta is not None else "",
-                message=run.message, parent=run.parent_run_id, error=run.error or "",
-                **{k: v for k, v in run.metrics.items() if isinstance(v, int | float)})
+    return dict(
+        id=run.id,
+        kind=run.kind,
+        name=run.name,
+        status=run.status.value,
+        progress=f"{100 * run.progress:.0f}%",
+        eta=f"{eta:.0f} s" if eta is not None else "",
+        message=run.message,
+        parent=run.parent_run_id,
+        error=run.error or "",
+        **{k: v for k, v in run.metrics.items() if isinstance(v, int | float)},
+    )
 
 
 def _active_run(run, now) -> None:
-    with st.expander(f"Run {run.id} · {run.kind} · {run.status.value} · {100 * run.progress:.0f}%", expanded=True):
+    with st.expander(
+        f"Run {run.id} · {run.kind} · {run.status.value} · {100 * run.progress:.0f}%", expanded=True
+    ):
         st.progress(run.progress, text=run.message or run.status.value)
         st.code(read_log(run.id, max_lines=30) or "(no log yet)", language=None)
         if st.button("Cancel", key=f"cancel_{run.id}"):
@@ -69,8 +79,12 @@ def compare_runs() -> None:
     if not finished:
         return
     chosen = st.multiselect("Compare finished runs", [f"{r.id} · {r.kind} · {r.name}" for r in finished])
-    rows = [dict(run=label, **run.metrics) for label in chosen
-            for run in finished if label.startswith(f"{run.id} ·")]
+    rows = [
+        dict(run=label, **run.metrics)
+        for label in chosen
+        for run in finished
+        if label.startswith(f"{run.id} ·")
+    ]
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 

@@ -16,8 +16,9 @@ from workflows.pipeline.loop import latest_loop
 COLOUR_CHOICES = ("category", "superordinate")
 
 
-def choose_representations_ui(options: list[tuple[str, str]],
-                              preferred: tuple[str, str] | None) -> tuple[str, str, str, str, int]:
+def choose_representations_ui(
+    options: list[tuple[str, str]], preferred: tuple[str, str] | None
+) -> tuple[str, str, str, str, int]:
     """Before/after representation, method, colouring and k, as plain values. Defaults: the latest closed
     loop's base features vs its AligNet student, else the newest raw features vs the newest run."""
     labels = dict(options)
@@ -31,8 +32,14 @@ def choose_representations_ui(options: list[tuple[str, str]],
     before = left.selectbox("Before", refs, index=default_before, format_func=labels.get, key="map_before")
     after = right.selectbox("After", refs, index=default_after, format_func=labels.get, key="map_after")
     a, b, c = st.columns(3)
-    method = a.radio("Map", ("umap", "pca"), format_func=str.upper, horizontal=True, key="map_method",
-                     help="UMAP keeps neighbourhoods (default); PCA is linear and instant.")
+    method = a.radio(
+        "Map",
+        ("umap", "pca"),
+        format_func=str.upper,
+        horizontal=True,
+        key="map_method",
+        help="UMAP keeps neighbourhoods (default); PCA is linear and instant.",
+    )
     colour_by = b.radio("Colour by", COLOUR_CHOICES, horizontal=True, key="map_colour")
     k = c.slider("Neighbours per image (k)", 3, 30, 10, key="map_k")
     return before, after, method, colour_by, k
@@ -41,41 +48,71 @@ def choose_representations_ui(options: list[tuple[str, str]],
 def summary_ui(summary: list[dict]) -> None:
     table = pd.DataFrame(summary)
     table["change"] = table["after"] - table["before"]
-    st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                                        for c in ("before", "after", "change")})
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in ("before", "after", "change")
+        },
+    )
 
 
 def moved_most_ui(moved: pd.DataFrame, thumbs: list[str], rows: list[int]) -> int | None:
     """The moved-most table with thumbnails; returns the selected image's map row, if any."""
     table = moved.assign(thumbnail=[thumbs[i] or None for i in rows])
-    shown = ["thumbnail", "name", "category", "superordinate", "knn_overlap", "neighbours_before", "neighbours_after"]
-    event = st.dataframe(table[shown], hide_index=True, on_select="rerun", selection_mode="single-row",
-                         key="moved_table", column_config={"thumbnail": st.column_config.ImageColumn("image"),
-                                                           "knn_overlap": st.column_config.NumberColumn(format="%.2f")})
+    shown = [
+        "thumbnail",
+        "name",
+        "category",
+        "superordinate",
+        "knn_overlap",
+        "neighbours_before",
+        "neighbours_after",
+    ]
+    event = st.dataframe(
+        table[shown],
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="moved_table",
+        column_config={
+            "thumbnail": st.column_config.ImageColumn("image"),
+            "knn_overlap": st.column_config.NumberColumn(format="%.2f"),
+        },
+    )
     selected = event.selection.rows if event else []
     return rows[selected[0]] if selected else None
 
 
-def image_panel_ui(row: int, points: pd.DataFrame, thumbs: list[str], neighbours: dict[str, list[int]]) -> None:
-    st.markdown(f"**{points['name'].iloc[row]}** · {points['category'].iloc[row]} · "
-                f"{points['superordinate'].iloc[row]} · kNN overlap {points['knn_overlap'].iloc[row]:.2f}")
+def image_panel_ui(
+    row: int, points: pd.DataFrame, thumbs: list[str], neighbours: dict[str, list[int]]
+) -> None:
+    st.markdown(
+        f"**{points['name'].iloc[row]}** · {points['category'].iloc[row]} · "
+        f"{points['superordinate'].iloc[row]} · kNN overlap {points['knn_overlap'].iloc[row]:.2f}"
+    )
     if thumbs[row]:
         st.image(_decode(thumbs[row]), width=96)
     for when, rows in neighbours.items():
         st.caption(f"Nearest neighbours {when}")
         columns = st.columns(max(len(rows), 1))
         for column, neighbour in zip(columns, rows, strict=False):
-            column.image(_decode(thumbs[neighbour]) if thumbs[neighbour] else None, width=64,
-                         caption=str(points["category"].iloc[neighbour]))
+            column.image(
+                _decode(thumbs[neighbour]) if thumbs[neighbour] else None,
+                width=64,
+                caption=str(points["category"].iloc[neighbour]),
+            )
 
 
 def evaluation_ui(loop) -> None:
     """The latest closed loop's before/after table: base vs teacher vs AligNet vs UnAligNet student."""
     table = evaluation_rows(pd.read_csv(data_home() / loop.artifacts["summary"]))
-    st.caption(f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out triplets (per triplet the "
-               "share of its judgments the model agrees with; dot similarity, ties wrong), gain over the base with "
-               "a paired 95% CI, normalised = (acc − 1/3)/(noise ceiling − 1/3), ρ(H,RT) = Spearman of model "
-               "entropy with the triplet's median human response time.")
+    st.caption(
+        f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out triplets (per triplet the "
+        "share of its judgments the model agrees with; dot similarity, ties wrong), gain over the base with "
+        "a paired 95% CI, normalised = (acc − 1/3)/(noise ceiling − 1/3), ρ(H,RT) = Spearman of model "
+        "entropy with the triplet's median human response time."
+    )
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
 
 
@@ -83,10 +120,21 @@ def evaluation_rows(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per level and representation: the summary's column group per representation is too wide to
     show whole (the UnAligNet columns fell off the page)."""
     names = [column.removesuffix(" acc") for column in summary.columns if column.endswith(" acc")]
-    return pd.DataFrame([{"level": row["level"], "representation": name, "n": row["n"],
-                          "accuracy [95% CI]": row[f"{name} acc"], "gain [95% CI]": row.get(f"{name} Δ", ""),
-                          "normalised": row[f"{name} norm"], "ρ(H,RT)": row[f"{name} ρ(H,RT)"]}
-                         for _, row in summary.iterrows() for name in names])
+    return pd.DataFrame(
+        [
+            {
+                "level": row["level"],
+                "representation": name,
+                "n": row["n"],
+                "accuracy [95% CI]": row[f"{name} acc"],
+                "gain [95% CI]": row.get(f"{name} Δ", ""),
+                "normalised": row[f"{name} norm"],
+                "ρ(H,RT)": row[f"{name} ρ(H,RT)"],
+            }
+            for _, row in summary.iterrows()
+            for name in names
+        ]
+    )
 
 
 def _decode(uri: str) -> bytes:
@@ -94,17 +142,24 @@ def _decode(uri: str) -> bytes:
 
 
 st.title("Maps")
-st.caption("The same images under two representations, in one frame: the after map is rotated/reflected onto "
-           "the before map. Hover a point to see its image and neighbours; the ring marks it on both maps.")
+st.caption(
+    "The same images under two representations, in one frame: the after map is rotated/reflected onto "
+    "the before map. Hover a point to see its image and neighbours; the ring marks it on both maps."
+)
 url = database_url()
 options = map_cache.representations(url)
 if len(options) < 2:
-    st.info("Maps need two runs with an `embeddings` artifact (feature extraction, teacher or student runs). "
-            "Start them on the Alignment page, or run `alignlab map --help` for the file convention.")
+    st.info(
+        "Maps need two runs with an `embeddings` artifact (feature extraction, teacher or student runs). "
+        "Start them on the Alignment page, or run `alignlab map --help` for the file convention."
+    )
     st.stop()
 loop = latest_loop(get_db())
-preferred = (f"{loop.metrics['teacher_run']}:raw_embeddings", f"{loop.metrics['alignet_run']}:embeddings") \
-    if loop else None
+preferred = (
+    (f"{loop.metrics['teacher_run']}:raw_embeddings", f"{loop.metrics['alignet_run']}:embeddings")
+    if loop
+    else None
+)
 before, after, method, colour_by, k = choose_representations_ui(options, preferred)
 if method == "umap":
     map_cache.umap_ready()
@@ -115,8 +170,12 @@ except (ValueError, LookupError, FileNotFoundError) as error:
     st.stop()
 summary_ui(built.summary)
 st.iframe(map_cache.map_html(url, before, after, method, 0, k, colour_by), height=600)
-st.download_button("Download the maps (interactive HTML)", map_cache.map_html(url, before, after, method, 0, k,
-                   colour_by), file_name="maps.html", mime="text/html")
+st.download_button(
+    "Download the maps (interactive HTML)",
+    map_cache.map_html(url, before, after, method, 0, k, colour_by),
+    file_name="maps.html",
+    mime="text/html",
+)
 st.caption("PNG: use the camera button in a figure's toolbar, or `alignlab map --out DIR` for every figure.")
 
 st.subheader("Images whose neighbours changed most")
@@ -130,18 +189,29 @@ with right:
     if selected is None:
         st.caption("Select a row to see the image and its nearest neighbours before and after.")
     else:
-        image_panel_ui(selected, built.points, thumbs, {"before": reorg.neighbours_before[selected][:5].tolist(),
-                                                        "after": reorg.neighbours_after[selected][:5].tolist()})
+        image_panel_ui(
+            selected,
+            built.points,
+            thumbs,
+            {
+                "before": reorg.neighbours_before[selected][:5].tolist(),
+                "after": reorg.neighbours_after[selected][:5].tolist(),
+            },
+        )
 st.plotly_chart(built.figures["moved_most"], key="moved_chart")
 st.plotly_chart(built.figures["quality"], key="quality_chart")
 if "rsa" in built.figures:
     st.plotly_chart(built.figures["rsa"], key="rsa_chart")
     st.plotly_chart(built.figures["entropy_rt"], key="entropy_chart")
 else:
-    st.info("No human judgments of these images yet: RSA and entropy-vs-RT appear once the runs' study has some.")
+    st.info(
+        "No human judgments of these images yet: RSA and entropy-vs-RT appear once the runs' study has some."
+    )
 
 st.subheader("Evaluation on held-out human judgments")
 if loop is None:
-    st.info("Run the closed loop (Alignment page, or `alignlab align --study SLUG`) for the before/after table.")
+    st.info(
+        "Run the closed loop (Alignment page, or `alignlab align --study SLUG`) for the before/after table."
+    )
 else:
     evaluation_ui(loop)

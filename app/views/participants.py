@@ -18,9 +18,27 @@ from study.monitoring import study_progress
 from study.qc import participant_qc, set_exclusion
 from study.reliability import levels_noise_ceiling, things_modal_consistency
 
-QC_SHOWN = ["participant_id", "subject", "status", "is_simulated", "excluded", "exclusion_reason", "flags",
-            "suggest_exclude", "n_answered", "n_timeouts", "catch_accuracy", "fast_windows", "share_left",
-            "share_middle", "share_right", "median_rt_ms", "early_responses", "fullscreen_exits", "blurs"]
+QC_SHOWN = [
+    "participant_id",
+    "subject",
+    "status",
+    "is_simulated",
+    "excluded",
+    "exclusion_reason",
+    "flags",
+    "suggest_exclude",
+    "n_answered",
+    "n_timeouts",
+    "catch_accuracy",
+    "fast_windows",
+    "share_left",
+    "share_middle",
+    "share_right",
+    "median_rt_ms",
+    "early_responses",
+    "fullscreen_exits",
+    "blurs",
+]
 EXPORT_SUFFIX = {"things": "things.csv", "jspsych": "jspsych.csv", "parquet": "trials.parquet"}
 
 
@@ -35,8 +53,10 @@ def qc_table(slug: str) -> None:
 
 def exclusion_form(qc: pd.DataFrame) -> None:
     """Exclusion is an analysis decision with a reason, recorded separately from payment."""
-    labels = {f"{row.participant_id} · {row.subject}" + (" · flagged: " + row.flags if row.flags else ""): row
-              for row in qc.itertuples(index=False)}
+    labels = {
+        f"{row.participant_id} · {row.subject}" + (" · flagged: " + row.flags if row.flags else ""): row
+        for row in qc.itertuples(index=False)
+    }
     with st.form("exclusion"):
         choice = st.selectbox("Participant", list(labels))
         excluded = st.checkbox("Exclude from analyses", value=bool(labels[choice].excluded))
@@ -69,8 +89,15 @@ def rt_distribution(slug: str) -> None:
     answered = responses[~responses["timed_out"]] if not responses.empty else responses
     if answered.empty:
         return
-    figure = px.histogram(answered, x="rt_ms", color=answered["level"].fillna(answered["kind"]), nbins=60,
-                          barmode="overlay", opacity=0.6, labels={"rt_ms": "response time (ms)", "color": ""})
+    figure = px.histogram(
+        answered,
+        x="rt_ms",
+        color=answered["level"].fillna(answered["kind"]),
+        nbins=60,
+        barmode="overlay",
+        opacity=0.6,
+        labels={"rt_ms": "response time (ms)", "color": ""},
+    )
     st.plotly_chart(figure, width="stretch")
 
 
@@ -80,7 +107,9 @@ def export_buttons(slug: str) -> None:
     columns = st.columns(len(FORMATS))
     for column, fmt in zip(columns, FORMATS, strict=True):
         data = _export_bytes(slug, fmt, include_excluded, raw_ids)
-        column.download_button(f"Download {fmt}", data, file_name=f"{slug}-{EXPORT_SUFFIX[fmt]}", key=f"dl_{fmt}")
+        column.download_button(
+            f"Download {fmt}", data, file_name=f"{slug}-{EXPORT_SUFFIX[fmt]}", key=f"dl_{fmt}"
+        )
 
 
 def _export_bytes(slug: str, fmt: str, include_excluded: bool, raw_ids: bool) -> bytes:

@@ -21,9 +21,11 @@ def sets_table() -> None:
 
 
 def upload_form() -> None:
-    st.markdown("A zip of `superordinate/category/image.jpg` folders, or of any folder with a `manifest.csv` "
-                "(`path, category, superordinate`, extra columns kept). Every file is checked before anything "
-                "is stored; a problem anywhere imports nothing and lists each bad row.")
+    st.markdown(
+        "A zip of `superordinate/category/image.jpg` folders, or of any folder with a `manifest.csv` "
+        "(`path, category, superordinate`, extra columns kept). Every file is checked before anything "
+        "is stored; a problem anywhere imports nothing and lists each bad row."
+    )
     with st.form("upload_stimuli", clear_on_submit=False):
         upload = st.file_uploader("Stimulus zip", type=["zip"])
         name = st.text_input("Name of the new set")

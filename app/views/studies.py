@@ -52,8 +52,10 @@ def link_generator(slugs: list[str]) -> None:
     st.markdown("**Lab / anonymous link** (an anonymous id is generated and kept in the address):")
     st.code(f"{base.rstrip('/')}/?study={slug}", language=None)
     config = study_config(_study(slug))  # the codes this study gives, not the defaults
-    st.caption(f"Codes (set per study in its config): completion `{config.completion_code}`, early exit "
-               f"`{config.early_exit_code}`, no consent `{config.no_consent_code}`.")
+    st.caption(
+        f"Codes (set per study in its config): completion `{config.completion_code}`, early exit "
+        f"`{config.early_exit_code}`, no consent `{config.no_consent_code}`."
+    )
 
 
 def simulate_form(slugs: list[str]) -> None:
@@ -67,13 +69,16 @@ def simulate_form(slugs: list[str]) -> None:
     if submitted:
         try:
             with st.spinner("Simulated participants are answering..."):
-                summary = simulate_participants(get_db(), slug, int(n), careless_share=float(careless),
-                                                seed=0)
+                summary = simulate_participants(
+                    get_db(), slug, int(n), careless_share=float(careless), seed=0
+                )
         except (ValueError, LookupError) as error:
             st.error(str(error))
             return
-        flash(f"{len(summary.participant_ids)} simulated participants ({len(summary.careless_ids)} careless) "
-              f"gave {summary.n_responses} responses to {slug}.")
+        flash(
+            f"{len(summary.participant_ids)} simulated participants ({len(summary.careless_ids)} careless) "
+            f"gave {summary.n_responses} responses to {slug}."
+        )
         st.rerun()
 
 
@@ -94,15 +99,22 @@ def create_form() -> None:
         target = st.number_input("Target participants (0 = no target)", 0, 100_000, 0)
         submitted = st.form_submit_button("Create study")
     if submitted:
-        design = DesignConfig(n_lists=int(n_lists), n_between_class=int(per_level), n_within_class=int(per_level),
-                              n_class_border=int(per_level), n_blocks=int(n_blocks), catch_per_block=int(catch))
+        design = DesignConfig(
+            n_lists=int(n_lists),
+            n_between_class=int(per_level),
+            n_within_class=int(per_level),
+            n_class_border=int(per_level),
+            n_blocks=int(n_blocks),
+            catch_per_block=int(catch),
+        )
         _create(sets[set_name].id, slug.strip(), title, design, int(target) or None)
 
 
 def _create(set_id: int, slug: str, title: str, design: DesignConfig, target: int | None) -> None:
     try:
-        _, made = create_study_from_design(get_db(), slug, set_id, design, StudyConfig(title=title),
-                                           title=title, target_participants=target)
+        _, made = create_study_from_design(
+            get_db(), slug, set_id, design, StudyConfig(title=title), title=title, target_participants=target
+        )
     except (ValueError, LookupError) as error:
         st.error(str(error))
         return

@@ -111,8 +111,10 @@ def test_with_groups_each_distinct_triplet_counts_once():
     assert by_triplet.overall["accuracy"] == pytest.approx(1 / 11)
     assert (by_triplet.overall["n"], by_triplet.overall["n_groups"]) == (110, 11)
     assert by_triplet.overall["accuracy_low"] == 0.0  # resamples without the shared triplet exist (p ~ 0.35)
-    assert "each weighted once" in by_triplet.describe() and "over judgments" in evaluate_triplets(
-        z, triplets, n_boot=1).describe()
+    assert (
+        "each weighted once" in by_triplet.describe()
+        and "over judgments" in evaluate_triplets(z, triplets, n_boot=1).describe()
+    )
     with pytest.raises(ValueError, match="groups must have one value per triplet"):
         evaluate_triplets(z, triplets, groups=keys[:5])
 
@@ -121,7 +123,9 @@ def test_with_groups_a_triplet_scores_the_share_of_judgments_the_model_agrees_wi
     z = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # the same triplet judged three times: twice as the model would (item 2 odd), once not
     triplets = np.array([[0, 1, 2], [1, 0, 2], [0, 2, 1], [0, 1, 2]])
-    report = evaluate_triplets(z, triplets, groups=["t", "t", "t", "u"], levels=["a", "a", "a", "b"], n_boot=10)
+    report = evaluate_triplets(
+        z, triplets, groups=["t", "t", "t", "u"], levels=["a", "a", "a", "b"], n_boot=10
+    )
     rows = {row["level"]: row for row in report.rows}
     assert rows["a"]["accuracy"] == pytest.approx(2 / 3) and rows["b"]["accuracy"] == 1.0
     assert rows["overall"]["accuracy"] == pytest.approx((2 / 3 + 1) / 2)

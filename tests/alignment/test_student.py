@@ -270,8 +270,9 @@ def test_pool_activations_from_files_match_the_trunk_and_use_content_hashes(tmp_
     acts = pool_activations(student, paths, cache_dir=tmp_path / "cache", batch_size=2)
     assert acts.pool_ids == tuple(image_content_hash(p) for p in paths) and acts.identity == student.identity
     transform = student_transform(student)
-    direct = compute_trunk_activations(student, torch.stack([transform(Image.open(p).convert("RGB")) for p in paths]),
-                                       acts.pool_ids)
+    direct = compute_trunk_activations(
+        student, torch.stack([transform(Image.open(p).convert("RGB")) for p in paths]), acts.pool_ids
+    )
     torch.testing.assert_close(acts.activations, direct.activations, rtol=1e-4, atol=1e-5)
     again = pool_activations(student, paths[::-1], cache_dir=tmp_path / "cache")  # served from the disk cache
     torch.testing.assert_close(again.activations, acts.activations.flip(0))

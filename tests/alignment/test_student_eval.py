@@ -12,15 +12,23 @@ def _case():
     truth = rng.standard_normal((60, 4))
     triplets = np.array([rng.choice(60, 3, replace=False) for _ in range(300)])
     sims = pair_similarities(truth, triplets)
-    triplets = np.take_along_axis(triplets, np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])[sims.argmax(1)], axis=1)
+    triplets = np.take_along_axis(
+        triplets, np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])[sims.argmax(1)], axis=1
+    )
     levels = np.array(["between_class", "within_class", "class_border"])[np.arange(300) % 3]
     return truth, triplets, levels, rng
 
 
 def test_perfect_model_beats_random_model_at_every_level():
     truth, triplets, levels, rng = _case()
-    result = compare_models({"base": rng.standard_normal((60, 4)), "aligned": truth * 5}, triplets, levels=levels,
-                            noise_ceiling=0.9, human_entropy=np.full(300, 0.6), n_boot=200)
+    result = compare_models(
+        {"base": rng.standard_normal((60, 4)), "aligned": truth * 5},
+        triplets,
+        levels=levels,
+        noise_ceiling=0.9,
+        human_entropy=np.full(300, 0.6),
+        n_boot=200,
+    )
     gains = result.gains()["aligned"]
     assert set(gains) == {"between_class", "within_class", "class_border", "overall"}
     aligned = {row["level"]: row for row in result.reports["aligned"].rows}
@@ -50,8 +58,13 @@ def test_gain_intervals_are_paired_over_the_same_resamples():
     truth, triplets, levels, rng = _case()
     base = rng.standard_normal((60, 4))
     keys = [str(i // 3) for i in range(len(triplets))]  # three judgments per "triplet"
-    result = compare_models({"base": base, "same": base.copy(), "aligned": truth}, triplets, levels=levels,
-                            groups=keys, n_boot=300)
+    result = compare_models(
+        {"base": base, "same": base.copy(), "aligned": truth},
+        triplets,
+        levels=levels,
+        groups=keys,
+        n_boot=300,
+    )
     same = result.gain_intervals()["same"]
     assert all(values == (0.0, 0.0, 0.0) for values in same.values())  # unpaired CIs would straddle 0 widely
     gain, low, high = result.gain_intervals()["aligned"]["overall"]

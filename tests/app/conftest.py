@@ -42,7 +42,9 @@ def stimulus_set(app_home, tmp_path_factory):
         for cat in ("a", "b"):
             (folder / sup / f"{sup}-{cat}").mkdir(parents=True)
             for i in range(4):
-                Image.new("RGB", (40, 40), (next(colours), 80 + 10 * i, 120)).save(folder / sup / f"{sup}-{cat}" / f"{i}.png")
+                Image.new("RGB", (40, 40), (next(colours), 80 + 10 * i, 120)).save(
+                    folder / sup / f"{sup}-{cat}" / f"{i}.png"
+                )
     db = Database.from_url()
     import_stimulus_set(db, folder, "toy set")
     return db

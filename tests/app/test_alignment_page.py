@@ -23,8 +23,14 @@ def _page() -> AppTest:
 @pytest.mark.slow
 def test_started_job_runs_outside_the_script_and_lands_as_a_run(stimulus_set):
     db = stimulus_set
-    create_study_from_design(db, "toy-study", 1, DesignConfig(n_lists=2, n_between_class=2, n_within_class=2,
-                                                              n_class_border=2, n_blocks=1, catch_per_block=1))
+    create_study_from_design(
+        db,
+        "toy-study",
+        1,
+        DesignConfig(
+            n_lists=2, n_between_class=2, n_within_class=2, n_class_border=2, n_blocks=1, catch_per_block=1
+        ),
+    )
     at = _page()
     next(s for s in at.selectbox if s.label == "What to run").set_value("Extract features only")
     next(b for b in at.button if b.label == "Start in the background").click().run()

@@ -50,13 +50,38 @@ def test_study_create_open_pause_close_and_list(db, env, tmp_path, capsys):
     main(["stimuli", "import", str(make_layout(tmp_path / "src", LAYOUT)), "--name", "objects"])
     design = tmp_path / "design.toml"
     design.write_text("n_lists = 2\nn_between_class = 6\nseed = 3\n")
-    code = main(["study", "create", "pilot-1", "--stimuli", "objects", "--design", str(design), "--within", "3",
-                 "--border", "3", "--blocks", "2", "--catch-per-block", "1", "--practice", "1", "--target", "4"])
+    code = main(
+        [
+            "study",
+            "create",
+            "pilot-1",
+            "--stimuli",
+            "objects",
+            "--design",
+            str(design),
+            "--within",
+            "3",
+            "--border",
+            "3",
+            "--blocks",
+            "2",
+            "--catch-per-block",
+            "1",
+            "--practice",
+            "1",
+            "--target",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "created study 'pilot-1'" in out and "2 list(s) of 15 trials" in out
     assert "within_class = three images of one category" in out and "alignlab study open pilot-1" in out
-    for command, status in (("open", StudyStatus.OPEN), ("pause", StudyStatus.PAUSED), ("close", StudyStatus.CLOSED)):
+    for command, status in (
+        ("open", StudyStatus.OPEN),
+        ("pause", StudyStatus.PAUSED),
+        ("close", StudyStatus.CLOSED),
+    ):
         assert main(["study", command, "pilot-1"]) == 0
         with db.read() as session:
             assert session.scalar(select(Study.status).where(Study.slug == "pilot-1")) == status
@@ -88,10 +113,12 @@ def test_import_design_levels_and_things(db, env, tmp_path, capsys):
         make_image(source / name)
     main(["stimuli", "import", str(source), "--name", "tiny"])
     levels = tmp_path / "inputs.csv"
-    levels.write_text("id,image1,image2,image3,trial,triplet_class\n"
-                      "participant_1,a.jpg,c.jpg,d.jpg,0,between_class\n"
-                      "participant_1,a.jpg,b.jpg,c.jpg,1,class_border\n"
-                      "participant_2,a.jpg,b.jpg,zebra.jpg,0,class_border\n")
+    levels.write_text(
+        "id,image1,image2,image3,trial,triplet_class\n"
+        "participant_1,a.jpg,c.jpg,d.jpg,0,between_class\n"
+        "participant_1,a.jpg,b.jpg,c.jpg,1,class_border\n"
+        "participant_2,a.jpg,b.jpg,zebra.jpg,0,class_border\n"
+    )
     assert main(["study", "import-design", "levels-1", str(levels), "--stimuli", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "inputs.csv line 4: image3: unknown image 'zebra.jpg': not in the stimulus set" in err
@@ -101,5 +128,7 @@ def test_import_design_levels_and_things(db, env, tmp_path, capsys):
     assert "2 list(s), 3 trials (3 experimental)" in out and "study 'levels-1' is open" in out
     things = tmp_path / "triplets.txt"
     things.write_text("0 1 2\n0 1 3\n")  # names sorted: car/d, cat/c, dog/a, dog/b
-    assert main(["study", "import-design", "things-1", str(things), "--stimuli", "tiny", "--per-list", "1"]) == 0
+    assert (
+        main(["study", "import-design", "things-1", str(things), "--stimuli", "tiny", "--per-list", "1"]) == 0
+    )
     assert "2 list(s), 2 trials" in capsys.readouterr().out

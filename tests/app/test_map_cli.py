@@ -22,11 +22,28 @@ def runs(app_home):
     db.dispose()
 
 
-def test_map_command_writes_report_figures_and_metrics_that_show_the_planted_reorganisation(runs, app_home, capsys):
+def test_map_command_writes_report_figures_and_metrics_that_show_the_planted_reorganisation(
+    runs, app_home, capsys
+):
     db, fake = runs
     out = app_home / "report"
-    assert main(["map", "--before", str(fake.before_run), "--after", "aligned", "--out", str(out),
-                 "--method", "pca", "--no-png"]) == 0
+    assert (
+        main(
+            [
+                "map",
+                "--before",
+                str(fake.before_run),
+                "--after",
+                "aligned",
+                "--out",
+                str(out),
+                "--method",
+                "pca",
+                "--no-png",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir())
     assert names == ["maps.html", "metrics.json", "moved_most.csv", "report.html"]
     summary = {row["measure"]: row for row in json.loads((out / "metrics.json").read_text())["summary"]}
@@ -51,13 +68,30 @@ def test_rows_are_joined_by_stimulus_id_whatever_order_each_run_stored_them_in(r
 def test_a_run_and_one_of_its_other_embeddings_artifacts_can_be_compared(runs, app_home):
     db, fake = runs
     inputs = load_map_inputs(db, (fake.before_run, "embeddings"), (fake.after_run, "embeddings"))
-    path = save_run_embeddings(app_home / "runs" / "raw.npz", inputs.before.embeddings, inputs.before.stimulus_ids)
+    path = save_run_embeddings(
+        app_home / "runs" / "raw.npz", inputs.before.embeddings, inputs.before.stimulus_ids
+    )
     with db.write() as session:
         run = session.get(Run, fake.after_run)
         run.artifacts = {**run.artifacts, "raw_embeddings": str(path.relative_to(app_home))}
     assert resolve_representation(db, "aligned:raw_embeddings") == (fake.after_run, "raw_embeddings")
-    assert main(["map", "--before", "aligned:raw_embeddings", "--after", "aligned", "--out",
-                 str(app_home / "o"), "--method", "pca", "--no-png"]) == 0
+    assert (
+        main(
+            [
+                "map",
+                "--before",
+                "aligned:raw_embeddings",
+                "--after",
+                "aligned",
+                "--out",
+                str(app_home / "o"),
+                "--method",
+                "pca",
+                "--no-png",
+            ]
+        )
+        == 0
+    )
 
 
 def test_unusable_runs_get_a_message_naming_the_run_and_what_was_expected(runs, app_home, capsys):

@@ -15,8 +15,16 @@ from db.engine import Database
 from tests.support.map_fixtures import make_fake_runs
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "maps.py")
-CACHED = ("representations", "map_inputs", "paired_maps", "reorganisation", "human_comparison", "thumbnails",
-          "figures", "map_html")
+CACHED = (
+    "representations",
+    "map_inputs",
+    "paired_maps",
+    "reorganisation",
+    "human_comparison",
+    "thumbnails",
+    "figures",
+    "map_html",
+)
 
 
 @pytest.fixture
@@ -53,7 +61,12 @@ def test_page_shows_summary_maps_with_hover_thumbnails_and_figures(page_with_run
     at = _open()
     assert not at.exception, at.exception
     summary = at.dataframe[0].value.set_index("measure")
-    assert summary.loc["category knn purity", "after"] == 1.0 > 0.4 > summary.loc["category knn purity", "before"]
+    assert (
+        summary.loc["category knn purity", "after"]
+        == 1.0
+        > 0.4
+        > summary.loc["category knn purity", "before"]
+    )
     maps_html = at.get("iframe")[0].proto.srcdoc
     assert "alignlab-hover-thumb" in maps_html and maps_html.count("data:image/jpeg;base64,") == 80
     assert len(at.get("plotly_chart")) == 4  # moved most, cluster quality, RSA heatmaps, entropy vs RT
@@ -82,7 +95,9 @@ def test_selecting_a_moved_image_shows_it_with_its_neighbours_before_and_after(p
     at.run()
     assert not at.exception
     assert [c.value for c in at.caption if c.value.startswith("Nearest neighbours")] == [
-        "Nearest neighbours before", "Nearest neighbours after"]
+        "Nearest neighbours before",
+        "Nearest neighbours after",
+    ]
     assert len(at.get("image")) == 1 + 5 + 5  # the image, then 5 neighbours before and 5 after
 
 

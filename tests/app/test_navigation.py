@@ -21,7 +21,9 @@ def test_wrong_password_is_refused_and_right_password_logs_in(app_home):
     at.text_input[0].input("wrong")
     at.button[0].click().run()
     assert "Wrong password" in at.error[0].value
-    assert not at.session_state["researcher_logged_in"] if "researcher_logged_in" in at.session_state else True
+    assert (
+        not at.session_state["researcher_logged_in"] if "researcher_logged_in" in at.session_state else True
+    )
     at.text_input[0].input(RESEARCHER_PASSWORD)
     at.button[0].click().run()
     assert at.session_state["researcher_logged_in"] is True

@@ -46,15 +46,27 @@ def trial_block(at: AppTest) -> dict:
     return component_data(at, "alignlab_trial_block")
 
 
-def answer_block(at: AppTest, positions=lambda i: i % 3, event: str = "block_done", count: int | None = None) -> None:
+def answer_block(
+    at: AppTest, positions=lambda i: i % 3, event: str = "block_done", count: int | None = None
+) -> None:
     """What the component sends at the end of a block: its responses in the trigger payload."""
     data = trial_block(at)
     trials = data["trials"][:count]
-    responses = [{"trial_index": t["trial_index"], "shown": t["shown"], "chosen_position": positions(t["trial_index"]),
-                  "rt_ms": 1500.0, "client_onset_ms": 1.0e12, "input_modality": "keyboard", "timed_out": False}
-                 for t in trials]
-    at.session_state["trial_block"] = {event: {"block_key": data["block_key"], "block": data["block"],
-                                               "attempt": 1, "responses": responses}}
+    responses = [
+        {
+            "trial_index": t["trial_index"],
+            "shown": t["shown"],
+            "chosen_position": positions(t["trial_index"]),
+            "rt_ms": 1500.0,
+            "client_onset_ms": 1.0e12,
+            "input_modality": "keyboard",
+            "timed_out": False,
+        }
+        for t in trials
+    ]
+    at.session_state["trial_block"] = {
+        event: {"block_key": data["block_key"], "block": data["block"], "attempt": 1, "responses": responses}
+    }
     at.run()
 
 
@@ -78,7 +90,9 @@ def through_instructions(at: AppTest) -> None:
 
 
 def texts(at: AppTest) -> str:
-    return " ".join(str(e.value) for kind in (at.header, at.markdown, at.error, at.warning, at.info) for e in kind)
+    return " ".join(
+        str(e.value) for kind in (at.header, at.markdown, at.error, at.warning, at.info) for e in kind
+    )
 
 
 def test_unknown_study_gets_a_clear_message_and_stores_nothing(study_db):
@@ -152,8 +166,13 @@ def test_reload_mid_block_runs_only_the_unanswered_trials_with_a_resume_screen(s
 
 
 def test_restart_block_policy_runs_the_whole_current_block_again(study_db, app_home):
-    make_study(study_db, app_home, "restart-study", config=StudyConfig.from_dict(
-        CONFIG.to_dict() | {"resume_policy": "restart_block"}), stimulus_ids=_ids(study_db))
+    make_study(
+        study_db,
+        app_home,
+        "restart-study",
+        config=StudyConfig.from_dict(CONFIG.to_dict() | {"resume_policy": "restart_block"}),
+        stimulus_ids=_ids(study_db),
+    )
     at = open_link(study="restart-study", PROLIFIC_PID="p4")
     through_instructions(at)
     answer_block(at)
@@ -163,8 +182,13 @@ def test_restart_block_policy_runs_the_whole_current_block_again(study_db, app_h
 
 
 def test_block_policy_ends_an_interrupted_session_with_the_early_exit_code(study_db, app_home):
-    make_study(study_db, app_home, "strict-study", config=StudyConfig.from_dict(
-        CONFIG.to_dict() | {"resume_policy": "block"}), stimulus_ids=_ids(study_db))
+    make_study(
+        study_db,
+        app_home,
+        "strict-study",
+        config=StudyConfig.from_dict(CONFIG.to_dict() | {"resume_policy": "block"}),
+        stimulus_ids=_ids(study_db),
+    )
     at = open_link(study="strict-study", PROLIFIC_PID="p5")
     through_instructions(at)
     answer_block(at)
@@ -192,7 +216,9 @@ def test_finished_participant_sees_the_end_page_again_and_never_a_second_session
     back = open_link(study="test-study", PROLIFIC_PID="p6")
     assert "ALIGNLAB-DONE" in texts(back)
     assert not [e for e in back.get("bidi_component") if e.proto.component_name == "alignlab_trial_block"]
-    assert component_data(back, "alignlab_session_monitor")["redirect"] == ""  # shown again, not re-redirected
+    assert (
+        component_data(back, "alignlab_session_monitor")["redirect"] == ""
+    )  # shown again, not re-redirected
 
 
 def test_early_exit_from_the_trial_block_keeps_the_answers_and_shows_the_early_exit_code(study_db):
@@ -216,16 +242,25 @@ def test_stop_control_on_the_instructions_asks_then_exits(study_db):
 
 
 def test_redirect_to_the_completion_url_is_handed_out_only_once_the_session_is_complete(study_db, app_home):
-    make_study(study_db, app_home, "prolific-study", config=StudyConfig.from_dict(
-        CONFIG.to_dict() | {"completion_url_template": "https://example.org/done?cc={code}"}),
-        stimulus_ids=_ids(study_db))
+    make_study(
+        study_db,
+        app_home,
+        "prolific-study",
+        config=StudyConfig.from_dict(
+            CONFIG.to_dict() | {"completion_url_template": "https://example.org/done?cc={code}"}
+        ),
+        stimulus_ids=_ids(study_db),
+    )
     at = open_link(study="prolific-study", PROLIFIC_PID="p9")
     through_instructions(at)
     for _ in range(3):
         assert component_data(at, "alignlab_session_monitor")["redirect"] == ""
         answer_block(at)
     at.button[0].click().run()
-    assert component_data(at, "alignlab_session_monitor")["redirect"] == "https://example.org/done?cc=ALIGNLAB-DONE"
+    assert (
+        component_data(at, "alignlab_session_monitor")["redirect"]
+        == "https://example.org/done?cc=ALIGNLAB-DONE"
+    )
 
 
 def test_block_done_with_a_missing_response_runs_that_trial_again(study_db):
@@ -244,7 +279,9 @@ def test_responses_stored_over_rest_are_not_duplicated_by_the_trigger_payload(st
     data = trial_block(at)
     pid = participant(study_db).id
     first = data["trials"][0]
-    assert record_response(study_db, pid, ResponsePayload(first["trial_index"], tuple(first["shown"]), 2, 1800.0))
+    assert record_response(
+        study_db, pid, ResponsePayload(first["trial_index"], tuple(first["shown"]), 2, 1800.0)
+    )
     answer_block(at)  # carries position 0 for trial 0 too: the first stored response wins
     rows = responses(study_db)
     assert [(r.trial_index, r.chosen_position) for r in rows] == [(0, 2), (1, 1)]
@@ -254,7 +291,9 @@ def test_instruction_examples_show_three_images_each_from_the_study(app_home):
     _secret.cache_clear()
     database = Database.from_url()
     pages = ("Pick the odd one out.", "Easy:\n\n[[example: obvious]]\n\nHarder:\n\n[[example: ambiguous]]")
-    make_study(database, app_home, config=StudyConfig.from_dict(CONFIG.to_dict() | {"instructions": list(pages)}))
+    make_study(
+        database, app_home, config=StudyConfig.from_dict(CONFIG.to_dict() | {"instructions": list(pages)})
+    )
     at = open_link(study="test-study", PROLIFIC_PID="ex1")
     at.button(key="consent_yes").click().run()
     at.button[0].click().run()

@@ -17,25 +17,46 @@ from workflows.participant.payloads import BadRequest, parse_response
 
 def plan() -> list[PlannedTrial]:
     blocks = [-1, -1, 0, 0, 0, 1, 1, 1]
-    return [PlannedTrial(i, 100 + i, b, TrialKind.PRACTICE if b < 0 else TrialKind.EXPERIMENTAL, None,
-                         (3 * i + 1, 3 * i + 2, 3 * i + 3)) for i, b in enumerate(blocks)]
+    return [
+        PlannedTrial(
+            i,
+            100 + i,
+            b,
+            TrialKind.PRACTICE if b < 0 else TrialKind.EXPERIMENTAL,
+            None,
+            (3 * i + 1, 3 * i + 2, 3 * i + 3),
+        )
+        for i, b in enumerate(blocks)
+    ]
 
 
 def view(**changes) -> ParticipantView:
-    base = ParticipantView(1, "p", ParticipantStatus.STARTED, True, {}, None,
-                           {"demographics_done": True, "instructions_done": True}, StudyConfig(), 1)
+    base = ParticipantView(
+        1,
+        "p",
+        ParticipantStatus.STARTED,
+        True,
+        {},
+        None,
+        {"demographics_done": True, "instructions_done": True},
+        StudyConfig(),
+        1,
+    )
     return dataclasses.replace(base, **changes)
 
 
-@pytest.mark.parametrize(("changes", "answered", "expected"), [
-    ({"consent": None}, set(), Step.CONSENT),
-    ({"flow_state": {}}, set(), Step.DEMOGRAPHICS),
-    ({"flow_state": {"demographics_done": True}}, set(), Step.INSTRUCTIONS),
-    ({}, {0, 1}, Step.TRIALS),
-    ({}, set(range(8)), Step.STRATEGY),
-    ({"strategy": ""}, set(range(8)), Step.FINISH),
-    ({"status": ParticipantStatus.EARLY_EXIT}, {0}, Step.END),
-])
+@pytest.mark.parametrize(
+    ("changes", "answered", "expected"),
+    [
+        ({"consent": None}, set(), Step.CONSENT),
+        ({"flow_state": {}}, set(), Step.DEMOGRAPHICS),
+        ({"flow_state": {"demographics_done": True}}, set(), Step.INSTRUCTIONS),
+        ({}, {0, 1}, Step.TRIALS),
+        ({}, set(range(8)), Step.STRATEGY),
+        ({"strategy": ""}, set(range(8)), Step.FINISH),
+        ({"status": ParticipantStatus.EARLY_EXIT}, {0}, Step.END),
+    ],
+)
 def test_next_step_follows_the_levels_order(changes, answered, expected):
     assert next_step(view(**changes), plan(), answered, returning=False) == expected
 
@@ -53,17 +74,25 @@ def test_block_policy_stops_only_a_returning_participant_who_already_answered():
     assert next_step(view(config=config), plan(), {0}, returning=False) == Step.TRIALS
 
 
-@pytest.mark.parametrize(("answered", "block", "intro", "todo", "number"), [
-    (set(), -1, Intro.START, [0, 1], 0),
-    ({0}, -1, Intro.RESUME, [1], 0),
-    ({0, 1}, 0, Intro.PRACTICE_DONE, [2, 3, 4], 1),
-    ({0, 1, 2, 3, 4}, 1, Intro.BREAK, [5, 6, 7], 2),
-    ({0, 1, 2, 3, 4, 6}, 1, Intro.RESUME, [5, 7], 2),
-])
+@pytest.mark.parametrize(
+    ("answered", "block", "intro", "todo", "number"),
+    [
+        (set(), -1, Intro.START, [0, 1], 0),
+        ({0}, -1, Intro.RESUME, [1], 0),
+        ({0, 1}, 0, Intro.PRACTICE_DONE, [2, 3, 4], 1),
+        ({0, 1, 2, 3, 4}, 1, Intro.BREAK, [5, 6, 7], 2),
+        ({0, 1, 2, 3, 4, 6}, 1, Intro.RESUME, [5, 7], 2),
+    ],
+)
 def test_block_run_starts_at_the_first_unanswered_trial(answered, block, intro, todo, number):
     run = block_run(plan(), answered)
     assert (run.block, run.intro, [t.trial_index for t in run.trials], run.block_number, run.n_blocks) == (
-        block, intro, todo, number, 2)
+        block,
+        intro,
+        todo,
+        number,
+        2,
+    )
 
 
 def test_block_run_preloads_the_next_block_and_restart_repeats_the_block():
@@ -73,26 +102,47 @@ def test_block_run_preloads_the_next_block_and_restart_repeats_the_block():
 
 
 def test_prolific_parameters_win_over_an_anonymous_id():
-    arrival = arrival_from_query({"study": "s", "PROLIFIC_PID": "abc", "STUDY_ID": "st", "SESSION_ID": "se",
-                                  "participant": "anon-1"})
+    arrival = arrival_from_query(
+        {"study": "s", "PROLIFIC_PID": "abc", "STUDY_ID": "st", "SESSION_ID": "se", "participant": "anon-1"}
+    )
     assert (arrival.external_id, arrival.source, arrival.external_session_id) == ("abc", "prolific", "se")
     assert arrival_from_query({"study": "s"}).external_id is None
 
 
-GOOD = {"trial_index": 3, "shown": [4, 5, 6], "chosen_position": 1, "rt_ms": 1234.5, "client_onset_ms": 1.7e12,
-        "input_modality": "keyboard", "timed_out": False}
+GOOD = {
+    "trial_index": 3,
+    "shown": [4, 5, 6],
+    "chosen_position": 1,
+    "rt_ms": 1234.5,
+    "client_onset_ms": 1.7e12,
+    "input_modality": "keyboard",
+    "timed_out": False,
+}
 
 
 def test_parse_response_keeps_every_field():
     payload = parse_response(GOOD)
-    assert (payload.trial_index, payload.shown, payload.chosen_position, payload.rt_ms, payload.input_modality) == (
-        3, (4, 5, 6), 1, 1234.5, "keyboard")
+    assert (
+        payload.trial_index,
+        payload.shown,
+        payload.chosen_position,
+        payload.rt_ms,
+        payload.input_modality,
+    ) == (3, (4, 5, 6), 1, 1234.5, "keyboard")
 
 
-@pytest.mark.parametrize("bad", [
-    {"shown": [4, 5]}, {"shown": [4, 5, "6"]}, {"trial_index": "3"}, {"chosen_position": 1.0},
-    {"rt_ms": float("nan")}, {"rt_ms": True}, {"client_onset_ms": "x"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"shown": [4, 5]},
+        {"shown": [4, 5, "6"]},
+        {"trial_index": "3"},
+        {"chosen_position": 1.0},
+        {"rt_ms": float("nan")},
+        {"rt_ms": True},
+        {"client_onset_ms": "x"},
+    ],
+)
 def test_parse_response_names_the_malformed_field(bad):
     with pytest.raises(BadRequest, match=next(iter(bad))):
         parse_response(GOOD | bad)

@@ -13,17 +13,32 @@ from study.studies import set_study_status
 from workflows.jobs import execute
 from workflows.pipeline import queue_action
 
-FAST = {"teacher": {"reg_weight": 1.0},
-        "pseudo": {"n_triplets": 512, "n_clusters": 6, "clusters_per_group": 4, "images_per_cluster": 4,
-                   "triplets_per_group": 64},
-        "student": {"image_size": 64, "epochs": 1.0, "min_triplets": 16, "head_dim": 64}}
+FAST = {
+    "teacher": {"reg_weight": 1.0},
+    "pseudo": {
+        "n_triplets": 512,
+        "n_clusters": 6,
+        "clusters_per_group": 4,
+        "images_per_cluster": 4,
+        "triplets_per_group": 64,
+    },
+    "student": {"image_size": 64, "epochs": 1.0, "min_triplets": 16, "head_dim": 64},
+}
 
 
 @pytest.fixture
 def small_study(stimulus_set):
     db = stimulus_set
-    design = DesignConfig(n_lists=12, n_between_class=4, n_within_class=4, n_class_border=4, n_blocks=1,
-                          catch_per_block=1, n_practice=0, n_shared=4)
+    design = DesignConfig(
+        n_lists=12,
+        n_between_class=4,
+        n_within_class=4,
+        n_class_border=4,
+        n_blocks=1,
+        catch_per_block=1,
+        n_practice=0,
+        n_shared=4,
+    )
     create_study_from_design(db, "small", 1, design)
     set_study_status(db, "small", StudyStatus.OPEN)
     return db
@@ -53,12 +68,19 @@ def test_closed_loop_records_every_step_and_reuses_unchanged_ones(small_study):
     metrics = get_run(db, first).metrics
     for key in ("teacher_run", "labels_run", "alignet_run", "unalignet_run", "eval_run"):
         assert get_run(db, metrics[key]).status == RunStatus.SUCCEEDED
-    assert {"accuracy · base", "accuracy · teacher", "accuracy · AligNet", "accuracy · UnAligNet"} <= set(metrics)
+    assert {"accuracy · base", "accuracy · teacher", "accuracy · AligNet", "accuracy · UnAligNet"} <= set(
+        metrics
+    )
 
     again = queue_action(db, "align", "small", FAST)
     assert execute(db, again) == RunStatus.SUCCEEDED
-    assert get_run(db, again).metrics["reused_steps"] == ["teacher", "pseudo_labels", "student aligned",
-                                                          "student untransformed", "eval"]
+    assert get_run(db, again).metrics["reused_steps"] == [
+        "teacher",
+        "pseudo_labels",
+        "student aligned",
+        "student untransformed",
+        "eval",
+    ]
 
     simulate_participants(db, "small", 2)  # new judgments arrive: the teacher and everything after it rerun
     third = queue_action(db, "align", "small", FAST)

@@ -31,8 +31,11 @@ def _writer(db: Database, participant_id: int) -> None:
     for _ in range(TRANSACTIONS):
         with db.write() as session:
             n = session.scalar(select(func.count()).where(InteractionEvent.participant_id == participant_id))
-            session.add(InteractionEvent(participant_id=participant_id, client_event_id=f"e{n}", kind="blur",
-                                         trial_index=n))
+            session.add(
+                InteractionEvent(
+                    participant_id=participant_id, client_event_id=f"e{n}", kind="blur", trial_index=n
+                )
+            )
 
 
 def _run_writers(db: Database) -> list[int]:
@@ -46,8 +49,9 @@ def _run_writers(db: Database) -> list[int]:
 def _assert_nothing_lost(db: Database, participant_ids: list[int]) -> None:
     with db.read() as session:
         for pid in participant_ids:
-            indices = session.scalars(select(InteractionEvent.trial_index)
-                                      .where(InteractionEvent.participant_id == pid)).all()
+            indices = session.scalars(
+                select(InteractionEvent.trial_index).where(InteractionEvent.participant_id == pid)
+            ).all()
             assert sorted(indices) == list(range(TRANSACTIONS))
 
 
@@ -69,9 +73,12 @@ def test_duplicate_submission_stores_one_row_and_reports_it(any_db):
     pid = _make_participants(any_db, 1)[0]
     values = dict(participant_id=pid, client_event_id="same", kind="blur")
     with any_db.write() as session:
-        assert insert_ignoring_duplicates(session, InteractionEvent, values, ["participant_id", "client_event_id"])
+        assert insert_ignoring_duplicates(
+            session, InteractionEvent, values, ["participant_id", "client_event_id"]
+        )
     with any_db.write() as session:
-        assert not insert_ignoring_duplicates(session, InteractionEvent, values,
-                                              ["participant_id", "client_event_id"])
+        assert not insert_ignoring_duplicates(
+            session, InteractionEvent, values, ["participant_id", "client_event_id"]
+        )
     with any_db.read() as session:
         assert session.scalar(select(func.count()).select_from(InteractionEvent)) == 1

@@ -49,7 +49,12 @@ def test_postgres_migrations_match_models(postgres_server):
 
 def test_cli_db_upgrade_creates_the_default_sqlite_file(tmp_path):
     env = {"ALIGNLAB_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "schema up to date" in result.stdout
     assert (tmp_path / "home" / "alignlab.db").is_file()

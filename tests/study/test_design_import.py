@@ -36,9 +36,20 @@ def stored_set(db) -> tuple[int, list[StimulusInfo]]:
         session.add(stimulus_set)
         session.flush()
         for s in table:
-            session.add(Stimulus(id=s.id, stimulus_set_id=stimulus_set.id, name=s.name, path=s.name,
-                                 content_hash=f"{s.id:064d}", category=s.category, superordinate=s.superordinate,
-                                 width=10, height=10, n_bytes=1))
+            session.add(
+                Stimulus(
+                    id=s.id,
+                    stimulus_set_id=stimulus_set.id,
+                    name=s.name,
+                    path=s.name,
+                    content_hash=f"{s.id:064d}",
+                    category=s.category,
+                    superordinate=s.superordinate,
+                    width=10,
+                    height=10,
+                    n_bytes=1,
+                )
+            )
         set_id = stimulus_set.id
     return set_id, table
 
@@ -49,8 +60,18 @@ def counts(db) -> tuple[int, int, int]:
 
 
 def test_levels_csv_round_trips_a_generated_design(table, tmp_path):
-    config = DesignConfig(n_lists=3, n_between_class=5, n_within_class=4, n_class_border=5, n_blocks=2,
-                          catch_per_block=2, n_practice=2, within_repeats=2, n_shared=3, seed=2)
+    config = DesignConfig(
+        n_lists=3,
+        n_between_class=5,
+        n_within_class=4,
+        n_class_border=5,
+        n_blocks=2,
+        catch_per_block=2,
+        n_practice=2,
+        within_repeats=2,
+        n_shared=3,
+        seed=2,
+    )
     design = generate_design(table, config)
     path = tmp_path / "inputs.csv"
     write_levels_design(path, design.lists, table)
@@ -61,30 +82,42 @@ def test_levels_csv_round_trips_a_generated_design(table, tmp_path):
 
 def test_levels_csv_without_block_column(table, tmp_path):
     path = tmp_path / "inputs.csv"
-    path.write_text(HEADER
-                    + "p2,animal/animal0/0.jpg,tool/tool0/0.jpg,animal/animal0/1.jpg,2,catch\n"
-                    + "p2,animal/animal0/1.jpg,animal/animal0/2.jpg,animal/animal0/3.jpg,1,within_class\n"
-                    + "p1,food/food0/0.jpg,animal/animal2/1.jpg,tool/tool1/1.jpg,1,between_class\n"
-                    + "p2,tool/tool0/1.jpg,food/food1/1.jpg,tool/tool0/2.jpg,0,class_boundary\n"
-                    + "p2,animal/animal0/3.jpg,animal/animal0/1.jpg,animal/animal0/2.jpg,3,within_class\n"
-                    + "p1,food/food0/1.jpg,food/food0/2.jpg,animal/animal1/1.jpg,0,practice\n")
+    path.write_text(
+        HEADER
+        + "p2,animal/animal0/0.jpg,tool/tool0/0.jpg,animal/animal0/1.jpg,2,catch\n"
+        + "p2,animal/animal0/1.jpg,animal/animal0/2.jpg,animal/animal0/3.jpg,1,within_class\n"
+        + "p1,food/food0/0.jpg,animal/animal2/1.jpg,tool/tool1/1.jpg,1,between_class\n"
+        + "p2,tool/tool0/1.jpg,food/food1/1.jpg,tool/tool0/2.jpg,0,class_boundary\n"
+        + "p2,animal/animal0/3.jpg,animal/animal0/1.jpg,animal/animal0/2.jpg,3,within_class\n"
+        + "p1,food/food0/1.jpg,food/food0/2.jpg,animal/animal1/1.jpg,0,practice\n"
+    )
     ids_of = {s.name: s.id for s in table}
     lists, ids = read_levels_design(path, table)
     assert ids == ["p2", "p1"]
     p2 = lists[0]
     assert [(t.kind, t.level) for t in p2] == [
-        (TrialKind.EXPERIMENTAL, TripletLevel.CLASS_BORDER), (TrialKind.EXPERIMENTAL, TripletLevel.WITHIN_CLASS),
-        (TrialKind.CATCH, None), (TrialKind.REPEAT, TripletLevel.WITHIN_CLASS)]
+        (TrialKind.EXPERIMENTAL, TripletLevel.CLASS_BORDER),
+        (TrialKind.EXPERIMENTAL, TripletLevel.WITHIN_CLASS),
+        (TrialKind.CATCH, None),
+        (TrialKind.REPEAT, TripletLevel.WITHIN_CLASS),
+    ]
     border = p2[0]  # file order tool, food, tool -> the food image (other category) moves last
-    assert border.stimuli == (ids_of["tool/tool0/1.jpg"], ids_of["tool/tool0/2.jpg"], ids_of["food/food1/1.jpg"])
+    assert border.stimuli == (
+        ids_of["tool/tool0/1.jpg"],
+        ids_of["tool/tool0/2.jpg"],
+        ids_of["food/food1/1.jpg"],
+    )
     assert not border.odd_known and p2[2].odd_known and p2[2].stimuli[2] == ids_of["tool/tool0/0.jpg"]
     practice = lists[1][0]
     assert (practice.kind, practice.block, practice.odd_known) == (TrialKind.PRACTICE, -1, True)
 
 
 def test_images_match_by_unique_file_name(tmp_path):
-    table = [StimulusInfo(1, "imgs/n01_1.JPEG", "n01", ""), StimulusInfo(2, "imgs/n01_2.JPEG", "n01", ""),
-             StimulusInfo(3, "imgs/n02_1.JPEG", "n02", "")]
+    table = [
+        StimulusInfo(1, "imgs/n01_1.JPEG", "n01", ""),
+        StimulusInfo(2, "imgs/n01_2.JPEG", "n01", ""),
+        StimulusInfo(3, "imgs/n02_1.JPEG", "n02", ""),
+    ]
     path = tmp_path / "inputs.csv"
     path.write_text(HEADER + "participant_1,n01_1.JPEG,/srv/images/n01_2.JPEG,n02_1.JPEG,0,class_border\n")
     [[spec]], _ = read_levels_design(path, table)
@@ -94,13 +127,15 @@ def test_images_match_by_unique_file_name(tmp_path):
 def test_bad_levels_rows_are_all_reported_and_nothing_is_stored(db, stored_set, tmp_path):
     set_id, _ = stored_set
     path = tmp_path / "inputs.csv"
-    path.write_text(HEADER
-                    + "p1,animal/animal0/0.jpg,animal/animal0/1.jpg,tool/tool0/0.jpg,0,class_border\n"
-                    + "p1,animal/animal0/0.jpg,missing.jpg,tool/tool0/0.jpg,1,between_class\n"
-                    + "p1,animal/animal0/0.jpg,animal/animal0/1.jpg,tool/tool0/1.jpg,2,easy\n"
-                    + "p1,0.jpg,animal/animal1/1.jpg,tool/tool0/1.jpg,3,between_class\n"
-                    + "p1,animal/animal0/2.jpg,animal/animal1/1.jpg,tool/tool0/1.jpg,4,catch\n"
-                    + "p1,animal/animal0/2.jpg,animal/animal1/2.jpg,tool/tool0/2.jpg,0,between_class\n")
+    path.write_text(
+        HEADER
+        + "p1,animal/animal0/0.jpg,animal/animal0/1.jpg,tool/tool0/0.jpg,0,class_border\n"
+        + "p1,animal/animal0/0.jpg,missing.jpg,tool/tool0/0.jpg,1,between_class\n"
+        + "p1,animal/animal0/0.jpg,animal/animal0/1.jpg,tool/tool0/1.jpg,2,easy\n"
+        + "p1,0.jpg,animal/animal1/1.jpg,tool/tool0/1.jpg,3,between_class\n"
+        + "p1,animal/animal0/2.jpg,animal/animal1/1.jpg,tool/tool0/1.jpg,4,catch\n"
+        + "p1,animal/animal0/2.jpg,animal/animal1/2.jpg,tool/tool0/2.jpg,0,between_class\n"
+    )
     before = counts(db)
     with pytest.raises(InputRejected) as caught:
         import_levels_design(db, "levels", set_id, path)
@@ -129,8 +164,18 @@ def test_levels_csv_missing_columns(table, tmp_path):
 
 def test_import_levels_design_creates_a_draft_study(db, stored_set, tmp_path):
     set_id, table = stored_set
-    design = generate_design(table, DesignConfig(n_lists=2, n_between_class=3, n_within_class=3,
-                                                 n_class_border=3, n_blocks=1, catch_per_block=1, seed=4))
+    design = generate_design(
+        table,
+        DesignConfig(
+            n_lists=2,
+            n_between_class=3,
+            n_within_class=3,
+            n_class_border=3,
+            n_blocks=1,
+            catch_per_block=1,
+            seed=4,
+        ),
+    )
     path = tmp_path / "inputs.csv"
     write_levels_design(path, design.lists, table, list_ids=["a", "b"])
     imported = import_levels_design(db, "levels", set_id, path, target_participants=2)
@@ -140,10 +185,14 @@ def test_import_levels_design_creates_a_draft_study(db, stored_set, tmp_path):
     with db.read() as session:
         study = session.get(Study, imported.study_id)
         assert (study.status.value, study.target_participants, study.imported) == ("draft", 2, False)
-        assert study.config["extra"]["design"] == {"imported_from": "inputs.csv", "format": "levels",
-                                                   "list_ids": ["a", "b"]}
-        trials = session.scalars(select(Trial).join(TripletList).where(TripletList.list_index == 1)
-                                 .order_by(Trial.trial_index)).all()
+        assert study.config["extra"]["design"] == {
+            "imported_from": "inputs.csv",
+            "format": "levels",
+            "list_ids": ["a", "b"],
+        }
+        trials = session.scalars(
+            select(Trial).join(TripletList).where(TripletList.list_index == 1).order_by(Trial.trial_index)
+        ).all()
         assert [(t.stim0_id, t.stim1_id, t.stim2_id) for t in trials] == [t.stimuli for t in design.lists[1]]
     before = counts(db)
     with pytest.raises(ValueError, match="slug 'levels' already exists"):

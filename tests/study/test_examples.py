@@ -15,8 +15,10 @@ from tests.support.analysis_helpers import make_stimuli, make_study
 
 def _trials_over(ids: list[int]) -> list[TrialSpec]:
     """Experimental trials that together use every given image (examples come from the study's images)."""
-    return [TrialSpec((ids[i], ids[(i + 1) % len(ids)], ids[(i + 2) % len(ids)]), TrialKind.EXPERIMENTAL)
-            for i in range(0, len(ids), 3)]
+    return [
+        TrialSpec((ids[i], ids[(i + 1) % len(ids)], ids[(i + 2) % len(ids)]), TrialKind.EXPERIMENTAL)
+        for i in range(0, len(ids), 3)
+    ]
 
 
 def _categories(db) -> dict[int, tuple[str, str]]:
@@ -47,6 +49,11 @@ def test_a_set_too_small_for_an_example_leaves_that_example_out(db):
 
 def test_instruction_pages_name_known_examples_only():
     assert split_on_examples("See:\n[[example: obvious]]\nand [[ example:ambiguous ]].") == [
-        "See:\n", "obvious", "\nand ", "ambiguous", "."]
+        "See:\n",
+        "obvious",
+        "\nand ",
+        "ambiguous",
+        ".",
+    ]
     with pytest.raises(ValueError, match="page 2 asks for example 'easy'"):
         StudyConfig(instructions=("Intro", "Look: [[example: easy]]"))

@@ -24,14 +24,29 @@ def exported_study(any_db):
     """Practice, catch, 3 experimental trials; a human, a simulated and an excluded participant (SQLite, PostgreSQL)."""
     db = any_db
     ids = make_stimuli(db)
-    specs = [TrialSpec((ids[0], ids[1], ids[6]), TrialKind.PRACTICE, block=-1), catch(ids[3], ids[4], ids[9]),
-             experimental(ids[0], ids[3], ids[6]), experimental(ids[1], ids[2], ids[5], TripletLevel.CLASS_BORDER),
-             experimental(ids[6], ids[7], ids[8], TripletLevel.WITHIN_CLASS)]
+    specs = [
+        TrialSpec((ids[0], ids[1], ids[6]), TrialKind.PRACTICE, block=-1),
+        catch(ids[3], ids[4], ids[9]),
+        experimental(ids[0], ids[3], ids[6]),
+        experimental(ids[1], ids[2], ids[5], TripletLevel.CLASS_BORDER),
+        experimental(ids[6], ids[7], ids[8], TripletLevel.WITHIN_CLASS),
+    ]
     make_study(db, "export-study", [specs], participants_per_list=10)
-    human = run_participant(db, "export-study", "HUMAN-1", [ids[6], ids[9], ids[6], ids[5], ids[7]],
-                            [900.0, 1100.0, 1200.0, 1300.0, 1400.0])
-    sim = run_participant(db, "export-study", "sim-1", [ids[0], ids[3], ids[0], None, ids[8]],
-                          [800.0, 1000.0, 2000.0, 0.0, 1600.0], simulated=True)
+    human = run_participant(
+        db,
+        "export-study",
+        "HUMAN-1",
+        [ids[6], ids[9], ids[6], ids[5], ids[7]],
+        [900.0, 1100.0, 1200.0, 1300.0, 1400.0],
+    )
+    sim = run_participant(
+        db,
+        "export-study",
+        "sim-1",
+        [ids[0], ids[3], ids[0], None, ids[8]],
+        [800.0, 1000.0, 2000.0, 0.0, 1600.0],
+        simulated=True,
+    )
     gone = run_participant(db, "export-study", "GONE-1", [ids[6], ids[9], ids[3], ids[1], ids[6]])
     set_exclusion(db, gone, True, "test exclusion")
     return db, ids, {"human": human, "sim": sim, "gone": gone}
@@ -46,13 +61,25 @@ def test_things_rows_are_odd_last_indices_with_pseudonyms_and_labels(exported_st
     db, ids, _ = exported_study
     table = things_table(db, "export-study")
     salt = _salt(db, "export-study")
-    assert table["subject_id"].unique().tolist() == [pseudonymise(salt, "HUMAN-1"), pseudonymise(salt, "sim-1")]
+    assert table["subject_id"].unique().tolist() == [
+        pseudonymise(salt, "HUMAN-1"),
+        pseudonymise(salt, "sim-1"),
+    ]
     assert "HUMAN-1" not in table.to_csv()
     human = table[table["subject_id"] == pseudonymise(salt, "HUMAN-1")]
     # by name: cat0-2 -> 0-2, dog0-2 -> 3-5, bus0-2 -> 6-8, car0-2 -> 9-11 (ids: dog 0-2, cat 3-5, car 6-8, bus 9-11)
-    assert human[["image1", "image2", "image3"]].values.tolist() == [[0, 1, 6], [3, 0, 9], [4, 5, 2], [9, 11, 10]]
-    assert human["image3_name"].tolist() == ["vehicle/bus/0.png", "vehicle/car/0.png", "animal/cat/2.png",
-                                             "vehicle/car/1.png"]
+    assert human[["image1", "image2", "image3"]].values.tolist() == [
+        [0, 1, 6],
+        [3, 0, 9],
+        [4, 5, 2],
+        [9, 11, 10],
+    ]
+    assert human["image3_name"].tolist() == [
+        "vehicle/bus/0.png",
+        "vehicle/car/0.png",
+        "animal/cat/2.png",
+        "vehicle/car/1.png",
+    ]
     assert human["RT"].tolist() == [1100.0, 1200.0, 1300.0, 1400.0]
     assert human["trial_nr"].tolist() == [1, 2, 3, 4]
     assert human["kind"].tolist() == ["catch", "experimental", "experimental", "experimental"]
@@ -89,9 +116,13 @@ def test_jspsych_csv_has_one_row_per_trial_and_round_trips(exported_study, tmp_p
     assert human["catch_correct"].tolist()[1] == True  # noqa: E712
     assert table["catch_correct"].iloc[6] == False  # noqa: E712  (the simulated participant missed it)
     sim = table.iloc[5:10]
-    assert sim["timed_out"].tolist() == [False, False, False, True, False] and pd.isna(sim["response"].iloc[3])
+    assert sim["timed_out"].tolist() == [False, False, False, True, False] and pd.isna(
+        sim["response"].iloc[3]
+    )
     shown = human[["shown_left", "shown_middle", "shown_right"]].values.tolist()
-    assert all(row["odd_one_out"] == shown[i][int(row["response"])] for i, row in human.reset_index().iterrows())
+    assert all(
+        row["odd_one_out"] == shown[i][int(row["response"])] for i, row in human.reset_index().iterrows()
+    )
     again = _import(db, path, "jspsych-again")
     original = load_judgments(db, "export-study", include_excluded=True)
     assert again[JUDGMENT_COLUMNS].equals(original[JUDGMENT_COLUMNS])

@@ -30,8 +30,11 @@ def test_odd_last_puts_the_chosen_image_last_and_the_others_ascending():
 @pytest.fixture
 def small_study(db):
     ids = make_stimuli(db)
-    specs = [TrialSpec((ids[0], ids[1], ids[6]), TrialKind.PRACTICE, block=-1),
-             experimental(ids[6], ids[0], ids[3]), experimental(ids[1], ids[4], ids[7])]
+    specs = [
+        TrialSpec((ids[0], ids[1], ids[6]), TrialKind.PRACTICE, block=-1),
+        experimental(ids[6], ids[0], ids[3]),
+        experimental(ids[1], ids[4], ids[7]),
+    ]
     make_study(db, "judge-study", [specs], participants_per_list=10)
     return db, ids
 
@@ -42,7 +45,10 @@ def test_load_judgments_orders_odd_last_and_drops_practice_and_timeouts(small_st
     b = run_participant(db, "judge-study", "b", [ids[0], ids[0], ids[1]], [900.0, 2000.0, 3000.0])
     frame = load_judgments(db, "judge-study")
     assert frame[["participant_id", "stim0", "stim1", "stim2", "rt_ms"]].values.tolist() == [
-        [a, ids[0], ids[3], ids[6], 1234.0], [b, ids[3], ids[6], ids[0], 2000.0], [b, ids[4], ids[7], ids[1], 3000.0]]
+        [a, ids[0], ids[3], ids[6], 1234.0],
+        [b, ids[3], ids[6], ids[0], 2000.0],
+        [b, ids[4], ids[7], ids[1], 3000.0],
+    ]
     assert set(frame["kind"]) == {"experimental"} and set(frame["level"]) == {"between_class"}
     assert frame["triplet_key"].iloc[0] == "-".join(map(str, sorted((ids[0], ids[3], ids[6]))))
     set_exclusion(db, a, True, "test")
@@ -55,12 +61,24 @@ def test_load_stimuli_lists_the_study_images(small_study):
     db, ids = small_study
     table = load_stimuli(db, "judge-study")
     assert table["id"].tolist() == ids
-    assert table.iloc[3][["name", "category", "superordinate"]].tolist() == ["animal/cat/0.png", "cat", "animal"]
+    assert table.iloc[3][["name", "category", "superordinate"]].tolist() == [
+        "animal/cat/0.png",
+        "cat",
+        "animal",
+    ]
 
 
 def _frame(triplets, participants):
-    rows = [{"participant_id": p, "stim0": a, "stim1": b, "stim2": c, "triplet_key": "-".join(map(str, sorted((a, b, c))))}
-            for (a, b, c), p in zip(triplets, participants, strict=True)]
+    rows = [
+        {
+            "participant_id": p,
+            "stim0": a,
+            "stim1": b,
+            "stim2": c,
+            "triplet_key": "-".join(map(str, sorted((a, b, c)))),
+        }
+        for (a, b, c), p in zip(triplets, participants, strict=True)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -95,15 +113,21 @@ def _write(tmp_path, text, name="judgments.csv"):
 
 def test_import_named_csv_with_odd_one_out_subject_rt_and_level(db, tmp_path):
     ids = make_stimuli(db)
-    path = _write(tmp_path, "image1,image2,image3,odd_one_out,subject_id,rt,level\n"
-                            "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,vehicle/car/0.png,S1,1500,between_class\n"
-                            "animal/cat/0.png,animal/cat/1.png,animal/cat/2.png,animal/cat/0.png,S2,,within_class\n"
-                            "animal/dog/2.png,animal/cat/2.png,animal/dog/0.png,animal/cat/2.png,S1,980.5,class_boundary\n")
+    path = _write(
+        tmp_path,
+        "image1,image2,image3,odd_one_out,subject_id,rt,level\n"
+        "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,vehicle/car/0.png,S1,1500,between_class\n"
+        "animal/cat/0.png,animal/cat/1.png,animal/cat/2.png,animal/cat/0.png,S2,,within_class\n"
+        "animal/dog/2.png,animal/cat/2.png,animal/dog/0.png,animal/cat/2.png,S1,980.5,class_boundary\n",
+    )
     summary = import_judgments_csv(db, path, stimulus_set_name="set", slug="imported-one")
     assert (summary.n_participants, summary.n_judgments) == (2, 3)
     frame = load_judgments(db, "imported-one")
     assert frame[["stim0", "stim1", "stim2"]].values.tolist() == [
-        [ids[0], ids[1], ids[6]], [ids[0], ids[2], ids[5]], [ids[4], ids[5], ids[3]]]
+        [ids[0], ids[1], ids[6]],
+        [ids[0], ids[2], ids[5]],
+        [ids[4], ids[5], ids[3]],
+    ]
     assert frame["level"].tolist() == ["between_class", "class_border", "within_class"]
     assert frame["rt_ms"].tolist()[:2] == [1500.0, 980.5] and pd.isna(frame["rt_ms"].iloc[2])
     with db.read() as session:
@@ -114,12 +138,17 @@ def test_import_named_csv_with_odd_one_out_subject_rt_and_level(db, tmp_path):
 
 
 def test_import_headerless_things_indices_with_odd_last(db, tmp_path):
-    ids = make_stimuli(db)  # by name: animal/cat (0-2), animal/dog (3-5), vehicle/bus (6-8), vehicle/car (9-11)
+    ids = make_stimuli(
+        db
+    )  # by name: animal/cat (0-2), animal/dog (3-5), vehicle/bus (6-8), vehicle/car (9-11)
     path = _write(tmp_path, "3 4 0\n9 10 6\n", name="testset.txt")
     import_judgments_csv(db, path, stimulus_set_name="set", slug="things-import")
     frame = load_judgments(db, "things-import")
     # dog0, dog1 | cat0 and car0, car1 | bus0
-    assert frame[["stim0", "stim1", "stim2"]].values.tolist() == [[ids[0], ids[1], ids[3]], [ids[6], ids[7], ids[9]]]
+    assert frame[["stim0", "stim1", "stim2"]].values.tolist() == [
+        [ids[0], ids[1], ids[3]],
+        [ids[6], ids[7], ids[9]],
+    ]
     assert set(frame["subject"]) == {pseudonymise_for(db, "things-import", "imported")}
 
 
@@ -135,23 +164,32 @@ def test_import_choice_positions_base_names_and_one_based_indices(db, tmp_path):
     import_judgments_csv(db, path, stimulus_set_name="set", slug="one-based", index_base=1)
     frame = load_judgments(db, "one-based")
     # 1-based by name: 1-3 cat, 4-6 dog, 7-9 bus; row 1: cat0, cat1, bus0, odd cat0; row 2: dogs, odd dog2
-    assert frame[["stim0", "stim1", "stim2"]].values.tolist() == [[ids[4], ids[9], ids[3]], [ids[0], ids[1], ids[2]]]
+    assert frame[["stim0", "stim1", "stim2"]].values.tolist() == [
+        [ids[4], ids[9], ids[3]],
+        [ids[0], ids[1], ids[2]],
+    ]
 
 
 def _counts(db):
     with db.read() as session:
-        return tuple(session.scalar(select(func.count()).select_from(model)) for model in (Study, Participant, Response))
+        return tuple(
+            session.scalar(select(func.count()).select_from(model))
+            for model in (Study, Participant, Response)
+        )
 
 
 def test_import_rejects_bad_rows_all_at_once_and_stores_nothing(db, tmp_path):
     make_stimuli(db)
-    path = _write(tmp_path, "image1,image2,image3,choice,rt,level\n"
-                            "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,3,1000,between_class\n"
-                            "animal/dog/0.png,animal/dog/9.png,vehicle/car/0.png,3,1000,between_class\n"
-                            "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,4,1000,between_class\n"
-                            "animal/dog/0.png,animal/dog/0.png,vehicle/car/0.png,1,fast,between_class\n"
-                            "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,1,1000,sideways\n"
-                            "animal/dog/0.png,animal/dog/1.png,99,1,1000,\n")
+    path = _write(
+        tmp_path,
+        "image1,image2,image3,choice,rt,level\n"
+        "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,3,1000,between_class\n"
+        "animal/dog/0.png,animal/dog/9.png,vehicle/car/0.png,3,1000,between_class\n"
+        "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,4,1000,between_class\n"
+        "animal/dog/0.png,animal/dog/0.png,vehicle/car/0.png,1,fast,between_class\n"
+        "animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,1,1000,sideways\n"
+        "animal/dog/0.png,animal/dog/1.png,99,1,1000,\n",
+    )
     with pytest.raises(InputRejected) as caught:
         import_judgments_csv(db, path, stimulus_set_name="set", slug="bad-import")
     message = str(caught.value)
@@ -182,7 +220,10 @@ def test_import_refuses_missing_columns_unknown_sets_and_taken_slugs(db, tmp_pat
 
 def test_import_a_study_export_keeps_simulated_labels(db, tmp_path):
     ids = make_stimuli(db)
-    path = _write(tmp_path, "image1,image2,image3,subject_id,is_simulated,kind\n0,1,6,sim-a,True,repeat\n3,4,9,hum,False,\n")
+    path = _write(
+        tmp_path,
+        "image1,image2,image3,subject_id,is_simulated,kind\n0,1,6,sim-a,True,repeat\n3,4,9,hum,False,\n",
+    )
     import_judgments_csv(db, path, stimulus_set_name="set", slug="sim-import")
     frame = load_judgments(db, "sim-import")
     assert frame["is_simulated"].tolist() == [True, False]

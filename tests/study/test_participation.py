@@ -30,8 +30,19 @@ def _stimuli(db, n=9) -> list[int]:
         stimulus_set = StimulusSet(name="set")
         session.add(stimulus_set)
         session.flush()
-        rows = [Stimulus(stimulus_set_id=stimulus_set.id, name=f"{i}.png", path=f"{i}.png", content_hash=f"h{i}",
-                         category=f"c{i // 3}", width=8, height=8, n_bytes=10) for i in range(n)]
+        rows = [
+            Stimulus(
+                stimulus_set_id=stimulus_set.id,
+                name=f"{i}.png",
+                path=f"{i}.png",
+                content_hash=f"h{i}",
+                category=f"c{i // 3}",
+                width=8,
+                height=8,
+                n_bytes=10,
+            )
+            for i in range(n)
+        ]
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
@@ -39,11 +50,19 @@ def _stimuli(db, n=9) -> list[int]:
 
 def _study(db, n_lists=2, slug="study-one", per_list=1, **config) -> list[int]:
     ids = _stimuli(db)
-    specs = [TrialSpec((ids[0], ids[1], ids[2]), TrialKind.EXPERIMENTAL, TripletLevel.WITHIN_CLASS),
-             TrialSpec((ids[3], ids[4], ids[6]), TrialKind.CATCH, odd_known=True),
-             TrialSpec((ids[0], ids[3], ids[6]), TrialKind.EXPERIMENTAL, TripletLevel.BETWEEN_CLASS)]
-    create_study(db, slug, None, [specs] * n_lists, StudyConfig(participants_per_list=per_list, **config),
-                 status=StudyStatus.OPEN)
+    specs = [
+        TrialSpec((ids[0], ids[1], ids[2]), TrialKind.EXPERIMENTAL, TripletLevel.WITHIN_CLASS),
+        TrialSpec((ids[3], ids[4], ids[6]), TrialKind.CATCH, odd_known=True),
+        TrialSpec((ids[0], ids[3], ids[6]), TrialKind.EXPERIMENTAL, TripletLevel.BETWEEN_CLASS),
+    ]
+    create_study(
+        db,
+        slug,
+        None,
+        [specs] * n_lists,
+        StudyConfig(participants_per_list=per_list, **config),
+        status=StudyStatus.OPEN,
+    )
     return ids
 
 
@@ -121,15 +140,18 @@ def test_duplicate_response_is_stored_once_and_reported_as_duplicate(any_db):
     assert _count(any_db, Response) == 1
 
 
-@pytest.mark.parametrize("payload, message", [
-    (dict(trial_index=99), "not part of"),
-    (dict(shown=(1, 2, 9)), "not the images assigned"),
-    (dict(chosen_position=3), "chosen position"),
-    (dict(rt_ms=float("nan")), "response time"),
-    (dict(rt_ms=-5.0), "response time"),
-    (dict(input_modality="telepathy"), "input modality"),
-    (dict(timed_out=True), "timed-out"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (dict(trial_index=99), "not part of"),
+        (dict(shown=(1, 2, 9)), "not the images assigned"),
+        (dict(chosen_position=3), "chosen position"),
+        (dict(rt_ms=float("nan")), "response time"),
+        (dict(rt_ms=-5.0), "response time"),
+        (dict(input_modality="telepathy"), "input modality"),
+        (dict(timed_out=True), "timed-out"),
+    ],
+)
 def test_responses_that_do_not_fit_are_rejected_logged_and_not_stored(db, payload, message):
     _study(db)
     pid = P.enter_study(db, "study-one", "P").participant_id
@@ -146,8 +168,11 @@ def test_timeout_is_recorded_without_a_choice(db):
     _study(db)
     pid = P.enter_study(db, "study-one", "P").participant_id
     trial = P.trial_plan(db, pid)[0]
-    assert P.record_response(db, pid, P.ResponsePayload(trial.trial_index, trial.shown, None, None,
-                                                        input_modality="none", timed_out=True))
+    assert P.record_response(
+        db,
+        pid,
+        P.ResponsePayload(trial.trial_index, trial.shown, None, None, input_modality="none", timed_out=True),
+    )
     with db.read() as session:
         row = session.scalar(select(Response))
     assert row.timed_out and row.chosen_stimulus_id is None
@@ -214,8 +239,9 @@ def test_twenty_concurrent_arrivals_never_share_a_slot(any_db, n_lists, per_list
         entries = list(pool.map(lambda i: P.enter_study(any_db, "study-one", f"P{i}"), range(20)))
     assert len({e.participant_id for e in entries}) == 20
     with any_db.read() as session:
-        per_list_counts = session.execute(select(Participant.list_id, func.count())
-                                          .group_by(Participant.list_id)).all()
+        per_list_counts = session.execute(
+            select(Participant.list_id, func.count()).group_by(Participant.list_id)
+        ).all()
     assert len(per_list_counts) == n_lists
     assert all(count == per_list for _, count in per_list_counts)
 

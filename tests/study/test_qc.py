@@ -67,8 +67,11 @@ def qc_study(db):
     """One list: a practice trial, 2 catch trials, 20 experimental trials."""
     ids = make_stimuli(db)
     dog, cat, car = ids[0:3], ids[3:6], ids[6:9]
-    specs = [TrialSpec((dog[0], dog[1], car[0]), TrialKind.PRACTICE, block=-1),
-             catch(dog[0], dog[1], car[0]), catch(cat[0], cat[1], car[1])]
+    specs = [
+        TrialSpec((dog[0], dog[1], car[0]), TrialKind.PRACTICE, block=-1),
+        catch(dog[0], dog[1], car[0]),
+        catch(cat[0], cat[1], car[1]),
+    ]
     specs += [experimental(dog[i % 3], cat[(i // 3) % 3], ids[6 + i % 6]) for i in range(20)]
     make_study(db, "qc-study", [specs], participants_per_list=10)
     return db, ids, specs
@@ -77,7 +80,10 @@ def qc_study(db):
 def _choices(specs, catch_right: list[bool], timeouts: int = 0) -> list[int | None]:
     """Practice: pick item 0; catches right or wrong as asked; experimental: item 2, the first `timeouts` None."""
     chosen = [specs[0].stimuli[0]]
-    chosen += [spec.stimuli[2] if right else spec.stimuli[0] for spec, right in zip(specs[1:3], catch_right, strict=True)]
+    chosen += [
+        spec.stimuli[2] if right else spec.stimuli[0]
+        for spec, right in zip(specs[1:3], catch_right, strict=True)
+    ]
     chosen += [None if i < timeouts else spec.stimuli[2] for i, spec in enumerate(specs[3:])]
     return chosen
 
@@ -94,7 +100,9 @@ def test_participant_qc_catch_and_timeouts(qc_study):
     assert table.loc[sloppy, "n_timeouts"] == 3
     assert table.loc[sloppy, "flags"] == "catch, timeouts"
     assert table.loc[sloppy, "suggest_exclude"]
-    assert participant_qc(db, "qc-study").set_index("participant_id").loc[sloppy, "flags"] == "catch"  # 3 <= 10
+    assert (
+        participant_qc(db, "qc-study").set_index("participant_id").loc[sloppy, "flags"] == "catch"
+    )  # 3 <= 10
 
 
 def test_participant_qc_too_fast_median_and_events(qc_study):
@@ -106,7 +114,9 @@ def test_participant_qc_too_fast_median_and_events(qc_study):
     P.record_event(db, fast, "fullscreen_exit", client_event_id="f0")
     P.record_event(db, fast, "focus", client_event_id="x0")
     for k in range(4):  # presses before the minimum valid RT, one event per trial
-        P.record_event(db, fast, "early_response", client_event_id=f"e{k}", trial_index=k, detail={"rt_ms": 300.0})
+        P.record_event(
+            db, fast, "early_response", client_event_id=f"e{k}", trial_index=k, detail={"rt_ms": 300.0}
+        )
     row = participant_qc(db, "qc-study").set_index("participant_id").loc[fast]
     assert (row["fast_windows"], row["n_windows"]) == (1, 1)  # 22 answered: one whole window of 20
     assert row["median_rt_ms"] == 2000.0
@@ -123,7 +133,9 @@ def test_participant_qc_position_bias_needs_enough_trials(qc_study):
     row = participant_qc(db, "qc-study").set_index("participant_id").loc[left]
     assert row["share_left"] == 1.0
     assert "position_bias" not in row["flags"]  # 22 answered < 100
-    row = participant_qc(db, "qc-study", QCConfig(position_min_trials=20)).set_index("participant_id").loc[left]
+    row = (
+        participant_qc(db, "qc-study", QCConfig(position_min_trials=20)).set_index("participant_id").loc[left]
+    )
     assert "position_bias" in row["flags"] and row["suggest_exclude"]
 
 
@@ -143,8 +155,11 @@ def test_exclusion_is_recorded_apart_from_payment(qc_study):
     set_exclusion(db, pid, True, "catch accuracy 0.0 < 0.90")
     with db.read() as session:
         row = session.get(Participant, pid)
-        assert (row.excluded, row.exclusion_reason, row.payment_status) == (True, "catch accuracy 0.0 < 0.90",
-                                                                               "pending")
+        assert (row.excluded, row.exclusion_reason, row.payment_status) == (
+            True,
+            "catch accuracy 0.0 < 0.90",
+            "pending",
+        )
     assert participant_qc(db, "qc-study")["excluded"].tolist() == [True]
     set_exclusion(db, pid, False)
     with db.read() as session:

@@ -20,14 +20,17 @@ from study.reliability import (
 from tests.support.analysis_helpers import experimental, make_stimuli, make_study, run_participant
 
 
-@pytest.mark.parametrize(("choices", "expected"), [
-    ("aaab", 3 / 4),  # each a: others a,a,b -> a (1); b: others a,a,a -> a (0)
-    ("aabb", 0.0),  # each held-out choice is outvoted 2:1 by the other choice
-    ("aabc", 1 / 6),  # a: others a,b,c -> 3-way tie incl. a (1/3) twice; b, c: outvoted
-    ("aaabb", 3 / 10),  # a: others a,a,b,b -> 2-way tie incl. a (1/2) x3; b: others a,a,a,b -> a (0)
-    ("aabbc", 0.0),  # c: others a,a,b,b -> tie without c
-    ("aaaa", 1.0),
-])
+@pytest.mark.parametrize(
+    ("choices", "expected"),
+    [
+        ("aaab", 3 / 4),  # each a: others a,a,b -> a (1); b: others a,a,a -> a (0)
+        ("aabb", 0.0),  # each held-out choice is outvoted 2:1 by the other choice
+        ("aabc", 1 / 6),  # a: others a,b,c -> 3-way tie incl. a (1/3) twice; b, c: outvoted
+        ("aaabb", 3 / 10),  # a: others a,a,b,b -> 2-way tie incl. a (1/2) x3; b: others a,a,a,b -> a (0)
+        ("aabbc", 0.0),  # c: others a,a,b,b -> tie without c
+        ("aaaa", 1.0),
+    ],
+)
 def test_leave_one_out_majority(choices, expected):
     assert loo_majority_agreement(list(choices)) == pytest.approx(expected)
 
@@ -51,9 +54,20 @@ def _judgments(rows) -> pd.DataFrame:
     records = []
     for participant, trial_index, items, odd, level in rows:
         first, second = sorted(set(items) - {odd})
-        records.append({"participant_id": participant, "subject": f"s{participant}", "stim0": first,
-                        "stim1": second, "stim2": odd, "trial_index": trial_index, "kind": "experimental",
-                        "level": level, "triplet_key": "-".join(map(str, sorted(items))), "rt_ms": 1000.0 + odd})
+        records.append(
+            {
+                "participant_id": participant,
+                "subject": f"s{participant}",
+                "stim0": first,
+                "stim1": second,
+                "stim2": odd,
+                "trial_index": trial_index,
+                "kind": "experimental",
+                "level": level,
+                "triplet_key": "-".join(map(str, sorted(items))),
+                "rt_ms": 1000.0 + odd,
+            }
+        )
     return pd.DataFrame(records)
 
 
@@ -75,7 +89,9 @@ def test_levels_noise_ceiling_per_level_and_overall():
     assert table.loc["within_class", "n_triplets"] == 1  # T3 had fewer than 4 responses
     assert table.loc["overall", "ceiling"] == pytest.approx((0.75 + 0.3) / 2)
     assert table.loc["overall", "n_responses"] == 9
-    assert table.loc["overall", "ci_low"] <= table.loc["overall", "ceiling"] <= table.loc["overall", "ci_high"]
+    assert (
+        table.loc["overall", "ci_low"] <= table.loc["overall", "ceiling"] <= table.loc["overall", "ci_high"]
+    )
 
 
 def test_levels_noise_ceiling_subsamples_to_five_reproducibly():
@@ -87,7 +103,8 @@ def test_levels_noise_ceiling_subsamples_to_five_reproducibly():
     seeds = {round(levels_noise_ceiling(judgments, seed=s)["ceiling"].iloc[-1], 6) for s in range(20)}
     assert len(seeds) > 1  # the subsample really depends on the seed
     assert levels_noise_ceiling(judgments, max_responses=9)["ceiling"].iloc[-1] == pytest.approx(
-        loo_majority_agreement([1, 1, 1, 1, 2, 2, 3, 3, 3]))
+        loo_majority_agreement([1, 1, 1, 1, 2, 2, 3, 3, 3])
+    )
 
 
 def test_things_modal_consistency_between_and_within():

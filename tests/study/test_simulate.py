@@ -42,9 +42,15 @@ def test_pair_similarities_follow_category_then_superordinate():
 
 
 def test_domains_add_a_level_between_superordinates():
-    model = SimilarityModel(item_weight=0.0, same_domain=0.25, domains=(("animal", "living"), ("plant", "living")))
+    model = SimilarityModel(
+        item_weight=0.0, same_domain=0.25, domains=(("animal", "living"), ("plant", "living"))
+    )
     dog, tree, car = _item("dog", "animal"), _item("tree", "plant"), _item("car", "vehicle")
-    assert pair_similarities(model, [dog, tree, car]).tolist() == [0.25, 0.1, 0.1]  # the car is the odd one out
+    assert pair_similarities(model, [dog, tree, car]).tolist() == [
+        0.25,
+        0.1,
+        0.1,
+    ]  # the car is the odd one out
     assert pair_similarities(FLAT, [dog, tree, car]).tolist() == [0.1, 0.1, 0.1]  # no domains: no preference
 
 
@@ -98,7 +104,9 @@ def test_simulated_sessions_go_through_the_recording_path_and_are_labelled(db):
     assert summary.n_responses + summary.n_timeouts == 6 * 44
     with db.read() as session:
         people = session.scalars(select(Participant)).all()
-        assert {(p.is_simulated, p.source, p.status.value) for p in people} == {(True, "simulated", "completed")}
+        assert {(p.is_simulated, p.source, p.status.value) for p in people} == {
+            (True, "simulated", "completed")
+        }
         assert [p.external_id for p in people] == [f"sim-0-{k}" for k in range(6)]
         assert set(session.scalars(select(Response.input_modality))) == {"simulated"}
     responses = load_responses(db, "sim-study")
@@ -143,8 +151,12 @@ def test_same_seed_same_responses(db, tmp_path):
     first, second = load_responses(db, "sim-study")[columns], load_responses(other, "sim-study")[columns]
     assert first.equals(second)
     simulate_participants(other, "sim-study", 1, seed=12)
-    assert not load_responses(other, "sim-study")[columns].iloc[-44:].reset_index(drop=True).equals(
-        first.iloc[:44].reset_index(drop=True))
+    assert (
+        not load_responses(other, "sim-study")[columns]
+        .iloc[-44:]
+        .reset_index(drop=True)
+        .equals(first.iloc[:44].reset_index(drop=True))
+    )
     other.dispose()
 
 

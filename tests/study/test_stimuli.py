@@ -36,8 +36,9 @@ def home(tmp_path, monkeypatch) -> Path:
 def stimuli_rows(db, set_name: str) -> list[Stimulus]:
     with db.read() as session:
         set_id = session.scalar(select(StimulusSet.id).where(StimulusSet.name == set_name))
-        return session.scalars(select(Stimulus).where(Stimulus.stimulus_set_id == set_id)
-                               .order_by(Stimulus.name)).all()
+        return session.scalars(
+            select(Stimulus).where(Stimulus.stimulus_set_id == set_id).order_by(Stimulus.name)
+        ).all()
 
 
 def test_folder_layout_imports_labels_and_serving_copies(db, home, tmp_path):
@@ -49,7 +50,9 @@ def test_folder_layout_imports_labels_and_serving_copies(db, home, tmp_path):
     assert "7 images" in report.summary() and "3 categories in 2 superordinate(s)" in report.summary()
     rows = stimuli_rows(db, "pets")
     assert [(r.name, r.superordinate, r.category) for r in rows][:2] == [
-        ("animal/cat/cat0.jpg", "animal", "cat"), ("animal/cat/cat1.jpg", "animal", "cat")]
+        ("animal/cat/cat0.jpg", "animal", "cat"),
+        ("animal/cat/cat1.jpg", "animal", "cat"),
+    ]
     for row in rows:
         assert (home / row.path).is_file() and (home / row.thumbnail_path).is_file()
         assert row.path.startswith("stimuli/pets/") and (row.width, row.height) == (40, 30)
@@ -88,8 +91,10 @@ def test_manifest_keeps_extra_columns_as_attributes(db, home, tmp_path):
     for name in ("a.png", "b.png", "c.png", "unlisted.png"):
         make_image(source / name)
     manifest = tmp_path / "labels.csv"
-    manifest.write_text("path,category,superordinate,photographer\n"
-                        "a.png,dog,animal,Ann\nb.png,cat,animal,Bo\nc.png,car,vehicle,\n")
+    manifest.write_text(
+        "path,category,superordinate,photographer\n"
+        "a.png,dog,animal,Ann\nb.png,cat,animal,Bo\nc.png,car,vehicle,\n"
+    )
     report = import_stimulus_set(db, source, "flat", manifest=manifest)
     assert report.n_images == 3 and report.n_ignored_files == 1
     rows = {r.name: r for r in stimuli_rows(db, "flat")}
@@ -120,8 +125,12 @@ def test_every_bad_file_is_reported_and_nothing_is_stored(db, home, tmp_path):
     with pytest.raises(InputRejected) as caught:
         import_stimulus_set(db, source, "bad", limits=limits)
     problems = {p.where: str(p) for p in caught.value.problems}
-    assert set(problems) == {"animal/dog/notes.jpg", "animal/cat/truncated.jpg", "vehicle/car/huge.png",
-                             "vehicle/car/tiny.png"}
+    assert set(problems) == {
+        "animal/dog/notes.jpg",
+        "animal/cat/truncated.jpg",
+        "vehicle/car/huge.png",
+        "vehicle/car/tiny.png",
+    }
     assert "not an image file" in problems["animal/dog/notes.jpg"]
     assert "damaged image" in problems["animal/cat/truncated.jpg"]
     assert "300x300 = 90,000 pixels; expected at most 80,000 pixels" in problems["vehicle/car/huge.png"]
@@ -156,8 +165,10 @@ def test_duplicate_content_names_both_files(db, home, tmp_path):
     with pytest.raises(InputRejected) as caught:
         import_stimulus_set(db, source, "dups")
     [problem] = caught.value.problems
-    assert str(problem) == ("vehicle/car/again.jpg: has the same content (sha256) as animal/dog/dog0.jpg; "
-                            "expected each image only once")
+    assert str(problem) == (
+        "vehicle/car/again.jpg: has the same content (sha256) as animal/dog/dog0.jpg; "
+        "expected each image only once"
+    )
     assert snapshot(db, home) == before
 
 
@@ -175,8 +186,10 @@ def test_manifest_missing_columns_is_refused(db, home, tmp_path):
 def test_manifest_unknown_paths_and_empty_fields_are_row_errors(db, home, tmp_path):
     source = make_layout(tmp_path / "src", {"": {"dog": 2}})
     manifest = tmp_path / "m.csv"
-    manifest.write_text("path,category\ndog/dog0.jpg,dog\ndog/missing.jpg,dog\ndog/dog1.jpg,\n"
-                        "../outside.jpg,dog\ndog/dog0.jpg,dog\n")
+    manifest.write_text(
+        "path,category\ndog/dog0.jpg,dog\ndog/missing.jpg,dog\ndog/dog1.jpg,\n"
+        "../outside.jpg,dog\ndog/dog0.jpg,dog\n"
+    )
     before = snapshot(db, home)
     with pytest.raises(InputRejected) as caught:
         import_stimulus_set(db, source, "m", manifest=manifest)
@@ -226,8 +239,10 @@ def test_layout_problems_name_the_files(db, home, tmp_path):
     with pytest.raises(InputRejected) as caught:
         import_stimulus_set(db, source, "loose")
     [problem] = caught.value.problems
-    assert str(problem) == ("loose.jpg: is not inside a category folder; expected superordinate/category/"
-                            "image.ext (or a CSV manifest for any other layout)")
+    assert str(problem) == (
+        "loose.jpg: is not inside a category folder; expected superordinate/category/"
+        "image.ext (or a CSV manifest for any other layout)"
+    )
 
 
 def test_duplicate_set_name_changes_nothing(db, home, tmp_path):
@@ -253,7 +268,12 @@ def test_reading_sets_back(db, home, tmp_path):
     table = load_stimulus_table(db, set_id)
     assert len(table) == 7 and {t.category for t in table} == {"dog", "cat", "car"}
     [summary] = list_stimulus_sets(db)
-    assert (summary.name, summary.n_images, summary.n_categories, summary.n_superordinates) == ("pets", 7, 3, 2)
+    assert (summary.name, summary.n_images, summary.n_categories, summary.n_superordinates) == (
+        "pets",
+        7,
+        3,
+        2,
+    )
     with pytest.raises(StimulusSetNotFound, match="known sets: pets"):
         stimulus_set_id_by_name(db, "nope")
 
@@ -266,7 +286,14 @@ def test_import_list_and_design_on_sqlite_and_postgresql(any_db, home, tmp_path)
     assert (summary.n_images, summary.n_categories, summary.n_superordinates) == (7, 3, 2)
     with pytest.raises(ValueError, match="already exists"):
         import_stimulus_set(any_db, make_layout(tmp_path / "again", LAYOUT), "pets")
-    config = DesignConfig(n_between_class=0, n_within_class=1, n_class_border=3, n_blocks=1, catch_per_block=1,
-                          n_practice=1, within_class_scope="category")
+    config = DesignConfig(
+        n_between_class=0,
+        n_within_class=1,
+        n_class_border=3,
+        n_blocks=1,
+        catch_per_block=1,
+        n_practice=1,
+        within_class_scope="category",
+    )
     _, design = create_study_from_design(any_db, "pets-study", report.stimulus_set_id, config)
     assert len(design.lists[0]) == 6

@@ -19,10 +19,21 @@ def make_stimuli(db, name: str = "set", per_category: int = 3) -> list[int]:
         stimulus_set = StimulusSet(name=name)
         session.add(stimulus_set)
         session.flush()
-        rows = [Stimulus(stimulus_set_id=stimulus_set.id, name=f"{sup}/{cat}/{i}.png", path=f"s/{cat}{i}.png",
-                         content_hash=f"{name}-{cat}-{i}", category=cat, superordinate=sup, width=8, height=8,
-                         n_bytes=10)
-                for sup, cat in LAYOUT for i in range(per_category)]
+        rows = [
+            Stimulus(
+                stimulus_set_id=stimulus_set.id,
+                name=f"{sup}/{cat}/{i}.png",
+                path=f"s/{cat}{i}.png",
+                content_hash=f"{name}-{cat}-{i}",
+                category=cat,
+                superordinate=sup,
+                width=8,
+                height=8,
+                n_bytes=10,
+            )
+            for sup, cat in LAYOUT
+            for i in range(per_category)
+        ]
         session.add_all(rows)
         session.flush()
         return [row.id for row in rows]
@@ -36,8 +47,9 @@ def stimulus_set_id(db, name: str = "set") -> int:
 
 
 def make_study(db, slug: str, lists: Sequence[Sequence[TrialSpec]], set_name: str = "set", **config) -> int:
-    return create_study(db, slug, stimulus_set_id(db, set_name), lists, StudyConfig(**config),
-                        status=StudyStatus.OPEN)
+    return create_study(
+        db, slug, stimulus_set_id(db, set_name), lists, StudyConfig(**config), status=StudyStatus.OPEN
+    )
 
 
 def experimental(a: int, b: int, c: int, level=TripletLevel.BETWEEN_CLASS) -> TrialSpec:
@@ -48,8 +60,16 @@ def catch(a: int, b: int, odd: int) -> TrialSpec:
     return TrialSpec((a, b, odd), TrialKind.CATCH, None, odd_known=True)
 
 
-def run_participant(db, slug: str, external_id: str, chosen: Sequence[int | None],
-                    rts: Sequence[float] | None = None, *, finish: bool = True, simulated: bool = False) -> int:
+def run_participant(
+    db,
+    slug: str,
+    external_id: str,
+    chosen: Sequence[int | None],
+    rts: Sequence[float] | None = None,
+    *,
+    finish: bool = True,
+    simulated: bool = False,
+) -> int:
     """Enter and answer every trial in order: `chosen[i]` is the stimulus id picked, None = timeout."""
     entry = P.enter_study(db, slug, external_id, simulated=simulated)
     plan = P.trial_plan(db, entry.participant_id)
@@ -58,8 +78,13 @@ def run_participant(db, slug: str, external_id: str, chosen: Sequence[int | None
         if stimulus is None:
             payload = P.ResponsePayload(trial.trial_index, trial.shown, None, None, timed_out=True)
         else:
-            payload = P.ResponsePayload(trial.trial_index, trial.shown, trial.shown.index(stimulus), rt,
-                                        client_onset_ms=1_000_000.0 + 3000.0 * trial.trial_index)
+            payload = P.ResponsePayload(
+                trial.trial_index,
+                trial.shown,
+                trial.shown.index(stimulus),
+                rt,
+                client_onset_ms=1_000_000.0 + 3000.0 * trial.trial_index,
+            )
         P.record_response(db, entry.participant_id, payload)
     if finish and len(chosen) >= len(plan):
         P.finish_participant(db, entry.participant_id, ParticipantStatus.COMPLETED)
@@ -71,20 +96,33 @@ def answer_positions(db, slug: str, external_id: str, positions: Sequence[int], 
     entry = P.enter_study(db, slug, external_id)
     plan = P.trial_plan(db, entry.participant_id)
     for trial, position, rt in zip(plan, positions, rts, strict=False):
-        P.record_response(db, entry.participant_id, P.ResponsePayload(trial.trial_index, trial.shown, position, rt))
+        P.record_response(
+            db, entry.participant_id, P.ResponsePayload(trial.trial_index, trial.shown, position, rt)
+        )
     return entry.participant_id
 
 
 def levels_list(ids) -> list[TrialSpec]:
     """16 images (dog, cat, car, bus x 4): 8 catch, 12 within-class, 12 class-border, 12 between-class trials."""
-    dog, cat, car, bus = (ids[i:i + 4] for i in range(0, 16, 4))
+    dog, cat, car, bus = (ids[i : i + 4] for i in range(0, 16, 4))
     specs = [catch(dog[i % 4], dog[(i + 1) % 4], car[i % 4]) for i in range(8)]
     for i in range(12):
         group = (dog, cat, car, bus)[i % 4]
-        specs.append(TrialSpec((group[i % 4], group[(i + 1) % 4], group[(i + 2) % 4]), TrialKind.EXPERIMENTAL,
-                               TripletLevel.WITHIN_CLASS))
-        specs.append(TrialSpec((dog[i % 4], dog[(i + 2) % 4], cat[i % 4]), TrialKind.EXPERIMENTAL,
-                               TripletLevel.CLASS_BORDER))
-        specs.append(TrialSpec((dog[i % 4], cat[(i + 1) % 4], bus[i % 4]), TrialKind.EXPERIMENTAL,
-                               TripletLevel.BETWEEN_CLASS))
+        specs.append(
+            TrialSpec(
+                (group[i % 4], group[(i + 1) % 4], group[(i + 2) % 4]),
+                TrialKind.EXPERIMENTAL,
+                TripletLevel.WITHIN_CLASS,
+            )
+        )
+        specs.append(
+            TrialSpec(
+                (dog[i % 4], dog[(i + 2) % 4], cat[i % 4]), TrialKind.EXPERIMENTAL, TripletLevel.CLASS_BORDER
+            )
+        )
+        specs.append(
+            TrialSpec(
+                (dog[i % 4], cat[(i + 1) % 4], bus[i % 4]), TrialKind.EXPERIMENTAL, TripletLevel.BETWEEN_CLASS
+            )
+        )
     return specs

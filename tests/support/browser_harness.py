@@ -22,8 +22,14 @@ from db.models import Base, Participant, Response
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -57,19 +63,44 @@ class AppServer:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(ALIGNLAB_HOME=str(self.home), DATABASE_URL=f"sqlite:///{self.home / 'alignlab.db'}",
-                   HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+        env.update(
+            ALIGNLAB_HOME=str(self.home),
+            DATABASE_URL=f"sqlite:///{self.home / 'alignlab.db'}",
+            HF_HUB_OFFLINE="1",
+            PYTHONPATH=str(ROOT),
+        )
         return env
 
     def start(self, timeout: float = 60) -> AppServer:
         self.log_path = self.home / f"server-{int(time.time() * 1000)}.log"
-        command = [sys.executable, "-m", "streamlit", "run", self.script, "--server.port", str(self.port),
-                   "--server.address", "127.0.0.1", "--server.headless", "true",
-                   "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-                   "--server.runOnSave", "false"] + (["--server.baseUrlPath", self.base_path] if self.base_path else [])
+        command = [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            self.script,
+            "--server.port",
+            str(self.port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+            "--server.runOnSave",
+            "false",
+        ] + (["--server.baseUrlPath", self.base_path] if self.base_path else [])
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self._wait_healthy(timeout)
         return self
 
@@ -134,7 +165,9 @@ def go_through_intro_pages(page, *, age: int = 30) -> None:
         caption = page.get_by_text(re.compile(r"^Page \d+ of \d+$")).inner_text()
         number, total = (int(x) for x in re.findall(r"\d+", caption))
         if number == total:
-            page.get_by_role("button", name="Start the practice").click(timeout=15_000)  # enabled after the minimum
+            page.get_by_role("button", name="Start the practice").click(
+                timeout=15_000
+            )  # enabled after the minimum
             page.get_by_test_id("al-intro").wait_for()
             return
         page.get_by_role("button", name="Next").click(timeout=15_000)
@@ -184,8 +217,16 @@ class Played:
     ended: bool = False
 
 
-def play(page, *, via: str = "keyboard", choose=lambda index: index % 3, max_trials: int | None = None,
-         played: Played | None = None, answer_delay_s: float = 0.15, finish: bool = True) -> Played:
+def play(
+    page,
+    *,
+    via: str = "keyboard",
+    choose=lambda index: index % 3,
+    max_trials: int | None = None,
+    played: Played | None = None,
+    answer_delay_s: float = 0.15,
+    finish: bool = True,
+) -> Played:
     """Answer trials as they appear (intro screens continued with Space or a click) until the end page,
     or until `max_trials` answers were given in this call."""
     played = played or Played()
@@ -224,8 +265,13 @@ def receipt_latencies(db: Database, which_participants) -> list[float]:
     """Server receipt time minus the browser's response time (client onset + RT; one machine, one clock) for
     the participants matching `which_participants` (a filter on Participant, e.g. an external-id prefix)."""
     with db.read() as session:
-        rows = session.execute(select(Response.server_received_at, Response.client_onset_ms, Response.rt_ms)
-                               .join(Participant, Participant.id == Response.participant_id)
-                               .where(which_participants)).all()
-    return [received.replace(tzinfo=received.tzinfo or UTC).timestamp() * 1000 - (onset + rt)
-            for received, onset, rt in rows if onset and rt is not None]
+        rows = session.execute(
+            select(Response.server_received_at, Response.client_onset_ms, Response.rt_ms)
+            .join(Participant, Participant.id == Response.participant_id)
+            .where(which_participants)
+        ).all()
+    return [
+        received.replace(tzinfo=received.tzinfo or UTC).timestamp() * 1000 - (onset + rt)
+        for received, onset, rt in rows
+        if onset and rt is not None
+    ]

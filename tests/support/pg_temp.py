@@ -65,13 +65,17 @@ class TemporaryPostgres:
         self.port = _free_port()
         data = self.root / "data"
         self._chown_for_postgres()
-        self._run([bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        self._run(
+            [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]
+        )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
             f"-c max_connections={self.max_connections} -c fsync=off"
         )
         self._run([bin_dir / "pg_ctl", "-D", data, "-o", options, "-l", self.root / "log", "-w", "start"])
-        self._run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.database])
+        self._run(
+            [bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.database]
+        )
 
     def stop(self) -> None:
         if self.root is None:

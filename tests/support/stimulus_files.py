@@ -13,7 +13,9 @@ from db.models import Stimulus, StimulusSet
 _colours = itertools.count(1)
 
 
-def make_image(path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB", fmt: str | None = None) -> Path:
+def make_image(
+    path: Path, size: tuple[int, int] = (40, 30), mode: str = "RGB", fmt: str | None = None
+) -> Path:
     """A distinct solid-colour image (every call a new colour, so no accidental duplicates)."""
     n = next(_colours)
     colour = (n * 37 % 256, n * 91 % 256, (n * 13 + n // 256) % 256)

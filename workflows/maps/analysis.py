@@ -65,12 +65,22 @@ def compare_with_humans(inputs: MapInputs, judgments: HumanJudgments) -> HumanCo
     categories = inputs.stimuli["category"].to_numpy()[judged]
     sim_before, sim_after = similarity_matrix(before), similarity_matrix(after)
     names, category_before = group_mean_matrix(sim_before, categories)
-    rsa = RsaComparison(len(judged), spearman_rsa(sim_before, human), spearman_rsa(sim_after, human), names,
-                        category_before, group_mean_matrix(sim_after, categories)[1],
-                        group_mean_matrix(human, categories)[1])
-    return HumanComparison(judgments.study_slug, len(judgments.triplets), rsa,
-                           entropy_vs_rt(inputs.before.embeddings, judgments.triplets, judgments.rt_ms),
-                           entropy_vs_rt(inputs.after.embeddings, judgments.triplets, judgments.rt_ms))
+    rsa = RsaComparison(
+        len(judged),
+        spearman_rsa(sim_before, human),
+        spearman_rsa(sim_after, human),
+        names,
+        category_before,
+        group_mean_matrix(sim_after, categories)[1],
+        group_mean_matrix(human, categories)[1],
+    )
+    return HumanComparison(
+        judgments.study_slug,
+        len(judgments.triplets),
+        rsa,
+        entropy_vs_rt(inputs.before.embeddings, judgments.triplets, judgments.rt_ms),
+        entropy_vs_rt(inputs.after.embeddings, judgments.triplets, judgments.rt_ms),
+    )
 
 
 def points_table(inputs: MapInputs, maps: PairedMaps, reorg: Reorganisation) -> pd.DataFrame:
@@ -94,12 +104,28 @@ def moved_most_table(points: pd.DataFrame, reorg: Reorganisation, n: int = 20) -
 
 def summary_rows(reorg: Reorganisation, humans: HumanComparison | None) -> list[dict[str, object]]:
     """The numbers a report leads with, as (measure, before, after) rows."""
-    rows: list[dict[str, object]] = [{"measure": f"{r['level']} {r['metric'].replace('_', ' ')}",
-                                      "before": r["before"], "after": r["after"]} for r in reorg.quality_table()]
+    rows: list[dict[str, object]] = [
+        {
+            "measure": f"{r['level']} {r['metric'].replace('_', ' ')}",
+            "before": r["before"],
+            "after": r["after"],
+        }
+        for r in reorg.quality_table()
+    ]
     rows.append({"measure": f"mean kNN overlap (k={reorg.k})", "before": 1.0, "after": reorg.mean_overlap})
     if humans:
-        rows.append({"measure": f"Spearman RSA vs humans ({humans.rsa.before.n_pairs} pairs)",
-                     "before": humans.rsa.before.rho, "after": humans.rsa.after.rho})
-        rows.append({"measure": f"Spearman ρ entropy vs RT ({humans.n_judgments} judgments)",
-                     "before": humans.entropy_before.rho, "after": humans.entropy_after.rho})
+        rows.append(
+            {
+                "measure": f"Spearman RSA vs humans ({humans.rsa.before.n_pairs} pairs)",
+                "before": humans.rsa.before.rho,
+                "after": humans.rsa.after.rho,
+            }
+        )
+        rows.append(
+            {
+                "measure": f"Spearman ρ entropy vs RT ({humans.n_judgments} judgments)",
+                "before": humans.entropy_before.rho,
+                "after": humans.entropy_after.rho,
+            }
+        )
     return rows

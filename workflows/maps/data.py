@@ -62,9 +62,14 @@ class HumanJudgments:
 
 def save_run_embeddings(path: Path, embeddings: np.ndarray, stimulus_ids: np.ndarray) -> Path:
     """Write a run's embeddings in the artifact convention above."""
-    embeddings, stimulus_ids = np.asarray(embeddings, dtype=np.float32), np.asarray(stimulus_ids, dtype=np.int64)
+    embeddings, stimulus_ids = (
+        np.asarray(embeddings, dtype=np.float32),
+        np.asarray(stimulus_ids, dtype=np.int64),
+    )
     if embeddings.ndim != 2 or stimulus_ids.shape != (len(embeddings),):
-        raise ValueError(f"need embeddings [n, D] and stimulus_ids [n]; got {embeddings.shape}, {stimulus_ids.shape}")
+        raise ValueError(
+            f"need embeddings [n, D] and stimulus_ids [n]; got {embeddings.shape}, {stimulus_ids.shape}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, embeddings=embeddings, stimulus_ids=stimulus_ids)
     return path
@@ -83,9 +88,12 @@ def mappable_representations(db: Database) -> list[tuple[str, str]]:
     """(reference "RUN:ARTIFACT", label) of every embeddings artifact of every run, newest run first."""
     with db.read() as session:
         runs = session.scalars(select(Run).order_by(Run.id.desc())).all()
-        return [(f"{run.id}:{name}", run_label(run, name)) for run in runs
-                for name in sorted(run.artifacts or {}, key=lambda n: (n != EMBEDDINGS_ARTIFACT, n))
-                if is_representation(name)]
+        return [
+            (f"{run.id}:{name}", run_label(run, name))
+            for run in runs
+            for name in sorted(run.artifacts or {}, key=lambda n: (n != EMBEDDINGS_ARTIFACT, n))
+            if is_representation(name)
+        ]
 
 
 def resolve_representation(db: Database, reference: str) -> tuple[int, str]:
@@ -99,8 +107,10 @@ def resolve_representation(db: Database, reference: str) -> tuple[int, str]:
     if len(ids) == 1:
         return ids[0], artifact
     problem = "several runs are" if ids else "no run is"
-    raise LookupError(f"{problem} called {run_ref!r}: give a run id or a unique run name (optionally "
-                      f"followed by :ARTIFACT, e.g. 7:raw_embeddings)")
+    raise LookupError(
+        f"{problem} called {run_ref!r}: give a run id or a unique run name (optionally "
+        f"followed by :ARTIFACT, e.g. 7:raw_embeddings)"
+    )
 
 
 def load_run_embeddings(db: Database, run_id: int, artifact: str = EMBEDDINGS_ARTIFACT) -> RunEmbeddings:
@@ -111,8 +121,10 @@ def load_run_embeddings(db: Database, run_id: int, artifact: str = EMBEDDINGS_AR
         label, study_id, artifacts = run_label(run, artifact), run.study_id, dict(run.artifacts or {})
     if artifact not in artifacts:
         found = [name for name in artifacts if is_representation(name)]
-        raise MapDataError(f"run {label} has no {artifact!r} artifact (an .npz with {NPZ_KEYS}); "
-                           f"its embeddings artifacts: {found or 'none'}")
+        raise MapDataError(
+            f"run {label} has no {artifact!r} artifact (an .npz with {NPZ_KEYS}); "
+            f"its embeddings artifacts: {found or 'none'}"
+        )
     embeddings, stimulus_ids = _read_npz(data_home() / artifacts[artifact], label)
     return RunEmbeddings(run_id, label, study_id, embeddings, stimulus_ids)
 
@@ -131,8 +143,10 @@ def _read_npz(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
             raise
         raise MapDataError(f"run {label}: {path} is not a readable .npz file ({error})") from None
     if embeddings.ndim != 2 or stimulus_ids.shape != (len(embeddings),):
-        raise MapDataError(f"run {label}: {path} must hold embeddings [n, D] and stimulus_ids [n]; got "
-                           f"{embeddings.shape} and {stimulus_ids.shape}")
+        raise MapDataError(
+            f"run {label}: {path} must hold embeddings [n, D] and stimulus_ids [n]; got "
+            f"{embeddings.shape} and {stimulus_ids.shape}"
+        )
     return embeddings, stimulus_ids.astype(np.int64)
 
 
@@ -141,7 +155,9 @@ def load_map_inputs(db: Database, before: tuple[int, str], after: tuple[int, str
     before, after = load_run_embeddings(db, *before), load_run_embeddings(db, *after)
     common = before.stimulus_ids[np.isin(before.stimulus_ids, after.stimulus_ids)]
     if len(common) < 5:
-        raise MapDataError(f"runs {before.label} and {after.label} share {len(common)} images; a map needs >= 5")
+        raise MapDataError(
+            f"runs {before.label} and {after.label} share {len(common)} images; a map needs >= 5"
+        )
     stimuli = _stimulus_table(db, common)
     return MapInputs(_subset(before, common), _subset(after, common), stimuli)
 
@@ -156,16 +172,22 @@ def _stimulus_table(db: Database, ids: np.ndarray) -> pd.DataFrame:
     columns = (Stimulus.id, Stimulus.name, Stimulus.category, Stimulus.superordinate, Stimulus.thumbnail_path)
     with db.read() as session:
         rows = session.execute(select(*columns).where(Stimulus.id.in_(ids.tolist()))).all()
-    table = pd.DataFrame(rows, columns=["id", "name", "category", "superordinate", "thumbnail_path"]).set_index("id")
+    table = pd.DataFrame(
+        rows, columns=["id", "name", "category", "superordinate", "thumbnail_path"]
+    ).set_index("id")
     missing = np.setdiff1d(ids, table.index.to_numpy())
     if missing.size:
-        raise MapDataError(f"stimulus ids {missing[:5].tolist()} in the embeddings are not in the stimuli table")
+        raise MapDataError(
+            f"stimulus ids {missing[:5].tolist()} in the embeddings are not in the stimuli table"
+        )
     table = table.loc[ids].reset_index()
     table["superordinate"] = table["superordinate"].replace("", "(none)")
     return table
 
 
-def load_human_judgments(db: Database, study_id: int | None, stimulus_ids: np.ndarray) -> HumanJudgments | None:
+def load_human_judgments(
+    db: Database, study_id: int | None, stimulus_ids: np.ndarray
+) -> HumanJudgments | None:
     """The study's non-excluded judgments among the mapped images, or None if there is no study or none."""
     if study_id is None:
         return None

@@ -27,11 +27,27 @@ from alignment.reorganisation import EntropyVsRt
 
 HOVER_THUMB_ID = "alignlab-hover-thumb"
 PALETTE = qualitative.Dark24 + qualitative.Light24
-CHROME_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROME_CANDIDATES = (
+    "/usr/bin/chromium",
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+)
 MAX_SVG_POINTS = 2000  # above this, WebGL markers keep hover and panning fluid
-HOVER = ("<b>%{customdata[1]}</b><br>%{customdata[2]} · %{customdata[3]}<br>"
-         "kNN overlap %{customdata[6]:.2f}<br>before: %{customdata[4]}<br>after: %{customdata[5]}<extra></extra>")
-CUSTOM_COLUMNS = ["row", "name", "category", "superordinate", "neighbours_before", "neighbours_after", "knn_overlap"]
+HOVER = (
+    "<b>%{customdata[1]}</b><br>%{customdata[2]} · %{customdata[3]}<br>"
+    "kNN overlap %{customdata[6]:.2f}<br>before: %{customdata[4]}<br>after: %{customdata[5]}<extra></extra>"
+)
+CUSTOM_COLUMNS = [
+    "row",
+    "name",
+    "category",
+    "superordinate",
+    "neighbours_before",
+    "neighbours_after",
+    "knn_overlap",
+]
 
 
 class PngExportUnavailable(FileNotFoundError):
@@ -51,32 +67,67 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
     scatter = go.Scattergl if len(points) > MAX_SVG_POINTS else go.Scatter
     for label, group in points.groupby(colour_by, sort=True):
         for col, when in ((1, "before"), (2, "after")):
-            fig.add_trace(scatter(
-                x=group[f"x_{when}"], y=group[f"y_{when}"], mode="markers", name=str(label),
-                legendgroup=str(label), showlegend=col == 1, marker={"color": colours[label], "size": 7},
-                customdata=group[CUSTOM_COLUMNS].to_numpy(), hovertemplate=HOVER), row=1, col=col)
+            fig.add_trace(
+                scatter(
+                    x=group[f"x_{when}"],
+                    y=group[f"y_{when}"],
+                    mode="markers",
+                    name=str(label),
+                    legendgroup=str(label),
+                    showlegend=col == 1,
+                    marker={"color": colours[label], "size": 7},
+                    customdata=group[CUSTOM_COLUMNS].to_numpy(),
+                    hovertemplate=HOVER,
+                ),
+                row=1,
+                col=col,
+            )
     for col in (1, 2):  # rings marking the hovered image on both maps (moved by the hover script)
-        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="hovered", showlegend=False, hoverinfo="skip",
-                                 marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}}),
-                      row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=[],
+                y=[],
+                mode="markers",
+                name="hovered",
+                showlegend=False,
+                hoverinfo="skip",
+                marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(scaleanchor="x", row=1, col=1)  # equal aspect; the after map shares both axes
     fig.update_xaxes(matches="x", row=1, col=2)
     fig.update_yaxes(matches="y", row=1, col=2)
     fig.update_annotations(font_size=13)  # the subplot titles: two lines each, narrow enough not to overlap
-    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 60, "b": 10}, legend_title_text=colour_by,
-                      hovermode="closest")
+    fig.update_layout(
+        height=560,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        legend_title_text=colour_by,
+        hovermode="closest",
+    )
     return fig
 
 
 def hover_thumbnail_html(fig: go.Figure, points: pd.DataFrame, thumbnails: list[str]) -> str:
     """A standalone HTML page of a `map_pair_figure` whose hover shows image thumbnails (see module doc)."""
     coords = points[["x_before", "y_before", "x_after", "y_after"]].round(5).to_numpy().tolist()
-    script = (_HOVER_SCRIPT.replace("__THUMBS__", json.dumps(thumbnails)).replace("__COORDS__", json.dumps(coords))
-              .replace("__THUMB_ID__", HOVER_THUMB_ID).replace("__N_TRACES__", str(len(fig.data))))
-    return fig.to_html(full_html=True, include_plotlyjs=True, post_script=script, config={"responsive": True},
-                       default_width="100%", default_height=f"{fig.layout.height}px")
+    script = (
+        _HOVER_SCRIPT.replace("__THUMBS__", json.dumps(thumbnails))
+        .replace("__COORDS__", json.dumps(coords))
+        .replace("__THUMB_ID__", HOVER_THUMB_ID)
+        .replace("__N_TRACES__", str(len(fig.data)))
+    )
+    return fig.to_html(
+        full_html=True,
+        include_plotlyjs=True,
+        post_script=script,
+        config={"responsive": True},
+        default_width="100%",
+        default_height=f"{fig.layout.height}px",
+    )
 
 
 _HOVER_SCRIPT = """
@@ -107,35 +158,83 @@ gd.on('plotly_unhover', function () { box.style.display = 'none'; });
 
 def movement_figure(points: pd.DataFrame, moved: pd.DataFrame, colour_by: str) -> go.Figure:
     """The images that moved most, as arrows from their before to their after position (common frame)."""
-    fig = go.Figure(go.Scatter(x=points["x_after"], y=points["y_after"], mode="markers", name="all images (after)",
-                               marker={"color": "lightgrey", "size": 5}, hoverinfo="skip"))
+    fig = go.Figure(
+        go.Scatter(
+            x=points["x_after"],
+            y=points["y_after"],
+            mode="markers",
+            name="all images (after)",
+            marker={"color": "lightgrey", "size": 5},
+            hoverinfo="skip",
+        )
+    )
     colours = colour_map(points[colour_by])
     for row in moved.itertuples():
         colour = colours[getattr(row, colour_by)]
-        fig.add_annotation(x=row.x_after, y=row.y_after, ax=row.x_before, ay=row.y_before, xref="x", yref="y",
-                           axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.5, arrowcolor=colour)
-    fig.add_trace(go.Scatter(
-        x=moved["x_after"], y=moved["y_after"], mode="markers", name="moved most (after)",
-        marker={"color": [colours[v] for v in moved[colour_by]], "size": 9, "line": {"width": 1, "color": "black"}},
-        customdata=moved[["name", "category", "knn_overlap", "neighbours_before", "neighbours_after"]].to_numpy(),
-        hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>kNN overlap %{customdata[2]:.2f}<br>"
-                      "before: %{customdata[3]}<br>after: %{customdata[4]}<extra></extra>"))
+        fig.add_annotation(
+            x=row.x_after,
+            y=row.y_after,
+            ax=row.x_before,
+            ay=row.y_before,
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=2,
+            arrowwidth=1.5,
+            arrowcolor=colour,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=moved["x_after"],
+            y=moved["y_after"],
+            mode="markers",
+            name="moved most (after)",
+            marker={
+                "color": [colours[v] for v in moved[colour_by]],
+                "size": 9,
+                "line": {"width": 1, "color": "black"},
+            },
+            customdata=moved[
+                ["name", "category", "knn_overlap", "neighbours_before", "neighbours_after"]
+            ].to_numpy(),
+            hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>kNN overlap %{customdata[2]:.2f}<br>"
+            "before: %{customdata[3]}<br>after: %{customdata[4]}<extra></extra>",
+        )
+    )
     fig.update_yaxes(scaleanchor="x", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=480, title="Images that moved most (arrow: before → after)",
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig.update_layout(
+        height=480,
+        title="Images that moved most (arrow: before → after)",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
 def quality_figure(quality_rows: list[dict]) -> go.Figure:
     """Silhouette and kNN purity at category and superordinate level, before vs after."""
     labels = [f"{r['level']}<br>{r['metric'].replace('_', ' ')}" for r in quality_rows]
-    fig = go.Figure([go.Bar(name=when, x=labels, y=[r[when] for r in quality_rows],
-                            text=[f"{r[when]:.2f}" for r in quality_rows], textposition="outside")
-                     for when in ("before", "after")])
-    fig.update_layout(barmode="group", height=380, title="Cluster quality before vs after",
-                      yaxis_range=[min(0, *(r[w] for r in quality_rows for w in ("before", "after"))) - 0.05, 1.1],
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig = go.Figure(
+        [
+            go.Bar(
+                name=when,
+                x=labels,
+                y=[r[when] for r in quality_rows],
+                text=[f"{r[when]:.2f}" for r in quality_rows],
+                textposition="outside",
+            )
+            for when in ("before", "after")
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        height=380,
+        title="Cluster quality before vs after",
+        yaxis_range=[min(0, *(r[w] for r in quality_rows for w in ("before", "after"))) - 0.05, 1.1],
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
@@ -144,21 +243,49 @@ def rsa_figure(categories: list[str], matrices: dict[str, np.ndarray], rhos: dic
     titles = [f"{name} (ρ vs humans = {rhos[name]:.2f})" if name in rhos else name for name in matrices]
     fig = make_subplots(rows=1, cols=len(matrices), subplot_titles=titles, horizontal_spacing=0.06)
     for col, matrix in enumerate(matrices.values(), start=1):
-        fig.add_trace(go.Heatmap(z=matrix, x=categories, y=categories, colorscale="Viridis", showscale=False,
-                                 hovertemplate="%{y} × %{x}: %{z:.3f}<extra></extra>"), row=1, col=col)
+        fig.add_trace(
+            go.Heatmap(
+                z=matrix,
+                x=categories,
+                y=categories,
+                colorscale="Viridis",
+                showscale=False,
+                hovertemplate="%{y} × %{x}: %{z:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=col == 1)
-    fig.update_layout(height=420, title="Representational similarity by category",
-                      margin={"l": 10, "r": 10, "t": 80, "b": 10})
+    fig.update_layout(
+        height=420,
+        title="Representational similarity by category",
+        margin={"l": 10, "r": 10, "t": 80, "b": 10},
+    )
     return fig
 
 
 def entropy_rt_figure(before: EntropyVsRt, after: EntropyVsRt) -> go.Figure:
     """Model odd-one-out entropy against human response time, one point per judgment."""
-    fig = go.Figure([go.Scatter(x=result.entropy, y=result.rt_ms, mode="markers", opacity=0.5,
-                                name=f"{when} (Spearman ρ = {result.rho:.2f})", marker={"size": 5})
-                     for when, result in (("before", before), ("after", after))])
-    fig.update_layout(height=420, title="Model entropy vs human response time", xaxis_title="model entropy (nats)",
-                      yaxis_title="response time (ms)", margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=result.entropy,
+                y=result.rt_ms,
+                mode="markers",
+                opacity=0.5,
+                name=f"{when} (Spearman ρ = {result.rho:.2f})",
+                marker={"size": 5},
+            )
+            for when, result in (("before", before), ("after", after))
+        ]
+    )
+    fig.update_layout(
+        height=420,
+        title="Model entropy vs human response time",
+        xaxis_title="model entropy (nats)",
+        yaxis_title="response time (ms)",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
@@ -168,23 +295,31 @@ def chrome_path() -> str:
     if configured:
         if found := shutil.which(configured):
             return found
-        raise PngExportUnavailable(f"BROWSER_PATH={configured!r} is not an executable Chrome/Chromium; "
-                                   "point it at one (e.g. /usr/bin/chromium) or unset it")
+        raise PngExportUnavailable(
+            f"BROWSER_PATH={configured!r} is not an executable Chrome/Chromium; "
+            "point it at one (e.g. /usr/bin/chromium) or unset it"
+        )
     for candidate in CHROME_CANDIDATES:
         if found := shutil.which(candidate):
             return found
     raise PngExportUnavailable(
         "PNG export needs Chrome or Chromium (kaleido renders through it) and none was found: install Debian's "
-        "`chromium` package, or set BROWSER_PATH to a Chrome binary. HTML export works without it.")
+        "`chromium` package, or set BROWSER_PATH to a Chrome binary. HTML export works without it."
+    )
 
 
 def write_pngs(figures: dict[Path, go.Figure], width: int = 1400, height: int | None = None) -> list[Path]:
     """Render several figures to PNG in one browser session."""
     import kaleido
 
-    specs = [{"fig": fig, "path": str(path), "opts": {"format": "png", "width": width,
-                                                       "height": height or fig.layout.height or 500}}
-             for path, fig in figures.items()]
+    specs = [
+        {
+            "fig": fig,
+            "path": str(path),
+            "opts": {"format": "png", "width": width, "height": height or fig.layout.height or 500},
+        }
+        for path, fig in figures.items()
+    ]
     try:
         kaleido.write_fig_from_object_sync(specs, kopts={"path": chrome_path()}, cancel_on_error=True)
     except PngExportUnavailable:

@@ -28,8 +28,15 @@ from workflows.maps.figures import (
     write_pngs,
 )
 
-MOVED_COLUMNS = ["name", "category", "superordinate", "knn_overlap", "map_displacement", "neighbours_before",
-                 "neighbours_after"]
+MOVED_COLUMNS = [
+    "name",
+    "category",
+    "superordinate",
+    "knn_overlap",
+    "map_displacement",
+    "neighbours_before",
+    "neighbours_after",
+]
 
 
 @dataclass(frozen=True)
@@ -42,29 +49,61 @@ class MapFigures:
     summary: list[dict[str, object]]
 
 
-def build_figures(inputs: MapInputs, maps: PairedMaps, reorg: Reorganisation, humans: HumanComparison | None,
-                  colour_by: str = "category", n_moved: int = 20) -> MapFigures:
+def build_figures(
+    inputs: MapInputs,
+    maps: PairedMaps,
+    reorg: Reorganisation,
+    humans: HumanComparison | None,
+    colour_by: str = "category",
+    n_moved: int = 20,
+) -> MapFigures:
     points = points_table(inputs, maps, reorg)
     moved = moved_most_table(points, reorg, n_moved)
     method = maps.config.method.upper()
-    figures = {"maps": map_pair_figure(points, colour_by, (f"Before ({method})<br>{inputs.before.label}",
-                                                           f"After ({method}, aligned)<br>{inputs.after.label}")),
-               "moved_most": movement_figure(points, moved, colour_by),
-               "quality": quality_figure(reorg.quality_table())}
+    figures = {
+        "maps": map_pair_figure(
+            points,
+            colour_by,
+            (
+                f"Before ({method})<br>{inputs.before.label}",
+                f"After ({method}, aligned)<br>{inputs.after.label}",
+            ),
+        ),
+        "moved_most": movement_figure(points, moved, colour_by),
+        "quality": quality_figure(reorg.quality_table()),
+    }
     if humans:
         rsa = humans.rsa
-        figures["rsa"] = rsa_figure(rsa.categories, {"model before": rsa.category_before,
-                                                     "model after": rsa.category_after, "human": rsa.category_human},
-                                    {"model before": rsa.before.rho, "model after": rsa.after.rho})
+        figures["rsa"] = rsa_figure(
+            rsa.categories,
+            {
+                "model before": rsa.category_before,
+                "model after": rsa.category_after,
+                "human": rsa.category_human,
+            },
+            {"model before": rsa.before.rho, "model after": rsa.after.rho},
+        )
         figures["entropy_rt"] = entropy_rt_figure(humans.entropy_before, humans.entropy_after)
     return MapFigures(points, moved, figures, summary_rows(reorg, humans))
 
 
-def write_map_report(out_dir: Path, inputs: MapInputs, maps: PairedMaps, result: MapFigures,
-                     thumbnails: list[str], *, png: bool = True) -> list[Path]:
+def write_map_report(
+    out_dir: Path,
+    inputs: MapInputs,
+    maps: PairedMaps,
+    result: MapFigures,
+    thumbnails: list[str],
+    *,
+    png: bool = True,
+) -> list[Path]:
     """Write every file into out_dir (created); PNGs last, so a PNG failure leaves the HTML usable."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "maps.html", out_dir / "report.html", out_dir / "metrics.json", out_dir / "moved_most.csv"]
+    written = [
+        out_dir / "maps.html",
+        out_dir / "report.html",
+        out_dir / "metrics.json",
+        out_dir / "moved_most.csv",
+    ]
     written[0].write_text(hover_thumbnail_html(result.figures["maps"], result.points, thumbnails))
     written[1].write_text(_report_html(inputs, maps.config, result))
     written[2].write_text(json.dumps(_metrics(inputs, maps, result), indent=2))
@@ -75,14 +114,23 @@ def write_map_report(out_dir: Path, inputs: MapInputs, maps: PairedMaps, result:
 
 
 def _metrics(inputs: MapInputs, maps: PairedMaps, result: MapFigures) -> dict[str, object]:
-    return {"before_run": inputs.before.run_id, "after_run": inputs.after.run_id, "n_images": len(inputs.stimuli),
-            "map": asdict(maps.config), "procrustes_disparity": maps.disparity, "summary": result.summary}
+    return {
+        "before_run": inputs.before.run_id,
+        "after_run": inputs.after.run_id,
+        "n_images": len(inputs.stimuli),
+        "map": asdict(maps.config),
+        "procrustes_disparity": maps.disparity,
+        "summary": result.summary,
+    }
 
 
 def _report_html(inputs: MapInputs, config: MapConfig, result: MapFigures) -> str:
     summary = pd.DataFrame(result.summary).to_html(index=False, float_format="{:.3f}".format, border=0)
     moved = result.moved[MOVED_COLUMNS].to_html(index=False, float_format="{:.2f}".format, border=0)
-    divs = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(result.figures.values())]
+    divs = [
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0))
+        for i, fig in enumerate(result.figures.values())
+    ]
     title = f"{inputs.before.label} → {inputs.after.label}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>AlignLab map: {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:auto}} td,th{{padding:2px 8px;text-align:left}}</style>
@@ -92,4 +140,4 @@ def _report_html(inputs: MapInputs, config: MapConfig, result: MapFigures) -> st
 map by Procrustes. Neighbourhood and cluster measures use cosine similarity in the full representation.
 <a href="maps.html">maps.html</a> shows each image's thumbnail on hover.</p>
 <h2>Summary</h2>{summary}<h2>Images whose neighbours changed most</h2>{moved}
-<h2>Figures</h2>{''.join(divs)}</body></html>"""
+<h2>Figures</h2>{"".join(divs)}</body></html>"""

@@ -81,8 +81,15 @@ def _store_event(get_db: DatabaseSource, participant_id: int, data: dict[str, An
     if not kind or not data.get("client_event_id"):
         raise BadRequest("an event needs a kind and a client_event_id")
     trial_index = data.get("trial_index") if type(data.get("trial_index")) is int else None
-    stored = record_event(get_db(), participant_id, kind, client_event_id=str(data["client_event_id"]),
-                          trial_index=trial_index, client_time_ms=finite_or_none(data, "client_time_ms"), detail=detail)
+    stored = record_event(
+        get_db(),
+        participant_id,
+        kind,
+        client_event_id=str(data["client_event_id"]),
+        trial_index=trial_index,
+        client_time_ms=finite_or_none(data, "client_time_ms"),
+        detail=detail,
+    )
     if stored and kind == "browser":
         update_participant(get_db(), participant_id, browser=detail)
     return stored

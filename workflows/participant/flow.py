@@ -42,8 +42,9 @@ class BlockRun:
     next_block_first: PlannedTrial | None  # preloaded while this block runs
 
 
-def next_step(view: ParticipantView, plan: Sequence[PlannedTrial], answered: Collection[int],
-              *, returning: bool) -> Step:
+def next_step(
+    view: ParticipantView, plan: Sequence[PlannedTrial], answered: Collection[int], *, returning: bool
+) -> Step:
     """The step to show now. `returning`: a new browser session for a participant who already exists."""
     if view.status != ParticipantStatus.STARTED:
         return Step.END
@@ -62,7 +63,9 @@ def next_step(view: ParticipantView, plan: Sequence[PlannedTrial], answered: Col
     return Step.FINISH
 
 
-def block_run(plan: Sequence[PlannedTrial], answered: Collection[int], *, restart_block: bool = False) -> BlockRun:
+def block_run(
+    plan: Sequence[PlannedTrial], answered: Collection[int], *, restart_block: bool = False
+) -> BlockRun:
     """The block holding the first unanswered trial, with the trials still to run in it.
 
     With `restart_block` the whole block is run again from its first trial; the server keeps the first
@@ -72,11 +75,17 @@ def block_run(plan: Sequence[PlannedTrial], answered: Collection[int], *, restar
     in_block = [trial for trial in plan if trial.block == first.block]
     todo = in_block if restart_block else [t for t in in_block if t.trial_index not in answered]
     experimental = sorted({trial.block for trial in plan if trial.block != PRACTICE_BLOCK})
-    later = [trial for trial in plan if trial.block != first.block and trial.trial_index > in_block[-1].trial_index]
-    return BlockRun(block=first.block,
-                    block_number=experimental.index(first.block) + 1 if first.block in experimental else 0,
-                    n_blocks=len(experimental), intro=_intro(plan, answered, in_block),
-                    trials=tuple(todo), next_block_first=later[0] if later else None)
+    later = [
+        trial for trial in plan if trial.block != first.block and trial.trial_index > in_block[-1].trial_index
+    ]
+    return BlockRun(
+        block=first.block,
+        block_number=experimental.index(first.block) + 1 if first.block in experimental else 0,
+        n_blocks=len(experimental),
+        intro=_intro(plan, answered, in_block),
+        trials=tuple(todo),
+        next_block_first=later[0] if later else None,
+    )
 
 
 def _intro(plan: Sequence[PlannedTrial], answered: Collection[int], in_block: list[PlannedTrial]) -> Intro:

@@ -22,5 +22,7 @@ def arrival_from_query(params: Mapping[str, str]) -> Arrival:
     (the id we generated and wrote into the URL on the first visit, so a reload finds it again)."""
     slug = params.get("study", "")
     if params.get("PROLIFIC_PID"):
-        return Arrival(slug, params["PROLIFIC_PID"], params.get("STUDY_ID"), params.get("SESSION_ID"), "prolific")
+        return Arrival(
+            slug, params["PROLIFIC_PID"], params.get("STUDY_ID"), params.get("SESSION_ID"), "prolific"
+        )
     return Arrival(slug, params.get(ANONYMOUS_ID_PARAM) or None, None, None, "anonymous")

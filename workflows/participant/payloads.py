@@ -31,7 +31,12 @@ def parse_response(data: dict[str, Any]) -> ResponsePayload:
         raise BadRequest(f"trial_index must be an integer, got {trial_index!r}")
     if position is not None and type(position) is not int:
         raise BadRequest(f"chosen_position must be 0, 1, 2 or null, got {position!r}")
-    return ResponsePayload(trial_index=trial_index, shown=tuple(shown), chosen_position=position,
-                           rt_ms=finite_or_none(data, "rt_ms"), client_onset_ms=finite_or_none(data, "client_onset_ms"),
-                           input_modality=str(data.get("input_modality", "mouse"))[:16],
-                           timed_out=bool(data.get("timed_out", False)))
+    return ResponsePayload(
+        trial_index=trial_index,
+        shown=tuple(shown),
+        chosen_position=position,
+        rt_ms=finite_or_none(data, "rt_ms"),
+        client_onset_ms=finite_or_none(data, "client_onset_ms"),
+        input_modality=str(data.get("input_modality", "mouse"))[:16],
+        timed_out=bool(data.get("timed_out", False)),
+    )

@@ -67,25 +67,34 @@ class SplitConfig:
 def split_study_judgments(db: Database, slug: str, config: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     judgments = load_judgments(db, slug)
     if len(judgments) < MIN_TRAIN_JUDGMENTS:
-        raise ValueError(f"study {slug!r} has {len(judgments)} usable judgments (non-excluded, answered); "
-                         f"at least {MIN_TRAIN_JUDGMENTS} are needed to fit and evaluate a teacher")
+        raise ValueError(
+            f"study {slug!r} has {len(judgments)} usable judgments (non-excluded, answered); "
+            f"at least {MIN_TRAIN_JUDGMENTS} are needed to fit and evaluate a teacher"
+        )
     train, test = split_judgments(judgments, config.by, config.test_fraction, config.seed)
     if len(train) < MIN_TRAIN_JUDGMENTS or test.empty:
-        raise ValueError(f"the {config.by} split of study {slug!r} leaves {len(train)} training and {len(test)} "
-                         f"test judgments; need >= {MIN_TRAIN_JUDGMENTS} and >= 1 (collect more or change the split)")
+        raise ValueError(
+            f"the {config.by} split of study {slug!r} leaves {len(train)} training and {len(test)} "
+            f"test judgments; need >= {MIN_TRAIN_JUDGMENTS} and >= 1 (collect more or change the split)"
+        )
     return train, test
 
 
-def compute_features(images: StudyImages, backbone_name: str, progress: Progress, share: float = 0.5) -> np.ndarray:
+def compute_features(
+    images: StudyImages, backbone_name: str, progress: Progress, share: float = 0.5
+) -> np.ndarray:
     """Backbone features for every stimulus, through the content-addressed cache (only new images compute);
     reports progress from 0 to `share`."""
     from alignment.backbones import create_backbone
     from alignment.features import extract_features
 
     backbone = create_backbone(backbone_name, cache_dir=data_home() / WEIGHTS_DIR)
-    return extract_features(backbone, images.paths, cache_dir=data_home() / FEATURE_CACHE_DIR,
-                            progress=lambda done, total: progress(share * done / max(total, 1),
-                                                                  f"features {done}/{total}"))
+    return extract_features(
+        backbone,
+        images.paths,
+        cache_dir=data_home() / FEATURE_CACHE_DIR,
+        progress=lambda done, total: progress(share * done / max(total, 1), f"features {done}/{total}"),
+    )
 
 
 def save_embeddings(run_id: int, name: str, embeddings: np.ndarray, images: StudyImages) -> str:
@@ -96,7 +105,9 @@ def save_embeddings(run_id: int, name: str, embeddings: np.ndarray, images: Stud
 
 def load_embeddings(run: Run, name: str = "embeddings") -> tuple[np.ndarray, np.ndarray]:
     if name not in run.artifacts:
-        raise LookupError(f"run {run.id} ({run.kind}) has no {name!r} artifact; it has {sorted(run.artifacts)}")
+        raise LookupError(
+            f"run {run.id} ({run.kind}) has no {name!r} artifact; it has {sorted(run.artifacts)}"
+        )
     with np.load(data_home() / run.artifacts[name]) as data:
         return data["embeddings"], data["stimulus_ids"]
 
@@ -107,6 +118,9 @@ def finished_run(db: Database, run_id: int, kind: str | None = None) -> Run:
     if kind and run.kind != kind:
         raise ValueError(f"run {run_id} is a {run.kind!r} run, expected a {kind!r} run")
     if run.status != RunStatus.SUCCEEDED:
-        raise ValueError(f"run {run_id} ({run.kind}) has status {run.status.value!r}"
-                         + (f": {run.error}" if run.error else "") + "; only a succeeded run can be used")
+        raise ValueError(
+            f"run {run_id} ({run.kind}) has status {run.status.value!r}"
+            + (f": {run.error}" if run.error else "")
+            + "; only a succeeded run can be used"
+        )
     return run

@@ -36,12 +36,18 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
     teacher = Teacher.load(data_home() / teacher_run.artifacts["teacher"])
     backbone = create_backbone(teacher_run.config["backbone"], cache_dir=data_home() / WEIGHTS_DIR)
     progress(0.2, f"clustering {len(features)} images and labelling {config.n_triplets} triplets")
-    provenance = LabelProvenance(backbone.name, backbone.weights_id, tuple(image_content_hash(p) for p in images.paths),
-                                 f"run-{teacher_run.id}")
+    provenance = LabelProvenance(
+        backbone.name,
+        backbone.weights_id,
+        tuple(image_content_hash(p) for p in images.paths),
+        f"run-{teacher_run.id}",
+    )
     label_sets = make_pseudolabels(features, teacher, provenance, config)
     artifacts, metrics = {}, {"n_triplets": len(label_sets["aligned"].triplets)}
     for space, labels in label_sets.items():
-        artifacts[f"labels_{space}"] = str(labels.save(run_dir(run.id) / f"labels_{space}.npz").relative_to(data_home()))
+        artifacts[f"labels_{space}"] = str(
+            labels.save(run_dir(run.id) / f"labels_{space}.npz").relative_to(data_home())
+        )
         metrics[f"temperature_{space}"] = float(labels.meta.get("temperature", float("nan")))
     return StageResult(metrics, artifacts)
 
@@ -65,13 +71,30 @@ def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     labels = PseudoLabels.load(data_home() / labels_run.artifacts[f"labels_{space}"])
     images = study_images(db, run.config["study"])
     student = build_student(config, cache_dir=data_home() / WEIGHTS_DIR)
-    acts = pool_activations(student, images.paths, cache_dir=data_home() / FEATURE_CACHE_DIR,
-                            progress=lambda done, total: progress(0.1 * done / max(total, 1), "trunk activations"))
-    result = train_student(student, acts, labels, config, run_dir(run.id) / "student",
-                           progress=lambda p: progress(0.1 + 0.85 * p.step / max(p.total_steps, 1),
-                                                       f"step {p.step}/{p.total_steps} loss {p.loss:.4f}"))
+    acts = pool_activations(
+        student,
+        images.paths,
+        cache_dir=data_home() / FEATURE_CACHE_DIR,
+        progress=lambda done, total: progress(0.1 * done / max(total, 1), "trunk activations"),
+    )
+    result = train_student(
+        student,
+        acts,
+        labels,
+        config,
+        run_dir(run.id) / "student",
+        progress=lambda p: progress(
+            0.1 + 0.85 * p.step / max(p.total_steps, 1), f"step {p.step}/{p.total_steps} loss {p.loss:.4f}"
+        ),
+    )
     embeddings = save_embeddings(run.id, "embeddings", student_embeddings(student, acts.activations), images)
-    metrics: dict[str, Any] = {"steps": result.steps, "final_loss": result.final_loss, "seconds": result.seconds,
-                               "triplets_per_s": result.triplets_seen / max(result.seconds, 1e-9), "space": space}
-    return StageResult(metrics, {"student": str(result.student_path.relative_to(data_home())),
-                                 "embeddings": embeddings})
+    metrics: dict[str, Any] = {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "seconds": result.seconds,
+        "triplets_per_s": result.triplets_seen / max(result.seconds, 1e-9),
+        "space": space,
+    }
+    return StageResult(
+        metrics, {"student": str(result.student_path.relative_to(data_home())), "embeddings": embeddings}
+    )

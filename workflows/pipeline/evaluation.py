@@ -33,9 +33,14 @@ def parse_representation(db: Database, spec: str, label: str | None = None) -> R
     run = finished_run(db, int(run_part))
     artifact = artifact or "embeddings"
     if artifact not in run.artifacts:
-        raise ValueError(f"run {run.id} ({run.kind}) has no {artifact!r} artifact; it has {sorted(run.artifacts)}")
-    return Representation(label or f"{run.kind} {run.id}" + (f" {artifact}" if artifact != "embeddings" else ""),
-                          run.id, artifact)
+        raise ValueError(
+            f"run {run.id} ({run.kind}) has no {artifact!r} artifact; it has {sorted(run.artifacts)}"
+        )
+    return Representation(
+        label or f"{run.kind} {run.id}" + (f" {artifact}" if artifact != "embeddings" else ""),
+        run.id,
+        artifact,
+    )
 
 
 def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.DataFrame:
@@ -66,12 +71,22 @@ def noise_ceilings(all_judgments: pd.DataFrame) -> dict[str, float]:
     from study.reliability import levels_noise_ceiling
 
     table = levels_noise_ceiling(all_judgments)
-    return {row.level: float(row.ceiling) for row in table.itertuples()
-            if row.n_triplets > 0 and row.ceiling > 1 / 3 + 1e-9}
+    return {
+        row.level: float(row.ceiling)
+        for row in table.itertuples()
+        if row.n_triplets > 0 and row.ceiling > 1 / 3 + 1e-9
+    }
 
 
-def evaluate_representations(db: Database, slug: str, representations: list[Representation],
-                             split_run_id: int | None, *, similarity: str = "dot", n_boot: int = 1000):
+def evaluate_representations(
+    db: Database,
+    slug: str,
+    representations: list[Representation],
+    split_run_id: int | None,
+    *,
+    similarity: str = "dot",
+    n_boot: int = 1000,
+):
     """A `BeforeAfter` (alignment.student_eval) over the study's held-out judgments that have a Levels type."""
     from alignment.student_eval import compare_models
 
@@ -83,10 +98,17 @@ def evaluate_representations(db: Database, slug: str, representations: list[Repr
     images = study_images(db, slug)
     embeddings = {rep.label: _in_study_order(db, rep, images.stimulus_ids) for rep in representations}
     ceilings = noise_ceilings(all_judgments)
-    return compare_models(embeddings, images.rows(test[["stim0", "stim1", "stim2"]].to_numpy()),
-                          levels=test["level"].tolist(), human_rt=test["rt_ms"].to_numpy(np.float64),
-                          human_entropy=human_uncertainty(all_judgments, test), noise_ceiling=ceilings or None,
-                          similarity=similarity, groups=test["triplet_key"].tolist(), n_boot=n_boot)
+    return compare_models(
+        embeddings,
+        images.rows(test[["stim0", "stim1", "stim2"]].to_numpy()),
+        levels=test["level"].tolist(),
+        human_rt=test["rt_ms"].to_numpy(np.float64),
+        human_entropy=human_uncertainty(all_judgments, test),
+        noise_ceiling=ceilings or None,
+        similarity=similarity,
+        groups=test["triplet_key"].tolist(),
+        n_boot=n_boot,
+    )
 
 
 def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray) -> np.ndarray:
@@ -94,18 +116,27 @@ def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray)
     position = {int(s): i for i, s in enumerate(ids)}
     missing = [int(s) for s in stimulus_ids if int(s) not in position]
     if missing:
-        raise ValueError(f"{rep.label} has no embedding for {len(missing)} of the study's stimuli (e.g. {missing[:3]})")
+        raise ValueError(
+            f"{rep.label} has no embedding for {len(missing)} of the study's stimuli (e.g. {missing[:3]})"
+        )
     return embeddings[[position[int(s)] for s in stimulus_ids]]
 
 
 @register_stage("eval")
 def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     labels = run.config.get("labels") or [None] * len(run.config["representations"])
-    reps = [parse_representation(db, spec, label) for spec, label in zip(run.config["representations"], labels,
-                                                                         strict=True)]
+    reps = [
+        parse_representation(db, spec, label)
+        for spec, label in zip(run.config["representations"], labels, strict=True)
+    ]
     progress(0.1, f"evaluating {len(reps)} representations on held-out judgments")
-    result = evaluate_representations(db, run.config["study"], reps, run.config.get("split_run"),
-                                      similarity=run.config.get("similarity", "dot"))
+    result = evaluate_representations(
+        db,
+        run.config["study"],
+        reps,
+        run.config.get("split_run"),
+        similarity=run.config.get("similarity", "dot"),
+    )
     path = run_dir(run.id) / "eval_table.csv"
     result.table().to_csv(path, index=False)
     summary_path = run_dir(run.id) / "eval_summary.csv"
@@ -113,8 +144,15 @@ def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     metrics = {}
     for name, per_level in result.gain_intervals().items():
         for level, (gain, low, high) in per_level.items():
-            metrics |= {f"gain · {name} · {level}": round(gain, 4), f"gain_low · {name} · {level}": round(low, 4),
-                        f"gain_high · {name} · {level}": round(high, 4)}
-    metrics |= {f"accuracy · {name}": round(report.overall["accuracy"], 4) for name, report in result.reports.items()}
-    return StageResult(metrics, {"table": str(path.relative_to(data_home())),
-                                 "summary": str(summary_path.relative_to(data_home()))})
+            metrics |= {
+                f"gain · {name} · {level}": round(gain, 4),
+                f"gain_low · {name} · {level}": round(low, 4),
+                f"gain_high · {name} · {level}": round(high, 4),
+            }
+    metrics |= {
+        f"accuracy · {name}": round(report.overall["accuracy"], 4) for name, report in result.reports.items()
+    }
+    return StageResult(
+        metrics,
+        {"table": str(path.relative_to(data_home())), "summary": str(summary_path.relative_to(data_home()))},
+    )

@@ -19,8 +19,13 @@ from workflows.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
-SHARES = {"teacher": 0.15, "pseudo_labels": 0.05, "student aligned": 0.35, "student untransformed": 0.35,
-          "eval": 0.10}
+SHARES = {
+    "teacher": 0.15,
+    "pseudo_labels": 0.05,
+    "student aligned": 0.35,
+    "student untransformed": 0.35,
+    "eval": 0.10,
+}
 TABLE_MODELS = ("base", "teacher", "AligNet", "UnAligNet")
 
 
@@ -76,21 +81,51 @@ def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     config = AlignConfig.from_dict(run.config)
     check_loop_inputs(db, config)
     step = _Steps(db, run, progress)
-    teacher_config = TeacherStageConfig(config.study, config.backbone, SplitConfig(**config.split), config.teacher,
-                                        judgments_digest(db, config.study))
+    teacher_config = TeacherStageConfig(
+        config.study,
+        config.backbone,
+        SplitConfig(**config.split),
+        config.teacher,
+        judgments_digest(db, config.study),
+    )
     teacher = step.run("teacher", "teacher", asdict(teacher_config))
-    labels = step.run("pseudo_labels", "pseudo_labels",
-                      {"study": config.study, "teacher_run": teacher, "pseudo": config.pseudo})
-    students = {space: step.run(f"student {space}", "student", {"study": config.study, "labels_run": labels,
-                                                                 "space": space, "student": config.student})
-                for space in ("aligned", "untransformed")}
-    representations = [f"{teacher}:raw_embeddings", f"{teacher}", f"{students['aligned']}",
-                       f"{students['untransformed']}"]
-    evaluation = step.run("eval", "eval", {"study": config.study, "representations": representations,
-                                           "labels": list(TABLE_MODELS), "split_run": teacher,
-                                           "similarity": config.similarity})
-    children = {"teacher_run": teacher, "labels_run": labels, "alignet_run": students["aligned"],
-                "unalignet_run": students["untransformed"], "eval_run": evaluation}
+    labels = step.run(
+        "pseudo_labels",
+        "pseudo_labels",
+        {"study": config.study, "teacher_run": teacher, "pseudo": config.pseudo},
+    )
+    students = {
+        space: step.run(
+            f"student {space}",
+            "student",
+            {"study": config.study, "labels_run": labels, "space": space, "student": config.student},
+        )
+        for space in ("aligned", "untransformed")
+    }
+    representations = [
+        f"{teacher}:raw_embeddings",
+        f"{teacher}",
+        f"{students['aligned']}",
+        f"{students['untransformed']}",
+    ]
+    evaluation = step.run(
+        "eval",
+        "eval",
+        {
+            "study": config.study,
+            "representations": representations,
+            "labels": list(TABLE_MODELS),
+            "split_run": teacher,
+            "similarity": config.similarity,
+        },
+    )
+    children = {
+        "teacher_run": teacher,
+        "labels_run": labels,
+        "alignet_run": students["aligned"],
+        "unalignet_run": students["untransformed"],
+        "eval_run": evaluation,
+    }
     metrics = {**get_run(db, evaluation).metrics, **children, "reused_steps": step.reused}
     return StageResult(metrics, get_run(db, evaluation).artifacts)
 
@@ -109,9 +144,17 @@ class _Steps:
             self.reused.append(name)
             child = previous
         else:
-            child = create_run(self.db, kind, config, study_id=self.parent.study_id, parent_run_id=self.parent.id,
-                               name=f"{name} ({self.parent.name})")
-            status = execute(self.db, child, on_progress=lambda f, m: self.progress(start + share * f, f"{name}: {m}"))
+            child = create_run(
+                self.db,
+                kind,
+                config,
+                study_id=self.parent.study_id,
+                parent_run_id=self.parent.id,
+                name=f"{name} ({self.parent.name})",
+            )
+            status = execute(
+                self.db, child, on_progress=lambda f, m: self.progress(start + share * f, f"{name}: {m}")
+            )
             _require_success(self.db, child, name, status)
         self.done += share
         self.progress(self.done, f"{name} done (run {child})")
@@ -121,8 +164,9 @@ class _Steps:
 def _reusable(db: Database, kind: str, config: dict[str, Any]) -> int | None:
     """The latest succeeded run of this kind with exactly this configuration, if any."""
     with db.read() as session:
-        runs = session.scalars(select(Run).where(Run.kind == kind, Run.status == RunStatus.SUCCEEDED)
-                               .order_by(Run.id.desc())).all()
+        runs = session.scalars(
+            select(Run).where(Run.kind == kind, Run.status == RunStatus.SUCCEEDED).order_by(Run.id.desc())
+        ).all()
     return next((r.id for r in runs if r.config == config), None)
 
 

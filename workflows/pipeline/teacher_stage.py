@@ -67,14 +67,21 @@ def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     features = compute_features(images, config.backbone, progress)
     triplets, probs = training_triplets(train, images)
     progress(0.5, f"fitting the teacher on {len(triplets)} triplets ({len(train)} judgments)")
-    teacher = fit_teacher(features, triplets, choice_probs=probs, config=teacher_config,
-                          progress=lambda step, total: progress(0.5 + 0.45 * step / max(total, 1), f"step {step}"))
+    teacher = fit_teacher(
+        features,
+        triplets,
+        choice_probs=probs,
+        config=teacher_config,
+        progress=lambda step, total: progress(0.5 + 0.45 * step / max(total, 1), f"step {step}"),
+    )
     teacher_dir = teacher.save(run_dir(run.id) / "teacher")
     split_path = run_dir(run.id) / "split.npz"
     np.savez(split_path, test_keys=test[["participant_id", "trial_index"]].to_numpy(np.int64))
-    artifacts = {"teacher": str(teacher_dir.relative_to(data_home())),
-                 "embeddings": save_embeddings(run.id, "embeddings", teacher.transform(features), images),
-                 "raw_embeddings": save_embeddings(run.id, "raw_embeddings", features, images),
-                 "split": str(split_path.relative_to(data_home()))}
+    artifacts = {
+        "teacher": str(teacher_dir.relative_to(data_home())),
+        "embeddings": save_embeddings(run.id, "embeddings", teacher.transform(features), images),
+        "raw_embeddings": save_embeddings(run.id, "raw_embeddings", features, images),
+        "split": str(split_path.relative_to(data_home())),
+    }
     summary = {k: v for k, v in teacher.summary.items() if isinstance(v, int | float | str)}
     return StageResult({**summary, "n_train_judgments": len(train), "n_test_judgments": len(test)}, artifacts)

@@ -34,7 +34,9 @@ def test_a_study_under_a_base_path_stores_every_response_through_that_path(brows
         assert_stored_as_played(db, "proxied", played)
         port_root = f"http://127.0.0.1:{server.port}/"
         api_calls = [url for url in requests if "/api/" in url]
-        assert any("/api/responses" in url for url in api_calls) and any("/api/stimuli/" in url for url in api_calls)
+        assert any("/api/responses" in url for url in api_calls) and any(
+            "/api/stimuli/" in url for url in api_calls
+        )
         assert [url for url in api_calls if not url.startswith(port_root + "lab/api/")] == []
         page.context.close()
     finally:

@@ -18,8 +18,13 @@ def test_first_request_to_a_researcher_address_shows_no_researcher_page(browser,
         page = browser.new_page()
         page.goto(server.url + path)
         page.get_by_text("Log in").first.wait_for(timeout=60_000)  # the app's own navigation has rendered
-        for researcher_text in ("Quality control", "Participants & data", "New study", "Alignment runs",
-                                "Import a stimulus set"):
+        for researcher_text in (
+            "Quality control",
+            "Participants & data",
+            "New study",
+            "Alignment runs",
+            "Import a stimulus set",
+        ):
             assert page.get_by_text(researcher_text).count() == 0, researcher_text
         page.close()
     finally:

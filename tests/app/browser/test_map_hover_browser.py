@@ -22,8 +22,23 @@ def test_hovering_a_point_shows_its_thumbnail_and_rings_it_on_both_maps(browser,
     make_fake_runs(db, app_home, n_judgments=0)
     db.dispose()
     out = app_home / "report"
-    assert main(["map", "--before", "base", "--after", "aligned", "--out", str(out), "--method", "pca",
-                 "--no-png"]) == 0
+    assert (
+        main(
+            [
+                "map",
+                "--before",
+                "base",
+                "--after",
+                "aligned",
+                "--out",
+                str(out),
+                "--method",
+                "pca",
+                "--no-png",
+            ]
+        )
+        == 0
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 700})
     page.goto((out / "maps.html").as_uri())
     page.wait_for_selector(".plotly-graph-div .scatterlayer")
@@ -33,10 +48,16 @@ def test_hovering_a_point_shows_its_thumbnail_and_rings_it_on_both_maps(browser,
     page.mouse.move(x - 40, y - 40)
     page.mouse.move(x, y, steps=5)
     thumb.wait_for(state="visible", timeout=5000)
-    assert page.locator("#alignlab-hover-thumb img").get_attribute("src").startswith("data:image/jpeg;base64,")
-    rings = page.evaluate("() => { const d = document.querySelector('.plotly-graph-div').data;"
-                          " return [d[d.length - 2].x, d[d.length - 1].x]; }")
-    assert len(rings[0]) == 1 and rings[1] == [pytest.approx(data_x, abs=0.2)]  # the hovered point (or its neighbour)
+    assert (
+        page.locator("#alignlab-hover-thumb img").get_attribute("src").startswith("data:image/jpeg;base64,")
+    )
+    rings = page.evaluate(
+        "() => { const d = document.querySelector('.plotly-graph-div').data;"
+        " return [d[d.length - 2].x, d[d.length - 1].x]; }"
+    )
+    assert len(rings[0]) == 1 and rings[1] == [
+        pytest.approx(data_x, abs=0.2)
+    ]  # the hovered point (or its neighbour)
     page.mouse.move(5, 690)
     thumb.wait_for(state="hidden", timeout=5000)
     page.close()

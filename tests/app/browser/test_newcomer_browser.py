@@ -53,14 +53,27 @@ class NewcomerServer(AppServer):
 
 def build_like_make_run(home: Path) -> dict[str, float]:
     """`alignlab db upgrade` and `alignlab demo build --runs wait` in a fresh data home; seconds per step."""
-    env = dict(os.environ, ALIGNLAB_HOME=str(home), DATABASE_URL=f"sqlite:///{home / 'alignlab.db'}",
-               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        ALIGNLAB_HOME=str(home),
+        DATABASE_URL=f"sqlite:///{home / 'alignlab.db'}",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(ROOT),
+    )
     seconds = {}
     for step in (["db", "upgrade"], ["demo", "build", "--runs", "wait"]):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "app.cli", *step], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, f"alignlab {' '.join(step)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", *step],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, (
+            f"alignlab {' '.join(step)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
         seconds[" ".join(step)] = time.perf_counter() - start
     return seconds
 
@@ -158,7 +171,9 @@ def test_newcomer_clicks_from_the_first_page_to_populated_maps_and_the_evaluatio
     assert not thumb.is_visible()
     hover_a_point(frame)
     thumb.wait_for(state="visible", timeout=10_000)
-    assert frame.locator("#alignlab-hover-thumb img").get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert (
+        frame.locator("#alignlab-hover-thumb img").get_attribute("src").startswith("data:image/jpeg;base64,")
+    )
 
     table = evaluation_table(page)
     last_row = table.get_by_role("gridcell", name="UnAligNet", exact=True, include_hidden=True).last
@@ -201,8 +216,9 @@ def test_researcher_pages_after_logging_in_with_the_generated_password(page, dem
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()
     open_in_sidebar(page, "Studies")
-    page.get_by_test_id("stDataFrame").first.get_by_role("gridcell", name="demo", exact=True,
-                                                         include_hidden=True).wait_for(state="attached")
+    page.get_by_test_id("stDataFrame").first.get_by_role(
+        "gridcell", name="demo", exact=True, include_hidden=True
+    ).wait_for(state="attached")
     assert page.get_by_role("radio", name="open", exact=True, include_hidden=True).is_checked()  # its status
     page.get_by_text("DEMO-DONE").wait_for()  # the demo's completion code, not the default one
     screenshot(page, "dashboard")
@@ -211,6 +227,7 @@ def test_researcher_pages_after_logging_in_with_the_generated_password(page, dem
     screenshot(page, "participants_qc")
     open_in_sidebar(page, "Alignment runs")
     page.get_by_role("heading", name="Runs", exact=True).wait_for()
-    page.get_by_test_id("stDataFrame").first.get_by_role("gridcell", name="succeeded",
-                                                         include_hidden=True).first.wait_for(state="attached")
+    page.get_by_test_id("stDataFrame").first.get_by_role(
+        "gridcell", name="succeeded", include_hidden=True
+    ).first.wait_for(state="attached")
     screenshot(page, "alignment_runs")

@@ -42,17 +42,27 @@ def participant_row(db: Database, external_id: str) -> Participant:
 
 def stored_responses(db: Database, participant_id: int) -> list[Response]:
     with db.read() as session:
-        return list(session.scalars(select(Response).where(Response.participant_id == participant_id)
-                                    .order_by(Response.trial_index)))
+        return list(
+            session.scalars(
+                select(Response)
+                .where(Response.participant_id == participant_id)
+                .order_by(Response.trial_index)
+            )
+        )
 
 
 def event_kinds(db: Database, participant_id: int) -> list[str]:
     with db.read() as session:
-        return list(session.scalars(select(InteractionEvent.kind)
-                                    .where(InteractionEvent.participant_id == participant_id)))
+        return list(
+            session.scalars(
+                select(InteractionEvent.kind).where(InteractionEvent.participant_id == participant_id)
+            )
+        )
 
 
-def assert_stored_as_played(db: Database, external_id: str, played: Played, modality: str | None = None) -> None:
+def assert_stored_as_played(
+    db: Database, external_id: str, played: Played, modality: str | None = None
+) -> None:
     """Exactly one row per planned trial; positions as planned and shown; choices as pressed."""
     participant = participant_row(db, external_id)
     plan = {trial.trial_index: trial for trial in trial_plan(db, participant.id)}
@@ -136,8 +146,9 @@ def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tm
     db = prepare_home(tmp_path)
     ids = make_stimuli(db, tmp_path)
     config = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"response_window_ms": 1500})
-    make_study(db, tmp_path, "fragile-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1,
-               per_block=3)
+    make_study(
+        db, tmp_path, "fragile-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1, per_block=3
+    )
     server = AppServer(tmp_path).start()
     page = new_participant_page(browser, server.url)
     try:
@@ -156,7 +167,10 @@ def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tm
         page.get_by_text("Almost done").wait_for()
         rows = stored_responses(db, pid)
         assert [(r.trial_index, r.timed_out, r.chosen_position, r.input_modality) for r in rows] == [
-            (0, True, None, "none"), (1, True, None, "none"), (2, False, 0, "keyboard")]
+            (0, True, None, "none"),
+            (1, True, None, "none"),
+            (2, False, 0, "keyboard"),
+        ]
         assert "image_error" in event_kinds(db, pid)
     finally:
         page.context.close()
@@ -167,8 +181,9 @@ def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tm
 def test_a_press_before_the_minimum_rt_is_ignored_and_logged_for_qc(browser, served):
     server, db, ids = served
     config = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"min_valid_rt_ms": 1000})  # Levels' minimum
-    make_study(db, server.home, "early-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1,
-               per_block=2)
+    make_study(
+        db, server.home, "early-study", config=config, stimulus_ids=ids, n_practice=0, n_blocks=1, per_block=2
+    )
     page = new_participant_page(browser, server.url)
     page.goto(study_url("early-study", "early"))
     go_through_intro_pages(page)
@@ -181,14 +196,21 @@ def test_a_press_before_the_minimum_rt_is_ignored_and_logged_for_qc(browser, ser
     page.wait_for_function("() => window.__al.onsets.length >= 2")
     pid = participant_row(db, "early").id
     deadline = time.time() + 10
-    while time.time() < deadline and not (stored_responses(db, pid) and "early_response" in event_kinds(db, pid)):
+    while time.time() < deadline and not (
+        stored_responses(db, pid) and "early_response" in event_kinds(db, pid)
+    ):
         time.sleep(0.1)
     (row,) = stored_responses(db, pid)
     assert (row.trial_index, row.chosen_position) == (0, 2) and row.rt_ms >= 1000
     with db.read() as session:
-        early = session.scalars(select(InteractionEvent).where(InteractionEvent.participant_id == pid,
-                                                               InteractionEvent.kind == "early_response")).all()
-    assert [(e.trial_index, e.detail["position"]) for e in early] == [(0, 0)] and early[0].detail["rt_ms"] < 1000
+        early = session.scalars(
+            select(InteractionEvent).where(
+                InteractionEvent.participant_id == pid, InteractionEvent.kind == "early_response"
+            )
+        ).all()
+    assert [(e.trial_index, e.detail["position"]) for e in early] == [(0, 0)] and early[0].detail[
+        "rt_ms"
+    ] < 1000
     page.context.close()
 
 
@@ -211,7 +233,9 @@ def _file_of(db: Database, stimulus_id: int) -> str:
 
 def post(server: AppServer, path: str, body: object) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(server.url + path, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.url + path, data=data, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, json.loads(reply.read())
@@ -227,10 +251,20 @@ def test_bad_requests_get_clear_answers_and_change_nothing(served):
     entry = enter_study(db, "test-study", "rest-client")
     plan = trial_plan(db, entry.participant_id)
     token = participant_token_for(server, entry.participant_id)
-    good = {"token": token, "trial_index": 0, "shown": list(plan[0].shown), "chosen_position": 2,
-            "rt_ms": 1500.0, "client_onset_ms": 1.7e12, "input_modality": "keyboard"}
+    good = {
+        "token": token,
+        "trial_index": 0,
+        "shown": list(plan[0].shown),
+        "chosen_position": 2,
+        "rt_ms": 1500.0,
+        "client_onset_ms": 1.7e12,
+        "input_modality": "keyboard",
+    }
     assert post(server, "/api/responses", good) == (200, {"status": "stored", "trial_index": 0})
-    assert post(server, "/api/responses", good | {"chosen_position": 0}) == (200, {"status": "duplicate", "trial_index": 0})
+    assert post(server, "/api/responses", good | {"chosen_position": 0}) == (
+        200,
+        {"status": "duplicate", "trial_index": 0},
+    )
     assert post(server, "/api/responses", good | {"token": "1.forged"})[0] == 401
     status, answer = post(server, "/api/responses", good | {"trial_index": 99})
     assert status == 409 and "not part of participant" in answer["reason"]
