@@ -50,6 +50,8 @@ async def participant(
 ) -> dict:
     """One participant arriving after `delay_s`: consent, then every trial answered `respond_after_ms` after
     its onset; breaks are continued at once. Returns the page's log of onsets, responses and acks."""
+    from playwright.async_api import expect
+
     await asyncio.sleep(delay_s)
     context = await browser.new_context(base_url=url, viewport={"width": 1280, "height": 800})
     await context.add_init_script(LOG_SCRIPT)
@@ -63,6 +65,7 @@ async def participant(
         if await end.is_visible():
             break
         if await intro.is_visible():
+            await expect(page.get_by_test_id("al-continue")).to_be_enabled(timeout=60_000)
             await page.keyboard.press("Space")
         await asyncio.sleep(0.5)
     await page.wait_for_function(

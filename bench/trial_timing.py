@@ -117,9 +117,14 @@ async def wait_for_responses(page, count: int, key: str = "responses", timeout_s
 
 
 async def start_our_block(page, url: str) -> None:
+    from playwright.async_api import expect
+
     await page.goto(url)
     await page.get_by_role("button", name="I agree and want to take part").click()
     await page.get_by_test_id("al-intro").wait_for()
+    await expect(page.get_by_test_id("al-continue")).to_be_enabled(
+        timeout=60_000
+    )  # the block's images are in
     await page.keyboard.press("Space")
 
 

@@ -20,7 +20,14 @@ def api_prefix() -> str:
 
 LABELS = {
     "timeout": "It seems you are unsure. Please try to answer a bit faster.",
-    "image_error": "An image could not be loaded. This trial is skipped.",
+    "loading": "Loading the images of this block",
+    "reconnecting": "Reconnecting to the server… The study continues as soon as the images arrive. "
+    "Please keep this page open.",
+    "unavailable": "An image of this trial is missing on the server. The trial is skipped and reported to "
+    "the researchers; you do not need to do anything.",
+    "stalled": "Your answers could not be saved for a long time. They are kept in this browser. Please "
+    "check your internet connection and press Try again; if this message stays, contact the researchers.",
+    "retry": "Try again",
     "saving": "Saving your answers…",
     "offline": "The connection to the server is interrupted. Your answers are kept in this browser and "
     "will be sent as soon as it is back. Please keep this page open.",

@@ -56,6 +56,7 @@ class AppServer:
     base_path: str = ""  # server.baseUrlPath, e.g. "/lab" (as behind a proxy that forwards only that path)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. ALIGNLAB_SECRET_KEY for a key change
 
     @property
     def url(self) -> str:
@@ -69,6 +70,7 @@ class AppServer:
             HF_HUB_OFFLINE="1",
             PYTHONPATH=str(ROOT),
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60) -> AppServer:
@@ -137,7 +139,7 @@ def launch_chromium(playwright):
 
 # ---- driving a participant -------------------------------------------------------------------------
 EVENT_LOG_SCRIPT = """
-window.__al = {onsets: [], responses: [], acks: []};
+window.__al = {onsets: [], responses: [], acks: [], load: Math.random()};
 window.addEventListener('alignlab:onset', (e) => window.__al.onsets.push(e.detail));
 window.addEventListener('alignlab:response', (e) => window.__al.responses.push(e.detail));
 window.addEventListener('alignlab:ack', (e) => window.__al.acks.push(e.detail));
@@ -179,9 +181,8 @@ def onsets(page) -> list[dict]:
 
 
 def shown_ids(page) -> list[int]:
-    """Stimulus ids of the three images on screen, left to right, read from their URLs."""
-    sources = [page.get_by_test_id(f"al-slot-{p}").locator("img").get_attribute("src") for p in range(3)]
-    return [int(src.split("/stimuli/")[1].split("?")[0]) for src in sources]
+    """Stimulus ids of the three images on screen, left to right (each slot names the stimulus it shows)."""
+    return [int(page.get_by_test_id(f"al-slot-{p}").get_attribute("data-stimulus")) for p in range(3)]
 
 
 def wait_for_state(page, seen_onsets: int, timeout: float = 30.0) -> str:
@@ -203,6 +204,13 @@ def wait_for_state(page, seen_onsets: int, timeout: float = 30.0) -> str:
     raise TimeoutError(f"no trial, intro, strategy or end page within {timeout} s")
 
 
+def continue_when_loaded(page, timeout_ms: float = 60_000) -> None:
+    """The intro's Continue is enabled once every image of the block is loaded (or known to be gone)."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("al-continue")).to_be_enabled(timeout=timeout_ms)
+
+
 def respond(page, position: int, via: str) -> None:
     if via == "keyboard":
         page.keyboard.press(KEYS[position])
@@ -215,6 +223,8 @@ class Played:
     chosen: dict[int, int] = field(default_factory=dict)  # trial_index -> position pressed
     shown: dict[int, list[int]] = field(default_factory=dict)  # trial_index -> stimulus ids on screen
     ended: bool = False
+    page_load: float | None = None  # which page load `onsets_handled` counts in
+    onsets_handled: int = 0  # onsets of that load already answered (a trial on screen between calls is not)
 
 
 def play(
@@ -226,27 +236,34 @@ def play(
     played: Played | None = None,
     answer_delay_s: float = 0.15,
     finish: bool = True,
+    respond_with=None,
 ) -> Played:
     """Answer trials as they appear (intro screens continued with Space or a click) until the end page,
     or until `max_trials` answers were given in this call."""
     played = played or Played()
     given = 0
-    seen = len(onsets(page))
+    load = page.evaluate("() => window.__al.load")
+    seen = played.onsets_handled if played.page_load == load else len(onsets(page))
+    played.page_load = load
     while max_trials is None or given < max_trials:
         state = wait_for_state(page, seen)
         if state == "intro":
+            continue_when_loaded(page)
             if via == "keyboard":
                 page.keyboard.press("Space")
+            elif via == "touch":
+                page.get_by_test_id("al-continue").tap()
             else:
                 page.get_by_test_id("al-continue").click()
             page.get_by_test_id("al-intro").wait_for(state="hidden")
         elif state == "trial":
             onset = onsets(page)[seen]
             seen += 1
+            played.onsets_handled = seen
             index = onset["trial_index"]
             played.shown[index] = shown_ids(page)
             time.sleep(answer_delay_s)
-            respond(page, choose(index), via)
+            (respond_with or respond)(page, choose(index), via)
             played.chosen[index] = choose(index)
             given += 1
         elif state == "strategy":

@@ -4,12 +4,12 @@
 export default function (component) {
   const { data } = component;
   if (!data || !data.ns) return;
-  const outbox = outboxFor(data.ns, data.api);
+  const outbox = outboxFor(data.ns, data.api, data.token);
   outbox.flush();
   window.__alignlabMonitored = window.__alignlabMonitored || {};
   if (!window.__alignlabMonitored[data.ns]) {
     window.__alignlabMonitored[data.ns] = true;
-    installListeners(outbox, data.token);
+    installListeners(outbox);
   }
   if (data.redirect) redirectWhenSaved(outbox, data.redirect);
 }
@@ -25,24 +25,24 @@ function browserFacts() {
   };
 }
 
-function installListeners(outbox, token) {
+function installListeners(outbox) {
   const facts = browserFacts();
-  logEvent(outbox, token, "browser", facts);
-  if (facts.navigation === "reload") logEvent(outbox, token, "reload", { navigation: "reload" });
-  window.addEventListener("blur", () => logEvent(outbox, token, "blur", {}));
-  window.addEventListener("focus", () => logEvent(outbox, token, "focus", {}));
+  logEvent(outbox, "browser", facts);
+  if (facts.navigation === "reload") logEvent(outbox, "reload", { navigation: "reload" });
+  window.addEventListener("blur", () => logEvent(outbox, "blur", {}));
+  window.addEventListener("focus", () => logEvent(outbox, "focus", {}));
   document.addEventListener("visibilitychange", () =>
-    logEvent(outbox, token, "visibility", { state: document.visibilityState }));
+    logEvent(outbox, "visibility", { state: document.visibilityState }));
   document.addEventListener("fullscreenchange", () =>
-    logEvent(outbox, token, document.fullscreenElement ? "fullscreen_enter" : "fullscreen_exit", {}));
+    logEvent(outbox, document.fullscreenElement ? "fullscreen_enter" : "fullscreen_exit", {}));
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => logEvent(outbox, token, "resize",
+    resizeTimer = setTimeout(() => logEvent(outbox, "resize",
       { window: { width: window.innerWidth, height: window.innerHeight }, device_pixel_ratio: window.devicePixelRatio }), 400);
   });
-  window.addEventListener("online", () => logEvent(outbox, token, "online", {}));
-  window.addEventListener("offline", () => logEvent(outbox, token, "offline", {}));
+  window.addEventListener("online", () => logEvent(outbox, "online", {}));
+  window.addEventListener("offline", () => logEvent(outbox, "offline", {}));
 }
 
 function redirectWhenSaved(outbox, url) {

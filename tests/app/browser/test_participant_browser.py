@@ -21,6 +21,7 @@ from study.participation import trial_plan
 from tests.support.browser_harness import (
     AppServer,
     Played,
+    continue_when_loaded,
     go_through_intro_pages,
     new_participant_page,
     onsets,
@@ -157,6 +158,7 @@ def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tm
         broken = trial_plan(db, pid)[1].shown[0]
         (tmp_path / "stimuli" / "test-shapes" / _file_of(db, broken)).unlink()
         go_through_intro_pages(page)
+        continue_when_loaded(page)
         page.keyboard.press("Space")
         page.wait_for_function("() => window.__al.onsets.length >= 1")
         page.get_by_text("Please try to answer a bit faster").wait_for()  # trial 0: no answer, window ends
@@ -187,6 +189,7 @@ def test_a_press_before_the_minimum_rt_is_ignored_and_logged_for_qc(browser, ser
     page = new_participant_page(browser, server.url)
     page.goto(study_url("early-study", "early"))
     go_through_intro_pages(page)
+    continue_when_loaded(page)
     page.keyboard.press("Space")
     page.wait_for_function("() => window.__al.onsets.length >= 1")
     page.keyboard.press("ArrowLeft")  # at once: ignored, the trial goes on

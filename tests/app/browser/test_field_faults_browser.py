@@ -1,0 +1,173 @@
+"""Field conditions that once cost answers, each followed by a check of the database.
+
+A participant keeps answering through: the browser offline for 20 s, the server down for 30 s, 30 % of every
+API request (images, responses, events) failing at random for the whole study, and a server restarted with
+another secret key; and a phone in portrait completes the study by touch with all three images on screen.
+After each: exactly one row per trial, none missing, none timed out or unavailable that was answered."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from db.engine import Database
+from db.models import ParticipantStatus
+from study.participation import trial_plan
+from tests.app.browser.test_participant_browser import participant_row, stored_responses
+from tests.support.browser_harness import (
+    EVENT_LOG_SCRIPT,
+    AppServer,
+    Played,
+    go_through_intro_pages,
+    new_participant_page,
+    play,
+    prepare_home,
+    study_url,
+)
+from tests.support.participant_study import make_stimuli, make_study
+
+pytestmark = pytest.mark.browser
+
+
+def assert_every_trial_answered_once(db: Database, external_id: str, played: Played) -> None:
+    """One row per planned trial, each the answer the participant gave: no gaps, no spurious timeouts."""
+    participant = participant_row(db, external_id)
+    plan = {trial.trial_index: trial for trial in trial_plan(db, participant.id)}
+    rows = stored_responses(db, participant.id)
+    summary = [(r.trial_index, r.chosen_position, r.timed_out, r.input_modality) for r in rows]
+    assert [row.trial_index for row in rows] == sorted(plan), summary
+    assert sorted(played.chosen) == sorted(plan), (summary, played)
+    for row in rows:
+        assert not row.timed_out, f"trial {row.trial_index} stored as a timeout"
+        assert row.chosen_position == played.chosen[row.trial_index]
+        assert [row.shown_left_id, row.shown_middle_id, row.shown_right_id] == played.shown[row.trial_index]
+    assert participant.status == ParticipantStatus.COMPLETED
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A fresh data home with a 2-practice + 2 x 4 study; the server is started by the test."""
+    db = prepare_home(tmp_path)
+    ids = make_stimuli(db, tmp_path)
+    make_study(db, tmp_path, "field-study", stimulus_ids=ids)
+    servers: list[AppServer] = []
+    yield tmp_path, db, servers
+    for server in servers:
+        server.stop()
+    db.dispose()
+
+
+def _start(lab, **kwargs) -> AppServer:
+    home, _, servers = lab
+    server = AppServer(home, **kwargs).start()
+    servers.append(server)
+    return server
+
+
+def test_browser_offline_for_20_s_mid_block_while_answering(browser, lab):
+    _, db, _ = lab
+    server = _start(lab)
+    page = new_participant_page(browser, server.url)
+    page.goto(study_url("field-study", "offline"))
+    go_through_intro_pages(page)
+    played = play(page, max_trials=3)  # practice + the first trial of block 1
+    page.context.set_offline(True)
+    went_offline = time.time()
+    played = play(page, max_trials=3, played=played)  # the rest of block 1, from images already loaded
+    assert len(stored_responses(db, participant_row(db, "offline").id)) <= 3
+    time.sleep(max(0.0, 20 - (time.time() - went_offline)))
+    page.context.set_offline(False)
+    played = play(page, played=played)
+    assert played.ended
+    assert_every_trial_answered_once(db, "offline", played)
+    page.context.close()
+
+
+def test_server_down_for_30_s_mid_block_while_answering(browser, lab):
+    _, db, _ = lab
+    server = _start(lab)
+    page = new_participant_page(browser, server.url)
+    page.goto(study_url("field-study", "outage"))
+    go_through_intro_pages(page)
+    played = play(page, max_trials=3)
+    server.kill()
+    down_at = time.time()
+    played = play(page, max_trials=3, played=played)
+    time.sleep(max(0.0, 30 - (time.time() - down_at)))
+    server.start()
+    played = play(page, played=played)
+    assert played.ended
+    assert_every_trial_answered_once(db, "outage", played)
+    page.context.close()
+
+
+def test_thirty_percent_of_api_requests_failing_for_the_whole_study(browser, lab):
+    _, db, _ = lab
+    server = _start(lab)
+    page = new_participant_page(browser, server.url)
+    chance = random.Random(7)
+    failed = []
+
+    def flaky(route):
+        if chance.random() < 0.3:
+            failed.append(route.request.url)
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/api/**", flaky)
+    page.goto(study_url("field-study", "flaky"))
+    go_through_intro_pages(page)
+    played = play(page)
+    assert played.ended
+    assert any("/stimuli/" in url for url in failed) and any("/responses" in url for url in failed)
+    assert_every_trial_answered_once(db, "flaky", played)
+    page.context.close()
+
+
+def test_a_server_restarted_with_another_secret_key_loses_nothing(browser, lab):
+    _, db, _ = lab
+    server = _start(lab, extra_env={"ALIGNLAB_SECRET_KEY": "first-key-" + "a" * 32})
+    page = new_participant_page(browser, server.url)
+    page.goto(study_url("field-study", "rekeyed"))
+    go_through_intro_pages(page)
+    played = play(page, max_trials=3)
+    server.kill()
+    played = play(page, max_trials=2, played=played)  # queued while down; signed with the old key
+    server.extra_env["ALIGNLAB_SECRET_KEY"] = "second-key-" + "b" * 32
+    server.start()
+    played = play(page, played=played)
+    assert played.ended
+    assert_every_trial_answered_once(db, "rekeyed", played)
+    page.context.close()
+
+
+def test_a_phone_in_portrait_completes_the_study_by_touch_with_every_image_on_screen(browser, lab):
+    _, db, _ = lab
+    server = _start(lab)
+    context = browser.new_context(
+        base_url=server.url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    context.add_init_script(EVENT_LOG_SCRIPT)
+    page = context.new_page()
+    page.goto(study_url("field-study", "phone"))
+    go_through_intro_pages(page)
+    boxes = []
+
+    def tap_checking_layout(page, position, via):
+        images = [page.get_by_test_id(f"al-slot-{p}").locator("img").bounding_box() for p in range(3)]
+        boxes.append(images)
+        page.get_by_test_id(f"al-slot-{position}").tap()
+
+    played = play(page, via="touch", respond_with=tap_checking_layout)
+    assert played.ended
+    assert_every_trial_answered_once(db, "phone", played)
+    for images in boxes:
+        for box in images:
+            assert box is not None and box["width"] >= 80
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"image off screen: {box}"
+    modalities = {row.input_modality for row in stored_responses(db, participant_row(db, "phone").id)}
+    assert modalities == {"touch"}
+    context.close()
