@@ -55,13 +55,13 @@ function createOutbox(ns, api) {
   const loadSettled = () => {
     try { return new Set(JSON.parse(localStorage.getItem(settledKey) || "[]")); } catch (e) { return new Set(); }
   };
-  const settle = (id) => {
+  const settle = (id) => {  // a response the server holds: never shown again by any later render
     if (!id.startsWith("r:")) return;  // only responses decide what is shown; events are not remembered
     const settled = loadSettled();
     settled.add(id);
     try { localStorage.setItem(settledKey, JSON.stringify([...settled])); } catch (e) { /* storage full */ }
   };
-  const remove = (id) => { settle(id); memory = load(); delete memory[id]; save(memory); };
+  const remove = (id, stored) => { if (stored) settle(id); memory = load(); delete memory[id]; save(memory); };
   const notify = (what) => {
     listeners.forEach((fn) => { try { fn(what); } catch (e) { console.error(e); } });
     window.dispatchEvent(new CustomEvent("alignlab:ack", { detail: what }));
@@ -84,7 +84,7 @@ function createOutbox(ns, api) {
   };
 
   const acknowledged = (id, entry, status, answer, startedAt) => {
-    remove(id);
+    remove(id, status < 300);  // a refused (409) answer was not stored: a later render may offer the trial again
     inFlight.delete(id);  // only now: a flush meanwhile must not send it a second time
     retryMs = RETRY_MIN_MS;
     lastProgress = performance.now();
