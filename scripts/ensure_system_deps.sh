@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages AlignLab needs when they are missing: `demo` (the demo's photo sets) or
-# `test` (plus PostgreSQL server binaries and Chromium for the real-component tests).
+# `test` (plus PostgreSQL server binaries, Chromium and nginx for the real-component tests).
 set -euo pipefail
 purpose=${1:-test}
 missing=()
@@ -10,6 +10,7 @@ done
 if [[ "$purpose" == test ]]; then
   command -v chromium >/dev/null || missing+=(chromium)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+  [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || missing+=(nginx)
 fi
 ((${#missing[@]})) || exit 0
 
