@@ -10,5 +10,7 @@ Public API (stable names; import from the submodules, nothing heavy is imported 
   ``-> Teacher`` with ``transform``, ``temperature``, ``save``/``load``.
 - ``alignment.metrics.evaluate_triplets(embeddings, triplets, ...) -> EvalReport`` with ``.table()``.
 
-This package imports no other project code (no db/, study/, app/) and never imports streamlit.
+This package imports no other project code but common/ (no db/, study/, app/) and never imports streamlit.
 """
+
+DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"  # the backbone used wherever none is named (light to import)

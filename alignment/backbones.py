@@ -28,6 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alignment import DEFAULT_BACKBONE
+from common.settings import configured_home
+
 
 class WeightsUnavailableError(FileNotFoundError):
     """Weights for a backbone are not on this machine (and downloading was not allowed)."""
@@ -78,13 +81,11 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
     ),
 }
 
-DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
-
 
 def default_cache_dir() -> Path:
     """``$ALIGNLAB_HOME/weights`` if ALIGNLAB_HOME is set, else ``~/.cache/alignlab/weights``."""
-    home = os.environ.get("ALIGNLAB_HOME")
-    return Path(home) / "weights" if home else Path.home() / ".cache" / "alignlab" / "weights"
+    home = configured_home()
+    return home / "weights" if home else Path.home() / ".cache" / "alignlab" / "weights"
 
 
 def state_dict_hash(module: nn.Module) -> str:

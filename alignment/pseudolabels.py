@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from alignment.conventions import entropy, pair_similarities, triplet_probabilities
+from common.config import LoadableConfig
 
 Strategy = Literal["cluster_border", "within_cluster", "between_cluster", "random"]
 STRATEGIES: tuple[str, ...] = ("cluster_border", "within_cluster", "between_cluster", "random")
@@ -52,8 +53,10 @@ class TeacherLike(Protocol):
 
 
 @dataclass(frozen=True)
-class PseudoLabelConfig:
+class PseudoLabelConfig(LoadableConfig):
     """How many triplets to sample and how (AligNet default: ``cluster_border`` over k-means clusters)."""
+
+    SECTION = "pseudo"
 
     n_triplets: int = 10_000
     n_clusters: int = 20

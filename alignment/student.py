@@ -21,9 +21,8 @@ import json
 import math
 import os
 import time
-import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignment.backbones import DEFAULT_BACKBONE, create_backbone, split_at_stage
+from alignment import DEFAULT_BACKBONE
+from alignment.backbones import create_backbone, split_at_stage
 from alignment.conventions import correct_choices, pair_similarities
 from alignment.distributed import (
     DistContext,
@@ -45,11 +45,14 @@ from alignment.distributed import (
 from alignment.optim import DecayToInitAdam, warmup_cosine_schedule
 from alignment.pseudolabels import PseudoLabels, TooFewLabelsError
 from alignment.student_losses import get_student_loss
+from common.config import LoadableConfig
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(LoadableConfig):
     """Student architecture and training settings; defaults are the laptop-scale (2 CPU cores) run."""
+
+    SECTION = "student"
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None = the backbone's packaged/offline weights
@@ -78,21 +81,6 @@ class StudentConfig:
                 raise ValueError(f"StudentConfig.{name} must be >= 1; got {getattr(self, name)}")
         if self.tau <= 0 or self.lr <= 0 or self.epochs <= 0 or not 0 <= self.warmup_fraction < 1:
             raise ValueError("StudentConfig needs tau > 0, lr > 0, epochs > 0 and 0 <= warmup_fraction < 1")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(
-                f"unknown student config keys {unknown}; expected some of {[f.name for f in fields(cls)]}"
-            )
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> StudentConfig:
-        """Load from ``.toml`` or ``.json``."""
-        text = Path(path).read_text()
-        return cls.from_dict(tomllib.loads(text) if str(path).endswith(".toml") else json.loads(text))
 
     def save(self, path: str | Path) -> Path:
         Path(path).write_text(json.dumps(asdict(self), indent=2))

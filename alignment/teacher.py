@@ -25,9 +25,8 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -44,11 +43,14 @@ from alignment.optimise import EarlyStopping, adam_rounds, lbfgs_rounds, optimis
 from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
+from common.config import LoadableConfig
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(LoadableConfig):
     """Teacher fitting settings; saved next to every fitted teacher."""
+
+    SECTION = "teacher"
 
     loss: str = "auto"  # "hard" (NLL, pair (0,1) is the target), "soft" (KL to choice_probs), "auto"
     # lambda for ||W - mean(diag W) I||^2 + ||b||^2; None = pick from reg_weight_grid by validation loss
@@ -101,26 +103,6 @@ class TeacherConfig:
                 "TeacherConfig needs 0 <= local_weight < 1, reg weights >= 0 (a non-empty grid when "
                 "reg_weight is None), 0 <= val_fraction < 1"
             )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TeacherConfig fields: {sorted(unknown)}")
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> TeacherConfig:
-        """Load from ``.json`` or ``.toml`` (top-level keys, or a ``[teacher]`` table)."""
-        path = Path(path)
-        if path.suffix == ".toml":
-            import tomllib
-
-            values = tomllib.loads(path.read_text())
-            values = values.get("teacher", values)
-        else:
-            values = json.loads(path.read_text())
-        return cls.from_dict(values)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 T = TypeVar("T")
 FORMATS = ("json", "toml")
@@ -24,6 +24,27 @@ FORMATS = ("json", "toml")
 
 class ConfigError(ValueError):
     """A config that cannot be used: unknown key, wrong type, unreadable text; the message says which."""
+
+
+class LoadableConfig:
+    """Mixin for a config dataclass: ``from_dict``, ``from_text`` and ``from_file`` through the one loader.
+
+    ``SECTION`` names the table a TOML/JSON file may nest the settings under (``[teacher]``); top-level
+    keys are used when the file has no such table."""
+
+    SECTION: ClassVar[str | None] = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return config_from_dict(cls, data)
+
+    @classmethod
+    def from_text(cls, text: str, fmt: str = "json") -> Self:
+        return config_from_text(cls, text, fmt=fmt, section=cls.SECTION)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Self:
+        return config_from_file(cls, path, section=cls.SECTION)
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, where: str | None = None) -> T:
@@ -51,14 +72,28 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, where: str | None
         raise ConfigError(message if where in message else f"{where}: {message}") from None
 
 
+def settings_table(text_or_path: str, *, section: str | None = None) -> dict[str, Any]:
+    """The settings a command line ``--config`` gives: inline JSON, or the path of a .json/.toml file
+    (with ``section``, that table when the text has one). Returns the raw table, checked later by the
+    config it feeds."""
+    path = Path(text_or_path)
+    if path.suffix in (".json", ".toml") and path.is_file():
+        text, fmt = path.read_text(encoding="utf-8"), path.suffix[1:]
+    else:
+        text, fmt = text_or_path, "json"
+    data = _parsed(text, fmt, "--config")
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config must be a table of settings ({{...}}); got {_shown(data)}")
+    if section is not None and isinstance(data.get(section), dict):
+        data = data[section]
+    return data
+
+
 def config_from_text(cls: type[T], text: str, *, fmt: str = "json", section: str | None = None) -> T:
     """Parse JSON or TOML text; with ``section``, a table of that name is used when the text has one."""
     if fmt not in FORMATS:
         raise ConfigError(f"config format {fmt!r} is unknown; expected one of {list(FORMATS)}")
-    try:
-        data = tomllib.loads(text) if fmt == "toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{cls.__name__} config is not valid {fmt.upper()}: {error}") from None
+    data = _parsed(text, fmt, f"{cls.__name__} config")
     if section is not None and isinstance(data, Mapping) and isinstance(data.get(section), Mapping):
         data = data[section]
     return config_from_dict(cls, data)
@@ -71,6 +106,13 @@ def config_from_file(cls: type[T], path: str | Path, *, section: str | None = No
         raise FileNotFoundError(f"config file {path} does not exist")
     fmt = "toml" if path.suffix == ".toml" else "json"
     return config_from_text(cls, path.read_text(encoding="utf-8"), fmt=fmt, section=section)
+
+
+def _parsed(text: str, fmt: str, what: str) -> Any:
+    try:
+        return tomllib.loads(text) if fmt == "toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{what} is not valid {fmt.upper()}: {error}") from None
 
 
 def _required(field: dataclasses.Field) -> bool:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import pytest
 
-from common.config import ConfigError, config_from_dict, config_from_file, config_from_text
+from common.config import ConfigError, LoadableConfig, config_from_dict, config_from_file, config_from_text
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,18 @@ def test_files_by_suffix_and_unreadable_text(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
         config_from_file(Outer, tmp_path / "missing.json")
     assert issubclass(ConfigError, ValueError)
+
+
+@dataclass(frozen=True)
+class Sectioned(LoadableConfig):
+    SECTION = "teacher"
+    lr: float = 0.1
+
+
+def test_the_mixin_gives_every_config_the_same_constructors(tmp_path):
+    (tmp_path / "t.toml").write_text("[teacher]\nlr = 1\n")
+    assert Sectioned.from_file(tmp_path / "t.toml") == Sectioned(1.0)
+    assert Sectioned.from_text('{"teacher": {"lr": 0.5}}') == Sectioned(0.5)
+    assert Sectioned.from_dict({}) == Sectioned()
+    with pytest.raises(ConfigError, match=r"unknown Sectioned key\(s\) \['SECTION'\]; known keys: \['lr'\]"):
+        Sectioned.from_dict({"SECTION": "x"})

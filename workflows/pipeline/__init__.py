@@ -30,7 +30,9 @@ def queue_action(db: Database, action: str, slug: str, overrides: dict[str, Any]
     kind = START_ACTIONS.get(action, action)
     config = {"study": slug, **(overrides or {})}
     if kind == "teacher":
-        config = asdict(TeacherStageConfig.from_dict(config))
+        stage_config = TeacherStageConfig.from_dict(config)
+        stage_config.teacher_config()
+        config = asdict(stage_config)
     elif kind == "align":
         check_loop_inputs(db, AlignConfig.from_dict(config))
     elif kind == "eval":

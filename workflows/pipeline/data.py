@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.config import LoadableConfig
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import get_run
@@ -23,7 +24,6 @@ from db.settings import data_home
 from study.judgments import load_judgments, load_stimuli, split_judgments
 from workflows.jobs import Progress, run_dir
 
-DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
 FEATURE_CACHE_DIR = "feature_cache"
 WEIGHTS_DIR = "weights"
 MIN_TRAIN_JUDGMENTS = 50
@@ -55,9 +55,11 @@ def study_images(db: Database, slug: str) -> StudyImages:
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(LoadableConfig):
     """How human judgments are held out for evaluation. `triplet` (THINGS-style) by default: an
     object-disjoint `image` split keeps only triplets made entirely of held-out images, few in a small set."""
+
+    SECTION = "split"
 
     by: str = "triplet"  # triplet | subject | image
     test_fraction: float = 0.2

@@ -29,7 +29,7 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
     from alignment.pseudolabels import LabelProvenance, PseudoLabelConfig, make_pseudolabels
     from alignment.teacher import Teacher
 
-    config = PseudoLabelConfig(**run.config.get("pseudo", {}))
+    config = PseudoLabelConfig.from_dict(run.config.get("pseudo", {}))
     teacher_run = finished_run(db, run.config["teacher_run"], "teacher")
     images = study_images(db, run.config["study"])
     features, _ = load_embeddings(teacher_run, "raw_embeddings")

@@ -10,12 +10,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from alignment import DEFAULT_BACKBONE
+from common.config import LoadableConfig
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import RunCancelled, create_run, get_run
 from study.judgments import load_judgments
 from workflows.jobs import Progress, StageResult, execute, register_stage
-from workflows.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
+from workflows.pipeline.data import SplitConfig, study_images
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
@@ -30,7 +32,7 @@ TABLE_MODELS = ("base", "teacher", "AligNet", "UnAligNet")
 
 
 @dataclass(frozen=True)
-class AlignConfig:
+class AlignConfig(LoadableConfig):
     """Everything the loop needs; the defaults are the laptop-scale demo (a GPU user raises them)."""
 
     study: str
@@ -40,10 +42,6 @@ class AlignConfig:
     pseudo: dict[str, Any] = field(default_factory=dict)  # PseudoLabelConfig overrides
     student: dict[str, Any] = field(default_factory=dict)  # StudentConfig overrides
     similarity: str = "dot"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
-        return cls(**data)
 
 
 def latest_loop(db: Database, study_id: int | None = None) -> Run | None:
@@ -70,9 +68,9 @@ def check_loop_inputs(db: Database, config: AlignConfig) -> None:
     from workflows.pipeline.data import split_study_judgments
 
     study_images(db, config.study)
-    split_study_judgments(db, config.study, SplitConfig(**config.split))
+    split_study_judgments(db, config.study, SplitConfig.from_dict(config.split))
     TeacherConfig.from_dict(config.teacher)
-    PseudoLabelConfig(**config.pseudo)
+    PseudoLabelConfig.from_dict(config.pseudo)
     StudentConfig.from_dict(config.student)
 
 
@@ -84,7 +82,7 @@ def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     teacher_config = TeacherStageConfig(
         config.study,
         config.backbone,
-        SplitConfig(**config.split),
+        SplitConfig.from_dict(config.split),
         config.teacher,
         judgments_digest(db, config.study),
     )
