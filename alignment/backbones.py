@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from alignment import DEFAULT_BACKBONE
+from common.atomic import atomic_path
 from common.settings import configured_home
 
 
@@ -146,10 +147,8 @@ def packaged_weights_file(arch: str, cache_dir: Path | None = None) -> Path:
     num_classes = 1000 if PACKAGED_WEIGHTS[arch].has_classifier else 0
     dst_state = timm.create_model(arch, pretrained=False, num_classes=num_classes).state_dict()
     converted = map_by_position(src_state, dst_state, f"{source.name} -> timm {arch}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".tmp{os.getpid()}")
-    torch.save(converted, partial)
-    partial.replace(target)  # atomic: a reader never sees a half-written file
+    with atomic_path(target) as partial:  # a reader (another process) never sees a half-written file
+        torch.save(converted, partial)
     return target
 
 

@@ -45,6 +45,7 @@ from alignment.distributed import (
 from alignment.optim import DecayToInitAdam, warmup_cosine_schedule
 from alignment.pseudolabels import PseudoLabels, TooFewLabelsError
 from alignment.student_losses import get_student_loss
+from common.atomic import atomic_path
 from common.config import LoadableConfig
 
 
@@ -190,12 +191,11 @@ class TrunkActivations:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        torch.save(
-            {"activations": self.activations, "pool_ids": list(self.pool_ids), "identity": self.identity},
-            partial,
-        )
-        partial.replace(path)
+        with atomic_path(path) as partial:
+            torch.save(
+                {"activations": self.activations, "pool_ids": list(self.pool_ids), "identity": self.identity},
+                partial,
+            )
         return path
 
     @classmethod
@@ -391,9 +391,8 @@ class _Trainer:
             "labels_meta": self.labels.meta,
             "history": history,
         }
-        partial = path.with_name(path.name + ".partial")
-        torch.save(state, partial)
-        partial.replace(path)
+        with atomic_path(path) as partial:
+            torch.save(state, partial)
 
     def resume(self, path: Path) -> tuple[int, list[dict]]:
         """Load ``path`` if it exists (same config and labels required); return (step, history)."""
@@ -518,9 +517,10 @@ def train_student(
 def save_student(student: Student, config: StudentConfig, path: str | Path) -> Path:
     """Final weights of the trainable part plus the config that rebuilds the rest."""
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    torch.save({"config": asdict(config), "identity": student.identity, **student.trainable_state()}, partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        torch.save(
+            {"config": asdict(config), "identity": student.identity, **student.trainable_state()}, partial
+        )
     return path
 
 

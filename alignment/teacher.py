@@ -43,6 +43,7 @@ from alignment.optimise import EarlyStopping, adam_rounds, lbfgs_rounds, optimis
 from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
+from common.atomic import atomic_write
 from common.config import LoadableConfig
 
 
@@ -135,16 +136,12 @@ class Teacher:
         directory.mkdir(parents=True, exist_ok=True)
         arrays = {"weight": self.weight, "bias": self.bias}
         scalars = {"mean": self.mean, "std": self.std, "temperature": self.temperature}
-        _atomic_write(
+        atomic_write(
             directory / "teacher.npz",
             lambda h: np.savez(h, **arrays, **{k: np.float64(v) for k, v in scalars.items()}),
         )
-        _atomic_write(
-            directory / "config.json", lambda h: h.write(json.dumps(asdict(self.config), indent=2).encode())
-        )
-        _atomic_write(
-            directory / "summary.json", lambda h: h.write(json.dumps(self.summary, indent=2).encode())
-        )
+        atomic_write(directory / "config.json", json.dumps(asdict(self.config), indent=2).encode())
+        atomic_write(directory / "summary.json", json.dumps(self.summary, indent=2).encode())
         return directory
 
     @classmethod
@@ -168,13 +165,6 @@ class Teacher:
             config,
             summary,
         )
-
-
-def _atomic_write(target: Path, write: Callable) -> None:
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as handle:
-        write(handle)
-    partial.replace(target)
 
 
 @contextmanager
