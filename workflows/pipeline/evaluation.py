@@ -13,6 +13,7 @@ from db.engine import Database
 from db.models import Run
 from db.settings import data_home
 from study.judgments import load_judgments
+from workflows.artifacts import read_split
 from workflows.jobs import Progress, StageResult, register_stage, run_dir
 from workflows.pipeline.data import finished_run, load_embeddings, study_images
 
@@ -51,8 +52,7 @@ def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.
     run = finished_run(db, split_run_id)
     if "split" not in run.artifacts:
         raise ValueError(f"run {split_run_id} ({run.kind}) holds out no judgments; give a teacher run")
-    with np.load(data_home() / run.artifacts["split"]) as data:
-        keys = {tuple(key) for key in data["test_keys"].tolist()}
+    keys = read_split(data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})")
     mask = [key in keys for key in zip(judgments["participant_id"], judgments["trial_index"], strict=True)]
     return judgments[mask]
 

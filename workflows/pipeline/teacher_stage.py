@@ -14,6 +14,7 @@ from common.config import LoadableConfig
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
+from workflows.artifacts import write_split
 from workflows.jobs import Progress, StageResult, register_stage, run_dir
 from workflows.pipeline.data import (
     SplitConfig,
@@ -79,8 +80,9 @@ def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         progress=lambda step, total: progress(0.5 + 0.45 * step / max(total, 1), f"step {step}"),
     )
     teacher_dir = teacher.save(run_dir(run.id) / "teacher")
-    split_path = run_dir(run.id) / "split.npz"
-    np.savez(split_path, test_keys=test[["participant_id", "trial_index"]].to_numpy(np.int64))
+    split_path = write_split(
+        run_dir(run.id) / "split.npz", test[["participant_id", "trial_index"]].to_numpy()
+    )
     artifacts = {
         "teacher": str(teacher_dir.relative_to(data_home())),
         "embeddings": save_embeddings(run.id, "embeddings", teacher.transform(features), images),
