@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from alignment import DEFAULT_BACKBONE
-from alignment.backbones import create_backbone, split_at_stage
+from alignment.backbones import Backbone, create_backbone, split_at_stage
 from alignment.conventions import correct_choices, pair_similarities
 from alignment.distributed import (
     DistContext,
@@ -102,9 +102,12 @@ class Student(nn.Module):
         stage: int,
         image_size: int,
         mean_std: tuple = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        source: Backbone | None = None,
     ):
         super().__init__()
         self.mean_std = mean_std
+        # the registry entry the trunk came from, for cached extraction (a plain attribute, not a submodule)
+        self.source: Backbone | None = source
         self.trunk, self.rest, self.head = trunk.requires_grad_(False), rest.requires_grad_(True), head
         self.identity = {
             "backbone": backbone,
@@ -152,7 +155,7 @@ def build_student(config: StudentConfig, *, cache_dir: str | os.PathLike | None 
     head = new_triplet_head(backbone.feature_dim, config.head_dim, config.seed)
     cfg = getattr(backbone.module, "pretrained_cfg", None) or {}
     mean_std = (tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3)))
-    student = Student(
+    return Student(
         trunk,
         rest,
         head,
@@ -161,9 +164,8 @@ def build_student(config: StudentConfig, *, cache_dir: str | os.PathLike | None 
         stage=stage,
         image_size=config.image_size,
         mean_std=mean_std,
+        source=backbone,
     )
-    student.source = backbone  # plain attribute (not a submodule): the registry entry, for cached extraction
-    return student
 
 
 def student_transform(student: Student) -> Callable:
@@ -231,7 +233,7 @@ def pool_activations(
 
     from alignment.features import extract_activations, image_content_hash
 
-    source = getattr(student, "source", None)
+    source = student.source
     if source is None:
         raise ValueError("pool_activations needs a student from build_student (it knows its backbone)")
     at_student_size = replace(source, preprocess=student_transform(student))

@@ -70,12 +70,13 @@ def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
     from db.engine import Database
     from db.runs import get_run
     from workflows import pipeline
-    from workflows.jobs import execute
 
     db = Database.from_url()
     run_id = pipeline.queue_action(db, kind, slug, overrides)
     with tqdm(total=100, desc=f"run {run_id} {kind}", unit="%") as bar:
-        execute(db, run_id, on_progress=lambda fraction, _message: bar.update(round(100 * fraction) - bar.n))
+        pipeline.execute(
+            db, run_id, on_progress=lambda fraction, _message: bar.update(round(100 * fraction) - bar.n)
+        )
     run = get_run(db, run_id)
     if run.error:
         raise ValueError(f"run {run_id} failed: {run.error}")

@@ -14,7 +14,7 @@ from db.models import Run
 from db.settings import data_home
 from study.judgments import load_judgments
 from workflows.artifacts import read_split
-from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.jobs import Progress, StageResult, run_dir
 from workflows.pipeline.data import finished_run, load_embeddings, study_images
 
 
@@ -122,7 +122,6 @@ def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray)
     return embeddings[[position[int(s)] for s in stimulus_ids]]
 
 
-@register_stage("eval")
 def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     labels = run.config.get("labels") or [None] * len(run.config["representations"])
     reps = [

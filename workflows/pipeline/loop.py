@@ -5,6 +5,7 @@ evaluation on the study's held-out judgments. Each step is a child run; a step w
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import RunCancelled, create_run, get_run
 from study.judgments import load_judgments
-from workflows.jobs import Progress, StageResult, execute, register_stage
+from workflows.jobs import Progress, Stage, StageResult, execute
 from workflows.pipeline.data import SplitConfig, study_images
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
@@ -74,11 +75,11 @@ def check_loop_inputs(db: Database, config: AlignConfig) -> None:
     StudentConfig.from_dict(config.student)
 
 
-@register_stage("align")
-def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+def align_stage(db: Database, run: Run, progress: Progress, *, stages: Mapping[str, Stage]) -> StageResult:
+    """The loop; each step is a child run executed by its stage in ``stages`` (the pipeline's table)."""
     config = AlignConfig.from_dict(run.config)
     check_loop_inputs(db, config)
-    step = _Steps(db, run, progress)
+    step = _Steps(db, run, progress, stages)
     teacher_config = TeacherStageConfig(
         config.study,
         config.backbone,
@@ -131,8 +132,8 @@ def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
 class _Steps:
     """Runs the loop's steps as child runs, mapping their progress into the parent's."""
 
-    def __init__(self, db: Database, parent: Run, progress: Progress):
-        self.db, self.parent, self.progress = db, parent, progress
+    def __init__(self, db: Database, parent: Run, progress: Progress, stages: Mapping[str, Stage]):
+        self.db, self.parent, self.progress, self.stages = db, parent, progress, stages
         self.done, self.reused = 0.0, []
 
     def run(self, name: str, kind: str, config: dict[str, Any]) -> int:
@@ -151,7 +152,10 @@ class _Steps:
                 name=f"{name} ({self.parent.name})",
             )
             status = execute(
-                self.db, child, on_progress=lambda f, m: self.progress(start + share * f, f"{name}: {m}")
+                self.db,
+                child,
+                self.stages,
+                on_progress=lambda f, m: self.progress(start + share * f, f"{name}: {m}"),
             )
             _require_success(self.db, child, name, status)
         self.done += share

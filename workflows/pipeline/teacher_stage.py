@@ -15,7 +15,7 @@ from db.engine import Database
 from db.models import Run
 from db.settings import data_home
 from workflows.artifacts import write_split
-from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.jobs import Progress, StageResult, run_dir
 from workflows.pipeline.data import (
     SplitConfig,
     StudyImages,
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from alignment.teacher import TeacherConfig
 
 
-@register_stage("features")
 def features_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     images = study_images(db, run.config["study"])
     features = compute_features(images, run.config.get("backbone", DEFAULT_BACKBONE), progress, share=1.0)
@@ -61,7 +60,6 @@ def training_triplets(train: pd.DataFrame, images: StudyImages) -> tuple[np.ndar
     return triplets, stats[["p01", "p02", "p12"]].to_numpy(np.float64)
 
 
-@register_stage("teacher")
 def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     from alignment.teacher import fit_teacher
 
