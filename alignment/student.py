@@ -42,9 +42,9 @@ from alignment.distributed import (
     unit_sampler,
     wrap_for_training,
 )
-from alignment.optim import DecayToInitAdam, warmup_cosine_schedule
 from alignment.pseudolabels import PseudoLabels, TooFewLabelsError
 from alignment.student_losses import get_student_loss
+from alignment.student_optimiser import DecayToInitAdam, warmup_cosine_schedule
 from common.atomic import atomic_path
 from common.config import LoadableConfig
 

@@ -39,8 +39,8 @@ from alignment.conventions import (
     triplet_probabilities,
 )
 from alignment.metrics import expected_calibration_error
-from alignment.optimise import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
+from alignment.teacher_optimiser import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
 from common.atomic import atomic_write

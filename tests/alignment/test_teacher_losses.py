@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from alignment.losses import (
+from alignment.teacher_losses import (
     cosine_matrix,
     identity_regulariser,
     local_neighbourhood_loss,
