@@ -38,11 +38,11 @@ from alignment.conventions import (
     pair_similarities,
     triplet_probabilities,
 )
-from alignment.metrics import expected_calibration_error
 from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
 from alignment.teacher_optimiser import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
+from alignment.triplet_metrics import expected_calibration_error
 from common.atomic import atomic_write
 from common.config import LoadableConfig
 

@@ -150,7 +150,7 @@ def _eval_inputs(db, images, test):
 def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path) -> None:
     from alignment.backbones import create_backbone
     from alignment.features import extract_features, image_content_hash
-    from alignment.student_eval import compare_models
+    from alignment.model_comparison import compare_models
     from alignment.teacher import fit_teacher
     from workflows.pipeline.teacher_stage import training_triplets
 

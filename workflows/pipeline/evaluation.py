@@ -87,8 +87,8 @@ def evaluate_representations(
     similarity: str = "dot",
     n_boot: int = 1000,
 ):
-    """A `BeforeAfter` (alignment.student_eval) over the study's held-out judgments that have a Levels type."""
-    from alignment.student_eval import compare_models
+    """A `BeforeAfter` (alignment.model_comparison) over the study's held-out judgments that have a Levels type."""
+    from alignment.model_comparison import compare_models
 
     all_judgments = load_judgments(db, slug)
     test = held_out_judgments(db, slug, split_run_id)
