@@ -8,7 +8,9 @@ Public API (stable names; import from the submodules, nothing heavy is imported 
   and ``extract_activations(..., stage=k)`` for the student's cached trunk activations.
 - ``alignment.teacher.fit_teacher(features, triplets, *, choice_probs=None, config=TeacherConfig(), val=None)``
   ``-> Teacher`` with ``transform``, ``temperature``, ``save``/``load``.
-- ``alignment.metrics.evaluate_triplets(embeddings, triplets, ...) -> EvalReport`` with ``.table()``.
+- ``alignment.triplet_metrics.evaluate_triplets(embeddings, triplets, ...) -> EvalReport`` with ``.table()``.
 
-This package imports no other project code (no db/, study/, app/) and never imports streamlit.
+This package imports no other project code but common/ (no db/, study/, app/) and never imports streamlit.
 """
+
+DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"  # the backbone used wherever none is named (light to import)

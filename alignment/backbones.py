@@ -28,6 +28,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from alignment import DEFAULT_BACKBONE
+from common.atomic import atomic_path
+from common.settings import configured_home
+
 
 class WeightsUnavailableError(FileNotFoundError):
     """Weights for a backbone are not on this machine (and downloading was not allowed)."""
@@ -78,13 +82,11 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
     ),
 }
 
-DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
-
 
 def default_cache_dir() -> Path:
     """``$ALIGNLAB_HOME/weights`` if ALIGNLAB_HOME is set, else ``~/.cache/alignlab/weights``."""
-    home = os.environ.get("ALIGNLAB_HOME")
-    return Path(home) / "weights" if home else Path.home() / ".cache" / "alignlab" / "weights"
+    home = configured_home()
+    return home / "weights" if home else Path.home() / ".cache" / "alignlab" / "weights"
 
 
 def state_dict_hash(module: nn.Module) -> str:
@@ -145,10 +147,8 @@ def packaged_weights_file(arch: str, cache_dir: Path | None = None) -> Path:
     num_classes = 1000 if PACKAGED_WEIGHTS[arch].has_classifier else 0
     dst_state = timm.create_model(arch, pretrained=False, num_classes=num_classes).state_dict()
     converted = map_by_position(src_state, dst_state, f"{source.name} -> timm {arch}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".tmp{os.getpid()}")
-    torch.save(converted, partial)
-    partial.replace(target)  # atomic: a reader never sees a half-written file
+    with atomic_path(target) as partial:  # a reader (another process) never sees a half-written file
+        torch.save(converted, partial)
     return target
 
 

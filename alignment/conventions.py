@@ -114,12 +114,3 @@ def odd_one_out_counts_to_pair_probs(counts: np.ndarray) -> np.ndarray:
     if (totals == 0).any():
         raise ValueError(f"triplet row {int(np.flatnonzero(totals[:, 0] == 0)[0])} has no responses")
     return counts[:, list(ODD_ITEM_OF_PAIR)] / totals
-
-
-def pair_similarities_from_gram(gram, triplets):
-    """[m, 3] ``[s01, s02, s12]`` read from a precomputed similarity matrix ``gram`` [n, n].
-
-    The teacher computes ``gram = Z @ Z.T`` once per step for the n distinct images and gathers here,
-    so the cost per step does not grow with per-triplet copies of feature vectors.
-    """
-    return _stack([gram[triplets[:, a], triplets[:, b]] for a, b in PAIRS])

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from alignment.backbones import Backbone, split_at_stage
+from common.atomic import atomic_write
 
 Progress = Callable[[int, int], None]  # (images computed so far, images to compute)
 MAX_SHARDS = 32  # merge the cache's shard files once there are more than this
@@ -109,10 +110,7 @@ class FeatureCache:
 
     @staticmethod
     def _write(target: Path, hashes: np.ndarray, values: np.ndarray) -> None:
-        partial = target.with_name(target.name + ".partial")
-        with open(partial, "wb") as handle:
-            np.savez(handle, hashes=hashes, values=values)
-        partial.replace(target)
+        atomic_write(target, lambda handle: np.savez(handle, hashes=hashes, values=values))
 
     def _merge(self, shards: list[Path]) -> None:
         hashes, values = [], []

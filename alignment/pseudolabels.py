@@ -29,6 +29,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from alignment.conventions import entropy, pair_similarities, triplet_probabilities
+from common.atomic import atomic_path
+from common.config import LoadableConfig
 
 Strategy = Literal["cluster_border", "within_cluster", "between_cluster", "random"]
 STRATEGIES: tuple[str, ...] = ("cluster_border", "within_cluster", "between_cluster", "random")
@@ -52,8 +54,10 @@ class TeacherLike(Protocol):
 
 
 @dataclass(frozen=True)
-class PseudoLabelConfig:
+class PseudoLabelConfig(LoadableConfig):
     """How many triplets to sample and how (AligNet default: ``cluster_border`` over k-means clusters)."""
+
+    SECTION = "pseudo"
 
     n_triplets: int = 10_000
     n_clusters: int = 20
@@ -108,17 +112,15 @@ class PseudoLabels:
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path`` (.npz), so a reader never sees a half-written file."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial.npz")
-        np.savez_compressed(
-            partial,
-            triplets=self.triplets,
-            similarities=self.similarities,
-            groups=self.groups,
-            pool_ids=np.asarray(self.pool_ids, dtype=str),
-            meta_json=np.asarray(json.dumps(self.meta)),
-        )
-        partial.replace(path)
+        with atomic_path(path) as partial:
+            np.savez_compressed(
+                partial,
+                triplets=self.triplets,
+                similarities=self.similarities,
+                groups=self.groups,
+                pool_ids=np.asarray(self.pool_ids, dtype=str),
+                meta_json=np.asarray(json.dumps(self.meta)),
+            )
         return path
 
     @classmethod

@@ -21,9 +21,8 @@ import json
 import math
 import os
 import time
-import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignment.backbones import DEFAULT_BACKBONE, create_backbone, split_at_stage
+from alignment import DEFAULT_BACKBONE
+from alignment.backbones import Backbone, create_backbone, split_at_stage
 from alignment.conventions import correct_choices, pair_similarities
 from alignment.distributed import (
     DistContext,
@@ -42,14 +42,18 @@ from alignment.distributed import (
     unit_sampler,
     wrap_for_training,
 )
-from alignment.optim import DecayToInitAdam, warmup_cosine_schedule
 from alignment.pseudolabels import PseudoLabels, TooFewLabelsError
 from alignment.student_losses import get_student_loss
+from alignment.student_optimiser import DecayToInitAdam, warmup_cosine_schedule
+from common.atomic import atomic_path
+from common.config import LoadableConfig
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(LoadableConfig):
     """Student architecture and training settings; defaults are the laptop-scale (2 CPU cores) run."""
+
+    SECTION = "student"
 
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None = the backbone's packaged/offline weights
@@ -79,21 +83,6 @@ class StudentConfig:
         if self.tau <= 0 or self.lr <= 0 or self.epochs <= 0 or not 0 <= self.warmup_fraction < 1:
             raise ValueError("StudentConfig needs tau > 0, lr > 0, epochs > 0 and 0 <= warmup_fraction < 1")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(
-                f"unknown student config keys {unknown}; expected some of {[f.name for f in fields(cls)]}"
-            )
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> StudentConfig:
-        """Load from ``.toml`` or ``.json``."""
-        text = Path(path).read_text()
-        return cls.from_dict(tomllib.loads(text) if str(path).endswith(".toml") else json.loads(text))
-
     def save(self, path: str | Path) -> Path:
         Path(path).write_text(json.dumps(asdict(self), indent=2))
         return Path(path)
@@ -113,9 +102,12 @@ class Student(nn.Module):
         stage: int,
         image_size: int,
         mean_std: tuple = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        source: Backbone | None = None,
     ):
         super().__init__()
         self.mean_std = mean_std
+        # the registry entry the trunk came from, for cached extraction (a plain attribute, not a submodule)
+        self.source: Backbone | None = source
         self.trunk, self.rest, self.head = trunk.requires_grad_(False), rest.requires_grad_(True), head
         self.identity = {
             "backbone": backbone,
@@ -163,7 +155,7 @@ def build_student(config: StudentConfig, *, cache_dir: str | os.PathLike | None 
     head = new_triplet_head(backbone.feature_dim, config.head_dim, config.seed)
     cfg = getattr(backbone.module, "pretrained_cfg", None) or {}
     mean_std = (tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3)))
-    student = Student(
+    return Student(
         trunk,
         rest,
         head,
@@ -172,9 +164,8 @@ def build_student(config: StudentConfig, *, cache_dir: str | os.PathLike | None 
         stage=stage,
         image_size=config.image_size,
         mean_std=mean_std,
+        source=backbone,
     )
-    student.source = backbone  # plain attribute (not a submodule): the registry entry, for cached extraction
-    return student
 
 
 def student_transform(student: Student) -> Callable:
@@ -202,12 +193,11 @@ class TrunkActivations:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        torch.save(
-            {"activations": self.activations, "pool_ids": list(self.pool_ids), "identity": self.identity},
-            partial,
-        )
-        partial.replace(path)
+        with atomic_path(path) as partial:
+            torch.save(
+                {"activations": self.activations, "pool_ids": list(self.pool_ids), "identity": self.identity},
+                partial,
+            )
         return path
 
     @classmethod
@@ -243,7 +233,7 @@ def pool_activations(
 
     from alignment.features import extract_activations, image_content_hash
 
-    source = getattr(student, "source", None)
+    source = student.source
     if source is None:
         raise ValueError("pool_activations needs a student from build_student (it knows its backbone)")
     at_student_size = replace(source, preprocess=student_transform(student))
@@ -403,9 +393,8 @@ class _Trainer:
             "labels_meta": self.labels.meta,
             "history": history,
         }
-        partial = path.with_name(path.name + ".partial")
-        torch.save(state, partial)
-        partial.replace(path)
+        with atomic_path(path) as partial:
+            torch.save(state, partial)
 
     def resume(self, path: Path) -> tuple[int, list[dict]]:
         """Load ``path`` if it exists (same config and labels required); return (step, history)."""
@@ -530,9 +519,10 @@ def train_student(
 def save_student(student: Student, config: StudentConfig, path: str | Path) -> Path:
     """Final weights of the trainable part plus the config that rebuilds the rest."""
     path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    torch.save({"config": asdict(config), "identity": student.identity, **student.trainable_state()}, partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        torch.save(
+            {"config": asdict(config), "identity": student.identity, **student.trainable_state()}, partial
+        )
     return path
 
 

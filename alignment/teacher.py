@@ -25,9 +25,8 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,16 +38,20 @@ from alignment.conventions import (
     pair_similarities,
     triplet_probabilities,
 )
-from alignment.metrics import expected_calibration_error
-from alignment.optimise import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
+from alignment.teacher_optimiser import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
+from alignment.triplet_metrics import expected_calibration_error
+from common.atomic import atomic_write
+from common.config import LoadableConfig
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(LoadableConfig):
     """Teacher fitting settings; saved next to every fitted teacher."""
+
+    SECTION = "teacher"
 
     loss: str = "auto"  # "hard" (NLL, pair (0,1) is the target), "soft" (KL to choice_probs), "auto"
     # lambda for ||W - mean(diag W) I||^2 + ||b||^2; None = pick from reg_weight_grid by validation loss
@@ -102,26 +105,6 @@ class TeacherConfig:
                 "reg_weight is None), 0 <= val_fraction < 1"
             )
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TeacherConfig:
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TeacherConfig fields: {sorted(unknown)}")
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> TeacherConfig:
-        """Load from ``.json`` or ``.toml`` (top-level keys, or a ``[teacher]`` table)."""
-        path = Path(path)
-        if path.suffix == ".toml":
-            import tomllib
-
-            values = tomllib.loads(path.read_text())
-            values = values.get("teacher", values)
-        else:
-            values = json.loads(path.read_text())
-        return cls.from_dict(values)
-
 
 @dataclass(frozen=True, eq=False)
 class Teacher:
@@ -153,16 +136,12 @@ class Teacher:
         directory.mkdir(parents=True, exist_ok=True)
         arrays = {"weight": self.weight, "bias": self.bias}
         scalars = {"mean": self.mean, "std": self.std, "temperature": self.temperature}
-        _atomic_write(
+        atomic_write(
             directory / "teacher.npz",
             lambda h: np.savez(h, **arrays, **{k: np.float64(v) for k, v in scalars.items()}),
         )
-        _atomic_write(
-            directory / "config.json", lambda h: h.write(json.dumps(asdict(self.config), indent=2).encode())
-        )
-        _atomic_write(
-            directory / "summary.json", lambda h: h.write(json.dumps(self.summary, indent=2).encode())
-        )
+        atomic_write(directory / "config.json", json.dumps(asdict(self.config), indent=2).encode())
+        atomic_write(directory / "summary.json", json.dumps(self.summary, indent=2).encode())
         return directory
 
     @classmethod
@@ -186,13 +165,6 @@ class Teacher:
             config,
             summary,
         )
-
-
-def _atomic_write(target: Path, write: Callable) -> None:
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as handle:
-        write(handle)
-    partial.replace(target)
 
 
 @contextmanager

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from alignment.conventions import PAIRS
-from alignment.losses import cosine_matrix, local_neighbourhood_loss, soft_triplet_kl, triplet_nll
 from alignment.splits import TripletData
+from alignment.teacher_losses import cosine_matrix, local_neighbourhood_loss, soft_triplet_kl, triplet_nll
 
 
 def principal_basis(x: torch.Tensor, rank: int | None) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from app.resources import get_db
-from db.settings import data_home
+from db.settings import data_home, ensure_home
 from study.access import attempt_login, hash_password
 
 GENERATED_PASSWORD_FILE = "researcher_password.txt"
@@ -39,6 +39,7 @@ def _generated_password() -> str:
     """First run without a configured password: create one, readable only by this machine's user."""
     path = generated_password_path()
     if not path.exists():
+        ensure_home()
         path.write_text(secrets.token_urlsafe(12) + "\n")
         path.chmod(0o600)
     return path.read_text().strip()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from alignment import DEFAULT_BACKBONE
 from alignment.backbones import create_backbone
 from alignment.features import default_num_workers, extract_features
 
@@ -100,7 +101,7 @@ def _print_table(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=default_num_workers())
     parser.add_argument("--repeats", type=int, default=2)

@@ -99,7 +99,7 @@ def _fill_database(home: Path, n: int) -> None:
 
     from db.engine import Database
     from db.models import Base, Run, RunStatus, Stimulus, StimulusSet
-    from workflows.maps.data import save_run_embeddings
+    from workflows.artifacts import write_embeddings
 
     db = Database.from_url()
     Base.metadata.create_all(db.engine)
@@ -134,7 +134,7 @@ def _fill_database(home: Path, n: int) -> None:
         session.flush()
         ids = np.array([row.id for row in rows])
         for name, x in (("base", before), ("aligned", after)):
-            path = save_run_embeddings(home / "runs" / f"{name}.npz", x, ids)
+            path = write_embeddings(home / "runs" / f"{name}.npz", x, ids)
             session.add(
                 Run(
                     kind="features",

@@ -15,7 +15,6 @@ Usage: ``ALIGNLAB_HOME=/tmp/bench_home .venv/bin/python -m bench.student [--thre
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -151,7 +150,7 @@ def _eval_inputs(db, images, test):
 def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path) -> None:
     from alignment.backbones import create_backbone
     from alignment.features import extract_features, image_content_hash
-    from alignment.student_eval import compare_models
+    from alignment.model_comparison import compare_models
     from alignment.teacher import fit_teacher
     from workflows.pipeline.teacher_stage import training_triplets
 
@@ -227,12 +226,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}; {_load()}")
-    config = StudentConfig.from_dict(json.loads(args.student))
+    config = StudentConfig.from_text(args.student)
     if not args.skip_overhead:
         overhead(config, args.rounds)
     if not args.skip_demo:
         with tempfile.TemporaryDirectory() as work:
-            demo_loop(config, PseudoLabelConfig(**json.loads(args.labels)), Path(work))
+            demo_loop(config, PseudoLabelConfig.from_text(args.labels), Path(work))
 
 
 if __name__ == "__main__":

@@ -1,25 +1,22 @@
-"""Where AlignLab keeps its data and which database it talks to (read from the environment)."""
+"""Which database AlignLab talks to (read from the environment). The data directory itself is
+`common.settings` (re-exported here for the layers above)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-DEFAULT_HOME = "data"
+from common.settings import data_home, ensure_home
+
 SQLITE_FILENAME = "alignlab.db"
 
-
-def data_home() -> Path:
-    """The data directory (`ALIGNLAB_HOME`, default `./data`); created on first use."""
-    home = Path(os.environ.get("ALIGNLAB_HOME", DEFAULT_HOME)).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+__all__ = ["SQLITE_FILENAME", "data_home", "database_url", "ensure_home", "normalise_url"]
 
 
 def database_url() -> str:
-    """`DATABASE_URL` if set, else a SQLite file under the data directory."""
+    """`DATABASE_URL` if set, else a SQLite file under the data directory (created here, since the
+    database file cannot be opened in a missing folder; this runs once per engine, not per path lookup)."""
     url = os.environ.get("DATABASE_URL", "").strip()
-    return normalise_url(url) if url else f"sqlite:///{data_home() / SQLITE_FILENAME}"
+    return normalise_url(url) if url else f"sqlite:///{ensure_home() / SQLITE_FILENAME}"
 
 
 def normalise_url(url: str) -> str:

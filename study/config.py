@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from common.config import LoadableConfig
 from study.examples import EXAMPLE_KINDS, example_tokens
 
 PROLIFIC_COMPLETION_URL = "https://app.prolific.com/submissions/complete?cc={code}"
@@ -24,8 +22,10 @@ DEFAULT_INSTRUCTIONS = (
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(LoadableConfig):
     """How a study runs for a participant. Defaults follow the AligNet Levels collection."""
+
+    SECTION = "study"
 
     title: str = "Odd one out"
     consent_text: str = (
@@ -70,24 +70,6 @@ class StudyConfig:
         data = asdict(self)
         data["instructions"] = list(self.instructions)
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown study config keys {unknown}; expected some of {sorted(known)}")
-        data = dict(data)
-        if "instructions" in data:
-            data["instructions"] = tuple(data["instructions"])
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> StudyConfig:
-        path = Path(path)
-        text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        return cls.from_dict(data)
 
     def completion_url(self, code: str) -> str:
         return self.completion_url_template.format(code=code) if self.completion_url_template else ""

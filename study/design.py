@@ -11,16 +11,14 @@ The designed odd one out is stored last; only catch (and catch-like practice) tr
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
+from common.config import LoadableConfig
 from db.engine import Database
 from db.models import TrialKind, TripletLevel
 from study.config import StudyConfig
@@ -43,8 +41,10 @@ CategoryKey = tuple[str, str]  # (superordinate, category): "bat" under animal d
 
 
 @dataclass(frozen=True)
-class DesignConfig:
+class DesignConfig(LoadableConfig):
     """How many lists and trials of each kind; defaults make a short demo study (Levels used 330 + 16 catch)."""
+
+    SECTION = "design"
 
     n_lists: int = 1
     n_between_class: int = 20  # experimental triplets per list, by level
@@ -90,20 +90,6 @@ class DesignConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DesignConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown design config keys {unknown}; expected some of {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> DesignConfig:
-        path = Path(path)
-        text = path.read_text()
-        return cls.from_dict(tomllib.loads(text) if path.suffix == ".toml" else json.loads(text))
 
 
 @dataclass(frozen=True)

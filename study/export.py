@@ -8,8 +8,6 @@ are labelled (`is_simulated`) in every format. Both CSV formats read back with
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_path
 from db.engine import Database
 from study.judgments import load_judgments, load_responses, load_stimuli
 
@@ -151,15 +150,9 @@ def export_study(
         db, slug, include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids
     )
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".part")
-    os.close(handle)
-    try:
+    with atomic_path(out_path) as temporary:
         if fmt == "parquet":
             table.to_parquet(temporary, index=False)
         else:
             table.to_csv(temporary, index=False)
-        os.replace(temporary, out_path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     return ExportSummary(out_path, fmt, len(table), int(table["subject_id"].nunique()))

@@ -18,14 +18,13 @@ Practice trials never count. Flags are suggestions; `set_exclusion` records the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
+from common.config import LoadableConfig
 from db.engine import Database
 from db.models import InteractionEvent, Participant, TrialKind
 from study.judgments import load_responses, pseudonymise
@@ -38,7 +37,11 @@ EARLY_EVENTS = ("early_response",)  # logged once per trial by the trial compone
 
 
 @dataclass(frozen=True)
-class QCConfig:
+class QCConfig(LoadableConfig):
+    """Thresholds of the quality-control rules; None = count only, never exclude for it."""
+
+    SECTION = "qc"
+
     min_catch_accuracy: float = 0.90
     max_timeouts: int = 10
     fast_window: int = 20
@@ -53,10 +56,6 @@ class QCConfig:
     max_early_responses: int | None = (
         None  # trials with a press before the minimum valid RT; None: count only
     )
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> QCConfig:
-        return cls(**json.loads(Path(path).read_text()))
 
     def to_dict(self) -> dict:
         return asdict(self)

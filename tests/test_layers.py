@@ -1,7 +1,8 @@
 """The layering in ARCHITECTURE.md, enforced.
 
-app/ (delivery: Streamlit pages, participant page, CLI) -> workflows/ (no Streamlit) -> study/ -> db/;
-alignment/ and db/ import no project code; nothing imports app/; only app/ imports Streamlit;
+app/ (delivery: Streamlit pages, participant page, CLI) -> workflows/ (no Streamlit) -> study/ -> db/ -> common/;
+alignment/ and db/ import only common/ from the project; common/ (config loader, atomic writes, the data
+directory) imports no project code, no Streamlit and no torch; nothing imports app/; only app/ imports Streamlit;
 tests/support/ is shared by tests and benches and is never imported by shipped code.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
+    "common": {"db", "study", "alignment", "workflows", "app", "tests", "streamlit", "torch"},
     "db": {"study", "alignment", "workflows", "app", "tests", "streamlit"},
     "alignment": {"db", "study", "workflows", "app", "tests", "streamlit"},
     "study": {"alignment", "workflows", "app", "tests", "streamlit"},
@@ -70,7 +72,7 @@ def test_only_app_modules_that_draw_import_streamlit():
 def test_importing_everything_but_app_never_imports_streamlit():
     code = (
         "import sys, pkgutil, importlib\n"
-        "for pkg in ('db', 'study', 'alignment', 'workflows'):\n"
+        "for pkg in ('common', 'db', 'study', 'alignment', 'workflows'):\n"
         "    mod = importlib.import_module(pkg)\n"
         "    for info in pkgutil.walk_packages(mod.__path__, pkg + '.'):\n"
         "        if '.migrations' not in info.name: importlib.import_module(info.name)\n"

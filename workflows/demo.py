@@ -156,8 +156,8 @@ def ensure_demo_runs(db: Database, *, wait: bool, report: Callable[[str], None] 
 
     `wait=False` starts it as a background job (the app is usable meanwhile; the Alignment page shows it)."""
     from db.runs import list_runs
-    from workflows.jobs import execute, launch, mark_lost_runs
-    from workflows.pipeline import queue_action
+    from workflows.jobs import launch, mark_lost_runs
+    from workflows.pipeline import execute, queue_action
     from workflows.pipeline.loop import latest_loop
 
     with db.read() as session:

@@ -2,7 +2,8 @@
 blocks the Streamlit script thread and survives browser reloads. Progress, status, metrics and
 artifacts live in the run's database row; the log is a file in the run's directory.
 
-A stage is a function `(db, run, progress) -> StageResult` registered under the run's kind.
+A stage is a function `(db, run, progress) -> StageResult`; `execute` is given the table of stages by run
+kind (the pipeline's is `workflows.pipeline.STAGES`: listed there, not registered by importing modules).
 `progress(fraction, message)` stores progress and raises RunCancelled when cancel was requested.
 """
 
@@ -13,7 +14,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,15 +35,6 @@ class StageResult:
 
 
 Stage = Callable[[Database, Run, Progress], StageResult]
-STAGES: dict[str, Stage] = {}
-
-
-def register_stage(kind: str) -> Callable[[Stage], Stage]:
-    def decorate(stage: Stage) -> Stage:
-        STAGES[kind] = stage
-        return stage
-
-    return decorate
 
 
 def run_dir(run_id: int) -> Path:
@@ -67,14 +59,17 @@ def launch(run_id: int) -> subprocess.Popen:
     )
 
 
-def execute(db: Database, run_id: int, on_progress: Progress | None = None) -> RunStatus:
-    """Run a queued run's stage in this process; record success, failure or cancellation.
+def execute(
+    db: Database, run_id: int, stages: Mapping[str, Stage], on_progress: Progress | None = None
+) -> RunStatus:
+    """Run a queued run's stage (looked up in `stages` by the run's kind) in this process; record success,
+    failure or cancellation.
 
     `on_progress` also sees every progress report (the CLI draws a progress bar with it)."""
     run = get_run(db, run_id)
-    stage = STAGES.get(run.kind)
+    stage = stages.get(run.kind)
     if stage is None:
-        fail_run(db, run_id, f"no stage registered for run kind {run.kind!r}; known: {sorted(STAGES)}")
+        fail_run(db, run_id, f"no stage registered for run kind {run.kind!r}; known: {sorted(stages)}")
         return RunStatus.FAILED
     logger, handler = _file_logger(run_id)
     try:

@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from common.settings import ensure_home
+
 COMMAND_MODULES = [
     "app.cli.db_commands",
     "app.cli.stimuli_commands",
@@ -23,6 +25,7 @@ COMMAND_MODULES = [
     "app.cli.map_commands",
 ]
 
+# bad input, not a bug: config errors (ConfigError is a ValueError), missing input files, unknown slugs or runs
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError)
 
 
@@ -38,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
+        ensure_home()
         return int(args.func(args) or 0)
-    except USER_ERRORS as error:  # bad input: a clear message, no traceback
-        print(f"alignlab {args.command}: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:  # bad input: one clear line, exit code 2 (as argparse), no traceback
+        print(f"alignlab: error: {one_line(error)}", file=sys.stderr)
         return 2
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a KeyError's message is its quoted key: shown without quotes)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(message).split()) or type(error).__name__

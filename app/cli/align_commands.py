@@ -6,20 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 
+from alignment import DEFAULT_BACKBONE
+from common.config import settings_table
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     features = subparsers.add_parser("features", help="backbone features (cached on disk)")
     features_commands = features.add_subparsers(dest="features_command", required=True)
     extract = features_commands.add_parser("extract", help="features of a study's stimuli")
     extract.add_argument("--study", required=True)
-    extract.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
+    extract.add_argument("--backbone", default=DEFAULT_BACKBONE)
     extract.set_defaults(func=_features)
 
     teacher = subparsers.add_parser("teacher", help="the human-aligned teacher transform")
     teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)
     fit = teacher_commands.add_parser("fit", help="fit a teacher on a study's non-excluded judgments")
     fit.add_argument("--study", required=True)
-    fit.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
+    fit.add_argument("--backbone", default=DEFAULT_BACKBONE)
     fit.add_argument(
         "--split",
         choices=["triplet", "subject", "image"],
@@ -27,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how held-out judgments are chosen (image = object-disjoint)",
     )
     fit.add_argument("--test-fraction", type=float, default=0.2)
-    fit.add_argument("--config", help="TeacherConfig overrides as JSON, e.g. '{\"reg_weight\": 0.01}'")
+    fit.add_argument(
+        "--config",
+        help="TeacherConfig overrides as JSON or a .json/.toml file, e.g. '{\"reg_weight\": 0.01}'",
+    )
     fit.set_defaults(func=_teacher)
 
     evaluate = subparsers.add_parser("eval", help="evaluate representations on a study's held-out judgments")
@@ -48,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "align", help="the closed loop: teacher, pseudo-labels, students, evaluation"
     )
     align.add_argument("--study", required=True)
-    align.add_argument("--backbone", default="timm:tf_efficientnet_lite0")
+    align.add_argument("--backbone", default=DEFAULT_BACKBONE)
     align.add_argument(
         "--config",
         help="AlignConfig overrides as JSON or a .json/.toml file: keys split, teacher, "
@@ -64,12 +70,13 @@ def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
     from db.engine import Database
     from db.runs import get_run
     from workflows import pipeline
-    from workflows.jobs import execute
 
     db = Database.from_url()
     run_id = pipeline.queue_action(db, kind, slug, overrides)
     with tqdm(total=100, desc=f"run {run_id} {kind}", unit="%") as bar:
-        execute(db, run_id, on_progress=lambda fraction, _message: bar.update(round(100 * fraction) - bar.n))
+        pipeline.execute(
+            db, run_id, on_progress=lambda fraction, _message: bar.update(round(100 * fraction) - bar.n)
+        )
     run = get_run(db, run_id)
     if run.error:
         raise ValueError(f"run {run_id} failed: {run.error}")
@@ -91,7 +98,7 @@ def _teacher(args: argparse.Namespace) -> int:
     overrides = {
         "backbone": args.backbone,
         "split": {"by": args.split, "test_fraction": args.test_fraction},
-        "teacher": json.loads(args.config) if args.config else {},
+        "teacher": settings_table(args.config, section="teacher") if args.config else {},
     }
     run_stage_here("teacher", args.study, overrides)
     return 0
@@ -106,28 +113,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _align(args: argparse.Namespace) -> int:
-    overrides = {"backbone": args.backbone, **_load_overrides(args.config)}
+    overrides = {"backbone": args.backbone, **(settings_table(args.config) if args.config else {})}
     run = run_stage_here("align", args.study, overrides, show=False)
     print(
         f"closed loop run {run.id}; steps reused from earlier runs: {run.metrics.get('reused_steps') or 'none'}"
     )
     print_eval_table(run)
     return 0
-
-
-def _load_overrides(text: str | None) -> dict:
-    from pathlib import Path
-
-    if not text:
-        return {}
-    path = Path(text)
-    if path.suffix in (".json", ".toml") and path.is_file():
-        if path.suffix == ".toml":
-            import tomllib
-
-            return tomllib.loads(path.read_text())
-        return json.loads(path.read_text())
-    return json.loads(text)
 
 
 def print_eval_table(run) -> None:

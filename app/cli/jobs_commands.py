@@ -20,10 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import workflows.pipeline  # noqa: F401 - registers the stages
     from db.engine import Database
     from db.models import RunStatus
-    from workflows.jobs import execute
+    from workflows.pipeline import execute
 
     return 0 if execute(Database.from_url(), args.run_id) == RunStatus.SUCCEEDED else 1
 

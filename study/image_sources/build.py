@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import random
-import shutil
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from common.atomic import atomic_directory
 from study.image_sources.base import ImageSource, SourceImage
 from study.image_sources.registry import DEFAULT_SOURCE, get_image_source
 
@@ -107,22 +107,10 @@ def _refuse_foreign_folder(out_dir: Path) -> None:
 
 
 def _write_atomically(out_dir: Path, images: list[SourceImage], recipe: dict) -> None:
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_directory(out_dir) as staging:
         rows = [_write_image(staging, image) for image in images]
         write_manifest(staging / MANIFEST, rows)
         (staging / BUILD_INFO).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_image(root: Path, image: SourceImage) -> dict[str, str]:

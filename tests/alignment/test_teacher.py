@@ -8,10 +8,10 @@ import torch
 from scipy.stats import spearmanr
 
 from alignment.conventions import correct_choices, entropy, pair_similarities, triplet_probabilities
-from alignment.losses import identity_regulariser
 from alignment.splits import TripletData, object_disjoint_split
 from alignment.synthetic import planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
+from alignment.teacher_losses import identity_regulariser
 from alignment.teacher_problem import AffineTransform, ImageSet, principal_basis
 
 N_TRAIN, N_TEST = 30000, 10000

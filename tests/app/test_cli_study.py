@@ -132,3 +132,33 @@ def test_import_design_levels_and_things(db, env, tmp_path, capsys):
         main(["study", "import-design", "things-1", str(things), "--stimuli", "tiny", "--per-list", "1"]) == 0
     )
     assert "2 list(s), 2 trials" in capsys.readouterr().out
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("alignlab: error: ")
+    return err
+
+
+def test_config_typos_are_one_line_naming_the_key_and_the_known_keys(env, tmp_path, capsys):
+    assert main(["align", "--study", "any", "--config", '{"bogus": 1}']) == 2
+    err = _one_error_line(capsys)
+    assert "unknown AlignConfig key(s) ['bogus']; known keys: ['backbone', 'pseudo', 'similarity'," in err
+    qc = tmp_path / "qc.json"
+    qc.write_text('{"min_catch_acuracy": 0.8}')
+    assert main(["study", "qc", "any", "--config", str(qc)]) == 2
+    err = _one_error_line(capsys)
+    assert "unknown QCConfig key(s) ['min_catch_acuracy']; known keys: ['fast_10th_ms'," in err
+    assert "'min_catch_accuracy'" in err
+
+
+def test_wrong_types_and_broken_json_are_one_line_too(env, capsys):
+    assert main(["align", "--study", "any", "--config", '{"student": []}']) == 2
+    assert "AlignConfig.student must be a table (dict); got [] (list)" in _one_error_line(capsys)
+    assert main(["align", "--study", "any", "--config", "{bogus"]) == 2
+    assert "--config is not valid JSON" in _one_error_line(capsys)
+    assert main(["teacher", "fit", "--study", "any", "--config", '{"lr": "fast"}']) == 2
+    assert "TeacherConfig.lr must be a number (float) or null (None); got 'fast' (str)" in _one_error_line(
+        capsys
+    )

@@ -11,7 +11,8 @@ from app.cli import main
 from db.engine import Database
 from db.models import Run
 from tests.support.map_fixtures import make_fake_runs
-from workflows.maps.data import load_map_inputs, resolve_representation, save_run_embeddings
+from workflows.artifacts import write_embeddings
+from workflows.maps.data import load_map_inputs, resolve_representation
 from workflows.maps.figures import PngExportUnavailable, chrome_path, write_pngs
 
 
@@ -68,7 +69,7 @@ def test_rows_are_joined_by_stimulus_id_whatever_order_each_run_stored_them_in(r
 def test_a_run_and_one_of_its_other_embeddings_artifacts_can_be_compared(runs, app_home):
     db, fake = runs
     inputs = load_map_inputs(db, (fake.before_run, "embeddings"), (fake.after_run, "embeddings"))
-    path = save_run_embeddings(
+    path = write_embeddings(
         app_home / "runs" / "raw.npz", inputs.before.embeddings, inputs.before.stimulus_ids
     )
     with db.write() as session:

@@ -10,8 +10,7 @@ from db.runs import create_run, fail_run, get_run
 from study.design import DesignConfig, create_study_from_design
 from study.simulate import simulate_participants
 from study.studies import set_study_status
-from workflows.jobs import execute
-from workflows.pipeline import queue_action
+from workflows.pipeline import execute, queue_action
 
 FAST = {
     "teacher": {"reg_weight": 1.0},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,18 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.network import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_streamlit_server_comes_up_healthy(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"ALIGNLAB_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     env.pop("DATABASE_URL", None)
     subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, cwd=ROOT, check=True)

@@ -204,7 +204,7 @@ def test_design_config_is_validated_and_loads_from_toml(tmp_path):
     path.write_text("n_lists = 4\nn_within_class = 5\nseed = 11\n")
     assert DesignConfig.from_file(path) == DesignConfig(n_lists=4, n_within_class=5, seed=11)
     path.write_text("n_list = 4\n")
-    with pytest.raises(ValueError, match="unknown design config keys \\['n_list'\\]"):
+    with pytest.raises(ValueError, match="unknown DesignConfig key\\(s\\) \\['n_list'\\]; known keys"):
         DesignConfig.from_file(path)
 
 

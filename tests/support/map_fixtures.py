@@ -23,7 +23,7 @@ from db.models import (
     TripletList,
 )
 from tests.support.planted import colour_to_category
-from workflows.maps.data import save_run_embeddings
+from workflows.artifacts import write_embeddings
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def make_fake_runs(db, home: Path, *, n_judgments: int = 300, seed: int = 0) -> 
         ("features", "base", planted.before, np.arange(len(ids))),
         ("teacher", "aligned", planted.after, order),
     ):
-        path = save_run_embeddings(home / "runs" / f"{name}.npz", x[rows], np.asarray(ids)[rows])
+        path = write_embeddings(home / "runs" / f"{name}.npz", x[rows], np.asarray(ids)[rows])
         with db.write() as session:
             run = Run(
                 kind=kind,

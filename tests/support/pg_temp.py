@@ -11,11 +11,12 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.network import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -31,12 +32,6 @@ def find_pg_bin() -> Path:
             "install them with `apt-get install postgresql` (the test command does this)"
         )
     return Path(candidates[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -62,7 +57,7 @@ class TemporaryPostgres:
     def start(self) -> None:
         bin_dir = find_pg_bin()
         self.root = Path(tempfile.mkdtemp(prefix="alignlab-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         data = self.root / "data"
         self._chown_for_postgres()
         self._run(

@@ -1,7 +1,7 @@
 """Turn two runs into the plain arrays the maps and the reorganisation analysis need.
 
-Artifact convention (the one workflows/pipeline.py writes; any run kind): a representation is a run
-artifact named ``embeddings`` or ``<something>_embeddings`` (e.g. a teacher run's ``raw_embeddings``)
+Artifact convention (workflows/artifacts.py, written by the pipeline stages; any run kind): a representation
+is a run artifact named ``embeddings`` or ``<something>_embeddings`` (e.g. a teacher run's ``raw_embeddings``)
 whose value is the path of an ``.npz`` file, relative to the data directory (or absolute), holding
 ``embeddings`` (float, [n, D]) and ``stimulus_ids`` (int, [n], ids in the ``stimuli`` table).
 A representation is named ``RUN`` (its ``embeddings``) or ``RUN:ARTIFACT``, RUN being an id or a
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,9 +22,9 @@ from sqlalchemy import select
 from db.engine import Database
 from db.models import Run, Stimulus, Study
 from db.settings import data_home
+from workflows.artifacts import EMBEDDINGS_KEYS, ArtifactError, read_embeddings
 
 EMBEDDINGS_ARTIFACT = "embeddings"
-NPZ_KEYS = ("embeddings", "stimulus_ids")
 THUMBNAIL_PX = 64
 
 
@@ -58,21 +57,6 @@ class HumanJudgments:
     study_slug: str
     triplets: np.ndarray  # [m, 3]
     rt_ms: np.ndarray  # [m]
-
-
-def save_run_embeddings(path: Path, embeddings: np.ndarray, stimulus_ids: np.ndarray) -> Path:
-    """Write a run's embeddings in the artifact convention above."""
-    embeddings, stimulus_ids = (
-        np.asarray(embeddings, dtype=np.float32),
-        np.asarray(stimulus_ids, dtype=np.int64),
-    )
-    if embeddings.ndim != 2 or stimulus_ids.shape != (len(embeddings),):
-        raise ValueError(
-            f"need embeddings [n, D] and stimulus_ids [n]; got {embeddings.shape}, {stimulus_ids.shape}"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, embeddings=embeddings, stimulus_ids=stimulus_ids)
-    return path
 
 
 def run_label(run: Run, artifact: str = EMBEDDINGS_ARTIFACT) -> str:
@@ -122,32 +106,14 @@ def load_run_embeddings(db: Database, run_id: int, artifact: str = EMBEDDINGS_AR
     if artifact not in artifacts:
         found = [name for name in artifacts if is_representation(name)]
         raise MapDataError(
-            f"run {label} has no {artifact!r} artifact (an .npz with {NPZ_KEYS}); "
+            f"run {label} has no {artifact!r} artifact (an .npz with {EMBEDDINGS_KEYS}); "
             f"its embeddings artifacts: {found or 'none'}"
         )
-    embeddings, stimulus_ids = _read_npz(data_home() / artifacts[artifact], label)
-    return RunEmbeddings(run_id, label, study_id, embeddings, stimulus_ids)
-
-
-def _read_npz(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
-        raise FileNotFoundError(f"run {label}: embeddings file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [key for key in NPZ_KEYS if key not in npz.files]
-            if missing:
-                raise MapDataError(f"run {label}: {path} lacks {missing}; expected arrays {NPZ_KEYS}")
-            embeddings, stimulus_ids = npz["embeddings"], npz["stimulus_ids"]
-    except (OSError, ValueError) as error:
-        if isinstance(error, MapDataError):
-            raise
-        raise MapDataError(f"run {label}: {path} is not a readable .npz file ({error})") from None
-    if embeddings.ndim != 2 or stimulus_ids.shape != (len(embeddings),):
-        raise MapDataError(
-            f"run {label}: {path} must hold embeddings [n, D] and stimulus_ids [n]; got "
-            f"{embeddings.shape} and {stimulus_ids.shape}"
-        )
-    return embeddings, stimulus_ids.astype(np.int64)
+        embeddings, stimulus_ids = read_embeddings(data_home() / artifacts[artifact], f"run {label}")
+    except ArtifactError as error:
+        raise MapDataError(str(error)) from None
+    return RunEmbeddings(run_id, label, study_id, embeddings, stimulus_ids)
 
 
 def load_map_inputs(db: Database, before: tuple[int, str], after: tuple[int, str]) -> MapInputs:

@@ -1,12 +1,6 @@
-"""Study data for the alignment stages: the stimuli in id order, held-out splits, embedding artifacts.
-
-Artifact conventions (paths relative to the data directory, listed in `Run.artifacts`):
-- `embeddings` (and `*_embeddings`): an .npz with `embeddings` [n, D] float32 and `stimulus_ids` [n]
-  (rows in stimulus-id order), what the maps page and the evaluation read;
-- `split`: an .npz with the held-out human judgments' (participant id, trial index) pairs, so every
-  stage evaluates on the same test set;
-- stage-specific files (`teacher` directory, `labels_*` .npz, `student` directory).
-"""
+"""Study data for the alignment stages: the stimuli in id order, held-out splits, embedding artifacts
+(their file formats: workflows/artifacts.py; stage-specific files: the `teacher` directory, `labels_*` .npz,
+the `student` directory)."""
 
 from __future__ import annotations
 
@@ -16,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.config import LoadableConfig
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import get_run
 from db.settings import data_home
 from study.judgments import load_judgments, load_stimuli, split_judgments
+from workflows.artifacts import read_embeddings, write_embeddings
 from workflows.jobs import Progress, run_dir
 
-DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
 FEATURE_CACHE_DIR = "feature_cache"
 WEIGHTS_DIR = "weights"
 MIN_TRAIN_JUDGMENTS = 50
@@ -55,9 +50,11 @@ def study_images(db: Database, slug: str) -> StudyImages:
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(LoadableConfig):
     """How human judgments are held out for evaluation. `triplet` (THINGS-style) by default: an
     object-disjoint `image` split keeps only triplets made entirely of held-out images, few in a small set."""
+
+    SECTION = "split"
 
     by: str = "triplet"  # triplet | subject | image
     test_fraction: float = 0.2
@@ -98,8 +95,8 @@ def compute_features(
 
 
 def save_embeddings(run_id: int, name: str, embeddings: np.ndarray, images: StudyImages) -> str:
-    path = run_dir(run_id) / f"{name}.npz"
-    np.savez_compressed(path, embeddings=embeddings.astype(np.float32), stimulus_ids=images.stimulus_ids)
+    """Store a run's embeddings artifact; returns its path relative to the data directory."""
+    path = write_embeddings(run_dir(run_id) / f"{name}.npz", embeddings, images.stimulus_ids)
     return str(path.relative_to(data_home()))
 
 
@@ -108,8 +105,7 @@ def load_embeddings(run: Run, name: str = "embeddings") -> tuple[np.ndarray, np.
         raise LookupError(
             f"run {run.id} ({run.kind}) has no {name!r} artifact; it has {sorted(run.artifacts)}"
         )
-    with np.load(data_home() / run.artifacts[name]) as data:
-        return data["embeddings"], data["stimulus_ids"]
+    return read_embeddings(data_home() / run.artifacts[name], f"run {run.id} ({run.kind})")
 
 
 def finished_run(db: Database, run_id: int, kind: str | None = None) -> Run:

@@ -9,7 +9,7 @@ from typing import Any
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
-from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.jobs import Progress, StageResult, run_dir
 from workflows.pipeline.data import (
     FEATURE_CACHE_DIR,
     WEIGHTS_DIR,
@@ -22,14 +22,13 @@ from workflows.pipeline.data import (
 LABEL_SPACES = ("aligned", "untransformed")
 
 
-@register_stage("pseudo_labels")
 def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     from alignment.backbones import create_backbone
     from alignment.features import image_content_hash
     from alignment.pseudolabels import LabelProvenance, PseudoLabelConfig, make_pseudolabels
     from alignment.teacher import Teacher
 
-    config = PseudoLabelConfig(**run.config.get("pseudo", {}))
+    config = PseudoLabelConfig.from_dict(run.config.get("pseudo", {}))
     teacher_run = finished_run(db, run.config["teacher_run"], "teacher")
     images = study_images(db, run.config["study"])
     features, _ = load_embeddings(teacher_run, "raw_embeddings")
@@ -52,7 +51,6 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
     return StageResult(metrics, artifacts)
 
 
-@register_stage("student")
 def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     from alignment.pseudolabels import PseudoLabels
     from alignment.student import (

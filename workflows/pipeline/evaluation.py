@@ -13,7 +13,8 @@ from db.engine import Database
 from db.models import Run
 from db.settings import data_home
 from study.judgments import load_judgments
-from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.artifacts import read_split
+from workflows.jobs import Progress, StageResult, run_dir
 from workflows.pipeline.data import finished_run, load_embeddings, study_images
 
 
@@ -51,8 +52,7 @@ def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.
     run = finished_run(db, split_run_id)
     if "split" not in run.artifacts:
         raise ValueError(f"run {split_run_id} ({run.kind}) holds out no judgments; give a teacher run")
-    with np.load(data_home() / run.artifacts["split"]) as data:
-        keys = {tuple(key) for key in data["test_keys"].tolist()}
+    keys = read_split(data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})")
     mask = [key in keys for key in zip(judgments["participant_id"], judgments["trial_index"], strict=True)]
     return judgments[mask]
 
@@ -87,8 +87,8 @@ def evaluate_representations(
     similarity: str = "dot",
     n_boot: int = 1000,
 ):
-    """A `BeforeAfter` (alignment.student_eval) over the study's held-out judgments that have a Levels type."""
-    from alignment.student_eval import compare_models
+    """A `BeforeAfter` (alignment.model_comparison) over the study's held-out judgments that have a Levels type."""
+    from alignment.model_comparison import compare_models
 
     all_judgments = load_judgments(db, slug)
     test = held_out_judgments(db, slug, split_run_id)
@@ -122,7 +122,6 @@ def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray)
     return embeddings[[position[int(s)] for s in stimulus_ids]]
 
 
-@register_stage("eval")
 def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     labels = run.config.get("labels") or [None] * len(run.config["representations"])
     reps = [

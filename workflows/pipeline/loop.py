@@ -5,17 +5,20 @@ evaluation on the study's held-out judgments. Each step is a child run; a step w
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
+from alignment import DEFAULT_BACKBONE
+from common.config import LoadableConfig
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import RunCancelled, create_run, get_run
 from study.judgments import load_judgments
-from workflows.jobs import Progress, StageResult, execute, register_stage
-from workflows.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
+from workflows.jobs import Progress, Stage, StageResult, execute
+from workflows.pipeline.data import SplitConfig, study_images
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
@@ -30,7 +33,7 @@ TABLE_MODELS = ("base", "teacher", "AligNet", "UnAligNet")
 
 
 @dataclass(frozen=True)
-class AlignConfig:
+class AlignConfig(LoadableConfig):
     """Everything the loop needs; the defaults are the laptop-scale demo (a GPU user raises them)."""
 
     study: str
@@ -40,10 +43,6 @@ class AlignConfig:
     pseudo: dict[str, Any] = field(default_factory=dict)  # PseudoLabelConfig overrides
     student: dict[str, Any] = field(default_factory=dict)  # StudentConfig overrides
     similarity: str = "dot"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
-        return cls(**data)
 
 
 def latest_loop(db: Database, study_id: int | None = None) -> Run | None:
@@ -70,21 +69,21 @@ def check_loop_inputs(db: Database, config: AlignConfig) -> None:
     from workflows.pipeline.data import split_study_judgments
 
     study_images(db, config.study)
-    split_study_judgments(db, config.study, SplitConfig(**config.split))
+    split_study_judgments(db, config.study, SplitConfig.from_dict(config.split))
     TeacherConfig.from_dict(config.teacher)
-    PseudoLabelConfig(**config.pseudo)
+    PseudoLabelConfig.from_dict(config.pseudo)
     StudentConfig.from_dict(config.student)
 
 
-@register_stage("align")
-def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+def align_stage(db: Database, run: Run, progress: Progress, *, stages: Mapping[str, Stage]) -> StageResult:
+    """The loop; each step is a child run executed by its stage in ``stages`` (the pipeline's table)."""
     config = AlignConfig.from_dict(run.config)
     check_loop_inputs(db, config)
-    step = _Steps(db, run, progress)
+    step = _Steps(db, run, progress, stages)
     teacher_config = TeacherStageConfig(
         config.study,
         config.backbone,
-        SplitConfig(**config.split),
+        SplitConfig.from_dict(config.split),
         config.teacher,
         judgments_digest(db, config.study),
     )
@@ -133,8 +132,8 @@ def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
 class _Steps:
     """Runs the loop's steps as child runs, mapping their progress into the parent's."""
 
-    def __init__(self, db: Database, parent: Run, progress: Progress):
-        self.db, self.parent, self.progress = db, parent, progress
+    def __init__(self, db: Database, parent: Run, progress: Progress, stages: Mapping[str, Stage]):
+        self.db, self.parent, self.progress, self.stages = db, parent, progress, stages
         self.done, self.reused = 0.0, []
 
     def run(self, name: str, kind: str, config: dict[str, Any]) -> int:
@@ -153,7 +152,10 @@ class _Steps:
                 name=f"{name} ({self.parent.name})",
             )
             status = execute(
-                self.db, child, on_progress=lambda f, m: self.progress(start + share * f, f"{name}: {m}")
+                self.db,
+                child,
+                self.stages,
+                on_progress=lambda f, m: self.progress(start + share * f, f"{name}: {m}"),
             )
             _require_success(self.db, child, name, status)
         self.done += share

@@ -4,17 +4,19 @@ fitted on the study's non-excluded training judgments (the held-out split is sav
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from alignment import DEFAULT_BACKBONE
+from common.config import LoadableConfig
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
-from workflows.jobs import Progress, StageResult, register_stage, run_dir
+from workflows.artifacts import write_split
+from workflows.jobs import Progress, StageResult, run_dir
 from workflows.pipeline.data import (
-    DEFAULT_BACKBONE,
     SplitConfig,
     StudyImages,
     compute_features,
@@ -23,8 +25,10 @@ from workflows.pipeline.data import (
     study_images,
 )
 
+if TYPE_CHECKING:
+    from alignment.teacher import TeacherConfig
 
-@register_stage("features")
+
 def features_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     images = study_images(db, run.config["study"])
     features = compute_features(images, run.config.get("backbone", DEFAULT_BACKBONE), progress, share=1.0)
@@ -33,18 +37,18 @@ def features_stage(db: Database, run: Run, progress: Progress) -> StageResult:
 
 
 @dataclass(frozen=True)
-class TeacherStageConfig:
+class TeacherStageConfig(LoadableConfig):
     study: str
     backbone: str = DEFAULT_BACKBONE
     split: SplitConfig = field(default_factory=SplitConfig)
     teacher: dict[str, Any] = field(default_factory=dict)  # TeacherConfig overrides
     judgments_digest: str = ""  # which judgments the run saw (the closed loop reuses runs on unchanged data)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TeacherStageConfig:
-        data = dict(data)
-        data["split"] = SplitConfig(**data.get("split", {}))
-        return cls(**data)
+    def teacher_config(self) -> TeacherConfig:
+        """The checked TeacherConfig of the overrides: a bad override fails before any computation."""
+        from alignment.teacher import TeacherConfig
+
+        return TeacherConfig.from_dict(self.teacher)
 
 
 def training_triplets(train: pd.DataFrame, images: StudyImages) -> tuple[np.ndarray, np.ndarray]:
@@ -56,12 +60,11 @@ def training_triplets(train: pd.DataFrame, images: StudyImages) -> tuple[np.ndar
     return triplets, stats[["p01", "p02", "p12"]].to_numpy(np.float64)
 
 
-@register_stage("teacher")
 def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
-    from alignment.teacher import TeacherConfig, fit_teacher
+    from alignment.teacher import fit_teacher
 
     config = TeacherStageConfig.from_dict(run.config)
-    teacher_config = TeacherConfig.from_dict(config.teacher)  # a bad override fails before any computation
+    teacher_config = config.teacher_config()
     images = study_images(db, config.study)
     train, test = split_study_judgments(db, config.study, config.split)
     features = compute_features(images, config.backbone, progress)
@@ -75,8 +78,9 @@ def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         progress=lambda step, total: progress(0.5 + 0.45 * step / max(total, 1), f"step {step}"),
     )
     teacher_dir = teacher.save(run_dir(run.id) / "teacher")
-    split_path = run_dir(run.id) / "split.npz"
-    np.savez(split_path, test_keys=test[["participant_id", "trial_index"]].to_numpy(np.int64))
+    split_path = write_split(
+        run_dir(run.id) / "split.npz", test[["participant_id", "trial_index"]].to_numpy()
+    )
     artifacts = {
         "teacher": str(teacher_dir.relative_to(data_home())),
         "embeddings": save_embeddings(run.id, "embeddings", teacher.transform(features), images),

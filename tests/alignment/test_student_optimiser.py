@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from alignment.optim import DecayToInitAdam, warmup_cosine_factor, warmup_cosine_schedule
+from alignment.student_optimiser import DecayToInitAdam, warmup_cosine_factor, warmup_cosine_schedule
 
 
 def _moved_param(seed=0):

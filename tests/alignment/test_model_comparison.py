@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from alignment.conventions import entropy, pair_similarities, triplet_probabilities
-from alignment.student_eval import compare_models
+from alignment.model_comparison import compare_models
 
 
 def _case():

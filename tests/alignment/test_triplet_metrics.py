@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from alignment.metrics import evaluate_triplets, expected_calibration_error, normalised_accuracy, spearman
+from alignment.triplet_metrics import (
+    evaluate_triplets,
+    expected_calibration_error,
+    normalised_accuracy,
+    spearman,
+)
 
 
 def test_accuracy_per_level_counts_ties_wrong_and_uses_pair_01():

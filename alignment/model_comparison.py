@@ -1,7 +1,7 @@
 """The before/after table (AligNet's core comparison): base backbone vs AligNet vs UnAligNet students on
 held-out human triplets, per Levels type, with noise-ceiling-normalised accuracy and entropy–RT correlation.
 
-Every model is scored by ``alignment.metrics.evaluate_triplets`` on the same triplets with the same similarity
+Every model is scored by ``alignment.triplet_metrics.evaluate_triplets`` on the same triplets with the same similarity
 (dot by default: the students are trained on head dot products). Entropy needs a temperature and raw
 embeddings have arbitrary scale, so each model gets the temperature at which its mean choice entropy on these
 triplets equals the humans' mean choice entropy (or ln(3)/2 when that is unknown); accuracy does not depend on
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from alignment.conventions import check_triplets, pair_similarities
-from alignment.metrics import EvalReport, bootstrap_interval, evaluate_triplets
 from alignment.pseudolabels import temperature_for_entropy
+from alignment.triplet_metrics import EvalReport, bootstrap_interval, evaluate_triplets
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def compare_models(
 ) -> BeforeAfter:
     """Evaluate each named embedding [n_images, D] (same image rows) on held-out human ``triplets``
     (odd one out last), e.g. ``{"base": features, "AligNet": ..., "UnAligNet": ...}``. ``groups`` (a
-    triplet key per judgment): each distinct triplet counts once (see ``alignment.metrics``)."""
+    triplet key per judgment): each distinct triplet counts once (see ``alignment.triplet_metrics``)."""
     if not embeddings:
         raise ValueError("compare_models needs at least one named embedding")
     n_images = {len(e) for e in embeddings.values()}

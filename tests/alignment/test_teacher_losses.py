@@ -2,12 +2,10 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from alignment.conventions import pair_similarities, pair_similarities_from_gram
-from alignment.losses import (
+from alignment.teacher_losses import (
     cosine_matrix,
     identity_regulariser,
     local_neighbourhood_loss,
@@ -59,9 +57,3 @@ def test_local_loss_hand_computed_for_three_points():
     assert local_neighbourhood_loss(cos, cosine_matrix(ref * 5.0)).item() == pytest.approx(expected, rel=1e-6)
     shuffled = cosine_matrix(torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
     assert local_neighbourhood_loss(cos, shuffled).item() > expected
-
-
-def test_gram_gather_equals_direct_pair_similarities():
-    z = np.random.default_rng(1).normal(size=(6, 3))
-    t = np.array([[0, 1, 2], [5, 3, 4]])
-    np.testing.assert_allclose(pair_similarities_from_gram(z @ z.T, t), pair_similarities(z, t))

@@ -1,4 +1,5 @@
-"""Optimisation loop with early stopping: full-batch L-BFGS or (mini-batch) Adam. Readable top to bottom."""
+"""The teacher's optimisation loop with early stopping: full-batch L-BFGS or (mini-batch) Adam. Readable top
+to bottom."""
 
 from __future__ import annotations
 
