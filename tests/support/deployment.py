@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from tests.support.browser_harness import ROOT, AppServer, free_port
+from tests.support.browser_harness import ROOT, AppServer
+from tests.support.network import free_port
 from tests.support.pg_temp import TemporaryPostgres
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "alignlab.conf.template"
