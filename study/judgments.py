@@ -80,7 +80,8 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
     for column in ("kind", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
-    frame["subject"] = [pseudonymise(salt, external) for external in frame["external_id"]]
+    pseudonyms = {external: pseudonymise(salt, external) for external in frame["external_id"].unique()}
+    frame["subject"] = frame["external_id"].map(pseudonyms)
     return frame
 
 
@@ -90,6 +91,19 @@ def odd_last(stored: tuple[int, int, int], chosen: int) -> tuple[int, int, int]:
         raise ValueError(f"chosen stimulus {chosen} is not one of the triplet's images {stored}")
     first, second = sorted(i for i in stored if i != chosen)
     return first, second, chosen
+
+
+def odd_last_array(stored: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """`odd_last` for many triplets at once: [m, 3] stored ids and [m] chosen ids -> [m, 3] int64."""
+    stored = np.asarray(stored, dtype=np.int64).reshape(-1, 3)
+    chosen = np.asarray(chosen).astype(np.int64)
+    is_chosen = stored == chosen[:, None]
+    bad = np.flatnonzero(is_chosen.sum(axis=1) != 1)
+    if bad.size:
+        odd_last(tuple(int(i) for i in stored[bad[0]]), int(chosen[bad[0]]))  # raises with the reason
+        raise ValueError(f"triplet {stored[bad[0]].tolist()} repeats its chosen stimulus {chosen[bad[0]]}")
+    others = np.sort(stored[~is_chosen].reshape(-1, 2), axis=1)
+    return np.column_stack([others, chosen])
 
 
 def load_judgments(
@@ -111,9 +125,9 @@ def load_judgments(
     if not include_simulated:
         keep &= ~responses["is_simulated"]
     answered = responses[keep]
-    ordered = [
-        odd_last((row.stim0, row.stim1, row.stim2), row.chosen_stimulus_id) for row in answered.itertuples()
-    ]
+    triplets = odd_last_array(
+        answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64), answered["chosen_stimulus_id"].to_numpy()
+    )
     frame = answered[
         [
             "participant_id",
@@ -128,7 +142,6 @@ def load_judgments(
             "rt_ms",
         ]
     ].reset_index(drop=True)
-    triplets = np.asarray(ordered, dtype=np.int64).reshape(-1, 3)
     for position in range(3):
         frame.insert(2 + position, f"stim{position}", triplets[:, position])
     return frame

@@ -12,9 +12,8 @@ import pandas as pd
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
-from study.judgments import load_judgments
 from workflows.jobs import Progress, StageResult, register_stage, run_dir
-from workflows.pipeline.data import finished_run, load_embeddings, study_images
+from workflows.pipeline.data import finished_run, load_embeddings, study_images, study_judgments
 
 
 @dataclass(frozen=True)
@@ -45,16 +44,18 @@ def parse_representation(db: Database, spec: str, label: str | None = None) -> R
 
 def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.DataFrame:
     """The judgments a split run held out (all judgments when no split run is given)."""
-    judgments = load_judgments(db, slug)
+    judgments = study_judgments(db, slug)
     if split_run_id is None:
         return judgments
     run = finished_run(db, split_run_id)
     if "split" not in run.artifacts:
         raise ValueError(f"run {split_run_id} ({run.kind}) holds out no judgments; give a teacher run")
     with np.load(data_home() / run.artifacts["split"]) as data:
-        keys = {tuple(key) for key in data["test_keys"].tolist()}
-    mask = [key in keys for key in zip(judgments["participant_id"], judgments["trial_index"], strict=True)]
-    return judgments[mask]
+        test_keys = pd.MultiIndex.from_arrays(data["test_keys"].T)
+    keys = pd.MultiIndex.from_arrays(
+        [judgments["participant_id"].to_numpy(np.int64), judgments["trial_index"].to_numpy(np.int64)]
+    )
+    return judgments[keys.isin(test_keys)]
 
 
 def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
@@ -90,7 +91,7 @@ def evaluate_representations(
     """A `BeforeAfter` (alignment.student_eval) over the study's held-out judgments that have a Levels type."""
     from alignment.student_eval import compare_models
 
-    all_judgments = load_judgments(db, slug)
+    all_judgments = study_judgments(db, slug)
     test = held_out_judgments(db, slug, split_run_id)
     test = test[test["level"].notna()]
     if test.empty:

@@ -4,7 +4,6 @@ evaluation on the study's held-out judgments. Each step is a child run; a step w
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,9 +12,15 @@ from sqlalchemy import select
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import RunCancelled, create_run, get_run
-from study.judgments import load_judgments
 from workflows.jobs import Progress, StageResult, execute, register_stage
-from workflows.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
+from workflows.pipeline.data import (
+    DEFAULT_BACKBONE,
+    SplitConfig,
+    judgments_digest,
+    judgments_snapshot,
+    study_images,
+    study_judgments,
+)
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
@@ -55,13 +60,6 @@ def latest_loop(db: Database, study_id: int | None = None) -> Run | None:
         return session.scalars(query.limit(1)).first()
 
 
-def judgments_digest(db: Database, slug: str) -> str:
-    """Fingerprint of the usable judgments: new, removed or newly excluded judgments change it."""
-    judgments = load_judgments(db, slug)
-    columns = ["participant_id", "trial_index", "stim0", "stim1", "stim2"]
-    return hashlib.sha256(judgments[columns].to_csv(index=False).encode()).hexdigest()[:16]
-
-
 def check_loop_inputs(db: Database, config: AlignConfig) -> None:
     """Clear errors before any long computation: unknown study, too few judgments, bad overrides."""
     from alignment.pseudolabels import PseudoLabelConfig
@@ -78,6 +76,11 @@ def check_loop_inputs(db: Database, config: AlignConfig) -> None:
 
 @register_stage("align")
 def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
+    with judgments_snapshot():  # the loop's steps run in this process: one read of the judgments
+        return _align(db, run, progress)
+
+
+def _align(db: Database, run: Run, progress: Progress) -> StageResult:
     config = AlignConfig.from_dict(run.config)
     check_loop_inputs(db, config)
     step = _Steps(db, run, progress)
@@ -86,7 +89,7 @@ def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         config.backbone,
         SplitConfig(**config.split),
         config.teacher,
-        judgments_digest(db, config.study),
+        judgments_digest(study_judgments(db, config.study)),
     )
     teacher = step.run("teacher", "teacher", asdict(teacher_config))
     labels = step.run(
