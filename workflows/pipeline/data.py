@@ -24,7 +24,7 @@ from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import get_run
 from db.settings import data_home
-from study.judgments import load_judgments, load_stimuli, split_judgments
+from study.judgments import load_anchor_judgments, load_judgments, load_stimuli, split_judgments
 from workflows.jobs import Progress, run_dir
 
 DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
@@ -110,6 +110,13 @@ def judgments_digest(judgments: pd.DataFrame) -> str:
 
 def split_study_judgments(db: Database, slug: str, config: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     judgments = study_judgments(db, slug)
+    if judgments.empty:
+        n_anchor = len(load_anchor_judgments(db, slug))
+        if n_anchor:
+            raise ValueError(
+                f"study {slug!r} holds {n_anchor} anchor judgments (head, close, far) and no odd-one-out "
+                "judgments; the teacher and evaluation stages cannot fit anchor judgments yet"
+            )
     if len(judgments) < MIN_TRAIN_JUDGMENTS:
         raise ValueError(
             f"study {slug!r} has {len(judgments)} usable judgments (non-excluded, answered); "
