@@ -53,6 +53,15 @@ class TrialKind(enum.StrEnum):
     REPEAT = "repeat"
 
 
+class JudgmentTask(enum.StrEnum):
+    """What a trial asked. Odd one out: stim2 is the chosen odd one out of three. Anchor (2AFC, salmon/NEXT
+    triplets): stim0 is the head, stim1 the image judged closer to it, stim2 the farther one -- a
+    comparison s(head, stim1) > s(head, stim2) that says nothing about the pair (stim1, stim2)."""
+
+    ODD_ONE_OUT = "odd_one_out"
+    ANCHOR = "anchor"
+
+
 class TripletLevel(enum.StrEnum):
     BETWEEN_CLASS = "between_class"
     WITHIN_CLASS = "within_class"
@@ -170,6 +179,10 @@ class Trial(Base):
     kind: Mapped[TrialKind] = mapped_column(_enum(TrialKind))
     level: Mapped[TripletLevel | None] = mapped_column(_enum(TripletLevel))
     triplet_key: Mapped[str] = mapped_column(String(64), index=True)  # sorted ids "a-b-c": same triplet
+    # anchor trials have the key "head:a-b" (the head matters)
+    task: Mapped[JudgmentTask] = mapped_column(
+        _enum(JudgmentTask), default=JudgmentTask.ODD_ONE_OUT, server_default=JudgmentTask.ODD_ONE_OUT.value
+    )
 
     triplet_list: Mapped[TripletList] = relationship(back_populates="trials")
 

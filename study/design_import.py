@@ -5,7 +5,8 @@ Two formats:
   participant/list id (one list per id, in order of first appearance), `trial` orders the list, images are
   stimulus names or unique file names of the set, `triplet_class` is a level, `catch` or `practice`.
 - THINGS-style index file: rows of three indices (comma, tab or space separated) into the set's stimuli
-  ordered by name (0-based unless `index_base=1`), odd one out last; split into lists of `triplets_per_list`.
+  in the order an `IndexRule` states (image list, natural or text order; see `study.stimulus_names`),
+  odd one out last; split into lists of `triplets_per_list`.
 Every row is checked first; any problem rejects the file and the database is left unchanged.
 """
 
@@ -17,13 +18,14 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from db.engine import Database
 from db.models import TrialKind, TripletLevel
 from study.config import StudyConfig
 from study.input_errors import InputRejected, RowProblem
 from study.stimuli import StimulusInfo, load_stimulus_table
+from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
 from study.studies import PRACTICE_BLOCK, TrialSpec, create_study, triplet_key, validate_slug
 
 LEVELS_COLUMNS = ("id", "image1", "image2", "image3", "trial", "triplet_class")
@@ -57,46 +59,6 @@ class ImportedDesign:
         return f"study {self.study_id}: {len(self.list_ids)} list(s), {sum(self.trials_per_kind.values())} trials ({kinds})"
 
 
-class _StimulusNames:
-    """Finds stimuli by full name, by unique file name, or by index in name order."""
-
-    def __init__(self, stimuli: Sequence[StimulusInfo], index_base: int = 0):
-        self.by_name = {s.name: s for s in stimuli}
-        self.by_basename: dict[str, list[StimulusInfo]] = defaultdict(list)
-        for s in stimuli:
-            self.by_basename[PurePosixPath(s.name).name].append(s)
-        self.in_name_order = sorted(stimuli, key=lambda s: s.name)
-        self.index_base = index_base
-
-    def find(self, text: str) -> StimulusInfo:
-        """The stimulus called `text`; raises ValueError(problem, expected) when there is none or several."""
-        if text in self.by_name:
-            return self.by_name[text]
-        matches = self.by_basename.get(PurePosixPath(text.replace("\\", "/")).name, [])
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise ValueError(
-                f"image {text!r} matches {len(matches)} stimuli ({', '.join(m.name for m in matches[:3])})",
-                "a full stimulus name such as 'animal/dog/1.jpg'",
-            )
-        raise ValueError(
-            f"unknown image {text!r}: not in the stimulus set", "a stimulus name or a file name of the set"
-        )
-
-    def at(self, text: str) -> StimulusInfo:
-        if not re.fullmatch(r"\d+", text):
-            raise ValueError(f"{text!r} is not an index", "whole numbers")
-        position = int(text) - self.index_base
-        if not 0 <= position < len(self.in_name_order):
-            first = self.index_base
-            raise ValueError(
-                f"index {text} is out of range",
-                f"{first}..{first + len(self.in_name_order) - 1} (the set has {len(self.in_name_order)} stimuli)",
-            )
-        return self.in_name_order[position]
-
-
 # ---------------------------------------------------------------- Levels server-input CSV
 
 
@@ -106,7 +68,7 @@ def read_levels_design(
     """Lists of trials (one per `id`, ordered by `trial`) and the ids; raises InputRejected listing every bad row."""
     path = Path(path)
     rows = _read_csv(path)
-    names, problems = _StimulusNames(stimuli), []
+    names, problems = StimulusNames(stimuli), []
     by_id: dict[str, list[tuple[int, TrialSpec]]] = defaultdict(list)
     for line, row in rows:
         where = f"{path.name} line {line}"
@@ -160,7 +122,7 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
     ]
 
 
-def _levels_row(row: dict[str, str], names: _StimulusNames) -> tuple[str, int, TrialSpec]:
+def _levels_row(row: dict[str, str], names: StimulusNames) -> tuple[str, int, TrialSpec]:
     problems = []
     if not row["id"]:
         problems.append(("empty id", "a participant/list id"))
@@ -274,7 +236,7 @@ def read_things_design(
     path: str | Path,
     stimuli: Sequence[StimulusInfo],
     *,
-    index_base: int = 0,
+    index: IndexRule | None = None,
     triplets_per_list: int | None = None,
 ) -> list[list[TrialSpec]]:
     """Experimental triplets (level unknown) from rows of three indices, odd one out last, split into lists."""
@@ -283,12 +245,14 @@ def read_things_design(
         raise FileNotFoundError(f"design file {path} does not exist")
     if triplets_per_list is not None and triplets_per_list < 1:
         raise ValueError(f"triplets_per_list must be at least 1, got {triplets_per_list}")
-    names, specs, problems = _StimulusNames(stimuli, index_base), [], []
+    names, specs, problems = StimulusNames(stimuli, index or IndexRule()), [], []
     for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not text.strip() or text.lstrip().startswith("#"):
             continue
         try:
             specs.append(_things_row(text, names))
+        except AmbiguousIndexOrder as error:
+            raise InputRejected(path.name, [RowProblem(f"{path.name} indices", *error.args)]) from None
         except ValueError as error:
             problems.append(RowProblem(f"{path.name} line {line}", *error.args))
     if not specs and not problems:
@@ -299,7 +263,7 @@ def read_things_design(
     return [_mark_repeats(specs[i : i + size]) for i in range(0, len(specs), size)]
 
 
-def _things_row(text: str, names: _StimulusNames) -> TrialSpec:
+def _things_row(text: str, names: StimulusNames) -> TrialSpec:
     fields = [f for f in re.split(r"[,\s]+", text.strip()) if f]
     if len(fields) != 3:
         raise ValueError(f"has {len(fields)} fields", "three indices (odd one out last)")
@@ -307,6 +271,8 @@ def _things_row(text: str, names: _StimulusNames) -> TrialSpec:
     for position, field in enumerate(fields, start=1):
         try:
             found.append(names.at(field))
+        except AmbiguousIndexOrder:
+            raise
         except ValueError as error:
             raise ValueError(f"column {position}: {error.args[0]}", error.args[1]) from error
     if len({s.id for s in found}) != 3:
@@ -351,7 +317,7 @@ def import_things_design(
     path: str | Path,
     study_config: StudyConfig | None = None,
     *,
-    index_base: int = 0,
+    index: IndexRule | None = None,
     triplets_per_list: int | None = None,
     title: str = "",
     target_participants: int | None = None,
@@ -361,7 +327,7 @@ def import_things_design(
     lists = read_things_design(
         path,
         load_stimulus_table(db, stimulus_set_id),
-        index_base=index_base,
+        index=index,
         triplets_per_list=triplets_per_list,
     )
     list_ids = [str(i) for i in range(len(lists))]

@@ -17,10 +17,10 @@ import pandas as pd
 
 from common.atomic import atomic_path
 from db.engine import Database
-from study.judgments import load_judgments, load_responses, load_stimuli
+from study.judgments import load_anchor_judgments, load_judgments, load_responses, load_stimuli
 
-ExportFormat = Literal["things", "jspsych", "parquet"]
-FORMATS: tuple[str, ...] = ("things", "jspsych", "parquet")
+ExportFormat = Literal["things", "jspsych", "parquet", "anchor"]
+FORMATS: tuple[str, ...] = ("things", "jspsych", "parquet", "anchor")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,29 @@ def things_table(
     table["subject_id"] = judgments["external_id" if raw_ids else "subject"]
     table["trial_nr"] = judgments["trial_index"]
     for column in ("level", "kind", "is_simulated"):
+        table[column] = judgments[column]
+    return table
+
+
+def anchor_table(
+    db: Database,
+    slug: str,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    raw_ids: bool = False,
+) -> pd.DataFrame:
+    """Answered anchor trials (salmon-like): `head, close, far` stimulus names (the head was judged more
+    similar to `close`), RT, subject_id, trial_nr, kind, is_simulated; reads back with the importer."""
+    judgments = load_anchor_judgments(
+        db, slug, include_excluded=include_excluded, include_simulated=include_simulated
+    )
+    names = load_stimuli(db, slug).set_index("id")["name"]
+    table = pd.DataFrame({role: judgments[role].map(names) for role in ("head", "close", "far")})
+    table["rt"] = judgments["rt_ms"]
+    table["subject_id"] = judgments["external_id" if raw_ids else "subject"]
+    table["trial_nr"] = judgments["trial_index"]
+    for column in ("kind", "is_simulated"):
         table[column] = judgments[column]
     return table
 
@@ -145,7 +168,7 @@ def export_study(
     """Write one export file; it appears complete or not at all (written to a temporary file, then renamed)."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
-    build = things_table if fmt == "things" else trial_table
+    build = {"things": things_table, "anchor": anchor_table}.get(fmt, trial_table)
     table = build(
         db, slug, include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids
     )

@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 
 from db.engine import Database
-from db.models import Participant, Response, Stimulus, Trial, TrialKind
+from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind
 from study.studies import get_study
 
 PSEUDONYM_LENGTH = 16
@@ -34,6 +34,7 @@ RESPONSE_COLUMNS = {
     "trial_index": Response.trial_index,
     "block": Trial.block,
     "kind": Trial.kind,
+    "task": Trial.task,
     "level": Trial.level,
     "odd_known": Trial.odd_known,
     "triplet_key": Trial.triplet_key,
@@ -78,9 +79,10 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
     frame = frame.astype({name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out")})
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
-    for column in ("kind", "level", "status"):
+    for column in ("kind", "task", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
-    frame["subject"] = [pseudonymise(salt, external) for external in frame["external_id"]]
+    pseudonyms = {external: pseudonymise(salt, external) for external in frame["external_id"].unique()}
+    frame["subject"] = frame["external_id"].map(pseudonyms)
     return frame
 
 
@@ -92,6 +94,74 @@ def odd_last(stored: tuple[int, int, int], chosen: int) -> tuple[int, int, int]:
     return first, second, chosen
 
 
+def odd_last_array(stored: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """`odd_last` for many triplets at once: [m, 3] stored ids and [m] chosen ids -> [m, 3] int64."""
+    stored = np.asarray(stored, dtype=np.int64).reshape(-1, 3)
+    chosen = np.asarray(chosen).astype(np.int64)
+    is_chosen = stored == chosen[:, None]
+    bad = np.flatnonzero(is_chosen.sum(axis=1) != 1)
+    if bad.size:
+        odd_last(tuple(int(i) for i in stored[bad[0]]), int(chosen[bad[0]]))  # raises with the reason
+        raise ValueError(f"triplet {stored[bad[0]].tolist()} repeats its chosen stimulus {chosen[bad[0]]}")
+    others = np.sort(stored[~is_chosen].reshape(-1, 2), axis=1)
+    return np.column_stack([others, chosen])
+
+
+JUDGMENT_COLUMNS = {
+    "participant_id": Participant.id,
+    "external_id": Participant.external_id,
+    "is_simulated": Participant.is_simulated,
+    "excluded": Participant.excluded,
+    "trial_index": Response.trial_index,
+    "kind": type_coerce(Trial.kind, String),  # plain strings: no enum conversion per row
+    "level": type_coerce(Trial.level, String),
+    "triplet_key": Trial.triplet_key,
+    "rt_ms": Response.rt_ms,
+    "stim0": Trial.stim0_id,
+    "stim1": Trial.stim1_id,
+    "stim2": Trial.stim2_id,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+}
+
+
+def _answered(
+    db: Database,
+    slug: str,
+    task: JudgmentTask,
+    include_excluded: bool,
+    include_simulated: bool,
+    kinds: tuple[str, ...],
+) -> pd.DataFrame:
+    """The answered trials of one task, filtered in SQL and with only the columns judgments need: THINGS-
+    sized studies load in seconds (the full `load_responses` table is several times slower)."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        query = (
+            select(*[column.label(name) for name, column in JUDGMENT_COLUMNS.items()])
+            .join(Participant, Participant.id == Response.participant_id)
+            .join(Trial, Trial.id == Response.trial_id)
+            .where(
+                Participant.study_id == study.id,
+                Response.timed_out.is_(False),
+                Response.chosen_stimulus_id.is_not(None),
+                type_coerce(Trial.kind, String).in_(list(kinds)),
+                type_coerce(Trial.task, String) == task.value,
+            )
+            .order_by(Participant.id, Response.trial_index)
+        )
+        if not include_excluded:
+            query = query.where(Participant.excluded.is_(False))
+        if not include_simulated:
+            query = query.where(Participant.is_simulated.is_(False))
+        rows = session.execute(query).all()
+        salt = study.salt
+    frame = pd.DataFrame(rows, columns=list(JUDGMENT_COLUMNS))
+    frame = frame.astype({"is_simulated": bool, "excluded": bool, "rt_ms": float})
+    pseudonyms = {external: pseudonymise(salt, external) for external in frame["external_id"].unique()}
+    frame.insert(1, "subject", frame["external_id"].map(pseudonyms))
+    return frame
+
+
 def load_judgments(
     db: Database,
     slug: str,
@@ -100,20 +170,13 @@ def load_judgments(
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
 ) -> pd.DataFrame:
-    """One row per answered (non-timeout) trial: stim0, stim1, stim2 with the chosen odd one out last.
-
-    Practice trials are left out by default; excluded participants unless `include_excluded`.
+    """One row per answered (non-timeout) odd-one-out trial: stim0, stim1, stim2 with the chosen odd one
+    out last. Practice trials are left out by default; excluded participants unless `include_excluded`.
     """
-    responses = load_responses(db, slug)
-    keep = ~responses["timed_out"] & responses["kind"].isin(kinds)
-    if not include_excluded:
-        keep &= ~responses["excluded"]
-    if not include_simulated:
-        keep &= ~responses["is_simulated"]
-    answered = responses[keep]
-    ordered = [
-        odd_last((row.stim0, row.stim1, row.stim2), row.chosen_stimulus_id) for row in answered.itertuples()
-    ]
+    answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds)
+    triplets = odd_last_array(
+        answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64), answered["chosen_stimulus_id"].to_numpy()
+    )
     frame = answered[
         [
             "participant_id",
@@ -127,10 +190,39 @@ def load_judgments(
             "triplet_key",
             "rt_ms",
         ]
-    ].reset_index(drop=True)
-    triplets = np.asarray(ordered, dtype=np.int64).reshape(-1, 3)
+    ].copy()
     for position in range(3):
         frame.insert(2 + position, f"stim{position}", triplets[:, position])
+    return frame
+
+
+def load_anchor_judgments(
+    db: Database,
+    slug: str,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    kinds: tuple[str, ...] = ANALYSED_KINDS,
+) -> pd.DataFrame:
+    """One row per answered anchor trial: `head`, `close` (judged more similar to the head), `far`."""
+    answered = _answered(db, slug, JudgmentTask.ANCHOR, include_excluded, include_simulated, kinds)
+    frame = answered[
+        [
+            "participant_id",
+            "subject",
+            "external_id",
+            "is_simulated",
+            "excluded",
+            "trial_index",
+            "kind",
+            "rt_ms",
+        ]
+    ].reset_index(drop=True)
+    stored = answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
+    chosen = answered["chosen_stimulus_id"].to_numpy(np.int64)
+    frame.insert(2, "head", stored[:, 0])
+    frame.insert(3, "close", chosen)
+    frame.insert(4, "far", np.where(chosen == stored[:, 1], stored[:, 2], stored[:, 1]))
     return frame
 
 

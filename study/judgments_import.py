@@ -1,15 +1,19 @@
-"""Import odd-one-out judgments collected elsewhere (THINGS triplet files, other labs' CSVs, our own THINGS
-export) as an `imported` study, so a teacher can be fitted and evaluated on existing data.
+"""Import judgments collected elsewhere as an `imported` study, so a teacher can be fitted and evaluated on
+existing data. Two judgment tasks (`db.models.JudgmentTask`) and three layouts:
 
-Accepted layout: comma-, tab- or whitespace-separated, with a header, or headerless with three integer
-columns (a THINGS triplet file: odd one out last). Columns (case-insensitive):
-- `image1, image2, image3`: stimulus names (full name or unique base name) or integer indices into the
-  stimulus set ordered by name (0-based unless `index_base=1`);
-- the odd one out: `odd_one_out` (a name or index like the image columns) or `choice` (position 1-3 of
-  the image columns, THINGS style); with neither, `image3` is the odd one out;
-- optional: `subject_id` (or `subject`, `participant`), `rt` / `rt_ms` (milliseconds), `level` (or
-  `triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out` (such rows are skipped).
-Every row is checked first; any problem rejects the whole file and nothing is stored.
+- odd one out, with a header (comma, tab or whitespace separated): `image1, image2, image3` and the odd one
+  out as `odd_one_out` (a name or index like the image columns) or `choice` (position 1-3, THINGS style);
+  with neither, `image3` is the odd one out (our THINGS export);
+- anchor triplets (salmon / NEXT 2AFC): `head, close, far` (aliases `anchor|target`, `winner|near`,
+  `loser`): the head was judged more similar to `close` than to `far`;
+- AligNet `.npz` triplets: `filenames` [n, 3] and `similarities` [n, 3] = [s01, s02, s12]; the odd one out is
+  the item not in the most similar pair.
+Optional columns: `subject_id` (or `subject`, `participant`), `rt` / `rt_ms` (milliseconds), `level` (or
+`triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out` (such rows are skipped).
+A headerless file says nothing about what its columns mean: it needs `file_format` ("odd-one-out": THINGS
+indices, odd one out last; or "anchor": head, close, far) and is refused without it. Images are names
+(full or unique file name) or integer indices mapped by an `IndexRule` (image list, natural or text order;
+refused when ambiguous). Every row is checked first; any problem rejects the whole file, nothing is stored.
 """
 
 from __future__ import annotations
@@ -19,17 +23,17 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
 from db.models import (
+    JudgmentTask,
     Participant,
     ParticipantStatus,
     Response,
-    Stimulus,
-    StimulusSet,
     Study,
     StudyStatus,
     Trial,
@@ -40,9 +44,19 @@ from db.models import (
 )
 from study.config import StudyConfig
 from study.input_errors import InputRejected, RowProblem
+from study.stimuli import load_stimulus_table, stimulus_set_id_by_name
+from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
 from study.studies import triplet_key, validate_slug
 
 IMAGE_COLUMNS = ("image1", "image2", "image3")
+ANCHOR_COLUMNS = ("head", "close", "far")
+ANCHOR_ALIASES = {
+    "head": ("head", "anchor", "target"),
+    "close": ("close", "winner", "near"),
+    "far": ("far", "loser"),
+}
+FILE_FORMATS = ("odd-one-out", "anchor")
+ODD_ITEM_OF_PAIR = (2, 1, 0)  # similarities [s01, s02, s12]: the item outside pair k (alignment.conventions)
 ALIASES = {
     "subject": ("subject_id", "subject", "participant", "participant_id"),
     "rt": ("rt_ms", "rt"),
@@ -63,6 +77,7 @@ class ImportedJudgments:
     study_id: int
     n_participants: int
     n_judgments: int
+    task: str = JudgmentTask.ODD_ONE_OUT.value
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class _Row:
     level: str | None
     kind: str
     simulated: bool
+    task: JudgmentTask = JudgmentTask.ODD_ONE_OUT
 
 
 def import_judgments_csv(
@@ -83,16 +99,21 @@ def import_judgments_csv(
     stimulus_set_name: str,
     slug: str,
     title: str = "",
-    index_base: int = 0,
+    file_format: str | None = None,
+    index: IndexRule | None = None,
 ) -> ImportedJudgments:
     """Validate every row, then store study, one list and participant per subject, trials and responses."""
     validate_slug(slug)
-    table = read_judgment_table(csv_path)
+    table = read_judgment_table(csv_path, file_format)
+    set_id = stimulus_set_id_by_name(db, stimulus_set_name)
+    names = StimulusNames(load_stimulus_table(db, set_id), index or IndexRule())
     with db.read() as session:
-        set_id, names, by_index = _stimulus_lookup(session, stimulus_set_name, index_base)
         if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
             raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
-    rows, problems = _parse_rows(table, names, by_index, stimulus_set_name)
+    try:
+        rows, problems = _parse_rows(table, names)
+    except AmbiguousIndexOrder as error:
+        raise InputRejected(str(csv_path), [RowProblem("indices", *error.args)]) from None
     if problems:
         raise InputRejected(str(csv_path), problems)
     if not rows:
@@ -102,15 +123,32 @@ def import_judgments_csv(
     return _store(db, slug, title or f"Imported from {Path(csv_path).name}", set_id, rows)
 
 
-def read_judgment_table(csv_path: str | Path) -> pd.DataFrame:
-    """The file as strings with lower-case column names; a headerless file gets image1..3 (THINGS)."""
+def read_judgment_table(csv_path: str | Path, file_format: str | None = None) -> pd.DataFrame:
+    """The file as strings with lower-case column names: image1..3 (+ odd one out) or head, close, far
+    (`attrs["task"]` says which). A headerless file needs `file_format`."""
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"judgments file {path} does not exist")
+    if file_format not in (None, *FILE_FORMATS):
+        raise ValueError(f"file format must be one of {FILE_FORMATS}, got {file_format!r}")
+    if path.suffix == ".npz":
+        return _alignet_npz_table(path)
     first = next((line for line in path.read_text().splitlines() if line.strip()), "")
     sep = "\t" if "\t" in first else "," if "," in first else r"\s+"
     fields = [f for f in re.split(sep, first.strip()) if f != ""]
     headerless = bool(fields) and all(re.fullmatch(r"-?\d+", f.strip()) for f in fields)
+    if headerless and file_format is None:
+        raise InputRejected(
+            str(path),
+            [
+                RowProblem(
+                    "line 1",
+                    "a headerless file does not say what its columns are",
+                    "a header row, or --format odd-one-out (THINGS: three indices, odd one out last) or "
+                    "--format anchor (head, close, far: the head judged closer to the second)",
+                )
+            ],
+        )
     table = pd.read_csv(
         path,
         sep=sep,
@@ -122,87 +160,105 @@ def read_judgment_table(csv_path: str | Path) -> pd.DataFrame:
     if headerless:
         if table.shape[1] != 3:
             raise InputRejected(
-                str(path),
-                [
-                    RowProblem(
-                        "line 1",
-                        f"{table.shape[1]} columns without a header",
-                        "3 integer columns (THINGS triplets) or a header row",
-                    )
-                ],
+                str(path), [RowProblem("line 1", f"{table.shape[1]} columns without a header", "3 columns")]
             )
-        table.columns = list(IMAGE_COLUMNS)
+        table.columns = list(ANCHOR_COLUMNS if file_format == "anchor" else IMAGE_COLUMNS)
     table.columns = [str(column).strip().lower() for column in table.columns]
-    missing = [column for column in IMAGE_COLUMNS if column not in table.columns]
-    if missing:
+    table = _rename_anchor_aliases(table)
+    task = "anchor" if set(ANCHOR_COLUMNS) <= set(table.columns) else "odd-one-out"
+    required = ANCHOR_COLUMNS if (file_format or task) == "anchor" else IMAGE_COLUMNS
+    missing = [column for column in required if column not in table.columns]
+    if missing or (file_format is not None and task != file_format):
         raise InputRejected(
             str(path),
             [
                 RowProblem(
                     "header",
-                    f"missing column(s) {missing}",
-                    f"columns {list(IMAGE_COLUMNS)}; found {list(table.columns)}",
+                    f"missing column(s) {missing or list(required)}",
+                    f"columns {list(IMAGE_COLUMNS)} (odd one out) or {list(ANCHOR_COLUMNS)} (anchor); "
+                    f"found {list(table.columns)}",
                 )
             ],
         )
     table.attrs["first_data_line"] = 1 if headerless else 2
+    table.attrs["task"] = task
     return table
 
 
-def _stimulus_lookup(
-    session: Session, set_name: str, index_base: int
-) -> tuple[int, dict[str, int], list[int]]:
-    """(set id, name -> id incl. unique base names, ids ordered by name)."""
-    stimulus_set = session.scalar(select(StimulusSet).where(StimulusSet.name == set_name))
-    if stimulus_set is None:
-        raise LookupError(
-            f"no stimulus set named {set_name!r}; import it first with `alignlab stimuli import`"
+def _rename_anchor_aliases(table: pd.DataFrame) -> pd.DataFrame:
+    """salmon / NEXT column names (winner, loser, ...) to head, close, far."""
+    renames = {}
+    for role, aliases in ANCHOR_ALIASES.items():
+        found = next((a for a in aliases if a in table.columns), None)
+        if found is not None and role not in table.columns:
+            renames[found] = role
+    return table.rename(columns=renames)
+
+
+def _alignet_npz_table(path: Path) -> pd.DataFrame:
+    """AligNet triplets as odd-one-out rows: the odd one out is the item not in the most similar pair."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names, sims = data["filenames"], data["similarities"]
+    except (KeyError, ValueError, OSError) as error:
+        raise InputRejected(
+            str(path),
+            [
+                RowProblem(
+                    "file", f"is not an AligNet triplet file ({error})", "arrays filenames, similarities"
+                )
+            ],
+        ) from None
+    if names.ndim != 2 or names.shape[1] != 3 or sims.shape != names.shape:
+        raise InputRejected(
+            str(path),
+            [
+                RowProblem(
+                    "arrays",
+                    f"filenames {names.shape} and similarities {sims.shape}",
+                    "filenames [n, 3] and similarities [n, 3] = [s01, s02, s12]",
+                )
+            ],
         )
-    rows = session.execute(
-        select(Stimulus.id, Stimulus.name)
-        .where(Stimulus.stimulus_set_id == stimulus_set.id)
-        .order_by(Stimulus.name)
-    ).all()
-    names = {name: sid for sid, name in rows}
-    base_counts: dict[str, int] = {}
-    for _, name in rows:
-        base_counts[Path(name).name] = base_counts.get(Path(name).name, 0) + 1
-    for sid, name in rows:
-        if base_counts[Path(name).name] == 1:
-            names.setdefault(Path(name).name, sid)
-    by_index = [None] * index_base + [sid for sid, _ in rows]
-    return stimulus_set.id, names, by_index
+    names = names.astype(str)
+    odd = names[np.arange(len(names)), np.array(ODD_ITEM_OF_PAIR)[np.argmax(sims, axis=1)]]
+    table = pd.DataFrame({**{c: names[:, i] for i, c in enumerate(IMAGE_COLUMNS)}, "odd_one_out": odd})
+    table.attrs["first_data_line"] = 0  # "line" = triplet row of the arrays
+    table.attrs["task"] = "odd-one-out"
+    return table
 
 
 def _column(table: pd.DataFrame, role: str) -> str | None:
     return next((name for name in ALIASES[role] if name in table.columns), None)
 
 
-def _parse_rows(
-    table: pd.DataFrame, names: dict[str, int], by_index: list, set_name: str
-) -> tuple[list[_Row], list[RowProblem]]:
+def _parse_rows(table: pd.DataFrame, names: StimulusNames) -> tuple[list[_Row], list[RowProblem]]:
     columns = {role: _column(table, role) for role in ALIASES}
+    anchor = table.attrs["task"] == "anchor"
     rows, problems = [], []
     for offset, record in enumerate(table.to_dict("records")):
         where = f"line {offset + table.attrs['first_data_line']}"
         if _field(record, columns, "timed_out").lower() in TRUE_WORDS:
             continue  # a timeout is not a judgment (rows of our own jsPsych-like export)
         try:
-            rows.append(_parse_row(record, columns, names, by_index, set_name))
+            rows.append(_parse_row(record, columns, names, anchor))
+        except AmbiguousIndexOrder:
+            raise
         except ValueError as error:
             problems.append(RowProblem(where, *error.args))
     return rows, problems
 
 
-def _parse_row(record: dict, columns: dict, names: dict[str, int], by_index: list, set_name: str) -> _Row:
+def _parse_row(record: dict, columns: dict, names: StimulusNames, anchor: bool) -> _Row:
     """One file row as a _Row; raises ValueError(problem, expected) naming the column."""
-    stimuli = tuple(_resolve(record[c].strip(), c, names, by_index, set_name) for c in IMAGE_COLUMNS)
+    image_columns = ANCHOR_COLUMNS if anchor else IMAGE_COLUMNS
+    stimuli = tuple(_resolve(record[c].strip(), c, names) for c in image_columns)
     if len(set(stimuli)) != 3:
         raise ValueError(
-            f"the three images {[record[c] for c in IMAGE_COLUMNS]} are not all different",
+            f"the three images {[record[c] for c in image_columns]} are not all different",
             "three different images",
         )
-    odd_position = _odd_position(record, columns, stimuli, names, by_index, set_name)
+    odd_position = 1 if anchor else _odd_position(record, columns, stimuli, names)  # anchor: `close` chosen
     subject = _field(record, columns, "subject") or DEFAULT_SUBJECT
     if len(subject) > 128:
         raise ValueError(f"subject id {subject[:20]!r}... is longer than 128 characters", "a shorter id")
@@ -214,6 +270,7 @@ def _parse_row(record: dict, columns: dict, names: dict[str, int], by_index: lis
         _level(_field(record, columns, "level")),
         _kind(_field(record, columns, "kind")),
         _field(record, columns, "simulated").lower() in TRUE_WORDS,
+        JudgmentTask.ANCHOR if anchor else JudgmentTask.ODD_ONE_OUT,
     )
 
 
@@ -222,28 +279,20 @@ def _field(record: dict, columns: dict, role: str) -> str:
     return record[columns[role]].strip() if columns[role] else ""
 
 
-def _resolve(text: str, column: str, names: dict[str, int], by_index: list, set_name: str) -> int:
-    if re.fullmatch(r"\d+", text):
-        index = int(text)
-        if index < len(by_index) and by_index[index] is not None:
-            return by_index[index]
-        raise ValueError(
-            f"{column} = {text} is not an index into stimulus set {set_name!r}",
-            f"an index from {by_index.count(None)} to {len(by_index) - 1}",
-        )
-    if text in names:
-        return names[text]
-    raise ValueError(
-        f"{column} = {text!r} is not an image of stimulus set {set_name!r}",
-        "a stimulus name (e.g. 'animal/dog/1.jpg' or its unique file name) or an index",
-    )
+def _resolve(text: str, column: str, names: StimulusNames) -> int:
+    """A stimulus id from a name or an index; ValueError(problem, expected) names the column."""
+    try:
+        stimulus = names.at(text) if re.fullmatch(r"\d+", text) else names.find(text)
+    except AmbiguousIndexOrder:
+        raise
+    except ValueError as error:
+        raise ValueError(f"{column}: {error.args[0]}", error.args[1]) from None
+    return stimulus.id
 
 
-def _odd_position(
-    record: dict, columns: dict, stimuli: tuple, names: dict, by_index: list, set_name: str
-) -> int:
+def _odd_position(record: dict, columns: dict, stimuli: tuple, names: StimulusNames) -> int:
     if columns["odd"]:
-        odd = _resolve(record[columns["odd"]].strip(), columns["odd"], names, by_index, set_name)
+        odd = _resolve(record[columns["odd"]].strip(), columns["odd"], names)
         if odd not in stimuli:
             raise ValueError(
                 f"odd_one_out {record[columns['odd']]!r} is not one of the row's three images",
@@ -288,6 +337,13 @@ def _kind(text: str) -> str:
     return kind
 
 
+def _key(row: _Row) -> str:
+    """Odd one out: the three sorted ids. Anchor: the head, then the other two sorted ("h:a-b")."""
+    if row.task == JudgmentTask.ANCHOR:
+        return f"{row.stimuli[0]}:{triplet_key(row.stimuli[1:])}"
+    return triplet_key(row.stimuli)
+
+
 def _store(db: Database, slug: str, title: str, set_id: int, rows: list[_Row]) -> ImportedJudgments:
     """One transaction: the study, then per subject a list, its trials, a participant and its responses."""
     by_subject: dict[str, list[_Row]] = {}
@@ -309,7 +365,7 @@ def _store(db: Database, slug: str, title: str, set_id: int, rows: list[_Row]) -
         session.flush()
         for list_index, (subject, subject_rows) in enumerate(by_subject.items()):
             _store_subject(session, study.id, list_index, subject, subject_rows)
-        return ImportedJudgments(study.id, len(by_subject), len(rows))
+        return ImportedJudgments(study.id, len(by_subject), len(rows), rows[0].task.value)
 
 
 def _store_subject(session: Session, study_id: int, list_index: int, subject: str, rows: list[_Row]) -> None:
@@ -340,7 +396,8 @@ def _store_subject(session: Session, study_id: int, list_index: int, subject: st
                 odd_known=False,
                 kind=TrialKind(row.kind),
                 level=TripletLevel(row.level) if row.level else None,
-                triplet_key=triplet_key(row.stimuli),
+                triplet_key=_key(row),
+                task=row.task,
             )
             for i, row in enumerate(rows)
         ],

@@ -72,6 +72,13 @@ def _analysed(judgments: pd.DataFrame, kinds: Sequence[str]) -> pd.DataFrame:
     return judgments[judgments["kind"].isin(kinds)]
 
 
+def _repeated(judgments: pd.DataFrame, unit: str | list[str], min_responses: int) -> pd.DataFrame:
+    """Only the rows of units with at least `min_responses` rows: the per-unit Python that follows then
+    visits the few repeated triplets, not the millions answered once (THINGS)."""
+    sizes = judgments.groupby(unit, sort=False)["stim2"].transform("size")
+    return judgments[sizes >= min_responses]
+
+
 def levels_noise_ceiling(
     judgments: pd.DataFrame,
     *,
@@ -88,10 +95,8 @@ def levels_noise_ceiling(
     """
     rng = np.random.default_rng(seed)
     rows = []
-    answers = _first_per_participant(_analysed(judgments, kinds))
+    answers = _repeated(_first_per_participant(_analysed(judgments, kinds)), "triplet_key", min_responses)
     for key, group in answers.groupby("triplet_key", sort=True):
-        if len(group) < min_responses:
-            continue
         choices = group["stim2"].to_numpy()
         if len(choices) > max_responses:
             choices = rng.choice(choices, size=max_responses, replace=False)
@@ -126,9 +131,11 @@ def things_modal_consistency(
         raise ValueError(f"scope must be 'between' or 'within', got {scope!r}")
     analysed = _analysed(judgments, kinds)
     if scope == "between":
-        units = _first_per_participant(analysed).groupby("triplet_key", sort=True)
+        unit: str | list[str] = "triplet_key"
+        analysed = _first_per_participant(analysed)
     else:
-        units = analysed.groupby(["participant_id", "triplet_key"], sort=True)
+        unit = ["participant_id", "triplet_key"]
+    units = _repeated(analysed, unit, min_responses).groupby(unit, sort=True)
     rows = [
         {
             "level": group["level"].iloc[0],
@@ -136,7 +143,6 @@ def things_modal_consistency(
             "score": modal_consistency(group["stim2"].tolist()),
         }
         for _, group in units
-        if len(group) >= min_responses
     ]
     return _summarise(pd.DataFrame(rows, columns=["level", "n", "score"]), "consistency", _normal_ci)
 
@@ -170,47 +176,71 @@ def _summarise(per_unit: pd.DataFrame, name: str, interval) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+STATS_COLUMNS = [
+    "triplet_key",
+    "stim0",
+    "stim1",
+    "stim2",
+    "level",
+    "kind",
+    "n_responses",
+    "p01",
+    "p02",
+    "p12",
+    "entropy",
+    "median_rt_ms",
+]
+# for the odd one out at sorted position k (0, 1, 2): the other two positions, in ascending order
+_OTHER_POSITIONS = np.array([[1, 2], [0, 2], [0, 1]])
+
+
 def triplet_human_stats(judgments: pd.DataFrame, *, min_responses: int = 1) -> pd.DataFrame:
     """Per triplet: the three ids with the modal odd one out last (ties: the lower id), the human choice
-    distribution over the pairs `[p01, p02, p12]` in that order, choice entropy (nats), median RT."""
-    rows = []
-    for key, group in judgments.groupby("triplet_key", sort=True):
-        if len(group) < min_responses:
-            continue
-        counts = Counter(group["stim2"].tolist())
-        items = {int(i) for i in group[["stim0", "stim1", "stim2"]].iloc[0]}
-        modal = min(counts, key=lambda item: (-counts[item], item))
-        first, second = sorted(items - {modal})
-        probs = np.array([counts[modal], counts[second], counts[first]], dtype=float) / len(group)
-        nonzero = probs[probs > 0]
-        rows.append(
-            {
-                "triplet_key": key,
-                "stim0": first,
-                "stim1": second,
-                "stim2": int(modal),
-                "level": group["level"].iloc[0],
-                "kind": group["kind"].iloc[0],
-                "n_responses": len(group),
-                "p01": probs[0],
-                "p02": probs[1],
-                "p12": probs[2],
-                "entropy": float(-(nonzero * np.log(nonzero)).sum()),
-                "median_rt_ms": float(group["rt_ms"].median()),
-            }
-        )
-    columns = [
-        "triplet_key",
-        "stim0",
-        "stim1",
-        "stim2",
-        "level",
-        "kind",
-        "n_responses",
-        "p01",
-        "p02",
-        "p12",
-        "entropy",
-        "median_rt_ms",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    distribution over the pairs `[p01, p02, p12]` in that order, choice entropy (nats), median RT;
+    `level` and `kind` of the triplet's first row. Rows ordered by the triplet's sorted stimulus ids.
+
+    Vectorised group-by on integer arrays (THINGS has millions of judgments): a triplet is its three ids
+    in ascending order, each judgment says which of those three positions was the odd one out.
+    """
+    stims = judgments[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
+    items = np.sort(stims, axis=1)
+    odd_position = (items == stims[:, 2:3]).argmax(axis=1)
+    order = np.lexsort((items[:, 2], items[:, 1], items[:, 0]))  # stable: a group's first row comes first
+    ordered_items = items[order]
+    starts_group = np.ones(len(order), dtype=bool)
+    starts_group[1:] = (ordered_items[1:] != ordered_items[:-1]).any(axis=1)
+    group = np.empty(len(order), dtype=np.int64)
+    group[order] = np.cumsum(starts_group) - 1
+    first_row = order[starts_group]
+    n_groups = len(first_row)
+    counts = np.bincount(group * 3 + odd_position, minlength=3 * n_groups).reshape(n_groups, 3)
+    n = counts.sum(axis=1)
+    modal = counts.argmax(axis=1)  # the first maximum: ties go to the lower id (positions are id-sorted)
+    others = _OTHER_POSITIONS[modal]
+    rows = np.arange(n_groups)
+    triplet_items = items[first_row]
+    probs = (
+        np.stack([counts[rows, modal], counts[rows, others[:, 1]], counts[rows, others[:, 0]]], axis=1)
+        / n[:, None]
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(probs > 0, probs * np.log(probs), 0.0).sum(axis=1)
+    median_rt = judgments["rt_ms"].astype(float).groupby(group).median().to_numpy()
+    table = pd.DataFrame(
+        {
+            "triplet_key": judgments["triplet_key"].to_numpy()[first_row],
+            "stim0": triplet_items[rows, others[:, 0]],
+            "stim1": triplet_items[rows, others[:, 1]],
+            "stim2": triplet_items[rows, modal],
+            "level": judgments["level"].to_numpy()[first_row],
+            "kind": judgments["kind"].to_numpy()[first_row],
+            "n_responses": n,
+            "p01": probs[:, 0],
+            "p02": probs[:, 1],
+            "p12": probs[:, 2],
+            "entropy": entropy + 0.0,  # -0.0 -> 0.0
+            "median_rt_ms": median_rt,
+        },
+        columns=STATS_COLUMNS,
+    )
+    return table[n >= min_responses].reset_index(drop=True)

@@ -55,12 +55,12 @@ def write_split(path: str | Path, test_keys: np.ndarray) -> Path:
     return Path(path)
 
 
-def read_split(path: str | Path, owner: str = "") -> set[tuple[int, int]]:
-    """The held-out (participant id, trial index) pairs as a set."""
+def read_split(path: str | Path, owner: str = "") -> np.ndarray:
+    """The held-out (participant id, trial index) pairs, int64 [m, 2] (kept as an array: millions of rows)."""
     keys = _read_npz(Path(path), SPLIT_KEYS, owner, "split")["test_keys"]
     if keys.ndim != 2 or keys.shape[1] != 2:
         raise ArtifactError(f"{_prefix(owner)}{path} must hold test_keys [m, 2]; got {keys.shape}")
-    return {(int(a), int(b)) for a, b in keys.tolist()}
+    return keys.astype(np.int64)
 
 
 def _read_npz(path: Path, keys: tuple[str, ...], owner: str, what: str) -> dict[str, np.ndarray]:

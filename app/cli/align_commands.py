@@ -70,13 +70,15 @@ def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
     from db.engine import Database
     from db.runs import get_run
     from workflows import pipeline
+    from workflows.pipeline.data import judgments_snapshot
 
     db = Database.from_url()
-    run_id = pipeline.queue_action(db, kind, slug, overrides)
-    with tqdm(total=100, desc=f"run {run_id} {kind}", unit="%") as bar:
-        pipeline.execute(
-            db, run_id, on_progress=lambda fraction, _message: bar.update(round(100 * fraction) - bar.n)
-        )
+    with judgments_snapshot():  # the input checks and the run share one read of the judgments
+        run_id = pipeline.queue_action(db, kind, slug, overrides)
+        with tqdm(total=100, desc=f"run {run_id} {kind}", unit="%") as bar:
+            pipeline.execute(
+                db, run_id, on_progress=lambda fraction, _message: bar.update(round(100 * fraction) - bar.n)
+            )
     run = get_run(db, run_id)
     if run.error:
         raise ValueError(f"run {run_id} failed: {run.error}")

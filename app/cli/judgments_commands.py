@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli.index_options import add_index_options, index_rule
+
+FILE_FORMATS = ("odd-one-out", "anchor")  # study.judgments_import.FILE_FORMATS (imported lazily there)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("judgments", help="odd-one-out judgments collected outside AlignLab")
@@ -11,19 +15,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importer = commands.add_parser("import", help="import a CSV / THINGS triplet file as an imported study")
     importer.add_argument(
         "csv",
-        help="image1,image2,image3 (+ odd_one_out or choice, subject_id, rt, level); "
-        "or a headerless THINGS file of indices, odd one out last",
+        help="image1,image2,image3 (+ odd_one_out or choice, subject_id, rt, level); head,close,far (anchor "
+        "triplets, salmon/NEXT head,winner,loser); a headerless file with --format; or an AligNet .npz",
     )
     importer.add_argument("--stimuli", required=True, help="name of the stimulus set the images belong to")
     importer.add_argument("--slug", required=True, help="slug of the new (imported) study")
     importer.add_argument("--title", default="")
     importer.add_argument(
-        "--index-base",
-        type=int,
-        choices=[0, 1],
-        default=0,
-        help="integer image references count from 0 (default) or 1 (stimuli ordered by name)",
+        "--format",
+        choices=FILE_FORMATS,
+        dest="file_format",
+        help="what the columns of a headerless file are: odd-one-out (THINGS: three indices, odd one out "
+        "last) or anchor (head, close, far); required for headerless files, checked against a header",
     )
+    add_index_options(importer)
     importer.set_defaults(func=_import)
 
 
@@ -37,9 +42,10 @@ def _import(args: argparse.Namespace) -> int:
         stimulus_set_name=args.stimuli,
         slug=args.slug,
         title=args.title,
-        index_base=args.index_base,
+        file_format=args.file_format,
+        index=index_rule(args),
     )
     print(
-        f"imported {summary.n_judgments} judgments from {summary.n_participants} subjects as study {args.slug!r}"
+        f"imported {summary.n_judgments} {summary.task} judgments from {summary.n_participants} subjects as study {args.slug!r}"
     )
     return 0

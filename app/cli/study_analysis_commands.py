@@ -21,7 +21,7 @@ def add_export_parser(study_subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("slug")
     parser.add_argument(
-        "--format", required=True, choices=["things", "jspsych", "parquet"], dest="export_format"
+        "--format", required=True, choices=["things", "jspsych", "parquet", "anchor"], dest="export_format"
     )
     parser.add_argument("--out", required=True, help="output file")
     parser.add_argument("--include-excluded", action="store_true", help="keep participants marked excluded")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli.index_options import add_index_options, index_rule
 from app.cli.study_analysis_commands import add_analysis_parsers  # export, simulate, qc, reliability
 
 # design options: CLI flag -> DesignConfig field
@@ -118,7 +119,7 @@ def _add_import_design(commands: argparse._SubParsersAction) -> None:
         "import-design",
         help="a study from an existing design: Levels CSV or THINGS index file",
         description="levels: CSV with id, image1, image2, image3, trial, triplet_class (one list per id). "
-        "things: rows of three indices into the set's stimuli sorted by name, odd one out last.",
+        "things: rows of three indices into the set's stimuli (see --image-list, --index-order), odd one out last.",
     )
     _add_study_options(parser)
     parser.add_argument("path", help="design file")
@@ -127,9 +128,7 @@ def _add_import_design(commands: argparse._SubParsersAction) -> None:
         choices=("levels", "things"),
         help="default: levels for .csv files with a triplet_class column, else things",
     )
-    parser.add_argument(
-        "--index-base", type=int, default=0, choices=(0, 1), help="things: first index (default 0)"
-    )
+    add_index_options(parser)
     parser.add_argument("--per-list", type=int, help="things: triplets per list (default: all in one list)")
     parser.add_argument("--open", action="store_true", help="open the study right away")
     parser.set_defaults(func=_import_design)
@@ -152,7 +151,7 @@ def _import_design(args: argparse.Namespace) -> int:
             set_id,
             args.path,
             _study_config(args),
-            index_base=args.index_base,
+            index=index_rule(args),
             triplets_per_list=args.per_list,
             **options,
         )

@@ -39,7 +39,12 @@ QC_SHOWN = [
     "fullscreen_exits",
     "blurs",
 ]
-EXPORT_SUFFIX = {"things": "things.csv", "jspsych": "jspsych.csv", "parquet": "trials.parquet"}
+EXPORT_SUFFIX = {
+    "things": "things.csv",
+    "jspsych": "jspsych.csv",
+    "parquet": "trials.parquet",
+    "anchor": "anchor.csv",
+}
 
 
 def qc_table(slug: str) -> None:
@@ -104,19 +109,22 @@ def rt_distribution(slug: str) -> None:
 def export_buttons(slug: str) -> None:
     include_excluded = st.checkbox("Include excluded participants", value=False)
     raw_ids = st.checkbox("Raw participant ids (default: pseudonymised with the study's salt)", value=False)
-    columns = st.columns(len(FORMATS))
-    for column, fmt in zip(columns, FORMATS, strict=True):
-        data = _export_bytes(slug, fmt, include_excluded, raw_ids)
+    files = {fmt: _export_bytes(slug, fmt, include_excluded, raw_ids) for fmt in FORMATS}
+    shown = [
+        fmt for fmt in FORMATS if fmt != "anchor" or files[fmt][1]
+    ]  # anchor: only studies that have them
+    for column, fmt in zip(st.columns(len(shown)), shown, strict=True):
         column.download_button(
-            f"Download {fmt}", data, file_name=f"{slug}-{EXPORT_SUFFIX[fmt]}", key=f"dl_{fmt}"
+            f"Download {fmt}", files[fmt][0], file_name=f"{slug}-{EXPORT_SUFFIX[fmt]}", key=f"dl_{fmt}"
         )
 
 
-def _export_bytes(slug: str, fmt: str, include_excluded: bool, raw_ids: bool) -> bytes:
+def _export_bytes(slug: str, fmt: str, include_excluded: bool, raw_ids: bool) -> tuple[bytes, int]:
+    """The export file's bytes and its number of rows."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / EXPORT_SUFFIX[fmt]
-        export_study(get_db(), slug, fmt, path, include_excluded=include_excluded, raw_ids=raw_ids)
-        return path.read_bytes()
+        summary = export_study(get_db(), slug, fmt, path, include_excluded=include_excluded, raw_ids=raw_ids)
+        return path.read_bytes(), summary.n_rows
 
 
 st.title("Participants & data")

@@ -71,12 +71,14 @@ def test_import_create_open_simulate_exclude_and_export(app_home):
     assert (progress.completed, progress.simulated) == (3, 3)
 
     at = _logged_in("views/participants.py")
-    assert not at.exception and len(at.dataframe[0].value) == 3  # the QC table, one row per participant
+    assert not at.exception, at.exception
+    assert len(at.dataframe[0].value) == 3  # the QC table, one row per participant
     next(c for c in at.checkbox if c.label == "Exclude from analyses").check()
     next(t for t in at.text_input if t.label == "Reason").input("catch accuracy too low")
     _button(at, "Save decision").click().run()
     assert not at.exception and "excluded" in at.success[0].value
     downloads = at.get("download_button")
+    # the anchor export is offered only for studies that hold anchor judgments
     assert [b.label for b in downloads] == ["Download things", "Download jspsych", "Download parquet"]
 
     db = Database.from_url()

@@ -58,12 +58,41 @@ def test_labels_from_a_failed_teacher_run_are_refused_with_the_reason(small_stud
     assert f"run {teacher}" in error and "'failed'" in error and "something broke" in error
 
 
+def _count_judgment_reads(monkeypatch) -> list[str]:
+    from workflows.pipeline import data
+
+    reads, load = [], data.load_judgments
+    monkeypatch.setattr(data, "load_judgments", lambda db, slug: reads.append(slug) or load(db, slug))
+    return reads
+
+
+def test_a_snapshot_reads_the_judgments_once_and_the_digest_follows_them(small_study, monkeypatch):
+    from workflows.pipeline.data import judgments_digest, judgments_snapshot, study_judgments
+
+    simulate_participants(small_study, "small", 2)
+    reads = _count_judgment_reads(monkeypatch)
+    with judgments_snapshot():
+        first = study_judgments(small_study, "small")
+        assert study_judgments(small_study, "small") is first
+    assert reads == ["small"]
+    study_judgments(small_study, "small")  # outside a snapshot: always fresh
+    assert reads == ["small", "small"]
+    digest = judgments_digest(first)
+    assert digest == judgments_digest(first.copy()) and len(digest) == 16
+    changed = first.copy()
+    changed.loc[0, "stim2"], changed.loc[0, "stim1"] = first.loc[0, "stim1"], first.loc[0, "stim2"]
+    assert judgments_digest(changed) != digest
+    assert judgments_digest(first.iloc[1:]) != digest
+
+
 @pytest.mark.slow
-def test_closed_loop_records_every_step_and_reuses_unchanged_ones(small_study):
+def test_closed_loop_records_every_step_and_reuses_unchanged_ones(small_study, monkeypatch):
     db = small_study
     simulate_participants(db, "small", 10)
     first = queue_action(db, "align", "small", FAST)
+    reads = _count_judgment_reads(monkeypatch)
     assert execute(db, first) == RunStatus.SUCCEEDED, get_run(db, first).error
+    assert reads == ["small"]  # checks, digest, teacher split and evaluation share one read
     metrics = get_run(db, first).metrics
     for key in ("teacher_run", "labels_run", "alignet_run", "unalignet_run", "eval_run"):
         assert get_run(db, metrics[key]).status == RunStatus.SUCCEEDED

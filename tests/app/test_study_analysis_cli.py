@@ -25,12 +25,15 @@ def test_judgments_import_command(cli_db, tmp_path, capsys):
     make_stimuli(cli_db)
     good = tmp_path / "things.txt"
     good.write_text("0 1 6\n3 4 9\n")
-    assert main(["judgments", "import", str(good), "--stimuli", "set", "--slug", "cli-import"]) == 0
-    assert "imported 2 judgments from 1 subjects as study 'cli-import'" in capsys.readouterr().out
+    assert main(["judgments", "import", str(good), "--stimuli", "set", "--slug", "cli-import"]) == 2
+    assert "headerless file does not say what its columns are" in capsys.readouterr().err
+    command = ["judgments", "import", str(good), "--stimuli", "set", "--slug", "cli-import"]
+    assert main([*command, "--format", "odd-one-out"]) == 0
+    assert "imported 2 odd_one_out judgments from 1 subjects as study 'cli-import'" in capsys.readouterr().out
     bad = tmp_path / "bad.csv"
     bad.write_text("image1,image2,image3\n0,1,6\n0,1,77\n")
     assert main(["judgments", "import", str(bad), "--stimuli", "set", "--slug", "cli-bad"]) == 2
-    assert "line 3: image3 = 77 is not an index" in capsys.readouterr().err
+    assert "line 3: image3: index 77 is out of range" in capsys.readouterr().err
 
 
 def test_simulate_qc_reliability_and_export_commands(cli_db, tmp_path, capsys):

@@ -16,6 +16,7 @@ from study.design_import import (
 )
 from study.input_errors import InputRejected
 from study.stimuli import StimulusInfo
+from study.stimulus_names import IndexRule
 from tests.study.test_design import table_for
 
 LAYOUT = {sup: {f"{sup}{c}": 4 for c in range(3)} for sup in ("animal", "tool", "food")}
@@ -216,7 +217,7 @@ def test_things_index_base_one(table, tmp_path):
     by_name = sorted(table, key=lambda s: s.name)
     path = tmp_path / "triplets.txt"
     path.write_text("1 2 36\n")
-    [[spec]] = read_things_design(path, table, index_base=1)
+    [[spec]] = read_things_design(path, table, index=IndexRule(base=1))
     assert spec.stimuli == (by_name[0].id, by_name[1].id, by_name[35].id)
 
 

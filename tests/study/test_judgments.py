@@ -11,6 +11,7 @@ from study.input_errors import InputRejected
 from study.judgments import load_judgments, load_stimuli, odd_last, pseudonymise, split_judgments
 from study.judgments_import import import_judgments_csv
 from study.qc import set_exclusion
+from study.stimulus_names import IndexRule
 from study.studies import TrialSpec
 from tests.support.analysis_helpers import experimental, make_stimuli, make_study, run_participant
 
@@ -142,7 +143,9 @@ def test_import_headerless_things_indices_with_odd_last(db, tmp_path):
         db
     )  # by name: animal/cat (0-2), animal/dog (3-5), vehicle/bus (6-8), vehicle/car (9-11)
     path = _write(tmp_path, "3 4 0\n9 10 6\n", name="testset.txt")
-    import_judgments_csv(db, path, stimulus_set_name="set", slug="things-import")
+    with pytest.raises(InputRejected, match="headerless file does not say what its columns are"):
+        import_judgments_csv(db, path, stimulus_set_name="set", slug="things-import")
+    import_judgments_csv(db, path, stimulus_set_name="set", slug="things-import", file_format="odd-one-out")
     frame = load_judgments(db, "things-import")
     # dog0, dog1 | cat0 and car0, car1 | bus0
     assert frame[["stim0", "stim1", "stim2"]].values.tolist() == [
@@ -161,7 +164,7 @@ def pseudonymise_for(db, slug, external):
 def test_import_choice_positions_base_names_and_one_based_indices(db, tmp_path):
     ids = make_stimuli(db, per_category=3)
     path = _write(tmp_path, "image1\timage2\timage3\tchoice\n1\t2\t7\t1\n4\t5\t6\t3\n")
-    import_judgments_csv(db, path, stimulus_set_name="set", slug="one-based", index_base=1)
+    import_judgments_csv(db, path, stimulus_set_name="set", slug="one-based", index=IndexRule(base=1))
     frame = load_judgments(db, "one-based")
     # 1-based by name: 1-3 cat, 4-6 dog, 7-9 bus; row 1: cat0, cat1, bus0, odd cat0; row 2: dogs, odd dog2
     assert frame[["stim0", "stim1", "stim2"]].values.tolist() == [
@@ -194,11 +197,11 @@ def test_import_rejects_bad_rows_all_at_once_and_stores_nothing(db, tmp_path):
         import_judgments_csv(db, path, stimulus_set_name="set", slug="bad-import")
     message = str(caught.value)
     assert "5 problem(s)" in message and "nothing was imported" in message
-    assert "line 3: image2 = 'animal/dog/9.png' is not an image of stimulus set 'set'" in message
+    assert "line 3: image2: unknown image 'animal/dog/9.png': not in the stimulus set" in message
     assert "line 4: choice = '4' is not a position" in message
     assert "line 5: the three images" in message
     assert "line 6: level 'sideways' is unknown" in message
-    assert "line 7: image3 = 99 is not an index" in message
+    assert "line 7: image3: index 99 is out of range; expected 0..11" in message
     assert _counts(db) == (0, 0, 0)
 
 
@@ -208,11 +211,11 @@ def test_import_refuses_missing_columns_unknown_sets_and_taken_slugs(db, tmp_pat
         import_judgments_csv(db, _write(tmp_path, "a,b,c\nx,y,z\n"), stimulus_set_name="set", slug="cols-x")
     good = _write(tmp_path, "0 1 6\n", name="good.txt")
     with pytest.raises(LookupError, match="no stimulus set named 'nope'"):
-        import_judgments_csv(db, good, stimulus_set_name="nope", slug="cols-y")
-    import_judgments_csv(db, good, stimulus_set_name="set", slug="taken")
+        import_judgments_csv(db, good, stimulus_set_name="nope", slug="cols-y", file_format="odd-one-out")
+    import_judgments_csv(db, good, stimulus_set_name="set", slug="taken", file_format="odd-one-out")
     before = _counts(db)
     with pytest.raises(ValueError, match="already exists"):
-        import_judgments_csv(db, good, stimulus_set_name="set", slug="taken")
+        import_judgments_csv(db, good, stimulus_set_name="set", slug="taken", file_format="odd-one-out")
     assert _counts(db) == before
     with pytest.raises(FileNotFoundError):
         import_judgments_csv(db, tmp_path / "missing.csv", stimulus_set_name="set", slug="cols-z")

@@ -147,3 +147,56 @@ def test_ceiling_from_a_recorded_study(db):
     table = levels_noise_ceiling(load_judgments(db, "rel-study")).set_index("level")
     assert table.loc["between_class", "ceiling"] == pytest.approx(0.75)
     assert table.loc["between_class", "n_triplets"] == 2
+
+
+def _slow_triplet_human_stats(judgments: pd.DataFrame, min_responses: int = 1) -> pd.DataFrame:
+    """The former per-triplet pandas loop, kept as the reference the vectorised version must match."""
+    from collections import Counter
+
+    rows = []
+    for key, group in judgments.groupby("triplet_key", sort=True):
+        if len(group) < min_responses:
+            continue
+        counts = Counter(group["stim2"].tolist())
+        items = {int(i) for i in group[["stim0", "stim1", "stim2"]].iloc[0]}
+        modal = min(counts, key=lambda item: (-counts[item], item))
+        first, second = sorted(items - {modal})
+        probs = np.array([counts[modal], counts[second], counts[first]], dtype=float) / len(group)
+        nonzero = probs[probs > 0]
+        rows.append(
+            {
+                "triplet_key": key,
+                "stim0": first,
+                "stim1": second,
+                "stim2": int(modal),
+                "level": group["level"].iloc[0],
+                "kind": group["kind"].iloc[0],
+                "n_responses": len(group),
+                "p01": probs[0],
+                "p02": probs[1],
+                "p12": probs[2],
+                "entropy": float(-(nonzero * np.log(nonzero)).sum()),
+                "median_rt_ms": float(group["rt_ms"].median()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("min_responses", [1, 3])
+def test_triplet_human_stats_matches_the_per_triplet_reference_on_random_judgments(min_responses):
+    rng = np.random.default_rng(5)
+    pool = [tuple(int(i) for i in rng.choice(12, 3, replace=False)) for _ in range(60)]
+    rows = []
+    for trial in range(1500):
+        items = pool[rng.integers(len(pool)) if trial % 3 else rng.integers(5)]  # 5 triplets repeat a lot
+        rows.append((int(rng.integers(40)), trial, items, int(rng.choice(items)), ["a", "b"][trial % 2]))
+    judgments = _judgments(rows)
+    judgments.loc[rng.random(len(judgments)) < 0.1, "rt_ms"] = np.nan  # timeouts-like missing RTs
+    fast = triplet_human_stats(judgments, min_responses=min_responses)
+    slow = _slow_triplet_human_stats(judgments, min_responses)
+    assert len(fast) == len(slow) > 5
+    pd.testing.assert_frame_equal(
+        fast.sort_values("triplet_key").reset_index(drop=True),
+        slow.reset_index(drop=True),
+        check_dtype=False,
+    )

@@ -4,6 +4,10 @@ the `student` directory)."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import get_run
 from db.settings import data_home
-from study.judgments import load_judgments, load_stimuli, split_judgments
+from study.judgments import load_anchor_judgments, load_judgments, load_stimuli, split_judgments
 from workflows.artifacts import read_embeddings, write_embeddings
 from workflows.jobs import Progress, run_dir
 
@@ -33,12 +37,14 @@ class StudyImages:
     table: pd.DataFrame
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Map stimulus ids to row indices (raises on an id outside the set)."""
-        position = {int(s): i for i, s in enumerate(self.stimulus_ids)}
-        try:
-            return np.vectorize(lambda s: position[int(s)], otypes=[np.int64])(ids)
-        except KeyError as error:
-            raise ValueError(f"stimulus id {error.args[0]} is not in the study's stimulus set") from None
+        """Map stimulus ids to row indices, int32 like every triplet index array (raises on an id outside
+        the set). The ids are sorted (id order), so this is a binary search, not a per-id lookup."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.searchsorted(self.stimulus_ids, ids).clip(0, max(len(self.stimulus_ids) - 1, 0))
+        missing = self.stimulus_ids[rows] != ids if len(self.stimulus_ids) else np.ones(ids.shape, bool)
+        if missing.any():
+            raise ValueError(f"stimulus id {ids[missing].flat[0]} is not in the study's stimulus set")
+        return rows.astype(np.int32)
 
 
 def study_images(db: Database, slug: str) -> StudyImages:
@@ -61,8 +67,53 @@ class SplitConfig(LoadableConfig):
     seed: int = 0
 
 
+_SNAPSHOT: ContextVar[dict[tuple[str, str], pd.DataFrame] | None] = ContextVar("judgments", default=None)
+
+
+@contextmanager
+def judgments_snapshot() -> Iterator[None]:
+    """Within this block every stage reads a study's judgments from the database once: the closed loop
+    (its checks, digest, teacher, evaluation) then works on one consistent snapshot, and THINGS-sized
+    tables are not reloaded five times. Callers must not modify the frames they get."""
+    token = _SNAPSHOT.set({})
+    try:
+        yield
+    finally:
+        _SNAPSHOT.reset(token)
+
+
+def study_judgments(db: Database, slug: str) -> pd.DataFrame:
+    """The study's usable judgments (`study.judgments.load_judgments`), from the snapshot when one is open."""
+    snapshot = _SNAPSHOT.get()
+    if snapshot is None:
+        return load_judgments(db, slug)
+    key = (str(db.engine.url), slug)
+    if key not in snapshot:
+        snapshot[key] = load_judgments(db, slug)
+    return snapshot[key]
+
+
+DIGEST_COLUMNS = ("participant_id", "trial_index", "stim0", "stim1", "stim2")
+
+
+def judgments_digest(judgments: pd.DataFrame) -> str:
+    """Fingerprint of a judgments table: new, removed or newly excluded judgments change it. Hashes the
+    integer columns' bytes (no CSV is written)."""
+    digest = hashlib.sha256(len(judgments).to_bytes(8, "little"))
+    for column in DIGEST_COLUMNS:
+        digest.update(np.ascontiguousarray(judgments[column].to_numpy(np.int64)).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def split_study_judgments(db: Database, slug: str, config: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    judgments = load_judgments(db, slug)
+    judgments = study_judgments(db, slug)
+    if judgments.empty:
+        n_anchor = len(load_anchor_judgments(db, slug))
+        if n_anchor:
+            raise ValueError(
+                f"study {slug!r} holds {n_anchor} anchor judgments (head, close, far) and no odd-one-out "
+                "judgments; the teacher and evaluation stages cannot fit anchor judgments yet"
+            )
     if len(judgments) < MIN_TRAIN_JUDGMENTS:
         raise ValueError(
             f"study {slug!r} has {len(judgments)} usable judgments (non-excluded, answered); "

@@ -12,10 +12,9 @@ import pandas as pd
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
-from study.judgments import load_judgments
 from workflows.artifacts import read_split
 from workflows.jobs import Progress, StageResult, run_dir
-from workflows.pipeline.data import finished_run, load_embeddings, study_images
+from workflows.pipeline.data import finished_run, load_embeddings, study_images, study_judgments
 
 
 @dataclass(frozen=True)
@@ -46,15 +45,18 @@ def parse_representation(db: Database, spec: str, label: str | None = None) -> R
 
 def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.DataFrame:
     """The judgments a split run held out (all judgments when no split run is given)."""
-    judgments = load_judgments(db, slug)
+    judgments = study_judgments(db, slug)
     if split_run_id is None:
         return judgments
     run = finished_run(db, split_run_id)
     if "split" not in run.artifacts:
         raise ValueError(f"run {split_run_id} ({run.kind}) holds out no judgments; give a teacher run")
-    keys = read_split(data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})")
-    mask = [key in keys for key in zip(judgments["participant_id"], judgments["trial_index"], strict=True)]
-    return judgments[mask]
+    split = read_split(data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})")
+    test_keys = pd.MultiIndex.from_arrays(split.T)
+    keys = pd.MultiIndex.from_arrays(
+        [judgments["participant_id"].to_numpy(np.int64), judgments["trial_index"].to_numpy(np.int64)]
+    )
+    return judgments[keys.isin(test_keys)]
 
 
 def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
@@ -90,7 +92,7 @@ def evaluate_representations(
     """A `BeforeAfter` (alignment.model_comparison) over the study's held-out judgments that have a Levels type."""
     from alignment.model_comparison import compare_models
 
-    all_judgments = load_judgments(db, slug)
+    all_judgments = study_judgments(db, slug)
     test = held_out_judgments(db, slug, split_run_id)
     test = test[test["level"].notna()]
     if test.empty:

@@ -4,7 +4,6 @@ evaluation on the study's held-out judgments. Each step is a child run; a step w
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,9 +15,14 @@ from common.config import LoadableConfig
 from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import RunCancelled, create_run, get_run
-from study.judgments import load_judgments
 from workflows.jobs import Progress, Stage, StageResult, execute
-from workflows.pipeline.data import SplitConfig, study_images
+from workflows.pipeline.data import (
+    SplitConfig,
+    judgments_digest,
+    judgments_snapshot,
+    study_images,
+    study_judgments,
+)
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
@@ -54,13 +58,6 @@ def latest_loop(db: Database, study_id: int | None = None) -> Run | None:
         return session.scalars(query.limit(1)).first()
 
 
-def judgments_digest(db: Database, slug: str) -> str:
-    """Fingerprint of the usable judgments: new, removed or newly excluded judgments change it."""
-    judgments = load_judgments(db, slug)
-    columns = ["participant_id", "trial_index", "stim0", "stim1", "stim2"]
-    return hashlib.sha256(judgments[columns].to_csv(index=False).encode()).hexdigest()[:16]
-
-
 def check_loop_inputs(db: Database, config: AlignConfig) -> None:
     """Clear errors before any long computation: unknown study, too few judgments, bad overrides."""
     from alignment.pseudolabels import PseudoLabelConfig
@@ -77,6 +74,11 @@ def check_loop_inputs(db: Database, config: AlignConfig) -> None:
 
 def align_stage(db: Database, run: Run, progress: Progress, *, stages: Mapping[str, Stage]) -> StageResult:
     """The loop; each step is a child run executed by its stage in ``stages`` (the pipeline's table)."""
+    with judgments_snapshot():  # the loop's steps run in this process: one read of the judgments
+        return _align(db, run, progress, stages)
+
+
+def _align(db: Database, run: Run, progress: Progress, stages: Mapping[str, Stage]) -> StageResult:
     config = AlignConfig.from_dict(run.config)
     check_loop_inputs(db, config)
     step = _Steps(db, run, progress, stages)
@@ -85,7 +87,7 @@ def align_stage(db: Database, run: Run, progress: Progress, *, stages: Mapping[s
         config.backbone,
         SplitConfig.from_dict(config.split),
         config.teacher,
-        judgments_digest(db, config.study),
+        judgments_digest(study_judgments(db, config.study)),
     )
     teacher = step.run("teacher", "teacher", asdict(teacher_config))
     labels = step.run(
