@@ -109,7 +109,8 @@ def test_without_two_mapped_runs_the_page_says_how_to_get_them(app_home):
 
 @pytest.mark.slow
 def test_umap_is_compiled_once_and_a_rerun_costs_no_embedding(page_with_runs, embed_calls, monkeypatch):
-    monkeypatch.setattr(alignment.maps, "_umap_warm_seconds", [])  # as in a freshly started server
+    map_cache.umap_ready.clear()  # as in a freshly started server
+    monkeypatch.setattr(alignment.maps, "_umap_warm_seconds", [])
     fits = []
     real_fit = alignment.maps._umap_2d
     monkeypatch.setattr(
