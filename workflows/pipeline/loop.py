@@ -16,6 +16,7 @@ from db.runs import RunCancelled, create_run, get_run
 from study.judgments import load_judgments
 from workflows.jobs import Progress, StageResult, execute, register_stage
 from workflows.pipeline.data import DEFAULT_BACKBONE, SplitConfig, study_images
+from workflows.pipeline.evaluation import RESULTS_FORMAT
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
@@ -117,6 +118,7 @@ def align_stage(db: Database, run: Run, progress: Progress) -> StageResult:
             "labels": list(TABLE_MODELS),
             "split_run": teacher,
             "similarity": config.similarity,
+            "results_format": RESULTS_FORMAT,
         },
     )
     children = {
