@@ -1,4 +1,5 @@
-# The two commands a researcher needs: `make run` (the app on the built-in demo) and `make test`.
+# The two commands a researcher needs: `make run` (the app on the built-in demo) and `make test` (lint, then
+# the suite). `make screenshots` regenerates the README's docs/screenshots/ through the newcomer browser test.
 # Both set themselves up on a fresh machine: .venv, Debian packages, database schema.
 SHELL := /bin/bash
 BIN := .venv/bin
@@ -7,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: run test setup
+.PHONY: run test lint screenshots setup
 
 setup:
 	@scripts/ensure_venv.sh
@@ -18,6 +19,15 @@ run: setup
 	@$(BIN)/alignlab demo build
 	$(BIN)/streamlit run app/server.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
-test: setup
+lint:
+	@scripts/ensure_venv.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint setup
 	@scripts/ensure_system_deps.sh test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+screenshots: setup
+	@scripts/ensure_system_deps.sh test
+	ALIGNLAB_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest tests/app/browser/test_newcomer_browser.py

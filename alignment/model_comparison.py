@@ -6,18 +6,59 @@ Every model is scored by ``alignment.triplet_metrics.evaluate_triplets`` on the 
 embeddings have arbitrary scale, so each model gets the temperature at which its mean choice entropy on these
 triplets equals the humans' mean choice entropy (or ln(3)/2 when that is unknown); accuracy does not depend on
 it, and the Spearman ρ compares the models' *rankings* of uncertainty on a common entropy scale.
+
+``BeforeAfter.results()`` is the table as it is stored and passed on: one ``ResultRow`` of plain numbers and
+flags per level and model. Labels, intervals and flag notes are for whoever shows it (the Maps page, the CLI).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from alignment.conventions import check_triplets, pair_similarities
 from alignment.pseudolabels import temperature_for_entropy
 from alignment.triplet_metrics import EvalReport, bootstrap_interval, evaluate_triplets
+
+GAIN_CI_INCLUDES_ZERO = "gain_ci_includes_zero"
+"""Flag: the paired 95% CI of the accuracy gain over the baseline includes 0 (no clear improvement)."""
+CEILING_FROM_FEW_TRIPLETS = "ceiling_from_few_triplets"
+"""Flag: the normalised accuracy divides by a noise ceiling measured on fewer than ``MIN_CEILING_TRIPLETS``
+repeated triplets, so it is too uncertain to compare models on."""
+MIN_CEILING_TRIPLETS = 20  # a mean of 20 leave-one-out scores (SD ~0.3) has a standard error of ~0.07
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One model at one Levels type (or ``overall``): plain numbers, NaN where undefined, and flags.
+
+    The stored form of the before/after table; readers format it (labels, intervals, flag notes)."""
+
+    level: str
+    model: str
+    similarity: str
+    temperature: float
+    n_judgments: int
+    n_triplets: int  # distinct triplets (= judgments when no groups were given)
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    gain: float  # accuracy minus the baseline's; NaN for the baseline
+    gain_ci_low: float
+    gain_ci_high: float
+    noise_ceiling: float
+    ceiling_triplets: int  # repeated triplets the ceiling was measured on; 0 when unknown
+    normalised: float
+    normalised_ci_low: float
+    normalised_ci_high: float
+    rho_rt: float  # Spearman of model choice entropy with the triplet's median human RT
+    rho_rt_ci_low: float
+    rho_rt_ci_high: float
+    rho_human_entropy: float  # ... with the humans' choice entropy
+    ece: float
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -26,34 +67,63 @@ class BeforeAfter:
 
     reports: dict[str, EvalReport]
     temperatures: dict[str, float]
+    ceiling_triplets: dict[str, int] = field(default_factory=dict)
 
-    def table(self):
-        """Long pandas table: one row per (model, level) with every metric and its CI."""
-        import pandas as pd
-
-        frames = [
-            report.table().assign(model=name, temperature=self.temperatures[name])
-            for name, report in self.reports.items()
+    def results(self) -> list[ResultRow]:
+        """The table, level by level (in the reports' level order), each model in insertion order."""
+        gains = self.gain_intervals()
+        by_model = {name: {row["level"]: row for row in report.rows} for name, report in self.reports.items()}
+        levels = [row["level"] for row in next(iter(self.reports.values())).rows]
+        return [
+            self._result(level, name, by_model[name][level], gains.get(name, {}).get(level))
+            for level in levels
+            for name in self.reports
         ]
-        return pd.concat(frames, ignore_index=True)
 
-    def summary(self):
-        """Wide table for printing: per level, each model's accuracy [95% CI], normalised accuracy and ρ(H, RT)."""
+    def results_table(self):
+        """``results()`` as a pandas DataFrame, one column per ``ResultRow`` field."""
         import pandas as pd
 
-        rows = {}
-        for name, report in self.reports.items():
-            for row in report.rows:
-                cells = rows.setdefault(row["level"], {"level": row["level"], "n": row["n"]})
-                cells[f"{name} acc"] = (
-                    f"{row['accuracy']:.3f} [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]"
-                )
-                cells[f"{name} norm"] = f"{row['normalised']:.2f}"
-                cells[f"{name} ρ(H,RT)"] = f"{row['rho_entropy_rt']:.2f}"
-        for name, per_level in self.gain_intervals().items():
-            for level, (gain, low, high) in per_level.items():
-                rows[level][f"{name} Δ"] = f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"
-        return pd.DataFrame(list(rows.values()))
+        return pd.DataFrame(
+            [asdict(row) for row in self.results()], columns=[f.name for f in fields(ResultRow)]
+        )
+
+    def _result(
+        self, level: str, model: str, row: dict, gain: tuple[float, float, float] | None
+    ) -> ResultRow:
+        nan = float("nan")
+        gain_value, gain_low, gain_high = gain if gain is not None else (nan, nan, nan)
+        ceiling_triplets = int(self.ceiling_triplets.get(level, 0))
+        flags = []
+        if gain is not None and gain_low <= 0 <= gain_high:
+            flags.append(GAIN_CI_INCLUDES_ZERO)
+        if np.isfinite(row["normalised"]) and 0 < ceiling_triplets < MIN_CEILING_TRIPLETS:
+            flags.append(CEILING_FROM_FEW_TRIPLETS)
+        return ResultRow(
+            level=level,
+            model=model,
+            similarity=self.reports[model].similarity,
+            temperature=self.temperatures[model],
+            n_judgments=int(row["n"]),
+            n_triplets=int(row["n_groups"]),
+            accuracy=row["accuracy"],
+            ci_low=row["accuracy_low"],
+            ci_high=row["accuracy_high"],
+            gain=gain_value,
+            gain_ci_low=gain_low,
+            gain_ci_high=gain_high,
+            noise_ceiling=row["noise_ceiling"],
+            ceiling_triplets=ceiling_triplets,
+            normalised=row["normalised"],
+            normalised_ci_low=row["normalised_low"],
+            normalised_ci_high=row["normalised_high"],
+            rho_rt=row["rho_entropy_rt"],
+            rho_rt_ci_low=row["rho_entropy_rt_low"],
+            rho_rt_ci_high=row["rho_entropy_rt_high"],
+            rho_human_entropy=row["rho_entropy_human_entropy"],
+            ece=row["ece"],
+            flags=tuple(flags),
+        )
 
     def gains(self, baseline: str | None = None) -> dict[str, dict[str, float]]:
         """Accuracy minus the baseline's, per model and level (the improvement the table claims)."""
@@ -97,6 +167,7 @@ def compare_models(
     human_rt: Sequence[float] | None = None,
     human_entropy: Sequence[float] | None = None,
     noise_ceiling: float | Mapping[str, float] | None = None,
+    ceiling_triplets: Mapping[str, int] | None = None,
     similarity: str = "dot",
     groups: Sequence | None = None,
     n_boot: int = 1000,
@@ -104,7 +175,9 @@ def compare_models(
 ) -> BeforeAfter:
     """Evaluate each named embedding [n_images, D] (same image rows) on held-out human ``triplets``
     (odd one out last), e.g. ``{"base": features, "AligNet": ..., "UnAligNet": ...}``. ``groups`` (a
-    triplet key per judgment): each distinct triplet counts once (see ``alignment.triplet_metrics``)."""
+    triplet key per judgment): each distinct triplet counts once (see ``alignment.triplet_metrics``).
+    ``ceiling_triplets`` (per level name and ``"overall"``): how many repeated triplets each noise ceiling
+    was measured on, so a normalised accuracy over too few of them is flagged."""
     if not embeddings:
         raise ValueError("compare_models needs at least one named embedding")
     n_images = {len(e) for e in embeddings.values()}
@@ -132,4 +205,4 @@ def compare_models(
             n_boot=n_boot,
             seed=seed,
         )
-    return BeforeAfter(reports, temperatures)
+    return BeforeAfter(reports, temperatures, dict(ceiling_triplets or {}))

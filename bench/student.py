@@ -136,6 +136,7 @@ def _eval_inputs(db, images, test):
     from workflows.pipeline.evaluation import human_uncertainty, noise_ceilings
 
     all_judgments = load_judgments(db, DEMO_SLUG)
+    ceilings, ceiling_triplets = noise_ceilings(all_judgments)
     test = test[test["level"].notna()]
     rows = images.rows(test[["stim0", "stim1", "stim2"]].to_numpy())
     return rows, {
@@ -143,7 +144,8 @@ def _eval_inputs(db, images, test):
         "groups": test["triplet_key"].tolist(),
         "human_rt": test["rt_ms"].to_numpy(np.float64),
         "human_entropy": human_uncertainty(all_judgments, test),
-        "noise_ceiling": noise_ceilings(all_judgments) or None,
+        "noise_ceiling": ceilings or None,
+        "ceiling_triplets": ceiling_triplets,
     }
 
 
@@ -202,8 +204,10 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     print(f"\nStudentConfig: {config}\nPseudoLabelConfig: {label_config}")
     import pandas as pd
 
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
-        print(table.summary().to_string(index=False))
+    shown = ["level", "model", "n_triplets", "accuracy", "ci_low", "ci_high", "gain", "gain_ci_low"]
+    shown += ["gain_ci_high", "normalised", "rho_rt", "flags"]
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.precision", 3):
+        print(table.results_table()[shown].to_string(index=False))
     for name, (before, after) in fidelity.items():
         print(
             f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets {before:.3f} -> {after:.3f}"

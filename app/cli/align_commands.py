@@ -127,34 +127,14 @@ def _align(args: argparse.Namespace) -> int:
 def print_eval_table(run) -> None:
     import pandas as pd
 
-    from db.settings import data_home
+    from app.results_display import display_table
+    from workflows.pipeline.evaluation import read_results
 
-    table = pd.read_csv(data_home() / run.artifacts["table"])
-    shown = [
-        "model",
-        "similarity",
-        "level",
-        "n",
-        "n_groups",
-        "accuracy",
-        "accuracy_low",
-        "accuracy_high",
-        "noise_ceiling",
-        "normalised",
-        "rho_entropy_rt",
-        "rho_entropy_human_entropy",
-        "ece",
-    ]
-    with pd.option_context("display.width", 220, "display.max_columns", 20, "display.precision", 3):
-        print(table[shown].to_string(index=False))
-        summary = pd.read_csv(data_home() / run.artifacts["summary"]) if "summary" in run.artifacts else None
-        gains = [] if summary is None else [c for c in summary.columns if c.endswith(" Δ")]
-        if gains:
-            print("\naccuracy gain over the first model, paired 95% CI:")
-            print(summary[["level", *gains]].to_string(index=False))
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(display_table(read_results(run), detail=True).to_string(index=False))
     print(
         "accuracy: per held-out triplet the share of its n human judgments the model agrees with (ties wrong), "
-        "averaged over the n_groups distinct triplets; 95% CIs bootstrap the triplets; normalised = "
-        "(acc - 1/3) / (ceiling - 1/3); rho = Spearman of model entropy with the triplet's median human RT / "
-        "choice entropy"
+        "averaged over the distinct triplets; 95% CIs bootstrap the triplets; gain: over the first "
+        "representation, paired 95% CI; normalised = (acc - 1/3) / (ceiling - 1/3); ρ = Spearman of model "
+        "entropy with the triplet's median human RT / choice entropy"
     )

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.flash import flash, show_flashes
 from app.resources import get_db
+from app.results_display import metric_columns
 from db.models import RunStatus, utcnow
 from db.runs import list_runs, request_cancel
 from study.monitoring import study_progress
@@ -58,7 +59,7 @@ def _row(run, now) -> dict:
         message=run.message,
         parent=run.parent_run_id,
         error=run.error or "",
-        **{k: v for k, v in run.metrics.items() if isinstance(v, int | float)},
+        **{k: v for k, v in metric_columns(run.metrics).items() if isinstance(v, int | float)},
     )
 
 
@@ -80,7 +81,7 @@ def compare_runs() -> None:
         return
     chosen = st.multiselect("Compare finished runs", [f"{r.id} · {r.kind} · {r.name}" for r in finished])
     rows = [
-        dict(run=label, **run.metrics)
+        dict(run=label, **metric_columns(run.metrics))
         for label in chosen
         for run in finished
         if label.startswith(f"{run.id} ·")

@@ -10,7 +10,9 @@ import streamlit as st
 
 from app import map_cache
 from app.resources import get_db
-from db.settings import data_home, database_url
+from app.results_display import display_table
+from db.settings import database_url
+from workflows.pipeline.evaluation import read_results
 from workflows.pipeline.loop import latest_loop
 
 COLOUR_CHOICES = ("category", "superordinate")
@@ -105,8 +107,13 @@ def image_panel_ui(
 
 
 def evaluation_ui(loop) -> None:
-    """The latest closed loop's before/after table: base vs teacher vs AligNet vs UnAligNet student."""
-    table = evaluation_rows(pd.read_csv(data_home() / loop.artifacts["summary"]))
+    """The latest closed loop's before/after table: base vs teacher vs AligNet vs UnAligNet student, one row
+    per level and representation (a column group per representation is too wide to show whole)."""
+    try:
+        table = display_table(read_results(loop))
+    except ValueError as error:
+        st.info(str(error))
+        return
     st.caption(
         f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out triplets (per triplet the "
         "share of its judgments the model agrees with; dot similarity, ties wrong), gain over the base with "
@@ -114,27 +121,6 @@ def evaluation_ui(loop) -> None:
         "entropy with the triplet's median human response time."
     )
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
-
-
-def evaluation_rows(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per level and representation: the summary's column group per representation is too wide to
-    show whole (the UnAligNet columns fell off the page)."""
-    names = [column.removesuffix(" acc") for column in summary.columns if column.endswith(" acc")]
-    return pd.DataFrame(
-        [
-            {
-                "level": row["level"],
-                "representation": name,
-                "n": row["n"],
-                "accuracy [95% CI]": row[f"{name} acc"],
-                "gain [95% CI]": row.get(f"{name} Δ", ""),
-                "normalised": row[f"{name} norm"],
-                "ρ(H,RT)": row[f"{name} ρ(H,RT)"],
-            }
-            for _, row in summary.iterrows()
-            for name in names
-        ]
-    )
 
 
 def _decode(uri: str) -> bytes:

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from alignment.conventions import entropy, pair_similarities, triplet_probabilities
-from alignment.model_comparison import compare_models
+from alignment.model_comparison import (
+    CEILING_FROM_FEW_TRIPLETS,
+    GAIN_CI_INCLUDES_ZERO,
+    MIN_CEILING_TRIPLETS,
+    compare_models,
+)
 
 
 def _case():
@@ -39,11 +44,16 @@ def test_perfect_model_beats_random_model_at_every_level():
         if values is not None:  # the temperature puts mean entropy at the humans' 0.6 nats
             probs = triplet_probabilities(pair_similarities(values, triplets), result.temperatures[name])
             assert entropy(probs).mean() == pytest.approx(0.6, abs=1e-3)
-    table = result.table()
-    assert len(table) == 8 and set(table["model"]) == {"base", "aligned"}
-    summary = result.summary()
-    assert list(summary["level"]) == ["between_class", "class_border", "within_class", "overall"]
-    assert summary.loc[3, "aligned acc"].startswith("1.000 [1.000, 1.000]")
+    table = result.results_table()
+    assert len(table) == 8 and list(table["model"][:2]) == ["base", "aligned"]
+    assert list(table["level"].unique()) == ["between_class", "class_border", "within_class", "overall"]
+    rows = table.set_index(["level", "model"])
+    aligned_overall = rows.loc[("overall", "aligned")]
+    assert (aligned_overall.accuracy, aligned_overall.ci_low, aligned_overall.ci_high) == (1.0, 1.0, 1.0)
+    assert aligned_overall.gain == gains["overall"] and aligned_overall["flags"] == ()
+    assert aligned_overall.normalised == pytest.approx((1 - 1 / 3) / (0.9 - 1 / 3))
+    assert np.isnan(rows.loc[("overall", "base"), "gain"])  # the baseline has no gain over itself
+    assert (rows["n_judgments"].loc["overall"] == 300).all() and (rows["similarity"] == "dot").all()
 
 
 def test_embeddings_over_different_images_are_refused():
@@ -70,5 +80,35 @@ def test_gain_intervals_are_paired_over_the_same_resamples():
     gain, low, high = result.gain_intervals()["aligned"]["overall"]
     assert low <= gain <= high and low > 0.3
     assert result.gains()["aligned"]["overall"] == gain
-    summary = result.summary().set_index("level")
-    assert summary.loc["overall", "aligned Δ"].startswith(f"{gain:+.3f} [")
+    rows = result.results_table().set_index(["level", "model"])
+    assert tuple(rows.loc[("overall", "aligned"), ["gain", "gain_ci_low", "gain_ci_high"]]) == (
+        gain,
+        low,
+        high,
+    )
+    assert rows.loc[("overall", "aligned"), "n_triplets"] == 100  # 300 judgments of 100 distinct triplets
+
+
+def test_a_gain_whose_ci_includes_zero_is_flagged_and_a_clear_one_is_not():
+    truth, triplets, levels, rng = _case()
+    base = rng.standard_normal((60, 4))
+    result = compare_models({"base": base, "same": base.copy(), "aligned": truth}, triplets, n_boot=200)
+    flags = result.results_table().set_index("model")["flags"]
+    assert flags["same"] == (GAIN_CI_INCLUDES_ZERO,) and flags["aligned"] == () and flags["base"] == ()
+
+
+def test_a_normalised_score_from_a_ceiling_over_too_few_triplets_is_flagged():
+    truth, triplets, levels, _ = _case()
+    result = compare_models(
+        {"aligned": truth},
+        triplets,
+        levels=levels,
+        noise_ceiling={"between_class": 0.9, "within_class": 0.9, "overall": 0.9},
+        ceiling_triplets={"between_class": MIN_CEILING_TRIPLETS, "within_class": 3, "overall": 3},
+        n_boot=50,
+    )
+    rows = result.results_table().set_index("level")
+    assert rows.loc["within_class", "flags"] == (CEILING_FROM_FEW_TRIPLETS,)
+    assert rows.loc["within_class", "ceiling_triplets"] == 3
+    assert rows.loc["between_class", "flags"] == ()  # enough repeated triplets
+    assert np.isnan(rows.loc["class_border", "normalised"]) and rows.loc["class_border", "flags"] == ()

@@ -11,6 +11,7 @@ from study.design import DesignConfig, create_study_from_design
 from study.simulate import simulate_participants
 from study.studies import set_study_status
 from workflows.pipeline import execute, queue_action
+from workflows.pipeline.evaluation import read_results
 
 FAST = {
     "teacher": {"reg_weight": 1.0},
@@ -96,8 +97,12 @@ def test_closed_loop_records_every_step_and_reuses_unchanged_ones(small_study, m
     metrics = get_run(db, first).metrics
     for key in ("teacher_run", "labels_run", "alignet_run", "unalignet_run", "eval_run"):
         assert get_run(db, metrics[key]).status == RunStatus.SUCCEEDED
-    assert {"accuracy · base", "accuracy · teacher", "accuracy · AligNet", "accuracy · UnAligNet"} <= set(
-        metrics
+    assert set(metrics["accuracy"]) == {"base", "teacher", "AligNet", "UnAligNet"}
+    assert all(0 <= accuracy <= 1 for accuracy in metrics["accuracy"].values())
+    results = read_results(get_run(db, first))
+    assert list(results["model"].unique()) == ["base", "teacher", "AligNet", "UnAligNet"]
+    assert results.set_index(["level", "model"]).loc[("overall", "AligNet"), "gain"] == pytest.approx(
+        metrics["gain"]["AligNet"]["overall"], abs=1e-4
     )
 
     again = queue_action(db, "align", "small", FAST)

@@ -16,6 +16,9 @@ from workflows.artifacts import read_split
 from workflows.jobs import Progress, StageResult, run_dir
 from workflows.pipeline.data import finished_run, load_embeddings, study_images, study_judgments
 
+RESULTS_ARTIFACT = "results"
+RESULTS_FORMAT = 2  # part of each loop's eval config: an eval run stored in an older form is not reused
+
 
 @dataclass(frozen=True)
 class Representation:
@@ -67,16 +70,16 @@ def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.nda
     return test["triplet_key"].map(stats).to_numpy(np.float64)
 
 
-def noise_ceilings(all_judgments: pd.DataFrame) -> dict[str, float]:
-    """Levels leave-one-out ceiling per level and overall, for levels with enough repeated triplets whose
-    humans agree above chance (at or below 1/3, (acc - 1/3)/(ceiling - 1/3) is undefined: reported as NaN)."""
+def noise_ceilings(all_judgments: pd.DataFrame) -> tuple[dict[str, float], dict[str, int]]:
+    """Levels leave-one-out ceiling per level and overall, and the number of repeated triplets each was
+    measured on, for levels with repeated triplets whose humans agree above chance (at or below 1/3,
+    (acc - 1/3)/(ceiling - 1/3) is undefined: reported as NaN)."""
     from study.reliability import levels_noise_ceiling
 
     table = levels_noise_ceiling(all_judgments)
-    return {
-        row.level: float(row.ceiling)
-        for row in table.itertuples()
-        if row.n_triplets > 0 and row.ceiling > 1 / 3 + 1e-9
+    usable = [row for row in table.itertuples() if row.n_triplets > 0 and row.ceiling > 1 / 3 + 1e-9]
+    return {row.level: float(row.ceiling) for row in usable}, {
+        row.level: int(row.n_triplets) for row in usable
     }
 
 
@@ -99,7 +102,7 @@ def evaluate_representations(
         raise ValueError(f"study {slug!r} has no held-out judgments with a Levels type to evaluate on")
     images = study_images(db, slug)
     embeddings = {rep.label: _in_study_order(db, rep, images.stimulus_ids) for rep in representations}
-    ceilings = noise_ceilings(all_judgments)
+    ceilings, ceiling_triplets = noise_ceilings(all_judgments)
     return compare_models(
         embeddings,
         images.rows(test[["stim0", "stim1", "stim2"]].to_numpy()),
@@ -107,6 +110,7 @@ def evaluate_representations(
         human_rt=test["rt_ms"].to_numpy(np.float64),
         human_entropy=human_uncertainty(all_judgments, test),
         noise_ceiling=ceilings or None,
+        ceiling_triplets=ceiling_triplets,
         similarity=similarity,
         groups=test["triplet_key"].tolist(),
         n_boot=n_boot,
@@ -138,22 +142,40 @@ def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         run.config.get("split_run"),
         similarity=run.config.get("similarity", "dot"),
     )
-    path = run_dir(run.id) / "eval_table.csv"
-    result.table().to_csv(path, index=False)
-    summary_path = run_dir(run.id) / "eval_summary.csv"
-    result.summary().to_csv(summary_path, index=False)
-    metrics = {}
-    for name, per_level in result.gain_intervals().items():
-        for level, (gain, low, high) in per_level.items():
-            metrics |= {
-                f"gain · {name} · {level}": round(gain, 4),
-                f"gain_low · {name} · {level}": round(low, 4),
-                f"gain_high · {name} · {level}": round(high, 4),
-            }
-    metrics |= {
-        f"accuracy · {name}": round(report.overall["accuracy"], 4) for name, report in result.reports.items()
-    }
-    return StageResult(
-        metrics,
-        {"table": str(path.relative_to(data_home())), "summary": str(summary_path.relative_to(data_home()))},
-    )
+    results = result.results_table()
+    path = run_dir(run.id) / "eval_results.parquet"
+    results.to_parquet(path, index=False)
+    return StageResult(evaluation_metrics(results), {RESULTS_ARTIFACT: str(path.relative_to(data_home()))})
+
+
+def evaluation_metrics(results: pd.DataFrame) -> dict[str, dict]:
+    """The run's headline numbers, keyed by measure, then model (then level): overall accuracy per model,
+    and each non-baseline model's gain over the baseline with its paired 95% CI per level."""
+    overall = results[results["level"] == "overall"].set_index("model")["accuracy"]
+    metrics: dict[str, dict] = {"accuracy": {model: _number(value) for model, value in overall.items()}}
+    gained = results[results["gain"].notna()]
+    for measure in ("gain", "gain_ci_low", "gain_ci_high"):
+        metrics[measure] = {
+            model: {level: _number(value) for level, value in rows.set_index("level")[measure].items()}
+            for model, rows in gained.groupby("model", sort=False)
+        }
+    return metrics
+
+
+def _number(value: float) -> float | None:
+    """Rounded for the run record; NaN (undefined) becomes null, which JSON columns can hold."""
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
+def read_results(run: Run) -> pd.DataFrame:
+    """The evaluation table an eval or closed-loop run stored: one row per level and model, the columns of
+    ``alignment.model_comparison.ResultRow`` (flags as tuples)."""
+    if RESULTS_ARTIFACT not in run.artifacts:
+        raise ValueError(
+            f"run {run.id} ({run.kind}) has no evaluation results table (its artifacts: "
+            f"{sorted(run.artifacts)}); a run stored before results were tables needs its evaluation "
+            "again: `alignlab align` or `alignlab eval`"
+        )
+    table = pd.read_parquet(data_home() / run.artifacts[RESULTS_ARTIFACT])
+    table["flags"] = table["flags"].map(tuple)
+    return table

@@ -23,6 +23,7 @@ from workflows.pipeline.data import (
     study_images,
     study_judgments,
 )
+from workflows.pipeline.evaluation import RESULTS_FORMAT
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
 # progress share of each step in the loop (they sum to 1)
@@ -118,6 +119,7 @@ def _align(db: Database, run: Run, progress: Progress, stages: Mapping[str, Stag
             "labels": list(TABLE_MODELS),
             "split_run": teacher,
             "similarity": config.similarity,
+            "results_format": RESULTS_FORMAT,
         },
     )
     children = {

@@ -4,7 +4,9 @@
 
 From the first page, clicking only, the newcomer reaches Maps and sees two populated maps whose points show
 their thumbnails on hover, and the evaluation table; the home page's study door leads to the participant
-study. On the way the test saves the README's screenshots under docs/screenshots/."""
+study. On the way the test saves the README's screenshots: into $ALIGNLAB_SCREENSHOTS when set (`make
+screenshots` sets it to docs/screenshots), else into a temporary folder, so `make test` leaves the tracked
+images alone."""
 
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import pytest
 from tests.support.browser_harness import EVENT_LOG_SCRIPT, ROOT, AppServer, wait_for_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
 PAGE_TIMEOUT_MS = 90_000  # a Streamlit rerun, or UMAP on a loaded 2-core machine
 REPRESENTATIONS = ("base", "teacher", "AligNet", "UnAligNet")
@@ -97,11 +98,19 @@ def page(browser, demo_server):
     context.close()
 
 
-def screenshot(page, name: str) -> None:
-    """Overwrite docs/screenshots/NAME.png once the app has finished running its script."""
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """The folder the screenshots go to: $ALIGNLAB_SCREENSHOTS if set, else a temporary one."""
+    chosen = os.environ.get("ALIGNLAB_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page, folder: Path, name: str) -> None:
+    """Write FOLDER/NAME.png once the app has finished running its script."""
     wait_until_idle(page)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png")
+    page.screenshot(path=folder / f"{name}.png")
 
 
 def wait_until_idle(page) -> None:
@@ -158,7 +167,7 @@ def evaluation_table(page):
     return table
 
 
-def test_newcomer_clicks_from_the_first_page_to_populated_maps_and_the_evaluation_table(page):
+def test_newcomer_clicks_from_the_first_page_to_populated_maps_and_the_evaluation_table(page, screenshots):
     page.goto("/")
     page.get_by_text("This is the built-in demo.").wait_for()
     open_in_sidebar(page, "Maps")
@@ -166,7 +175,7 @@ def test_newcomer_clicks_from_the_first_page_to_populated_maps_and_the_evaluatio
     points = frame.evaluate(MAP_POINTS)
     assert points["before"] == points["after"] > 100  # every demo image on both maps (129 photos)
     iframe.scroll_into_view_if_needed()
-    screenshot(page, "maps")
+    screenshot(page, screenshots, "maps")
     thumb = frame.locator("#alignlab-hover-thumb")
     assert not thumb.is_visible()
     hover_a_point(frame)
@@ -181,10 +190,10 @@ def test_newcomer_clicks_from_the_first_page_to_populated_maps_and_the_evaluatio
     cells = table.get_by_role("gridcell", include_hidden=True).all_text_contents()
     assert set(REPRESENTATIONS) <= set(cells)
     assert {"overall", "between_class", "within_class", "class_border"} <= set(cells)
-    screenshot(page, "maps_evaluation")
+    screenshot(page, screenshots, "maps_evaluation")
 
 
-def test_the_study_door_on_the_home_page_leads_to_the_participant_study(page):
+def test_the_study_door_on_the_home_page_leads_to_the_participant_study(page, screenshots):
     page.goto("/")
     door = page.get_by_role("link", name="open the demo study")
     with page.context.expect_page() as opened:  # markdown links open in a new tab
@@ -203,11 +212,10 @@ def test_the_study_door_on_the_home_page_leads_to_the_participant_study(page):
         study.get_by_test_id(f"al-slot-{slot}").locator("img").wait_for()
     study.wait_for_function("() => [...document.querySelectorAll('img')].every((img) => img.complete)")
     study.mouse.move(5, VIEWPORT["height"] - 5)  # no slot highlighted under the cursor
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    study.screenshot(path=SCREENSHOTS / "participant_trial.png")
+    study.screenshot(path=screenshots / "participant_trial.png")
 
 
-def test_researcher_pages_after_logging_in_with_the_generated_password(page, demo_server):
+def test_researcher_pages_after_logging_in_with_the_generated_password(page, demo_server, screenshots):
     page.goto("/")
     open_in_sidebar(page, "Log in", "Researcher login")
     hint = page.get_by_text("one was generated on first run")
@@ -221,13 +229,13 @@ def test_researcher_pages_after_logging_in_with_the_generated_password(page, dem
     ).wait_for(state="attached")
     assert page.get_by_role("radio", name="open", exact=True, include_hidden=True).is_checked()  # its status
     page.get_by_text("DEMO-DONE").wait_for()  # the demo's completion code, not the default one
-    screenshot(page, "dashboard")
+    screenshot(page, screenshots, "dashboard")
     open_in_sidebar(page, "Participants & data")
     page.get_by_test_id("stDataFrame").first.wait_for()
-    screenshot(page, "participants_qc")
+    screenshot(page, screenshots, "participants_qc")
     open_in_sidebar(page, "Alignment runs")
     page.get_by_role("heading", name="Runs", exact=True).wait_for()
     page.get_by_test_id("stDataFrame").first.get_by_role(
         "gridcell", name="succeeded", include_hidden=True
     ).first.wait_for(state="attached")
-    screenshot(page, "alignment_runs")
+    screenshot(page, screenshots, "alignment_runs")

@@ -1,0 +1,72 @@
+"""The evaluation table as people read it: the stored numbers (workflows.pipeline.evaluation.read_results)
+turned into labelled cells such as "0.812 [0.780, 0.840]", with each flag noted in the cell whose number it
+qualifies. Shared by the Maps page and the CLI printer; the only place the table's labels live. Also the
+runs table's columns for nested run metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from alignment.model_comparison import CEILING_FROM_FEW_TRIPLETS, GAIN_CI_INCLUDES_ZERO
+
+
+def interval(value: float, low: float, high: float, *, signed: bool = False, digits: int = 3) -> str:
+    """`0.812 [0.780, 0.840]` (`+0.012 [-0.010, +0.034]` when signed); empty when the value is undefined."""
+    if not math.isfinite(value):
+        return ""
+    number = f"{{:{'+' if signed else ''}.{digits}f}}".format
+    return f"{number(value)} [{number(low)}, {number(high)}]"
+
+
+def _plain(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else ""
+
+
+def _gain_cell(row) -> str:
+    cell = interval(row.gain, row.gain_ci_low, row.gain_ci_high, signed=True)
+    return f"{cell} (CI includes 0)" if GAIN_CI_INCLUDES_ZERO in row.flags else cell
+
+
+def _normalised_cell(row) -> str:
+    cell = _plain(row.normalised, 2)
+    if CEILING_FROM_FEW_TRIPLETS in row.flags:
+        return f"{cell} (ceiling from {row.ceiling_triplets} triplets)"
+    return cell
+
+
+def display_table(results: pd.DataFrame, *, detail: bool = False) -> pd.DataFrame:
+    """One row per level and representation; `detail` adds the columns the CLI shows (similarity, distinct
+    triplets, noise ceiling, ρ with human choice entropy, ECE)."""
+    rows = []
+    for row in results.itertuples(index=False):
+        cells = {
+            "level": row.level,
+            "representation": row.model,
+            "n": int(row.n_judgments),
+            "accuracy [95% CI]": interval(row.accuracy, row.ci_low, row.ci_high),
+            "gain [95% CI]": _gain_cell(row),
+            "normalised": _normalised_cell(row),
+            "ρ(H,RT)": _plain(row.rho_rt, 2),
+        }
+        if detail:
+            cells |= {
+                "similarity": row.similarity,
+                "triplets": int(row.n_triplets),
+                "ceiling": _plain(row.noise_ceiling, 3),
+                "ρ(H,entropy)": _plain(row.rho_human_entropy, 2),
+                "ECE": _plain(row.ece, 3),
+            }
+        rows.append(cells)
+    return pd.DataFrame(rows)
+
+
+def metric_columns(metrics: dict, prefix: str = "") -> dict:
+    """Nested run metrics as one column each, e.g. {"gain": {"AligNet": {"overall": 0.1}}} -> a column
+    "gain · AligNet · overall"."""
+    columns = {}
+    for key, value in metrics.items():
+        label = f"{prefix} · {key}" if prefix else str(key)
+        columns |= metric_columns(value, label) if isinstance(value, dict) else {label: value}
+    return columns
