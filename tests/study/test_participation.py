@@ -145,11 +145,15 @@ def test_duplicate_response_is_stored_once_and_reported_as_duplicate(any_db):
     [
         (dict(trial_index=99), "not part of"),
         (dict(shown=(1, 2, 9)), "not the images assigned"),
-        (dict(chosen_position=3), "chosen position"),
-        (dict(rt_ms=float("nan")), "response time"),
-        (dict(rt_ms=-5.0), "response time"),
-        (dict(input_modality="telepathy"), "input modality"),
-        (dict(timed_out=True), "timed-out"),
+        (dict(chosen_position=3), "chosen_position must be 0, 1 or 2"),
+        (dict(rt_ms=float("nan")), "rt_ms must be a finite number"),
+        (dict(rt_ms=-5.0), "rt_ms -5 is under the study's minimum valid response time of 1000 ms"),
+        (dict(rt_ms=999.0), "rt_ms 999 is under the study's minimum valid response time"),
+        (dict(rt_ms=20_001.0), r"rt_ms 20001 is over the study's response window plus slack \(20000 ms\)"),
+        (dict(input_modality="telepathy"), "input_modality 'telepathy' is not one of"),
+        (dict(timed_out=True), "chosen_position must be null for a timed-out trial"),
+        (dict(timed_out=True, chosen_position=None), "rt_ms must be null for a timed-out trial"),
+        (dict(unavailable=True, chosen_position=None, rt_ms=None), "input_modality must be 'none'"),
     ],
 )
 def test_responses_that_do_not_fit_are_rejected_logged_and_not_stored(db, payload, message):
