@@ -5,9 +5,21 @@ from __future__ import annotations
 import streamlit as st
 
 from db.engine import Database
+from db.settings import data_home
+from workflows.participant.tokens import TokenKey, warn_if_new_key
 
 
 @st.cache_resource
 def get_db() -> Database:
     """One engine per app process (DATABASE_URL, or the SQLite file under ALIGNLAB_HOME)."""
     return Database.from_url()
+
+
+@st.cache_resource
+def get_token_key() -> TokenKey:
+    """The participant token key, loaded once per process when the server starts (app/server.py) and shared
+    by the REST routes and the participant page; a loud warning if it was just created while participants
+    exist (their tokens no longer verify)."""
+    key = TokenKey.load(data_home())
+    warn_if_new_key(key, get_db())
+    return key

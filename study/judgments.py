@@ -2,7 +2,8 @@
 convention, the stimulus table, pseudonymised participant ids, and held-out splits.
 
 QC, noise ceilings, exports and the alignment engine all read responses through `load_responses`,
-so there is one definition of "a judgment".
+so there is one definition of "a judgment". Only participants who gave consent are ever read: a declined
+(or never asked) participant appears in no export or analysis.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ RESPONSE_COLUMNS = {
     "server_received_at": Response.server_received_at,
     "input_modality": Response.input_modality,
     "timed_out": Response.timed_out,
+    "unavailable": Response.unavailable,
 }
 
 
@@ -60,7 +62,8 @@ def pseudonymise(salt: str, external_id: str) -> str:
 
 
 def load_responses(db: Database, slug: str) -> pd.DataFrame:
-    """Every stored response row of the study (timeouts included), with its trial and participant facts.
+    """Every stored response row of the study's consenting participants (timeouts and unavailable trials
+    included), with its trial and participant facts.
 
     Adds `subject` (the pseudonymised external id). Sorted by participant, then trial index.
     """
@@ -70,13 +73,15 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
             select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
             .join(Participant, Participant.id == Response.participant_id)
             .join(Trial, Trial.id == Response.trial_id)
-            .where(Participant.study_id == study.id)
+            .where(Participant.study_id == study.id, Participant.consent.is_(True))
             .order_by(Participant.id, Response.trial_index)
         )
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
-    frame = frame.astype({name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out")})
+    frame = frame.astype(
+        {name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out", "unavailable")}
+    )
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
     for column in ("kind", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
@@ -100,12 +105,13 @@ def load_judgments(
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
 ) -> pd.DataFrame:
-    """One row per answered (non-timeout) trial: stim0, stim1, stim2 with the chosen odd one out last.
+    """One row per answered trial (no timeouts, no unavailable trials): stim0, stim1, stim2 with the chosen
+    odd one out last.
 
     Practice trials are left out by default; excluded participants unless `include_excluded`.
     """
     responses = load_responses(db, slug)
-    keep = ~responses["timed_out"] & responses["kind"].isin(kinds)
+    keep = ~responses["timed_out"] & ~responses["unavailable"] & responses["kind"].isin(kinds)
     if not include_excluded:
         keep &= ~responses["excluded"]
     if not include_simulated:

@@ -8,7 +8,8 @@ columns (a THINGS triplet file: odd one out last). Columns (case-insensitive):
 - the odd one out: `odd_one_out` (a name or index like the image columns) or `choice` (position 1-3 of
   the image columns, THINGS style); with neither, `image3` is the odd one out;
 - optional: `subject_id` (or `subject`, `participant`), `rt` / `rt_ms` (milliseconds), `level` (or
-  `triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out` (such rows are skipped).
+  `triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out` and `unavailable` (such rows are
+  skipped).
 Every row is checked first; any problem rejects the whole file and nothing is stored.
 """
 
@@ -52,6 +53,7 @@ ALIASES = {
     "choice": ("choice",),
     "simulated": ("is_simulated",),
     "timed_out": ("timed_out",),
+    "unavailable": ("unavailable",),
 }
 LEVEL_ALIASES = {"class_boundary": TripletLevel.CLASS_BORDER.value}
 DEFAULT_SUBJECT = "imported"
@@ -185,8 +187,8 @@ def _parse_rows(
     rows, problems = [], []
     for offset, record in enumerate(table.to_dict("records")):
         where = f"line {offset + table.attrs['first_data_line']}"
-        if _field(record, columns, "timed_out").lower() in TRUE_WORDS:
-            continue  # a timeout is not a judgment (rows of our own jsPsych-like export)
+        if any(_field(record, columns, flag).lower() in TRUE_WORDS for flag in ("timed_out", "unavailable")):
+            continue  # a timeout or an unavailable trial is no judgment (rows of our own jsPsych-like export)
         try:
             rows.append(_parse_row(record, columns, names, by_index, set_name))
         except ValueError as error:
@@ -323,6 +325,7 @@ def _store_subject(session: Session, study_id: int, list_index: int, subject: st
         list_id=triplet_list.id,
         is_simulated=any(row.simulated for row in rows),
         status=ParticipantStatus.COMPLETED,
+        consent=True,  # given to the study that collected the judgments
         finished_at=utcnow(),
     )
     session.add(participant)

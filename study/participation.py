@@ -222,6 +222,15 @@ def _find(session: Session, study_id: int, external_id: str) -> Participant | No
     )
 
 
+def give_consent(db: Database, participant_id: int, consent: bool) -> None:
+    """The consent answer of a participant row stored before consent was asked at entry (older sessions)."""
+    with db.write() as session:
+        participant = _participant(session, participant_id)
+        if participant.consent is None:
+            _record_consent(participant, consent)
+        participant.last_seen_at = utcnow()
+
+
 def _record_consent(participant: Participant, consent: bool) -> None:
     participant.consent = consent
     if not consent and participant.status not in FINISHED:
@@ -621,8 +630,9 @@ def _insert_event(session: Session, participant: Participant, event: EventPayloa
 
 
 def update_participant(db: Database, participant_id: int, **fields: Any) -> None:
-    """Store consent, demographics, strategy, browser facts or flow state (only these fields)."""
-    allowed = {"consent", "demographics", "strategy", "browser", "flow_state"}
+    """Store demographics, strategy, browser facts or flow state (only these fields; consent is given
+    through `enter_study`)."""
+    allowed = {"demographics", "strategy", "browser", "flow_state"}
     if set(fields) - allowed:
         raise ValueError(f"cannot update {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
     with db.write() as session:
