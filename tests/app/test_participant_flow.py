@@ -4,6 +4,7 @@ component's triggers injected through session state), strategy, end page, resume
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import select
@@ -15,14 +16,12 @@ from study.config import StudyConfig
 from study.participation import ResponsePayload, record_response
 from tests.app.conftest import MAIN
 from tests.support.participant_study import FAST_CONFIG, make_study
-from workflows.participant.tokens import _secret
 
 CONFIG = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"instruction_min_seconds": 0})
 
 
 @pytest.fixture
 def study_db(app_home) -> Database:
-    _secret.cache_clear()
     database = Database.from_url()
     make_study(database, app_home, config=CONFIG)
     yield database
@@ -58,7 +57,7 @@ def answer_block(
             "shown": t["shown"],
             "chosen_position": positions(t["trial_index"]),
             "rt_ms": 1500.0,
-            "client_onset_ms": 1.0e12,
+            "client_onset_ms": time.time() * 1000,
             "input_modality": "keyboard",
             "timed_out": False,
         }
@@ -288,7 +287,6 @@ def test_responses_stored_over_rest_are_not_duplicated_by_the_trigger_payload(st
 
 
 def test_instruction_examples_show_three_images_each_from_the_study(app_home):
-    _secret.cache_clear()
     database = Database.from_url()
     pages = ("Pick the odd one out.", "Easy:\n\n[[example: obvious]]\n\nHarder:\n\n[[example: ambiguous]]")
     make_study(
