@@ -96,7 +96,7 @@ def parse_response(data: dict[str, Any], *, now_ms: float | None = None) -> Resp
     if position is not None and (type(position) is not int or position not in (0, 1, 2)):
         raise BadRequest(f"chosen_position must be 0, 1, 2 or null, got {_show(position)}")
     modality = data.get("input_modality", "mouse")
-    if modality not in CLIENT_MODALITIES:
+    if not isinstance(modality, str) or modality not in CLIENT_MODALITIES:
         raise BadRequest(f"input_modality must be one of {list(CLIENT_MODALITIES)}, got {_show(modality)}")
     rt_ms = finite_or_none(data, "rt_ms")
     if rt_ms is not None and rt_ms < 0:
@@ -126,7 +126,7 @@ def _onset(data: dict[str, Any], now_ms: float) -> float | None:
 def parse_event(data: dict[str, Any]) -> EventPayload:
     """An interaction event: a client kind, an id to dedupe re-sends, a small detail object."""
     kind = data.get("kind")
-    if kind not in CLIENT_EVENT_KINDS:
+    if not isinstance(kind, str) or kind not in CLIENT_EVENT_KINDS:
         raise BadRequest(f"kind must be one of {sorted(CLIENT_EVENT_KINDS)}, got {_show(kind)}")
     event_id = data.get("client_event_id")
     if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_CHARS:
