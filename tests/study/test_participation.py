@@ -255,3 +255,36 @@ def test_full_study_turns_newcomers_away(db):
     P.enter_study(db, "study-one", "FIRST")
     with pytest.raises(P.StudyUnavailable, match="full"):
         P.enter_study(db, "study-one", "SECOND")
+
+
+def test_a_reservation_without_any_answer_expires_but_an_answering_participant_keeps_the_slot(db):
+    _study(db, n_lists=2, session_timeout_minutes=90, reservation_timeout_minutes=30)
+    idle = P.enter_study(db, "study-one", "IDLE").participant_id
+    busy = P.enter_study(db, "study-one", "BUSY").participant_id
+    _answer(db, busy, P.trial_plan(db, busy)[0])
+    with pytest.raises(P.StudyUnavailable, match="full"):
+        P.enter_study(db, "study-one", "EARLY")
+    with db.write() as session:  # both consented 31 minutes ago; only BUSY has answered since
+        for pid in (idle, busy):
+            session.get(Participant, pid).started_at = utcnow() - timedelta(minutes=31)
+    late = P.enter_study(db, "study-one", "LATE")
+    with db.read() as session:
+        lists = {p.external_id: p.list_id for p in session.scalars(select(Participant))}
+    assert lists["LATE"] == lists["IDLE"] != lists["BUSY"]
+    assert late.is_new
+
+
+def test_consent_creates_the_row_and_a_refusal_takes_no_list_slot(db):
+    _study(db, n_lists=1)
+    assert P.returning_entry(db, "study-one", "NEW") is None  # a page load stores nothing
+    assert P.check_admission(db, "study-one").participants_per_list == 1
+    declined = P.enter_study(db, "study-one", "NO", consent=False)
+    assert declined.status == ParticipantStatus.NO_CONSENT
+    with db.read() as session:
+        row = session.get(Participant, declined.participant_id)
+        assert (row.consent, row.list_id, row.finished_at is not None) == (False, None, True)
+    assert P.enter_study(db, "study-one", "YES").status == ParticipantStatus.STARTED  # the slot was free
+    assert P.returning_entry(db, "study-one", "YES").participant_id is not None
+    with pytest.raises(P.StudyUnavailable, match="full"):
+        P.check_admission(db, "study-one")
+    assert P.enter_study(db, "study-one", "NO", consent=True).status == ParticipantStatus.NO_CONSENT  # final
