@@ -301,3 +301,124 @@ def test_instruction_examples_show_three_images_each_from_the_study(app_home):
     assert len(images) == 6 and not at.exception
     assert "Easy:" in texts(at) and "Harder:" in texts(at) and "[[example" not in texts(at)
     database.dispose()
+
+
+def _count_participants(db: Database) -> int:
+    with db.read() as session:
+        return len(session.scalars(select(Participant)).all())
+
+
+def test_page_loads_before_consent_store_nothing_and_hand_out_no_token(study_db, app_home):
+    make_study(
+        study_db,
+        app_home,
+        "one-slot",
+        config=CONFIG,
+        participants_per_list=1,
+        stimulus_ids=_ids(study_db),
+    )
+    for _ in range(3):  # three anonymous page loads of a one-slot study
+        at = open_link(study="one-slot")
+        assert at.button(key="consent_yes") and not at.get("bidi_component")  # no monitor, no token
+    assert _count_participants(study_db) == 0
+    real = open_link(study="one-slot", PROLIFIC_PID="real1")  # the next real participant is not turned away
+    real.button(key="consent_yes").click().run()
+    token = component_data(real, "alignlab_session_monitor")["token"]
+    from app.resources import get_token_key
+
+    assert get_token_key().participant(token) == participant(study_db).id
+    full = open_link(study="one-slot", PROLIFIC_PID="real2")
+    assert "not taking part in new sessions" in texts(full) and not full.get("button")
+    assert _count_participants(study_db) == 1
+
+
+def test_declining_stores_a_row_without_list_slot_and_no_token(study_db):
+    at = open_link(study="test-study", PROLIFIC_PID="no1")
+    at.button(key="consent_no").click().run()
+    stored = participant(study_db)
+    assert (stored.consent, stored.list_id, stored.status) == (False, None, ParticipantStatus.NO_CONSENT)
+    assert component_data(at, "alignlab_session_monitor")["token"] == ""
+
+
+def test_a_reload_after_a_key_change_gets_a_fresh_valid_token(study_db, app_home):
+    from app.resources import get_token_key
+    from workflows.participant.tokens import SECRET_FILENAME
+
+    at = open_link(study="test-study", PROLIFIC_PID="k1")
+    at.button(key="consent_yes").click().run()
+    old = component_data(at, "alignlab_session_monitor")["token"]
+    (app_home / SECRET_FILENAME).unlink()  # a new key after a restart
+    get_token_key.clear()
+    reloaded = open_link(study="test-study", PROLIFIC_PID="k1")
+    new = component_data(reloaded, "alignlab_session_monitor")["token"]
+    assert new != old and get_token_key().participant(new) == participant(study_db).id
+
+
+def test_a_block_whose_answers_never_arrive_stops_with_a_clear_message(study_db, caplog):
+    at = open_link(study="test-study", PROLIFIC_PID="stall")
+    through_instructions(at)
+    answer_block(at, count=1)  # the block ends with trial 1 missing...
+    for _ in range(2):  # ...and so do both of its re-runs
+        assert [t["trial_index"] for t in trial_block(at)["trials"]] == [1]
+        answer_block(at, count=0)
+    assert "Your answers could not be saved" in texts(at) and "reload this page" in texts(at)
+    assert not [e for e in at.get("bidi_component") if e.proto.component_name == "alignlab_trial_block"]
+    assert "still has unstored trials" in caplog.text
+    at.button(key="stalled_retry").click().run()
+    assert [t["trial_index"] for t in trial_block(at)["trials"]] == [1]
+
+
+def test_an_unexpected_error_shows_a_short_message_and_logs_it(study_db, monkeypatch, caplog):
+    import app.participant.page as page
+
+    at = open_link(study="test-study", PROLIFIC_PID="err1")
+    at.button(key="consent_yes").click().run()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom in the page")
+
+    monkeypatch.setattr(page, "participant_view", broken)
+    at.run()
+    assert not at.exception
+    assert "Something went wrong on our side" in texts(at) and "boom" not in texts(at)
+    assert "boom in the page" in caplog.text
+
+
+def test_an_unavailable_trial_is_not_rerun_in_the_session_but_offered_again_on_resume(study_db, app_home):
+    from db.models import Stimulus
+
+    at = open_link(study="test-study", PROLIFIC_PID="un1")
+    through_instructions(at)
+    data = trial_block(at)
+    first, second = data["trials"]
+    with study_db.read() as session:
+        (app_home / session.get(Stimulus, first["shown"][0]).path).unlink()  # this image is gone
+    gone = {**_carried(first, None), "unavailable": True, "timed_out": False, "input_modality": "none"}
+    gone["rt_ms"] = gone["client_onset_ms"] = None
+    at.session_state["trial_block"] = {
+        "block_done": {
+            "block_key": data["block_key"],
+            "block": data["block"],
+            "attempt": 1,
+            "responses": [gone, _carried(second, 2)],
+        }
+    }
+    at.run()
+    assert trial_block(at)["intro"]["kind"] == "practice_done"  # moved on: no re-run loop in this session
+    rows = {r.trial_index: r for r in responses(study_db)}
+    assert rows[first["trial_index"]].unavailable and not rows[second["trial_index"]].unavailable
+    resumed = open_link(study="test-study", PROLIFIC_PID="un1")
+    again = trial_block(resumed)
+    assert again["intro"]["kind"] == "resume" and [t["trial_index"] for t in again["trials"]] == [0]
+
+
+def _carried(trial: dict, position: int | None) -> dict:
+    return {
+        "trial_index": trial["trial_index"],
+        "shown": trial["shown"],
+        "chosen_position": position,
+        "rt_ms": 1500.0,
+        "client_onset_ms": time.time() * 1000,
+        "input_modality": "keyboard",
+        "timed_out": False,
+    }
