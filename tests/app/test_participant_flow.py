@@ -410,6 +410,17 @@ def test_an_unavailable_trial_is_not_rerun_in_the_session_but_offered_again_on_r
     resumed = open_link(study="test-study", PROLIFIC_PID="un1")
     again = trial_block(resumed)
     assert again["intro"]["kind"] == "resume" and [t["trial_index"] for t in again["trials"]] == [0]
+    resumed.session_state["trial_block"] = {  # still gone: the session goes on, the trial stays unavailable
+        "block_done": {
+            "block_key": again["block_key"],
+            "block": again["block"],
+            "attempt": 1,
+            "responses": [gone],
+        }
+    }
+    resumed.run()
+    assert trial_block(resumed)["intro"]["kind"] == "practice_done"
+    assert [r.trial_index for r in responses(study_db) if r.unavailable] == [first["trial_index"]]
 
 
 def _carried(trial: dict, position: int | None) -> dict:
