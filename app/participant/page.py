@@ -44,9 +44,7 @@ from workflows.participant.identity import ANONYMOUS_ID_PARAM, Arrival, arrival_
 from workflows.participant.payloads import BadRequest, parse_response
 
 LOG = logging.getLogger("alignlab.participant")
-MAX_BLOCK_RETRIES = (
-    2  # re-runs of a block whose responses did not all arrive, before the page stops and says so
-)
+MAX_BLOCK_RETRIES = 2  # re-runs of a block with unstored answers before the page stops and says so
 ERROR_TEXT = (
     "Something went wrong on our side. The answers you gave are saved. Please reload this page in a moment; "
     "if this message comes back, contact the researcher."
