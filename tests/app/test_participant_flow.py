@@ -433,3 +433,18 @@ def _carried(trial: dict, position: int | None) -> dict:
         "input_modality": "keyboard",
         "timed_out": False,
     }
+
+
+def test_a_row_stored_before_consent_was_asked_at_entry_is_asked_now(study_db):
+    """Older versions created the participant on the first page load; such a row gets the consent page."""
+    with study_db.write() as session:
+        from db.models import Study, TripletList
+
+        study = session.scalars(select(Study)).one()
+        list_id = session.scalars(select(TripletList.id).where(TripletList.study_id == study.id)).first()
+        session.add(Participant(study_id=study.id, external_id="old1", list_id=list_id))
+    at = open_link(study="test-study", PROLIFIC_PID="old1")
+    assert component_data(at, "alignlab_session_monitor")["token"] == ""  # no token before consent
+    at.button(key="consent_yes").click().run()
+    assert "About you" in texts(at) and participant(study_db).consent is True
+    assert component_data(at, "alignlab_session_monitor")["token"] != ""
