@@ -6,6 +6,8 @@ import streamlit as st
 
 from common.settings import ensure_home
 from db.engine import Database
+from db.settings import data_home
+from workflows.participant.tokens import TokenKey, warn_if_new_key
 
 
 @st.cache_resource
@@ -14,3 +16,13 @@ def get_db() -> Database:
     is created here, once, since the app writes under it (tokens key, generated password, run files)."""
     ensure_home()
     return Database.from_url()
+
+
+@st.cache_resource
+def get_token_key() -> TokenKey:
+    """The participant token key, loaded once per process when the server starts (app/server.py) and shared
+    by the REST routes and the participant page; a loud warning if it was just created while participants
+    exist (their tokens no longer verify)."""
+    key = TokenKey.load(data_home())
+    warn_if_new_key(key, get_db())
+    return key

@@ -3,7 +3,7 @@
 from streamlit.starlette import App
 
 from app.participant.blocks import api_prefix
-from app.resources import get_db
+from app.resources import get_db, get_token_key
 from workflows.participant.api import api_routes
 
-app = App("naive_trial_app.py", routes=api_routes(api_prefix(), get_db))
+app = App("naive_trial_app.py", routes=api_routes(api_prefix(), get_db, get_token_key()))

@@ -9,7 +9,7 @@ opened with `?study=SLUG&pid=ID`.
 import streamlit as st
 
 from app.participant.blocks import stimulus_url
-from app.resources import get_db
+from app.resources import get_db, get_token_key
 from study.participation import (
     ResponsePayload,
     answered_trials,
@@ -73,7 +73,7 @@ def naive_page() -> None:
     trial = todo[0]
     data = {
         "trial_index": trial.trial_index,
-        "urls": [stimulus_url(i) for i in trial.shown],
+        "urls": [stimulus_url(i, get_token_key().token(participant_id)) for i in trial.shown],
         "iti_ms": participant_view(db, participant_id).config.iti_ms,
     }
     result = naive_component()(key="naive", data=data, on_choice_change=lambda: None)

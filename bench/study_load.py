@@ -91,20 +91,19 @@ def onset_gaps(log: dict, per_block: int) -> list[float]:
 def rest_only(server: AppServer, db, n_clients: int, interval_s: float, count: int) -> list[float]:
     """The same response rate from plain HTTP clients (no browsers): the server's own share of the latency."""
     import json
-    import os
     import threading
     import urllib.request
 
     from study.participation import enter_study, trial_plan
+    from workflows.participant.tokens import TokenKey
 
-    os.environ["ALIGNLAB_HOME"] = str(server.home)  # tokens signed with the server's key file
-    from workflows.participant.tokens import participant_token
+    key = TokenKey.load(server.home)  # tokens signed with the server's key file
 
     latencies: list[float] = []
 
     def client(k: int) -> None:
         entry = enter_study(db, "load-study", f"rest-{k:02d}")
-        token = participant_token(entry.participant_id)
+        token = key.token(entry.participant_id)
         time.sleep(k * interval_s / n_clients)
         for trial in trial_plan(db, entry.participant_id)[:count]:
             body = json.dumps(

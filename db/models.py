@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -220,7 +221,9 @@ class Participant(Base):
 
 
 class Response(Base):
-    """One row per answered (or timed-out) trial; (participant, trial_index) is unique."""
+    """One row per trial: answered, timed out, or `unavailable` (an image of the trial was missing on the
+    server, verified when the row was stored; such a row is replaced by the trial's next real outcome).
+    (participant, trial_index) is unique."""
 
     __tablename__ = "responses"
     __table_args__ = (
@@ -243,6 +246,7 @@ class Response(Base):
         String(16), default="mouse"
     )  # mouse|touch|keyboard|none|simulated
     timed_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    unavailable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class InteractionEvent(Base):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import string
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from common.config import LoadableConfig
 from study.examples import EXAMPLE_KINDS, example_tokens
 
 PROLIFIC_COMPLETION_URL = "https://app.prolific.com/submissions/complete?cc={code}"
 RESUME_POLICIES = ("resume", "restart_block", "block")
+URL_SCHEMES = ("http", "https")
+URL_FIELDS = ("completion_url_template",)  # every URL a StudyConfig holds
 
 DEFAULT_INSTRUCTIONS = (
     "In each trial you see three images. Click the one that is the **odd one out**: the image that is "
@@ -46,6 +50,7 @@ class StudyConfig(LoadableConfig):
     completion_url_template: str = PROLIFIC_COMPLETION_URL  # "" = show the code, no redirect
     resume_policy: str = "resume"  # resume | restart_block | block
     session_timeout_minutes: int = 90  # a started participant older than this no longer holds a list
+    reservation_timeout_minutes: int = 30  # a consented participant with no answer yet holds a list this long
     participants_per_list: int = 1
     image_px: int = 240
     extra: dict[str, Any] = field(default_factory=dict)
@@ -53,6 +58,11 @@ class StudyConfig(LoadableConfig):
     def __post_init__(self) -> None:
         if self.resume_policy not in RESUME_POLICIES:
             raise ValueError(f"resume_policy must be one of {RESUME_POLICIES}, got {self.resume_policy!r}")
+        for name in URL_FIELDS:
+            check_url_template(name, getattr(self, name))
+        for name in ("session_timeout_minutes", "reservation_timeout_minutes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 minutes, got {getattr(self, name)}")
         for name in ("iti_ms", "min_valid_rt_ms", "response_window_ms", "break_max_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -72,4 +82,34 @@ class StudyConfig(LoadableConfig):
         return data
 
     def completion_url(self, code: str) -> str:
-        return self.completion_url_template.format(code=code) if self.completion_url_template else ""
+        """The template with the code filled in (URL-quoted); "" when the study shows the code only."""
+        template = self.completion_url_template
+        return template.format(code=quote(code, safe="")) if template else ""
+
+
+def check_url_template(name: str, template: str) -> None:
+    """An http(s) URL whose only placeholder is `{code}`, or "" for none. Checked when a config is written or
+    loaded, so a typo (`{cc}`) or a `javascript:` link is refused at `study create`, never at a participant's
+    completion."""
+    if template == "":
+        return
+    if not isinstance(template, str) or any(ch.isspace() or ord(ch) < 32 for ch in template):
+        raise ValueError(
+            f"{name} must be an http(s) URL without spaces or control characters, got {template!r}"
+        )
+    try:
+        fields_used = [(f, conversion, spec) for _, f, spec, conversion in string.Formatter().parse(template)]
+    except ValueError as error:
+        raise ValueError(f"{name} {template!r} has unbalanced braces ({error}); use {{code}} only") from None
+    for field_name, conversion, spec in fields_used:
+        if field_name is not None and (field_name != "code" or conversion or spec):
+            used = field_name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(
+                f"{name} {template!r} uses the placeholder {{{used}}}; {{code}} is the only one allowed"
+            )
+    parts = urlsplit(template.format(code="CODE"))
+    if parts.scheme.lower() not in URL_SCHEMES or not parts.netloc:
+        raise ValueError(
+            f"{name} {template!r} is not an http or https URL with a host (e.g. "
+            "https://app.prolific.com/submissions/complete?cc={code})"
+        )

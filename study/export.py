@@ -1,6 +1,8 @@
 """Study exports: THINGS-compatible triplets, a jsPsych-like long CSV (one row per trial), and Parquet.
 
-Participant ids are pseudonymised with the study's salt (HMAC-SHA256, see `study.judgments.pseudonymise`)
+Only consenting participants are exported (see `load_responses`). Each trial row has an `outcome`:
+answered, timed_out, or unavailable (an image the server could not serve; such rows are no judgments and
+are not in the THINGS table). Participant ids are pseudonymised with the study's salt (HMAC-SHA256, see `study.judgments.pseudonymise`)
 unless raw ids are asked for; excluded participants are left out unless asked for; simulated participants
 are labelled (`is_simulated`) in every format. Both CSV formats read back with
 `study.judgments_import.import_judgments_csv` as the same judgments.
@@ -117,6 +119,8 @@ def trial_table(
             "rt": responses["rt_ms"],
             "response": responses["chosen_position"].astype("Int64"),
             "timed_out": responses["timed_out"],
+            "unavailable": responses["unavailable"],
+            "outcome": _outcome(responses),
             "time_elapsed": _time_elapsed(responses),
             "image1": name("stim0"),
             "image2": name("stim1"),
@@ -136,6 +140,11 @@ def trial_table(
             "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
         }
     )
+
+
+def _outcome(responses: pd.DataFrame) -> pd.Series:
+    outcome = np.where(responses["timed_out"], "timed_out", "answered")
+    return pd.Series(np.where(responses["unavailable"], "unavailable", outcome), index=responses.index)
 
 
 def _time_elapsed(responses: pd.DataFrame) -> pd.Series:

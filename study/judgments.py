@@ -2,7 +2,8 @@
 convention, the stimulus table, pseudonymised participant ids, and held-out splits.
 
 QC, noise ceilings, exports and the alignment engine all read responses through `load_responses`,
-so there is one definition of "a judgment".
+so there is one definition of "a judgment". Only participants who gave consent are ever read: a declined
+(or never asked) participant appears in no export or analysis.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ RESPONSE_COLUMNS = {
     "server_received_at": Response.server_received_at,
     "input_modality": Response.input_modality,
     "timed_out": Response.timed_out,
+    "unavailable": Response.unavailable,
 }
 
 
@@ -61,7 +63,8 @@ def pseudonymise(salt: str, external_id: str) -> str:
 
 
 def load_responses(db: Database, slug: str) -> pd.DataFrame:
-    """Every stored response row of the study (timeouts included), with its trial and participant facts.
+    """Every stored response row of the study's consenting participants (timeouts and unavailable trials
+    included), with its trial and participant facts.
 
     Adds `subject` (the pseudonymised external id). Sorted by participant, then trial index.
     """
@@ -71,13 +74,15 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
             select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
             .join(Participant, Participant.id == Response.participant_id)
             .join(Trial, Trial.id == Response.trial_id)
-            .where(Participant.study_id == study.id)
+            .where(Participant.study_id == study.id, Participant.consent.is_(True))
             .order_by(Participant.id, Response.trial_index)
         )
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
-    frame = frame.astype({name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out")})
+    frame = frame.astype(
+        {name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out", "unavailable")}
+    )
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
     for column in ("kind", "task", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
@@ -142,7 +147,9 @@ def _answered(
             .join(Trial, Trial.id == Response.trial_id)
             .where(
                 Participant.study_id == study.id,
+                Participant.consent.is_(True),  # no answer of someone who did not consent is ever analysed
                 Response.timed_out.is_(False),
+                Response.unavailable.is_(False),
                 Response.chosen_stimulus_id.is_not(None),
                 type_coerce(Trial.kind, String).in_(list(kinds)),
                 type_coerce(Trial.task, String) == task.value,
@@ -170,7 +177,7 @@ def load_judgments(
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
 ) -> pd.DataFrame:
-    """One row per answered (non-timeout) odd-one-out trial: stim0, stim1, stim2 with the chosen odd one
+    """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2 with the chosen odd one
     out last. Practice trials are left out by default; excluded participants unless `include_excluded`.
     """
     answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds)

@@ -9,7 +9,7 @@ existing data. Two judgment tasks (`db.models.JudgmentTask`) and three layouts:
 - AligNet `.npz` triplets: `filenames` [n, 3] and `similarities` [n, 3] = [s01, s02, s12]; the odd one out is
   the item not in the most similar pair.
 Optional columns: `subject_id` (or `subject`, `participant`), `rt` / `rt_ms` (milliseconds), `level` (or
-`triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out` (such rows are skipped).
+`triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out`, `unavailable` (such rows are skipped).
 A headerless file says nothing about what its columns mean: it needs `file_format` ("odd-one-out": THINGS
 indices, odd one out last; or "anchor": head, close, far) and is refused without it. Images are names
 (full or unique file name) or integer indices mapped by an `IndexRule` (image list, natural or text order;
@@ -66,6 +66,7 @@ ALIASES = {
     "choice": ("choice",),
     "simulated": ("is_simulated",),
     "timed_out": ("timed_out",),
+    "unavailable": ("unavailable",),
 }
 LEVEL_ALIASES = {"class_boundary": TripletLevel.CLASS_BORDER.value}
 DEFAULT_SUBJECT = "imported"
@@ -238,8 +239,8 @@ def _parse_rows(table: pd.DataFrame, names: StimulusNames) -> tuple[list[_Row], 
     rows, problems = [], []
     for offset, record in enumerate(table.to_dict("records")):
         where = f"line {offset + table.attrs['first_data_line']}"
-        if _field(record, columns, "timed_out").lower() in TRUE_WORDS:
-            continue  # a timeout is not a judgment (rows of our own jsPsych-like export)
+        if any(_field(record, columns, flag).lower() in TRUE_WORDS for flag in ("timed_out", "unavailable")):
+            continue  # a timeout or an unavailable trial is no judgment (rows of our own jsPsych-like export)
         try:
             rows.append(_parse_row(record, columns, names, anchor))
         except AmbiguousIndexOrder:
@@ -379,6 +380,7 @@ def _store_subject(session: Session, study_id: int, list_index: int, subject: st
         list_id=triplet_list.id,
         is_simulated=any(row.simulated for row in rows),
         status=ParticipantStatus.COMPLETED,
+        consent=True,  # given to the study that collected the judgments
         finished_at=utcnow(),
     )
     session.add(participant)

@@ -1,4 +1,10 @@
-"""Live study progress for the researcher dashboard: who started, finished, dropped out, and when last seen."""
+"""Live study progress for the researcher dashboard: who started, finished, dropped out, and when last seen.
+
+States of a participant who consented and has not finished: `reserved` (no answer yet, holding a list slot
+for the study's reservation timeout), `expired` (no answer within it: the slot went back), `in_progress`
+(answering) and `abandoned` (silent beyond the session timeout). Reservations are counted apart from
+completed and in-progress participants, so page loads and people who never start do not look like data.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +17,39 @@ from db.engine import Database
 from db.models import Participant, ParticipantStatus, Response, Study, TripletList, as_utc, utcnow
 from study.config import StudyConfig
 
+STATE_COLUMNS = ("in_progress", "reserved", "expired", "completed", "abandoned", "no_consent", "early_exit")
 PROGRESS_COLUMNS = [
     "slug",
     "title",
     "status",
     "lists",
     "target",
-    "in_progress",
-    "completed",
-    "abandoned",
-    "no_consent",
-    "early_exit",
+    *STATE_COLUMNS,
     "simulated",
     "responses",
     "last_seen",
 ]
 
 
-def participant_state(status: ParticipantStatus, last_seen, timeout_minutes: int, now=None) -> str:
-    """A started participant silent for longer than the study's session timeout counts as abandoned."""
+def participant_state(
+    status: ParticipantStatus,
+    last_seen,
+    config: StudyConfig,
+    *,
+    started,
+    answered: int,
+    now=None,
+) -> str:
+    """The finished status, or for a started participant: reserved / expired before the first answer (the
+    same rule as list assignment, `study.participation.holds_slot`), in_progress / abandoned after it."""
     if status != ParticipantStatus.STARTED:
         return status.value
-    silent = as_utc(now or utcnow()) - as_utc(last_seen)
-    return "abandoned" if silent > timedelta(minutes=timeout_minutes) else "in_progress"
+    now = as_utc(now or utcnow())
+    silent = now - as_utc(last_seen) > timedelta(minutes=config.session_timeout_minutes)
+    if answered:
+        return "abandoned" if silent else "in_progress"
+    waited = now - as_utc(started) > timedelta(minutes=config.reservation_timeout_minutes)
+    return "expired" if silent or waited else "reserved"
 
 
 def study_progress(db: Database) -> pd.DataFrame:
@@ -43,46 +59,40 @@ def study_progress(db: Database) -> pd.DataFrame:
         lists = dict(
             session.execute(select(TripletList.study_id, func.count()).group_by(TripletList.study_id)).all()
         )
-        responses = dict(
-            session.execute(
-                select(Participant.study_id, func.count(Response.id))
-                .join(Response, Response.participant_id == Participant.id)
-                .group_by(Participant.study_id)
-            ).all()
-        )
         people = session.execute(
             select(
-                Participant.study_id, Participant.status, Participant.last_seen_at, Participant.is_simulated
+                Participant.study_id,
+                Participant.status,
+                Participant.started_at,
+                Participant.last_seen_at,
+                Participant.is_simulated,
+                func.count(Response.id).label("answered"),
             )
+            .outerjoin(Response, Response.participant_id == Participant.id)
+            .group_by(Participant.id)
         ).all()
     rows = [
-        _study_row(
-            study,
-            lists.get(study.id, 0),
-            responses.get(study.id, 0),
-            [p for p in people if p.study_id == study.id],
-        )
+        _study_row(study, lists.get(study.id, 0), [p for p in people if p.study_id == study.id])
         for study in studies
     ]
     return pd.DataFrame(rows, columns=PROGRESS_COLUMNS)
 
 
-def _study_row(study: Study, n_lists: int, n_responses: int, people: list) -> dict:
-    timeout = StudyConfig.from_dict(study.config).session_timeout_minutes
-    states = [participant_state(p.status, p.last_seen_at, timeout) for p in people]
+def _study_row(study: Study, n_lists: int, people: list) -> dict:
+    config = StudyConfig.from_dict(study.config)
+    states = [
+        participant_state(p.status, p.last_seen_at, config, started=p.started_at, answered=p.answered)
+        for p in people
+    ]
     return dict(
         slug=study.slug,
         title=study.title,
         status=study.status.value,
         lists=n_lists,
         target=study.target_participants,
-        in_progress=states.count("in_progress"),
-        completed=states.count("completed"),
-        abandoned=states.count("abandoned"),
-        no_consent=states.count("no_consent"),
-        early_exit=states.count("early_exit"),
+        **{state: states.count(state) for state in STATE_COLUMNS},
         simulated=sum(p.is_simulated for p in people),
-        responses=n_responses,
+        responses=sum(p.answered for p in people),
         last_seen=max((p.last_seen_at for p in people), default=None),
     )
 
@@ -93,7 +103,7 @@ def participant_overview(db: Database, slug: str) -> pd.DataFrame:
         study = session.scalar(select(Study).where(Study.slug == slug))
         if study is None:
             raise LookupError(f"no study with slug {slug!r}")
-        timeout = StudyConfig.from_dict(study.config).session_timeout_minutes
+        config = StudyConfig.from_dict(study.config)
         answered = dict(
             session.execute(
                 select(Response.participant_id, func.count())
@@ -112,7 +122,9 @@ def participant_overview(db: Database, slug: str) -> pd.DataFrame:
                 external_id=p.external_id,
                 source=p.source,
                 simulated=p.is_simulated,
-                state=participant_state(p.status, p.last_seen_at, timeout),
+                state=participant_state(
+                    p.status, p.last_seen_at, config, started=p.started_at, answered=answered.get(p.id, 0)
+                ),
                 list_id=p.list_id,
                 answered=answered.get(p.id, 0),
                 started=p.started_at,

@@ -3,6 +3,18 @@ recording responses and interaction events (idempotently), and finishing.
 
 Every function takes plain values and a `Database`; the Streamlit page, the REST endpoint and the
 simulated participants all go through the same functions, so there is one recording path.
+
+The server enforces the flow: a participant row and its list slot are created at consent (`enter_study`),
+never on a page load; responses and client events are accepted only from a participant who consented and
+has not finished. A consented participant who has not answered yet holds a list slot for
+`reservation_timeout_minutes` only (then the slot goes to the next arrival); one who answered holds it until
+silent for `session_timeout_minutes`.
+
+Each trial ends with one response row: answered, timed out, or `unavailable` (one of its images is missing
+on the server, verified here when the row is stored). An unavailable row does not count as answered: the page
+offers the trial again in the participant's next browser session, and the trial's next real outcome replaces
+the row in place (one row per trial). For completion it counts as settled: a participant is never kept from
+their completion code by an image the server lost.
 """
 
 from __future__ import annotations
@@ -13,11 +25,12 @@ import math
 import random
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
@@ -27,6 +40,7 @@ from db.models import (
     Participant,
     ParticipantStatus,
     Response,
+    Stimulus,
     Study,
     StudyStatus,
     Trial,
@@ -35,6 +49,7 @@ from db.models import (
     TripletList,
     utcnow,
 )
+from db.settings import data_home
 from study.config import StudyConfig
 from study.studies import get_study, study_config
 
@@ -42,6 +57,10 @@ EXTERNAL_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INPUT_MODALITIES = ("mouse", "touch", "keyboard", "none", "simulated")
 FINISHED = (ParticipantStatus.COMPLETED, ParticipantStatus.EARLY_EXIT, ParticipantStatus.NO_CONSENT)
 MAX_RT_SLACK_MS = 5_000  # RTs up to the response window plus this are plausible (slow frames, timers)
+NO_WINDOW_MAX_RT_MS = 3_600_000  # the longest plausible RT of a study without a response window
+MAX_EVENTS_PER_PARTICIPANT = 3_000  # a whole session logs a few hundred; more is a fault or abuse
+EVENT_RATE_WINDOW_S = 10
+MAX_EVENTS_PER_RATE_WINDOW = 120  # a reconnecting outbox flushes bursts; a loop or a flood is cut off
 
 
 class InvalidParticipantId(ValueError):
@@ -58,6 +77,14 @@ class ParticipantNotFound(LookupError):
 
 class ResponseRejected(ValueError):
     """A response that does not fit the participant's plan; nothing is stored, an event is logged."""
+
+
+class EventRejected(ValueError):
+    """A client event from a participant who may not send one (no consent, finished, over the cap)."""
+
+
+class TooManyEvents(EventRejected):
+    """More client events in the rate window than allowed: refused for now, fine to send again later."""
 
 
 class IncompleteSession(RuntimeError):
@@ -96,6 +123,18 @@ class ResponsePayload:
     client_onset_ms: float | None = None
     input_modality: str = "mouse"
     timed_out: bool = False
+    unavailable: bool = False  # an image could not be served: no choice, no RT, modality "none"
+
+
+@dataclass(frozen=True)
+class EventPayload:
+    """One interaction event as a client sends it (kinds and sizes checked by the API's payload parser)."""
+
+    kind: str
+    client_event_id: str
+    trial_index: int | None = None
+    client_time_ms: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 def validate_external_id(external_id: str) -> str:
@@ -115,29 +154,35 @@ def enter_study(
     slug: str,
     external_id: str | None = None,
     *,
+    consent: bool = True,
     external_study_id: str | None = None,
     external_session_id: str | None = None,
     source: str | None = None,
     browser: dict[str, Any] | None = None,
     simulated: bool = False,
 ) -> Entry:
-    """Return the participant for (study, external id), creating it and assigning a list if new.
+    """The participant for (study, external id) once they answered the consent question.
 
-    A returning participant (same id) gets the same row back, whatever its status: resume and the
-    end page are the caller's decision, never a second session.
+    `consent=True` creates the row and assigns a list slot (StudyUnavailable if the study cannot take
+    them); `consent=False` records the refusal (status no_consent, no list slot). A returning participant
+    (same id) gets the same row back, whatever its status: resume and the end page are the caller's
+    decision, never a second session. A row from before consent was asked at entry takes the answer now.
     """
     external_id = validate_external_id(external_id) if external_id else new_anonymous_id()
     with db.write() as session:
         study = get_study(session, slug)
-        existing = session.scalar(
-            select(Participant).where(
-                Participant.study_id == study.id, Participant.external_id == external_id
-            )
-        )
+        existing = _find(session, study.id, external_id)
         if existing is not None:
             existing.last_seen_at = utcnow()
+            if existing.consent is None:
+                _record_consent(existing, consent)
             return Entry(existing.id, study.id, external_id, existing.status, is_new=False)
-        participant = _admit(session, study, external_id, simulated)
+        if consent:
+            participant = _admit(session, study, external_id, simulated)
+        else:
+            participant = Participant(study_id=study.id, external_id=external_id, is_simulated=simulated)
+            session.add(participant)
+        _record_consent(participant, consent)
         participant.external_study_id = external_study_id
         participant.external_session_id = external_session_id
         participant.source = source or ("simulated" if simulated else "anonymous")
@@ -146,21 +191,72 @@ def enter_study(
         return Entry(participant.id, study.id, external_id, participant.status, is_new=True)
 
 
+def returning_entry(db: Database, slug: str, external_id: str | None) -> Entry | None:
+    """The participant who already answered the consent question under this id, or None (nothing is
+    created: a page load reserves nothing). Raises StudyNotFound and InvalidParticipantId."""
+    if external_id is not None:
+        validate_external_id(external_id)
+    with db.write() as session:
+        study = get_study(session, slug)
+        existing = _find(session, study.id, external_id) if external_id else None
+        if existing is None:
+            return None
+        existing.last_seen_at = utcnow()
+        return Entry(existing.id, study.id, existing.external_id, existing.status, is_new=False)
+
+
+def check_admission(db: Database, slug: str) -> StudyConfig:
+    """The study's config if a newcomer could be admitted now (open, below target, a list slot free);
+    StudyUnavailable otherwise. Read-only: the slot itself is taken at consent, by `enter_study`."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        config = study_config(study)
+        _check_open(session, study)
+        assign_list(session, study, config)
+        return config
+
+
+def _find(session: Session, study_id: int, external_id: str) -> Participant | None:
+    return session.scalar(
+        select(Participant).where(Participant.study_id == study_id, Participant.external_id == external_id)
+    )
+
+
+def give_consent(db: Database, participant_id: int, consent: bool) -> None:
+    """The consent answer of a participant row stored before consent was asked at entry (older sessions)."""
+    with db.write() as session:
+        participant = _participant(session, participant_id)
+        if participant.consent is None:
+            _record_consent(participant, consent)
+        participant.last_seen_at = utcnow()
+
+
+def _record_consent(participant: Participant, consent: bool) -> None:
+    participant.consent = consent
+    if not consent and participant.status not in FINISHED:
+        participant.status = ParticipantStatus.NO_CONSENT
+        participant.finished_at = utcnow()
+
+
 def _admit(session: Session, study: Study, external_id: str, simulated: bool) -> Participant:
-    if study.status != StudyStatus.OPEN:
-        raise StudyUnavailable(f"study {study.slug!r} is {study.status.value}, not accepting participants")
     session.execute(select(Study.id).where(Study.id == study.id).with_for_update())  # serialise (PostgreSQL)
-    if (
-        study.target_participants is not None
-        and _completed_count(session, study.id) >= study.target_participants
-    ):
-        raise StudyUnavailable(f"study {study.slug!r} has reached its target of {study.target_participants}")
+    _check_open(session, study)
     list_id = assign_list(session, study, study_config(study))
     participant = Participant(
         study_id=study.id, external_id=external_id, list_id=list_id, is_simulated=simulated
     )
     session.add(participant)
     return participant
+
+
+def _check_open(session: Session, study: Study) -> None:
+    if study.status != StudyStatus.OPEN:
+        raise StudyUnavailable(f"study {study.slug!r} is {study.status.value}, not accepting participants")
+    if (
+        study.target_participants is not None
+        and _completed_count(session, study.id) >= study.target_participants
+    ):
+        raise StudyUnavailable(f"study {study.slug!r} has reached its target of {study.target_participants}")
 
 
 def _completed_count(session: Session, study_id: int) -> int:
@@ -175,20 +271,16 @@ def _completed_count(session: Session, study_id: int) -> int:
 
 
 def assign_list(session: Session, study: Study, config: StudyConfig) -> int:
-    """The list with the fewest completed plus recently started (not timed-out) participants.
+    """The list with the fewest participants holding a slot: completed ones, and started ones that are
+    neither silent beyond the session timeout nor, without any answer yet, past the reservation timeout.
 
     Must run inside a write transaction that serialises assignments (BEGIN IMMEDIATE on SQLite,
     the study row locked on PostgreSQL), so concurrent arrivals never share a slot.
     """
-    cutoff = utcnow() - timedelta(minutes=config.session_timeout_minutes)
-    holding = or_(
-        Participant.status == ParticipantStatus.COMPLETED,
-        and_(Participant.status == ParticipantStatus.STARTED, Participant.last_seen_at >= cutoff),
-    )
     counts = dict(
         session.execute(
             select(Participant.list_id, func.count())
-            .where(Participant.study_id == study.id, holding)
+            .where(Participant.study_id == study.id, holds_slot(config))
             .group_by(Participant.list_id)
         ).all()
     )
@@ -204,6 +296,18 @@ def assign_list(session: Session, study: Study, config: StudyConfig) -> int:
             "participant(s) completed or in progress"
         )
     return list_id
+
+
+def holds_slot(config: StudyConfig, now=None):
+    """SQL condition: this participant row holds its list slot (see `assign_list`)."""
+    now = now or utcnow()
+    recent = Participant.last_seen_at >= now - timedelta(minutes=config.session_timeout_minutes)
+    reserved = Participant.started_at >= now - timedelta(minutes=config.reservation_timeout_minutes)
+    answered = exists().where(Response.participant_id == Participant.id)
+    return or_(
+        Participant.status == ParticipantStatus.COMPLETED,
+        and_(Participant.status == ParticipantStatus.STARTED, recent, or_(answered, reserved)),
+    )
 
 
 def display_order(participant_id: int, trial_index: int) -> tuple[int, int, int]:
@@ -262,35 +366,73 @@ def participant_view(db: Database, participant_id: int) -> ParticipantView:
 
 
 def answered_trials(db: Database, participant_id: int) -> set[int]:
+    """Trials with a real outcome (answered or timed out); unavailable ones are to be offered again."""
+    return _trials_where(db, participant_id, Response.unavailable.is_(False))
+
+
+def unavailable_trials(db: Database, participant_id: int) -> set[int]:
+    """Trials whose row says an image could not be served (no real outcome yet)."""
+    return _trials_where(db, participant_id, Response.unavailable.is_(True))
+
+
+def _trials_where(db: Database, participant_id: int, condition) -> set[int]:
     with db.read() as session:
         return set(
-            session.scalars(select(Response.trial_index).where(Response.participant_id == participant_id))
+            session.scalars(
+                select(Response.trial_index).where(Response.participant_id == participant_id, condition)
+            )
         )
 
 
 def record_response(db: Database, participant_id: int, payload: ResponsePayload) -> bool:
     """Store one response row; True if stored now, False if it was already stored (a duplicate).
 
-    Raises ResponseRejected (after logging a `rejected_response` event) when the response does not
-    fit: an unknown trial, other images than assigned, an impossible choice or RT, or a finished session.
+    A real outcome replaces an `unavailable` row of the same trial (still one row per trial). Raises
+    ResponseRejected (after logging a `rejected_response` event) when the response does not fit: no consent,
+    an unknown trial, other images than assigned, an impossible choice or RT, images said to be unavailable
+    that are there, or a finished session.
     """
     try:
         with db.write() as session:
             participant = _participant(session, participant_id)
+            config = study_config(session.get(Study, participant.study_id))
+            _require_consent(participant)
             trial = _assigned_trial(session, participant, payload)
-            values = _response_values(participant, trial, payload)
+            existing = session.scalar(
+                select(Response).where(
+                    Response.participant_id == participant_id, Response.trial_index == payload.trial_index
+                )
+            )
             if participant.status in FINISHED:
-                if _has_response(session, participant_id, payload.trial_index):
+                if existing is not None:
                     return False
                 raise ResponseRejected(
                     f"participant {participant.external_id} already finished "
                     f"({participant.status.value}); response to trial {payload.trial_index} refused"
                 )
+            _check_response(session, config, payload)
             participant.last_seen_at = utcnow()
-            return insert_ignoring_duplicates(session, Response, values, ("participant_id", "trial_index"))
+            values = _response_values(participant, trial, payload)
+            if existing is None:
+                return insert_ignoring_duplicates(
+                    session, Response, values, ("participant_id", "trial_index")
+                )
+            if existing.unavailable and not payload.unavailable:
+                for name, value in values.items():
+                    setattr(existing, name, value)
+                return True
+            return False
     except ResponseRejected as rejected:
         _log_rejection(db, participant_id, payload, str(rejected))
         raise
+
+
+def _require_consent(participant: Participant) -> None:
+    if participant.consent is not True:
+        given = "declined consent" if participant.consent is False else "not given consent"
+        raise ResponseRejected(
+            f"participant {participant.external_id} has {given}; responses are accepted only after consent"
+        )
 
 
 def _assigned_trial(session: Session, participant: Participant, payload: ResponsePayload) -> Trial:
@@ -299,7 +441,7 @@ def _assigned_trial(session: Session, participant: Participant, payload: Respons
     )
     if trial is None:
         raise ResponseRejected(
-            f"trial {payload.trial_index} is not part of participant {participant.external_id}'s list"
+            f"trial_index {payload.trial_index} is not part of participant {participant.external_id}'s list"
         )
     if sorted(payload.shown) != sorted((trial.stim0_id, trial.stim1_id, trial.stim2_id)):
         raise ResponseRejected(
@@ -310,7 +452,6 @@ def _assigned_trial(session: Session, participant: Participant, payload: Respons
 
 
 def _response_values(participant: Participant, trial: Trial, payload: ResponsePayload) -> dict[str, Any]:
-    _check_choice(payload)
     chosen = None if payload.chosen_position is None else payload.shown[payload.chosen_position]
     return dict(
         participant_id=participant.id,
@@ -325,45 +466,91 @@ def _response_values(participant: Participant, trial: Trial, payload: ResponsePa
         client_onset_ms=payload.client_onset_ms,
         input_modality=payload.input_modality,
         timed_out=payload.timed_out,
+        unavailable=payload.unavailable,
         server_received_at=utcnow(),
     )
 
 
-def _check_choice(payload: ResponsePayload) -> None:
+def _check_response(session: Session, config: StudyConfig, payload: ResponsePayload) -> None:
+    """Every stored value checked against the study: modality, the outcome's fields, the RT range."""
     if payload.input_modality not in INPUT_MODALITIES:
-        raise ResponseRejected(f"input modality {payload.input_modality!r} not one of {INPUT_MODALITIES}")
-    if payload.timed_out:
-        if payload.chosen_position is not None:
-            raise ResponseRejected("a timed-out trial cannot carry a chosen position")
+        raise ResponseRejected(
+            f"input_modality {payload.input_modality!r} is not one of {list(INPUT_MODALITIES)}"
+        )
+    if payload.timed_out or payload.unavailable:
+        _check_no_answer(payload)
+        if payload.unavailable and not missing_images(session, payload.shown):
+            raise ResponseRejected(
+                f"trial {payload.trial_index} reported unavailable, but its images are available on the server"
+            )
         return
     if payload.chosen_position not in (0, 1, 2):
-        raise ResponseRejected(f"chosen position must be 0, 1 or 2, got {payload.chosen_position!r}")
-    rt = payload.rt_ms
-    if rt is None or not math.isfinite(rt) or rt < 0 or rt > 3_600_000:
-        raise ResponseRejected(f"response time {rt!r} ms is not a plausible value")
+        raise ResponseRejected(f"chosen_position must be 0, 1 or 2, got {payload.chosen_position!r}")
+    _check_rt(config, payload.rt_ms)
 
 
-def _has_response(session: Session, participant_id: int, trial_index: int) -> bool:
-    return (
-        session.scalar(
-            select(Response.id).where(
-                Response.participant_id == participant_id, Response.trial_index == trial_index
-            )
-        )
-        is not None
+def _check_no_answer(payload: ResponsePayload) -> None:
+    outcome = "an unavailable trial" if payload.unavailable else "a timed-out trial"
+    if payload.timed_out and payload.unavailable:
+        raise ResponseRejected("timed_out and unavailable cannot both be true")
+    if payload.chosen_position is not None:
+        raise ResponseRejected(f"chosen_position must be null for {outcome}, got {payload.chosen_position!r}")
+    if payload.rt_ms is not None:
+        raise ResponseRejected(f"rt_ms must be null for {outcome}, got {payload.rt_ms!r}")
+    if payload.unavailable and payload.input_modality != "none":
+        raise ResponseRejected(f"input_modality must be 'none' for {outcome}, got {payload.input_modality!r}")
+
+
+def _check_rt(config: StudyConfig, rt: float | None) -> None:
+    if rt is None or not math.isfinite(rt):
+        raise ResponseRejected(f"rt_ms must be a finite number for an answered trial, got {rt!r}")
+    longest = (
+        config.response_window_ms + MAX_RT_SLACK_MS if config.response_window_ms else NO_WINDOW_MAX_RT_MS
     )
+    if rt < config.min_valid_rt_ms:
+        raise ResponseRejected(
+            f"rt_ms {rt:g} is under the study's minimum valid response time of {config.min_valid_rt_ms} ms"
+        )
+    if rt > longest:
+        raise ResponseRejected(f"rt_ms {rt:g} is over the study's response window plus slack ({longest} ms)")
+
+
+def serving_file(relative: str | None) -> Path | None:
+    """The serving copy of a stimulus from its stored path, only if it lies inside the data directory
+    and exists."""
+    if relative is None:
+        return None
+    home = data_home().resolve()
+    path = (home / relative).resolve()
+    return path if path.is_relative_to(home) and path.is_file() else None
+
+
+def missing_images(session: Session, stimulus_ids: tuple[int, ...]) -> list[int]:
+    """Those of the stimuli whose serving file is not on disk (an unknown id counts as missing)."""
+    paths = dict(
+        session.execute(select(Stimulus.id, Stimulus.path).where(Stimulus.id.in_(stimulus_ids))).all()
+    )
+    return [sid for sid in stimulus_ids if serving_file(paths.get(sid)) is None]
 
 
 def _log_rejection(db: Database, participant_id: int, payload: ResponsePayload, reason: str) -> None:
+    """An internal event per refused response, up to the participant's event cap (no flooding)."""
     with contextlib.suppress(ParticipantNotFound):
+        if _event_count(db, participant_id) >= MAX_EVENTS_PER_PARTICIPANT:
+            return
         record_event(
             db,
             participant_id,
             "rejected_response",
             client_event_id="rej-" + secrets.token_hex(8),
             trial_index=payload.trial_index,
-            detail={"reason": reason},
+            detail={"reason": reason[:500]},
         )
+
+
+def _event_count(db: Database, participant_id: int) -> int:
+    with db.read() as session:
+        return session.scalar(select(func.count()).where(InteractionEvent.participant_id == participant_id))
 
 
 def record_event(
@@ -376,27 +563,76 @@ def record_event(
     client_time_ms: float | None = None,
     detail: dict[str, Any] | None = None,
 ) -> bool:
-    """Store an interaction event once per (participant, client_event_id); True if new."""
+    """Store a server-side (or simulated) event once per (participant, client_event_id); True if new.
+    Client events go through `record_client_event`, which enforces the flow and the limits."""
     with db.write() as session:
         participant = _participant(session, participant_id)
-        participant.last_seen_at = utcnow()
-        values = dict(
-            participant_id=participant_id,
-            client_event_id=str(client_event_id)[:64],
-            kind=kind[:32],
-            trial_index=trial_index,
-            client_time_ms=client_time_ms,
-            detail=detail or {},
-            server_received_at=utcnow(),
+        event = EventPayload(kind, client_event_id, trial_index, client_time_ms, detail or {})
+        return _insert_event(session, participant, event)
+
+
+def record_client_event(db: Database, participant_id: int, event: EventPayload) -> bool:
+    """Store an event a participant's browser sent; True if new, False for a re-sent one.
+
+    EventRejected when the participant has not consented, has finished, or reached the per-participant
+    cap; TooManyEvents when over the rate limit. A `browser` event also stores its facts on the participant.
+    """
+    with db.write() as session:
+        participant = _participant(session, participant_id)
+        seen = select(InteractionEvent.id).where(
+            InteractionEvent.participant_id == participant_id,
+            InteractionEvent.client_event_id == event.client_event_id,
         )
-        return insert_ignoring_duplicates(
-            session, InteractionEvent, values, ("participant_id", "client_event_id")
+        if session.scalar(seen) is not None:
+            return False
+        _check_event_allowed(session, participant)
+        stored = _insert_event(session, participant, event)
+        if stored and event.kind == "browser":
+            participant.browser = event.detail
+        return stored
+
+
+def _check_event_allowed(session: Session, participant: Participant) -> None:
+    who = f"participant {participant.external_id}"
+    if participant.consent is not True:
+        given = "declined consent" if participant.consent is False else "not given consent"
+        raise EventRejected(f"{who} has {given}; events are accepted only after consent")
+    if participant.status in FINISHED:
+        raise EventRejected(
+            f"{who} already finished ({participant.status.value}); events are no longer accepted"
         )
+    mine = InteractionEvent.participant_id == participant.id
+    if session.scalar(select(func.count()).where(mine)) >= MAX_EVENTS_PER_PARTICIPANT:
+        raise EventRejected(f"{who} has reached the cap of {MAX_EVENTS_PER_PARTICIPANT} events")
+    since = utcnow() - timedelta(seconds=EVENT_RATE_WINDOW_S)
+    recent = session.scalar(select(func.count()).where(mine, InteractionEvent.server_received_at >= since))
+    if recent >= MAX_EVENTS_PER_RATE_WINDOW:
+        raise TooManyEvents(
+            f"{who} sent {recent} events in the last {EVENT_RATE_WINDOW_S} s "
+            f"(at most {MAX_EVENTS_PER_RATE_WINDOW}); send again later"
+        )
+
+
+def _insert_event(session: Session, participant: Participant, event: EventPayload) -> bool:
+    participant.last_seen_at = utcnow()
+    values = dict(
+        participant_id=participant.id,
+        client_event_id=str(event.client_event_id)[:64],
+        kind=event.kind[:32],
+        trial_index=event.trial_index,
+        client_time_ms=event.client_time_ms,
+        detail=event.detail,
+        server_received_at=utcnow(),
+    )
+    return insert_ignoring_duplicates(
+        session, InteractionEvent, values, ("participant_id", "client_event_id")
+    )
 
 
 def update_participant(db: Database, participant_id: int, **fields: Any) -> None:
-    """Store consent, demographics, strategy, browser facts or flow state (only these fields)."""
-    allowed = {"consent", "demographics", "strategy", "browser", "flow_state"}
+    """Store demographics, strategy, browser facts or flow state (only these fields; consent is given
+    through `enter_study`)."""
+    allowed = {"demographics", "strategy", "browser", "flow_state"}
     if set(fields) - allowed:
         raise ValueError(f"cannot update {sorted(set(fields) - allowed)}; allowed: {sorted(allowed)}")
     with db.write() as session:
@@ -420,6 +656,7 @@ def finish_participant(db: Database, participant_id: int, status: ParticipantSta
 
 
 def _require_all_answered(session: Session, participant: Participant) -> None:
+    """Every planned trial has a row; an unavailable one counts (the server verified the image is gone)."""
     planned = set(session.scalars(select(Trial.trial_index).where(Trial.list_id == participant.list_id)))
     stored = set(
         session.scalars(select(Response.trial_index).where(Response.participant_id == participant.id))

@@ -2,7 +2,8 @@
 
 Rules (thresholds in `QCConfig`, defaults from the source studies):
 - catch accuracy below 0.90 (Levels); timed-out catch trials count as wrong;
-- more than 10 timeouts (Levels);
+- more than 10 timeouts (Levels); trials whose images the server could not serve (`unavailable`) are no
+  timeouts: they are counted separately (`n_unavailable`) and never judged;
 - THINGS too fast: in a window of 20 answered trials the 5th-fastest RT < 800 ms and the 10th-fastest
   < 1100 ms; THINGS drops every such window and the whole worker at >= 5 flagged windows, so 1-4 flagged
   windows give the informational flag `fast_window` and 5 or more `too_fast`;
@@ -97,7 +98,8 @@ def position_biased(shares: np.ndarray, min_share: float = 0.27, max_share: floa
 
 
 def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None) -> pd.DataFrame:
-    """One row per participant of the study with every QC measure, `flags` and `suggest_exclude`."""
+    """One row per consenting participant of the study with every QC measure, `flags` and
+    `suggest_exclude`."""
     config = config or QCConfig()
     participants = _participants(db, study_slug)
     responses = load_responses(db, study_slug)
@@ -126,6 +128,7 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
 QC_COLUMNS = [
     "n_answered",
     "n_timeouts",
+    "n_unavailable",
     "catch_accuracy",
     "n_catch",
     "fast_windows",
@@ -144,15 +147,17 @@ _EXCLUDING = {"catch", "timeouts", "too_fast", "position_bias", "fullscreen", "b
 
 
 def _measures(own: pd.DataFrame, config: QCConfig) -> dict:
-    answered = own[~own["timed_out"]]
-    catch = own[(own["kind"] == TrialKind.CATCH.value) & own["odd_known"]]
+    shown = own[~own["unavailable"]]
+    answered = shown[~shown["timed_out"]]
+    catch = shown[(shown["kind"] == TrialKind.CATCH.value) & shown["odd_known"]]
     fast = too_fast_windows(
         answered["rt_ms"].to_numpy(), config.fast_window, config.fast_5th_ms, config.fast_10th_ms
     )
     shares = position_shares(answered["chosen_position"].to_numpy())
     return {
         "n_answered": len(answered),
-        "n_timeouts": int(own["timed_out"].sum()),
+        "n_timeouts": int(shown["timed_out"].sum()),
+        "n_unavailable": int(own["unavailable"].sum()),
         "catch_accuracy": catch_accuracy(
             catch["chosen_stimulus_id"].fillna(-1).to_numpy(), catch["stim2"].to_numpy()
         ),
@@ -200,7 +205,7 @@ def _participants(db: Database, slug: str) -> pd.DataFrame:
                 Participant.started_at,
                 Participant.last_seen_at,
             )
-            .where(Participant.study_id == study.id)
+            .where(Participant.study_id == study.id, Participant.consent.is_(True))
             .order_by(Participant.id)
         ).all()
         salt = study.salt

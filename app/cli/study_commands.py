@@ -203,7 +203,17 @@ def _list(_args: argparse.Namespace) -> int:
     if table.empty:
         print("no studies yet: alignlab study create SLUG --stimuli SET")
         return 0
-    columns = ["slug", "status", "lists", "target", "in_progress", "completed", "abandoned", "title"]
+    columns = [
+        "slug",
+        "status",
+        "lists",
+        "target",
+        "in_progress",
+        "reserved",
+        "completed",
+        "abandoned",
+        "title",
+    ]
     print(table[columns].to_string(index=False))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from study.config import StudyConfig
 from study.participation import PlannedTrial
@@ -35,8 +36,10 @@ LABELS = {
 HOW_TO_ANSWER = "Click the odd one out, or press ← ↓ → (or 1 2 3)."
 
 
-def stimulus_url(stimulus_id: int) -> str:
-    return f"{api_prefix()}/stimuli/{stimulus_id}"
+def stimulus_url(stimulus_id: int, token: str) -> str:
+    """The image as the participant's browser loads it: the REST route serves only images of the token's
+    participant's own list."""
+    return f"{api_prefix()}/stimuli/{stimulus_id}?{urlencode({'token': token})}"
 
 
 def intro_texts(run: BlockRun, config: StudyConfig) -> dict[str, Any]:
@@ -69,11 +72,11 @@ def intro_texts(run: BlockRun, config: StudyConfig) -> dict[str, Any]:
     }
 
 
-def _trial(trial: PlannedTrial) -> dict[str, Any]:
+def _trial(trial: PlannedTrial, token: str) -> dict[str, Any]:
     return {
         "trial_index": trial.trial_index,
         "shown": list(trial.shown),
-        "urls": [stimulus_url(i) for i in trial.shown],
+        "urls": [stimulus_url(i, token) for i in trial.shown],
     }
 
 
@@ -95,8 +98,10 @@ def block_data(
         "block_key": block_key,
         "block": run.block,
         "intro": intro_texts(run, config),
-        "trials": [_trial(t) for t in run.trials],
-        "next_urls": [stimulus_url(i) for i in run.next_block_first.shown] if run.next_block_first else [],
+        "trials": [_trial(t, token) for t in run.trials],
+        "next_urls": [stimulus_url(i, token) for i in run.next_block_first.shown]
+        if run.next_block_first
+        else [],
         "iti_ms": config.iti_ms,
         "min_rt_ms": config.min_valid_rt_ms,
         "window_ms": config.response_window_ms,

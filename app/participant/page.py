@@ -13,7 +13,7 @@ import streamlit as st
 from app.participant import steps
 from app.participant.blocks import api_prefix, block_data
 from app.participant.components import session_monitor, trial_block
-from app.resources import get_db
+from app.resources import get_db, get_token_key
 from db.engine import Database
 from db.models import ParticipantStatus
 from study.participation import (
@@ -24,60 +24,84 @@ from study.participation import (
     ResponseRejected,
     StudyUnavailable,
     answered_trials,
+    check_admission,
     code_for,
     enter_study,
     finish_participant,
+    give_consent,
+    new_anonymous_id,
     participant_view,
     record_event,
     record_response,
+    returning_entry,
     trial_plan,
+    unavailable_trials,
     update_participant,
 )
 from study.studies import StudyNotFound
 from workflows.participant.flow import Step, block_run, next_step
-from workflows.participant.identity import ANONYMOUS_ID_PARAM, arrival_from_query
+from workflows.participant.identity import ANONYMOUS_ID_PARAM, Arrival, arrival_from_query
 from workflows.participant.payloads import BadRequest, parse_response
-from workflows.participant.tokens import participant_token
 
 LOG = logging.getLogger("alignlab.participant")
+MAX_BLOCK_RETRIES = 2  # re-runs of a block with unstored answers before the page stops and says so
+ERROR_TEXT = (
+    "Something went wrong on our side. The answers you gave are saved. Please reload this page in a moment; "
+    "if this message comes back, contact the researcher."
+)
 
 
 def participant_page() -> None:
+    """The page, with every unexpected error turned into a short message and a logged traceback (never a
+    traceback on a participant's screen). Streamlit's rerun/stop are BaseExceptions and pass through."""
+    try:
+        _participant_page()
+    except Exception:
+        LOG.exception("participant page failed for %r", dict(st.query_params))
+        st.error(ERROR_TEXT)
+
+
+def _participant_page() -> None:
     db = get_db()
-    entry = _enter(db)
+    arrival = arrival_from_query(st.query_params)
+    entry = _enter(db, arrival)
     if entry is None:
         return
     view = participant_view(db, entry.participant_id)
     namespace = f"{entry.study_id}:{entry.external_id}"
-    token = participant_token(entry.participant_id)
+    token = get_token_key().token(entry.participant_id) if view.consent else ""  # fresh, current key
     if "al_plan" not in st.session_state:
         st.session_state["al_plan"] = trial_plan(db, entry.participant_id)
     plan = st.session_state["al_plan"]
-    answered = answered_trials(db, entry.participant_id)
-    step = next_step(view, plan, answered, returning=st.session_state["al_returning"])
+    settled = _settled_trials(db, entry.participant_id)
+    step = next_step(view, plan, settled, returning=st.session_state["al_returning"])
     redirect = _redirect_url(view) if step == Step.END and st.session_state.get("al_just_finished") else ""
     session_monitor({"ns": namespace, "token": token, "api": api_prefix(), "redirect": redirect})
-    _show(step, db, view, plan, answered, namespace=namespace, token=token)
+    _show(step, db, view, plan, settled, namespace=namespace, token=token)
 
 
-def _enter(db: Database) -> Entry | None:
-    """The participant for this link; a clear message (and no crash) for a bad or unknown link.
+def _settled_trials(db: Database, participant_id: int) -> set[int]:
+    """Trials this browser session need not run: answered or timed out, and those stored as unavailable,
+    except the ones that were unavailable when the session began (offered again once, on resume)."""
+    offered_again = st.session_state.get("al_offer_again", set())
+    return answered_trials(db, participant_id) | (unavailable_trials(db, participant_id) - offered_again)
+
+
+def _enter(db: Database, arrival: Arrival) -> Entry | None:
+    """The participant for this link once they answered the consent question; until then the consent page
+    (nothing stored: a page load reserves no list slot). A clear message (and no crash) for a bad or unknown
+    link or a study that cannot take anyone.
 
     Looked up (a write: last seen) once per browser session; later reruns reuse it, which keeps the
     reruns at block ends cheap when many participants finish a block at once."""
-    arrival = arrival_from_query(st.query_params)
     cached = st.session_state.get("al_entry")
     if cached is not None and cached[0] == arrival:
         return cached[1]
     try:
-        entry = enter_study(
-            db,
-            arrival.slug,
-            arrival.external_id,
-            external_study_id=arrival.external_study_id,
-            external_session_id=arrival.external_session_id,
-            source=arrival.source,
-        )
+        entry = returning_entry(db, arrival.slug, arrival.external_id)
+        if entry is None:
+            _consent_first(db, arrival)
+            return None
     except StudyNotFound:
         LOG.warning("participant link for unknown study %r", arrival.slug[:80])
         st.error("There is no study at this link. Please check the link you were given.")
@@ -92,13 +116,35 @@ def _enter(db: Database) -> Entry | None:
     except StudyUnavailable as error:
         st.warning(f"This study is not taking part in new sessions right now ({error}).")
         return None
-    if arrival.external_id is None:  # keep the generated id in the URL: a reload finds the same participant
-        st.query_params[ANONYMOUS_ID_PARAM] = entry.external_id
     if st.session_state.get("al_pid") != entry.participant_id:
         _start_session(db, entry)
-    if arrival.external_id is not None:
-        st.session_state["al_entry"] = (arrival, entry)
+    st.session_state["al_entry"] = (arrival, entry)
     return entry
+
+
+def _consent_first(db: Database, arrival: Arrival) -> None:
+    """The consent page for a newcomer; the participant row (and list slot) is created by their answer,
+    and this browser session continues as theirs."""
+    config = check_admission(db, arrival.slug)
+    if arrival.external_id is None:  # keep a generated id in the URL: a reload finds the same participant
+        st.query_params[ANONYMOUS_ID_PARAM] = new_anonymous_id()
+        arrival = arrival_from_query(st.query_params)
+    choice = steps.consent_ui(config)
+    if choice is None:
+        return
+    entry = enter_study(
+        db,
+        arrival.slug,
+        arrival.external_id,
+        consent=choice,
+        external_study_id=arrival.external_study_id,
+        external_session_id=arrival.external_session_id,
+        source=arrival.source,
+    )
+    _start_session(db, entry)
+    st.session_state["al_entry"] = (arrival, entry)
+    st.session_state["al_just_finished"] = not choice
+    st.rerun()
 
 
 def _start_session(db: Database, entry: Entry) -> None:
@@ -106,6 +152,7 @@ def _start_session(db: Database, entry: Entry) -> None:
         del st.session_state[key]
     st.session_state["al_pid"] = entry.participant_id
     st.session_state["al_returning"] = not entry.is_new
+    st.session_state["al_offer_again"] = unavailable_trials(db, entry.participant_id)
     if not entry.is_new:
         record_event(
             db,
@@ -129,8 +176,12 @@ def _show(
     if step == Step.END:
         steps.end_ui(view, code_for(view.config, view.status), _redirect_url(view))
         return
-    if step == Step.CONSENT:
-        steps.consent_ui(db, view)
+    if step == Step.CONSENT:  # a row stored before consent was asked at entry
+        choice = steps.consent_ui(view.config)
+        if choice is not None:
+            give_consent(db, view.participant_id, choice)
+            st.session_state["al_just_finished"] = not choice
+            st.rerun()
         return
     if step == Step.TRIALS:
         _trials(db, view, plan, answered, namespace=namespace, token=token)
@@ -179,6 +230,9 @@ def _trials(
         restart = bool(st.session_state["al_returning"]) and view.config.resume_policy == "restart_block"
         st.session_state["al_restart_block"] = restart
     run = block_run(plan, answered, restart_block=restart and not st.session_state.get("al_restarted"))
+    if st.session_state.get("al_block_retry", {}).get(run.block, 0) > MAX_BLOCK_RETRIES:
+        _stalled_block(db, view, run.block)
+        return
     block_key = _block_key(run.block)
     data = block_data(
         run,
@@ -205,19 +259,60 @@ def _handle_block_event(db: Database, view: ParticipantView, name: str, event: d
     seen.add(marker)
     stored = answered_trials(db, view.participant_id)
     for body in event.get("responses") or []:  # normally all stored over REST already: no write at all
-        if body.get("trial_index") not in stored:
+        if isinstance(body, dict) and body.get("trial_index") not in stored:
             _store_carried_response(db, view.participant_id, body)
     st.session_state["al_restarted"] = True
     if name == "early_exit":
         finish_participant(db, view.participant_id, ParticipantStatus.EARLY_EXIT)
         st.session_state["al_just_finished"] = True
     else:
-        block = event.get("block")
-        still_open = {t.trial_index for t in st.session_state["al_plan"] if t.block == block}
-        if still_open - answered_trials(db, view.participant_id):  # e.g. a refused response: run them again
-            retries = st.session_state.setdefault("al_block_retry", {})
-            retries[block] = retries.get(block, 0) + 1
+        _check_block_complete(db, view, event.get("block"))
     st.rerun()
+
+
+def _check_block_complete(db: Database, view: ParticipantView, block: object) -> None:
+    """After a block: trials still without a stored outcome (e.g. a refused or lost response) are run again,
+    at most MAX_BLOCK_RETRIES times; unavailable trials offered again in this session count as run."""
+    in_block = {t.trial_index for t in st.session_state["al_plan"] if t.block == block}
+    st.session_state["al_offer_again"] = st.session_state.get("al_offer_again", set()) - in_block
+    missing = sorted(in_block - _settled_trials(db, view.participant_id))
+    if missing:
+        retries = st.session_state.setdefault("al_block_retry", {})
+        retries[block] = retries.get(block, 0) + 1
+        LOG.warning(
+            "participant %s: block %s ended with trials %s not stored (attempt %d of %d)",
+            view.external_id,
+            block,
+            missing[:20],
+            retries[block],
+            MAX_BLOCK_RETRIES + 1,
+        )
+
+
+def _stalled_block(db: Database, view: ParticipantView, block: int) -> None:
+    """The block could not store its answers after its re-runs: say so and what to do, instead of running it
+    again and again."""
+    if not st.session_state.get("al_stall_logged"):
+        LOG.error(
+            "participant %s: block %s still has unstored trials after %d re-runs; stopped and told the "
+            "participant to check the connection and reload",
+            view.external_id,
+            block,
+            MAX_BLOCK_RETRIES,
+        )
+        st.session_state["al_stall_logged"] = True
+    st.header("Your answers could not be saved")
+    st.error(
+        "Some answers of this block did not reach the server, even after several tries. The answers that "
+        "arrived are saved. Please check your internet connection, then reload this page (or press Try "
+        "again). If this message comes back, contact the researcher, or stop the study below to receive "
+        "the early-exit code."
+    )
+    if st.button("Try again", type="primary", key="stalled_retry"):
+        st.session_state["al_block_retry"][block] = 0
+        st.session_state["al_stall_logged"] = False
+        st.rerun()
+    steps.stop_control(db, view)
 
 
 def _store_carried_response(db: Database, participant_id: int, body: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from app.resources import get_db
 from db.engine import Database
 from db.models import ParticipantStatus
 from db.settings import data_home, database_url
+from study.config import StudyConfig
 from study.examples import ExampleImage, example_triplets, split_on_examples
 from study.participation import ParticipantView, finish_participant, update_participant
 
@@ -18,18 +19,17 @@ GENDERS = ("", "female", "male", "non-binary", "another gender", "prefer not to 
 MAX_STRATEGY_CHARS = 2000
 
 
-def consent_ui(db: Database, view: ParticipantView) -> None:
-    st.header(view.config.title)
-    st.markdown(view.config.consent_text)
+def consent_ui(config: StudyConfig) -> bool | None:
+    """The consent page; True or False once the participant answered, None while they read. The caller
+    stores the answer (the participant row is created by it)."""
+    st.header(config.title)
+    st.markdown(config.consent_text)
     agree, decline = st.columns(2)
     if agree.button("I agree and want to take part", type="primary", key="consent_yes"):
-        update_participant(db, view.participant_id, consent=True)
-        st.rerun()
+        return True
     if decline.button("I do not agree", key="consent_no"):
-        update_participant(db, view.participant_id, consent=False)
-        finish_participant(db, view.participant_id, ParticipantStatus.NO_CONSENT)
-        st.session_state["al_just_finished"] = True
-        st.rerun()
+        return False
+    return None
 
 
 def demographics_ui(db: Database, view: ParticipantView) -> None:

@@ -91,7 +91,9 @@ def agreement_tables(slug: str) -> None:
 
 def rt_distribution(slug: str) -> None:
     responses = load_responses(get_db(), slug)
-    answered = responses[~responses["timed_out"]] if not responses.empty else responses
+    answered = (
+        responses[~responses["timed_out"] & ~responses["unavailable"]] if not responses.empty else responses
+    )
     if answered.empty:
         return
     figure = px.histogram(

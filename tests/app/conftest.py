@@ -26,9 +26,10 @@ def app_home(tmp_path, monkeypatch) -> Path:
     Base.metadata.create_all(database.engine)
     database.dispose()
     from app.auth import researcher_password_hash
-    from app.resources import get_db
+    from app.resources import get_db, get_token_key
 
     get_db.clear()
+    get_token_key.clear()
     researcher_password_hash.clear()
     return tmp_path
 

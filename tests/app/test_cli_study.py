@@ -102,6 +102,15 @@ def test_study_create_errors_exit_2_and_change_nothing(db, env, tmp_path, capsys
     assert main(["study", "create", "pilot-3", "--stimuli", "objects", "--within", "50"]) == 2
     assert "allows only 36 distinct within_class triplets but each list needs 50" in capsys.readouterr().err
     assert main(["study", "open", "missing"]) == 2
+    for template, reason in (
+        ("https://app.prolific.com/submissions/complete?cc={cc}", "uses the placeholder {cc}"),
+        ("javascript:alert(1)//{code}", "is not an http or https URL"),
+    ):
+        config = tmp_path / "bad.toml"
+        config.write_text(f"completion_url_template = {template!r}\n")
+        assert main(["study", "create", "pilot-4", "--stimuli", "objects", "--config", str(config)]) == 2
+        error = capsys.readouterr().err
+        assert reason in error and "completion_url_template" in error and "Traceback" not in error
     with db.read() as session:
         assert session.scalar(select(func.count()).select_from(Trial)) == n_trials
         assert session.scalar(select(func.count()).select_from(Study)) == 1

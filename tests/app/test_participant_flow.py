@@ -4,6 +4,7 @@ component's triggers injected through session state), strategy, end page, resume
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import select
@@ -15,14 +16,12 @@ from study.config import StudyConfig
 from study.participation import ResponsePayload, record_response
 from tests.app.conftest import MAIN
 from tests.support.participant_study import FAST_CONFIG, make_study
-from workflows.participant.tokens import _secret
 
 CONFIG = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"instruction_min_seconds": 0})
 
 
 @pytest.fixture
 def study_db(app_home) -> Database:
-    _secret.cache_clear()
     database = Database.from_url()
     make_study(database, app_home, config=CONFIG)
     yield database
@@ -58,7 +57,7 @@ def answer_block(
             "shown": t["shown"],
             "chosen_position": positions(t["trial_index"]),
             "rt_ms": 1500.0,
-            "client_onset_ms": 1.0e12,
+            "client_onset_ms": time.time() * 1000,
             "input_modality": "keyboard",
             "timed_out": False,
         }
@@ -288,7 +287,6 @@ def test_responses_stored_over_rest_are_not_duplicated_by_the_trigger_payload(st
 
 
 def test_instruction_examples_show_three_images_each_from_the_study(app_home):
-    _secret.cache_clear()
     database = Database.from_url()
     pages = ("Pick the odd one out.", "Easy:\n\n[[example: obvious]]\n\nHarder:\n\n[[example: ambiguous]]")
     make_study(
@@ -303,3 +301,150 @@ def test_instruction_examples_show_three_images_each_from_the_study(app_home):
     assert len(images) == 6 and not at.exception
     assert "Easy:" in texts(at) and "Harder:" in texts(at) and "[[example" not in texts(at)
     database.dispose()
+
+
+def _count_participants(db: Database) -> int:
+    with db.read() as session:
+        return len(session.scalars(select(Participant)).all())
+
+
+def test_page_loads_before_consent_store_nothing_and_hand_out_no_token(study_db, app_home):
+    make_study(
+        study_db,
+        app_home,
+        "one-slot",
+        config=CONFIG,
+        participants_per_list=1,
+        stimulus_ids=_ids(study_db),
+    )
+    for _ in range(3):  # three anonymous page loads of a one-slot study
+        at = open_link(study="one-slot")
+        assert at.button(key="consent_yes") and not at.get("bidi_component")  # no monitor, no token
+    assert _count_participants(study_db) == 0
+    real = open_link(study="one-slot", PROLIFIC_PID="real1")  # the next real participant is not turned away
+    real.button(key="consent_yes").click().run()
+    token = component_data(real, "alignlab_session_monitor")["token"]
+    from app.resources import get_token_key
+
+    assert get_token_key().participant(token) == participant(study_db).id
+    full = open_link(study="one-slot", PROLIFIC_PID="real2")
+    assert "not taking part in new sessions" in texts(full) and not full.get("button")
+    assert _count_participants(study_db) == 1
+
+
+def test_declining_stores_a_row_without_list_slot_and_no_token(study_db):
+    at = open_link(study="test-study", PROLIFIC_PID="no1")
+    at.button(key="consent_no").click().run()
+    stored = participant(study_db)
+    assert (stored.consent, stored.list_id, stored.status) == (False, None, ParticipantStatus.NO_CONSENT)
+    assert component_data(at, "alignlab_session_monitor")["token"] == ""
+
+
+def test_a_reload_after_a_key_change_gets_a_fresh_valid_token(study_db, app_home):
+    from app.resources import get_token_key
+    from workflows.participant.tokens import SECRET_FILENAME
+
+    at = open_link(study="test-study", PROLIFIC_PID="k1")
+    at.button(key="consent_yes").click().run()
+    old = component_data(at, "alignlab_session_monitor")["token"]
+    (app_home / SECRET_FILENAME).unlink()  # a new key after a restart
+    get_token_key.clear()
+    reloaded = open_link(study="test-study", PROLIFIC_PID="k1")
+    new = component_data(reloaded, "alignlab_session_monitor")["token"]
+    assert new != old and get_token_key().participant(new) == participant(study_db).id
+
+
+def test_a_block_whose_answers_never_arrive_stops_with_a_clear_message(study_db, caplog):
+    at = open_link(study="test-study", PROLIFIC_PID="stall")
+    through_instructions(at)
+    answer_block(at, count=1)  # the block ends with trial 1 missing...
+    for _ in range(2):  # ...and so do both of its re-runs
+        assert [t["trial_index"] for t in trial_block(at)["trials"]] == [1]
+        answer_block(at, count=0)
+    assert "Your answers could not be saved" in texts(at) and "reload this page" in texts(at)
+    assert not [e for e in at.get("bidi_component") if e.proto.component_name == "alignlab_trial_block"]
+    assert "still has unstored trials" in caplog.text
+    at.button(key="stalled_retry").click().run()
+    assert [t["trial_index"] for t in trial_block(at)["trials"]] == [1]
+
+
+def test_an_unexpected_error_shows_a_short_message_and_logs_it(study_db, monkeypatch, caplog):
+    import app.participant.page as page
+
+    at = open_link(study="test-study", PROLIFIC_PID="err1")
+    at.button(key="consent_yes").click().run()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom in the page")
+
+    monkeypatch.setattr(page, "participant_view", broken)
+    at.run()
+    assert not at.exception
+    assert "Something went wrong on our side" in texts(at) and "boom" not in texts(at)
+    assert "boom in the page" in caplog.text
+
+
+def test_an_unavailable_trial_is_not_rerun_in_the_session_but_offered_again_on_resume(study_db, app_home):
+    from db.models import Stimulus
+
+    at = open_link(study="test-study", PROLIFIC_PID="un1")
+    through_instructions(at)
+    data = trial_block(at)
+    first, second = data["trials"]
+    with study_db.read() as session:
+        (app_home / session.get(Stimulus, first["shown"][0]).path).unlink()  # this image is gone
+    gone = {**_carried(first, None), "unavailable": True, "timed_out": False, "input_modality": "none"}
+    gone["rt_ms"] = gone["client_onset_ms"] = None
+    at.session_state["trial_block"] = {
+        "block_done": {
+            "block_key": data["block_key"],
+            "block": data["block"],
+            "attempt": 1,
+            "responses": [gone, _carried(second, 2)],
+        }
+    }
+    at.run()
+    assert trial_block(at)["intro"]["kind"] == "practice_done"  # moved on: no re-run loop in this session
+    rows = {r.trial_index: r for r in responses(study_db)}
+    assert rows[first["trial_index"]].unavailable and not rows[second["trial_index"]].unavailable
+    resumed = open_link(study="test-study", PROLIFIC_PID="un1")
+    again = trial_block(resumed)
+    assert again["intro"]["kind"] == "resume" and [t["trial_index"] for t in again["trials"]] == [0]
+    resumed.session_state["trial_block"] = {  # still gone: the session goes on, the trial stays unavailable
+        "block_done": {
+            "block_key": again["block_key"],
+            "block": again["block"],
+            "attempt": 1,
+            "responses": [gone],
+        }
+    }
+    resumed.run()
+    assert trial_block(resumed)["intro"]["kind"] == "practice_done"
+    assert [r.trial_index for r in responses(study_db) if r.unavailable] == [first["trial_index"]]
+
+
+def _carried(trial: dict, position: int | None) -> dict:
+    return {
+        "trial_index": trial["trial_index"],
+        "shown": trial["shown"],
+        "chosen_position": position,
+        "rt_ms": 1500.0,
+        "client_onset_ms": time.time() * 1000,
+        "input_modality": "keyboard",
+        "timed_out": False,
+    }
+
+
+def test_a_row_stored_before_consent_was_asked_at_entry_is_asked_now(study_db):
+    """Older versions created the participant on the first page load; such a row gets the consent page."""
+    with study_db.write() as session:
+        from db.models import Study, TripletList
+
+        study = session.scalars(select(Study)).one()
+        list_id = session.scalars(select(TripletList.id).where(TripletList.study_id == study.id)).first()
+        session.add(Participant(study_id=study.id, external_id="old1", list_id=list_id))
+    at = open_link(study="test-study", PROLIFIC_PID="old1")
+    assert component_data(at, "alignlab_session_monitor")["token"] == ""  # no token before consent
+    at.button(key="consent_yes").click().run()
+    assert "About you" in texts(at) and participant(study_db).consent is True
+    assert component_data(at, "alignlab_session_monitor")["token"] != ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -114,7 +115,7 @@ GOOD = {
     "shown": [4, 5, 6],
     "chosen_position": 1,
     "rt_ms": 1234.5,
-    "client_onset_ms": 1.7e12,
+    "client_onset_ms": time.time() * 1000,
     "input_modality": "keyboard",
     "timed_out": False,
 }
@@ -141,6 +142,15 @@ def test_parse_response_keeps_every_field():
         {"rt_ms": float("nan")},
         {"rt_ms": True},
         {"client_onset_ms": "x"},
+        {"client_onset_ms": -1e308},
+        {"client_onset_ms": 1.0e12},  # 2001: not near the server's time
+        {"timed_out": "false"},
+        {"timed_out": 0},
+        {"unavailable": "true"},
+        {"input_modality": "simulated"},
+        {"trial_index": 10**30},
+        {"trial_index": -1},
+        {"rt_ms": -99999},
     ],
 )
 def test_parse_response_names_the_malformed_field(bad):
@@ -148,15 +158,22 @@ def test_parse_response_names_the_malformed_field(bad):
         parse_response(GOOD | bad)
 
 
-def test_tokens_verify_and_forgeries_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path))
-    monkeypatch.delenv("ALIGNLAB_SECRET_KEY", raising=False)
-    tokens._secret.cache_clear()
-    token = tokens.participant_token(42)
-    assert tokens.participant_from_token(token) == 42
-    tokens._secret.cache_clear()  # a restarted server reads the same key file
-    assert tokens.participant_from_token(token) == 42
-    for forged in ("43." + token.split(".")[1], "42.deadbeef", "", None, "42", "a.b.c"):
+def test_tokens_verify_across_a_restart_and_forgeries_are_refused(tmp_path):
+    first = tokens.TokenKey.load(tmp_path, environ={})
+    token = first.token(42)
+    restarted = tokens.TokenKey.load(tmp_path, environ={})  # a restarted server reads the same key file
+    assert (first.created, restarted.created) == (True, False)
+    assert restarted.participant(token) == 42
+    mac = token.split(".")[1]
+    for forged in ("43." + mac, "42.deadbeef", "", None, 42, "42", "a.b.c", "²." + mac, "42.ü" + mac[1:]):
         with pytest.raises(tokens.InvalidToken):
-            tokens.participant_from_token(forged)
-    tokens._secret.cache_clear()
+            restarted.participant(forged)
+
+
+def test_alignlab_secret_key_wins_and_a_different_key_refuses_old_tokens(tmp_path):
+    shared = tokens.TokenKey.load(tmp_path, environ={"ALIGNLAB_SECRET_KEY": "shared-secret"})
+    assert shared.source == "ALIGNLAB_SECRET_KEY" and not (tmp_path / tokens.SECRET_FILENAME).exists()
+    other_host = tokens.TokenKey.load(tmp_path / "..", environ={"ALIGNLAB_SECRET_KEY": "shared-secret"})
+    assert other_host.participant(shared.token(7)) == 7
+    with pytest.raises(tokens.InvalidToken, match="does not verify"):
+        tokens.TokenKey.load(tmp_path, environ={}).participant(shared.token(7))

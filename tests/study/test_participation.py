@@ -148,11 +148,15 @@ def test_duplicate_response_is_stored_once_and_reported_as_duplicate(any_db):
     [
         (dict(trial_index=99), "not part of"),
         (dict(shown=(1, 2, 9)), "not the images assigned"),
-        (dict(chosen_position=3), "chosen position"),
-        (dict(rt_ms=float("nan")), "response time"),
-        (dict(rt_ms=-5.0), "response time"),
-        (dict(input_modality="telepathy"), "input modality"),
-        (dict(timed_out=True), "timed-out"),
+        (dict(chosen_position=3), "chosen_position must be 0, 1 or 2"),
+        (dict(rt_ms=float("nan")), "rt_ms must be a finite number"),
+        (dict(rt_ms=-5.0), "rt_ms -5 is under the study's minimum valid response time of 1000 ms"),
+        (dict(rt_ms=999.0), "rt_ms 999 is under the study's minimum valid response time"),
+        (dict(rt_ms=20_001.0), r"rt_ms 20001 is over the study's response window plus slack \(20000 ms\)"),
+        (dict(input_modality="telepathy"), "input_modality 'telepathy' is not one of"),
+        (dict(timed_out=True), "chosen_position must be null for a timed-out trial"),
+        (dict(timed_out=True, chosen_position=None), "rt_ms must be null for a timed-out trial"),
+        (dict(unavailable=True, chosen_position=None, rt_ms=None), "input_modality must be 'none'"),
     ],
 )
 def test_responses_that_do_not_fit_are_rejected_logged_and_not_stored(db, payload, message):
@@ -254,3 +258,36 @@ def test_full_study_turns_newcomers_away(db):
     P.enter_study(db, "study-one", "FIRST")
     with pytest.raises(P.StudyUnavailable, match="full"):
         P.enter_study(db, "study-one", "SECOND")
+
+
+def test_a_reservation_without_any_answer_expires_but_an_answering_participant_keeps_the_slot(db):
+    _study(db, n_lists=2, session_timeout_minutes=90, reservation_timeout_minutes=30)
+    idle = P.enter_study(db, "study-one", "IDLE").participant_id
+    busy = P.enter_study(db, "study-one", "BUSY").participant_id
+    _answer(db, busy, P.trial_plan(db, busy)[0])
+    with pytest.raises(P.StudyUnavailable, match="full"):
+        P.enter_study(db, "study-one", "EARLY")
+    with db.write() as session:  # both consented 31 minutes ago; only BUSY has answered since
+        for pid in (idle, busy):
+            session.get(Participant, pid).started_at = utcnow() - timedelta(minutes=31)
+    late = P.enter_study(db, "study-one", "LATE")
+    with db.read() as session:
+        lists = {p.external_id: p.list_id for p in session.scalars(select(Participant))}
+    assert lists["LATE"] == lists["IDLE"] != lists["BUSY"]
+    assert late.is_new
+
+
+def test_consent_creates_the_row_and_a_refusal_takes_no_list_slot(db):
+    _study(db, n_lists=1)
+    assert P.returning_entry(db, "study-one", "NEW") is None  # a page load stores nothing
+    assert P.check_admission(db, "study-one").participants_per_list == 1
+    declined = P.enter_study(db, "study-one", "NO", consent=False)
+    assert declined.status == ParticipantStatus.NO_CONSENT
+    with db.read() as session:
+        row = session.get(Participant, declined.participant_id)
+        assert (row.consent, row.list_id, row.finished_at is not None) == (False, None, True)
+    assert P.enter_study(db, "study-one", "YES").status == ParticipantStatus.STARTED  # the slot was free
+    assert P.returning_entry(db, "study-one", "YES").participant_id is not None
+    with pytest.raises(P.StudyUnavailable, match="full"):
+        P.check_admission(db, "study-one")
+    assert P.enter_study(db, "study-one", "NO", consent=True).status == ParticipantStatus.NO_CONSENT  # final

@@ -72,7 +72,7 @@ def test_item_vectors_are_fixed_unit_vectors():
 
 def _study(db, slug="sim-study"):
     ids = make_stimuli(db, per_category=4)
-    make_study(db, slug, [levels_list(ids)], participants_per_list=50)
+    make_study(db, slug, [levels_list(ids)], participants_per_list=50, min_valid_rt_ms=1000)
     return ids
 
 

@@ -47,6 +47,8 @@ def stimulus_set_id(db, name: str = "set") -> int:
 
 
 def make_study(db, slug: str, lists: Sequence[Sequence[TrialSpec]], set_name: str = "set", **config) -> int:
+    """An open study; no minimum valid RT unless given, so analysis tests can store any RT they need."""
+    config = {"min_valid_rt_ms": 0} | config
     return create_study(
         db, slug, stimulus_set_id(db, set_name), lists, StudyConfig(**config), status=StudyStatus.OPEN
     )

@@ -105,7 +105,7 @@ def _study_with_judgments(db, ids: list[int], truth: np.ndarray, n: int, runs: l
         session.flush()
         triplet_list = TripletList(study_id=study.id, list_index=0)
         participant = Participant(
-            study_id=study.id, external_id="sim-1", source="simulated", is_simulated=True
+            study_id=study.id, external_id="sim-1", source="simulated", is_simulated=True, consent=True
         )
         session.add_all([triplet_list, participant])
         session.flush()

@@ -1,14 +1,14 @@
 """trials.task: odd-one-out or anchor (head, close, far) judgments
 
 Revision ID: 0003
-Revises: 0001 (helper A may add 0002: set down_revision to it when both are merged)
+Revises: 0002
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
