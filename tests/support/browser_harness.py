@@ -157,6 +157,11 @@ def go_through_intro_pages(page, *, age: int = 30) -> None:
     page.get_by_role("button", name="I agree and want to take part").click()
     page.get_by_label("Age in years").fill(str(age))
     page.get_by_role("button", name="Continue").click()
+    go_through_instructions(page)
+
+
+def go_through_instructions(page) -> None:
+    """The paged instructions, each page waited out, up to the first block's intro."""
     while True:
         caption = page.get_by_text(re.compile(r"^Page \d+ of \d+$")).inner_text()
         number, total = (int(x) for x in re.findall(r"\d+", caption))

@@ -34,8 +34,8 @@ CLIENT_EVENT_KINDS = frozenset(
         "block_start",
         "early_response",
         "trial_interrupted",
-        "image_error",
         "image_retry",
+        "image_unavailable",
         # outbox and connection
         "connection_lost",
         "connection_restored",

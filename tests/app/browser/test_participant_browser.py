@@ -6,10 +6,7 @@ one row per trial, none missing, positions and choices as pressed."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +19,7 @@ from tests.support.browser_harness import (
     AppServer,
     Played,
     continue_when_loaded,
+    go_through_instructions,
     go_through_intro_pages,
     new_participant_page,
     onsets,
@@ -30,7 +28,6 @@ from tests.support.browser_harness import (
     study_url,
 )
 from tests.support.participant_study import FAST_CONFIG, make_stimuli, make_study
-from workflows.participant.tokens import participant_token
 
 pytestmark = pytest.mark.browser
 N_TRIALS = 10
@@ -143,7 +140,9 @@ def test_server_killed_and_restarted_mid_study(browser, tmp_path):
         db.dispose()
 
 
-def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tmp_path):
+def test_a_missing_image_is_recorded_as_unavailable_and_a_timeout_as_a_timeout(browser, tmp_path):
+    """An image deleted on the server is retried, then its trial is stored as `unavailable` (never as a
+    timeout) and the participant is told; a trial left unanswered times out; the study goes on."""
     db = prepare_home(tmp_path)
     ids = make_stimuli(db, tmp_path)
     config = StudyConfig.from_dict(FAST_CONFIG.to_dict() | {"response_window_ms": 1500})
@@ -154,26 +153,31 @@ def test_broken_image_and_timeout_are_recorded_and_the_study_goes_on(browser, tm
     page = new_participant_page(browser, server.url)
     try:
         page.goto(study_url("fragile-study", "fragile"))
+        page.get_by_role("button", name="I agree and want to take part").click()
         pid = participant_row_when_created(db, "fragile")
         broken = trial_plan(db, pid)[1].shown[0]
         (tmp_path / "stimuli" / "test-shapes" / _file_of(db, broken)).unlink()
-        go_through_intro_pages(page)
+        page.get_by_label("Age in years").fill("30")
+        page.get_by_role("button", name="Continue").click()
+        go_through_instructions(page)
         continue_when_loaded(page)
         page.keyboard.press("Space")
         page.wait_for_function("() => window.__al.onsets.length >= 1")
         page.get_by_text("Please try to answer a bit faster").wait_for()  # trial 0: no answer, window ends
-        page.get_by_text("An image could not be loaded").wait_for()  # trial 1: its image is gone
+        page.get_by_text("An image of this trial is missing").wait_for()  # trial 1: its image is gone
         page.wait_for_function("() => window.__al.onsets.length >= 2")
         time.sleep(0.15)
         page.keyboard.press("1")
         page.get_by_text("Almost done").wait_for()
         rows = stored_responses(db, pid)
-        assert [(r.trial_index, r.timed_out, r.chosen_position, r.input_modality) for r in rows] == [
-            (0, True, None, "none"),
-            (1, True, None, "none"),
-            (2, False, 0, "keyboard"),
+        assert [
+            (r.trial_index, r.timed_out, r.unavailable, r.chosen_position, r.input_modality) for r in rows
+        ] == [
+            (0, True, False, None, "none"),
+            (1, False, True, None, "none"),
+            (2, False, False, 0, "keyboard"),
         ]
-        assert "image_error" in event_kinds(db, pid)
+        assert "image_unavailable" in event_kinds(db, pid)
     finally:
         page.context.close()
         server.stop()
@@ -232,84 +236,3 @@ def _file_of(db: Database, stimulus_id: int) -> str:
 
     with db.read() as session:
         return session.get(Stimulus, stimulus_id).path.rsplit("/", 1)[1]
-
-
-def post(server: AppServer, path: str, body: object) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(
-        server.url + path, data=data, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def test_bad_requests_get_clear_answers_and_change_nothing(served):
-    from study.participation import ParticipantStatus as Status
-    from study.participation import ResponsePayload, enter_study, finish_participant, record_response
-
-    server, db, _ = served
-    entry = enter_study(db, "test-study", "rest-client")
-    plan = trial_plan(db, entry.participant_id)
-    token = participant_token_for(server, entry.participant_id)
-    good = {
-        "token": token,
-        "trial_index": 0,
-        "shown": list(plan[0].shown),
-        "chosen_position": 2,
-        "rt_ms": 1500.0,
-        "client_onset_ms": 1.7e12,
-        "input_modality": "keyboard",
-    }
-    assert post(server, "/api/responses", good) == (200, {"status": "stored", "trial_index": 0})
-    assert post(server, "/api/responses", good | {"chosen_position": 0}) == (
-        200,
-        {"status": "duplicate", "trial_index": 0},
-    )
-    assert post(server, "/api/responses", good | {"token": "1.forged"})[0] == 401
-    status, answer = post(server, "/api/responses", good | {"trial_index": 99})
-    assert status == 409 and "not part of participant" in answer["reason"]
-    status, answer = post(server, "/api/responses", good | {"trial_index": 1})  # trial 0's images
-    assert status == 409 and "not the images assigned" in answer["reason"]
-    assert post(server, "/api/responses", good | {"shown": [1, 2]})[0] == 400
-    assert post(server, "/api/responses", b"{not json")[0] == 400
-    assert post(server, "/api/responses", b"x" * 20_000)[0] == 400
-    for trial in plan[1:]:
-        record_response(db, entry.participant_id, ResponsePayload(trial.trial_index, trial.shown, 1, 1200.0))
-    finish_participant(db, entry.participant_id, Status.COMPLETED)
-    later = good | {"trial_index": 1, "shown": list(plan[1].shown)}
-    assert post(server, "/api/responses", later) == (200, {"status": "duplicate", "trial_index": 1})
-    with db.write() as session:  # a trial whose row is missing after completion cannot be added any more
-        session.query(Response).filter_by(participant_id=entry.participant_id, trial_index=1).delete()
-    status, answer = post(server, "/api/responses", later)
-    assert status == 409 and "already finished" in answer["reason"]
-    rows = stored_responses(db, entry.participant_id)
-    assert rows[0].chosen_position == 2 and len(rows) == N_TRIALS - 1
-    assert event_kinds(db, entry.participant_id).count("rejected_response") == 3
-    with urllib.request.urlopen(f"{server.url}/api/stimuli/{plan[0].shown[0]}") as reply:
-        assert reply.headers["Content-Type"] == "image/png" and reply.read()[:4] == b"\x89PNG"
-    for missing in ("999999", "abc", "..%2F..%2Fetc%2Fpasswd"):
-        with pytest.raises(urllib.error.HTTPError) as error:
-            urllib.request.urlopen(f"{server.url}/api/stimuli/{missing}")
-        assert error.value.code in (400, 404)  # traversal is stopped by Streamlit's path guard first
-
-
-def participant_token_for(server: AppServer, participant_id: int) -> str:
-    """The token the page would hand out, computed with the server's key file."""
-    import os
-
-    from workflows.participant import tokens
-
-    previous = os.environ.get("ALIGNLAB_HOME")
-    os.environ["ALIGNLAB_HOME"] = str(server.home)
-    tokens._secret.cache_clear()
-    try:
-        return participant_token(participant_id)
-    finally:
-        tokens._secret.cache_clear()
-        if previous is None:
-            os.environ.pop("ALIGNLAB_HOME")
-        else:
-            os.environ["ALIGNLAB_HOME"] = previous
