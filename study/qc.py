@@ -122,7 +122,7 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
                 "suggest_exclude": bool(set(flags) & _EXCLUDING),
             }
         )
-    return pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS)
+    return _without_nan_text(pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS))
 
 
 QC_COLUMNS = [
@@ -226,12 +226,19 @@ def _participants(db: Database, slug: str) -> pd.DataFrame:
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(PARTICIPANT_COLUMNS))
     frame["status"] = frame["status"].map(str)
-    for column in ("exclusion_reason", "payment_reason", "strategy"):  # None, never NaN: no "nan" text
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     frame["list_index"] = frame["list_index"].astype("Int64")
     frame["bonus_cents"] = frame["bonus_cents"].astype("Int64")
     frame["config_version"] = frame["config_version"].astype("Int64")
     frame.insert(2, "subject", [pseudonymise(salt, external) for external in frame["external_id"]])
+    return frame
+
+
+def _without_nan_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing reasons and answers as None, never NaN, so no page or file shows the text "nan"."""
+    for column in ("exclusion_reason", "payment_reason", "strategy"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    for column in ("list_index", "bonus_cents", "config_version"):
+        frame[column] = frame[column].astype("Int64")
     return frame
 
 

@@ -45,7 +45,10 @@ def test_a_consent_edit_reaches_new_participants_only(study_db, tmp_path):
         "LATE-1": [2],
     }
     versions = config_versions(db, SLUG)
-    assert versions["version"].tolist() == [1, 2] and versions["note"].tolist() == ["as created", "ethics asked"]
+    assert versions["version"].tolist() == [1, 2] and versions["note"].tolist() == [
+        "as created",
+        "ethics asked",
+    ]
     assert before != after
 
 

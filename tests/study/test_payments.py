@@ -18,7 +18,9 @@ def finished_study(db):
     make_study(db, SLUG, [[experimental(ids[0], ids[3], ids[6])]], participants_per_list=10)
     people = {}
     for pid in ("5f1a0000000000000000000a", "5f1a0000000000000000000b", "5f1a0000000000000000000c"):
-        enter_study(db, SLUG, pid, external_study_id="STUDY1", external_session_id=f"S-{pid}", source="prolific")
+        enter_study(
+            db, SLUG, pid, external_study_id="STUDY1", external_session_id=f"S-{pid}", source="prolific"
+        )
         people[pid] = run_participant(db, SLUG, pid, [ids[6]])
     people["lab"] = run_participant(db, SLUG, "lab-1", [ids[6]])
     people["sim"] = run_participant(db, SLUG, "sim-1", [ids[6]], simulated=True)
