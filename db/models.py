@@ -144,8 +144,26 @@ class Study(Base):
     salt: Mapped[str] = mapped_column(String(64))  # per-study salt for pseudonymised exports
     imported: Mapped[bool] = mapped_column(Boolean, default=False)  # judgments collected elsewhere
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # number of the latest StudyConfigVersion; `config` always holds that version's settings
+    config_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     lists: Mapped[list[TripletList]] = relationship(back_populates="study", order_by="TripletList.list_index")
+
+
+class StudyConfigVersion(Base):
+    """Every config a study has had: version 1 at creation, one more per edit. Participants record the
+    version current when they consented, so an edit (new consent text, timing) never rewrites the past."""
+
+    __tablename__ = "study_config_versions"
+    __table_args__ = (UniqueConstraint("study_id", "version", name="uq_config_version_study_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # StudyConfig as a dict
+    target_participants: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")  # what changed, in words
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class TripletList(Base):
@@ -218,6 +236,9 @@ class Participant(Base):
     excluded: Mapped[bool] = mapped_column(Boolean, default=False)  # analysis decision, not payment
     exclusion_reason: Mapped[str | None] = mapped_column(Text)
     payment_status: Mapped[str] = mapped_column(String(32), default="pending")  # pending|approved|rejected
+    payment_reason: Mapped[str | None] = mapped_column(Text)  # why a submission was rejected
+    bonus_cents: Mapped[int | None] = mapped_column(Integer)  # bonus in the Prolific study's currency, cents
+    config_version: Mapped[int | None] = mapped_column(Integer)  # the study config version consented under
 
 
 class Response(Base):

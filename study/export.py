@@ -1,4 +1,5 @@
-"""Study exports: THINGS-compatible triplets, a jsPsych-like long CSV (one row per trial), and Parquet.
+"""Study exports: THINGS-compatible triplets, a jsPsych-like long CSV (one row per trial), Parquet, the
+participant-level table and the interaction events (CSV, or Parquet for a `.parquet` file).
 
 Only consenting participants are exported (see `load_responses`). Each trial row has an `outcome`:
 answered, timed_out, or unavailable (an image the server could not serve; such rows are no judgments and
@@ -6,23 +7,34 @@ are not in the THINGS table). Participant ids are pseudonymised with the study's
 unless raw ids are asked for; excluded participants are left out unless asked for; simulated participants
 are labelled (`is_simulated`) in every format. Both CSV formats read back with
 `study.judgments_import.import_judgments_csv` as the same judgments.
+
+Every CSV cell that a spreadsheet would run as a formula (text starting with `=`, `+`, `-`, `@`, a tab or a
+carriage return) is written with a leading single quote (OWASP's CSV-injection rule): an image named
+`=HYPERLINK(...)` or a subject id `+cmd|...` arrives as text. Numbers (a negative RT) are left as they are.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import select
 
 from common.atomic import atomic_path
 from db.engine import Database
-from study.judgments import load_anchor_judgments, load_judgments, load_responses, load_stimuli
+from db.models import InteractionEvent, Participant
+from study.judgments import load_anchor_judgments, load_judgments, load_responses, load_stimuli, pseudonymise
+from study.qc import QC_COLUMNS, participant_qc
+from study.studies import get_study
 
-ExportFormat = Literal["things", "jspsych", "parquet", "anchor"]
-FORMATS: tuple[str, ...] = ("things", "jspsych", "parquet", "anchor")
+ExportFormat = Literal["things", "jspsych", "parquet", "anchor", "participants", "events"]
+FORMATS: tuple[str, ...] = ("things", "jspsych", "parquet", "anchor", "participants", "events")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+REFRESH_EVENT = "refresh_rate"  # logged once per trial block with the measured frame interval
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ def trial_table(
             "is_simulated": responses["is_simulated"],
             "excluded": responses["excluded"],
             "status": responses["status"],
+            "config_version": responses["config_version"].astype("Int64"),
             "trial_index": responses["trial_index"],
             "trial_type": "odd-one-out",
             "kind": responses["kind"],
@@ -148,20 +161,189 @@ def _outcome(responses: pd.DataFrame) -> pd.Series:
 
 
 def _time_elapsed(responses: pd.DataFrame) -> pd.Series:
-    """ms from the participant's first trial onset to this response (server receipt times as a fallback)."""
-    onset = responses["client_onset_ms"] + responses["rt_ms"].fillna(0)
-    first = responses.groupby("participant_id")["client_onset_ms"].transform("min")
-    received = pd.to_datetime(responses["server_received_at"], utc=True)
-    fallback = (
-        received - received.groupby(responses["participant_id"]).transform("min")
-    ).dt.total_seconds() * 1000
-    return (onset - first).fillna(fallback).round(1)
+    """ms from the participant's start (`started_at`, when they consented) to the end of this trial, as
+    jsPsych counts from the start of the experiment.
+
+    The trial's end is client time (onset + RT, in the browser's epoch ms), the start server time; the
+    browser's clock offset is estimated per participant as the smallest (server receipt - client end) over
+    their trials (the true offset plus the fastest delivery, a few tens of ms), so a browser clock that is
+    minutes off does not shift the values. Rows without a client onset use server receipt - start."""
+    received_ms = _epoch_ms(responses["server_received_at"])
+    started_ms = _epoch_ms(responses["started_at"])
+    client_end = responses["client_onset_ms"] + responses["rt_ms"].fillna(0)
+    offset = (received_ms - client_end).groupby(responses["participant_id"]).transform("min")
+    return (client_end + offset - started_ms).fillna(received_ms - started_ms).round(1)
+
+
+def _epoch_ms(moments: pd.Series) -> pd.Series:
+    """UTC epoch milliseconds of stored timestamps (naive ones from SQLite are UTC)."""
+    stamps = pd.to_datetime(moments, utc=True)
+    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds() * 1000
 
 
 def _catch_correct(responses: pd.DataFrame) -> pd.Series:
     known = (responses["kind"] == "catch") & responses["odd_known"]
     correct = (responses["chosen_stimulus_id"] == responses["stim2"]).fillna(False)
     return pd.Series(np.where(known, correct, None), dtype="boolean")
+
+
+def participant_table(
+    db: Database,
+    slug: str,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    raw_ids: bool = False,
+) -> pd.DataFrame:
+    """One row per consenting participant: id (pseudonym unless `raw_ids`, which adds STUDY_ID and
+    SESSION_ID), source, status, config version, list, start, finish, duration, exclusion, payment, the
+    strategy answer, demographics and browser facts (flattened, `demographics_*`, `browser_*`), the
+    measured refresh interval, and every QC value and flag."""
+    qc = participant_qc(db, slug)
+    qc = qc[_kept(qc, include_excluded, include_simulated)].reset_index(drop=True)
+    table = pd.DataFrame({"subject_id": qc["external_id" if raw_ids else "subject"]})
+    if raw_ids:
+        table["STUDY_ID"] = qc["external_study_id"]
+        table["SESSION_ID"] = qc["external_session_id"]
+    for column in ("source", "is_simulated", "status", "config_version", "list_index"):
+        table[column] = qc[column]
+    table["started_at"] = pd.to_datetime(qc["started_at"], utc=True)
+    table["finished_at"] = pd.to_datetime(qc["finished_at"], utc=True)
+    table["duration_s"] = (table["finished_at"] - table["started_at"]).dt.total_seconds().round(1)
+    for column in ("excluded", "exclusion_reason", "payment_status", "payment_reason"):
+        table[column] = qc[column]
+    table["bonus"] = qc["bonus_cents"].astype("Float64") / 100
+    table["strategy"] = qc["strategy"]
+    refresh = _refresh_intervals(db, qc["participant_id"].tolist())
+    table["refresh_interval_ms"] = qc["participant_id"].map(refresh).astype("Float64")
+    parts = [table, _flattened(qc["demographics"], "demographics"), _flattened(qc["browser"], "browser")]
+    return pd.concat([*parts, qc[QC_COLUMNS]], axis=1)
+
+
+def _kept(frame: pd.DataFrame, include_excluded: bool, include_simulated: bool) -> pd.Series:
+    keep = pd.Series(True, index=frame.index)
+    if not include_excluded:
+        keep &= ~frame["excluded"].astype(bool)
+    if not include_simulated:
+        keep &= ~frame["is_simulated"].astype(bool)
+    return keep
+
+
+def _flattened(records: pd.Series, prefix: str) -> pd.DataFrame:
+    """Nested dicts as `prefix_key_subkey` columns; a column mixing numbers and text, or holding lists,
+    becomes text so that Parquet can store it."""
+    flat = pd.json_normalize([value if isinstance(value, dict) else {} for value in records], sep="_")
+    flat.index = records.index
+    flat.columns = [f"{prefix}_{column}" for column in flat.columns]
+    for column in flat.columns:
+        present = flat[column].dropna()
+        if not all(isinstance(v, int | float | bool) for v in present) and not all(
+            isinstance(v, str) for v in present
+        ):
+            flat[column] = flat[column].map(_as_text, na_action="ignore")
+    return flat
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _refresh_intervals(db: Database, participant_ids: list[int]) -> dict[int, float]:
+    """Median measured frame interval (ms) per participant, from the `refresh_rate` events."""
+    with db.read() as session:
+        rows = session.execute(
+            select(InteractionEvent.participant_id, InteractionEvent.detail).where(
+                InteractionEvent.participant_id.in_(participant_ids), InteractionEvent.kind == REFRESH_EVENT
+            )
+        ).all()
+    frames: dict[int, list[float]] = {}
+    for participant_id, detail in rows:
+        value = (detail or {}).get("frame_ms")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            frames.setdefault(participant_id, []).append(float(value))
+    return {pid: float(np.median(values)) for pid, values in frames.items()}
+
+
+EVENT_COLUMNS = {
+    "participant_id": Participant.id,
+    "external_id": Participant.external_id,
+    "is_simulated": Participant.is_simulated,
+    "excluded": Participant.excluded,
+    "started_at": Participant.started_at,
+    "kind": InteractionEvent.kind,
+    "trial_index": InteractionEvent.trial_index,
+    "client_time_ms": InteractionEvent.client_time_ms,
+    "server_received_at": InteractionEvent.server_received_at,
+    "detail": InteractionEvent.detail,
+}
+
+
+def event_table(
+    db: Database,
+    slug: str,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    raw_ids: bool = False,
+) -> pd.DataFrame:
+    """The interaction events (blur, fullscreen exit, resize, refresh rate, early responses, rejected
+    answers...) of consenting participants, oldest first per participant; `detail` as JSON text and
+    `server_elapsed_ms` counted from the participant's start."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        rows = session.execute(
+            select(*[column.label(name) for name, column in EVENT_COLUMNS.items()])
+            .join(Participant, Participant.id == InteractionEvent.participant_id)
+            .where(Participant.study_id == study.id, Participant.consent.is_(True))
+            .order_by(Participant.id, InteractionEvent.server_received_at, InteractionEvent.id)
+        ).all()
+        salt = study.salt
+    events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    events = events[_kept(events, include_excluded, include_simulated)].reset_index(drop=True)
+    pseudonyms = {external: pseudonymise(salt, external) for external in events["external_id"].unique()}
+    return pd.DataFrame(
+        {
+            "subject_id": events["external_id"] if raw_ids else events["external_id"].map(pseudonyms),
+            "is_simulated": events["is_simulated"].astype(bool),
+            "excluded": events["excluded"].astype(bool),
+            "kind": events["kind"],
+            "trial_index": events["trial_index"].astype("Int64"),
+            "client_time_ms": events["client_time_ms"].astype(float),
+            "server_received_at": pd.to_datetime(events["server_received_at"], utc=True),
+            "server_elapsed_ms": (
+                _epoch_ms(events["server_received_at"]) - _epoch_ms(events["started_at"])
+            ).round(1),
+            "detail": events["detail"].map(lambda detail: json.dumps(detail or {}, sort_keys=True)),
+        }
+    )
+
+
+def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy in which every text cell that a spreadsheet would run as a formula starts with `'` (OWASP
+    CSV injection: cells beginning with =, +, -, @, tab or carriage return). Numbers are left alone."""
+    safe = table.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(_neutralised, na_action="ignore")
+    safe.columns = [_neutralised(str(column)) for column in safe.columns]
+    return safe
+
+
+def _neutralised(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def write_csv(table: pd.DataFrame, path: str | Path, *, header: bool = True) -> Path:
+    """The one way AlignLab writes a CSV file: formula cells neutralised, the file complete or not at all."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        neutralise_formulas(table).to_csv(temporary, index=False, header=header)
+    return path
+
+
+def csv_bytes(table: pd.DataFrame, *, header: bool = True) -> bytes:
+    """The same CSV as `write_csv`, in memory (downloads)."""
+    return neutralise_formulas(table).to_csv(index=False, header=header).encode("utf-8")
 
 
 def export_study(
@@ -174,17 +356,23 @@ def export_study(
     include_simulated: bool = True,
     raw_ids: bool = False,
 ) -> ExportSummary:
-    """Write one export file; it appears complete or not at all (written to a temporary file, then renamed)."""
+    """Write one export file; it appears complete or not at all (written to a temporary file, then renamed).
+    `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
-    build = {"things": things_table, "anchor": anchor_table}.get(fmt, trial_table)
+    build = {
+        "things": things_table,
+        "anchor": anchor_table,
+        "participants": participant_table,
+        "events": event_table,
+    }.get(fmt, trial_table)
     table = build(
         db, slug, include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids
     )
     out_path = Path(out_path)
-    with atomic_path(out_path) as temporary:
-        if fmt == "parquet":
+    if fmt == "parquet" or (fmt in ("participants", "events") and out_path.suffix == ".parquet"):
+        with atomic_path(out_path) as temporary:
             table.to_parquet(temporary, index=False)
-        else:
-            table.to_csv(temporary, index=False)
+    else:
+        write_csv(table, out_path)
     return ExportSummary(out_path, fmt, len(table), int(table["subject_id"].nunique()))

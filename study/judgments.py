@@ -32,6 +32,8 @@ RESPONSE_COLUMNS = {
     "excluded": Participant.excluded,
     "exclusion_reason": Participant.exclusion_reason,
     "status": Participant.status,
+    "started_at": Participant.started_at,
+    "config_version": Participant.config_version,
     "trial_index": Response.trial_index,
     "block": Trial.block,
     "kind": Trial.kind,

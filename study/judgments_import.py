@@ -46,7 +46,7 @@ from study.config import StudyConfig
 from study.input_errors import InputRejected, RowProblem
 from study.stimuli import load_stimulus_table, stimulus_set_id_by_name
 from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
-from study.studies import triplet_key, validate_slug
+from study.studies import record_first_version, triplet_key, validate_slug
 
 IMAGE_COLUMNS = ("image1", "image2", "image3")
 ANCHOR_COLUMNS = ("head", "close", "far")
@@ -364,6 +364,7 @@ def _store(db: Database, slug: str, title: str, set_id: int, rows: list[_Row]) -
         )
         session.add(study)
         session.flush()
+        record_first_version(session, study)
         for list_index, (subject, subject_rows) in enumerate(by_subject.items()):
             _store_subject(session, study.id, list_index, subject, subject_rows)
         return ImportedJudgments(study.id, len(by_subject), len(rows), rows[0].task.value)

@@ -183,6 +183,7 @@ def enter_study(
             participant = Participant(study_id=study.id, external_id=external_id, is_simulated=simulated)
             session.add(participant)
         _record_consent(participant, consent)
+        participant.config_version = study.config_version  # the settings this person was shown
         participant.external_study_id = external_study_id
         participant.external_session_id = external_session_id
         participant.source = source or ("simulated" if simulated else "anonymous")

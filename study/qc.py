@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from common.config import LoadableConfig
 from db.engine import Database
-from db.models import InteractionEvent, Participant, TrialKind
+from db.models import InteractionEvent, Participant, TrialKind, TripletList
 from study.judgments import load_responses, pseudonymise
 from study.participation import ParticipantNotFound
 from study.studies import get_study
@@ -122,7 +122,7 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
                 "suggest_exclude": bool(set(flags) & _EXCLUDING),
             }
         )
-    return pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS)
+    return _without_nan_text(pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS))
 
 
 QC_COLUMNS = [
@@ -189,43 +189,56 @@ def _flags(m: dict, config: QCConfig) -> list[str]:
     return [name for name, hit in broken.items() if hit]
 
 
+PARTICIPANT_COLUMNS = {
+    "participant_id": Participant.id,
+    "external_id": Participant.external_id,
+    "status": Participant.status,
+    "is_simulated": Participant.is_simulated,
+    "source": Participant.source,
+    "excluded": Participant.excluded,
+    "exclusion_reason": Participant.exclusion_reason,
+    "payment_status": Participant.payment_status,
+    "payment_reason": Participant.payment_reason,
+    "bonus_cents": Participant.bonus_cents,
+    "started_at": Participant.started_at,
+    "finished_at": Participant.finished_at,
+    "last_seen_at": Participant.last_seen_at,
+    "external_study_id": Participant.external_study_id,
+    "external_session_id": Participant.external_session_id,
+    "list_index": TripletList.list_index,
+    "config_version": Participant.config_version,
+    "demographics": Participant.demographics,
+    "strategy": Participant.strategy,
+    "browser": Participant.browser,
+}
+
+
 def _participants(db: Database, slug: str) -> pd.DataFrame:
+    """The study's consenting participants, one row each, with `subject` (their pseudonym) third."""
     with db.read() as session:
         study = get_study(session, slug)
         rows = session.execute(
-            select(
-                Participant.id,
-                Participant.external_id,
-                Participant.status,
-                Participant.is_simulated,
-                Participant.source,
-                Participant.excluded,
-                Participant.exclusion_reason,
-                Participant.payment_status,
-                Participant.started_at,
-                Participant.last_seen_at,
-            )
+            select(*[column.label(name) for name, column in PARTICIPANT_COLUMNS.items()])
+            .outerjoin(TripletList, TripletList.id == Participant.list_id)
             .where(Participant.study_id == study.id, Participant.consent.is_(True))
             .order_by(Participant.id)
         ).all()
         salt = study.salt
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "participant_id",
-            "external_id",
-            "status",
-            "is_simulated",
-            "source",
-            "excluded",
-            "exclusion_reason",
-            "payment_status",
-            "started_at",
-            "last_seen_at",
-        ],
-    )
+    frame = pd.DataFrame(rows, columns=list(PARTICIPANT_COLUMNS))
     frame["status"] = frame["status"].map(str)
+    frame["list_index"] = frame["list_index"].astype("Int64")
+    frame["bonus_cents"] = frame["bonus_cents"].astype("Int64")
+    frame["config_version"] = frame["config_version"].astype("Int64")
     frame.insert(2, "subject", [pseudonymise(salt, external) for external in frame["external_id"]])
+    return frame
+
+
+def _without_nan_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing reasons and answers as None, never NaN, so no page or file shows the text "nan"."""
+    for column in ("exclusion_reason", "payment_reason", "strategy"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    for column in ("list_index", "bonus_cents", "config_version"):
+        frame[column] = frame[column].astype("Int64")
     return frame
 
 
@@ -261,3 +274,28 @@ def set_exclusion(db: Database, participant_id: int, excluded: bool, reason: str
             raise ParticipantNotFound(f"no participant with id {participant_id}")
         participant.excluded = excluded
         participant.exclusion_reason = reason.strip() if reason else None
+
+
+def participant_by_reference(db: Database, slug: str, reference: str) -> int:
+    """The internal id of the study's participant named by `reference`: an external id (PROLIFIC_PID or
+    anonymous id) first, else an internal participant id (digits). LookupError naming the study if none."""
+    reference = str(reference).strip()
+    with db.read() as session:
+        study = get_study(session, slug)
+        found = session.scalar(
+            select(Participant.id).where(
+                Participant.study_id == study.id, Participant.external_id == reference
+            )
+        )
+        if found is None and reference.isdigit():
+            found = session.scalar(
+                select(Participant.id).where(
+                    Participant.study_id == study.id, Participant.id == int(reference)
+                )
+            )
+    if found is None:
+        raise ParticipantNotFound(
+            f"study {slug!r} has no participant {reference!r} (expected an external id such as the "
+            "PROLIFIC_PID, or the internal participant id shown on the Participants page)"
+        )
+    return found

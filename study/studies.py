@@ -11,7 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
-from db.models import Stimulus, Study, StudyStatus, Trial, TrialKind, TripletLevel, TripletList
+from db.models import (
+    Stimulus,
+    Study,
+    StudyConfigVersion,
+    StudyStatus,
+    Trial,
+    TrialKind,
+    TripletLevel,
+    TripletList,
+)
 from study.config import StudyConfig
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
@@ -79,10 +88,25 @@ def create_study(
         )
         session.add(study)
         session.flush()
+        record_first_version(session, study)
         for index, specs in enumerate(lists):
             seed = seeds[index] if seeds is not None else None
             session.add(_build_list(study.id, index, specs, seed))
         return study.id
+
+
+def record_first_version(session: Session, study: Study) -> None:
+    """Version 1 of a new study (called in the transaction that creates it)."""
+    study.config_version = 1
+    session.add(
+        StudyConfigVersion(
+            study_id=study.id,
+            version=1,
+            config=study.config,
+            target_participants=study.target_participants,
+            note="as created",
+        )
+    )
 
 
 def _build_list(study_id: int, list_index: int, specs: Sequence[TrialSpec], seed: int | None) -> TripletList:

@@ -17,11 +17,16 @@ def add_analysis_parsers(study_subparsers: argparse._SubParsersAction) -> None:
 
 def add_export_parser(study_subparsers: argparse._SubParsersAction) -> None:
     parser = study_subparsers.add_parser(
-        "export", help="write the study's judgments (THINGS, jsPsych-like CSV, Parquet)"
+        "export",
+        help="write the study's judgments (THINGS, jsPsych-like CSV, Parquet), participants or events",
+        description="participants and events: Parquet when --out ends in .parquet, CSV otherwise.",
     )
     parser.add_argument("slug")
     parser.add_argument(
-        "--format", required=True, choices=["things", "jspsych", "parquet", "anchor"], dest="export_format"
+        "--format",
+        required=True,
+        choices=["things", "jspsych", "parquet", "anchor", "participants", "events"],
+        dest="export_format",
     )
     parser.add_argument("--out", required=True, help="output file")
     parser.add_argument("--include-excluded", action="store_true", help="keep participants marked excluded")
@@ -45,7 +50,8 @@ def add_qc_parser(study_subparsers: argparse._SubParsersAction) -> None:
     parser = study_subparsers.add_parser("qc", help="per-participant quality control table")
     parser.add_argument("slug")
     parser.add_argument("--config", help="QC thresholds as JSON (fields of study.qc.QCConfig)")
-    parser.add_argument("--csv", help="also write the full table to this CSV file")
+    parser.add_argument("--csv", help="also write the full table to this CSV file (pseudonymised)")
+    parser.add_argument("--raw-ids", action="store_true", help="keep external ids in the --csv file")
     parser.set_defaults(func=_qc)
 
 
@@ -117,12 +123,14 @@ QC_SHOWN = [
 
 def _qc(args: argparse.Namespace) -> int:
     from db.engine import Database
+    from study.export import write_csv
     from study.qc import QCConfig, participant_qc
 
     config = QCConfig.from_file(args.config) if args.config else QCConfig()
     table = participant_qc(Database.from_url(), args.slug, config)
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        raw = ["external_id", "external_study_id", "external_session_id"]
+        write_csv(table if args.raw_ids else table.drop(columns=raw), args.csv)
     print(table[QC_SHOWN].to_string(index=False, float_format=lambda value: f"{value:.2f}"))
     print(f"{int(table['suggest_exclude'].sum())} of {len(table)} participants suggested for exclusion")
     return 0

@@ -1,4 +1,5 @@
-"""`alignlab study create|import-design|open|pause|close|list`: studies from the command line.
+"""`alignlab study create|import-design|open|pause|close|list` (and the analysis and decision commands):
+studies from the command line.
 
 Each subcommand is an `_add_<name>(commands)` function listed in SUBCOMMANDS; add new ones there.
 """
@@ -9,6 +10,7 @@ import argparse
 
 from app.cli.index_options import add_index_options, index_rule
 from app.cli.study_analysis_commands import add_analysis_parsers  # export, simulate, qc, reliability
+from app.cli.study_decision_commands import add_decision_parsers  # exclude, include, payments, edit...
 
 # design options: CLI flag -> DesignConfig field
 DESIGN_FLAGS = {
@@ -27,7 +29,9 @@ DESIGN_FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("study", help="studies: create, import a design, open/pause/close, list")
+    parser = subparsers.add_parser(
+        "study", help="studies: create, edit, open/pause/close, list, QC, exclusions, payments, export"
+    )
     commands = parser.add_subparsers(dest="study_command", required=True)
     for add in SUBCOMMANDS:
         add(commands)
@@ -218,4 +222,11 @@ def _list(_args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_create, _add_import_design, _add_status_commands, _add_list, add_analysis_parsers]
+SUBCOMMANDS = [
+    _add_create,
+    _add_import_design,
+    _add_status_commands,
+    _add_list,
+    add_analysis_parsers,
+    add_decision_parsers,
+]

@@ -1,5 +1,6 @@
-"""Participants & data: per-participant QC with exclusion decisions, human agreement per level,
-response-time distributions, and the three exports."""
+"""Participants & data: who is who (Prolific ids, status, times, QC), exclusion decisions, payment decisions
+with Prolific's bulk files, human agreement per level, response-time distributions, and the exports (built
+only when asked for)."""
 
 from __future__ import annotations
 
@@ -12,69 +13,192 @@ import streamlit as st
 
 from app.flash import flash, show_flashes
 from app.resources import get_db
-from study.export import FORMATS, export_study
+from study.export import csv_bytes, export_study
 from study.judgments import load_judgments, load_responses
 from study.monitoring import study_progress
+from study.payments import (
+    PAYMENT_STATUSES,
+    PROLIFIC_SOURCE,
+    approve_completed,
+    payment_tables,
+    set_bonus,
+    set_payment,
+)
 from study.qc import participant_qc, set_exclusion
 from study.reliability import levels_noise_ceiling, things_modal_consistency
 
-QC_SHOWN = [
-    "participant_id",
-    "subject",
-    "status",
-    "is_simulated",
-    "excluded",
-    "exclusion_reason",
-    "flags",
-    "suggest_exclude",
-    "n_answered",
-    "n_timeouts",
-    "catch_accuracy",
-    "fast_windows",
-    "share_left",
-    "share_middle",
-    "share_right",
-    "median_rt_ms",
-    "early_responses",
-    "fullscreen_exits",
-    "blurs",
-]
-EXPORT_SUFFIX = {
-    "things": "things.csv",
-    "jspsych": "jspsych.csv",
-    "parquet": "trials.parquet",
-    "anchor": "anchor.csv",
+TABLE_COLUMNS = {  # participant_qc column -> heading on the page
+    "participant_id": "id",
+    "external_id": "PROLIFIC_PID",
+    "external_study_id": "STUDY_ID",
+    "external_session_id": "SESSION_ID",
+    "status": "status",
+    "is_simulated": "simulated",
+    "started_at": "started",
+    "finished_at": "finished",
+    "duration_min": "duration (min)",
+    "list_index": "list",
+    "config_version": "config version",
+    "flags": "QC flags",
+    "suggest_exclude": "QC suggests exclusion",
+    "excluded": "excluded",
+    "exclusion_reason": "exclusion reason",
+    "payment_status": "payment",
+    "payment_reason": "payment reason",
+    "bonus": "bonus",
+    "n_answered": "answered",
+    "n_timeouts": "timeouts",
+    "n_unavailable": "unavailable",
+    "catch_accuracy": "catch accuracy",
+    "fast_windows": "fast windows",
+    "share_left": "share left",
+    "share_middle": "share middle",
+    "share_right": "share right",
+    "median_rt_ms": "median RT (ms)",
+    "early_responses": "early responses",
+    "fullscreen_exits": "fullscreen exits",
+    "blurs": "blurs",
+}
+EXPORTS = {  # label -> (format, file suffix)
+    "THINGS triplets": ("things", "things.csv"),
+    "jsPsych-like trials": ("jspsych", "jspsych.csv"),
+    "trials (Parquet)": ("parquet", "trials.parquet"),
+    "participants": ("participants", "participants.csv"),
+    "participants (Parquet)": ("participants", "participants.parquet"),
+    "interaction events": ("events", "events.csv"),
+    "anchor judgments": ("anchor", "anchor.csv"),
 }
 
 
-def qc_table(slug: str) -> None:
-    qc = participant_qc(get_db(), slug)
+def participants_section(slug: str, qc: pd.DataFrame) -> None:
     if qc.empty:
         st.info("No participants yet.")
         return
-    st.dataframe(qc[QC_SHOWN], hide_index=True, width="stretch")
+    shown = filtered(_with_durations(qc))
+    st.dataframe(shown[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS), hide_index=True, width="stretch")
+    st.caption(f"{len(shown)} of {len(qc)} participants shown. Click a column heading to sort.")
     exclusion_form(qc)
 
 
+def _with_durations(qc: pd.DataFrame) -> pd.DataFrame:
+    table = qc.copy()
+    started = pd.to_datetime(table["started_at"], utc=True)
+    table["duration_min"] = (
+        (pd.to_datetime(table["finished_at"], utc=True) - started).dt.total_seconds() / 60
+    ).round(1)
+    table["bonus"] = table["bonus_cents"].astype("Float64") / 100
+    return table
+
+
+def filtered(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows matching the status, flag and simulated filters above the table."""
+    columns = st.columns([2, 2, 1, 1])
+    statuses = columns[0].multiselect("Status", sorted(table["status"].unique()), key="filter_status")
+    flags = sorted({flag for value in table["flags"] for flag in value.split(", ") if flag})
+    wanted_flags = columns[1].multiselect("QC flag (any of)", flags, key="filter_flags")
+    suggested = columns[2].checkbox("QC suggests exclusion", key="filter_suggested")
+    hide_simulated = columns[3].checkbox("Hide simulated", key="filter_simulated")
+    keep = pd.Series(True, index=table.index)
+    if statuses:
+        keep &= table["status"].isin(statuses)
+    if wanted_flags:
+        keep &= table["flags"].map(lambda value: bool(set(value.split(", ")) & set(wanted_flags)))
+    if suggested:
+        keep &= table["suggest_exclude"]
+    if hide_simulated:
+        keep &= ~table["is_simulated"]
+    return table[keep]
+
+
+def _label(row) -> str:
+    return f"{row.participant_id} · {row.external_id}" + (" · simulated" if row.is_simulated else "")
+
+
 def exclusion_form(qc: pd.DataFrame) -> None:
-    """Exclusion is an analysis decision with a reason, recorded separately from payment."""
-    labels = {
-        f"{row.participant_id} · {row.subject}" + (" · flagged: " + row.flags if row.flags else ""): row
-        for row in qc.itertuples(index=False)
-    }
-    with st.form("exclusion"):
-        choice = st.selectbox("Participant", list(labels))
-        excluded = st.checkbox("Exclude from analyses", value=bool(labels[choice].excluded))
-        reason = st.text_input("Reason", value=labels[choice].exclusion_reason or labels[choice].flags or "")
+    """Exclusion is an analysis decision with a reason, recorded separately from payment. The form's widgets
+    are keyed by the participant and their stored decision, so they always show the selected participant's
+    own state (never the previous selection's), and show it afresh after any change."""
+    st.markdown("**Exclusion decision**")
+    rows = {_label(row): row for row in qc.itertuples(index=False)}
+    row = rows[st.selectbox("Participant", list(rows), key="exclusion_participant")]
+    if row.flags:
+        st.caption(f"QC flags: {row.flags}" + (" (suggests exclusion)" if row.suggest_exclude else ""))
+    stored_reason = row.exclusion_reason or ""
+    key = f"{row.participant_id}-{row.excluded}-{stored_reason}"
+    with st.form(f"exclusion-{key}"):
+        excluded = st.checkbox("Exclude from analyses", value=bool(row.excluded), key=f"excluded-{key}")
+        reason = st.text_input("Reason", value=stored_reason, key=f"reason-{key}")
         submitted = st.form_submit_button("Save decision")
     if submitted:
         try:
-            set_exclusion(get_db(), int(labels[choice].participant_id), excluded, reason)
-        except ValueError as error:
+            set_exclusion(get_db(), int(row.participant_id), excluded, reason)
+        except (ValueError, LookupError) as error:
             st.error(str(error))
             return
-        flash(f"Participant {labels[choice].participant_id}: {'excluded' if excluded else 'included'}.")
+        flash(
+            f"Participant {row.participant_id} ({row.external_id}): {'excluded' if excluded else 'included'}."
+        )
         st.rerun()
+
+
+def payments_section(slug: str, qc: pd.DataFrame) -> None:
+    """Approve / reject with a reason / bonus per Prolific participant, and the files for Prolific's bulk
+    approve and bulk bonus tools."""
+    payable = qc[(qc["source"] == PROLIFIC_SOURCE) & ~qc["is_simulated"]]
+    if payable.empty:
+        st.info("No Prolific participants (entered with a PROLIFIC_PID) yet: nothing to pay.")
+        return
+    counts = payable["payment_status"].value_counts()
+    st.caption(" · ".join(f"{status}: {int(counts.get(status, 0))}" for status in PAYMENT_STATUSES))
+    if st.button("Approve all completed submissions still pending"):
+        flash(f"Approved {approve_completed(get_db(), slug)} submission(s).")
+        st.rerun()
+    payment_form(payable)
+    payment_downloads(slug)
+
+
+def payment_form(payable: pd.DataFrame) -> None:
+    rows = {_label(row) + f" · {row.status}": row for row in payable.itertuples(index=False)}
+    row = rows[st.selectbox("Participant", list(rows), key="payment_participant")]
+    bonus = "" if pd.isna(row.bonus_cents) else f"{int(row.bonus_cents) / 100:.2f}"
+    key = f"{row.participant_id}-{row.payment_status}-{row.payment_reason or ''}-{bonus}"
+    with st.form(f"payment-{key}"):
+        status = st.radio(
+            "Decision",
+            PAYMENT_STATUSES,
+            index=PAYMENT_STATUSES.index(row.payment_status),
+            horizontal=True,
+            key=f"payment-status-{key}",
+        )
+        reason = st.text_input("Reason (required to reject)", value=row.payment_reason or "", key=f"pr-{key}")
+        amount = st.text_input("Bonus (e.g. 1.50; empty = none)", value=bonus, key=f"bonus-{key}")
+        submitted = st.form_submit_button("Save payment decision")
+    if submitted:
+        try:
+            set_payment(get_db(), int(row.participant_id), status, reason)
+            set_bonus(get_db(), int(row.participant_id), amount)
+        except (ValueError, LookupError) as error:
+            st.error(str(error))
+            return
+        flash(
+            f"Participant {row.external_id}: {status}" + (f", bonus {amount}" if amount.strip() else "") + "."
+        )
+        st.rerun()
+
+
+def payment_downloads(slug: str) -> None:
+    tables = payment_tables(get_db(), slug)
+    files = {
+        "approve.csv": (csv_bytes(tables["approve"], header=False), len(tables["approve"])),
+        "reject.csv": (csv_bytes(tables["reject"]), len(tables["reject"])),
+        "bonus.csv": (csv_bytes(tables["bonus"], header=False), len(tables["bonus"])),
+    }
+    st.markdown(
+        "Files for Prolific: paste `approve.csv` into *Bulk approve* and `bonus.csv` into *Bulk bonus "
+        "payment*; `reject.csv` lists the rejections with their reasons."
+    )
+    for column, (name, (data, n)) in zip(st.columns(len(files)), files.items(), strict=True):
+        column.download_button(f"{name} ({n})", data, file_name=f"{slug}-{name}", key=f"pay_{name}")
 
 
 def agreement_tables(slug: str) -> None:
@@ -108,25 +232,35 @@ def rt_distribution(slug: str) -> None:
     st.plotly_chart(figure, width="stretch")
 
 
-def export_buttons(slug: str) -> None:
+def export_section(slug: str) -> None:
+    """Files are built when "Prepare export files" is clicked, never on a rerun; they stay offered until
+    the study or the options change."""
     include_excluded = st.checkbox("Include excluded participants", value=False)
     raw_ids = st.checkbox("Raw participant ids (default: pseudonymised with the study's salt)", value=False)
-    files = {fmt: _export_bytes(slug, fmt, include_excluded, raw_ids) for fmt in FORMATS}
-    shown = [
-        fmt for fmt in FORMATS if fmt != "anchor" or files[fmt][1]
-    ]  # anchor: only studies that have them
-    for column, fmt in zip(st.columns(len(shown)), shown, strict=True):
-        column.download_button(
-            f"Download {fmt}", files[fmt][0], file_name=f"{slug}-{EXPORT_SUFFIX[fmt]}", key=f"dl_{fmt}"
-        )
+    options = (slug, include_excluded, raw_ids)
+    if st.button("Prepare export files"):
+        st.session_state["export_files"] = (options, _export_files(slug, include_excluded, raw_ids))
+    prepared = st.session_state.get("export_files")
+    if prepared is None or prepared[0] != options:
+        st.caption("Choose the options, then prepare the files.")
+        return
+    files = prepared[1]
+    for column, (label, (name, data)) in zip(st.columns(len(files)), files.items(), strict=True):
+        column.download_button(f"Download {label}", data, file_name=f"{slug}-{name}", key=f"dl_{name}")
 
 
-def _export_bytes(slug: str, fmt: str, include_excluded: bool, raw_ids: bool) -> tuple[bytes, int]:
-    """The export file's bytes and its number of rows."""
+def _export_files(slug: str, include_excluded: bool, raw_ids: bool) -> dict[str, tuple[str, bytes]]:
+    """label -> (file name, bytes) of every export; anchor judgments only for studies that have them."""
+    files = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / EXPORT_SUFFIX[fmt]
-        summary = export_study(get_db(), slug, fmt, path, include_excluded=include_excluded, raw_ids=raw_ids)
-        return path.read_bytes(), summary.n_rows
+        for label, (fmt, name) in EXPORTS.items():
+            path = Path(tmp) / name
+            summary = export_study(
+                get_db(), slug, fmt, path, include_excluded=include_excluded, raw_ids=raw_ids
+            )
+            if fmt != "anchor" or summary.n_rows:
+                files[label] = (name, path.read_bytes())
+    return files
 
 
 st.title("Participants & data")
@@ -136,12 +270,15 @@ if not slugs:
     st.info("No studies yet.")
     st.stop()
 slug = st.selectbox("Study", slugs)
-tabs = st.tabs(["Quality control", "Agreement", "Response times", "Export"])
+qc = participant_qc(get_db(), slug)
+tabs = st.tabs(["Participants", "Payments", "Agreement", "Response times", "Export"])
 with tabs[0]:
-    qc_table(slug)
+    participants_section(slug, qc)
 with tabs[1]:
-    agreement_tables(slug)
+    payments_section(slug, qc)
 with tabs[2]:
-    rt_distribution(slug)
+    agreement_tables(slug)
 with tabs[3]:
-    export_buttons(slug)
+    rt_distribution(slug)
+with tabs[4]:
+    export_section(slug)

@@ -1,7 +1,9 @@
 """Studies: live progress of every study, create a study from a stimulus set, open/pause/close it,
-and generate its participant link (Prolific template and codes)."""
+generate its participant link (Prolific template and codes), and edit its config (each edit a new version)."""
 
 from __future__ import annotations
+
+import re
 
 import streamlit as st
 
@@ -9,12 +11,26 @@ from app.flash import flash, show_flashes
 from app.resources import get_db
 from db.models import Study, StudyStatus
 from study.config import StudyConfig
+from study.config_versions import config_versions, edit_study_config
 from study.design import DesignConfig, create_study_from_design
 from study.monitoring import study_progress
 from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
 from study.studies import get_study, set_study_status, study_config
 
+PAGE_BREAK = "\n\n---\n\n"  # between instruction pages in the edit form
+TIMING_FIELDS = {  # StudyConfig field -> label; whole numbers
+    "response_window_ms": "Response window (ms, 0 = none)",
+    "min_valid_rt_ms": "Minimum valid RT (ms)",
+    "iti_ms": "Fixation between trials (ms)",
+    "break_max_seconds": "Longest break (s)",
+}
+CODE_FIELDS = {
+    "completion_code": "Completion code",
+    "early_exit_code": "Early-exit code",
+    "no_consent_code": "No-consent code",
+    "completion_url_template": "Completion URL ({code} is replaced; empty = show the code only)",
+}
 PROLIFIC_PARAMS = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
 
 
@@ -56,6 +72,70 @@ def link_generator(slugs: list[str]) -> None:
         f"Codes (set per study in its config): completion `{config.completion_code}`, early exit "
         f"`{config.early_exit_code}`, no consent `{config.no_consent_code}`."
     )
+
+
+def edit_form(slugs: list[str]) -> None:
+    """Consent, instructions, codes, completion URL, timing and target of an existing study, checked as at
+    creation. Saving stores a new config version: participants who already consented keep theirs. The
+    form is keyed by study and version, so it shows the chosen study's current settings."""
+    slug = st.selectbox("Study", slugs, key="edit_study")
+    study = _study(slug)
+    config = study_config(study)
+    key = f"{slug}-v{study.config_version}"
+    st.caption(f"Current config: version {study.config_version}.")
+    with st.form(f"edit-{key}"):
+        title = st.text_input("Title", value=config.title, key=f"title-{key}")
+        consent = st.text_area("Consent text", value=config.consent_text, key=f"consent-{key}")
+        pages = st.text_area(
+            "Instructions (pages separated by a line with ---; [[example: obvious]] shows an example)",
+            value=PAGE_BREAK.join(config.instructions),
+            height=200,
+            key=f"instructions-{key}",
+        )
+        codes = {
+            name: st.text_input(label, value=getattr(config, name), key=f"{name}-{key}")
+            for name, label in CODE_FIELDS.items()
+        }
+        columns = st.columns(len(TIMING_FIELDS) + 1)
+        timing = {
+            name: column.number_input(label, 0, 3_600_000, getattr(config, name), key=f"{name}-{key}")
+            for column, (name, label) in zip(columns, TIMING_FIELDS.items(), strict=False)
+        }
+        target = columns[-1].number_input(
+            "Target (0 = none)", 0, 1_000_000, study.target_participants or 0, key=f"target-{key}"
+        )
+        note = st.text_input("Note (what changed and why)", key=f"note-{key}")
+        submitted = st.form_submit_button("Save as new version")
+    if submitted:
+        changes = {
+            "title": title,
+            "consent_text": consent,
+            "instructions": _pages(pages),
+            **{name: value.strip() for name, value in codes.items()},
+            **{name: int(value) for name, value in timing.items()},
+        }
+        _save_edit(slug, changes, int(target) or None, note)
+    with st.expander("Config versions"):
+        st.dataframe(config_versions(get_db(), slug), hide_index=True, width="stretch")
+
+
+def _pages(text: str) -> list[str]:
+    return [page.strip() for page in re.split(r"\n\s*---+\s*\n", text) if page.strip()]
+
+
+def _save_edit(slug: str, changes: dict, target: int | None, note: str) -> None:
+    try:
+        edit = edit_study_config(get_db(), slug, changes, target_participants=target, note=note)
+    except (ValueError, LookupError) as error:
+        st.error(str(error))
+        return
+    if edit.changed:
+        flash(
+            f"{slug}: config version {edit.version} saved ({', '.join(edit.changed)}). New participants get it."
+        )
+    else:
+        flash(f"{slug}: nothing changed; version {edit.version} stays current.", "info")
+    st.rerun()
 
 
 def simulate_form(slugs: list[str]) -> None:
@@ -135,6 +215,8 @@ if slugs:
     with right:
         st.subheader("Participant link")
         link_generator(slugs)
+    st.subheader("Edit a study")
+    edit_form(slugs)
     st.subheader("Simulated participants")
     simulate_form(slugs)
 st.subheader("New study")

@@ -77,9 +77,17 @@ def test_import_create_open_simulate_exclude_and_export(app_home):
     next(t for t in at.text_input if t.label == "Reason").input("catch accuracy too low")
     _button(at, "Save decision").click().run()
     assert not at.exception and "excluded" in at.success[0].value
-    downloads = at.get("download_button")
+    _button(at, "Prepare export files").click().run()
+    downloads = [b.label for b in at.get("download_button") if b.label.startswith("Download")]
     # the anchor export is offered only for studies that hold anchor judgments
-    assert [b.label for b in downloads] == ["Download things", "Download jspsych", "Download parquet"]
+    assert downloads == [
+        "Download THINGS triplets",
+        "Download jsPsych-like trials",
+        "Download trials (Parquet)",
+        "Download participants",
+        "Download participants (Parquet)",
+        "Download interaction events",
+    ]
 
     db = Database.from_url()
     with db.read() as session:
