@@ -53,6 +53,12 @@ class StudyConfig(LoadableConfig):
     reservation_timeout_minutes: int = 30  # a consented participant with no answer yet holds a list this long
     participants_per_list: int = 1
     image_px: int = 240
+    # device policy, checked before consent from what the browser reports (see study/devices.py)
+    allow_phones: bool = True
+    allow_tablets: bool = True
+    min_window_width_px: int = 0  # 0: no minimum
+    min_window_height_px: int = 0
+    fullscreen: bool = False  # each block starts in full screen; exits are logged and counted by QC
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,7 +69,14 @@ class StudyConfig(LoadableConfig):
         for name in ("session_timeout_minutes", "reservation_timeout_minutes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 minutes, got {getattr(self, name)}")
-        for name in ("iti_ms", "min_valid_rt_ms", "response_window_ms", "break_max_seconds"):
+        for name in (
+            "iti_ms",
+            "min_valid_rt_ms",
+            "response_window_ms",
+            "break_max_seconds",
+            "min_window_width_px",
+            "min_window_height_px",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_valid_rt_ms >= self.response_window_ms > 0:

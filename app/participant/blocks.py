@@ -64,6 +64,8 @@ def intro_texts(run: BlockRun, config: StudyConfig) -> dict[str, Any]:
         ),
     }
     title, text = texts[run.intro]
+    if config.fullscreen:
+        text += " The study switches to full screen; please stay in it until the end of the block."
     return {
         "kind": run.intro.value,
         "title": title,
@@ -106,6 +108,7 @@ def block_data(
         "min_rt_ms": config.min_valid_rt_ms,
         "window_ms": config.response_window_ms,
         "image_px": config.image_px,
+        "fullscreen": config.fullscreen,
         "labels": LABELS,
         "progress": {"done": answered_count, "total": total, "label": label},
     }

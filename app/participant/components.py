@@ -1,5 +1,5 @@
-"""The two custom components (Streamlit components v2, inline JS/CSS, no build step): the trial block and
-the session monitor. Their JavaScript lives in ./web and is read when the component is first registered."""
+"""The custom components (Streamlit components v2, inline JS/CSS, no build step): the trial block, the
+session monitor and the device check. Their JavaScript lives in ./web and is read when the component is first registered."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import streamlit as st
 WEB = Path(__file__).with_name("web")
 TRIAL_BLOCK_KEY = "trial_block"
 MONITOR_KEY = "session_monitor"
+DEVICE_CHECK_KEY = "device_check"
 
 
 def _source(*names: str) -> str:
@@ -32,6 +33,11 @@ def _session_monitor():
     )
 
 
+@cache
+def _device_check():
+    return st.components.v2.component("alignlab_device_check", js=_source("device_check.js"))
+
+
 def _ignore() -> None:
     """Trigger values are read from the mount's result; registering a callback makes them visible."""
 
@@ -45,3 +51,11 @@ def trial_block(data: dict[str, Any]) -> Any:
 
 def session_monitor(data: dict[str, Any]) -> None:
     _session_monitor()(key=MONITOR_KEY, data=data, height=0)
+
+
+def device_facts() -> dict[str, Any] | None:
+    """What the browser reports about its device and window (None until the first report arrives; each
+    report, also after a resize, reruns the page)."""
+    result = _device_check()(key=DEVICE_CHECK_KEY, height=0, on_facts_change=_ignore)
+    facts = getattr(result, "facts", None)
+    return facts if isinstance(facts, dict) else None

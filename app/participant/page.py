@@ -12,10 +12,11 @@ import streamlit as st
 
 from app.participant import steps
 from app.participant.blocks import api_prefix, block_data
-from app.participant.components import session_monitor, trial_block
+from app.participant.components import device_facts, session_monitor, trial_block
 from app.resources import get_db, get_token_key
 from db.engine import Database
 from db.models import ParticipantStatus
+from study.devices import DeviceFacts, device_refusal, policy_restricts
 from study.participation import (
     Entry,
     IncompleteSession,
@@ -129,6 +130,8 @@ def _consent_first(db: Database, arrival: Arrival) -> None:
     if arrival.external_id is None:  # keep a generated id in the URL: a reload finds the same participant
         st.query_params[ANONYMOUS_ID_PARAM] = new_anonymous_id()
         arrival = arrival_from_query(st.query_params)
+    if not _device_accepted(config):
+        return
     choice = steps.consent_ui(config)
     if choice is None:
         return
@@ -145,6 +148,22 @@ def _consent_first(db: Database, arrival: Arrival) -> None:
     st.session_state["al_entry"] = (arrival, entry)
     st.session_state["al_just_finished"] = not choice
     st.rerun()
+
+
+def _device_accepted(config) -> bool:
+    """The study's device policy, checked before consent (nothing is stored for a refused device). Studies
+    that accept every device skip the check, so their consent page appears at once."""
+    if not policy_restricts(config):
+        return True
+    report = device_facts()
+    if report is None:
+        st.caption("Checking your device…")
+        return False
+    refusal = device_refusal(config, DeviceFacts.from_report(report))
+    if refusal:
+        st.warning(refusal)
+        return False
+    return True
 
 
 def _start_session(db: Database, entry: Entry) -> None:

@@ -269,8 +269,17 @@ function createRun(initial, root, setTriggerValue) {
     check();
   };
 
+  // Full screen is asked for inside the Continue click / Space press (browsers allow it only on a user
+  // gesture); a refusal is not an error: the session monitor logs what happens, QC counts the exits.
+  const enterFullscreen = () => {
+    const root = document.documentElement;
+    if (!data.fullscreen || document.fullscreenElement || !root.requestFullscreen) return;
+    root.requestFullscreen().catch(() => {});
+  };
+
   const startBlock = () => {
     if (phase !== "intro" || stopped) return;
+    enterFullscreen();
     logEvent(outbox, "block_start", { block_key: data.block_key, intro: data.intro.kind,
                                                    intro_ms: performance.now() - introShownAt });
     nextTrial(performance.now());

@@ -11,9 +11,10 @@ import random
 import time
 
 import pytest
+from sqlalchemy import select
 
 from db.engine import Database
-from db.models import ParticipantStatus
+from db.models import Participant, ParticipantStatus
 from study.participation import trial_plan
 from tests.app.browser.test_participant_browser import participant_row, stored_responses
 from tests.support.browser_harness import (
@@ -171,3 +172,37 @@ def test_a_phone_in_portrait_completes_the_study_by_touch_with_every_image_on_sc
     modalities = {row.input_modality for row in stored_responses(db, participant_row(db, "phone").id)}
     assert modalities == {"touch"}
     context.close()
+
+
+def test_page_loads_without_consent_reserve_nothing_and_a_decline_stores_nothing(browser, lab):
+    """Three anonymous loads of a one-list study, and a participant who declines, leave the list free; the
+    next Prolific participant gets in. Nobody who did not consent has a row that analyses could read."""
+    home, db, _ = lab
+    make_study(
+        db,
+        home,
+        "one-list",
+        stimulus_ids=make_stimuli(db, home, name="one-list-shapes"),
+        participants_per_list=1,
+    )
+    server = _start(lab)
+    for _ in range(3):
+        page = new_participant_page(browser, server.url)
+        page.goto(study_url("one-list"))
+        page.get_by_role("button", name="I agree and want to take part").wait_for()
+        page.context.close()
+    decliner = new_participant_page(browser, server.url)
+    decliner.goto(study_url("one-list", "decliner"))
+    decliner.get_by_role("button", name="I do not agree").click()
+    decliner.get_by_text("ALIGNLAB-NOCONSENT").wait_for()
+    decliner.context.close()
+    with db.read() as session:
+        rows = session.execute(select(Participant.external_id, Participant.consent)).all()
+    assert [(external_id, consent) for external_id, consent in rows if external_id == "decliner"] == [
+        ("decliner", False)
+    ]
+    assert len(rows) == 1  # the anonymous loads created nobody
+    page = new_participant_page(browser, server.url)
+    page.goto(study_url("one-list", "real-participant"))
+    go_through_intro_pages(page)  # admitted: the list was still free
+    page.context.close()
