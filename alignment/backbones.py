@@ -11,7 +11,8 @@ Where weights come from (``weights=``):
   provide them (never a slow hub retry).
 - a path to a ``.pth``/``.safetensors`` state dict: loaded strictly (a wrong architecture fails loudly).
 - ``"random"``: deterministic random init (seed 0), for tests and ablations.
-- any other string (an open_clip pretrained tag, or ``"hub"`` for timm): the hub, with ``allow_download=True``.
+- any other string (an open_clip pretrained tag, or ``"hub"`` for timm): the hub, with
+  ``allow_download=True``.
 
 ``Backbone.weights_id`` hashes the loaded parameters, so feature caches never mix different weights.
 """

@@ -1,11 +1,11 @@
 """The before/after table (AligNet's core comparison): base backbone vs AligNet vs UnAligNet students on
 held-out human triplets, per Levels type, with noise-ceiling-normalised accuracy and entropy–RT correlation.
 
-Every model is scored by ``alignment.triplet_metrics.evaluate_triplets`` on the same triplets with the same similarity
-(dot by default: the students are trained on head dot products). Entropy needs a temperature and raw
-embeddings have arbitrary scale, so each model gets the temperature at which its mean choice entropy on these
-triplets equals the humans' mean choice entropy (or ln(3)/2 when that is unknown); accuracy does not depend on
-it, and the Spearman ρ compares the models' *rankings* of uncertainty on a common entropy scale.
+Every model is scored by ``alignment.triplet_metrics.evaluate_triplets`` on the same triplets with the same
+similarity (dot by default: the students are trained on head dot products). Entropy needs a temperature and
+raw embeddings have arbitrary scale, so each model gets the temperature at which its mean choice entropy on
+these triplets equals the humans' mean choice entropy (or ln(3)/2 when that is unknown); accuracy does not
+depend on it, and the Spearman ρ compares the models' *rankings* of uncertainty on a common entropy scale.
 
 ``BeforeAfter.results()`` is the table as it is stored and passed on: one ``ResultRow`` of plain numbers and
 flags per level and model. Labels, intervals and flag notes are for whoever shows it (the Maps page, the CLI).

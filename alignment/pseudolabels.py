@@ -1,4 +1,5 @@
-"""Pseudo-labelled triplets (AligNet §3): cluster the teacher space, sample triplets, store teacher similarities.
+"""Pseudo-labelled triplets (AligNet §3): cluster the teacher space, sample triplets, store the teacher's
+similarities.
 
 Format of a label set (``PseudoLabels``, saved as one compressed ``.npz``):
 - ``triplets`` int64 [m, 3]: row indices into the image pool, the teacher's odd one out LAST;
@@ -244,7 +245,8 @@ def sample_grouped_triplets(clusters: np.ndarray, config: PseudoLabelConfig) -> 
             failures += 1
             if failures > 50:
                 raise ValueError(
-                    f"cannot sample {config.strategy} triplets (or no new ones): groups of {config.clusters_per_group} clusters "
+                    f"cannot sample {config.strategy} triplets (or no new ones): groups of "
+                    f"{config.clusters_per_group} clusters "
                     f"x {config.images_per_cluster} images from {len(np.unique(clusters))} clusters have no "
                     "unused valid triplet (cluster_border needs >= 2 clusters and one with >= 2 images, "
                     "within_cluster a cluster with >= 3 images, between_cluster >= 3 clusters; "
@@ -316,7 +318,8 @@ def make_pseudolabels(
     provenance: LabelProvenance,
     config: PseudoLabelConfig = PseudoLabelConfig(),
 ) -> dict[str, PseudoLabels]:
-    """``{"aligned": ..., "untransformed": ...}`` label sets over the same teacher-space clusters and triplets.
+    """``{"aligned": ..., "untransformed": ...}``: label sets over the same teacher-space clusters and
+    triplets.
 
     ``features`` [n, D] are the raw backbone features of the pool, in ``provenance.pool_ids`` order.
     """

@@ -61,7 +61,8 @@ class DecayToInitAdam(torch.optim.Optimizer):
         return loss
 
     def _adam_terms(self, params: list[torch.Tensor], group: dict):
-        """Update the moments; return (√v̂-style denominators, first moments, −lr/bias-correction per tensor)."""
+        """Update the moments; return (√v̂-style denominators, first moments, −lr/bias-correction) per
+        tensor."""
         beta1, beta2 = group["betas"]
         states = [self.state[p] for p in params]
         for state, param in zip(states, params, strict=True):

@@ -7,9 +7,9 @@ human-chosen pair is (0, 1)); ``choice_probs`` optional [m, 3] human choice dist
 
 x~ = (x - mu) / sigma with *scalar* mu, sigma (gLocal). W starts at a scaled identity chosen so the
 initial pair similarities have unit spread. Objective: (1 - a) * [hard NLL or soft KL] + a * gLocal local
-term + lambda * (||W - mean(diag W) I||^2 + ||b||^2). Afterwards a temperature is fitted on the validation triplets
-(cross-entropy to the human choices by default, or matching the mean human choice entropy) and ECE is
-reported.
+term + lambda * (||W - mean(diag W) I||^2 + ||b||^2). Afterwards a temperature is fitted on the validation
+triplets (cross-entropy to the human choices by default, or matching the mean human choice entropy) and ECE
+is reported.
 
 Speed: a step transforms only the n distinct images, forms one n x n Gram matrix and gathers each
 triplet's three similarities by index, so its cost does not grow with per-triplet feature copies; W is

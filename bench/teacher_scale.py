@@ -258,7 +258,8 @@ def _table(results: list[dict]) -> str:
         lines.append(
             f"| {r['judgments']:,} | {r['train_triplets']:,} | {s['load']} s | {s['split']} s | "
             f"{s['stats']} s | {s['fit']} s ({r['optimiser_s']} s) | {r['total_s']} s | "
-            f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | {r['planted_acc']:.4f} | "
+            f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | "
+            f"{r['planted_acc']:.4f} | "
             f"{r['reg_weight']} | {r['load_avg_1min']} |"
         )
     return "\n".join(lines)

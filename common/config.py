@@ -2,9 +2,9 @@
 
 Why one: each config used to parse itself, and some took a raw ``**dict``, so a typo ended in a TypeError
 traceback. Here an unknown key is refused with the list of known ones, and every value is checked against the
-field's annotation (int, float, bool, str, tuples, lists, dicts, Literal, Optional, nested config dataclasses),
-so the message names the key, what was expected and what was given. Checks of ranges and choices between
-fields stay in each dataclass's ``__post_init__``.
+field's annotation (int, float, bool, str, tuples, lists, dicts, Literal, Optional, nested config
+dataclasses), so the message names the key, what was expected and what was given. Checks of ranges and choices
+between fields stay in each dataclass's ``__post_init__``.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ CategoryKey = tuple[str, str]  # (superordinate, category): "bat" under animal d
 
 @dataclass(frozen=True)
 class DesignConfig(LoadableConfig):
-    """How many lists and trials of each kind; defaults make a short demo study (Levels used 330 + 16 catch)."""
+    """How many lists and trials of each kind; the defaults make a short demo study (Levels used 330 + 16
+    catch)."""
 
     SECTION = "design"
 
@@ -143,7 +144,8 @@ class Design:
 
 
 def generate_design(stimuli: Sequence[StimulusInfo], config: DesignConfig) -> Design:
-    """Seeded lists: shared triplets, then each list's own triplets, blocked, with repeats and catch trials."""
+    """Seeded lists: shared triplets, then each list's own triplets, in blocks, with repeats and catch
+    trials."""
     pools = _Pools(stimuli)
     rules = _Rules.for_set(pools, config)
     sampler = _Sampler(pools, rules, random.Random(config.seed))
@@ -316,10 +318,11 @@ def _capacities(pools: _Pools, between: str, within: str) -> dict[str, int]:
 def _missing(kind: str, pools: _Pools, within_scope: str) -> str:
     return {
         "between_class": f"between_class triplets need at least 3 categories (the set has {len(pools.cats)})",
-        "within_class": f"within_class triplets (one {within_scope}) need a {within_scope} with at least 3 images"
+        "within_class": f"within_class triplets (one {within_scope}) need a {within_scope} "
+        "with at least 3 images"
         + (" (try within_class_scope='superordinate')" if within_scope == "category" else ""),
-        "class_border": "class_border triplets need a superordinate with at least 2 categories, one of them with "
-        "at least 2 images",
+        "class_border": "class_border triplets need a superordinate with at least 2 categories, "
+        "one of them with at least 2 images",
         "catch": f"catch triplets (and catch-like practice) need at least 2 superordinates (the set has "
         f"{len(pools.superordinates)}) and a category with at least 2 images; or set catch_per_block=0",
     }[kind]
@@ -454,7 +457,8 @@ def _shared_counts(config: DesignConfig) -> dict[TripletLevel, int]:
 def _build_list(
     sampler: _Sampler, shared: list[TrialSpec], config: DesignConfig, index: int
 ) -> tuple[TrialSpec, ...]:
-    """Practice first; then experimental triplets shuffled into blocks, repeats later, catch trials interleaved."""
+    """Practice first; then experimental triplets shuffled into blocks, repeats later, catch trials
+    interleaved."""
     rng = sampler.rng
     list_keys = {triplet_key(spec.stimuli) for spec in shared}
     shared_counts = Counter(spec.level for spec in shared)
@@ -478,7 +482,8 @@ def _practice(sampler: _Sampler, list_keys: set[str]) -> TrialSpec:
 
 
 def _add_repeats(blocks: list[list[TrialSpec]], n_repeats: int, rng: random.Random) -> None:
-    """Show `n_repeats` experimental triplets again, each in a later block than (or later within) its original."""
+    """Show `n_repeats` experimental triplets again, each in a later block than (or later within) its
+    original."""
     positions = [(b, i) for b, block in enumerate(blocks) for i in range(len(block))]
     earlier = [p for p in positions if p[0] < len(blocks) - 1]
     pool = earlier if len(earlier) >= n_repeats else positions

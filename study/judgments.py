@@ -59,7 +59,8 @@ RESPONSE_COLUMNS = {
 
 
 def pseudonymise(salt: str, external_id: str) -> str:
-    """HMAC-SHA256 of the external id keyed by the study's salt, truncated: stable per study, not reversible."""
+    """HMAC-SHA256 of the external id keyed by the study's salt, truncated: stable per study, not
+    reversible."""
     digest = hmac.new(salt.encode(), external_id.encode(), hashlib.sha256).hexdigest()
     return digest[:PSEUDONYM_LENGTH]
 
@@ -179,8 +180,9 @@ def load_judgments(
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
 ) -> pd.DataFrame:
-    """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2 with the chosen odd one
-    out last. Practice trials are left out by default; excluded participants unless `include_excluded`.
+    """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2
+    with the chosen odd one out last. Practice trials are left out by default; excluded participants unless
+    `include_excluded`.
     """
     answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds)
     triplets = odd_last_array(

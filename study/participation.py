@@ -140,7 +140,8 @@ class EventPayload:
 def validate_external_id(external_id: str) -> str:
     if not isinstance(external_id, str) or not EXTERNAL_ID_PATTERN.match(external_id):
         raise InvalidParticipantId(
-            f"participant id {str(external_id)[:80]!r} is not valid: expected 1-64 letters, digits, '_' or '-'"
+            f"participant id {str(external_id)[:80]!r} is not valid: "
+            "expected 1-64 letters, digits, '_' or '-'"
         )
     return external_id
 
@@ -482,7 +483,8 @@ def _check_response(session: Session, config: StudyConfig, payload: ResponsePayl
         _check_no_answer(payload)
         if payload.unavailable and not missing_images(session, payload.shown):
             raise ResponseRejected(
-                f"trial {payload.trial_index} reported unavailable, but its images are available on the server"
+                f"trial {payload.trial_index} reported unavailable, "
+                "but its images are available on the server"
             )
         return
     if payload.chosen_position not in (0, 1, 2):

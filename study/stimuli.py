@@ -133,7 +133,8 @@ def import_stimulus_set(
     data_dir: str | Path | None = None,
     limits: ImportLimits = ImportLimits(),
 ) -> ImportReport:
-    """Import a folder, zip, or folder + manifest as stimulus set `name`; all of it or (on any problem) none."""
+    """Import a folder, zip, or folder + manifest as stimulus set `name`: all of it, or (on any problem)
+    none."""
     name = validate_set_name(name)
     source = Path(source)
     root = Path(data_dir) if data_dir is not None else data_home()
@@ -381,7 +382,8 @@ def _read_manifest_rows(manifest: Path) -> tuple[list[tuple[int, dict[str, Any]]
                 RowProblem(
                     f"{manifest.name} header",
                     f"missing column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})",
-                    "a header row with path, category and optionally superordinate (other columns are kept as attributes)",
+                    "a header row with path, category and optionally superordinate "
+                    "(other columns are kept as attributes)",
                 )
             ],
         )

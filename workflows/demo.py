@@ -40,9 +40,10 @@ DEMO_DESIGN = DesignConfig(
     n_shared=15,
     seed=7,
 )
-# Simulated people judge by category structure plus perception: half a broad perceptual similarity, half a few
-# visual attributes they weigh heavily (`perceptual_item_vectors`), both in a different network's feature space
-# (MobileNetV2) than the one being aligned; the teacher has to find those attributes in EfficientNet features.
+# Simulated people judge by category structure plus perception: half a broad perceptual similarity, half a
+# few visual attributes they weigh heavily (`perceptual_item_vectors`), both in a different network's feature
+# space (MobileNetV2) than the one being aligned; the teacher has to find those attributes in EfficientNet
+# features.
 PERCEPTUAL_BACKBONE = "timm:mobilenetv2_100"
 PERCEPTUAL_ATTRIBUTES = {"attribute_share": 0.5, "n_attributes": 6, "seed": 2}
 DEMO_PEOPLE = SimilarityModel(

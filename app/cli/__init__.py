@@ -25,7 +25,8 @@ COMMAND_MODULES = [
     "app.cli.map_commands",
 ]
 
-# bad input, not a bug: config errors (ConfigError is a ValueError), missing input files, unknown slugs or runs
+# bad input, not a bug: config errors (ConfigError is a ValueError), missing input files, unknown slugs or
+# runs
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError)
 
 

@@ -117,9 +117,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _align(args: argparse.Namespace) -> int:
     overrides = {"backbone": args.backbone, **(settings_table(args.config) if args.config else {})}
     run = run_stage_here("align", args.study, overrides, show=False)
-    print(
-        f"closed loop run {run.id}; steps reused from earlier runs: {run.metrics.get('reused_steps') or 'none'}"
-    )
+    reused = run.metrics.get("reused_steps") or "none"
+    print(f"closed loop run {run.id}; steps reused from earlier runs: {reused}")
     print_eval_table(run)
     return 0
 
@@ -133,8 +132,8 @@ def print_eval_table(run) -> None:
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(display_table(read_results(run), detail=True).to_string(index=False))
     print(
-        "accuracy: per held-out triplet the share of its n human judgments the model agrees with (ties wrong), "
-        "averaged over the distinct triplets; 95% CIs bootstrap the triplets; gain: over the first "
-        "representation, paired 95% CI; normalised = (acc - 1/3) / (ceiling - 1/3); ρ = Spearman of model "
-        "entropy with the triplet's median human RT / choice entropy"
+        "accuracy: per held-out triplet the share of its n human judgments the model agrees with "
+        "(ties wrong), averaged over the distinct triplets; 95% CIs bootstrap the triplets; gain: over "
+        "the first representation, paired 95% CI; normalised = (acc - 1/3) / (ceiling - 1/3); "
+        "ρ = Spearman of model entropy with the triplet's median human RT / choice entropy"
     )

@@ -78,7 +78,8 @@ def test_default_temperature_is_calibrated_even_with_one_response_per_triplet(pl
 
 
 def test_regulariser_weight_is_chosen_on_validation_when_data_are_scarce():
-    # humans judge exactly in the backbone's space: with 400 triplets only a strong pull to identity generalises
+    # humans judge exactly in the backbone's space: with 400 triplets only a strong pull to identity
+    # generalises
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 32)).astype(np.float32)
     triplets = np.array([rng.choice(200, 3, replace=False) for _ in range(6400)])

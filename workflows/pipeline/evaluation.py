@@ -92,7 +92,8 @@ def evaluate_representations(
     similarity: str = "dot",
     n_boot: int = 1000,
 ):
-    """A `BeforeAfter` (alignment.model_comparison) over the study's held-out judgments that have a Levels type."""
+    """A `BeforeAfter` (alignment.model_comparison) over the study's held-out judgments that have a Levels
+    type."""
     from alignment.model_comparison import compare_models
 
     all_judgments = study_judgments(db, slug)
