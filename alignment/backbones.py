@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -174,13 +175,18 @@ def _no_offline_weights(name: str) -> WeightsUnavailableError:
     )
 
 
-def _seeded_random(build: Callable[[], nn.Module]) -> nn.Module:
+Built = TypeVar("Built")
+
+
+def _seeded_random(build: Callable[[], Built]) -> Built:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return build()
 
 
-def _timm_feature_model(arch: str, weights: str | os.PathLike | None, cache_dir, allow_download: bool):
+def _timm_feature_model(
+    arch: str, weights: str | os.PathLike | None, cache_dir, allow_download: bool
+) -> nn.Module:
     import timm
 
     if weights == "random":
@@ -202,7 +208,7 @@ def _timm_feature_model(arch: str, weights: str | os.PathLike | None, cache_dir,
             f"weights file not found: {path} (expected a .pth/.safetensors state dict)"
         )
     module = timm.create_model(arch, pretrained=False, num_classes=0)
-    classifier = module.pretrained_cfg.get("classifier") or ()
+    classifier = _pretrained_cfg(module).get("classifier") or ()
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     _load_state_file(module, path, tuple(f"{c}." for c in classifiers))
     return module
@@ -214,8 +220,14 @@ def build_timm(arch: str, weights, cache_dir, allow_download: bool) -> tuple[nn.
 
     module = _timm_feature_model(arch, weights, cache_dir, allow_download)
     overlay = dict(PACKAGED_WEIGHTS[arch].pretrained_cfg_overlay) if arch in PACKAGED_WEIGHTS else {}
-    data_config = timm.data.resolve_data_config({**module.pretrained_cfg, **overlay}, model=module)
-    return module, timm.data.create_transform(**data_config, is_training=False), module.num_features
+    data_config = timm.data.resolve_data_config({**_pretrained_cfg(module), **overlay}, model=module)
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    return module, transform, cast(int, module.num_features)  # a plain int timm sets on its models
+
+
+def _pretrained_cfg(module: nn.Module) -> dict[str, Any]:
+    """The config timm attaches to every model it creates (typed as a submodule by ``nn.Module``)."""
+    return cast(dict[str, Any], module.pretrained_cfg)
 
 
 class _OpenClipImageEncoder(nn.Module):
@@ -282,13 +294,14 @@ def split_at_stage(backbone: Backbone, stage: int) -> tuple[nn.Module, nn.Module
     For timm EfficientNet/MobileNet-style models (stem, ``blocks`` stages, conv head, global pool). The
     student trains ``rest`` on cached ``trunk`` activations; both share parameters with the backbone.
     """
-    module = backbone.module
+    parts = dict(backbone.module.named_children())
     needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
-    if not all(hasattr(module, part) for part in needed):
+    blocks = parts.get("blocks")
+    if not all(part in parts for part in needed) or not isinstance(blocks, nn.Sequential | nn.ModuleList):
         raise ValueError(f"{backbone.name} has no stage structure to split (needs {', '.join(needed)})")
-    n_stages = len(module.blocks)
+    n_stages = len(blocks)
     if not 0 <= stage <= n_stages:
         raise ValueError(f"stage must be in [0, {n_stages}] for {backbone.name}; got {stage}")
-    trunk = nn.Sequential(module.conv_stem, module.bn1, *module.blocks[:stage])
-    rest = nn.Sequential(*module.blocks[stage:], module.conv_head, module.bn2, module.global_pool)
+    trunk = nn.Sequential(parts["conv_stem"], parts["bn1"], *blocks[:stage])
+    rest = nn.Sequential(*blocks[stage:], parts["conv_head"], parts["bn2"], parts["global_pool"])
     return trunk.eval(), rest.eval()

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from alignment.conventions import check_triplets, pair_similarities
+from alignment.conventions import Similarity, check_triplets, pair_similarities
 from alignment.pseudolabels import temperature_for_entropy
 from alignment.triplet_metrics import EvalReport, bootstrap_interval, evaluate_triplets
 
@@ -138,7 +139,7 @@ class BeforeAfter:
         baseline = baseline or next(iter(self.reports))
         base = self.reports[baseline]
         base_accuracy = {row["level"]: row["accuracy"] for row in base.rows}
-        result = {}
+        result: dict[str, dict[str, tuple[float, float, float]]] = {}
         for name, report in self.reports.items():
             if name == baseline:
                 continue
@@ -151,7 +152,7 @@ class BeforeAfter:
 
 
 def entropy_matched_temperature(
-    embeddings: np.ndarray, triplets: np.ndarray, target: float, similarity: str = "dot"
+    embeddings: np.ndarray, triplets: np.ndarray, target: float, similarity: Similarity = "dot"
 ) -> float:
     """Temperature at which the model's mean choice entropy on ``triplets`` equals ``target``."""
     return temperature_for_entropy(
@@ -164,11 +165,11 @@ def compare_models(
     triplets: np.ndarray,
     *,
     levels: Sequence[str] | None = None,
-    human_rt: Sequence[float] | None = None,
-    human_entropy: Sequence[float] | None = None,
+    human_rt: ArrayLike | None = None,
+    human_entropy: ArrayLike | None = None,
     noise_ceiling: float | Mapping[str, float] | None = None,
     ceiling_triplets: Mapping[str, int] | None = None,
-    similarity: str = "dot",
+    similarity: Similarity = "dot",
     groups: Sequence | None = None,
     n_boot: int = 1000,
     seed: int = 0,
@@ -189,7 +190,8 @@ def compare_models(
     known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
     target = float(np.nanmean(known)) if np.isfinite(known).any() else float(np.log(3) / 2)
     target = min(max(target, 1e-3), np.log(3) - 1e-3)
-    temperatures, reports = {}, {}
+    temperatures: dict[str, float] = {}
+    reports: dict[str, EvalReport] = {}
     for name, values in embeddings.items():
         temperatures[name] = entropy_matched_temperature(values, triplets, target, similarity)
         reports[name] = evaluate_triplets(

@@ -134,11 +134,16 @@ class Teacher:
         """Write ``teacher.npz``, ``config.json`` and ``summary.json`` into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {"weight": self.weight, "bias": self.bias}
-        scalars = {"mean": self.mean, "std": self.std, "temperature": self.temperature}
         atomic_write(
             directory / "teacher.npz",
-            lambda h: np.savez(h, **arrays, **{k: np.float64(v) for k, v in scalars.items()}),
+            lambda h: np.savez(
+                h,
+                weight=self.weight,
+                bias=self.bias,
+                mean=np.float64(self.mean),
+                std=np.float64(self.std),
+                temperature=np.float64(self.temperature),
+            ),
         )
         atomic_write(directory / "config.json", json.dumps(asdict(self.config), indent=2).encode())
         atomic_write(directory / "summary.json", json.dumps(self.summary, indent=2).encode())
@@ -252,7 +257,8 @@ def _fit_candidates(problem: _Problem, config: TeacherConfig, progress) -> tuple
         raise ValueError(
             "choosing reg_weight from the grid needs validation triplets: set reg_weight or val_fraction"
         )
-    best, scores = None, {}
+    best: tuple[Objective, list[dict], float, float] | None = None
+    scores: dict[float, float] = {}
     for index, weight in enumerate(weights):
         torch.manual_seed(config.seed)
         transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
@@ -267,6 +273,7 @@ def _fit_candidates(problem: _Problem, config: TeacherConfig, progress) -> tuple
         scores[weight] = min([h["check_loss"] for h in history] + [float("inf")])
         if best is None or scores[weight] < best[2]:
             best = (objective, history, scores[weight], weight)
+    assert best is not None, "TeacherConfig refuses an empty reg_weight_grid"
     objective, history, _, chosen = best
     return (
         objective,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from alignment.conventions import (
     HUMAN_PAIR,
@@ -219,8 +220,8 @@ def evaluate_triplets(
     triplets: np.ndarray,
     *,
     levels: Sequence[str] | None = None,
-    human_rt: Sequence[float] | None = None,
-    human_entropy: Sequence[float] | None = None,
+    human_rt: ArrayLike | None = None,
+    human_entropy: ArrayLike | None = None,
     noise_ceiling: float | Mapping[str, float] | None = None,
     similarity: Similarity = "dot",
     temperature: float = 1.0,

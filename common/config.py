@@ -130,7 +130,7 @@ def _checked(hint: Any, value: Any, where: str) -> Any:
         if value in args:
             return value
         raise ConfigError(f"{where} must be one of {list(args)}; got {_shown(value)}")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return config_from_dict(hint, value, where=where)
     if origin in (tuple, list):
         return _checked_sequence(hint, origin, args, value, where)

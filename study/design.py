@@ -23,7 +23,7 @@ from db.engine import Database
 from db.models import TrialKind, TripletLevel
 from study.config import StudyConfig
 from study.stimuli import StimulusInfo, load_stimulus_table
-from study.studies import PRACTICE_BLOCK, TrialSpec, create_study, triplet_key, validate_slug
+from study.studies import PRACTICE_BLOCK, TrialSpec, as_triplet, create_study, triplet_key, validate_slug
 
 WITHIN_SCOPES = ("auto", "category", "superordinate")
 EXACT_POOL = 64  # pools up to this size are searched exhaustively for the least-used item
@@ -375,11 +375,11 @@ def _between(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
         sups: list[str] = []
         for _ in range(3):
             sups.append(ch.superordinate(pools.superordinates, sups))
-        return tuple(ch.image(pools.sup_images[s]) for s in sups)
+        return as_triplet(ch.image(pools.sup_images[s]) for s in sups)
     cats: list[CategoryKey] = []
     for _ in range(3):
         cats.append(ch.category(list(pools.cats), cats))
-    return tuple(ch.image(pools.cats[c]) for c in cats)
+    return as_triplet(ch.image(pools.cats[c]) for c in cats)
 
 
 def _within(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
@@ -387,19 +387,19 @@ def _within(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
         ids = pools.cats[ch.category(pools.categories_with(3))]
     else:
         ids = pools.sup_images[ch.superordinate(pools.superordinates_with(3))]
-    return tuple(ch.images(ids, 3))
+    return as_triplet(ch.images(ids, 3))
 
 
 def _border(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
     pair = ch.category(pools.border_pairs)
     other = ch.category(pools.sup_cats[pair[0]], (pair,))
-    return (*ch.images(pools.cats[pair], 2), ch.image(pools.cats[other]))
+    return as_triplet([*ch.images(pools.cats[pair], 2), ch.image(pools.cats[other])])
 
 
 def _catch(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
     pair = ch.category(pools.catch_pairs)
     outsider = ch.superordinate(pools.superordinates, (pair[0],))
-    return (*ch.images(pools.cats[pair], 2), ch.image(pools.sup_images[outsider]))
+    return as_triplet([*ch.images(pools.cats[pair], 2), ch.image(pools.sup_images[outsider])])
 
 
 DRAWERS = {"between_class": _between, "within_class": _within, "class_border": _border, "catch": _catch}

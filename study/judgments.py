@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import Select, String, select, type_coerce
 
 from db.engine import Database
 from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind
-from study.studies import get_study
+from study.studies import as_triplet, get_study
 
 PSEUDONYM_LENGTH = 16
 ANALYSED_KINDS = (TrialKind.EXPERIMENTAL.value, TrialKind.REPEAT.value, TrialKind.CATCH.value)
@@ -109,7 +109,7 @@ def odd_last_array(stored: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     is_chosen = stored == chosen[:, None]
     bad = np.flatnonzero(is_chosen.sum(axis=1) != 1)
     if bad.size:
-        odd_last(tuple(int(i) for i in stored[bad[0]]), int(chosen[bad[0]]))  # raises with the reason
+        odd_last(as_triplet(int(i) for i in stored[bad[0]]), int(chosen[bad[0]]))  # raises with the reason
         raise ValueError(f"triplet {stored[bad[0]].tolist()} repeats its chosen stimulus {chosen[bad[0]]}")
     others = np.sort(stored[~is_chosen].reshape(-1, 2), axis=1)
     return np.column_stack([others, chosen])
@@ -144,7 +144,7 @@ def _answered(
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
     with db.read() as session:
         study = get_study(session, slug)
-        query = (
+        query: Select[*tuple[Any, ...]] = (
             select(*[column.label(name) for name, column in JUDGMENT_COLUMNS.items()])
             .join(Participant, Participant.id == Response.participant_id)
             .join(Trial, Trial.id == Response.trial_id)

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sqlalchemy import func, select
 
 from db.engine import Database
@@ -90,7 +91,7 @@ def item_vector(content_hash: str, dim: int) -> np.ndarray:
 
 
 def perceptual_item_vectors(
-    features: Mapping[int, Sequence[float]], *, attribute_share: float, n_attributes: int, seed: int = 0
+    features: Mapping[int, ArrayLike], *, attribute_share: float, n_attributes: int, seed: int = 0
 ) -> dict[int, np.ndarray]:
     """Unit item vectors (for `features=`) whose dot product is
     `(1 - attribute_share) * cos(f_i, f_j) + attribute_share * cos(a_i, a_j)`: a broad perceptual
@@ -165,7 +166,7 @@ def simulate_participants(
     model: SimilarityModel | None = None,
     careless_share: float = 0.1,
     seed: int = 0,
-    features: Mapping[int, Sequence[float]] | None = None,
+    features: Mapping[int, ArrayLike] | None = None,
 ) -> SimulationSummary:
     """Run `n` simulated participants through the study (which must be open); deterministic for a seed
     and database state. `round(careless_share * n)` of them are careless."""
@@ -198,9 +199,7 @@ def simulate_participants(
     return SimulationSummary(tuple(ids), tuple(careless_ids), n_responses, n_timeouts)
 
 
-def _study_facts(
-    db: Database, slug: str, model: SimilarityModel, features: Mapping[int, Sequence[float]] | None
-):
+def _study_facts(db: Database, slug: str, model: SimilarityModel, features: Mapping[int, ArrayLike] | None):
     """(stimulus id -> SimulatedStimulus for the study's images, StudyConfig, simulated participants so
     far)."""
     with db.read() as session:
@@ -239,7 +238,7 @@ def _vector(
     stimulus_id: int,
     content_hash: str,
     model: SimilarityModel,
-    features: Mapping[int, Sequence[float]] | None,
+    features: Mapping[int, ArrayLike] | None,
 ) -> np.ndarray:
     if features is None:
         return item_vector(content_hash, model.item_dim)

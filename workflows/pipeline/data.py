@@ -19,7 +19,7 @@ from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import get_run
 from db.settings import data_home
-from study.judgments import load_anchor_judgments, load_judgments, load_stimuli, split_judgments
+from study.judgments import SplitBy, load_anchor_judgments, load_judgments, load_stimuli, split_judgments
 from workflows.artifacts import read_embeddings, write_embeddings
 from workflows.jobs import Progress, run_dir
 
@@ -62,7 +62,7 @@ class SplitConfig(LoadableConfig):
 
     SECTION = "split"
 
-    by: str = "triplet"  # triplet | subject | image
+    by: SplitBy = "triplet"
     test_fraction: float = 0.2
     seed: int = 0
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from alignment.conventions import Similarity
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
@@ -89,7 +90,7 @@ def evaluate_representations(
     representations: list[Representation],
     split_run_id: int | None,
     *,
-    similarity: str = "dot",
+    similarity: Similarity = "dot",
     n_boot: int = 1000,
 ):
     """A `BeforeAfter` (alignment.model_comparison) over the study's held-out judgments that have a Levels
