@@ -181,11 +181,12 @@ def _bare_finetune(student, batches: list[torch.Tensor]) -> float:
     return time.perf_counter() - start
 
 
-def finetune_overhead(size: int, rounds: int, batch_triplets: int = 8) -> dict:
+def finetune_overhead(size: int, rounds: int, weights: str | None = None, batch_triplets: int = 8) -> dict:
     """Full fine-tuning: ``train_finetune`` vs the bare step, same network and triplet batches."""
     from alignment.finetune import FinetuneConfig, FinetuneTrainer, build_finetune_student, train_finetune
 
     config = FinetuneConfig(
+        weights=weights,
         image_size=size,
         batch_triplets=batch_triplets,
         num_workers=1,
@@ -356,7 +357,7 @@ def main() -> None:
             if "cached" in args.modes:
                 rows.append(overhead(replace(config, image_size=size), args.rounds))
             if "full" in args.modes:
-                rows.append(finetune_overhead(size, args.finetune_rounds))
+                rows.append(finetune_overhead(size, args.finetune_rounds, config.weights))
         print_overhead_table(rows)
     if not args.skip_demo:
         with tempfile.TemporaryDirectory() as work:
