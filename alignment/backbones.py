@@ -214,7 +214,9 @@ def build_timm(arch: str, weights, cache_dir, allow_download: bool) -> tuple[nn.
     module = _timm_feature_model(arch, weights, cache_dir, allow_download)
     overlay = dict(PACKAGED_WEIGHTS[arch].pretrained_cfg_overlay) if arch in PACKAGED_WEIGHTS else {}
     data_config = timm.data.resolve_data_config({**module.pretrained_cfg, **overlay}, model=module)
-    return module, timm.data.create_transform(**data_config, is_training=False), module.num_features
+    # the pooled output's width: MobileNetV3's conv head after pooling makes it head_hidden_size, not num_features
+    width = getattr(module, "head_hidden_size", None) or module.num_features
+    return module, timm.data.create_transform(**data_config, is_training=False), width
 
 
 class _OpenClipImageEncoder(nn.Module):
