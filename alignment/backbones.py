@@ -222,7 +222,10 @@ def build_timm(arch: str, weights, cache_dir, allow_download: bool) -> tuple[nn.
     overlay = dict(PACKAGED_WEIGHTS[arch].pretrained_cfg_overlay) if arch in PACKAGED_WEIGHTS else {}
     data_config = timm.data.resolve_data_config({**_pretrained_cfg(module), **overlay}, model=module)
     transform = timm.data.create_transform(**data_config, is_training=False)
-    return module, transform, cast(int, module.num_features)  # a plain int timm sets on its models
+    # the pooled output's width: MobileNetV3's conv head after pooling makes it head_hidden_size,
+    # not num_features (both plain ints timm sets on its models)
+    width = getattr(module, "head_hidden_size", None) or module.num_features
+    return module, transform, cast(int, width)
 
 
 def _pretrained_cfg(module: nn.Module) -> dict[str, Any]:

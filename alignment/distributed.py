@@ -51,7 +51,9 @@ def init_distributed() -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # ALIGNLAB_DIST_BACKEND=gloo lets several processes share one GPU (nccl refuses that), for checks
+        backend = os.environ.get("ALIGNLAB_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend)
     return DistContext(rank, world_size, local_rank, device)
 
 
