@@ -63,26 +63,22 @@ def load_student_parts(path: str | Path, *, cache_dir=None) -> StudentParts:
     if state.get("format") == "alignlab-finetuned-student":
         from alignment.finetune import load_finetuned
 
-        student, config = load_finetuned(path, cache_dir=cache_dir)
-        network, kind = student.network, "full"
+        finetuned, finetune_config = load_finetuned(path, cache_dir=cache_dir)
+        network, kind, config = finetuned.network, "full", asdict(finetune_config)
+        head, mean_std, identity = finetuned.head, finetuned.mean_std, dict(finetuned.identity)
     else:
         from alignment.student import load_student
 
-        student, config = load_student(path, cache_dir=cache_dir)
-        network, kind = student.source.module, "cached-trunk"  # trunk and rest share this module
-    library, _, architecture = student.identity["backbone"].partition(":")
+        cached, student_config = load_student(path, cache_dir=cache_dir)
+        if cached.source is None:
+            raise ValueError(f"{path} rebuilt a student without its backbone; use load_student's output")
+        network = cached.source.module  # trunk and rest share this module
+        kind, config = "cached-trunk", asdict(student_config)
+        head, mean_std, identity = cached.head, cached.mean_std, dict(cached.identity)
+    library, _, architecture = identity["backbone"].partition(":")
     if library != "timm":
         raise ValueError(f"only timm backbones export as timm checkpoints; this student is {library}:")
-    return StudentParts(
-        architecture,
-        network,
-        student.head,
-        student.mean_std,
-        student.identity["image_size"],
-        kind,
-        asdict(config),
-        dict(student.identity),
-    )
+    return StudentParts(architecture, network, head, mean_std, identity["image_size"], kind, config, identity)
 
 
 def labels_provenance(student_path: str | Path) -> dict:
@@ -174,12 +170,14 @@ def model_card(
         f"- pseudo-labelled triplets: strategy `{label_config.get('strategy', '?')}`, "
         f"{label_config.get('n_triplets', '?')} requested over {len(labels.get('cluster_sizes', [])) or '?'} "
         f"clusters; teacher `{labels.get('teacher_id', '?')}`, temperature {labels.get('temperature', '?')}",
-        f"- image pool digest `{labels.get('pool_digest', '?')}`; features from `{labels.get('backbone', '?')}` "
+        f"- image pool digest `{labels.get('pool_digest', '?')}`; "
+        f"features from `{labels.get('backbone', '?')}` "
         f"(weights `{labels.get('weights_id', '?')}`)",
         "",
         "## Training",
         "",
-        f"- mode: {parts.kind}; base `{parts.identity.get('backbone')}` weights `{parts.identity.get('weights_id')}`",
+        f"- mode: {parts.kind}; base `{parts.identity.get('backbone')}` "
+        f"weights `{parts.identity.get('weights_id')}`",
         f"- input: {size}x{size} bicubic resize, no crop, mean {tuple(parts.mean_std[0])} std "
         f"{tuple(parts.mean_std[1])}",
         "",
@@ -198,7 +196,8 @@ def model_card(
         "from safetensors.torch import load_file",
         f'model = timm.create_model("{arch}", pretrained=True, num_classes=0,',
         f'    pretrained_cfg_overlay=dict(file="{MODEL_FILE}", num_classes=0)).eval()',
-        f'head = load_file("{HEAD_FILE}")  # weight [{parts.head.out_features}, {parts.head.in_features}], bias',
+        f'head = load_file("{HEAD_FILE}")  '
+        f"# weight [{parts.head.out_features}, {parts.head.in_features}], bias",
         "features = model(images)  # images resized (bicubic) to the input size, normalised",
         'embedding = features @ head["weight"].T + head["bias"]  # dot products = triplet similarities',
         "```",

@@ -8,7 +8,8 @@ Every vector is cached under a key made of (backbone name, weights hash, preproc
 sha256 of the image file's bytes, so re-runs load from disk and new images compute only what is
 missing; renaming or moving a file does not invalidate it, editing its pixels does. Images decode in a
 DataLoader's worker processes while the main process runs the network under ``torch.inference_mode``
-(channels-last memory format, which is faster for convolutional backbones on CPU; on the GPU when CUDA is present).
+(channels-last memory format, which is faster for convolutional backbones on CPU; on the GPU when CUDA is
+present).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def _run_network(
         persistent_workers=False,
         pin_memory=device.type == "cuda",
     )
-    network = network.to(device, memory_format=torch.channels_last)
+    # Module.to accepts a device and a memory format together at runtime, but no typed overload has both
+    network = network.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     outputs, done = [], 0
     try:
         with torch.inference_mode():

@@ -289,7 +289,7 @@ def _frozen_parts(network: nn.Module, from_stage: int) -> list[nn.Module]:
         return []
     if from_stage > len(blocks):
         raise ValueError(f"train_from_stage must be in [0, {len(blocks)}]; got {from_stage}")
-    stem = [network.conv_stem, network.bn1]
+    stem = [network.get_submodule("conv_stem"), network.get_submodule("bn1")]
     return [*stem, *blocks[:from_stage]] if from_stage else []
 
 
@@ -392,7 +392,8 @@ class FinetuneTrainer:
         total = torch.zeros((), device=self.ctx.device)
         for index, (images, targets) in enumerate(micro_batches):
             last = index == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or not self.ctx.is_distributed else self.model.no_sync()
+            ddp = self.model if isinstance(self.model, nn.parallel.DistributedDataParallel) else None
+            sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
             with sync:
                 per_triplet = self.triplet_losses(images, targets)
                 (per_triplet.sum() * scale).backward()
@@ -465,7 +466,8 @@ def train_finetune(
     ctx: DistContext | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Distil ``labels`` into the whole ``student`` on ``pool`` images, resuming from ``out_dir/checkpoint.pt``.
+    """Distil ``labels`` into the whole ``student`` on ``pool`` images, resuming from
+    ``out_dir/checkpoint.pt``.
 
     ``stop_after`` ends the run (checkpointed) after that many global steps in total, e.g. to fit a time
     slot; calling again resumes exactly where it stopped."""
@@ -480,7 +482,8 @@ def train_finetune(
     if ctx.is_main:
         config.save(out_dir / "finetune_config.json")
     end = plan.total_steps if stop_after is None else min(plan.total_steps, stop_after)
-    counts = {"start": time.perf_counter(), "first": step, "triplets": 0}
+    started = time.perf_counter()
+    counts = {"first": step, "triplets": 0}
     loss = float("nan")
     while step < end:
         batches = iter(trainer.loader(step))
@@ -490,7 +493,7 @@ def train_finetune(
             step += 1
             counts["triplets"] += config.batch_triplets
             if step % config.log_every == 0 or step == end:
-                history.append(_report(trainer, step, loss, counts, progress))
+                history.append(_report(trainer, step, loss, started, counts, progress))
             if ctx.is_main and (step % config.checkpoint_every == 0 or step == end):
                 trainer.checkpoint(out_dir / "checkpoint.pt", step, history)
         del batches  # shut the epoch's workers down before the next loader starts
@@ -499,18 +502,21 @@ def train_finetune(
     if ctx.is_main and step == plan.total_steps:
         save_finetuned(student, config, student_path)
         atomic_write(out_dir / "history.json", json.dumps(history, indent=1).encode())
-    seconds = time.perf_counter() - counts["start"]
+    seconds = time.perf_counter() - started
     return TrainResult(step, loss, seconds, counts["triplets"], 3 * counts["triplets"], student_path, history)
 
 
-def _report(trainer: FinetuneTrainer, step: int, loss: float, counts: dict, progress) -> dict:
-    elapsed = time.perf_counter() - counts["start"]
-    entry = {"step": step, "loss": loss, "lr": trainer.scheduler.get_last_lr()[0], "elapsed_s": elapsed}
+def _report(
+    trainer: FinetuneTrainer, step: int, loss: float, started: float, counts: dict[str, int], progress
+) -> dict:
+    elapsed = time.perf_counter() - started
+    lr = float(trainer.scheduler.get_last_lr()[0])
+    entry = {"step": step, "loss": loss, "lr": lr, "elapsed_s": elapsed}
     if progress is not None and trainer.ctx.is_main:
         done, total = step - counts["first"], trainer.plan.total_steps
         rate = counts["triplets"] / max(elapsed, 1e-9)
         eta = elapsed / max(done, 1) * (total - step)
-        progress(Progress(step, total, loss, entry["lr"], elapsed, eta, rate, 3 * rate))
+        progress(Progress(step, total, loss, lr, elapsed, eta, rate, 3 * rate))
     return entry
 
 

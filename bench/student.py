@@ -313,7 +313,8 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
         embeddings[name] = student_embeddings(student, acts.activations)
         fidelity[name] = (before, label_accuracy(student, acts.activations, val_sets[space]))
         lap(
-            f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, {result.images_seen} images)"
+            f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, "
+            f"{result.images_seen} images)"
         )
     rows, human = _eval_inputs(db, images, test)
     table = compare_models(embeddings, rows, **human, n_boot=1000)
@@ -331,7 +332,8 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
         print(table.results_table()[shown].to_string(index=False))
     for name, (before, after) in fidelity.items():
         print(
-            f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets {before:.3f} -> {after:.3f}"
+            f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets "
+            f"{before:.3f} -> {after:.3f}"
         )
     print(
         "gains over base:",

@@ -38,7 +38,8 @@ def _export(args: argparse.Namespace) -> int:
         run = finished_run(db, args.run, "student")
         weights = data_home() / run.artifacts["student"]
         evaluation, table_run = _evaluation_rows(db, args.run, args.eval_run)
-        note = f"AlignLab run {run.id} (study `{run.config.get('study')}`, label space `{run.config.get('space')}`)"
+        study, space = run.config.get("study"), run.config.get("space")
+        note = f"AlignLab run {run.id} (study `{study}`, label space `{space}`)"
         if table_run is not None:
             note += f"; evaluation from run {table_run}."
         cache_dir = data_home() / WEIGHTS_DIR

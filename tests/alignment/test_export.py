@@ -1,4 +1,5 @@
-"""Export: plain timm loads the checkpoint and, with the exported head, reproduces the student's embeddings."""
+"""Export: plain timm loads the checkpoint and, with the exported head, reproduces the student's
+embeddings."""
 
 import json
 
