@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import random
 import tempfile
 import threading
@@ -308,6 +309,26 @@ def _compare_with_database(db: Database, tallies: list[tuple[str, Tally]]) -> di
 
 
 # ---- set-ups ------------------------------------------------------------------------------------------
+def wait_until_idle(servers: list[AppServer], timeout_s: float = 180.0) -> float:
+    """Wait until the app processes are idle (< 10 % of a core over 2 s): a fresh process compiles UMAP in
+    the background first, which would otherwise be measured as ack latency. Returns the seconds waited."""
+    started = time.time()
+
+    def cpu_seconds() -> float:
+        total = 0.0
+        for server in servers:
+            fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    while time.time() - started < timeout_s:
+        before = cpu_seconds()
+        time.sleep(2)
+        if (cpu_seconds() - before) / 2 < 0.1 * len(servers):
+            break
+    return time.time() - started
+
+
 def _study(db: Database, home: Path, answers: int) -> None:
     per_block = max(4, answers // 2)
     make_study(
@@ -327,6 +348,7 @@ def run_one_process(args, fault: str) -> dict:
     db = prepare_home(home)
     _study(db, home, args.answers)
     server = AppServer(home, extra_env={"ALIGNLAB_SECRET_KEY": SHARED_KEY}).start()
+    wait_until_idle([server])
 
     def restart(new_key: str | None) -> None:
         server.kill()
@@ -350,6 +372,7 @@ def run_two_processes(args, fault: str) -> dict:
         db = Database.from_url(postgres.url)
         _study(db, home, args.answers)
         setup = TwoProcessDeployment(home, postgres).start()
+        wait_until_idle(setup.apps)
 
         def restart(new_key: str | None) -> None:
             victim = setup.apps[0]
