@@ -234,8 +234,6 @@ def test_bodies_over_the_limit_are_refused_by_content_length_before_reading(clie
 def test_bodies_over_the_limit_are_refused_while_streaming(db, home):
     """No Content-Length (chunked): the server stops reading at the limit instead of buffering 300 MB.
     Driven as raw ASGI, because the test client buffers a streamed body before the app sees it."""
-    import asyncio
-
     app = Starlette(routes=api.api_routes("/api", lambda: db, KEY))
     chunk, total = 4096, 300 * 2**20
     received, sent = [0], []
@@ -261,11 +259,32 @@ def test_bodies_over_the_limit_are_refused_while_streaming(db, home):
         "root_path": "",
     }
     before = snapshot(db)
-    asyncio.run(app(scope, receive, send))
+    _run_in_a_fresh_loop(lambda: app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert b"limit" in sent[1]["body"]
     assert received[0] <= api.MAX_BODY_BYTES + chunk  # stopped at the limit, not after 300 MB
     assert snapshot(db) == before
+
+
+def _run_in_a_fresh_loop(make_coroutine) -> None:
+    """asyncio.run in its own thread: a session-wide Playwright (browser tests in the same pytest process)
+    keeps an event loop running in the main thread, where asyncio.run refuses to start."""
+    import asyncio
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(make_coroutine())
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 @pytest.mark.parametrize("path", ["/api/responses", "/api/events"])
