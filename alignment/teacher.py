@@ -32,13 +32,14 @@ import numpy as np
 import torch
 
 from alignment.conventions import (
+    anchor_similarities,
     check_triplets,
     correct_choices,
     entropy,
     pair_similarities,
     triplet_probabilities,
 )
-from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
+from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_data_split
 from alignment.teacher_optimiser import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
@@ -189,7 +190,7 @@ def _standardisation(features: np.ndarray) -> tuple[float, float]:
 def _initial_scale(train: ImageSet, basis: torch.Tensor) -> float:
     """Scale s of W = s I that gives the initial training-pair similarities unit standard deviation."""
     with torch.no_grad():
-        spread = float(AffineTransform(basis, 1.0, use_bias=False).sims(train).std())
+        spread = float(AffineTransform(basis, 1.0, use_bias=False).pair_values(train).std())
     return 1.0 / np.sqrt(spread) if spread > 0 else 1.0
 
 
@@ -197,21 +198,24 @@ def _split_data(data: TripletData, n_images: int, val: TripletData | None, confi
     if val is not None or config.val_fraction == 0:
         return data, val
     if config.object_disjoint:
-        train_rows, val_rows = object_disjoint_split(
-            data.triplets, n_images, config.val_fraction, config.seed
-        )
-    else:
-        train_rows, val_rows = random_split(len(data.triplets), config.val_fraction, config.seed)
-    return data.subset(train_rows), data.subset(val_rows)
+        return object_disjoint_split(data, n_images, config.val_fraction, config.seed)
+    return random_data_split(data, config.val_fraction, config.seed)
 
 
-def _validated(features, triplets, choice_probs) -> tuple[np.ndarray, TripletData]:
+def _validated(features, triplets, choice_probs, anchors) -> tuple[np.ndarray, TripletData]:
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or not np.isfinite(features).all():
         raise ValueError(f"features must be a finite [n, D] array; got shape {features.shape}")
-    triplets = check_triplets(triplets, len(features))
+    triplets = check_triplets(np.empty((0, 3), np.int64) if triplets is None else triplets, len(features))
+    anchors = check_triplets(
+        np.empty((0, 3), np.int64) if anchors is None else anchors, len(features), "anchor"
+    )
+    if len(triplets) + len(anchors) == 0:
+        raise ValueError(
+            "the teacher needs judgments: odd-one-out triplets, anchor rows (head, close, far) or both"
+        )
     probs = None if choice_probs is None else check_choice_probs(choice_probs, len(triplets))
-    return features, TripletData(triplets, probs)
+    return features, TripletData(triplets, probs, anchors)
 
 
 @dataclass
@@ -226,7 +230,7 @@ class _Problem:
 
 
 def _build_problem(standardised, train_data, val_data, soft: bool, config: TeacherConfig) -> _Problem:
-    train_rows = np.unique(train_data.triplets)
+    train_rows = train_data.images()
     if config.optimizer == "lbfgs" and len(train_rows) > config.max_full_batch_images:
         raise ValueError(
             f"{len(train_rows)} distinct training images exceed max_full_batch_images="
@@ -282,7 +286,7 @@ def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfi
         rounds = lbfgs_rounds(params, objective, config.lr or 1.0, config.eval_every)
     else:
         generator = torch.Generator().manual_seed(config.seed)
-        n_train = len(objective.train.t)
+        n_train = len(objective.train)
 
         def batch_loss() -> torch.Tensor:
             if config.batch_size is None or config.batch_size >= n_train:
@@ -303,43 +307,53 @@ def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfi
 def _validation_report(
     standardised, weight, bias, val: TripletData | None, config: TeacherConfig
 ) -> tuple[float, dict]:
-    """Fit the temperature on val and describe calibration there; T = 1 when there is no val set."""
+    """Fit the temperature on val and describe calibration there; T = 1 when there is no val set.
+
+    Odd-one-out figures (val_accuracy, cross-entropy, ECE, entropies) are over the val triplets; anchor rows
+    add val_anchor_accuracy (share with s(head, close) > s(head, far)) and share the temperature."""
     if val is None or config.temperature_fit == "none":
         return 1.0, {"temperature_method": "none"}
-    rows, compact = np.unique(val.triplets, return_inverse=True)  # transform only the val images
-    sims = pair_similarities(standardised[rows] @ weight.T + bias, compact.reshape(-1, 3))
+    rows = val.images()  # transform only the val images
+    z = np.zeros((int(rows.max()) + 1, weight.shape[0]), np.float32)
+    z[rows] = standardised[rows] @ weight.T + bias
+    sims, anchor_sims = pair_similarities(z, val.triplets), anchor_similarities(z, val.anchors)
     method = "nll" if config.temperature_fit == "auto" else config.temperature_fit
-    temperature = fit_temperature(sims, val.choice_probs, method)
-    probs = triplet_probabilities(sims, temperature)
-    report = {
-        "temperature_method": method,
-        "val_accuracy": float(correct_choices(sims).mean()),
-        "val_cross_entropy": cross_entropy(sims, human_targets(len(sims), val.choice_probs), temperature),
-        "val_ece": expected_calibration_error(probs),
-        "val_model_entropy": float(entropy(probs).mean()),
-    }
-    if val.choice_probs is not None:
-        report["val_human_entropy"] = float(entropy(val.choice_probs).mean())
+    temperature = fit_temperature(sims, val.choice_probs, method, anchor_sims)
+    report: dict = {"temperature_method": method}
+    if len(sims):
+        probs = triplet_probabilities(sims, temperature)
+        report |= {
+            "val_accuracy": float(correct_choices(sims).mean()),
+            "val_cross_entropy": cross_entropy(sims, human_targets(len(sims), val.choice_probs), temperature),
+            "val_ece": expected_calibration_error(probs),
+            "val_model_entropy": float(entropy(probs).mean()),
+        }
+        if val.choice_probs is not None:
+            report["val_human_entropy"] = float(entropy(val.choice_probs).mean())
+    if len(anchor_sims):
+        report["val_anchor_accuracy"] = float(correct_choices(anchor_sims).mean())
     return temperature, report
 
 
 def fit_teacher(
     features: np.ndarray,
-    triplets: np.ndarray,
+    triplets: np.ndarray | None,
     *,
     choice_probs: np.ndarray | None = None,
+    anchors: np.ndarray | None = None,
     config: TeacherConfig = TeacherConfig(),
     val: TripletData | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Teacher:
-    """Fit the affine teacher on human triplets (odd one out last); see the module docstring.
+    """Fit the affine teacher on human triplets (odd one out last) and/or anchor rows (head, close, far) in
+    one likelihood; see the module docstring.
 
-    ``val``: explicit validation triplets (row indices into the same ``features``); when None,
-    ``config.val_fraction`` of the triplets (or of the images, if ``config.object_disjoint``) is held out.
+    ``val``: explicit validation judgments (row indices into the same ``features``); when None,
+    ``config.val_fraction`` of the judgments (or of the images, if ``config.object_disjoint``) is held out.
     """
-    features, data = _validated(features, triplets, choice_probs)
+    features, data = _validated(features, triplets, choice_probs, anchors)
     if val is not None:
-        val = _validated(features, val.triplets, val.choice_probs)[1]
+        val = _validated(features, val.triplets, val.choice_probs, val.anchors)[1]
     soft = config.loss == "soft" or (config.loss == "auto" and data.choice_probs is not None)
     if soft and data.choice_probs is None:
         raise ValueError(
@@ -359,9 +373,11 @@ def fit_teacher(
     summary = {
         "loss": "soft" if soft else "hard",
         "n_train_triplets": len(train_data.triplets),
+        "n_train_anchors": len(train_data.anchors),
         "n_train_images": len(objective.train.y),
         "subspace_dim": objective.transform.basis.shape[1],
         "n_val_triplets": 0 if val_data is None else len(val_data.triplets),
+        "n_val_anchors": 0 if val_data is None else len(val_data.anchors),
         "steps": history[-1]["step"] if history else 0,
         "fit_seconds": round(fit_seconds, 3),
         **search,
