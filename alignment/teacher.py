@@ -39,13 +39,21 @@ from alignment.conventions import (
     pair_similarities,
     triplet_probabilities,
 )
-from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_data_split
+from alignment.splits import (
+    TripletData,
+    check_choice_probs,
+    image_folds,
+    object_disjoint_split,
+    random_data_split,
+)
 from alignment.teacher_optimiser import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
 from alignment.triplet_metrics import expected_calibration_error
 from common.atomic import atomic_write
 from common.config import LoadableConfig
+
+MIN_FOLD_VAL_JUDGMENTS = 30  # below this a fold's validation loss is too noisy to choose a weight on
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class TeacherConfig(LoadableConfig):
 
     loss: str = "auto"  # "hard" (NLL, pair (0,1) is the target), "soft" (KL to choice_probs), "auto"
     # lambda for ||W - mean(diag W) I||^2 + ||b||^2; None = pick from reg_weight_grid by validation loss
+    # (image cross-validation, see fit_teacher)
     reg_weight: float | None = None
     reg_weight_grid: tuple[float, ...] = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0)
     local_weight: float = 0.0  # alpha for gLocal's local neighbourhood term (0 = off)
@@ -68,7 +77,12 @@ class TeacherConfig(LoadableConfig):
     eval_every: int = 5  # steps between validation checks (L-BFGS iterations per check)
     patience: int = 3  # validation checks without improvement before stopping
     min_delta: float = 1e-4
-    val_fraction: float = 0.1  # of triplets; of images when object_disjoint
+    # folds over images for choosing reg_weight (0 = a held-out val_fraction instead): each fold validates on
+    # images no fit in it saw, which is what a teacher is for (a random val split rewards memorising images)
+    cv_folds: int = 5
+    val_fraction: float = (
+        0.1  # of judgments; of images when object_disjoint (hold-out selection and fixed weights)
+    )
     object_disjoint: bool = False
     # "nll" (= "auto"): minimise the val cross-entropy to the human choices, which matches the teacher's
     # entropy to the humans' in expectation even with one response per triplet; "entropy": match the mean
@@ -100,10 +114,12 @@ class TeacherConfig(LoadableConfig):
             or not weights
             or min(weights) < 0
             or not 0 <= self.val_fraction < 1
+            or self.cv_folds == 1
+            or self.cv_folds < 0
         ):
             raise ValueError(
                 "TeacherConfig needs 0 <= local_weight < 1, reg weights >= 0 (a non-empty grid when "
-                "reg_weight is None), 0 <= val_fraction < 1"
+                "reg_weight is None), 0 <= val_fraction < 1, cv_folds 0 (off) or >= 2"
             )
 
 
@@ -249,34 +265,158 @@ def _build_problem(standardised, train_data, val_data, soft: bool, config: Teach
     return _Problem(basis, _initial_scale(train, basis), train, val, local)
 
 
-def _fit_candidates(problem: _Problem, config: TeacherConfig, progress) -> tuple[Objective, list[dict], dict]:
-    """Fit once per candidate regulariser weight; keep the one with the lowest validation loss."""
-    weights = (config.reg_weight,) if config.reg_weight is not None else config.reg_weight_grid
-    if len(weights) > 1 and problem.val is None:
-        raise ValueError(
-            "choosing reg_weight from the grid needs validation triplets: set reg_weight or val_fraction"
-        )
-    best, scores = None, {}
-    for index, weight in enumerate(weights):
+@dataclass
+class _Candidate:
+    """One point of a regularisation path: its weight, validation loss, parameters and val similarities."""
+
+    weight: float
+    val_loss: float
+    params: list[torch.Tensor]
+    history: list[dict]
+    val_sims: tuple[np.ndarray, np.ndarray]
+
+
+class _WarmPath:
+    """The regularisation path of one train/val problem, strongest weight first, each fit starting from the
+    previous solution: a strongly pulled fit converges in a few steps from the identity, and each weaker one
+    in a few steps from its neighbour, so a whole path costs about one cold fit."""
+
+    def __init__(self, problem: _Problem, config: TeacherConfig):
         torch.manual_seed(config.seed)
-        transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
-        objective = Objective(transform, problem.train, weight, config.local_weight, problem.local)
-        overall = None
-        if progress is not None:
+        self.problem, self.config = problem, config
+        self.transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
 
-            def overall(step, total, index=index):  # one progress bar across all candidates
-                progress(index * total + step, len(weights) * total)
+    def fit(self, weight: float, progress) -> _Candidate:
+        problem = self.problem
+        objective = Objective(self.transform, problem.train, weight, self.config.local_weight, problem.local)
+        history = _run(objective, problem.val, self.config, progress)
+        with torch.no_grad():
+            sims = tuple(s.numpy().astype(np.float64) for s in self.transform.sims(problem.val))
+        return _Candidate(
+            weight,
+            objective.data_loss(problem.val),
+            [p.detach().clone() for p in self.transform.params],
+            history,
+            sims,
+        )
 
-        history = _run(objective, problem.val, config, overall)
-        scores[weight] = min([h["check_loss"] for h in history] + [float("inf")])
-        if best is None or scores[weight] < best[2]:
-            best = (objective, history, scores[weight], weight)
-    objective, history, _, chosen = best
-    return (
-        objective,
-        history,
-        {"reg_weight": chosen, "reg_weight_val_loss": {str(k): v for k, v in scores.items()}},
+    def restore(self, candidate: _Candidate) -> None:
+        with torch.no_grad():
+            for param, value in zip(self.transform.params, candidate.params, strict=True):
+                param.copy_(value)
+
+
+def _strongest_first(config: TeacherConfig) -> list[float]:
+    return sorted(config.reg_weight_grid, reverse=True)
+
+
+def _overall_progress(progress, index: int, count: int):
+    """One progress bar across ``count`` fits."""
+    if progress is None:
+        return None
+    return lambda step, total: progress(index * total + step, count * total)
+
+
+def _select_on_holdout(
+    problem: _Problem, config: TeacherConfig, progress
+) -> tuple[Objective, list[dict], dict]:
+    """Walk the regularisation path on one validation set; stop when the validation loss stops improving."""
+    path, weights = _WarmPath(problem, config), _strongest_first(config)
+    best, losses = None, {}
+    for index, weight in enumerate(weights):
+        candidate = path.fit(weight, _overall_progress(progress, index, len(weights)))
+        losses[weight] = candidate.val_loss
+        if best is not None and not candidate.val_loss < best.val_loss:
+            break
+        best = candidate
+    path.restore(best)
+    objective = Objective(path.transform, problem.train, best.weight, config.local_weight, problem.local)
+    selection = {"method": "holdout", "path": "strongest first, warm starts, stop when val loss rises"}
+    return objective, best.history, _search_summary(best.weight, losses, selection)
+
+
+def _search_summary(chosen: float, losses: dict[float, float], selection: dict) -> dict:
+    return {
+        "reg_weight": chosen,
+        "reg_weight_val_loss": {str(k): v for k, v in losses.items()},
+        "selection": selection,
+    }
+
+
+@dataclass
+class _FoldSearch:
+    """The outcome of image cross-validation: the chosen weight, mean and per-fold losses, and the pooled
+    out-of-fold similarities at the chosen weight (for the temperature and calibration report)."""
+
+    weight: float
+    mean_losses: dict[float, float]
+    selection: dict
+    val: TripletData
+    val_sims: tuple[np.ndarray, np.ndarray]
+
+
+def _cross_validate(
+    standardised: np.ndarray, data: TripletData, soft: bool, config: TeacherConfig, progress
+) -> _FoldSearch | str:
+    """k object-disjoint image folds; all folds walk the path together (strongest first, warm starts) and
+    stop when the mean validation loss over folds stops improving. Returns why not, when the study is too
+    small for folds with at least ``MIN_FOLD_VAL_JUDGMENTS`` validation judgments each."""
+    try:
+        folds = image_folds(data, len(standardised), config.cv_folds, config.seed)
+    except ValueError as error:
+        return str(error)
+    smallest = min(len(val) for _, val, _ in folds)
+    if smallest < MIN_FOLD_VAL_JUDGMENTS:
+        needed = int(np.ceil(len(data.images()) * (MIN_FOLD_VAL_JUDGMENTS / max(smallest, 1)) ** (1 / 3)))
+        return (
+            f"{config.cv_folds} image folds leave {smallest} validation judgments in the smallest fold "
+            f"(need {MIN_FOLD_VAL_JUDGMENTS}); about {needed} judged images at this density would do"
+        )
+    paths = [
+        _WarmPath(_build_problem(standardised, train, val, soft, config), config) for train, val, _ in folds
+    ]
+    weights, per_fold, best, candidates = _strongest_first(config), {}, None, {}
+    for index, weight in enumerate(weights):
+        fitted = [
+            path.fit(weight, _overall_progress(progress, index * len(paths) + f, len(weights) * len(paths)))
+            for f, path in enumerate(paths)
+        ]
+        per_fold[weight] = [c.val_loss for c in fitted]
+        candidates[weight] = fitted
+        mean = float(np.mean(per_fold[weight]))
+        if best is not None and not mean < float(np.mean(per_fold[best])):
+            break
+        best = weight
+    val = TripletData(
+        np.concatenate([v.triplets for _, v, _ in folds]),
+        None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
+        np.concatenate([v.anchors for _, v, _ in folds]),
     )
+    sims = tuple(np.concatenate([c.val_sims[kind] for c in candidates[best]]) for kind in (0, 1))
+    selection = {
+        "method": "image_cv",
+        "folds": config.cv_folds,
+        "path": "strongest first, warm starts, stop when the mean val loss rises",
+        "fold_images": [int(len(images)) for _, _, images in folds],
+        "fold_train_judgments": [len(train) for train, _, _ in folds],
+        "fold_val_judgments": [len(val) for _, val, _ in folds],
+        "fold_val_loss": {str(w): losses for w, losses in per_fold.items()},
+        "fold_steps": {
+            str(w): [c.history[-1]["step"] if c.history else 0 for c in fitted]
+            for w, fitted in candidates.items()
+        },
+    }
+    return _FoldSearch(best, {w: float(np.mean(v)) for w, v in per_fold.items()}, selection, val, sims)
+
+
+def _fit_at(
+    problem: _Problem, weight: float, config: TeacherConfig, progress
+) -> tuple[Objective, list[dict]]:
+    """One fit at a fixed regulariser weight (early stopping on val, or on the training objective)."""
+    torch.manual_seed(config.seed)
+    transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
+    objective = Objective(transform, problem.train, weight, config.local_weight, problem.local)
+    return objective, _run(objective, problem.val, config, progress)
 
 
 def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfig, progress) -> list[dict]:
@@ -304,19 +444,23 @@ def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfi
     return optimise(rounds, stopper, check, config.max_steps, progress)
 
 
+def _holdout_sims(standardised, weight, bias, val: TripletData) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted model's similarities on the val judgments (only the val images are transformed)."""
+    rows = val.images()
+    z = np.zeros((int(rows.max()) + 1, weight.shape[0]), np.float32)
+    z[rows] = standardised[rows] @ weight.T + bias
+    return pair_similarities(z, val.triplets), anchor_similarities(z, val.anchors)
+
+
 def _validation_report(
-    standardised, weight, bias, val: TripletData | None, config: TeacherConfig
+    sims: np.ndarray, anchor_sims: np.ndarray, val: TripletData, config: TeacherConfig
 ) -> tuple[float, dict]:
-    """Fit the temperature on val and describe calibration there; T = 1 when there is no val set.
+    """Fit the temperature on the val similarities and describe calibration there.
 
     Odd-one-out figures (val_accuracy, cross-entropy, ECE, entropies) are over the val triplets; anchor rows
     add val_anchor_accuracy (share with s(head, close) > s(head, far)) and share the temperature."""
-    if val is None or config.temperature_fit == "none":
+    if config.temperature_fit == "none":
         return 1.0, {"temperature_method": "none"}
-    rows = val.images()  # transform only the val images
-    z = np.zeros((int(rows.max()) + 1, weight.shape[0]), np.float32)
-    z[rows] = standardised[rows] @ weight.T + bias
-    sims, anchor_sims = pair_similarities(z, val.triplets), anchor_similarities(z, val.anchors)
     method = "nll" if config.temperature_fit == "auto" else config.temperature_fit
     temperature = fit_temperature(sims, val.choice_probs, method, anchor_sims)
     report: dict = {"temperature_method": method}
@@ -348,8 +492,11 @@ def fit_teacher(
     """Fit the affine teacher on human triplets (odd one out last) and/or anchor rows (head, close, far) in
     one likelihood; see the module docstring.
 
-    ``val``: explicit validation judgments (row indices into the same ``features``); when None,
-    ``config.val_fraction`` of the judgments (or of the images, if ``config.object_disjoint``) is held out.
+    How the regulariser weight is chosen (``summary["selection"]``): with an explicit ``val``, on it; with a
+    fixed ``config.reg_weight``, nothing is chosen and ``val_fraction`` of the judgments is held out for early
+    stopping and the temperature; otherwise by ``config.cv_folds`` object-disjoint image folds (the final fit
+    uses every judgment, the temperature the pooled out-of-fold similarities), falling back to a held-out
+    ``val_fraction`` -- with the reason stated -- when the study is too small for image folds.
     """
     features, data = _validated(features, triplets, choice_probs, anchors)
     if val is not None:
@@ -359,17 +506,41 @@ def fit_teacher(
         raise ValueError(
             "TeacherConfig.loss='soft' needs choice_probs (human choice distributions per triplet)"
         )
-    train_data, val_data = _split_data(data, len(features), val, config)
     mean, std = _standardisation(features)
     standardised = (features - mean) / std
-    torch.manual_seed(config.seed)
     start = time.perf_counter()
     with _torch_threads(config.num_threads):
-        problem = _build_problem(standardised, train_data, val_data, soft, config)
-        objective, history, search = _fit_candidates(problem, config, progress)
+        folds, fallback = None, None
+        if val is None and config.reg_weight is None and config.cv_folds:
+            folds = _cross_validate(standardised, data, soft, config, progress)
+            if isinstance(folds, str):
+                folds, fallback = None, folds
+        if folds is not None:
+            train_data, val_data = data, folds.val
+            problem = _build_problem(standardised, data, None, soft, config)
+            objective, history = _fit_at(problem, folds.weight, config, None)
+            search = _search_summary(folds.weight, folds.mean_losses, folds.selection)
+        else:
+            train_data, val_data = _split_data(data, len(features), val, config)
+            problem = _build_problem(standardised, train_data, val_data, soft, config)
+            if config.reg_weight is None:
+                if problem.val is None:
+                    raise ValueError(
+                        "choosing reg_weight needs validation judgments: set reg_weight, cv_folds or val_fraction"
+                    )
+                objective, history, search = _select_on_holdout(problem, config, progress)
+                if fallback:
+                    search["selection"]["why_not_image_cv"] = fallback
+            else:
+                objective, history = _fit_at(problem, config.reg_weight, config, progress)
+                search = {"reg_weight": config.reg_weight, "selection": {"method": "fixed"}}
     fit_seconds = time.perf_counter() - start
     weight, bias = objective.transform.weight_bias()
-    temperature, report = _validation_report(standardised, weight, bias, val_data, config)
+    if val_data is None:
+        temperature, report = 1.0, {"temperature_method": "none"}
+    else:
+        sims = folds.val_sims if folds is not None else _holdout_sims(standardised, weight, bias, val_data)
+        temperature, report = _validation_report(*sims, val_data, config)
     summary = {
         "loss": "soft" if soft else "hard",
         "n_train_triplets": len(train_data.triplets),
@@ -378,6 +549,7 @@ def fit_teacher(
         "subspace_dim": objective.transform.basis.shape[1],
         "n_val_triplets": 0 if val_data is None else len(val_data.triplets),
         "n_val_anchors": 0 if val_data is None else len(val_data.anchors),
+        "val_images": "unseen (out-of-fold)" if folds is not None else "held out by the split",
         "steps": history[-1]["step"] if history else 0,
         "fit_seconds": round(fit_seconds, 3),
         **search,

@@ -14,7 +14,7 @@ from alignment.conventions import (
     pair_similarities,
     triplet_probabilities,
 )
-from alignment.splits import TripletData, object_disjoint_split
+from alignment.splits import TripletData, image_folds, object_disjoint_split
 from alignment.synthetic import planted_anchor_rows, planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 from alignment.teacher_losses import identity_regulariser
@@ -125,8 +125,14 @@ def test_regulariser_weight_is_chosen_on_validation_when_data_are_scarce():
     triplets = np.take_along_axis(triplets, orders[chosen], axis=1)
     train, test = triplets[:400], triplets[400:]
     auto = fit_teacher(x, train, config=TeacherConfig(num_threads=1))
+    selection = auto.summary["selection"]  # 400 triplets over 200 images: too few for image folds, said so
+    assert (
+        selection["method"] == "holdout"
+        and "validation judgments in the smallest fold" in selection["why_not_image_cv"]
+    )
     losses = auto.summary["reg_weight_val_loss"]
-    assert set(losses) == {str(w) for w in TeacherConfig().reg_weight_grid}
+    strongest_first = [str(w) for w in sorted(TeacherConfig().reg_weight_grid, reverse=True)]
+    assert list(losses) == strongest_first[: len(losses)]  # the path stopped once val loss rose
     assert auto.summary["reg_weight"] >= 1.0 and losses[str(auto.summary["reg_weight"])] == min(
         losses.values()
     )
@@ -192,6 +198,33 @@ def test_object_disjoint_validation_never_shares_images(planted):
     config = TeacherConfig(object_disjoint=True, val_fraction=0.3, reg_weight=1e-3, num_threads=1)
     teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
     assert teacher.summary["n_val_triplets"] == pytest.approx(0.3**3 * N_TRAIN, rel=0.25)
+
+
+def test_image_folds_never_put_an_image_on_both_sides(planted):
+    anchors = planted_anchor_rows(planted.human_embedding, 5000, planted.temperature, seed=5)
+    data = TripletData(planted.triplets, anchors=anchors)
+    folds = image_folds(data, 300, 5, seed=0)
+    assert len(folds) == 5
+    held_out = np.concatenate([images for _, _, images in folds])
+    assert sorted(held_out) == sorted(data.images())  # every used image is validated on exactly once
+    for train, val, images in folds:
+        assert len(val.triplets) and len(val.anchors) and len(train.triplets) and len(train.anchors)
+        assert not set(train.images()) & set(val.images())
+        assert set(val.images()) <= set(images)
+
+
+def test_regulariser_is_chosen_by_image_cross_validation_by_default(planted):
+    config = TeacherConfig(num_threads=1)
+    teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
+    selection = teacher.summary["selection"]
+    assert selection["method"] == "image_cv" and selection["folds"] == config.cv_folds == 5
+    assert sum(selection["fold_images"]) == 300
+    assert all(len(losses) == 5 for losses in selection["fold_val_loss"].values())
+    means = teacher.summary["reg_weight_val_loss"]
+    assert means[str(teacher.summary["reg_weight"])] == min(means.values())
+    assert teacher.summary["n_train_triplets"] == N_TRAIN  # the final fit uses every judgment
+    assert teacher.summary["val_images"] == "unseen (out-of-fold)"
+    assert abs(_test_accuracy(teacher, planted) - _planted_accuracy(planted)) < 0.01
 
 
 def test_config_loads_from_toml_and_rejects_nonsense(tmp_path):
