@@ -358,9 +358,10 @@ class _FoldSearch:
 def _cross_validate(
     standardised: np.ndarray, data: TripletData, soft: bool, config: TeacherConfig, progress
 ) -> _FoldSearch | str:
-    """k object-disjoint image folds; all folds walk the path together (strongest first, warm starts) and
-    stop when the mean validation loss over folds stops improving. Returns why not, when the study is too
-    small for folds with at least ``MIN_FOLD_VAL_JUDGMENTS`` validation judgments each."""
+    """k object-disjoint image folds; each walks the path (strongest first, warm starts) until its validation
+    loss rises, and the weight with the lowest mean validation loss over the weights every fold reached is
+    chosen. Returns why not, when the study is too small for folds with at least ``MIN_FOLD_VAL_JUDGMENTS``
+    validation judgments each."""
     try:
         folds = image_folds(data, len(standardised), config.cv_folds, config.seed)
     except ValueError as error:
@@ -372,41 +373,43 @@ def _cross_validate(
             f"{config.cv_folds} image folds leave {smallest} validation judgments in the smallest fold "
             f"(need {MIN_FOLD_VAL_JUDGMENTS}); about {needed} judged images at this density would do"
         )
-    paths = [
-        _WarmPath(_build_problem(standardised, train, val, soft, config), config) for train, val, _ in folds
-    ]
-    weights, per_fold, best, candidates = _strongest_first(config), {}, None, {}
-    for index, weight in enumerate(weights):
-        fitted = [
-            path.fit(weight, _overall_progress(progress, index * len(paths) + f, len(weights) * len(paths)))
-            for f, path in enumerate(paths)
-        ]
-        per_fold[weight] = [c.val_loss for c in fitted]
-        candidates[weight] = fitted
-        mean = float(np.mean(per_fold[weight]))
-        if best is not None and not mean < float(np.mean(per_fold[best])):
-            break
-        best = weight
+    weights, per_fold, fold_sims, fold_steps = _strongest_first(config), [], [], []
+    for f, (train, val, _) in enumerate(folds):  # one fold's problem in memory at a time
+        path = _WarmPath(_build_problem(standardised, train, val, soft, config), config)
+        losses, sims, steps, best = {}, {}, {}, None
+        for index, weight in enumerate(weights):
+            candidate = path.fit(
+                weight, _overall_progress(progress, f * len(weights) + index, len(folds) * len(weights))
+            )
+            losses[weight], sims[weight] = candidate.val_loss, candidate.val_sims
+            steps[weight] = candidate.history[-1]["step"] if candidate.history else 0
+            if best is not None and not candidate.val_loss < losses[best]:
+                break  # this fold's validation loss rose: weaker weights only overfit more
+            best = weight
+        per_fold.append(losses)
+        fold_sims.append(sims)
+        fold_steps.append(steps)
+    common = [w for w in weights if all(w in losses for losses in per_fold)]  # a prefix of the path
+    mean_losses = {w: float(np.mean([losses[w] for losses in per_fold])) for w in common}
+    best = min(common, key=mean_losses.__getitem__)
     val = TripletData(
         np.concatenate([v.triplets for _, v, _ in folds]),
         None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
         np.concatenate([v.anchors for _, v, _ in folds]),
     )
-    sims = tuple(np.concatenate([c.val_sims[kind] for c in candidates[best]]) for kind in (0, 1))
+    sims = tuple(np.concatenate([fold[best][kind] for fold in fold_sims]) for kind in (0, 1))
     selection = {
         "method": "image_cv",
         "folds": config.cv_folds,
-        "path": "strongest first, warm starts, stop when the mean val loss rises",
+        "path": "strongest first, warm starts, each fold stops when its val loss rises; the weight with the "
+        "lowest mean val loss over the weights every fold reached",
         "fold_images": [int(len(images)) for _, _, images in folds],
         "fold_train_judgments": [len(train) for train, _, _ in folds],
         "fold_val_judgments": [len(val) for _, val, _ in folds],
-        "fold_val_loss": {str(w): losses for w, losses in per_fold.items()},
-        "fold_steps": {
-            str(w): [c.history[-1]["step"] if c.history else 0 for c in fitted]
-            for w, fitted in candidates.items()
-        },
+        "fold_val_loss": [{str(w): v for w, v in losses.items()} for losses in per_fold],  # per fold
+        "fold_steps": [{str(w): v for w, v in steps.items()} for steps in fold_steps],
     }
-    return _FoldSearch(best, {w: float(np.mean(v)) for w, v in per_fold.items()}, selection, val, sims)
+    return _FoldSearch(best, mean_losses, selection, val, sims)
 
 
 def _fit_at(

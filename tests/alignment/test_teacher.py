@@ -219,7 +219,9 @@ def test_regulariser_is_chosen_by_image_cross_validation_by_default(planted):
     selection = teacher.summary["selection"]
     assert selection["method"] == "image_cv" and selection["folds"] == config.cv_folds == 5
     assert sum(selection["fold_images"]) == 300
-    assert all(len(losses) == 5 for losses in selection["fold_val_loss"].values())
+    assert len(selection["fold_val_loss"]) == 5 and len(selection["fold_steps"]) == 5
+    reached_by_all = set.intersection(*(set(losses) for losses in selection["fold_val_loss"]))
+    assert set(teacher.summary["reg_weight_val_loss"]) == reached_by_all
     means = teacher.summary["reg_weight_val_loss"]
     assert means[str(teacher.summary["reg_weight"])] == min(means.values())
     assert teacher.summary["n_train_triplets"] == N_TRAIN  # the final fit uses every judgment
