@@ -12,7 +12,7 @@ by image cross-validation on the training shoes), and a few other settings. "bes
 highest unseen agreement *among those tried*: chosen on the test shoes, so it is optimistic; the
 cross-validated default is the honest figure.
 
-    python -m bench.teacher_real [FOLDER] [--backbones timm:tf_efficientnet_lite0 ...] [--seed 0]
+    python -m bench.teacher_real [FOLDER] [--backbones timm:tf_efficientnet_lite0 timm:a+timm:b ...] [--seed 0]
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ SETTINGS = {
     "reg_weight 10": {"reg_weight": 10.0},
     "no bias": {"use_bias": False},
     "subspace 32": {"subspace_dim": 32},
+    "L2-normalised features": {"normalise": True},
+    "L2-normalised features, no bias": {"normalise": True, "use_bias": False},
 }
 
 
@@ -84,13 +86,24 @@ def agreement(embeddings: dict[str, np.ndarray], rows: np.ndarray, similarity: s
     return {row.model: (row.accuracy, row.ci_low, row.ci_high, row.n_triplets) for row in result.results()}
 
 
-def run_backbone(backbone_name: str, paths, rows, seed: int, cache: Path, n_boot: int) -> list[dict]:
+def source_features(spec: str, paths, cache: Path) -> np.ndarray:
+    """Features of one backbone, or of several joined by "+" (each standardised by its scalar mean and SD,
+    then concatenated)."""
     from alignment.backbones import create_backbone
     from alignment.features import extract_features
+
+    parts = []
+    for name in spec.split("+"):
+        backbone = create_backbone(name, cache_dir=cache / "weights")
+        part = extract_features(backbone, paths, cache_dir=cache / "features")
+        parts.append((part - part.mean()) / part.std() if "+" in spec else part)
+    return np.hstack(parts)
+
+
+def run_backbone(backbone_name: str, paths, rows, seed: int, cache: Path, n_boot: int) -> list[dict]:
     from alignment.teacher import TeacherConfig, fit_teacher
 
-    backbone = create_backbone(backbone_name, cache_dir=cache / "weights")
-    features = extract_features(backbone, paths, cache_dir=cache / "features")
+    features = source_features(backbone_name, paths, cache)
     train, test, unseen = shoe_split(rows, len(paths), seed)
     results = []
     raw = (
@@ -101,11 +114,14 @@ def run_backbone(backbone_name: str, paths, rows, seed: int, cache: Path, n_boot
         results.append(
             {"backbone": backbone_name, "model": f"raw ({similarity})", "fit_s": 0.0, "agreement": values}
         )
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     for label, overrides in SETTINGS.items():
+        overrides = dict(overrides)
+        inputs = unit if overrides.pop("normalise", False) else features
         start = time.perf_counter()
-        teacher = fit_teacher(features, None, anchors=train, config=TeacherConfig(seed=seed, **overrides))
+        teacher = fit_teacher(inputs, None, anchors=train, config=TeacherConfig(seed=seed, **overrides))
         fit_s = time.perf_counter() - start
-        values = agreement({"teacher": teacher.transform(features)}, test, "dot", n_boot)["teacher"]
+        values = agreement({"teacher": teacher.transform(inputs)}, test, "dot", n_boot)["teacher"]
         results.append(
             {
                 "backbone": backbone_name,
