@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +80,9 @@ class TeacherConfig(LoadableConfig):
     # folds over images for choosing reg_weight (0 = a held-out val_fraction instead): each fold validates on
     # images no fit in it saw, which is what a teacher is for (a random val split rewards memorising images)
     cv_folds: int = 5
+    # the folds are cut from at most this many judgments (seeded sample; None = all): the cross-validation
+    # cost stops growing with the study, the final fit still uses every judgment
+    cv_max_judgments: int | None = 200_000
     val_fraction: float = (
         0.1  # of judgments; of images when object_disjoint (hold-out selection and fixed weights)
     )
@@ -283,13 +286,22 @@ class _WarmPath:
 
     def __init__(self, problem: _Problem, config: TeacherConfig):
         torch.manual_seed(config.seed)
-        self.problem, self.config = problem, config
+        self.problem, self.config, self.started = problem, config, False
         self.transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
 
-    def fit(self, weight: float, progress) -> _Candidate:
-        problem = self.problem
-        objective = Objective(self.transform, problem.train, weight, self.config.local_weight, problem.local)
-        history = _run(objective, problem.val, self.config, progress)
+    def fit(self, weight: float, progress, max_steps: int | None = None) -> _Candidate:
+        """Fit at ``weight`` from where the path is; a warm start stops at its first flat check (it starts
+        near its optimum). ``max_steps``: a fixed budget instead (no validation set needed)."""
+        problem, config = self.problem, self.config
+        if self.started:
+            config = replace(config, patience=1)
+        if max_steps is not None:
+            config = replace(config, max_steps=max_steps, patience=max_steps + 1)
+        self.started = True
+        objective = Objective(self.transform, problem.train, weight, config.local_weight, problem.local)
+        history = _run(objective, problem.val, config, progress)
+        if problem.val is None:
+            return _Candidate(weight, float("nan"), [], history, (np.empty((0, 3)), np.empty((0, 2))))
         with torch.no_grad():
             sims = tuple(s.numpy().astype(np.float64) for s in self.transform.sims(problem.val))
         return _Candidate(
@@ -353,6 +365,27 @@ class _FoldSearch:
     selection: dict
     val: TripletData
     val_sims: tuple[np.ndarray, np.ndarray]
+    budgets: dict[float, int]  # the final path: weight -> L-BFGS iterations (mean over folds)
+
+
+def _fit_path(problem: _Problem, budgets: dict[float, int], config: TeacherConfig, progress):
+    """The final fit on every judgment: the folds' path (strongest first, warm starts), each weight for the
+    number of iterations the folds' early stopping took there, so no validation set is needed."""
+    path, history = _WarmPath(problem, config), []
+    for index, (weight, steps) in enumerate(budgets.items()):
+        history += path.fit(weight, _overall_progress(progress, index, len(budgets)), max_steps=steps).history
+    objective = Objective(path.transform, problem.train, weight, config.local_weight, problem.local)
+    return objective, history
+
+
+def _cv_sample(data: TripletData, config: TeacherConfig) -> TripletData:
+    """At most ``cv_max_judgments`` judgments (a seeded random share of each kind) to cut the folds from:
+    the folds only choose the weight and the path's iteration counts; the final fit uses every judgment."""
+    if config.cv_max_judgments is None or len(data) <= config.cv_max_judgments:
+        return data
+    rng, share = np.random.default_rng(config.seed), config.cv_max_judgments / len(data)
+    rows = [np.sort(rng.permutation(n)[: int(share * n)]) for n in (len(data.triplets), len(data.anchors))]
+    return data.subset(*rows)
 
 
 def _cross_validate(
@@ -362,8 +395,9 @@ def _cross_validate(
     loss rises, and the weight with the lowest mean validation loss over the weights every fold reached is
     chosen. Returns why not, when the study is too small for folds with at least ``MIN_FOLD_VAL_JUDGMENTS``
     validation judgments each."""
+    sample = _cv_sample(data, config)
     try:
-        folds = image_folds(data, len(standardised), config.cv_folds, config.seed)
+        folds = image_folds(sample, len(standardised), config.cv_folds, config.seed)
     except ValueError as error:
         return str(error)
     smallest = min(len(val) for _, val, _ in folds)
@@ -392,6 +426,10 @@ def _cross_validate(
     common = [w for w in weights if all(w in losses for losses in per_fold)]  # a prefix of the path
     mean_losses = {w: float(np.mean([losses[w] for losses in per_fold])) for w in common}
     best = min(common, key=mean_losses.__getitem__)
+    budgets = {  # the final fit walks the same path with the iterations the folds needed (CV-chosen too)
+        w: max(config.eval_every, int(round(np.mean([steps[w] for steps in fold_steps]))))
+        for w in common[: common.index(best) + 1]
+    }
     val = TripletData(
         np.concatenate([v.triplets for _, v, _ in folds]),
         None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
@@ -403,13 +441,15 @@ def _cross_validate(
         "folds": config.cv_folds,
         "path": "strongest first, warm starts, each fold stops when its val loss rises; the weight with the "
         "lowest mean val loss over the weights every fold reached",
+        "judgments_sampled": len(sample),
         "fold_images": [int(len(images)) for _, _, images in folds],
         "fold_train_judgments": [len(train) for train, _, _ in folds],
         "fold_val_judgments": [len(val) for _, val, _ in folds],
         "fold_val_loss": [{str(w): v for w, v in losses.items()} for losses in per_fold],  # per fold
         "fold_steps": [{str(w): v for w, v in steps.items()} for steps in fold_steps],
     }
-    return _FoldSearch(best, mean_losses, selection, val, sims)
+    selection["final_path_steps"] = {str(w): n for w, n in budgets.items()}
+    return _FoldSearch(best, mean_losses, selection, val, sims, budgets)
 
 
 def _fit_at(
@@ -521,7 +561,7 @@ def fit_teacher(
         if folds is not None:
             train_data, val_data = data, folds.val
             problem = _build_problem(standardised, data, None, soft, config)
-            objective, history = _fit_at(problem, folds.weight, config, None)
+            objective, history = _fit_path(problem, folds.budgets, config, None)
             search = _search_summary(folds.weight, folds.mean_losses, folds.selection)
         else:
             train_data, val_data = _split_data(data, len(features), val, config)

@@ -137,8 +137,8 @@ def _insert_rows(path: Path, ids, odd_position, participant, rt) -> None:
         )
         conn.executemany(
             "INSERT INTO participants (id, study_id, external_id, source, is_simulated, list_id, status, "
-            "demographics, browser, flow_state, started_at, last_seen_at, excluded, payment_status) "
-            "VALUES (?, 1, ?, 'imported', 1, ?, 'completed', '{}', '{}', '{}', ?, ?, 0, 'pending')",
+            "demographics, browser, flow_state, started_at, last_seen_at, excluded, payment_status, consent) "
+            "VALUES (?, 1, ?, 'imported', 1, ?, 'completed', '{}', '{}', '{}', ?, ?, 0, 'pending', 1)",
             ((p + 1, f"w{p}", p + 1, now, now) for p in range(n_participants)),
         )
         conn.executemany(
