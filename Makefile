@@ -1,6 +1,6 @@
-# The two commands a researcher needs: `make run` (the app on the built-in demo) and `make test` (lint, then
-# the suite). `make screenshots` regenerates the README's docs/screenshots/ through the newcomer browser test.
-# Both set themselves up on a fresh machine: .venv, Debian packages, database schema.
+# The two commands a researcher needs: `make run` (the app on the built-in demo) and `make test` (lint and
+# types, then the suite). `make screenshots` regenerates the README's docs/screenshots/ through the newcomer
+# browser test. Both set themselves up on a fresh machine: .venv, Debian packages, database schema.
 SHELL := /bin/bash
 BIN := .venv/bin
 export ALIGNLAB_HOME ?= $(CURDIR)/data
@@ -23,6 +23,7 @@ lint:
 	@scripts/ensure_venv.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint setup
 	@scripts/ensure_system_deps.sh test

@@ -11,7 +11,8 @@ Where weights come from (``weights=``):
   provide them (never a slow hub retry).
 - a path to a ``.pth``/``.safetensors`` state dict: loaded strictly (a wrong architecture fails loudly).
 - ``"random"``: deterministic random init (seed 0), for tests and ablations.
-- any other string (an open_clip pretrained tag, or ``"hub"`` for timm): the hub, with ``allow_download=True``.
+- any other string (an open_clip pretrained tag, or ``"hub"`` for timm): the hub, with
+  ``allow_download=True``.
 
 ``Backbone.weights_id`` hashes the loaded parameters, so feature caches never mix different weights.
 """
@@ -24,6 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -173,13 +175,18 @@ def _no_offline_weights(name: str) -> WeightsUnavailableError:
     )
 
 
-def _seeded_random(build: Callable[[], nn.Module]) -> nn.Module:
+Built = TypeVar("Built")
+
+
+def _seeded_random(build: Callable[[], Built]) -> Built:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return build()
 
 
-def _timm_feature_model(arch: str, weights: str | os.PathLike | None, cache_dir, allow_download: bool):
+def _timm_feature_model(
+    arch: str, weights: str | os.PathLike | None, cache_dir, allow_download: bool
+) -> nn.Module:
     import timm
 
     if weights == "random":
@@ -201,7 +208,7 @@ def _timm_feature_model(arch: str, weights: str | os.PathLike | None, cache_dir,
             f"weights file not found: {path} (expected a .pth/.safetensors state dict)"
         )
     module = timm.create_model(arch, pretrained=False, num_classes=0)
-    classifier = module.pretrained_cfg.get("classifier") or ()
+    classifier = _pretrained_cfg(module).get("classifier") or ()
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     _load_state_file(module, path, tuple(f"{c}." for c in classifiers))
     return module
@@ -213,8 +220,17 @@ def build_timm(arch: str, weights, cache_dir, allow_download: bool) -> tuple[nn.
 
     module = _timm_feature_model(arch, weights, cache_dir, allow_download)
     overlay = dict(PACKAGED_WEIGHTS[arch].pretrained_cfg_overlay) if arch in PACKAGED_WEIGHTS else {}
-    data_config = timm.data.resolve_data_config({**module.pretrained_cfg, **overlay}, model=module)
-    return module, timm.data.create_transform(**data_config, is_training=False), module.num_features
+    data_config = timm.data.resolve_data_config({**_pretrained_cfg(module), **overlay}, model=module)
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    # the pooled output's width: MobileNetV3's conv head after pooling makes it head_hidden_size,
+    # not num_features (both plain ints timm sets on its models)
+    width = getattr(module, "head_hidden_size", None) or module.num_features
+    return module, transform, cast(int, width)
+
+
+def _pretrained_cfg(module: nn.Module) -> dict[str, Any]:
+    """The config timm attaches to every model it creates (typed as a submodule by ``nn.Module``)."""
+    return cast(dict[str, Any], module.pretrained_cfg)
 
 
 class _OpenClipImageEncoder(nn.Module):
@@ -281,13 +297,14 @@ def split_at_stage(backbone: Backbone, stage: int) -> tuple[nn.Module, nn.Module
     For timm EfficientNet/MobileNet-style models (stem, ``blocks`` stages, conv head, global pool). The
     student trains ``rest`` on cached ``trunk`` activations; both share parameters with the backbone.
     """
-    module = backbone.module
+    parts = dict(backbone.module.named_children())
     needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
-    if not all(hasattr(module, part) for part in needed):
+    blocks = parts.get("blocks")
+    if not all(part in parts for part in needed) or not isinstance(blocks, nn.Sequential | nn.ModuleList):
         raise ValueError(f"{backbone.name} has no stage structure to split (needs {', '.join(needed)})")
-    n_stages = len(module.blocks)
+    n_stages = len(blocks)
     if not 0 <= stage <= n_stages:
         raise ValueError(f"stage must be in [0, {n_stages}] for {backbone.name}; got {stage}")
-    trunk = nn.Sequential(module.conv_stem, module.bn1, *module.blocks[:stage])
-    rest = nn.Sequential(*module.blocks[stage:], module.conv_head, module.bn2, module.global_pool)
+    trunk = nn.Sequential(parts["conv_stem"], parts["bn1"], *blocks[:stage])
+    rest = nn.Sequential(*blocks[stage:], parts["conv_head"], parts["bn2"], parts["global_pool"])
     return trunk.eval(), rest.eval()

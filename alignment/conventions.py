@@ -128,7 +128,7 @@ def entropy(probs):
 
 
 def odd_one_out_counts_to_pair_probs(counts: np.ndarray) -> np.ndarray:
-    """Turn per-triplet counts of "item 0/1/2 chosen as odd one out" into pair probabilities [p01, p02, p12]."""
+    """Per-triplet counts of "item 0/1/2 chosen as odd one out" as pair probabilities [p01, p02, p12]."""
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2 or counts.shape[1] != 3 or (counts < 0).any():
         raise ValueError(f"counts must be a non-negative [m, 3] array; got shape {counts.shape}")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ def init_distributed() -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # ALIGNLAB_DIST_BACKEND=gloo lets several processes share one GPU (nccl refuses that), for checks
+        backend = os.environ.get("ALIGNLAB_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend)
     return DistContext(rank, world_size, local_rank, device)
 
 
@@ -89,6 +92,7 @@ def unit_sampler(n_units: int, ctx: DistContext, seed: int) -> DistributedSample
     With the same seed, the union over ranks of each rank's k-th chunk of size K/world equals the k-th
     chunk of size K of a single-process run, so N processes see the same global batches as one.
     """
+    units = cast(Dataset, range(n_units))  # the sampler only takes len(), so a range is enough
     return DistributedSampler(
-        range(n_units), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=True
+        units, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=True
     )

@@ -8,7 +8,8 @@ Every vector is cached under a key made of (backbone name, weights hash, preproc
 sha256 of the image file's bytes, so re-runs load from disk and new images compute only what is
 missing; renaming or moving a file does not invalidate it, editing its pixels does. Images decode in a
 DataLoader's worker processes while the main process runs the network under ``torch.inference_mode``
-(channels-last memory format, which is faster for convolutional backbones on CPU).
+(channels-last memory format, which is faster for convolutional backbones on CPU; on the GPU when CUDA is
+present).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from alignment.backbones import Backbone, split_at_stage
+from alignment.distributed import select_device
 from common.atomic import atomic_write
 
 Progress = Callable[[int, int], None]  # (images computed so far, images to compute)
@@ -133,22 +135,32 @@ def _run_network(
     num_workers: int,
     progress: Progress | None,
 ) -> np.ndarray:
-    """Forward all images through ``network`` in batches; images decode in worker processes."""
+    """Forward all images through ``network`` in batches; images decode in worker processes.
+
+    On a machine with CUDA the network runs on the GPU (fp32, pinned host memory for the batches) and is
+    moved back to the CPU afterwards, since the backbone it belongs to is shared with the caller."""
+    device = select_device()
     loader = DataLoader(
         _ImageFiles(paths, preprocess),
         batch_size=batch_size,
         num_workers=num_workers,
         prefetch_factor=4 if num_workers else None,
         persistent_workers=False,
+        pin_memory=device.type == "cuda",
     )
-    network = network.to(memory_format=torch.channels_last)
+    # Module.to accepts a device and a memory format together at runtime, but no typed overload has both
+    network = network.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     outputs, done = [], 0
-    with torch.inference_mode():
-        for batch in loader:
-            outputs.append(network(batch.contiguous(memory_format=torch.channels_last)).float().numpy())
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(paths))
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                outputs.append(network(batch).float().cpu().numpy())
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(paths))
+    finally:
+        network.to("cpu")
     return np.concatenate(outputs)
 
 

@@ -1,11 +1,11 @@
 """The before/after table (AligNet's core comparison): base backbone vs AligNet vs UnAligNet students on
 held-out human triplets, per Levels type, with noise-ceiling-normalised accuracy and entropy–RT correlation.
 
-Every model is scored by ``alignment.triplet_metrics.evaluate_triplets`` on the same triplets with the same similarity
-(dot by default: the students are trained on head dot products). Entropy needs a temperature and raw
-embeddings have arbitrary scale, so each model gets the temperature at which its mean choice entropy on these
-triplets equals the humans' mean choice entropy (or ln(3)/2 when that is unknown); accuracy does not depend on
-it, and the Spearman ρ compares the models' *rankings* of uncertainty on a common entropy scale.
+Every model is scored by ``alignment.triplet_metrics.evaluate_triplets`` on the same triplets with the same
+similarity (dot by default: the students are trained on head dot products). Entropy needs a temperature and
+raw embeddings have arbitrary scale, so each model gets the temperature at which its mean choice entropy on
+these triplets equals the humans' mean choice entropy (or ln(3)/2 when that is unknown); accuracy does not
+depend on it, and the Spearman ρ compares the models' *rankings* of uncertainty on a common entropy scale.
 
 ``BeforeAfter.results()`` is the table as it is stored and passed on: one ``ResultRow`` of plain numbers and
 flags per level and model. Labels, intervals and flag notes are for whoever shows it (the Maps page, the CLI).
@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from alignment.conventions import anchor_similarities, check_triplets, pair_similarities
+from alignment.conventions import Similarity, anchor_similarities, check_triplets, pair_similarities
 from alignment.pseudolabels import temperature_for_entropy
 from alignment.triplet_metrics import EvalReport, bootstrap_interval, evaluate_triplets
 
@@ -162,7 +163,7 @@ class BeforeAfter:
         baseline = baseline or next(iter(self.reports))
         base = self.reports[baseline]
         base_accuracy = {row["level"]: row["accuracy"] for row in base.rows}
-        result = {}
+        result: dict[str, dict[str, tuple[float, float, float]]] = {}
         for name, report in self.reports.items():
             if name == baseline:
                 continue
@@ -178,10 +179,11 @@ def entropy_matched_temperature(
     embeddings: np.ndarray,
     triplets: np.ndarray,
     target: float,
-    similarity: str = "dot",
+    similarity: Similarity = "dot",
     task: str = "odd_one_out",
 ) -> float:
-    """Temperature at which the model's mean choice entropy on ``triplets`` (or anchor rows) equals ``target``."""
+    """Temperature at which the model's mean choice entropy on ``triplets`` (or anchor rows) equals
+    ``target``."""
     similarities = anchor_similarities if task == "anchor" else pair_similarities
     return temperature_for_entropy(
         similarities(np.asarray(embeddings, np.float64), triplets, similarity), target
@@ -193,12 +195,12 @@ def compare_models(
     triplets: np.ndarray,
     *,
     levels: Sequence[str] | None = None,
-    human_rt: Sequence[float] | None = None,
-    human_entropy: Sequence[float] | None = None,
+    human_rt: ArrayLike | None = None,
+    human_entropy: ArrayLike | None = None,
     noise_ceiling: float | Mapping[str, float] | None = None,
     ceiling_triplets: Mapping[str, int] | None = None,
     ceiling_intervals: Mapping[str, tuple[float, float]] | None = None,
-    similarity: str = "dot",
+    similarity: Similarity = "dot",
     groups: Sequence | None = None,
     n_boot: int = 1000,
     seed: int = 0,
@@ -228,7 +230,8 @@ def compare_models(
     known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
     target = float(np.nanmean(known)) if np.isfinite(known).any() else float(max_entropy / 2)
     target = min(max(target, 1e-3), max_entropy - 1e-3)
-    temperatures, reports = {}, {}
+    temperatures: dict[str, float] = {}
+    reports: dict[str, EvalReport] = {}
     for name, values in embeddings.items():
         temperatures[name] = entropy_matched_temperature(values, triplets, target, similarity, task)
         reports[name] = evaluate_triplets(

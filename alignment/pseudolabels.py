@@ -1,4 +1,5 @@
-"""Pseudo-labelled triplets (AligNet §3): cluster the teacher space, sample triplets, store teacher similarities.
+"""Pseudo-labelled triplets (AligNet §3): cluster the teacher space, sample triplets, store the teacher's
+similarities.
 
 Format of a label set (``PseudoLabels``, saved as one compressed ``.npz``):
 - ``triplets`` int64 [m, 3]: row indices into the image pool, the teacher's odd one out LAST;
@@ -48,7 +49,8 @@ class TooFewLabelsError(ValueError):
 class TeacherLike(Protocol):
     """What pseudo-labelling needs from ``alignment.teacher.Teacher``."""
 
-    temperature: float
+    @property
+    def temperature(self) -> float: ...
 
     def transform(self, features: np.ndarray) -> np.ndarray: ...
 
@@ -221,9 +223,9 @@ def _candidates(group: np.ndarray, clusters: np.ndarray, strategy: str, n: int, 
     return np.asarray(rows, dtype=np.int64)
 
 
-def _new_rows(rows: np.ndarray, seen: set, limit: int) -> np.ndarray:
+def _new_rows(rows: np.ndarray, seen: set[tuple[int, ...]], limit: int) -> np.ndarray:
     """First ``limit`` rows whose unordered image sets were not sampled before (``seen`` is updated)."""
-    keep = []
+    keep: list[int] = []
     for index, key in enumerate(map(tuple, np.sort(rows, axis=1).tolist())):
         if key not in seen and len(keep) < limit:
             seen.add(key)
@@ -234,7 +236,10 @@ def _new_rows(rows: np.ndarray, seen: set, limit: int) -> np.ndarray:
 def sample_grouped_triplets(clusters: np.ndarray, config: PseudoLabelConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(triplets [m, 3], groups [m])`` sampled group by group with ``config.strategy``; deterministic."""
     rng = np.random.default_rng(config.seed)
-    triplets, groups, seen, failures = [], [], set(), 0
+    triplets: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    seen: set[tuple[int, ...]] = set()
+    failures = 0
     total = 0
     while total < config.n_triplets:
         group = _pick_group(clusters, config, rng)
@@ -244,8 +249,9 @@ def sample_grouped_triplets(clusters: np.ndarray, config: PseudoLabelConfig) -> 
             failures += 1
             if failures > 50:
                 raise ValueError(
-                    f"cannot sample {config.strategy} triplets (or no new ones): groups of {config.clusters_per_group} clusters "
-                    f"x {config.images_per_cluster} images from {len(np.unique(clusters))} clusters have no "
+                    f"cannot sample {config.strategy} triplets (or no new ones): groups of "
+                    f"{config.clusters_per_group} clusters x {config.images_per_cluster} images from "
+                    f"{len(np.unique(clusters))} clusters have no "
                     "unused valid triplet (cluster_border needs >= 2 clusters and one with >= 2 images, "
                     "within_cluster a cluster with >= 3 images, between_cluster >= 3 clusters; "
                     "or ask for fewer triplets than the pool allows)"
@@ -316,7 +322,8 @@ def make_pseudolabels(
     provenance: LabelProvenance,
     config: PseudoLabelConfig = PseudoLabelConfig(),
 ) -> dict[str, PseudoLabels]:
-    """``{"aligned": ..., "untransformed": ...}`` label sets over the same teacher-space clusters and triplets.
+    """``{"aligned": ..., "untransformed": ...}``: label sets over the same teacher-space clusters and
+    triplets.
 
     ``features`` [n, D] are the raw backbone features of the pool, in ``provenance.pool_ids`` order.
     """

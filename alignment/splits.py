@@ -95,7 +95,8 @@ def object_disjoint_split(
     if len(train) == 0 or len(val) == 0:
         raise ValueError(
             f"object-disjoint split with val_fraction={val_fraction} of {used.size} images leaves "
-            f"{len(train)} train and {len(val)} val judgments; use a larger/smaller fraction or more judgments"
+            f"{len(train)} train and {len(val)} val judgments; use a larger/smaller fraction or more "
+            "judgments"
         )
     return train, val
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -88,6 +88,16 @@ class StudentConfig(LoadableConfig):
         return Path(path)
 
 
+class StudentIdentity(TypedDict):
+    """Which pretrained backbone a student was split from, and where: cached activations, pseudo-labels and
+    saved weights must all match it. A plain dict at runtime, so it saves and compares as one."""
+
+    backbone: str
+    weights_id: str
+    stage: int
+    image_size: int
+
+
 class Student(nn.Module):
     """``head(rest(trunk(images)))``; ``forward`` starts from cached trunk activations."""
 
@@ -109,7 +119,7 @@ class Student(nn.Module):
         # the registry entry the trunk came from, for cached extraction (a plain attribute, not a submodule)
         self.source: Backbone | None = source
         self.trunk, self.rest, self.head = trunk.requires_grad_(False), rest.requires_grad_(True), head
-        self.identity = {
+        self.identity: StudentIdentity = {
             "backbone": backbone,
             "weights_id": weights_id,
             "stage": stage,
@@ -148,7 +158,8 @@ def build_student(config: StudentConfig, *, cache_dir: str | os.PathLike | None 
     n_stages = len(getattr(backbone.module, "blocks", ()))
     if not 1 <= config.trainable_stages <= n_stages:
         raise ValueError(
-            f"trainable_stages must be in [1, {n_stages}] for {config.backbone}; got {config.trainable_stages}"
+            f"trainable_stages must be in [1, {n_stages}] for {config.backbone}; "
+            f"got {config.trainable_stages}"
         )
     stage = n_stages - config.trainable_stages
     trunk, rest = split_at_stage(backbone, stage)
@@ -336,7 +347,7 @@ def plan_steps(labels: PseudoLabels, config: StudentConfig, world_size: int) -> 
     return _Plan(group_rows, steps_per_epoch, total, warmup, config.groups_per_step // world_size)
 
 
-def _step_rows(plan: _Plan, sampler, step: int, cache: dict) -> np.ndarray:
+def _step_rows(plan: _Plan, sampler, step: int, cache: dict[str, Any]) -> np.ndarray:
     """This process's triplet rows for global ``step`` (the sampler's order is computed once per epoch)."""
     epoch, offset = divmod(step, plan.steps_per_epoch)
     if cache.get("epoch") != epoch:
@@ -442,9 +453,17 @@ def label_accuracy(
 
 
 def _report(
-    trainer: _Trainer, step: int, loss: float, counts: dict, plan: _Plan, progress, history, val
+    trainer: _Trainer,
+    step: int,
+    loss: float,
+    started: float,
+    counts: dict[str, int],
+    plan: _Plan,
+    progress,
+    history,
+    val,
 ) -> None:
-    elapsed = time.perf_counter() - counts["start"]
+    elapsed = time.perf_counter() - started
     done = step - counts["first_step"]
     entry = {"step": step, "loss": loss, "lr": trainer.scheduler.get_last_lr()[0], "elapsed_s": elapsed}
     if val is not None and trainer.ctx.is_main:
@@ -486,8 +505,10 @@ def train_student(
     step, history = trainer.resume(out_dir / "checkpoint.pt")
     if ctx.is_main:
         config.save(out_dir / "student_config.json")
-    sampler, cache = unit_sampler(len(plan.group_rows), ctx, config.seed), {}
-    counts = {"start": time.perf_counter(), "first_step": step, "triplets": 0, "images": 0}
+    sampler = unit_sampler(len(plan.group_rows), ctx, config.seed)
+    cache: dict[str, Any] = {}  # the sampler's order for the current epoch (see _step_rows)
+    started = time.perf_counter()
+    counts = {"first_step": step, "triplets": 0, "images": 0}
     loss = float("nan")
     while step < plan.total_steps:
         rows = _step_rows(plan, sampler, step, cache)
@@ -496,7 +517,7 @@ def train_student(
         counts["triplets"] += len(rows) * ctx.world_size
         counts["images"] += n_images * ctx.world_size
         if step % config.log_every == 0 or step == plan.total_steps:
-            _report(trainer, step, loss, counts, plan, progress, history, val)
+            _report(trainer, step, loss, started, counts, plan, progress, history, val)
         if ctx.is_main and (step % config.checkpoint_every == 0 or step == plan.total_steps):
             trainer.checkpoint(out_dir / "checkpoint.pt", step, history)
     barrier(ctx)
@@ -508,7 +529,7 @@ def train_student(
     return TrainResult(
         step,
         loss,
-        time.perf_counter() - counts["start"],
+        time.perf_counter() - started,
         counts["triplets"],
         counts["images"],
         student_path,
@@ -555,7 +576,8 @@ def student_embeddings(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``torchrun --nproc_per_node=N -m alignment.student --config C --labels L --activations A --out DIR``."""
+    """Distributed training entry point:
+    ``torchrun --nproc_per_node=N -m alignment.student --config C --labels L --activations A --out DIR``."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--labels", required=True, type=Path)

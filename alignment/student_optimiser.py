@@ -61,14 +61,15 @@ class DecayToInitAdam(torch.optim.Optimizer):
         return loss
 
     def _adam_terms(self, params: list[torch.Tensor], group: dict):
-        """Update the moments; return (√v̂-style denominators, first moments, −lr/bias-correction per tensor)."""
+        """Update the moments; return (√v̂-style denominators, first moments, −lr/bias-correction) per
+        tensor."""
         beta1, beta2 = group["betas"]
         states = [self.state[p] for p in params]
         for state, param in zip(states, params, strict=True):
             if "exp_avg" not in state:
                 state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
             state["step"] += 1
-        grads = [p.grad for p in params]
+        grads = [p.grad for p in params if p.grad is not None]  # `step` passes only parameters with one
         exp_avg, exp_avg_sq = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
         torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sq, beta2)

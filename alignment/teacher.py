@@ -7,9 +7,9 @@ human-chosen pair is (0, 1)); ``choice_probs`` optional [m, 3] human choice dist
 
 x~ = (x - mu) / sigma with *scalar* mu, sigma (gLocal). W starts at a scaled identity chosen so the
 initial pair similarities have unit spread. Objective: (1 - a) * [hard NLL or soft KL] + a * gLocal local
-term + lambda * (||W - mean(diag W) I||^2 + ||b||^2). Afterwards a temperature is fitted on the validation triplets
-(cross-entropy to the human choices by default, or matching the mean human choice entropy) and ECE is
-reported.
+term + lambda * (||W - mean(diag W) I||^2 + ||b||^2). Afterwards a temperature is fitted on the validation
+triplets (cross-entropy to the human choices by default, or matching the mean human choice entropy) and ECE
+is reported.
 
 Speed: a step transforms only the n distinct images, forms one n x n Gram matrix and gathers each
 triplet's three similarities by index, so its cost does not grow with per-triplet feature copies; W is
@@ -154,11 +154,16 @@ class Teacher:
         """Write ``teacher.npz``, ``config.json`` and ``summary.json`` into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {"weight": self.weight, "bias": self.bias}
-        scalars = {"mean": self.mean, "std": self.std, "temperature": self.temperature}
         atomic_write(
             directory / "teacher.npz",
-            lambda h: np.savez(h, **arrays, **{k: np.float64(v) for k, v in scalars.items()}),
+            lambda h: np.savez(
+                h,
+                weight=self.weight,
+                bias=self.bias,
+                mean=np.float64(self.mean),
+                std=np.float64(self.std),
+                temperature=np.float64(self.temperature),
+            ),
         )
         atomic_write(directory / "config.json", json.dumps(asdict(self.config), indent=2).encode())
         atomic_write(directory / "summary.json", json.dumps(self.summary, indent=2).encode())
@@ -303,13 +308,13 @@ class _WarmPath:
         if problem.val is None:
             return _Candidate(weight, float("nan"), [], history, (np.empty((0, 3)), np.empty((0, 2))))
         with torch.no_grad():
-            sims = tuple(s.numpy().astype(np.float64) for s in self.transform.sims(problem.val))
+            triplet_sims, anchor_sims = self.transform.sims(problem.val)
         return _Candidate(
             weight,
             objective.data_loss(problem.val),
             [p.detach().clone() for p in self.transform.params],
             history,
-            sims,
+            (triplet_sims.numpy().astype(np.float64), anchor_sims.numpy().astype(np.float64)),
         )
 
     def restore(self, candidate: _Candidate) -> None:
@@ -334,11 +339,12 @@ def _select_on_holdout(
 ) -> tuple[Objective, list[dict], dict]:
     """Walk the regularisation path on one validation set; stop when the validation loss stops improving."""
     path, weights = _WarmPath(problem, config), _strongest_first(config)
-    best, losses = None, {}
-    for index, weight in enumerate(weights):
+    best = path.fit(weights[0], _overall_progress(progress, 0, len(weights)))
+    losses = {best.weight: best.val_loss}
+    for index, weight in enumerate(weights[1:], start=1):
         candidate = path.fit(weight, _overall_progress(progress, index, len(weights)))
         losses[weight] = candidate.val_loss
-        if best is not None and not candidate.val_loss < best.val_loss:
+        if not candidate.val_loss < best.val_loss:
             break
         best = candidate
     path.restore(best)
@@ -435,7 +441,10 @@ def _cross_validate(
         None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
         np.concatenate([v.anchors for _, v, _ in folds]),
     )
-    sims = tuple(np.concatenate([fold[best][kind] for fold in fold_sims]) for kind in (0, 1))
+    pooled = (
+        np.concatenate([fold[best][0] for fold in fold_sims]),
+        np.concatenate([fold[best][1] for fold in fold_sims]),
+    )
     selection = {
         "method": "image_cv",
         "folds": config.cv_folds,
@@ -449,7 +458,7 @@ def _cross_validate(
         "fold_steps": [{str(w): v for w, v in steps.items()} for steps in fold_steps],
     }
     selection["final_path_steps"] = {str(w): n for w, n in budgets.items()}
-    return _FoldSearch(best, mean_losses, selection, val, sims, budgets)
+    return _FoldSearch(best, mean_losses, selection, val, pooled, budgets)
 
 
 def _fit_at(
@@ -553,11 +562,14 @@ def fit_teacher(
     standardised = (features - mean) / std
     start = time.perf_counter()
     with _torch_threads(config.num_threads):
-        folds, fallback = None, None
+        folds: _FoldSearch | None = None
+        fallback = ""
         if val is None and config.reg_weight is None and config.cv_folds:
-            folds = _cross_validate(standardised, data, soft, config, progress)
-            if isinstance(folds, str):
-                folds, fallback = None, folds
+            searched = _cross_validate(standardised, data, soft, config, progress)
+            if isinstance(searched, str):
+                fallback = searched
+            else:
+                folds = searched
         if folds is not None:
             train_data, val_data = data, folds.val
             problem = _build_problem(standardised, data, None, soft, config)
@@ -569,7 +581,8 @@ def fit_teacher(
             if config.reg_weight is None:
                 if problem.val is None:
                     raise ValueError(
-                        "choosing reg_weight needs validation judgments: set reg_weight, cv_folds or val_fraction"
+                        "choosing reg_weight needs validation judgments: set reg_weight, cv_folds or "
+                        "val_fraction"
                     )
                 objective, history, search = _select_on_holdout(problem, config, progress)
                 if fallback:
@@ -583,7 +596,7 @@ def fit_teacher(
         temperature, report = 1.0, {"temperature_method": "none"}
     else:
         sims = folds.val_sims if folds is not None else _holdout_sims(standardised, weight, bias, val_data)
-        temperature, report = _validation_report(*sims, val_data, config)
+        temperature, report = _validation_report(sims[0], sims[1], val_data, config)
     summary = {
         "loss": "soft" if soft else "hard",
         "n_train_triplets": len(train_data.triplets),

@@ -15,7 +15,8 @@ class EarlyStopping:
 
     def __init__(self, params: list[torch.Tensor], patience: int, min_delta: float):
         self.params, self.patience, self.min_delta = params, patience, min_delta
-        self.best, self.best_values, self.flat = float("inf"), None, 0
+        self.best, self.flat = float("inf"), 0
+        self.best_values: list[torch.Tensor] | None = None
 
     def update(self, loss: float) -> bool:
         """Record a check; True when training should stop (no progress, or a non-finite loss)."""

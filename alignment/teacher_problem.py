@@ -11,7 +11,8 @@ For a set of images with coordinates Y = X~ V and residuals P = X~ - Y V^T:
     z_a . z_b = s^2 * (c^2 * p_a . p_b + (M y_a + beta) . (M y_b + beta)),
 so the residual products are computed once, and each step transforms only the n distinct images
 (n << m triplets) and computes z_a . z_b only for the distinct pairs the triplets use (a sampled matrix
-product; a sparse product for the gradient), then gathers each triplet's [s01, s02, s12] and each anchor row's [s_hc, s_hf] by index.
+product; a sparse product for the gradient), then gathers each triplet's [s01, s02, s12] and each anchor
+row's [s_hc, s_hf] by index.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class PairIndex:
 
     @classmethod
     def build(cls, a: torch.Tensor, b: torch.Tensor, n: int) -> tuple[PairIndex, torch.Tensor]:
-        """The index of the pairs (a[i], b[i]) and, for each i, the position of its pair among the distinct."""
+        """The index of the pairs (a[i], b[i]) and, for each i, the position of its pair among the
+        distinct ones."""
         keys, inverse = torch.unique(torch.minimum(a, b) * n + torch.maximum(a, b), return_inverse=True)
         rows, cols = keys // n, keys % n
         sym_keys = torch.cat([keys, cols * n + rows])
@@ -126,10 +128,10 @@ class ImageSet:
 
     @classmethod
     def build(cls, standardised: np.ndarray, data: TripletData, basis: torch.Tensor, soft: bool) -> ImageSet:
-        rows, compact = np.unique(
+        rows, inverse = np.unique(
             np.concatenate([data.triplets.ravel(), data.anchors.ravel()]), return_inverse=True
         )
-        compact = torch.from_numpy(compact.reshape(-1, 3))
+        compact = torch.from_numpy(inverse.reshape(-1, 3))
         t, a = compact[: len(data.triplets)], compact[len(data.triplets) :]
         x = torch.from_numpy(standardised[rows])
         y = x @ basis
@@ -167,7 +169,7 @@ class ImageSet:
     def data_loss(self, pair_values: torch.Tensor) -> torch.Tensor:
         """Mean loss per judgment: odd-one-out NLL (or KL to the human choice distribution) and anchor NLL,
         each row weighted once, from the similarities [P] of the distinct pairs."""
-        parts = []
+        parts: list[torch.Tensor] = []
         if len(self.t):
             sims = pair_values[self.of_triplet]
             parts.append(
@@ -175,7 +177,7 @@ class ImageSet:
             )
         if len(self.a):
             parts.append(len(self.a) * choice_nll(pair_values[self.of_anchor]))
-        return sum(parts) / len(self)
+        return torch.stack(parts).sum() / len(self)
 
 
 class AffineTransform:

@@ -20,7 +20,8 @@ def human_targets(n_triplets: int, choice_probs: np.ndarray | None) -> np.ndarra
 
 
 def cross_entropy(sims: np.ndarray, targets: np.ndarray, temperature: float) -> float:
-    """Mean -sum q log p(T) over rows of any number of candidate pairs: an unbiased estimate of calibration loss even with one response per triplet."""
+    """Mean -sum q log p(T) over rows of any number of candidate pairs: an unbiased estimate of calibration
+    loss even with one response per triplet."""
     logits = sims / temperature
     log_p = logits - logits.max(axis=1, keepdims=True)
     log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))

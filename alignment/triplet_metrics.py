@@ -6,9 +6,10 @@ pandas DataFrame with one row per Levels type and a final ``overall`` row: accur
 noise-ceiling-normalised accuracy (acc - 1/3)/(ceiling - 1/3), ECE, and Spearman rho of the model's
 choice entropy with human RT and with human choice entropy, each with a 95% bootstrap CI.
 
-With ``groups`` (one key per judgment; the pipeline passes the triplet key) every distinct triplet counts once:
-its score is the share of its judgments the model agrees with, its RT the median, and the bootstrap resamples
-triplets. A triplet answered by 100 people is one observation, not 100 (and the noise ceiling is per triplet too).
+With ``groups`` (one key per judgment; the pipeline passes the triplet key) every distinct triplet counts
+once: its score is the share of its judgments the model agrees with, its RT the median, and the bootstrap
+resamples triplets. A triplet answered by 100 people is one observation, not 100 (and the noise ceiling is
+per triplet too).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from alignment.conventions import (
     HUMAN_PAIR,
@@ -189,7 +191,8 @@ class EvalReport:
         return (
             f"odd-one-out accuracy with {self.similarity} similarity (ties count wrong), model entropy at "
             f"temperature {self.temperature:g}, 95% bootstrap CIs over "
-            f"{'distinct triplets, each weighted once' if self.clustered else 'judgments'} (n_boot={self.n_boot})"
+            f"{'distinct triplets, each weighted once' if self.clustered else 'judgments'} "
+            f"(n_boot={self.n_boot})"
         )
 
     @property
@@ -218,8 +221,8 @@ def evaluate_triplets(
     triplets: np.ndarray,
     *,
     levels: Sequence[str] | None = None,
-    human_rt: Sequence[float] | None = None,
-    human_entropy: Sequence[float] | None = None,
+    human_rt: ArrayLike | None = None,
+    human_entropy: ArrayLike | None = None,
     noise_ceiling: float | Mapping[str, float] | None = None,
     similarity: Similarity = "dot",
     temperature: float = 1.0,
@@ -236,7 +239,8 @@ def evaluate_triplets(
     each triplet's type (Levels: between_class / within_class / class_border); ``human_rt`` and
     ``human_entropy`` (NaN = unknown) are correlated (Spearman) with the model's choice entropy;
     ``noise_ceiling`` (one value, or one per level name and ``"overall"``) gives (acc - 1/3)/(ceiling - 1/3);
-    ``groups`` (one key per judgment, e.g. the triplet key): every group counts once (see the module docstring).
+    ``groups`` (one key per judgment, e.g. the triplet key): every group counts once (see the module
+    docstring).
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
     anchor = task == "anchor"

@@ -2,8 +2,8 @@
 
 Each rerun mounts a one-trial component; it shows the fixation cross, loads the three images, reveals
 them after the fixation time (double rAF onset) and sends the response as a trigger value; Python stores
-the row and reruns for the next trial. Served by the bench as `streamlit run bench/naive_server.py` (same image endpoint as the app),
-opened with `?study=SLUG&pid=ID`.
+the row and reruns for the next trial. Served by the bench as `streamlit run bench/naive_server.py` (same
+image endpoint as the app), opened with `?study=SLUG&pid=ID`.
 """
 
 import streamlit as st
@@ -27,7 +27,8 @@ export default function ({ data, parentElement, setTriggerValue }) {
   if (old) { window.removeEventListener("keydown", old.onKey); old.box.remove(); }
   const mountedAt = performance.now();
   const box = document.createElement("div");
-  box.innerHTML = '<div class="fix">+</div><div class="row" style="visibility:hidden;display:flex;gap:24px"></div>';
+  box.innerHTML =
+    '<div class="fix">+</div><div class="row" style="visibility:hidden;display:flex;gap:24px"></div>';
   parentElement.appendChild(box);
   const row = box.querySelector(".row");
   let onset = null, answered = false;
@@ -38,7 +39,8 @@ export default function ({ data, parentElement, setTriggerValue }) {
         row.style.visibility = "visible"; box.querySelector(".fix").hidden = true;
         requestAnimationFrame(() => requestAnimationFrame(() => {
           onset = performance.now();
-          window.dispatchEvent(new CustomEvent("alignlab:onset", { detail: { trial_index: data.trial_index, t: onset } }));
+          const detail = { trial_index: data.trial_index, t: onset };
+          window.dispatchEvent(new CustomEvent("alignlab:onset", { detail }));
         }));
       };
       setTimeout(reveal, Math.max(0, data.iti_ms - (performance.now() - mountedAt)));
@@ -48,8 +50,11 @@ export default function ({ data, parentElement, setTriggerValue }) {
     if (onset === null || answered || position === undefined) return;
     answered = true;
     const now = performance.now();
-    window.dispatchEvent(new CustomEvent("alignlab:response", { detail: { trial_index: data.trial_index, t: now } }));
-    setTriggerValue("choice", { position, rt_ms: now - onset, client_onset_ms: performance.timeOrigin + onset });
+    const detail = { trial_index: data.trial_index, t: now };
+    window.dispatchEvent(new CustomEvent("alignlab:response", { detail }));
+    setTriggerValue("choice", {
+      position, rt_ms: now - onset, client_onset_ms: performance.timeOrigin + onset,
+    });
   };
   window.addEventListener("keydown", onKey);
   state.set(parentElement, { trial: data.trial_index, onKey, box });

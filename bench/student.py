@@ -1,14 +1,19 @@
 """Student distillation benchmark: loop overhead vs a bare train step, and the default loop on the demo.
 
-Part 1 (overhead): our ``train_student`` loop vs the bare trainable-backbone step (cached trunk activations ->
-last stage + head -> trivial loss -> torch Adam) on the same image batches, same threads, same process,
-alternating rounds; reports triplets/s and images/s and the ratio (target >= 90%).
+Part 1 (overhead), for each ``--sizes`` resolution and each ``--modes`` student mode, in the same run:
+- ``cached``: our ``train_student`` loop vs the bare trainable-backbone step (cached trunk activations ->
+  last stage + head -> trivial loss -> torch Adam) on the same image batches;
+- ``full``: our ``train_finetune`` loop (images decoded and augmented from disk in a DataLoader worker, whole
+  network trained, per-triplet loss, decay-to-init Adam) vs the bare step of the same network (pre-decoded
+  tensors -> forward over the 3B images -> trivial loss -> torch Adam);
+same threads, same process, alternating rounds; reports triplets/s and the ratio (target >= 90%).
 
 Part 2 (demo loop): the default laptop-scale run on the built-in demo with simulated participants, stage by
 stage: features -> teacher -> pseudo-labels -> trunk activations -> AligNet and UnAligNet students -> the
 before/after table on held-out judgments (target: whole loop <= 5 minutes on 2 cores).
 
-Usage: ``ALIGNLAB_HOME=/tmp/bench_home .venv/bin/python -m bench.student [--threads N] [--skip-demo]``
+Usage: ``ALIGNLAB_HOME=/tmp/bench_home .venv/bin/python -m bench.student [--threads N] [--skip-demo]
+[--sizes 96 128 160] [--modes cached full]``
 (builds the demo there first if missing; the machine may be shared, so the load average is printed).
 """
 
@@ -24,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alignment.distributed import DistContext
+from alignment.finetune import plan_finetune
 from alignment.pseudolabels import LabelProvenance, PseudoLabelConfig, make_pseudolabels
 from alignment.student import (
     StudentConfig,
@@ -76,7 +83,7 @@ def _bare_loop(student, acts: torch.Tensor, batches: list[np.ndarray]) -> float:
     return time.perf_counter() - start
 
 
-def overhead(config: StudentConfig, rounds: int) -> None:
+def overhead(config: StudentConfig, rounds: int) -> dict:
     student = build_student(config)
     acts, labels = _synthetic_pool(student, config, 256)
     plan = plan_steps(labels, config, 1)
@@ -114,6 +121,120 @@ def overhead(config: StudentConfig, rounds: int) -> None:
     print(
         f"all rounds ms/step: ours {[round(1000 * s) for s in ours]}, bare {[round(1000 * s) for s in bare]}"
     )
+    return _summary("cached", config.image_size, n_triplets, best_ours, best_bare, ratios)
+
+
+def _summary(mode, size, n_triplets, best_ours, best_bare, ratios) -> dict:
+    return {
+        "mode": mode,
+        "px": size,
+        "ours": n_triplets / best_ours,
+        "bare": n_triplets / best_bare,
+        "best": best_bare / best_ours,
+        "median": ratios[len(ratios) // 2],
+    }
+
+
+def _write_images(folder: Path, n: int, size: int) -> None:
+    """``n`` JPEGs a little larger than the training size (so the crop has pixels to choose from)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        side = int(size * rng.uniform(1.1, 1.6))
+        pixels = (rng.random((side, side, 3)) * 255 * rng.random(3)).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.jpg", quality=90)
+
+
+def _finetune_setup(config, folder: Path):
+    from alignment.finetune import ImagePool, build_finetune_student, image_embeddings
+
+    pool = ImagePool.from_source(folder)
+    student = build_finetune_student(config)
+    features = image_embeddings(student, pool.paths, output="prelogits")
+
+    class Identity:
+        temperature = float(np.abs(features @ features.T).mean()) / 5
+
+        def transform(self, x):
+            return x
+
+    ids = student.identity
+    provenance = LabelProvenance(ids["backbone"], ids["weights_id"], pool.ids, "bench")
+    n_triplets = config.batch_triplets * 6
+    labels = make_pseudolabels(
+        features, Identity(), provenance, PseudoLabelConfig(n_triplets=n_triplets, n_clusters=4)
+    )["aligned"]
+    return pool, labels
+
+
+def _bare_finetune(student, batches: list[torch.Tensor]) -> float:
+    """The floor: forward the whole network on each step's 3B pre-decoded images, trivial loss, torch Adam."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-5, foreach=True)  # multi-tensor, like our optimiser
+    start = time.perf_counter()
+    for images in batches:
+        loss = student(images.flatten(0, 1)).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def finetune_overhead(size: int, rounds: int, weights: str | None = None, batch_triplets: int = 8) -> dict:
+    """Full fine-tuning: ``train_finetune`` vs the bare step, same network and triplet batches."""
+    from alignment.finetune import FinetuneConfig, FinetuneTrainer, build_finetune_student, train_finetune
+
+    config = FinetuneConfig(
+        weights=weights,
+        image_size=size,
+        batch_triplets=batch_triplets,
+        num_workers=1,
+        min_triplets=batch_triplets,
+        log_every=1,
+        checkpoint_every=10_000,
+    )
+    with tempfile.TemporaryDirectory() as images:
+        _write_images(Path(images), 48, size)
+        pool, labels = _finetune_setup(config, Path(images))
+        probe = FinetuneTrainer(
+            build_finetune_student(config),
+            pool.paths_for(labels),
+            labels,
+            config,
+            plan_finetune(len(labels), config, 1),
+            DistContext(),
+        )
+        batches = [images for images, _ in probe.loader(0)]  # the epoch the loop trains on
+        ours, bare = [], []
+        for _ in range(rounds):
+            seen = []
+            with tempfile.TemporaryDirectory() as out:
+                train_finetune(
+                    build_finetune_student(config), pool, labels, config, out, progress=seen.append
+                )
+            ours.append(seen[-1].elapsed_s / seen[-1].step)
+            bare.append(_bare_finetune(build_finetune_student(config), batches) / len(batches))
+    best_ours, best_bare = min(ours), min(bare)
+    ratios = sorted(b / o for o, b in zip(ours, bare, strict=True))
+    print(
+        f"\n## full fine-tune overhead ({size}px, whole {config.backbone}, {batch_triplets} triplets = "
+        f"{3 * batch_triplets} images per step, 1 loader worker; best of {rounds} rounds; {_load()})"
+    )
+    print(
+        f"all rounds ms/step: ours {[round(1000 * s) for s in ours]}, bare {[round(1000 * s) for s in bare]}"
+    )
+    return _summary("full", size, batch_triplets, best_ours, best_bare, ratios)
+
+
+def print_overhead_table(rows: list[dict]) -> None:
+    print(f"\n## loop vs bare step ({_load()})")
+    print(f"{'mode':<8}{'px':>5}{'ours triplets/s':>17}{'bare triplets/s':>17}{'best/best':>11}{'median':>9}")
+    for r in rows:
+        print(
+            f"{r['mode']:<8}{r['px']:>5}{r['ours']:>17.1f}{r['bare']:>17.1f}{r['best']:>11.1%}{r['median']:>9.1%}"
+        )
+    print("target: ours / bare >= 90% in every row")
 
 
 def _demo_inputs():
@@ -193,7 +314,8 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
         embeddings[name] = student_embeddings(student, acts.activations)
         fidelity[name] = (before, label_accuracy(student, acts.activations, val_sets[space]))
         lap(
-            f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, {result.images_seen} images)"
+            f"{name} student ({result.steps} steps, {result.triplets_seen} triplets, "
+            f"{result.images_seen} images)"
         )
     rows, human = _eval_inputs(db, images, test)
     table = compare_models(embeddings, rows, **human, n_boot=1000)
@@ -211,7 +333,8 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
         print(table.results_table()[shown].to_string(index=False))
     for name, (before, after) in fidelity.items():
         print(
-            f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets {before:.3f} -> {after:.3f}"
+            f"{name}: agreement with its teacher on 2000 new pseudo-labelled pool triplets "
+            f"{before:.3f} -> {after:.3f}"
         )
     print(
         "gains over base:",
@@ -227,13 +350,22 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--student", default="{}", help="StudentConfig overrides as JSON")
     parser.add_argument("--labels", default="{}", help="PseudoLabelConfig overrides as JSON")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="overhead resolutions (px)")
+    parser.add_argument("--modes", nargs="+", choices=("cached", "full"), default=["cached", "full"])
+    parser.add_argument("--finetune-rounds", type=int, default=3)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}; {_load()}")
     config = StudentConfig.from_text(args.student)
     if not args.skip_overhead:
-        overhead(config, args.rounds)
+        rows = []
+        for size in args.sizes or [config.image_size]:
+            if "cached" in args.modes:
+                rows.append(overhead(replace(config, image_size=size), args.rounds))
+            if "full" in args.modes:
+                rows.append(finetune_overhead(size, args.finetune_rounds, config.weights))
+        print_overhead_table(rows)
     if not args.skip_demo:
         with tempfile.TemporaryDirectory() as work:
             demo_loop(config, PseudoLabelConfig.from_text(args.labels), Path(work))

@@ -41,7 +41,8 @@ window.addEventListener('alignlab:ack', (e) => window.__al.acks.push(e.detail));
 """
 RESPONDER = """
 window.addEventListener('alignlab:onset', (e) => setTimeout(() => window.dispatchEvent(
-  new KeyboardEvent('keydown', {key: ['ArrowLeft', 'ArrowDown', 'ArrowRight'][e.detail.trial_index %% 3]})), %d));
+  new KeyboardEvent('keydown', {key: ['ArrowLeft', 'ArrowDown', 'ArrowRight'][e.detail.trial_index %% 3]})
+), %d));
 """
 
 

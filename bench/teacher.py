@@ -108,8 +108,9 @@ def run(sizes, n_images, dim, n_test, threads, reg_weight, max_epochs, seed, ful
         )
         ours_s = time.perf_counter() - start
         ours_acc = _accuracy(data.features, teacher.weight, teacher.bias, test)
+        steps = teacher.summary["steps"]
         print(
-            f"{m:>9} {'fit_teacher (full-batch L-BFGS)':<34} {ours_s:>8.1f} {ours_acc:>9.4f} {teacher.summary['steps']:>13}",
+            f"{m:>9} {'fit_teacher (full-batch L-BFGS)':<34} {ours_s:>8.1f} {ours_acc:>9.4f} {steps:>13}",
             flush=True,
         )
         if full_w:

@@ -12,7 +12,8 @@ by image cross-validation on the training shoes), and a few other settings. "bes
 highest unseen agreement *among those tried*: chosen on the test shoes, so it is optimistic; the
 cross-validated default is the honest figure.
 
-    python -m bench.teacher_real [FOLDER] [--backbones timm:tf_efficientnet_lite0 timm:a+timm:b ...] [--seed 0]
+    python -m bench.teacher_real [FOLDER] [--backbones timm:tf_efficientnet_lite0 timm:a+timm:b ...]
+        [--settings NAME ...] [--seed 0]
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def load_zappos(folder: Path) -> tuple[list[Path], np.ndarray]:
 
 
 def shoe_split(rows: np.ndarray, n_images: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(training rows, unseen rows, unseen shoes): rows made only of the 60 training shoes, or only of the rest."""
+    """(training rows, unseen rows, unseen shoes): rows made only of the 60 training shoes, or only of the
+    rest."""
     unseen = np.ones(n_images, dtype=bool)
     unseen[np.random.default_rng(seed).permutation(n_images)[:N_TRAIN_SHOES]] = False
     in_unseen = unseen[rows]
@@ -134,7 +136,8 @@ def run_backbone(
         )
         print(f"  {backbone_name} {label}: {values[0]:.4f} ({fit_s:.1f} s)", flush=True)
     print(
-        f"{backbone_name}: {len(train)} training rows over {N_TRAIN_SHOES} shoes, {len(test)} unseen rows over "
+        f"{backbone_name}: {len(train)} training rows over {N_TRAIN_SHOES} shoes, {len(test)} unseen rows "
+        "over "
         f"{len(unseen)} shoes ({values[3]} distinct triplets)",
         flush=True,
     )
@@ -150,7 +153,8 @@ def _table(results: list[dict]) -> str:
         acc, low, high, n = r["agreement"]
         reg = f"{r['reg_weight']:g} ({r['selection']})" if "reg_weight" in r else ""
         lines.append(
-            f"| {r['backbone']} | {r['model']} | {acc:.3f} [{low:.3f}, {high:.3f}] | {n} | {reg} | {r['fit_s']:.1f} s |"
+            f"| {r['backbone']} | {r['model']} | {acc:.3f} [{low:.3f}, {high:.3f}] | {n} | {reg} | "
+            f"{r['fit_s']:.1f} s |"
         )
     teachers = [r for r in results if r["model"].startswith("teacher")]
     best = max(teachers, key=lambda r: r["agreement"][0])
@@ -172,7 +176,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.folder / TRIPLETS_FILE).is_file():
         print(
-            f"skipped: no Zappos data at {args.folder} (expected {TRIPLETS_FILE} and images/); pass the folder"
+            f"skipped: no Zappos data at {args.folder} (expected {TRIPLETS_FILE} and images/); "
+            "pass the folder"
         )
         return
     paths, rows = load_zappos(args.folder)

@@ -9,7 +9,8 @@ Each participant answers 100 trials.
 Every size runs in two fresh processes: one writes the database (not timed as part of the path), one
 measures the path the teacher stage takes -- load the judgments, split them (20 % of triplets held
 out), per-triplet statistics, stimulus ids to rows, fit (default ``TeacherConfig``: L-BFGS, the
-regulariser chosen from its grid by 5 object-disjoint image folds, strongest weight first with warm starts) -- stage by stage, with the peak RSS of that
+regulariser chosen from its grid by 5 object-disjoint image folds, strongest weight first with warm
+starts) -- stage by stage, with the peak RSS of that
 process (``ru_maxrss``). Accuracy: the teacher and the planted model on the held-out judgments.
 
     python -m bench.teacher_scale [--sizes 10000 100000 1000000 5000000] [--dim 512] [--threads 2]
@@ -267,7 +268,8 @@ def _table(results: list[dict]) -> str:
         lines.append(
             f"| {r['judgments']:,} | {r['train_triplets']:,} | {s['load']} s | {s['split']} s | "
             f"{s['stats']} s | {s['fit']} s ({r['optimiser_s']} s) | {r['total_s']} s | "
-            f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | {r['planted_acc']:.4f} | "
+            f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | "
+            f"{r['planted_acc']:.4f} | "
             f"{r['reg_weight']} ({r['selection']}) | {r['load_avg_1min']} |"
         )
     return "\n".join(lines)

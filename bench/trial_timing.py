@@ -40,7 +40,10 @@ from tests.support.participant_study import make_stimuli, make_study
 DELAYS_MS = (600, 1200, 2400)
 ONSET_HOOK = """
 window.__al = {onsets: [], responses: [], acks: []};
-window.addEventListener('alignlab:onset', (e) => { window.__al.onsets.push(e.detail); if (window.__alOnset) window.__alOnset(e.detail); });
+window.addEventListener('alignlab:onset', (e) => {
+  window.__al.onsets.push(e.detail);
+  if (window.__alOnset) window.__alOnset(e.detail);
+});
 window.addEventListener('alignlab:response', (e) => window.__al.responses.push(e.detail));
 window.addEventListener('alignlab:ack', (e) => window.__al.acks.push(e.detail));
 """
@@ -48,13 +51,15 @@ IN_PAGE_RESPONDER = """
 window.__alDelays = %s;
 window.addEventListener('alignlab:onset', () => {
   const delay = window.__alDelays.shift();
-  if (delay !== undefined) setTimeout(() => window.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowLeft'})), delay);
+  const press = () => window.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowLeft'}));
+  if (delay !== undefined) setTimeout(press, delay);
 });
 """
 BASELINE_HTML = """<!doctype html><html><body style="font-family:sans-serif">
 <div id="stage" style="height:300px;display:flex;align-items:center;justify-content:center">Press Space</div>
 <script>
-// jsPsych-style timing: stimulus inserted into the DOM, start = performance.now(); rt = performance.now() in the handler.
+// jsPsych-style timing: stimulus inserted into the DOM, start = performance.now();
+// rt = performance.now() in the handler.
 const TRIALS = %s, ITI = %d;
 const stage = document.getElementById('stage');
 window.__baseline = [];
@@ -75,7 +80,9 @@ function trial(k) {
     window.addEventListener('keydown', onKey);
   }, ITI);
 }
-window.addEventListener('keydown', (e) => { if (e.key === ' ' && stage.textContent === 'Press Space') trial(0); });
+window.addEventListener('keydown', (e) => {
+  if (e.key === ' ' && stage.textContent === 'Press Space') trial(0);
+});
 </script></body></html>"""
 
 

@@ -2,9 +2,9 @@
 
 Why one: each config used to parse itself, and some took a raw ``**dict``, so a typo ended in a TypeError
 traceback. Here an unknown key is refused with the list of known ones, and every value is checked against the
-field's annotation (int, float, bool, str, tuples, lists, dicts, Literal, Optional, nested config dataclasses),
-so the message names the key, what was expected and what was given. Checks of ranges and choices between
-fields stay in each dataclass's ``__post_init__``.
+field's annotation (int, float, bool, str, tuples, lists, dicts, Literal, Optional, nested config
+dataclasses), so the message names the key, what was expected and what was given. Checks of ranges and choices
+between fields stay in each dataclass's ``__post_init__``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _checked(hint: Any, value: Any, where: str) -> Any:
         if value in args:
             return value
         raise ConfigError(f"{where} must be one of {list(args)}; got {_shown(value)}")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return config_from_dict(hint, value, where=where)
     if origin in (tuple, list):
         return _checked_sequence(hint, origin, args, value, where)

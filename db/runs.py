@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db.engine import Database
 from db.models import Run, RunStatus, utcnow
@@ -37,7 +38,7 @@ def start_run(db: Database, run_id: int) -> None:
 def report_progress(db: Database, run_id: int, fraction: float, message: str = "") -> None:
     """Store progress; raise RunCancelled if someone asked for the run to stop."""
     with db.write() as session:
-        run = session.get(Run, run_id)
+        run = _existing_run(session, run_id)
         run.progress = min(max(fraction, 0.0), 1.0)
         run.heartbeat_at = utcnow()
         if message:
@@ -70,10 +71,7 @@ def request_cancel(db: Database, run_id: int) -> None:
 
 def get_run(db: Database, run_id: int) -> Run:
     with db.read() as session:
-        run = session.get(Run, run_id)
-        if run is None:
-            raise LookupError(f"no run with id {run_id}")
-        return run
+        return _existing_run(session, run_id)
 
 
 def list_runs(db: Database, kind: str | None = None, study_id: int | None = None) -> list[Run]:
@@ -88,8 +86,13 @@ def list_runs(db: Database, kind: str | None = None, study_id: int | None = None
 
 def _update(db: Database, run_id: int, **values: Any) -> None:
     with db.write() as session:
-        run = session.get(Run, run_id)
-        if run is None:
-            raise LookupError(f"no run with id {run_id}")
+        run = _existing_run(session, run_id)
         for key, value in values.items():
             setattr(run, key, value)
+
+
+def _existing_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise LookupError(f"no run with id {run_id}")
+    return run

@@ -70,9 +70,10 @@ def attempt_login(
         failures = select(func.count()).where(
             LoginAttempt.succeeded.is_(False), LoginAttempt.attempted_at >= since
         )
+        client_failures = session.execute(failures.where(LoginAttempt.client_key == client_key)).scalar_one()
         if (
-            session.scalar(failures.where(LoginAttempt.client_key == client_key)) >= policy.max_failures
-            or session.scalar(failures) >= policy.max_global_failures
+            client_failures >= policy.max_failures
+            or session.execute(failures).scalar_one() >= policy.max_global_failures
         ):
             return LoginResult(
                 False, f"Too many failed attempts; try again in {policy.window_minutes} minutes."

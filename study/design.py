@@ -23,7 +23,7 @@ from db.engine import Database
 from db.models import TrialKind, TripletLevel
 from study.config import StudyConfig
 from study.stimuli import StimulusInfo, load_stimulus_table
-from study.studies import PRACTICE_BLOCK, TrialSpec, create_study, triplet_key, validate_slug
+from study.studies import PRACTICE_BLOCK, TrialSpec, as_triplet, create_study, triplet_key, validate_slug
 
 WITHIN_SCOPES = ("auto", "category", "superordinate")
 EXACT_POOL = 64  # pools up to this size are searched exhaustively for the least-used item
@@ -42,7 +42,8 @@ CategoryKey = tuple[str, str]  # (superordinate, category): "bat" under animal d
 
 @dataclass(frozen=True)
 class DesignConfig(LoadableConfig):
-    """How many lists and trials of each kind; defaults make a short demo study (Levels used 330 + 16 catch)."""
+    """How many lists and trials of each kind; the defaults make a short demo study (Levels used 330 + 16
+    catch)."""
 
     SECTION = "design"
 
@@ -143,7 +144,8 @@ class Design:
 
 
 def generate_design(stimuli: Sequence[StimulusInfo], config: DesignConfig) -> Design:
-    """Seeded lists: shared triplets, then each list's own triplets, blocked, with repeats and catch trials."""
+    """Seeded lists: shared triplets, then each list's own triplets, in blocks, with repeats and catch
+    trials."""
     pools = _Pools(stimuli)
     rules = _Rules.for_set(pools, config)
     sampler = _Sampler(pools, rules, random.Random(config.seed))
@@ -316,10 +318,11 @@ def _capacities(pools: _Pools, between: str, within: str) -> dict[str, int]:
 def _missing(kind: str, pools: _Pools, within_scope: str) -> str:
     return {
         "between_class": f"between_class triplets need at least 3 categories (the set has {len(pools.cats)})",
-        "within_class": f"within_class triplets (one {within_scope}) need a {within_scope} with at least 3 images"
+        "within_class": f"within_class triplets (one {within_scope}) need a {within_scope} "
+        "with at least 3 images"
         + (" (try within_class_scope='superordinate')" if within_scope == "category" else ""),
-        "class_border": "class_border triplets need a superordinate with at least 2 categories, one of them with "
-        "at least 2 images",
+        "class_border": "class_border triplets need a superordinate with at least 2 categories, "
+        "one of them with at least 2 images",
         "catch": f"catch triplets (and catch-like practice) need at least 2 superordinates (the set has "
         f"{len(pools.superordinates)}) and a category with at least 2 images; or set catch_per_block=0",
     }[kind]
@@ -372,11 +375,11 @@ def _between(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
         sups: list[str] = []
         for _ in range(3):
             sups.append(ch.superordinate(pools.superordinates, sups))
-        return tuple(ch.image(pools.sup_images[s]) for s in sups)
+        return as_triplet(ch.image(pools.sup_images[s]) for s in sups)
     cats: list[CategoryKey] = []
     for _ in range(3):
         cats.append(ch.category(list(pools.cats), cats))
-    return tuple(ch.image(pools.cats[c]) for c in cats)
+    return as_triplet(ch.image(pools.cats[c]) for c in cats)
 
 
 def _within(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
@@ -384,19 +387,19 @@ def _within(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
         ids = pools.cats[ch.category(pools.categories_with(3))]
     else:
         ids = pools.sup_images[ch.superordinate(pools.superordinates_with(3))]
-    return tuple(ch.images(ids, 3))
+    return as_triplet(ch.images(ids, 3))
 
 
 def _border(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
     pair = ch.category(pools.border_pairs)
     other = ch.category(pools.sup_cats[pair[0]], (pair,))
-    return (*ch.images(pools.cats[pair], 2), ch.image(pools.cats[other]))
+    return as_triplet([*ch.images(pools.cats[pair], 2), ch.image(pools.cats[other])])
 
 
 def _catch(ch: _Chooser, pools: _Pools, rules: _Rules) -> Triplet:
     pair = ch.category(pools.catch_pairs)
     outsider = ch.superordinate(pools.superordinates, (pair[0],))
-    return (*ch.images(pools.cats[pair], 2), ch.image(pools.sup_images[outsider]))
+    return as_triplet([*ch.images(pools.cats[pair], 2), ch.image(pools.sup_images[outsider])])
 
 
 DRAWERS = {"between_class": _between, "within_class": _within, "class_border": _border, "catch": _catch}
@@ -454,7 +457,8 @@ def _shared_counts(config: DesignConfig) -> dict[TripletLevel, int]:
 def _build_list(
     sampler: _Sampler, shared: list[TrialSpec], config: DesignConfig, index: int
 ) -> tuple[TrialSpec, ...]:
-    """Practice first; then experimental triplets shuffled into blocks, repeats later, catch trials interleaved."""
+    """Practice first; then experimental triplets shuffled into blocks, repeats later, catch trials
+    interleaved."""
     rng = sampler.rng
     list_keys = {triplet_key(spec.stimuli) for spec in shared}
     shared_counts = Counter(spec.level for spec in shared)
@@ -478,7 +482,8 @@ def _practice(sampler: _Sampler, list_keys: set[str]) -> TrialSpec:
 
 
 def _add_repeats(blocks: list[list[TrialSpec]], n_repeats: int, rng: random.Random) -> None:
-    """Show `n_repeats` experimental triplets again, each in a later block than (or later within) its original."""
+    """Show `n_repeats` experimental triplets again, each in a later block than (or later within) its
+    original."""
     positions = [(b, i) for b, block in enumerate(blocks) for i in range(len(block))]
     earlier = [p for p in positions if p[0] < len(blocks) - 1]
     pool = earlier if len(earlier) >= n_repeats else positions

@@ -56,7 +56,8 @@ class ImportedDesign:
 
     def summary(self) -> str:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.trials_per_kind.items()))
-        return f"study {self.study_id}: {len(self.list_ids)} list(s), {sum(self.trials_per_kind.values())} trials ({kinds})"
+        n_trials = sum(self.trials_per_kind.values())
+        return f"study {self.study_id}: {len(self.list_ids)} list(s), {n_trials} trials ({kinds})"
 
 
 # ---------------------------------------------------------------- Levels server-input CSV
@@ -65,7 +66,8 @@ class ImportedDesign:
 def read_levels_design(
     path: str | Path, stimuli: Sequence[StimulusInfo]
 ) -> tuple[list[list[TrialSpec]], list[str]]:
-    """Lists of trials (one per `id`, ordered by `trial`) and the ids; raises InputRejected listing every bad row."""
+    """Lists of trials (one per `id`, ordered by `trial`) and the ids; raises InputRejected listing every
+    bad row."""
     path = Path(path)
     rows = _read_csv(path)
     names, problems = StimulusNames(stimuli), []
@@ -239,7 +241,8 @@ def read_things_design(
     index: IndexRule | None = None,
     triplets_per_list: int | None = None,
 ) -> list[list[TrialSpec]]:
-    """Experimental triplets (level unknown) from rows of three indices, odd one out last, split into lists."""
+    """Experimental triplets (level unknown) from rows of three indices, odd one out last, split into
+    lists."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"design file {path} does not exist")

@@ -1,11 +1,11 @@
 """Study exports: THINGS-compatible triplets, a jsPsych-like long CSV (one row per trial), Parquet, the
 participant-level table and the interaction events (CSV, or Parquet for a `.parquet` file).
 
-Only consenting participants are exported (see `load_responses`). Each trial row has an `outcome`:
-answered, timed_out, or unavailable (an image the server could not serve; such rows are no judgments and
-are not in the THINGS table). Participant ids are pseudonymised with the study's salt (HMAC-SHA256, see `study.judgments.pseudonymise`)
-unless raw ids are asked for; excluded participants are left out unless asked for; simulated participants
-are labelled (`is_simulated`) in every format. Both CSV formats read back with
+Only consenting participants are exported (see `load_responses`). Each trial row has an `outcome`: answered,
+timed_out, or unavailable (an image the server could not serve; such rows are no judgments and are not in the
+THINGS table). Participant ids are pseudonymised with the study's salt (HMAC-SHA256, see
+`study.judgments.pseudonymise`) unless raw ids are asked for; excluded participants are left out unless asked
+for; simulated participants are labelled (`is_simulated`) in every format. Both CSV formats read back with
 `study.judgments_import.import_judgments_csv` as the same judgments.
 
 Every CSV cell that a spreadsheet would run as a formula (text starting with `=`, `+`, `-`, `@`, a tab or a

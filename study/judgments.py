@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import Select, String, select, type_coerce
 
 from db.engine import Database
 from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind
-from study.studies import get_study
+from study.studies import as_triplet, get_study
 
 PSEUDONYM_LENGTH = 16
 ANALYSED_KINDS = (TrialKind.EXPERIMENTAL.value, TrialKind.REPEAT.value, TrialKind.CATCH.value)
@@ -59,7 +59,8 @@ RESPONSE_COLUMNS = {
 
 
 def pseudonymise(salt: str, external_id: str) -> str:
-    """HMAC-SHA256 of the external id keyed by the study's salt, truncated: stable per study, not reversible."""
+    """HMAC-SHA256 of the external id keyed by the study's salt, truncated: stable per study, not
+    reversible."""
     digest = hmac.new(salt.encode(), external_id.encode(), hashlib.sha256).hexdigest()
     return digest[:PSEUDONYM_LENGTH]
 
@@ -108,7 +109,7 @@ def odd_last_array(stored: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     is_chosen = stored == chosen[:, None]
     bad = np.flatnonzero(is_chosen.sum(axis=1) != 1)
     if bad.size:
-        odd_last(tuple(int(i) for i in stored[bad[0]]), int(chosen[bad[0]]))  # raises with the reason
+        odd_last(as_triplet(int(i) for i in stored[bad[0]]), int(chosen[bad[0]]))  # raises with the reason
         raise ValueError(f"triplet {stored[bad[0]].tolist()} repeats its chosen stimulus {chosen[bad[0]]}")
     others = np.sort(stored[~is_chosen].reshape(-1, 2), axis=1)
     return np.column_stack([others, chosen])
@@ -143,7 +144,7 @@ def _answered(
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
     with db.read() as session:
         study = get_study(session, slug)
-        query = (
+        query: Select[*tuple[Any, ...]] = (
             select(*[column.label(name) for name, column in JUDGMENT_COLUMNS.items()])
             .join(Participant, Participant.id == Response.participant_id)
             .join(Trial, Trial.id == Response.trial_id)
@@ -179,8 +180,9 @@ def load_judgments(
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
 ) -> pd.DataFrame:
-    """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2 with the chosen odd one
-    out last. Practice trials are left out by default; excluded participants unless `include_excluded`.
+    """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2
+    with the chosen odd one out last. Practice trials are left out by default; excluded participants unless
+    `include_excluded`.
     """
     answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds)
     triplets = odd_last_array(

@@ -46,7 +46,7 @@ from study.config import StudyConfig
 from study.input_errors import InputRejected, RowProblem
 from study.stimuli import load_stimulus_table, stimulus_set_id_by_name
 from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
-from study.studies import record_first_version, triplet_key, validate_slug
+from study.studies import as_triplet, record_first_version, triplet_key, validate_slug
 
 IMAGE_COLUMNS = ("image1", "image2", "image3")
 ANCHOR_COLUMNS = ("head", "close", "far")
@@ -253,7 +253,7 @@ def _parse_rows(table: pd.DataFrame, names: StimulusNames) -> tuple[list[_Row], 
 def _parse_row(record: dict, columns: dict, names: StimulusNames, anchor: bool) -> _Row:
     """One file row as a _Row; raises ValueError(problem, expected) naming the column."""
     image_columns = ANCHOR_COLUMNS if anchor else IMAGE_COLUMNS
-    stimuli = tuple(_resolve(record[c].strip(), c, names) for c in image_columns)
+    stimuli = as_triplet(_resolve(record[c].strip(), c, names) for c in image_columns)
     if len(set(stimuli)) != 3:
         raise ValueError(
             f"the three images {[record[c] for c in image_columns]} are not all different",

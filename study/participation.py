@@ -51,7 +51,7 @@ from db.models import (
 )
 from db.settings import data_home
 from study.config import StudyConfig
-from study.studies import get_study, study_config
+from study.studies import as_triplet, get_study, study_config
 
 EXTERNAL_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 INPUT_MODALITIES = ("mouse", "touch", "keyboard", "none", "simulated")
@@ -140,7 +140,8 @@ class EventPayload:
 def validate_external_id(external_id: str) -> str:
     if not isinstance(external_id, str) or not EXTERNAL_ID_PATTERN.match(external_id):
         raise InvalidParticipantId(
-            f"participant id {str(external_id)[:80]!r} is not valid: expected 1-64 letters, digits, '_' or '-'"
+            f"participant id {str(external_id)[:80]!r} is not valid: "
+            "expected 1-64 letters, digits, '_' or '-'"
         )
     return external_id
 
@@ -316,7 +317,7 @@ def display_order(participant_id: int, trial_index: int) -> tuple[int, int, int]
     digest = hashlib.sha256(f"{participant_id}:{trial_index}".encode()).digest()
     order = [0, 1, 2]
     random.Random(digest).shuffle(order)
-    return tuple(order)
+    return as_triplet(order)
 
 
 def trial_plan(db: Database, participant_id: int) -> list[PlannedTrial]:
@@ -330,7 +331,7 @@ def trial_plan(db: Database, participant_id: int) -> list[PlannedTrial]:
 
 def _planned(participant_id: int, trial: Trial) -> PlannedTrial:
     stored = (trial.stim0_id, trial.stim1_id, trial.stim2_id)
-    shown = tuple(stored[i] for i in display_order(participant_id, trial.trial_index))
+    shown = as_triplet(stored[i] for i in display_order(participant_id, trial.trial_index))
     return PlannedTrial(trial.trial_index, trial.id, trial.block, trial.kind, trial.level, shown)
 
 
@@ -352,7 +353,7 @@ class ParticipantView:
 def participant_view(db: Database, participant_id: int) -> ParticipantView:
     with db.read() as session:
         participant = _participant(session, participant_id)
-        config = study_config(session.get(Study, participant.study_id))
+        config = study_config(session.get_one(Study, participant.study_id))
         return ParticipantView(
             participant.id,
             participant.external_id,
@@ -396,7 +397,7 @@ def record_response(db: Database, participant_id: int, payload: ResponsePayload)
     try:
         with db.write() as session:
             participant = _participant(session, participant_id)
-            config = study_config(session.get(Study, participant.study_id))
+            config = study_config(session.get_one(Study, participant.study_id))
             _require_consent(participant)
             trial = _assigned_trial(session, participant, payload)
             existing = session.scalar(
@@ -482,7 +483,8 @@ def _check_response(session: Session, config: StudyConfig, payload: ResponsePayl
         _check_no_answer(payload)
         if payload.unavailable and not missing_images(session, payload.shown):
             raise ResponseRejected(
-                f"trial {payload.trial_index} reported unavailable, but its images are available on the server"
+                f"trial {payload.trial_index} reported unavailable, "
+                "but its images are available on the server"
             )
         return
     if payload.chosen_position not in (0, 1, 2):
@@ -551,7 +553,8 @@ def _log_rejection(db: Database, participant_id: int, payload: ResponsePayload, 
 
 def _event_count(db: Database, participant_id: int) -> int:
     with db.read() as session:
-        return session.scalar(select(func.count()).where(InteractionEvent.participant_id == participant_id))
+        mine = InteractionEvent.participant_id == participant_id
+        return session.execute(select(func.count()).where(mine)).scalar_one()
 
 
 def record_event(
@@ -603,10 +606,12 @@ def _check_event_allowed(session: Session, participant: Participant) -> None:
             f"{who} already finished ({participant.status.value}); events are no longer accepted"
         )
     mine = InteractionEvent.participant_id == participant.id
-    if session.scalar(select(func.count()).where(mine)) >= MAX_EVENTS_PER_PARTICIPANT:
+    if session.execute(select(func.count()).where(mine)).scalar_one() >= MAX_EVENTS_PER_PARTICIPANT:
         raise EventRejected(f"{who} has reached the cap of {MAX_EVENTS_PER_PARTICIPANT} events")
     since = utcnow() - timedelta(seconds=EVENT_RATE_WINDOW_S)
-    recent = session.scalar(select(func.count()).where(mine, InteractionEvent.server_received_at >= since))
+    recent = session.execute(
+        select(func.count()).where(mine, InteractionEvent.server_received_at >= since)
+    ).scalar_one()
     if recent >= MAX_EVENTS_PER_RATE_WINDOW:
         raise TooManyEvents(
             f"{who} sent {recent} events in the last {EVENT_RATE_WINDOW_S} s "
@@ -647,7 +652,7 @@ def finish_participant(db: Database, participant_id: int, status: ParticipantSta
     """Complete (only once every trial is stored), exit early or decline consent; returns the code to show."""
     with db.write() as session:
         participant = _participant(session, participant_id)
-        config = study_config(session.get(Study, participant.study_id))
+        config = study_config(session.get_one(Study, participant.study_id))
         if participant.status not in FINISHED:
             if status == ParticipantStatus.COMPLETED:
                 _require_all_answered(session, participant)

@@ -75,7 +75,8 @@ def bonus_cents(amount: str | float | Decimal | None) -> int:
         raise ValueError(f"bonus {amount!r} is not an amount; expected e.g. 1.50") from None
     if not value.is_finite() or value < 0 or value > MAX_BONUS or value != value.quantize(Decimal("0.01")):
         raise ValueError(
-            f"bonus {amount!r} is not valid: expected an amount from 0 to {MAX_BONUS} with at most two decimals"
+            f"bonus {amount!r} is not valid: "
+            f"expected an amount from 0 to {MAX_BONUS} with at most two decimals"
         )
     return int(value * 100)
 

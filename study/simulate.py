@@ -2,9 +2,9 @@
 (`enter_study` -> `trial_plan` -> `record_response` -> `finish_participant`) and labelled simulated.
 
 Choice model (stated): the similarity of two images is `same_category` if they share a category, else
-`same_superordinate` if they share a superordinate, else `same_domain` if their superordinates share a
-domain (optional `domains`, e.g. animals and plants are living things), else `different`; plus `item_weight` times the dot
-product of fixed unit vectors per image (random but seeded by the image's content hash, or given
+`same_superordinate` if they share a superordinate, else `same_domain` if their superordinates share a domain
+(optional `domains`, e.g. animals and plants are living things), else `different`; plus `item_weight` times
+the dot product of fixed unit vectors per image (random but seeded by the image's content hash, or given
 features, e.g. `perceptual_item_vectors`), which gives within-category structure that every simulated person
 shares. Per trial, Gaussian noise (`noise_sd`) is added to the three pair similarities and the most similar
 pair is drawn from a softmax with `temperature`; the odd one out is the image outside that pair.
@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sqlalchemy import func, select
 
 from db.engine import Database
@@ -90,13 +91,14 @@ def item_vector(content_hash: str, dim: int) -> np.ndarray:
 
 
 def perceptual_item_vectors(
-    features: Mapping[int, Sequence[float]], *, attribute_share: float, n_attributes: int, seed: int = 0
+    features: Mapping[int, ArrayLike], *, attribute_share: float, n_attributes: int, seed: int = 0
 ) -> dict[int, np.ndarray]:
     """Unit item vectors (for `features=`) whose dot product is
-    `(1 - attribute_share) * cos(f_i, f_j) + attribute_share * cos(a_i, a_j)`: a broad perceptual similarity in
-    a (centred) feature space plus `n_attributes` attributes people weigh heavily, seeded random directions of
-    that space, each standardised over the images. Human similarity is low-dimensional (THINGS/SPoSE) and
-    weighs a few visual attributes more than a network's overall similarity does: what a teacher must learn."""
+    `(1 - attribute_share) * cos(f_i, f_j) + attribute_share * cos(a_i, a_j)`: a broad perceptual
+    similarity in a (centred) feature space plus `n_attributes` attributes people weigh heavily, seeded
+    random directions of that space, each standardised over the images. Human similarity is low-dimensional
+    (THINGS/SPoSE) and weighs a few visual attributes more than a network's overall similarity does: what a
+    teacher must learn."""
     if not features or not 0 <= attribute_share <= 1 or n_attributes < 1:
         raise ValueError(
             f"perceptual_item_vectors needs features, 0 <= attribute_share <= 1 (got {attribute_share}) "
@@ -136,7 +138,8 @@ def pair_similarities(model: SimilarityModel, items: Sequence[SimulatedStimulus]
 
 
 def choice_probabilities(sims: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax over pairs: p(pair c judged most similar), i.e. p(item ODD_ITEM_OF_PAIR[c] is the odd one out)."""
+    """Softmax over pairs: p(pair c judged most similar), i.e. p(item ODD_ITEM_OF_PAIR[c] is the odd one
+    out)."""
     logits = np.asarray(sims, dtype=float) / temperature
     weights = np.exp(logits - logits.max())
     return weights / weights.sum()
@@ -163,7 +166,7 @@ def simulate_participants(
     model: SimilarityModel | None = None,
     careless_share: float = 0.1,
     seed: int = 0,
-    features: Mapping[int, Sequence[float]] | None = None,
+    features: Mapping[int, ArrayLike] | None = None,
 ) -> SimulationSummary:
     """Run `n` simulated participants through the study (which must be open); deterministic for a seed
     and database state. `round(careless_share * n)` of them are careless."""
@@ -196,10 +199,9 @@ def simulate_participants(
     return SimulationSummary(tuple(ids), tuple(careless_ids), n_responses, n_timeouts)
 
 
-def _study_facts(
-    db: Database, slug: str, model: SimilarityModel, features: Mapping[int, Sequence[float]] | None
-):
-    """(stimulus id -> SimulatedStimulus for the study's images, StudyConfig, simulated participants so far)."""
+def _study_facts(db: Database, slug: str, model: SimilarityModel, features: Mapping[int, ArrayLike] | None):
+    """(stimulus id -> SimulatedStimulus for the study's images, StudyConfig, simulated participants so
+    far)."""
     with db.read() as session:
         study = get_study(session, slug)
         used = (
@@ -236,7 +238,7 @@ def _vector(
     stimulus_id: int,
     content_hash: str,
     model: SimilarityModel,
-    features: Mapping[int, Sequence[float]] | None,
+    features: Mapping[int, ArrayLike] | None,
 ) -> np.ndarray:
     if features is None:
         return item_vector(content_hash, model.item_dim)

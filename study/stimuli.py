@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -133,7 +133,8 @@ def import_stimulus_set(
     data_dir: str | Path | None = None,
     limits: ImportLimits = ImportLimits(),
 ) -> ImportReport:
-    """Import a folder, zip, or folder + manifest as stimulus set `name`; all of it or (on any problem) none."""
+    """Import a folder, zip, or folder + manifest as stimulus set `name`: all of it, or (on any problem)
+    none."""
     name = validate_set_name(name)
     source = Path(source)
     root = Path(data_dir) if data_dir is not None else data_home()
@@ -194,7 +195,9 @@ def _extract_zip(archive: Path, target: Path, limits: ImportLimits) -> None:
         if problems:
             raise InputRejected(archive.name, problems)
         for member in members:
-            destination = target.joinpath(*_member_parts(member.filename))
+            parts = _member_parts(member.filename)
+            assert parts is not None, "_archive_problems refuses every unsafe member name"
+            destination = target.joinpath(*parts)
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with zf.open(member) as src, open(destination, "wb") as out:
@@ -257,7 +260,7 @@ def _member_parts(filename: str) -> tuple[str, ...] | None:
     return parts
 
 
-def _copy_at_most(src: io.BufferedIOBase, out: io.BufferedIOBase, limit: int) -> None:
+def _copy_at_most(src: IO[bytes], out: IO[bytes], limit: int) -> None:
     remaining = limit
     while remaining > 0:
         chunk = src.read(min(1 << 20, remaining))
@@ -344,7 +347,9 @@ def _candidates_from_manifest(manifest: Path, folder: Path) -> list[_Candidate]:
     extra_columns = [
         c for c in columns if c.strip().lower() not in REQUIRED_MANIFEST_COLUMNS + OPTIONAL_MANIFEST_COLUMNS
     ]
-    candidates, problems, seen = [], [], set()
+    candidates: list[_Candidate] = []
+    problems: list[RowProblem] = []
+    seen: set[str] = set()
     for line, row in rows:
         where = f"{manifest.name} line {line}"
         candidate = _manifest_candidate(row, extra_columns, folder, where, problems)
@@ -362,7 +367,7 @@ def _candidates_from_manifest(manifest: Path, folder: Path) -> list[_Candidate]:
     return candidates
 
 
-def _read_manifest_rows(manifest: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+def _read_manifest_rows(manifest: Path) -> tuple[list[tuple[int, dict[str | None, Any]]], list[str]]:
     try:
         text = manifest.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -381,7 +386,8 @@ def _read_manifest_rows(manifest: Path) -> tuple[list[tuple[int, dict[str, Any]]
                 RowProblem(
                     f"{manifest.name} header",
                     f"missing column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})",
-                    "a header row with path, category and optionally superordinate (other columns are kept as attributes)",
+                    "a header row with path, category and optionally superordinate "
+                    "(other columns are kept as attributes)",
                 )
             ],
         )
@@ -396,7 +402,11 @@ def _read_manifest_rows(manifest: Path) -> tuple[list[tuple[int, dict[str, Any]]
 
 
 def _manifest_candidate(
-    row: dict[str, Any], extra_columns: list[str], folder: Path, where: str, problems: list[RowProblem]
+    row: dict[str | None, Any],  # csv.DictReader files fields beyond the header under None
+    extra_columns: list[str],
+    folder: Path,
+    where: str,
+    problems: list[RowProblem],
 ) -> _Candidate | None:
     if row.get(None):
         problems.append(
@@ -447,7 +457,9 @@ def _check_and_render(
     """Decode and check every file (writing serving copies to staging); refuse all if any row is bad."""
     (staging / "images").mkdir(parents=True)
     (staging / "thumbs").mkdir()
-    checked, problems, first_with_hash = [], [], {}
+    checked: list[_Checked] = []
+    problems: list[RowProblem] = []
+    first_with_hash: dict[str, str] = {}
     for candidate in candidates:
         result = _check_one(candidate, staging, limits)
         if isinstance(result, RowProblem):

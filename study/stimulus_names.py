@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 IndexOrder = Literal["natural", "text", "list"]
 INDEX_ORDERS: tuple[str, ...] = ("natural", "text")
@@ -60,7 +60,7 @@ class IndexRule:
             return cls("list", names, base, path.name)
         if order not in (None, *INDEX_ORDERS):
             raise ValueError(f"index order must be one of {INDEX_ORDERS}, got {order!r}")
-        return cls(order, (), base)
+        return cls(cast(IndexOrder | None, order), (), base)  # checked just above
 
 
 class StimulusNames:

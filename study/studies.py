@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -40,6 +40,12 @@ class TrialSpec:
     level: TripletLevel | None = None
     block: int = 0
     odd_known: bool = False
+
+
+def as_triplet(stimulus_ids: Iterable[int]) -> tuple[int, int, int]:
+    """Exactly three ids as the fixed-size tuple a stored triplet is (ValueError for any other count)."""
+    first, second, third = stimulus_ids
+    return first, second, third
 
 
 def triplet_key(stimulus_ids: Sequence[int]) -> str:

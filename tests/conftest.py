@@ -15,7 +15,8 @@ from tests.support.pg_temp import TemporaryPostgres  # noqa: E402
 
 @pytest.fixture
 def db(tmp_path) -> Database:
-    """A file-backed SQLite database with the current schema (create_all: fast; migrations are tested apart)."""
+    """A file-backed SQLite database with the current schema (create_all: fast; migrations are tested
+    apart)."""
     database = Database.from_url(f"sqlite:///{tmp_path / 'test.db'}")
     Base.metadata.create_all(database.engine)
     yield database

@@ -1,9 +1,9 @@
 """The layering in ARCHITECTURE.md, enforced.
 
-app/ (delivery: Streamlit pages, participant page, CLI) -> workflows/ (no Streamlit) -> study/ -> db/ -> common/;
-alignment/ and db/ import only common/ from the project; common/ (config loader, atomic writes, the data
-directory) imports no project code, no Streamlit and no torch; nothing imports app/; only app/ imports Streamlit;
-tests/support/ is shared by tests and benches and is never imported by shipped code.
+app/ (delivery: Streamlit pages, participant page, CLI) -> workflows/ (no Streamlit) -> study/ -> db/ ->
+common/; alignment/ and db/ import only common/ from the project; common/ (config loader, atomic writes, the
+data directory) imports no project code, no Streamlit and no torch; nothing imports app/; only app/ imports
+Streamlit; tests/support/ is shared by tests and benches and is never imported by shipped code.
 """
 
 from __future__ import annotations

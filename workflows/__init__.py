@@ -1,1 +1,2 @@
-"""Streamlit-free workflows: job runner, pipeline stages, evaluation tables, maps, demo builder, participant API."""
+"""Streamlit-free workflows: the job runner, pipeline stages, evaluation tables, maps, the demo builder and
+the participant API."""

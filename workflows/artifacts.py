@@ -67,7 +67,8 @@ def read_split(path: str | Path, owner: str = "") -> tuple[np.ndarray, np.ndarra
     keys, unseen = arrays["test_keys"], arrays["unseen"]
     if keys.ndim != 2 or keys.shape[1] != 2 or unseen.shape != (len(keys),):
         raise ArtifactError(
-            f"{_prefix(owner)}{path} must hold test_keys [m, 2] and unseen [m]; got {keys.shape}, {unseen.shape}"
+            f"{_prefix(owner)}{path} must hold test_keys [m, 2] and unseen [m]; got {keys.shape}, "
+            f"{unseen.shape}"
         )
     return keys.astype(np.int64), unseen.astype(bool)
 

@@ -40,11 +40,11 @@ DEMO_DESIGN = DesignConfig(
     n_shared=15,
     seed=7,
 )
-# Simulated people judge by category structure plus perception: half a broad perceptual similarity, half a few
-# visual attributes they weigh heavily (`perceptual_item_vectors`), both in a different network's feature space
-# (MobileNetV2) than the one being aligned; the teacher has to find those attributes in EfficientNet features.
+# Simulated people judge by category structure plus perception: half a broad perceptual similarity, half a
+# few visual attributes they weigh heavily (`perceptual_item_vectors`), both in a different network's feature
+# space (MobileNetV2) than the one being aligned; the teacher has to find those attributes in EfficientNet
+# features.
 PERCEPTUAL_BACKBONE = "timm:mobilenetv2_100"
-PERCEPTUAL_ATTRIBUTES = {"attribute_share": 0.5, "n_attributes": 6, "seed": 2}
 DEMO_PEOPLE = SimilarityModel(
     item_weight=0.6, same_domain=0.25, domains=(("animal", "living"), ("plant", "living"), ("food", "living"))
 )
@@ -114,7 +114,8 @@ def _ensure_study(db: Database, set_id: int, report: Callable[[str], None]) -> N
 
 
 def perceptual_features(db: Database) -> dict[int, np.ndarray]:
-    """The simulated people's perceptual item vectors per stimulus id (see PERCEPTUAL_ATTRIBUTES)."""
+    """The simulated people's perceptual item vectors per stimulus id: half a broad perceptual similarity,
+    half six attributes (see the comment at PERCEPTUAL_BACKBONE)."""
     from alignment.backbones import create_backbone
     from alignment.features import extract_features
 
@@ -124,16 +125,17 @@ def perceptual_features(db: Database) -> dict[int, np.ndarray]:
         backbone, [data_home() / p for p in stimuli["path"]], cache_dir=data_home() / FEATURE_CACHE_DIR
     )
     return perceptual_item_vectors(
-        dict(zip(stimuli["id"].tolist(), features, strict=True)), **PERCEPTUAL_ATTRIBUTES
+        dict(zip(stimuli["id"].tolist(), features, strict=True)), attribute_share=0.5, n_attributes=6, seed=2
     )
 
 
 def _ensure_simulated(db: Database, wanted: int, report: Callable[[str], None]) -> int:
     with db.read() as session:
         study_id = get_study(session, DEMO_SLUG).id
-        have = session.scalar(
-            select(func.count()).where(Participant.study_id == study_id, Participant.is_simulated.is_(True))
+        simulated = select(func.count()).where(
+            Participant.study_id == study_id, Participant.is_simulated.is_(True)
         )
+        have = session.execute(simulated).scalar_one()
     if have < wanted:
         summary = simulate_participants(
             db,

@@ -23,9 +23,11 @@ COMMAND_MODULES = [
     "app.cli.align_commands",
     "app.cli.judgments_commands",
     "app.cli.map_commands",
+    "app.cli.student_commands",
 ]
 
-# bad input, not a bug: config errors (ConfigError is a ValueError), missing input files, unknown slugs or runs
+# bad input, not a bug: config errors (ConfigError is a ValueError), missing input files, unknown slugs or
+# runs
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError)
 
 

@@ -126,9 +126,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _align(args: argparse.Namespace) -> int:
     overrides = {"backbone": args.backbone, **(settings_table(args.config) if args.config else {})}
     run = run_stage_here("align", args.study, overrides, show=False)
-    print(
-        f"closed loop run {run.id}; steps reused from earlier runs: {run.metrics.get('reused_steps') or 'none'}"
-    )
+    reused = run.metrics.get("reused_steps") or "none"
+    print(f"closed loop run {run.id}; steps reused from earlier runs: {reused}")
     print_eval_table(run)
     return 0
 
@@ -144,8 +143,9 @@ def print_eval_table(run) -> None:
     if run.metrics.get("unseen_note"):
         print(run.metrics["unseen_note"])
     print(
-        "accuracy: per held-out triplet the share of its n human judgments the model agrees with (ties wrong), "
-        "averaged over the distinct triplets; 95% CIs bootstrap the triplets; seen images: held-out judgments "
+        "accuracy: per held-out triplet the share of its n human judgments the model agrees with "
+        "(ties wrong), averaged over the distinct triplets; 95% CIs bootstrap the triplets; seen images: "
+        "held-out judgments "
         "of images the teacher also trained on; unseen images: judgments made only of images no fit saw; "
         "anchor: agreement with s(head, close) > s(head, far), chance 1/2; gain: over the first "
         "representation, paired 95% CI; normalised = (acc - 1/3) / (ceiling - 1/3); ρ = Spearman of model "

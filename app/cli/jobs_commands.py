@@ -33,7 +33,8 @@ def _list(args: argparse.Namespace) -> int:
 
     for run in list_runs(Database.from_url(), kind=args.kind):
         print(
-            f"{run.id:>5}  {run.kind:<13} {run.status.value:<10} {100 * run.progress:5.1f}%  {run.name}  {run.error or ''}"
+            f"{run.id:>5}  {run.kind:<13} {run.status.value:<10} {100 * run.progress:5.1f}%  "
+            f"{run.name}  {run.error or ''}"
         )
     return 0
 

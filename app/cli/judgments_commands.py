@@ -46,6 +46,7 @@ def _import(args: argparse.Namespace) -> int:
         index=index_rule(args),
     )
     print(
-        f"imported {summary.n_judgments} {summary.task} judgments from {summary.n_participants} subjects as study {args.slug!r}"
+        f"imported {summary.n_judgments} {summary.task} judgments from {summary.n_participants} subjects "
+        f"as study {args.slug!r}"
     )
     return 0

@@ -1,7 +1,8 @@
 """`alignlab map --before RUN --after RUN --out DIR`: before/after maps, reorganisation figures, HTML report.
 
-A RUN is a run id or a unique run name (its "embeddings" artifact), or RUN:ARTIFACT for another embeddings
-artifact of the run, e.g. `--before 7:raw_embeddings --after 7` for a teacher run (see workflows/maps/data.py).
+A RUN is a run id or a unique run name (its "embeddings" artifact), or RUN:ARTIFACT for another
+embeddings artifact of the run, e.g. `--before 7:raw_embeddings --after 7` for a teacher run (see
+workflows/maps/data.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`alignlab stimuli import|list`: stimulus sets (labelled image folders, zips, or folders plus a CSV manifest)."""
+"""`alignlab stimuli import|list`: stimulus sets (labelled image folders, zips, or folders plus a CSV
+manifest)."""
 
 from __future__ import annotations
 

@@ -123,7 +123,8 @@ def _add_import_design(commands: argparse._SubParsersAction) -> None:
         "import-design",
         help="a study from an existing design: Levels CSV or THINGS index file",
         description="levels: CSV with id, image1, image2, image3, trial, triplet_class (one list per id). "
-        "things: rows of three indices into the set's stimuli (see --image-list, --index-order), odd one out last.",
+        "things: rows of three indices into the set's stimuli (see --image-list, --index-order), "
+        "odd one out last.",
     )
     _add_study_options(parser)
     parser.add_argument("path", help="design file")

@@ -11,8 +11,9 @@ from workflows.participant.flow import BlockRun, Intro
 
 
 def api_prefix() -> str:
-    """Where the participant REST endpoints live: under `server.baseUrlPath`, beside Streamlit's own routes, so a
-    proxy that forwards only the app's path (e.g. https://lab.example.org/alignlab/) forwards responses too."""
+    """Where the participant REST endpoints live: under `server.baseUrlPath`, beside Streamlit's own
+    routes, so a proxy that forwards only the app's path (e.g. https://lab.example.org/alignlab/) forwards
+    responses too."""
     from streamlit import config
     from streamlit.url_util import make_url_path
 

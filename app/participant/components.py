@@ -1,5 +1,6 @@
 """The custom components (Streamlit components v2, inline JS/CSS, no build step): the trial block, the
-session monitor and the device check. Their JavaScript lives in ./web and is read when the component is first registered."""
+session monitor and the device check. Their JavaScript lives in ./web and is read when the component is
+first registered."""
 
 from __future__ import annotations
 

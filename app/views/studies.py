@@ -130,9 +130,8 @@ def _save_edit(slug: str, changes: dict, target: int | None, note: str) -> None:
         st.error(str(error))
         return
     if edit.changed:
-        flash(
-            f"{slug}: config version {edit.version} saved ({', '.join(edit.changed)}). New participants get it."
-        )
+        changed = ", ".join(edit.changed)
+        flash(f"{slug}: config version {edit.version} saved ({changed}). New participants get it.")
     else:
         flash(f"{slug}: nothing changed; version {edit.version} stays current.", "info")
     st.rerun()

@@ -1,4 +1,5 @@
-"""Fashion-MNIST (Zalando, MIT/Expat) from Debian's `dataset-fashion-mnist`: real product photos, 28x28 grey."""
+"""Fashion-MNIST (Zalando, MIT/Expat) from Debian's `dataset-fashion-mnist`: real product photos, 28x28
+grey."""
 
 from __future__ import annotations
 

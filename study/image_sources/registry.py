@@ -24,7 +24,8 @@ def available_sources() -> list[str]:
 
 
 def get_image_source(name: str) -> ImageSource:
-    """`tuxpaint-photos`, `fashion-mnist`, or `folder:PATH` for a folder laid out superordinate/category/image."""
+    """`tuxpaint-photos`, `fashion-mnist`, or `folder:PATH` for a folder laid out
+    superordinate/category/image."""
     if name.startswith(FOLDER_PREFIX):
         return ImageFolder(Path(name.removeprefix(FOLDER_PREFIX)).expanduser())
     try:

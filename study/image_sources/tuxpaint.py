@@ -28,10 +28,10 @@ def _stamps(folder: str, names: str) -> tuple[str, ...]:
 PHOTO_STAMPS: dict[tuple[str, str], tuple[str, ...]] = {
     ("animal", "bird"): _stamps(
         "animals/birds",
-        "adelaide-rosella albino_peahen blackbird chicken_profile crow crowned_crane cuckoo drake duck gander "
-        "guineafowl helmeted_guineafowl hen heron_greatblue heron_greatblue_flying lark little-penguin "
-        "magellanic_penguin magpie nandou ostrich owl peacock pelican penguin pigeon pink_flamingo quetzal "
-        "rainbow-lorikeet rooster seagull silver-gull tucan turkey vulture",
+        "adelaide-rosella albino_peahen blackbird chicken_profile crow crowned_crane cuckoo drake duck "
+        "gander guineafowl helmeted_guineafowl hen heron_greatblue heron_greatblue_flying lark "
+        "little-penguin magellanic_penguin magpie nandou ostrich owl peacock pelican penguin pigeon "
+        "pink_flamingo quetzal rainbow-lorikeet rooster seagull silver-gull tucan turkey vulture",
     ),
     ("animal", "fish"): _stamps(
         "animals/fish",
@@ -71,8 +71,8 @@ PHOTO_STAMPS: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("food", "vegetable"): _stamps(
         "food/vegetables",
-        "broccoli carrot chilepepper corn eggplant garlic garlics lettuce mushroom onion pattypan_squash pepper "
-        "potato pumpkin_small redlettuce tomato yam yellowpepper",
+        "broccoli carrot chilepepper corn eggplant garlic garlics lettuce mushroom onion pattypan_squash "
+        "pepper potato pumpkin_small redlettuce tomato yam yellowpepper",
     ),
     ("artefact", "tool"): _stamps(
         "household/tools",

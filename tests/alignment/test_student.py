@@ -1,4 +1,5 @@
-"""Student distillation: planted-teacher known answer, refusals before training, exact resume, real backbone."""
+"""Student distillation: a planted-teacher known answer, refusals before training, exact resume, a real
+backbone."""
 
 import json
 

@@ -81,7 +81,8 @@ def test_anchor_and_odd_one_out_judgments_of_one_planted_model_give_consistent_f
             < 0.015
         )
         assert abs(correct_choices(anchor_similarities(z, test_anchors)).mean() - planted_anchor) < 0.015
-        # one temperature convention: the calibrated similarities are the planted ones, whichever kind was fitted
+        # one temperature convention: the calibrated similarities are the planted ones, whichever kind
+        # was fitted
         mine = _calibrated_differences(pair_similarities(z, test_triplets), fitted.temperature)
         truth = _calibrated_differences(planted_sims, planted.temperature)
         assert np.corrcoef(mine, truth)[0, 1] > 0.95
@@ -115,7 +116,8 @@ def test_default_temperature_is_calibrated_even_with_one_response_per_triplet(pl
 
 
 def test_regulariser_weight_is_chosen_on_validation_when_data_are_scarce():
-    # humans judge exactly in the backbone's space: with 400 triplets only a strong pull to identity generalises
+    # humans judge exactly in the backbone's space: with 400 triplets only a strong pull to identity
+    # generalises
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 32)).astype(np.float32)
     triplets = np.array([rng.choice(200, 3, replace=False) for _ in range(6400)])

@@ -1,4 +1,5 @@
-"""`alignlab stimuli ...` and `alignlab study ...`: summaries on success, row-level errors and exit 2 on bad input."""
+"""`alignlab stimuli ...` and `alignlab study ...`: summaries on success, row-level errors and exit 2 on bad
+input."""
 
 from __future__ import annotations
 

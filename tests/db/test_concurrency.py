@@ -1,4 +1,5 @@
-"""16 threads x 200 read-then-insert transactions lose nothing and raise nothing (SQLite file and PostgreSQL)."""
+"""16 threads x 200 read-then-insert transactions lose nothing and raise nothing (a SQLite file and
+PostgreSQL)."""
 
 from __future__ import annotations
 

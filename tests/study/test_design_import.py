@@ -144,13 +144,14 @@ def test_bad_levels_rows_are_all_reported_and_nothing_is_stored(db, stored_set, 
         "inputs.csv line 3: image2: unknown image 'missing.jpg': not in the stimulus set; "
         "expected a stimulus name or a file name of the set",
         "inputs.csv line 4: triplet_class 'easy' is not known; expected one of between_class, between, "
-        "within_class, within, class_border, class_boundary, border, catch, catch_trial, experimental, repeat, "
-        "practice, training, training_trial",
-        "inputs.csv line 5: image1: image '0.jpg' matches 9 stimuli (animal/animal0/0.jpg, animal/animal1/0.jpg, "
-        "animal/animal2/0.jpg); expected a full stimulus name such as 'animal/dog/1.jpg'",
+        "within_class, within, class_border, class_boundary, border, catch, catch_trial, experimental, "
+        "repeat, practice, training, training_trial",
+        "inputs.csv line 5: image1: image '0.jpg' matches 9 stimuli (animal/animal0/0.jpg, "
+        "animal/animal1/0.jpg, animal/animal2/0.jpg); "
+        "expected a full stimulus name such as 'animal/dog/1.jpg'",
         "inputs.csv line 6: catch triplet has no unambiguous odd one out (animal/animal0/2.jpg: animal0, "
-        "animal/animal1/1.jpg: animal1, tool/tool0/1.jpg: tool0); expected two images of one category and one "
-        "of another",
+        "animal/animal1/1.jpg: animal1, tool/tool0/1.jpg: tool0); expected two images of one category "
+        "and one of another",
         "inputs.csv line 7: trial 0 appears twice for id 'p1'; expected unique trial numbers per id",
     ]
     assert counts(db) == before

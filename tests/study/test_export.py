@@ -1,4 +1,5 @@
-"""Exports: THINGS triplets, jsPsych-like long CSV, Parquet; pseudonyms, exclusions, simulated labels, round trips."""
+"""Exports: THINGS triplets, jsPsych-like long CSV, Parquet; pseudonyms, exclusions, simulated labels,
+round trips."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ JUDGMENT_COLUMNS = ["stim0", "stim1", "stim2", "level", "kind", "rt_ms", "is_sim
 
 @pytest.fixture
 def exported_study(any_db):
-    """Practice, catch, 3 experimental trials; a human, a simulated and an excluded participant (SQLite, PostgreSQL)."""
+    """Practice, catch, 3 experimental trials; a human, a simulated and an excluded participant (SQLite,
+    PostgreSQL)."""
     db = any_db
     ids = make_stimuli(db)
     specs = [
@@ -67,7 +69,8 @@ def test_things_rows_are_odd_last_indices_with_pseudonyms_and_labels(exported_st
     ]
     assert "HUMAN-1" not in table.to_csv()
     human = table[table["subject_id"] == pseudonymise(salt, "HUMAN-1")]
-    # by name: cat0-2 -> 0-2, dog0-2 -> 3-5, bus0-2 -> 6-8, car0-2 -> 9-11 (ids: dog 0-2, cat 3-5, car 6-8, bus 9-11)
+    # by name: cat0-2 -> 0-2, dog0-2 -> 3-5, bus0-2 -> 6-8, car0-2 -> 9-11
+    # (ids: dog 0-2, cat 3-5, car 6-8, bus 9-11)
     assert human[["image1", "image2", "image3"]].values.tolist() == [
         [0, 1, 6],
         [3, 0, 9],

@@ -78,7 +78,8 @@ def qc_study(db):
 
 
 def _choices(specs, catch_right: list[bool], timeouts: int = 0) -> list[int | None]:
-    """Practice: pick item 0; catches right or wrong as asked; experimental: item 2, the first `timeouts` None."""
+    """Practice: pick item 0; catches right or wrong as asked; experimental: item 2, the first `timeouts`
+    None."""
     chosen = [specs[0].stimuli[0]]
     chosen += [
         spec.stimuli[2] if right else spec.stimuli[0]

@@ -1,4 +1,5 @@
-"""Simulated participants: the stated choice and RT model, determinism, labels, and the real recording path."""
+"""Simulated participants: the stated choice and RT model, determinism, labels, and the real recording
+path."""
 
 from __future__ import annotations
 

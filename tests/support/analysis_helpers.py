@@ -105,7 +105,8 @@ def answer_positions(db, slug: str, external_id: str, positions: Sequence[int], 
 
 
 def levels_list(ids) -> list[TrialSpec]:
-    """16 images (dog, cat, car, bus x 4): 8 catch, 12 within-class, 12 class-border, 12 between-class trials."""
+    """16 images (dog, cat, car, bus x 4): 8 catch, 12 within-class, 12 class-border, 12 between-class
+    trials."""
     dog, cat, car, bus = (ids[i : i + 4] for i in range(0, 16, 4))
     specs = [catch(dog[i % 4], dog[(i + 1) % 4], car[i % 4]) for i in range(8)]
     for i in range(12):

@@ -27,7 +27,8 @@ def make_image(
 
 
 def make_layout(root: Path, layout: dict[str, dict[str, int]], suffix: str = ".jpg") -> Path:
-    """`root/superordinate/category/<i>.jpg` for {superordinate: {category: n_images}}; '' = no superordinate."""
+    """`root/superordinate/category/<i>.jpg` for {superordinate: {category: n_images}}; '' = no
+    superordinate."""
     for superordinate, categories in layout.items():
         for category, n_images in categories.items():
             folder = root / superordinate / category if superordinate else root / category

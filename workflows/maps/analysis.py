@@ -106,7 +106,7 @@ def summary_rows(reorg: Reorganisation, humans: HumanComparison | None) -> list[
     """The numbers a report leads with, as (measure, before, after) rows."""
     rows: list[dict[str, object]] = [
         {
-            "measure": f"{r['level']} {r['metric'].replace('_', ' ')}",
+            "measure": f"{r['level']} {str(r['metric']).replace('_', ' ')}",
             "before": r["before"],
             "after": r["after"],
         }

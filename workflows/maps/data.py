@@ -116,9 +116,9 @@ def load_run_embeddings(db: Database, run_id: int, artifact: str = EMBEDDINGS_AR
     return RunEmbeddings(run_id, label, study_id, embeddings, stimulus_ids)
 
 
-def load_map_inputs(db: Database, before: tuple[int, str], after: tuple[int, str]) -> MapInputs:
+def load_map_inputs(db: Database, before_key: tuple[int, str], after_key: tuple[int, str]) -> MapInputs:
     """Two representations (run id, artifact) restricted to their common images, in the before order."""
-    before, after = load_run_embeddings(db, *before), load_run_embeddings(db, *after)
+    before, after = load_run_embeddings(db, *before_key), load_run_embeddings(db, *after_key)
     common = before.stimulus_ids[np.isin(before.stimulus_ids, after.stimulus_ids)]
     if len(common) < 5:
         raise MapDataError(
@@ -183,8 +183,8 @@ def thumbnail_data_uris(paths: list[str | None], px: int = THUMBNAIL_PX) -> list
         if file is None or not file.is_file():
             uris.append("")
             continue
-        with Image.open(file) as image:
-            image = image.convert("RGB")
+        with Image.open(file) as opened:
+            image = opened.convert("RGB")
             image.thumbnail((px, px))
             buffer = io.BytesIO()
             image.save(buffer, "JPEG", quality=80)

@@ -303,8 +303,9 @@ def chrome_path() -> str:
         if found := shutil.which(candidate):
             return found
     raise PngExportUnavailable(
-        "PNG export needs Chrome or Chromium (kaleido renders through it) and none was found: install Debian's "
-        "`chromium` package, or set BROWSER_PATH to a Chrome binary. HTML export works without it."
+        "PNG export needs Chrome or Chromium (kaleido renders through it) and none was found: "
+        "install Debian's `chromium` package, or set BROWSER_PATH to a Chrome binary. "
+        "HTML export works without it."
     )
 
 

@@ -132,12 +132,14 @@ def _report_html(inputs: MapInputs, config: MapConfig, result: MapFigures) -> st
         for i, fig in enumerate(result.figures.values())
     ]
     title = f"{inputs.before.label} → {inputs.after.label}"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>AlignLab map: {html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1400px;margin:auto}} td,th{{padding:2px 8px;text-align:left}}</style>
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>AlignLab map: {html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:auto}}
+td,th{{padding:2px 8px;text-align:left}}</style>
 </head><body><h1>How the representation reorganised</h1>
 <p>Before: <b>{html.escape(inputs.before.label)}</b>; after: <b>{html.escape(inputs.after.label)}</b>;
-{len(inputs.stimuli)} images; {config.method.upper()} maps (seed {config.seed}), after map aligned to the before
-map by Procrustes. Neighbourhood and cluster measures use cosine similarity in the full representation.
+{len(inputs.stimuli)} images; {config.method.upper()} maps (seed {config.seed}), after map aligned to the
+before map by Procrustes. Neighbourhood and cluster measures use cosine similarity in the full representation.
 <a href="maps.html">maps.html</a> shows each image's thumbnail on hover.</p>
 <h2>Summary</h2>{summary}<h2>Images whose neighbours changed most</h2>{moved}
 <h2>Figures</h2>{"".join(divs)}</body></html>"""

@@ -19,12 +19,14 @@ POST /api/events     {token, client_event_id, kind, detail: {} (<= 2 KB), trial_
 GET  /api/stimuli/{id}?token=TOKEN               the image, only if it is in the token's participant's list
   200 image bytes; 401 bad or missing token; 403 not in this participant's list; 404 the image file is gone
 For all:
-  400 {"status": "error", "reason": ...}   malformed body (not JSON, not an object, nested too deeply, a field of
-                                           the wrong type or range); the reason names the field
-  401 {"status": "error", "reason": ...}   missing, malformed or unverifiable token (e.g. signed with an old key)
+  400 {"status": "error", "reason": ...}   malformed body (not JSON, not an object, nested too deeply, a
+                                           field of the wrong type or range); the reason names the field
+  401 {"status": "error", "reason": ...}   missing, malformed or unverifiable token (e.g. signed with an
+                                           old key)
   404 {"status": "error", "reason": ...}   the token's participant does not exist
   413 {"status": "error", "reason": ...}   body over 16 KB, refused from Content-Length or while streaming
-Only 409 (and 200) are final for an outbox: 401, 404, 429 and 5xx may succeed later (a fresh token, a restart).
+Only 409 (and 200) are final for an outbox: 401, 404, 429 and 5xx may succeed later (a fresh token, a
+restart).
 """
 
 from __future__ import annotations

@@ -67,14 +67,15 @@ def strict_bool(data: dict[str, Any], name: str, default: bool = False) -> bool:
     return value
 
 
-def index_or_none(data: dict[str, Any], name: str, *, required: bool) -> int | None:
+def required_index(data: dict[str, Any], name: str, expected: str = "an integer") -> int:
     value = data.get(name)
-    if value is None and not required:
-        return None
     if type(value) is not int or not 0 <= value <= MAX_INDEX:
-        expected = "an integer" if required else "an integer or null"
         raise BadRequest(f"{name} must be {expected} from 0 to {MAX_INDEX}, got {_show(value)}")
     return value
+
+
+def index_or_none(data: dict[str, Any], name: str) -> int | None:
+    return None if data.get(name) is None else required_index(data, name, "an integer or null")
 
 
 def _show(value: object) -> str:
@@ -102,7 +103,7 @@ def parse_response(data: dict[str, Any], *, now_ms: float | None = None) -> Resp
     if rt_ms is not None and rt_ms < 0:
         raise BadRequest(f"rt_ms must be >= 0 or null, got {_show(rt_ms)}")
     return ResponsePayload(
-        trial_index=index_or_none(data, "trial_index", required=True),
+        trial_index=required_index(data, "trial_index"),
         shown=tuple(shown),
         chosen_position=position,
         rt_ms=rt_ms,
@@ -143,7 +144,7 @@ def parse_event(data: dict[str, Any]) -> EventPayload:
     return EventPayload(
         kind=kind,
         client_event_id=event_id,
-        trial_index=index_or_none(data, "trial_index", required=False),
+        trial_index=index_or_none(data, "trial_index"),
         client_time_ms=finite_or_none(data, "client_time_ms"),
         detail=detail,
     )

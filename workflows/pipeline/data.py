@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import get_run
 from db.settings import data_home
-from study.judgments import load_anchor_judgments, load_judgments, load_stimuli, split_judgments
+from study.judgments import SplitBy, load_anchor_judgments, load_judgments, load_stimuli, split_judgments
 from workflows.artifacts import read_embeddings, write_embeddings
 from workflows.jobs import Progress, run_dir
 
@@ -69,7 +70,7 @@ class SplitConfig(LoadableConfig):
 
     SECTION = "split"
 
-    by: str = "triplet"  # triplet | subject | image
+    by: SplitBy = "triplet"
     test_fraction: float = 0.2
     unseen_fraction: float = 0.2
     seed: int = 0
@@ -89,7 +90,8 @@ TRIPLET_COLUMNS = ["stim0", "stim1", "stim2"]
 @dataclass(frozen=True)
 class StudySplit:
     """A study's judgments split for one fit: odd-one-out frames (`load_judgments` columns) and anchor frames
-    (`load_anchor_judgments` columns plus `triplet_key`), each as train, seen-image test, unseen-image test."""
+    (`load_anchor_judgments` columns plus `triplet_key`), each as train, seen-image test, unseen-image
+    test."""
 
     train: pd.DataFrame
     seen: pd.DataFrame
@@ -137,7 +139,7 @@ def study_anchor_judgments(db: Database, slug: str) -> pd.DataFrame:
 def _within(frame: pd.DataFrame, columns: list[str], images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(all three images in `images`, none of them in `images`) per row."""
     inside = frame[columns].isin(images).to_numpy() if len(frame) else np.zeros((0, 3), bool)
-    return inside.all(axis=1), ~inside.any(axis=1)
+    return np.asarray(inside.all(axis=1)), np.asarray(~inside.any(axis=1))
 
 
 def _unseen_images(
@@ -164,8 +166,9 @@ def _unseen_images(
     total = len(judgments) + len(anchors)
     needed = int(np.ceil(used.size * (MIN_UNSEEN_JUDGMENTS / max(total, 1)) ** (1 / 3)))
     return np.array([], np.int64), (
-        f"unseen-image accuracy not measured: holding out {held.size} of the {used.size} judged images leaves "
-        f"{inside} judgments made only of them (need {MIN_UNSEEN_JUDGMENTS}); at this study's judgment density "
+        f"unseen-image accuracy not measured: holding out {held.size} of the {used.size} judged images "
+        f"leaves {inside} judgments made only of them (need {MIN_UNSEEN_JUDGMENTS}); at this study's "
+        "judgment density "
         f"about {needed} held-out images would do (a study of ~{int(np.ceil(needed / fraction))} images at "
         f"unseen_fraction {fraction}, judged as densely)"
     )
@@ -176,7 +179,7 @@ def _seen_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     if by == "image" or frame.empty:
         return frame, frame.iloc[:0]
-    return split_judgments(frame, by, fraction, seed)
+    return split_judgments(frame, cast(SplitBy, by), fraction, seed)
 
 
 def split_study(db: Database, slug: str, config: SplitConfig) -> StudySplit:
@@ -205,7 +208,7 @@ def split_study(db: Database, slug: str, config: SplitConfig) -> StudySplit:
     return split
 
 
-_SNAPSHOT: ContextVar[dict[tuple[str, str], pd.DataFrame] | None] = ContextVar("judgments", default=None)
+_SNAPSHOT: ContextVar[dict[tuple[str, ...], pd.DataFrame] | None] = ContextVar("judgments", default=None)
 
 
 @contextmanager

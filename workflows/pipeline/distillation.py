@@ -42,7 +42,8 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
         f"run-{teacher_run.id}",
     )
     label_sets = make_pseudolabels(features, teacher, provenance, config)
-    artifacts, metrics = {}, {"n_triplets": len(label_sets["aligned"].triplets)}
+    artifacts: dict[str, str] = {}
+    metrics: dict[str, float] = {"n_triplets": len(label_sets["aligned"].triplets)}
     for space, labels in label_sets.items():
         artifacts[f"labels_{space}"] = str(
             labels.save(run_dir(run.id) / f"labels_{space}.npz").relative_to(data_home())

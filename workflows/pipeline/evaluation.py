@@ -5,10 +5,12 @@ accuracy, and the correlation of model entropy with human RT and choice entropy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from alignment.conventions import Similarity
 from common.atomic import atomic_write
 from db.engine import Database
 from db.models import Run
@@ -140,7 +142,7 @@ def score_held_out(
     images: StudyImages,
     all_judgments: pd.DataFrame,
     *,
-    similarity: str = "dot",
+    similarity: Similarity = "dot",
     n_boot: int = 1000,
 ) -> pd.DataFrame:
     """The results table (``alignment.model_comparison.ResultRow`` columns) of every representation on every
@@ -153,11 +155,18 @@ def score_held_out(
     tables = []
     for block in blocks:
         test = block.judgments
-        common = {"similarity": similarity, "n_boot": n_boot, "held_out": block.held_out}
-        common |= {"groups": test["triplet_key"].tolist(), "human_rt": test["rt_ms"].to_numpy(np.float64)}
-        if block.task == "anchor":
-            rows = images.rows(test[ANCHOR_COLUMNS].to_numpy())
-            result = compare_models(embeddings, rows, task="anchor", **common)
+        groups, human_rt = test["triplet_key"].tolist(), test["rt_ms"].to_numpy(np.float64)
+        if block.task == "anchor" or ceilings is None:
+            result = compare_models(
+                embeddings,
+                images.rows(test[ANCHOR_COLUMNS].to_numpy()),
+                task="anchor",
+                held_out=block.held_out,
+                similarity=similarity,
+                groups=groups,
+                human_rt=human_rt,
+                n_boot=n_boot,
+            )
         else:
             labelled = test["level"].notna().all()
             result = compare_models(
@@ -168,7 +177,11 @@ def score_held_out(
                 noise_ceiling=ceilings.value or None,
                 ceiling_triplets=ceilings.triplets,
                 ceiling_intervals=ceilings.interval,
-                **common,
+                held_out=block.held_out,
+                similarity=similarity,
+                groups=groups,
+                human_rt=human_rt,
+                n_boot=n_boot,
             )
         tables.append(result.results_table())
     return pd.concat(tables, ignore_index=True)
@@ -180,7 +193,7 @@ def evaluate_representations(
     representations: list[Representation],
     split_run_id: int | None,
     *,
-    similarity: str = "dot",
+    similarity: Similarity = "dot",
     n_boot: int = 1000,
 ) -> tuple[pd.DataFrame, str]:
     """The results table over the study's held-out judgments (every judgment without a split run) and the
@@ -229,7 +242,7 @@ def store_results(run_id: int, results: pd.DataFrame) -> dict[str, str]:
     return {RESULTS_ARTIFACT: str(path.relative_to(data_home()))}
 
 
-def evaluation_metrics(results: pd.DataFrame) -> dict[str, dict]:
+def evaluation_metrics(results: pd.DataFrame) -> dict[str, Any]:
     """The run's headline numbers, keyed by measure, then model (then level), for the first block of the table
     (`held_out` names it, e.g. "odd_one_out seen"): overall accuracy per model, and each non-baseline model's
     gain over the baseline with its paired 95% CI per level; `overall_accuracy` has every block's."""
@@ -237,7 +250,7 @@ def evaluation_metrics(results: pd.DataFrame) -> dict[str, dict]:
     in_block = {b: (results["task"] == b[0]) & (results["held_out"] == b[1]) for b in blocks}
     first = results[in_block[blocks[0]]]
     overall = first[first["level"] == "overall"].set_index("model")["accuracy"]
-    metrics: dict[str, dict] = {"accuracy": {model: _number(value) for model, value in overall.items()}}
+    metrics: dict[str, Any] = {"accuracy": {model: _number(value) for model, value in overall.items()}}
     gained = first[first["gain"].notna()]
     for measure in ("gain", "gain_ci_low", "gain_ci_high"):
         metrics[measure] = {

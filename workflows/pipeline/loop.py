@@ -137,7 +137,8 @@ class _Steps:
 
     def __init__(self, db: Database, parent: Run, progress: Progress, stages: Mapping[str, Stage]):
         self.db, self.parent, self.progress, self.stages = db, parent, progress, stages
-        self.done, self.reused = 0.0, []
+        self.done = 0.0
+        self.reused: list[str] = []
 
     def run(self, name: str, kind: str, config: dict[str, Any]) -> int:
         share, start = SHARES[name], self.done

@@ -1,5 +1,5 @@
-"""Behind a proxy that serves AlignLab under a path (`server.baseUrlPath`), the participant's responses, events
-and images go to that path too: a whole session is stored and no request leaves the base path."""
+"""Behind a proxy that serves AlignLab under a path (`server.baseUrlPath`), the participant's responses,
+events and images go to that path too: a whole session is stored and no request leaves the base path."""
 
 from __future__ import annotations
 

@@ -121,7 +121,8 @@ def test_an_outbox_that_gets_nowhere_for_ten_minutes_stops_and_says_so(outbox_pa
     _put(page, 1)
     page.evaluate("() => window.box.subscribe((w) => { if (w.stalled) window.stalls.push(w); })")
     page.clock.run_for(11 * 60 * 1000)
-    assert page.evaluate("() => window.box.isStalled()") and page.evaluate("() => window.stalls.length") == 1
+    _eventually(page, lambda: page.evaluate("() => window.box.isStalled()"), "a stalled outbox")
+    assert page.evaluate("() => window.stalls.length") == 1
     sent = len(api.received)
     page.clock.run_for(60 * 1000)
     assert len(api.received) == sent  # no more retries on its own

@@ -1,0 +1,607 @@
+"""Full fine-tuning of the student on images streamed from disk (AligNet §4 at scale; GPU path).
+
+The cached-trunk student (``alignment.student``) stays the CPU default: it trains the last stage on frozen
+activations computed once, which is what a 2-core machine can afford. This mode trains the whole network
+(or everything from ``train_from_stage`` on) on decoded images, so it can augment and can use any pool:
+a folder of any size (ImageNet-like ``class/image.JPEG`` layout or flat) or a text file listing images.
+
+Per global step it takes ``batch_triplets`` pseudo-labelled triplets (3 images each, flattened to one
+forward pass, as in AligNet), split over the processes and over ``accumulation_steps`` micro-batches; the loss
+is the same per-triplet student loss (``alignment.student_losses``), averaged over the global batch, with Adam
+decaying toward the initial weights and the warm-up + cosine schedule of the cached mode.
+
+Augmentation, and why "per triplet": AligNet's released config uses none (bicubic resize to 224, [0, 1]);
+``augmentation="none"`` reproduces that. ``"triplet"`` (default) draws one random resized crop (area fraction
+in ``crop_scale``, aspect ratio in [3/4, 4/3], position) and one horizontal flip per triplet, in coordinates
+relative to each image, and applies the same parameters to its three images. The teacher labelled the
+three un-augmented images; transforming them alike keeps the comparison symmetric (no image is zoomed or
+mirrored differently from the other two, so the crop cannot become a cue for the odd one out), while
+different triplets, and the same triplet in different epochs, still see different views. The crop scale
+starts at 0.35, not torchvision's 0.08: a tiny crop can cut away the object the label is about.
+The parameters are a function of (seed, epoch, triplet row), so data-loading workers, resumes and several
+processes all see the same views.
+
+Speed on a GPU: images decode and augment in DataLoader worker processes (pinned memory when CUDA), the
+forward runs under bf16 autocast (``precision="auto"``; none on CPU) in channels-last memory format, and
+DDP runs under ``torchrun`` (nccl on GPUs, gloo on CPU processes; ``alignment.distributed``). BatchNorm
+statistics stay frozen, as in the cached mode, so N processes compute what one does.
+
+Artifacts in ``out_dir``: ``finetune_config.json``, ``checkpoint.pt`` (resumable, written atomically),
+``student.pt`` (final weights: ``load_finetuned``), ``history.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from alignment import DEFAULT_BACKBONE
+from alignment.backbones import create_backbone
+from alignment.conventions import pair_similarities
+from alignment.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    shutdown_distributed,
+    unit_sampler,
+    wrap_for_training,
+)
+from alignment.pseudolabels import LabelsMismatchError, PseudoLabels, TooFewLabelsError
+from alignment.student import Progress, TrainResult, new_triplet_head, print_progress
+from alignment.student_losses import get_student_loss
+from alignment.student_optimiser import DecayToInitAdam, warmup_cosine_schedule
+from common.atomic import atomic_path, atomic_write
+from common.config import LoadableConfig
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(LoadableConfig):
+    """Full fine-tuning settings; defaults follow AligNet's student where a GPU makes them affordable."""
+
+    SECTION = "finetune"
+
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = None
+    image_size: int = 224
+    train_from_stage: int = 0  # 0: the whole network (stem included); k: stem and stages < k frozen
+    head_dim: int = 1024
+    loss: str = "jsd"
+    tau: float = 100.0
+    lr: float = 3e-5  # AligNet's peak lr for a fully fine-tuned network
+    decay_to_init: float = 1.0
+    warmup_fraction: float = 0.05
+    epochs: float = 1.0  # passes over the pseudo-labelled triplets
+    batch_triplets: int = 64  # global batch (all processes, all micro-batches)
+    accumulation_steps: int = 1  # micro-batches per optimiser step (per process)
+    augmentation: Literal["triplet", "none"] = "triplet"
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    flip: bool = True
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    num_workers: int = 2
+    min_triplets: int = 64
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        get_student_loss(self.loss)
+        for name in ("image_size", "head_dim", "batch_triplets", "accumulation_steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FinetuneConfig.{name} must be >= 1; got {getattr(self, name)}")
+        if self.log_every < 1 or self.num_workers < 0 or self.train_from_stage < 0:
+            raise ValueError("FinetuneConfig needs log_every >= 1, num_workers >= 0, train_from_stage >= 0")
+        if self.tau <= 0 or self.lr <= 0 or self.epochs <= 0 or not 0 <= self.warmup_fraction < 1:
+            raise ValueError("FinetuneConfig needs tau > 0, lr > 0, epochs > 0 and 0 <= warmup_fraction < 1")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(
+                f"FinetuneConfig.crop_scale must satisfy 0 < low <= high <= 1; got {self.crop_scale}"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write(path, json.dumps(asdict(self), indent=2).encode())
+
+
+# ---------------------------------------------------------------- image pools
+
+
+@dataclass(frozen=True)
+class ImagePool:
+    """Image files of a pool; ``ids`` are paths relative to ``root`` (cheap for any pool size)."""
+
+    root: Path
+    paths: tuple[Path, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(p.relative_to(self.root).as_posix() for p in self.paths)
+
+    @classmethod
+    def from_source(cls, source: str | os.PathLike) -> ImagePool:
+        """A folder (searched recursively for image files, sorted) or a text file of image paths, one per
+        line, relative to the file's folder (blank lines and ``#`` comments skipped)."""
+        source = Path(source)
+        if source.is_dir():
+            paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            root = source
+        elif source.is_file():
+            root = source.parent
+            lines = [line.strip() for line in source.read_text().splitlines()]
+            paths = [root / line for line in lines if line and not line.startswith("#")]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{len(missing)} image(s) listed in {source} do not exist, e.g. {missing[0]}"
+                )
+        else:
+            raise FileNotFoundError(f"image pool {source} is neither a folder nor a file listing images")
+        if not paths:
+            raise ValueError(f"image pool {source} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+        return cls(root.resolve(), tuple(p.resolve() for p in paths))
+
+    def paths_for(self, labels: PseudoLabels) -> list[Path]:
+        """The file of each label pool image, matched by id: relative path first, else content hash (the
+        ids the study pipeline uses). Raises LabelsMismatchError if some labelled image is not in the pool."""
+        by_path = dict(zip(self.ids, self.paths, strict=True))
+        missing = [i for i in labels.pool_ids if i not in by_path]
+        if not missing:
+            return [by_path[i] for i in labels.pool_ids]
+        from alignment.features import image_content_hash
+
+        by_hash = {image_content_hash(p): p for p in self.paths}
+        missing = min(missing, [i for i in labels.pool_ids if i not in by_hash], key=len)
+        if missing:
+            raise LabelsMismatchError(
+                f"{len(missing)} of the {len(labels.pool_ids)} labelled images are not in the pool at "
+                f"{self.root} (by relative path or content hash), e.g. {missing[0]!r}; "
+                "point --pool at the folder or list the labels were made for"
+            )
+        return [by_hash[i] for i in labels.pool_ids]
+
+
+# ---------------------------------------------------------------- augmentation and data
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """One triplet's view, relative to each image: area fraction, aspect ratio (w/h), position, flip."""
+
+    area: float
+    aspect: float
+    x: float
+    y: float
+    flip: bool
+
+
+@dataclass(frozen=True)
+class TripletAugmentation:
+    """Seeded per-triplet random resized crop + flip (see the module docstring), then resize and normalise."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    mode: str = "triplet"
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    flip: bool = True
+
+    def draw(self, seed: int, epoch: int, row: int) -> CropParams | None:
+        if self.mode == "none":
+            return None
+        rng = np.random.default_rng([seed, epoch, row])
+        area = rng.uniform(*self.crop_scale)
+        aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+        x, y, flip = rng.uniform(), rng.uniform(), bool(rng.uniform() < 0.5) and self.flip
+        return CropParams(float(area), aspect, float(x), float(y), flip)
+
+    def apply(self, image: Image.Image, params: CropParams | None) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
+
+        size, bicubic = [self.image_size] * 2, InterpolationMode.BICUBIC
+        if params is None:
+            out = F.resize(image, size, interpolation=bicubic)
+        else:
+            width, height = image.size
+            area = params.area * width * height
+            w = max(1, min(width, round((area * params.aspect) ** 0.5)))
+            h = max(1, min(height, round((area / params.aspect) ** 0.5)))
+            left, top = round(params.x * (width - w)), round(params.y * (height - h))
+            out = F.resized_crop(image, top, left, h, w, size, interpolation=bicubic)
+            if params.flip:
+                out = F.hflip(out)
+        return F.normalize(F.to_tensor(out), self.mean, self.std)
+
+
+class TripletImages(Dataset):
+    """Item ``(epoch, row)`` -> (the triplet's 3 augmented images [3, C, s, s], teacher similarities [3])."""
+
+    def __init__(self, paths: Sequence[Path], labels: PseudoLabels, augment: TripletAugmentation, seed: int):
+        self.paths, self.triplets, self.similarities = list(paths), labels.triplets, labels.similarities
+        self.augment, self.seed = augment, seed
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, row = key
+        params = self.augment.draw(self.seed, epoch, row)
+        images = [self.augment.apply(_decode(self.paths[i]), params) for i in self.triplets[row]]
+        return torch.stack(images), torch.from_numpy(self.similarities[row])
+
+
+def _decode(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot decode image {path}: {error}") from None
+
+
+# ---------------------------------------------------------------- model
+
+
+class FinetuneStudent(nn.Module):
+    """``head(network(images))`` with ``network`` a timm feature model (``num_classes=0``)."""
+
+    def __init__(self, network: nn.Module, head: nn.Linear, *, identity: dict, mean_std: tuple):
+        super().__init__()
+        self.network, self.head = network, head
+        self.identity, self.mean_std = identity, mean_std
+        self.eval()  # BatchNorm statistics and dropout stay frozen (deterministic, N processes = one)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.network(images))
+
+    def prelogits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+    def augmentation(self, config: FinetuneConfig) -> TripletAugmentation:
+        mean, std = self.mean_std
+        return TripletAugmentation(
+            self.identity["image_size"], mean, std, config.augmentation, config.crop_scale, config.flip
+        )
+
+
+def _frozen_parts(network: nn.Module, from_stage: int) -> list[nn.Module]:
+    blocks = getattr(network, "blocks", None)
+    if blocks is None or not hasattr(network, "conv_stem"):
+        if from_stage:
+            raise ValueError(
+                "train_from_stage > 0 needs a backbone with a stem and stages (timm EfficientNet)"
+            )
+        return []
+    if from_stage > len(blocks):
+        raise ValueError(f"train_from_stage must be in [0, {len(blocks)}]; got {from_stage}")
+    stem = [network.get_submodule("conv_stem"), network.get_submodule("bn1")]
+    return [*stem, *blocks[:from_stage]] if from_stage else []
+
+
+def build_finetune_student(
+    config: FinetuneConfig, *, cache_dir: str | os.PathLike | None = None
+) -> FinetuneStudent:
+    """The pretrained backbone (all of it trainable, or from ``train_from_stage``) plus a new triplet head."""
+    backbone = create_backbone(config.backbone, config.weights, cache_dir=cache_dir)
+    network = backbone.module.requires_grad_(True)
+    for part in _frozen_parts(network, config.train_from_stage):
+        part.requires_grad_(False)
+    cfg = getattr(network, "pretrained_cfg", None) or {}
+    mean_std = (tuple(cfg.get("mean", (0.5,) * 3)), tuple(cfg.get("std", (0.5,) * 3)))
+    identity = {
+        "backbone": backbone.name,
+        "weights_id": backbone.weights_id,
+        "mode": "full",
+        "train_from_stage": config.train_from_stage,
+        "image_size": config.image_size,
+    }
+    head = new_triplet_head(backbone.feature_dim, config.head_dim, config.seed)
+    return FinetuneStudent(network, head, identity=identity, mean_std=mean_std)
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class _Plan:
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    micro_batch: int  # triplets per micro-batch per process
+
+
+def plan_finetune(n_triplets: int, config: FinetuneConfig, world_size: int) -> _Plan:
+    per_process, remainder = divmod(config.batch_triplets, world_size * config.accumulation_steps)
+    if remainder or not per_process:
+        raise ValueError(
+            f"batch_triplets={config.batch_triplets} must be divisible by processes x accumulation_steps "
+            f"= {world_size} x {config.accumulation_steps}"
+        )
+    steps_per_epoch = n_triplets // config.batch_triplets
+    if steps_per_epoch < 1:
+        raise TooFewLabelsError(
+            f"pseudo-labels have {n_triplets} triplets; one step needs batch_triplets={config.batch_triplets}"
+        )
+    total = max(1, round(config.epochs * steps_per_epoch))
+    return _Plan(steps_per_epoch, total, min(int(config.warmup_fraction * total), total - 1), per_process)
+
+
+def _resolved(config: FinetuneConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, channels-last) for this device."""
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if config.precision == "bf16" or (config.precision == "auto" and cuda) else None
+    return dtype, config.channels_last == "on" or (config.channels_last == "auto" and cuda)
+
+
+class FinetuneTrainer:
+    """Model, optimiser, schedule and data of one run; ``step`` is one optimiser step (all micro-batches)."""
+
+    def __init__(self, student, paths, labels, config: FinetuneConfig, plan: _Plan, ctx: DistContext):
+        self.student, self.labels, self.config, self.plan, self.ctx = student, labels, config, plan, ctx
+        self.dtype, self.channels_last = _resolved(config, ctx.device)
+        if self.channels_last:
+            student.to(memory_format=torch.channels_last)
+        self.model = wrap_for_training(student, ctx)
+        params = [p for p in student.parameters() if p.requires_grad]
+        self.optimizer = DecayToInitAdam(params, lr=config.lr, decay_to_init=config.decay_to_init)
+        self.scheduler = warmup_cosine_schedule(self.optimizer, plan.total_steps, plan.warmup_steps)
+        self.dataset = TripletImages(paths, labels, student.augmentation(config), config.seed)
+        self.loss_fn = get_student_loss(config.loss)
+        self.sampler = unit_sampler(len(labels), ctx, config.seed)
+
+    def micro_batches(self, first_step: int) -> list[list[tuple[int, int]]]:
+        """This process's micro-batches (lists of dataset keys) from ``first_step`` to the end of its epoch.
+
+        The sampler gives the same global batches for any number of processes (see ``unit_sampler``)."""
+        epoch, offset = divmod(first_step, self.plan.steps_per_epoch)
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)
+        size, per_step = self.plan.micro_batch, self.plan.micro_batch * self.config.accumulation_steps
+        rows = order[offset * per_step : self.plan.steps_per_epoch * per_step]
+        return [[(epoch, r) for r in rows[i : i + size]] for i in range(0, len(rows), size)]
+
+    def loader(self, first_step: int) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            self.dataset,
+            batch_sampler=self.micro_batches(first_step),
+            num_workers=workers,
+            pin_memory=self.ctx.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+        )
+
+    def step(self, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """One optimiser step over ``accumulation_steps`` micro-batches; returns the global mean loss."""
+        scale = self.ctx.world_size / self.config.batch_triplets  # DDP averages: global mean over triplets
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.ctx.device)
+        for index, (images, targets) in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            ddp = self.model if isinstance(self.model, nn.parallel.DistributedDataParallel) else None
+            sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
+            with sync:
+                per_triplet = self.triplet_losses(images, targets)
+                (per_triplet.sum() * scale).backward()
+            total += per_triplet.detach().sum()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(all_reduce_sum(total, self.ctx) / self.config.batch_triplets)
+
+    def triplet_losses(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-triplet loss of a batch [B, 3, C, s, s] (one forward pass over the 3B images)."""
+        device = self.ctx.device
+        flat = images.to(device, non_blocking=True).flatten(0, 1)
+        if self.channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with autocast:
+            z = self.model(flat)
+        local = torch.arange(len(flat), device=device).view(-1, 3)
+        sims = pair_similarities(z.float(), local)
+        return self.loss_fn(targets.to(device, non_blocking=True), sims, self.config.tau)
+
+    def checkpoint(self, path: Path, step: int, history: list[dict]) -> None:
+        state = {
+            "network": self.student.network.state_dict(),
+            "head": self.student.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": step,
+            "config": asdict(self.config),
+            "labels_meta": self.labels.meta,
+            "history": history,
+        }
+        with atomic_path(path) as partial:
+            torch.save(state, partial)
+
+    def resume(self, path: Path) -> tuple[int, list[dict]]:
+        if not path.is_file():
+            return 0, []
+        state = torch.load(path, map_location=self.ctx.device, weights_only=True)
+        if state["config"] != asdict(self.config) or state["labels_meta"] != self.labels.meta:
+            raise ValueError(
+                f"{path} is a checkpoint of a different config or label set; "
+                "use a new output directory or delete it to start over"
+            )
+        self.student.network.load_state_dict(state["network"])
+        self.student.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        return int(state["step"]), list(state["history"])
+
+
+def check_finetune_inputs(student: FinetuneStudent, labels: PseudoLabels, min_triplets: int) -> None:
+    labels.require_at_least(min_triplets)
+    for key in ("backbone", "weights_id"):
+        if labels.meta.get(key) != student.identity[key]:
+            raise LabelsMismatchError(
+                f"pseudo-labels were made with {key} {labels.meta.get(key)!r} but the student is "
+                f"{student.identity[key]!r}; fine-tune the backbone the labels were made for (same weights)"
+            )
+
+
+def train_finetune(
+    student: FinetuneStudent,
+    pool: ImagePool,
+    labels: PseudoLabels,
+    config: FinetuneConfig,
+    out_dir: str | Path,
+    *,
+    progress: Callable[[Progress], None] | None = print_progress,
+    ctx: DistContext | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Distil ``labels`` into the whole ``student`` on ``pool`` images, resuming from
+    ``out_dir/checkpoint.pt``.
+
+    ``stop_after`` ends the run (checkpointed) after that many global steps in total, e.g. to fit a time
+    slot; calling again resumes exactly where it stopped."""
+    ctx = ctx or DistContext()
+    check_finetune_inputs(student, labels, config.min_triplets)
+    paths = pool.paths_for(labels)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_finetune(len(labels), config, ctx.world_size)
+    trainer = FinetuneTrainer(student, paths, labels, config, plan, ctx)
+    step, history = trainer.resume(out_dir / "checkpoint.pt")
+    if ctx.is_main:
+        config.save(out_dir / "finetune_config.json")
+    end = plan.total_steps if stop_after is None else min(plan.total_steps, stop_after)
+    started = time.perf_counter()
+    counts = {"first": step, "triplets": 0}
+    loss = float("nan")
+    while step < end:
+        batches = iter(trainer.loader(step))
+        steps_left_in_epoch = plan.steps_per_epoch - step % plan.steps_per_epoch
+        for _ in range(min(steps_left_in_epoch, end - step)):
+            loss = trainer.step([next(batches) for _ in range(config.accumulation_steps)])
+            step += 1
+            counts["triplets"] += config.batch_triplets
+            if step % config.log_every == 0 or step == end:
+                history.append(_report(trainer, step, loss, started, counts, progress))
+            if ctx.is_main and (step % config.checkpoint_every == 0 or step == end):
+                trainer.checkpoint(out_dir / "checkpoint.pt", step, history)
+        del batches  # shut the epoch's workers down before the next loader starts
+    barrier(ctx)
+    student_path = out_dir / "student.pt"
+    if ctx.is_main and step == plan.total_steps:
+        save_finetuned(student, config, student_path)
+        atomic_write(out_dir / "history.json", json.dumps(history, indent=1).encode())
+    seconds = time.perf_counter() - started
+    return TrainResult(step, loss, seconds, counts["triplets"], 3 * counts["triplets"], student_path, history)
+
+
+def _report(
+    trainer: FinetuneTrainer, step: int, loss: float, started: float, counts: dict[str, int], progress
+) -> dict:
+    elapsed = time.perf_counter() - started
+    lr = float(trainer.scheduler.get_last_lr()[0])
+    entry = {"step": step, "loss": loss, "lr": lr, "elapsed_s": elapsed}
+    if progress is not None and trainer.ctx.is_main:
+        done, total = step - counts["first"], trainer.plan.total_steps
+        rate = counts["triplets"] / max(elapsed, 1e-9)
+        eta = elapsed / max(done, 1) * (total - step)
+        progress(Progress(step, total, loss, lr, elapsed, eta, rate, 3 * rate))
+    return entry
+
+
+def save_finetuned(student: FinetuneStudent, config: FinetuneConfig, path: str | Path) -> Path:
+    """Final weights (whole network + head) and the config that rebuilds the architecture."""
+    path = Path(path)
+    state = {
+        "format": "alignlab-finetuned-student",
+        "config": asdict(config),
+        "identity": student.identity,
+        "network": student.network.state_dict(),
+        "head": student.head.state_dict(),
+    }
+    with atomic_path(path) as partial:
+        torch.save(state, partial)
+    return path
+
+
+def load_finetuned(
+    path: str | Path, *, cache_dir: str | os.PathLike | None = None
+) -> tuple[FinetuneStudent, FinetuneConfig]:
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if state.get("format") != "alignlab-finetuned-student":
+        raise ValueError(f"{path} is not a fine-tuned student (save_finetuned output)")
+    config = FinetuneConfig.from_dict(state["config"])
+    student = build_finetune_student(config, cache_dir=cache_dir)
+    student.network.load_state_dict(state["network"])
+    student.head.load_state_dict(state["head"])
+    student.identity = dict(state["identity"])
+    return student, config
+
+
+@torch.inference_mode()
+def image_embeddings(
+    student: FinetuneStudent,
+    paths: Sequence[str | os.PathLike],
+    *,
+    output: str = "head",
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Embeddings of image files without augmentation (bicubic resize), for evaluation and export checks."""
+    if output not in ("head", "prelogits"):
+        raise ValueError(f"output must be 'head' or 'prelogits'; got {output!r}")
+    mean, std = student.mean_std
+    view = TripletAugmentation(student.identity["image_size"], mean, std, "none")
+    embed = student if output == "head" else student.prelogits
+    device = next(student.parameters()).device
+    chunks = []
+    for i in range(0, len(paths), batch_size):
+        batch = torch.stack([view.apply(_decode(Path(p)), None) for p in paths[i : i + batch_size]])
+        chunks.append(embed(batch.to(device)).float().cpu())
+    return torch.cat(chunks).numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``torchrun --nproc_per_node=N -m alignment.finetune --config C --labels L --pool DIR|LIST --out DIR``.
+
+    ``--labels`` is a ``.npz`` label file or a shard directory (``alignment.label_shards``)."""
+    from alignment.label_shards import load_labels
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", type=Path, help="FinetuneConfig as a .json/.toml file (default settings)")
+    parser.add_argument("--labels", required=True, type=Path)
+    parser.add_argument("--pool", required=True, type=Path, help="image folder or a file listing images")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--stop-after", type=int, help="stop (checkpointed) after this many steps in total")
+    parser.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    args = parser.parse_args(argv)
+    ctx = init_distributed()
+    try:
+        config = FinetuneConfig.from_file(args.config) if args.config else FinetuneConfig()
+        train_finetune(
+            build_finetune_student(config),
+            ImagePool.from_source(args.pool),
+            load_labels(args.labels),
+            config,
+            args.out,
+            progress=None if args.quiet else print_progress,
+            ctx=ctx,
+            stop_after=args.stop_after,
+        )
+    finally:
+        shutdown_distributed(ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
