@@ -8,6 +8,14 @@ Convention (matches db/models.py and the THINGS/gLocal/AligNet code):
   which is the probability that item 2, 1, 0 (``ODD_ITEM_OF_PAIR``) is the odd one out;
 - a prediction counts as correct only if pair (0, 1) is the unique most similar pair: ties are wrong.
 
+Anchor judgments (2AFC, e.g. salmon/NEXT, Zappos) are rows ``(head, close, far)``: the human judged
+``s(head, close) > s(head, far)``. Their similarities are ordered ``[s_hc, s_hf]`` (``ANCHOR_PAIRS``), so the
+human choice is column ``HUMAN_PAIR == 0`` here too, and a prediction is correct only if ``s_hc > s_hf``
+strictly. Both kinds are one choice model (Luce): the probability of a candidate pair is the softmax of the
+candidates' similarities divided by one temperature T -- over three pairs for an odd-one-out triplet, over
+two for an anchor triplet, where ``p(close) = sigmoid((s_hc - s_hf) / T)``. One embedding and one temperature
+therefore describe both kinds, and the teacher fits them in one likelihood.
+
 The functions accept numpy arrays or torch tensors and return the same kind, so the teacher's
 training losses and the evaluation metrics share one definition of "similarity of pair (a, b)".
 """
@@ -21,23 +29,26 @@ import numpy as np
 PAIRS: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2))
 ODD_ITEM_OF_PAIR: tuple[int, ...] = (2, 1, 0)  # the item not in PAIRS[c]
 HUMAN_PAIR = 0  # the odd one out is stored last, so the chosen most-similar pair is (0, 1)
+ANCHOR_PAIRS: tuple[tuple[int, int], ...] = ((0, 1), (0, 2))  # (head, close), (head, far)
 Similarity = Literal["dot", "cosine"]
 
 
-def check_triplets(triplets, n_items: int) -> np.ndarray:
-    """Return ``triplets`` as an int64 [m, 3] array, raising ValueError naming the first bad row."""
+def check_triplets(triplets, n_items: int, kind: Literal["triplet", "anchor"] = "triplet") -> np.ndarray:
+    """Return odd-one-out triplets (or anchor rows, ``kind="anchor"``) as an int64 [m, 3] array, raising
+    ValueError naming the first bad row."""
     arr = np.asarray(triplets)
+    layout = "(odd one out last)" if kind == "triplet" else "(head, close, far)"
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"triplets must have shape [m, 3] (odd one out last); got {arr.shape}")
+        raise ValueError(f"{kind}s must have shape [m, 3] {layout}; got {arr.shape}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"triplets must be integer row indices; got dtype {arr.dtype}")
+        raise ValueError(f"{kind}s must be integer row indices; got dtype {arr.dtype}")
     arr = arr.astype(np.int64, copy=False)
     bad = np.flatnonzero(((arr < 0) | (arr >= n_items)).any(axis=1))
     if bad.size:
-        raise ValueError(f"triplet row {bad[0]} = {arr[bad[0]].tolist()} indexes outside [0, {n_items})")
+        raise ValueError(f"{kind} row {bad[0]} = {arr[bad[0]].tolist()} indexes outside [0, {n_items})")
     repeated = np.flatnonzero((arr[:, 0] == arr[:, 1]) | (arr[:, 0] == arr[:, 2]) | (arr[:, 1] == arr[:, 2]))
     if repeated.size:
-        raise ValueError(f"triplet row {repeated[0]} = {arr[repeated[0]].tolist()} repeats an item")
+        raise ValueError(f"{kind} row {repeated[0]} = {arr[repeated[0]].tolist()} repeats an item")
     return arr
 
 
@@ -57,17 +68,27 @@ def _stack(columns):
     return torch.stack(columns, dim=1)
 
 
-def pair_similarities(z, triplets, similarity: Similarity = "dot"):
-    """[m, 3] similarities ``[s01, s02, s12]`` of each triplet's pairs in embedding ``z`` [n, D]."""
+def _similarities(z, rows, pairs, similarity: Similarity):
     if similarity not in ("dot", "cosine"):
         raise ValueError(f"similarity must be 'dot' or 'cosine'; got {similarity!r}")
     if similarity == "cosine":
         z = _normalise_rows(z)
-    return _stack([(z[triplets[:, a]] * z[triplets[:, b]]).sum(-1) for a, b in PAIRS])
+    return _stack([(z[rows[:, a]] * z[rows[:, b]]).sum(-1) for a, b in pairs])
+
+
+def pair_similarities(z, triplets, similarity: Similarity = "dot"):
+    """[m, 3] similarities ``[s01, s02, s12]`` of each triplet's pairs in embedding ``z`` [n, D]."""
+    return _similarities(z, triplets, PAIRS, similarity)
+
+
+def anchor_similarities(z, anchors, similarity: Similarity = "dot"):
+    """[m, 2] similarities ``[s_hc, s_hf]`` of each anchor row (head, close, far) in embedding ``z``."""
+    return _similarities(z, anchors, ANCHOR_PAIRS, similarity)
 
 
 def triplet_probabilities(sims, temperature: float = 1.0):
-    """Softmax over the three pairs of ``sims / temperature``: p(pair c is the most similar)."""
+    """Softmax over the candidate pairs of ``sims / temperature``: p(pair c is the most similar). Odd-one-out
+    sims [m, 3] or anchor sims [m, 2] alike (one temperature convention, see the module docstring)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
     if isinstance(sims, np.ndarray):
@@ -93,7 +114,8 @@ def predicted_odd_one_out(sims: np.ndarray) -> np.ndarray:
 
 
 def correct_choices(sims: np.ndarray) -> np.ndarray:
-    """Bool per triplet: pair (0, 1) is the strict, unique maximum (ties count as wrong)."""
+    """Bool per row: the human's pair (column 0: pair (0, 1) of a triplet, (head, close) of an anchor row) is
+    the strict, unique maximum (ties count as wrong)."""
     return predicted_pair(sims) == HUMAN_PAIR
 
 

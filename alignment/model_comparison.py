@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 from numpy.typing import ArrayLike
 
-from alignment.conventions import Similarity, check_triplets, pair_similarities
+from alignment.conventions import Similarity, anchor_similarities, check_triplets, pair_similarities
 from alignment.pseudolabels import temperature_for_entropy
 from alignment.triplet_metrics import EvalReport, bootstrap_interval, evaluate_triplets
 
@@ -29,6 +29,14 @@ CEILING_FROM_FEW_TRIPLETS = "ceiling_from_few_triplets"
 """Flag: the normalised accuracy divides by a noise ceiling measured on fewer than ``MIN_CEILING_TRIPLETS``
 repeated triplets, so it is too uncertain to compare models on."""
 MIN_CEILING_TRIPLETS = 20  # a mean of 20 leave-one-out scores (SD ~0.3) has a standard error of ~0.07
+NORMALISED_ABOVE_CEILING = "normalised_above_ceiling"
+"""Flag: the model beats the measured noise ceiling (normalised accuracy > 1), which means the ceiling is
+underestimated (too few or unrepresentative repeated triplets), not a super-human model."""
+TASKS = ("odd_one_out", "anchor")
+HELD_OUT = ("seen", "unseen", "all")
+"""Which held-out judgments a row is scored on: ``seen`` images (random held-out judgments of images the
+fit also trained on), ``unseen`` images (object-disjoint: no image of these judgments was in training),
+``all`` (whatever the caller passed, e.g. every judgment of a study)."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,13 @@ class ResultRow:
 
     level: str
     model: str
+    task: str  # odd_one_out (chance 1/3) or anchor (agreement with s(head, close) > s(head, far), chance 1/2)
+    held_out: str  # seen | unseen | all (see HELD_OUT)
     similarity: str
     temperature: float
     n_judgments: int
     n_triplets: int  # distinct triplets (= judgments when no groups were given)
+    n_images: int  # distinct images in these judgments
     accuracy: float
     ci_low: float
     ci_high: float
@@ -50,6 +61,8 @@ class ResultRow:
     gain_ci_low: float
     gain_ci_high: float
     noise_ceiling: float
+    ceiling_ci_low: float
+    ceiling_ci_high: float
     ceiling_triplets: int  # repeated triplets the ceiling was measured on; 0 when unknown
     normalised: float
     normalised_ci_low: float
@@ -69,6 +82,9 @@ class BeforeAfter:
     reports: dict[str, EvalReport]
     temperatures: dict[str, float]
     ceiling_triplets: dict[str, int] = field(default_factory=dict)
+    ceiling_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    task: str = "odd_one_out"
+    held_out: str = "all"
 
     def results(self) -> list[ResultRow]:
         """The table, level by level (in the reports' level order), each model in insertion order."""
@@ -100,13 +116,19 @@ class BeforeAfter:
             flags.append(GAIN_CI_INCLUDES_ZERO)
         if np.isfinite(row["normalised"]) and 0 < ceiling_triplets < MIN_CEILING_TRIPLETS:
             flags.append(CEILING_FROM_FEW_TRIPLETS)
+        if np.isfinite(row["normalised"]) and row["normalised"] > 1:
+            flags.append(NORMALISED_ABOVE_CEILING)
+        ceiling_low, ceiling_high = self.ceiling_intervals.get(level, (nan, nan))
         return ResultRow(
             level=level,
             model=model,
+            task=self.task,
+            held_out=self.held_out,
             similarity=self.reports[model].similarity,
             temperature=self.temperatures[model],
             n_judgments=int(row["n"]),
             n_triplets=int(row["n_groups"]),
+            n_images=int(row["n_images"]),
             accuracy=row["accuracy"],
             ci_low=row["accuracy_low"],
             ci_high=row["accuracy_high"],
@@ -114,6 +136,8 @@ class BeforeAfter:
             gain_ci_low=gain_low,
             gain_ci_high=gain_high,
             noise_ceiling=row["noise_ceiling"],
+            ceiling_ci_low=ceiling_low,
+            ceiling_ci_high=ceiling_high,
             ceiling_triplets=ceiling_triplets,
             normalised=row["normalised"],
             normalised_ci_low=row["normalised_low"],
@@ -152,11 +176,17 @@ class BeforeAfter:
 
 
 def entropy_matched_temperature(
-    embeddings: np.ndarray, triplets: np.ndarray, target: float, similarity: Similarity = "dot"
+    embeddings: np.ndarray,
+    triplets: np.ndarray,
+    target: float,
+    similarity: Similarity = "dot",
+    task: str = "odd_one_out",
 ) -> float:
-    """Temperature at which the model's mean choice entropy on ``triplets`` equals ``target``."""
+    """Temperature at which the model's mean choice entropy on ``triplets`` (or anchor rows) equals
+    ``target``."""
+    similarities = anchor_similarities if task == "anchor" else pair_similarities
     return temperature_for_entropy(
-        pair_similarities(np.asarray(embeddings, np.float64), triplets, similarity), target
+        similarities(np.asarray(embeddings, np.float64), triplets, similarity), target
     )
 
 
@@ -169,16 +199,25 @@ def compare_models(
     human_entropy: ArrayLike | None = None,
     noise_ceiling: float | Mapping[str, float] | None = None,
     ceiling_triplets: Mapping[str, int] | None = None,
+    ceiling_intervals: Mapping[str, tuple[float, float]] | None = None,
     similarity: Similarity = "dot",
     groups: Sequence | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    task: str = "odd_one_out",
+    held_out: str = "all",
 ) -> BeforeAfter:
     """Evaluate each named embedding [n_images, D] (same image rows) on held-out human ``triplets``
     (odd one out last), e.g. ``{"base": features, "AligNet": ..., "UnAligNet": ...}``. ``groups`` (a
     triplet key per judgment): each distinct triplet counts once (see ``alignment.triplet_metrics``).
     ``ceiling_triplets`` (per level name and ``"overall"``): how many repeated triplets each noise ceiling
-    was measured on, so a normalised accuracy over too few of them is flagged."""
+    was measured on, so a normalised accuracy over too few of them is flagged; ``ceiling_intervals`` their 95%
+    CIs. ``task="anchor"``: ``triplets`` are anchor rows (head, close, far); ``held_out`` labels the rows
+    (``HELD_OUT``)."""
+    if task not in TASKS or held_out not in HELD_OUT:
+        raise ValueError(
+            f"task must be one of {TASKS} and held_out one of {HELD_OUT}; got {task!r}, {held_out!r}"
+        )
     if not embeddings:
         raise ValueError("compare_models needs at least one named embedding")
     n_images = {len(e) for e in embeddings.values()}
@@ -186,14 +225,15 @@ def compare_models(
         raise ValueError(
             f"all embeddings must have one row per image, in the same order; got row counts {n_images}"
         )
-    triplets = check_triplets(triplets, n_images.pop())
+    triplets = check_triplets(triplets, n_images.pop(), "anchor" if task == "anchor" else "triplet")
+    max_entropy = np.log(2 if task == "anchor" else 3)
     known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
-    target = float(np.nanmean(known)) if np.isfinite(known).any() else float(np.log(3) / 2)
-    target = min(max(target, 1e-3), np.log(3) - 1e-3)
+    target = float(np.nanmean(known)) if np.isfinite(known).any() else float(max_entropy / 2)
+    target = min(max(target, 1e-3), max_entropy - 1e-3)
     temperatures: dict[str, float] = {}
     reports: dict[str, EvalReport] = {}
     for name, values in embeddings.items():
-        temperatures[name] = entropy_matched_temperature(values, triplets, target, similarity)
+        temperatures[name] = entropy_matched_temperature(values, triplets, target, similarity, task)
         reports[name] = evaluate_triplets(
             values,
             triplets,
@@ -206,5 +246,8 @@ def compare_models(
             groups=groups,
             n_boot=n_boot,
             seed=seed,
+            task=task,
         )
-    return BeforeAfter(reports, temperatures, dict(ceiling_triplets or {}))
+    return BeforeAfter(
+        reports, temperatures, dict(ceiling_triplets or {}), dict(ceiling_intervals or {}), task, held_out
+    )

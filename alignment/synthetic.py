@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alignment.conventions import PAIRS, pair_similarities, triplet_probabilities
+from alignment.conventions import PAIRS, anchor_similarities, pair_similarities, triplet_probabilities
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,16 @@ def _reorder_pair_columns(pair_values: np.ndarray, chosen: np.ndarray) -> np.nda
     # new pairs after moving chosen pair first: chosen 0 -> (01,02,12); 1 -> (02,01,12); 2 -> (12,01,02)
     columns = np.array([[0, 1, 2], [1, 0, 2], [2, 0, 1]])
     return np.take_along_axis(pair_values, columns[chosen], axis=1)
+
+
+def planted_anchor_rows(
+    human_embedding: np.ndarray, n_rows: int, temperature: float, seed: int = 0
+) -> np.ndarray:
+    """Anchor rows (head, close, far) [n, 3] judged in the planted space by the same choice rule as the
+    odd-one-out triplets: p(close) = softmax([s_hc, s_hf] / T)[0] (``alignment.conventions``)."""
+    rng = np.random.default_rng(seed)
+    rows = _random_triplets(len(human_embedding), n_rows, rng)
+    probs = triplet_probabilities(anchor_similarities(human_embedding, rows), temperature)
+    far_chosen_close = rng.random(n_rows) >= probs[:, 0]  # the second candidate was judged closer
+    rows[far_chosen_close] = rows[far_chosen_close][:, [0, 2, 1]]
+    return rows

@@ -25,26 +25,35 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from alignment.conventions import (
+    anchor_similarities,
     check_triplets,
     correct_choices,
     entropy,
     pair_similarities,
     triplet_probabilities,
 )
-from alignment.splits import TripletData, check_choice_probs, object_disjoint_split, random_split
+from alignment.splits import (
+    TripletData,
+    check_choice_probs,
+    image_folds,
+    object_disjoint_split,
+    random_data_split,
+)
 from alignment.teacher_optimiser import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
 from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
 from alignment.triplet_metrics import expected_calibration_error
 from common.atomic import atomic_write
 from common.config import LoadableConfig
+
+MIN_FOLD_VAL_JUDGMENTS = 30  # below this a fold's validation loss is too noisy to choose a weight on
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class TeacherConfig(LoadableConfig):
 
     loss: str = "auto"  # "hard" (NLL, pair (0,1) is the target), "soft" (KL to choice_probs), "auto"
     # lambda for ||W - mean(diag W) I||^2 + ||b||^2; None = pick from reg_weight_grid by validation loss
+    # (image cross-validation, see fit_teacher)
     reg_weight: float | None = None
     reg_weight_grid: tuple[float, ...] = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0)
     local_weight: float = 0.0  # alpha for gLocal's local neighbourhood term (0 = off)
@@ -67,7 +77,15 @@ class TeacherConfig(LoadableConfig):
     eval_every: int = 5  # steps between validation checks (L-BFGS iterations per check)
     patience: int = 3  # validation checks without improvement before stopping
     min_delta: float = 1e-4
-    val_fraction: float = 0.1  # of triplets; of images when object_disjoint
+    # folds over images for choosing reg_weight (0 = a held-out val_fraction instead): each fold validates on
+    # images no fit in it saw, which is what a teacher is for (a random val split rewards memorising images)
+    cv_folds: int = 5
+    # the folds are cut from at most this many judgments (seeded sample; None = all): the cross-validation
+    # cost stops growing with the study, the final fit still uses every judgment
+    cv_max_judgments: int | None = 200_000
+    val_fraction: float = (
+        0.1  # of judgments; of images when object_disjoint (hold-out selection and fixed weights)
+    )
     object_disjoint: bool = False
     # "nll" (= "auto"): minimise the val cross-entropy to the human choices, which matches the teacher's
     # entropy to the humans' in expectation even with one response per triplet; "entropy": match the mean
@@ -99,10 +117,12 @@ class TeacherConfig(LoadableConfig):
             or not weights
             or min(weights) < 0
             or not 0 <= self.val_fraction < 1
+            or self.cv_folds == 1
+            or self.cv_folds < 0
         ):
             raise ValueError(
                 "TeacherConfig needs 0 <= local_weight < 1, reg weights >= 0 (a non-empty grid when "
-                "reg_weight is None), 0 <= val_fraction < 1"
+                "reg_weight is None), 0 <= val_fraction < 1, cv_folds 0 (off) or >= 2"
             )
 
 
@@ -194,7 +214,7 @@ def _standardisation(features: np.ndarray) -> tuple[float, float]:
 def _initial_scale(train: ImageSet, basis: torch.Tensor) -> float:
     """Scale s of W = s I that gives the initial training-pair similarities unit standard deviation."""
     with torch.no_grad():
-        spread = float(AffineTransform(basis, 1.0, use_bias=False).sims(train).std())
+        spread = float(AffineTransform(basis, 1.0, use_bias=False).pair_values(train).std())
     return 1.0 / np.sqrt(spread) if spread > 0 else 1.0
 
 
@@ -202,21 +222,24 @@ def _split_data(data: TripletData, n_images: int, val: TripletData | None, confi
     if val is not None or config.val_fraction == 0:
         return data, val
     if config.object_disjoint:
-        train_rows, val_rows = object_disjoint_split(
-            data.triplets, n_images, config.val_fraction, config.seed
-        )
-    else:
-        train_rows, val_rows = random_split(len(data.triplets), config.val_fraction, config.seed)
-    return data.subset(train_rows), data.subset(val_rows)
+        return object_disjoint_split(data, n_images, config.val_fraction, config.seed)
+    return random_data_split(data, config.val_fraction, config.seed)
 
 
-def _validated(features, triplets, choice_probs) -> tuple[np.ndarray, TripletData]:
+def _validated(features, triplets, choice_probs, anchors) -> tuple[np.ndarray, TripletData]:
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or not np.isfinite(features).all():
         raise ValueError(f"features must be a finite [n, D] array; got shape {features.shape}")
-    triplets = check_triplets(triplets, len(features))
+    triplets = check_triplets(np.empty((0, 3), np.int64) if triplets is None else triplets, len(features))
+    anchors = check_triplets(
+        np.empty((0, 3), np.int64) if anchors is None else anchors, len(features), "anchor"
+    )
+    if len(triplets) + len(anchors) == 0:
+        raise ValueError(
+            "the teacher needs judgments: odd-one-out triplets, anchor rows (head, close, far) or both"
+        )
     probs = None if choice_probs is None else check_choice_probs(choice_probs, len(triplets))
-    return features, TripletData(triplets, probs)
+    return features, TripletData(triplets, probs, anchors)
 
 
 @dataclass
@@ -231,7 +254,7 @@ class _Problem:
 
 
 def _build_problem(standardised, train_data, val_data, soft: bool, config: TeacherConfig) -> _Problem:
-    train_rows = np.unique(train_data.triplets)
+    train_rows = train_data.images()
     if config.optimizer == "lbfgs" and len(train_rows) > config.max_full_batch_images:
         raise ValueError(
             f"{len(train_rows)} distinct training images exceed max_full_batch_images="
@@ -250,36 +273,202 @@ def _build_problem(standardised, train_data, val_data, soft: bool, config: Teach
     return _Problem(basis, _initial_scale(train, basis), train, val, local)
 
 
-def _fit_candidates(problem: _Problem, config: TeacherConfig, progress) -> tuple[Objective, list[dict], dict]:
-    """Fit once per candidate regulariser weight; keep the one with the lowest validation loss."""
-    weights = (config.reg_weight,) if config.reg_weight is not None else config.reg_weight_grid
-    if len(weights) > 1 and problem.val is None:
-        raise ValueError(
-            "choosing reg_weight from the grid needs validation triplets: set reg_weight or val_fraction"
-        )
-    best: tuple[Objective, list[dict], float, float] | None = None
-    scores: dict[float, float] = {}
-    for index, weight in enumerate(weights):
+@dataclass
+class _Candidate:
+    """One point of a regularisation path: its weight, validation loss, parameters and val similarities."""
+
+    weight: float
+    val_loss: float
+    params: list[torch.Tensor]
+    history: list[dict]
+    val_sims: tuple[np.ndarray, np.ndarray]
+
+
+class _WarmPath:
+    """The regularisation path of one train/val problem, strongest weight first, each fit starting from the
+    previous solution: a strongly pulled fit converges in a few steps from the identity, and each weaker one
+    in a few steps from its neighbour, so a whole path costs about one cold fit."""
+
+    def __init__(self, problem: _Problem, config: TeacherConfig):
         torch.manual_seed(config.seed)
-        transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
-        objective = Objective(transform, problem.train, weight, config.local_weight, problem.local)
-        overall = None
-        if progress is not None:
+        self.problem, self.config, self.started = problem, config, False
+        self.transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
 
-            def overall(step, total, index=index):  # one progress bar across all candidates
-                progress(index * total + step, len(weights) * total)
+    def fit(self, weight: float, progress, max_steps: int | None = None) -> _Candidate:
+        """Fit at ``weight`` from where the path is; a warm start stops at its first flat check (it starts
+        near its optimum). ``max_steps``: a fixed budget instead (no validation set needed)."""
+        problem, config = self.problem, self.config
+        if self.started:
+            config = replace(config, patience=1)
+        if max_steps is not None:
+            config = replace(config, max_steps=max_steps, patience=max_steps + 1)
+        self.started = True
+        objective = Objective(self.transform, problem.train, weight, config.local_weight, problem.local)
+        history = _run(objective, problem.val, config, progress)
+        if problem.val is None:
+            return _Candidate(weight, float("nan"), [], history, (np.empty((0, 3)), np.empty((0, 2))))
+        with torch.no_grad():
+            triplet_sims, anchor_sims = self.transform.sims(problem.val)
+        return _Candidate(
+            weight,
+            objective.data_loss(problem.val),
+            [p.detach().clone() for p in self.transform.params],
+            history,
+            (triplet_sims.numpy().astype(np.float64), anchor_sims.numpy().astype(np.float64)),
+        )
 
-        history = _run(objective, problem.val, config, overall)
-        scores[weight] = min([h["check_loss"] for h in history] + [float("inf")])
-        if best is None or scores[weight] < best[2]:
-            best = (objective, history, scores[weight], weight)
-    assert best is not None, "TeacherConfig refuses an empty reg_weight_grid"
-    objective, history, _, chosen = best
-    return (
-        objective,
-        history,
-        {"reg_weight": chosen, "reg_weight_val_loss": {str(k): v for k, v in scores.items()}},
+    def restore(self, candidate: _Candidate) -> None:
+        with torch.no_grad():
+            for param, value in zip(self.transform.params, candidate.params, strict=True):
+                param.copy_(value)
+
+
+def _strongest_first(config: TeacherConfig) -> list[float]:
+    return sorted(config.reg_weight_grid, reverse=True)
+
+
+def _overall_progress(progress, index: int, count: int):
+    """One progress bar across ``count`` fits."""
+    if progress is None:
+        return None
+    return lambda step, total: progress(index * total + step, count * total)
+
+
+def _select_on_holdout(
+    problem: _Problem, config: TeacherConfig, progress
+) -> tuple[Objective, list[dict], dict]:
+    """Walk the regularisation path on one validation set; stop when the validation loss stops improving."""
+    path, weights = _WarmPath(problem, config), _strongest_first(config)
+    best = path.fit(weights[0], _overall_progress(progress, 0, len(weights)))
+    losses = {best.weight: best.val_loss}
+    for index, weight in enumerate(weights[1:], start=1):
+        candidate = path.fit(weight, _overall_progress(progress, index, len(weights)))
+        losses[weight] = candidate.val_loss
+        if not candidate.val_loss < best.val_loss:
+            break
+        best = candidate
+    path.restore(best)
+    objective = Objective(path.transform, problem.train, best.weight, config.local_weight, problem.local)
+    selection = {"method": "holdout", "path": "strongest first, warm starts, stop when val loss rises"}
+    return objective, best.history, _search_summary(best.weight, losses, selection)
+
+
+def _search_summary(chosen: float, losses: dict[float, float], selection: dict) -> dict:
+    return {
+        "reg_weight": chosen,
+        "reg_weight_val_loss": {str(k): v for k, v in losses.items()},
+        "selection": selection,
+    }
+
+
+@dataclass
+class _FoldSearch:
+    """The outcome of image cross-validation: the chosen weight, mean and per-fold losses, and the pooled
+    out-of-fold similarities at the chosen weight (for the temperature and calibration report)."""
+
+    weight: float
+    mean_losses: dict[float, float]
+    selection: dict
+    val: TripletData
+    val_sims: tuple[np.ndarray, np.ndarray]
+    budgets: dict[float, int]  # the final path: weight -> L-BFGS iterations (mean over folds)
+
+
+def _fit_path(problem: _Problem, budgets: dict[float, int], config: TeacherConfig, progress):
+    """The final fit on every judgment: the folds' path (strongest first, warm starts), each weight for the
+    number of iterations the folds' early stopping took there, so no validation set is needed."""
+    path, history = _WarmPath(problem, config), []
+    for index, (weight, steps) in enumerate(budgets.items()):
+        history += path.fit(weight, _overall_progress(progress, index, len(budgets)), max_steps=steps).history
+    objective = Objective(path.transform, problem.train, weight, config.local_weight, problem.local)
+    return objective, history
+
+
+def _cv_sample(data: TripletData, config: TeacherConfig) -> TripletData:
+    """At most ``cv_max_judgments`` judgments (a seeded random share of each kind) to cut the folds from:
+    the folds only choose the weight and the path's iteration counts; the final fit uses every judgment."""
+    if config.cv_max_judgments is None or len(data) <= config.cv_max_judgments:
+        return data
+    rng, share = np.random.default_rng(config.seed), config.cv_max_judgments / len(data)
+    rows = [np.sort(rng.permutation(n)[: int(share * n)]) for n in (len(data.triplets), len(data.anchors))]
+    return data.subset(*rows)
+
+
+def _cross_validate(
+    standardised: np.ndarray, data: TripletData, soft: bool, config: TeacherConfig, progress
+) -> _FoldSearch | str:
+    """k object-disjoint image folds; each walks the path (strongest first, warm starts) until its validation
+    loss rises, and the weight with the lowest mean validation loss over the weights every fold reached is
+    chosen. Returns why not, when the study is too small for folds with at least ``MIN_FOLD_VAL_JUDGMENTS``
+    validation judgments each."""
+    sample = _cv_sample(data, config)
+    try:
+        folds = image_folds(sample, len(standardised), config.cv_folds, config.seed)
+    except ValueError as error:
+        return str(error)
+    smallest = min(len(val) for _, val, _ in folds)
+    if smallest < MIN_FOLD_VAL_JUDGMENTS:
+        needed = int(np.ceil(len(data.images()) * (MIN_FOLD_VAL_JUDGMENTS / max(smallest, 1)) ** (1 / 3)))
+        return (
+            f"{config.cv_folds} image folds leave {smallest} validation judgments in the smallest fold "
+            f"(need {MIN_FOLD_VAL_JUDGMENTS}); about {needed} judged images at this density would do"
+        )
+    weights, per_fold, fold_sims, fold_steps = _strongest_first(config), [], [], []
+    for f, (train, val, _) in enumerate(folds):  # one fold's problem in memory at a time
+        path = _WarmPath(_build_problem(standardised, train, val, soft, config), config)
+        losses, sims, steps, best = {}, {}, {}, None
+        for index, weight in enumerate(weights):
+            candidate = path.fit(
+                weight, _overall_progress(progress, f * len(weights) + index, len(folds) * len(weights))
+            )
+            losses[weight], sims[weight] = candidate.val_loss, candidate.val_sims
+            steps[weight] = candidate.history[-1]["step"] if candidate.history else 0
+            if best is not None and not candidate.val_loss < losses[best]:
+                break  # this fold's validation loss rose: weaker weights only overfit more
+            best = weight
+        per_fold.append(losses)
+        fold_sims.append(sims)
+        fold_steps.append(steps)
+    common = [w for w in weights if all(w in losses for losses in per_fold)]  # a prefix of the path
+    mean_losses = {w: float(np.mean([losses[w] for losses in per_fold])) for w in common}
+    best = min(common, key=mean_losses.__getitem__)
+    budgets = {  # the final fit walks the same path with the iterations the folds needed (CV-chosen too)
+        w: max(config.eval_every, int(round(np.mean([steps[w] for steps in fold_steps]))))
+        for w in common[: common.index(best) + 1]
+    }
+    val = TripletData(
+        np.concatenate([v.triplets for _, v, _ in folds]),
+        None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
+        np.concatenate([v.anchors for _, v, _ in folds]),
     )
+    pooled = (
+        np.concatenate([fold[best][0] for fold in fold_sims]),
+        np.concatenate([fold[best][1] for fold in fold_sims]),
+    )
+    selection = {
+        "method": "image_cv",
+        "folds": config.cv_folds,
+        "path": "strongest first, warm starts, each fold stops when its val loss rises; the weight with the "
+        "lowest mean val loss over the weights every fold reached",
+        "judgments_sampled": len(sample),
+        "fold_images": [int(len(images)) for _, _, images in folds],
+        "fold_train_judgments": [len(train) for train, _, _ in folds],
+        "fold_val_judgments": [len(val) for _, val, _ in folds],
+        "fold_val_loss": [{str(w): v for w, v in losses.items()} for losses in per_fold],  # per fold
+        "fold_steps": [{str(w): v for w, v in steps.items()} for steps in fold_steps],
+    }
+    selection["final_path_steps"] = {str(w): n for w, n in budgets.items()}
+    return _FoldSearch(best, mean_losses, selection, val, pooled, budgets)
+
+
+def _fit_at(
+    problem: _Problem, weight: float, config: TeacherConfig, progress
+) -> tuple[Objective, list[dict]]:
+    """One fit at a fixed regulariser weight (early stopping on val, or on the training objective)."""
+    torch.manual_seed(config.seed)
+    transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
+    objective = Objective(transform, problem.train, weight, config.local_weight, problem.local)
+    return objective, _run(objective, problem.val, config, progress)
 
 
 def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfig, progress) -> list[dict]:
@@ -289,7 +478,7 @@ def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfi
         rounds = lbfgs_rounds(params, objective, config.lr or 1.0, config.eval_every)
     else:
         generator = torch.Generator().manual_seed(config.seed)
-        n_train = len(objective.train.t)
+        n_train = len(objective.train)
 
         def batch_loss() -> torch.Tensor:
             if config.batch_size is None or config.batch_size >= n_train:
@@ -307,68 +496,116 @@ def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfi
     return optimise(rounds, stopper, check, config.max_steps, progress)
 
 
+def _holdout_sims(standardised, weight, bias, val: TripletData) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted model's similarities on the val judgments (only the val images are transformed)."""
+    rows = val.images()
+    z = np.zeros((int(rows.max()) + 1, weight.shape[0]), np.float32)
+    z[rows] = standardised[rows] @ weight.T + bias
+    return pair_similarities(z, val.triplets), anchor_similarities(z, val.anchors)
+
+
 def _validation_report(
-    standardised, weight, bias, val: TripletData | None, config: TeacherConfig
+    sims: np.ndarray, anchor_sims: np.ndarray, val: TripletData, config: TeacherConfig
 ) -> tuple[float, dict]:
-    """Fit the temperature on val and describe calibration there; T = 1 when there is no val set."""
-    if val is None or config.temperature_fit == "none":
+    """Fit the temperature on the val similarities and describe calibration there.
+
+    Odd-one-out figures (val_accuracy, cross-entropy, ECE, entropies) are over the val triplets; anchor rows
+    add val_anchor_accuracy (share with s(head, close) > s(head, far)) and share the temperature."""
+    if config.temperature_fit == "none":
         return 1.0, {"temperature_method": "none"}
-    rows, compact = np.unique(val.triplets, return_inverse=True)  # transform only the val images
-    sims = pair_similarities(standardised[rows] @ weight.T + bias, compact.reshape(-1, 3))
     method = "nll" if config.temperature_fit == "auto" else config.temperature_fit
-    temperature = fit_temperature(sims, val.choice_probs, method)
-    probs = triplet_probabilities(sims, temperature)
-    report = {
-        "temperature_method": method,
-        "val_accuracy": float(correct_choices(sims).mean()),
-        "val_cross_entropy": cross_entropy(sims, human_targets(len(sims), val.choice_probs), temperature),
-        "val_ece": expected_calibration_error(probs),
-        "val_model_entropy": float(entropy(probs).mean()),
-    }
-    if val.choice_probs is not None:
-        report["val_human_entropy"] = float(entropy(val.choice_probs).mean())
+    temperature = fit_temperature(sims, val.choice_probs, method, anchor_sims)
+    report: dict = {"temperature_method": method}
+    if len(sims):
+        probs = triplet_probabilities(sims, temperature)
+        report |= {
+            "val_accuracy": float(correct_choices(sims).mean()),
+            "val_cross_entropy": cross_entropy(sims, human_targets(len(sims), val.choice_probs), temperature),
+            "val_ece": expected_calibration_error(probs),
+            "val_model_entropy": float(entropy(probs).mean()),
+        }
+        if val.choice_probs is not None:
+            report["val_human_entropy"] = float(entropy(val.choice_probs).mean())
+    if len(anchor_sims):
+        report["val_anchor_accuracy"] = float(correct_choices(anchor_sims).mean())
     return temperature, report
 
 
 def fit_teacher(
     features: np.ndarray,
-    triplets: np.ndarray,
+    triplets: np.ndarray | None,
     *,
     choice_probs: np.ndarray | None = None,
+    anchors: np.ndarray | None = None,
     config: TeacherConfig = TeacherConfig(),
     val: TripletData | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Teacher:
-    """Fit the affine teacher on human triplets (odd one out last); see the module docstring.
+    """Fit the affine teacher on human triplets (odd one out last) and/or anchor rows (head, close, far) in
+    one likelihood; see the module docstring.
 
-    ``val``: explicit validation triplets (row indices into the same ``features``); when None,
-    ``config.val_fraction`` of the triplets (or of the images, if ``config.object_disjoint``) is held out.
+    How the regulariser weight is chosen (``summary["selection"]``): with an explicit ``val``, on it; with a
+    fixed ``config.reg_weight``, nothing is chosen and ``val_fraction`` of the judgments is held out for early
+    stopping and the temperature; otherwise by ``config.cv_folds`` object-disjoint image folds (the final fit
+    uses every judgment, the temperature the pooled out-of-fold similarities), falling back to a held-out
+    ``val_fraction`` -- with the reason stated -- when the study is too small for image folds.
     """
-    features, data = _validated(features, triplets, choice_probs)
+    features, data = _validated(features, triplets, choice_probs, anchors)
     if val is not None:
-        val = _validated(features, val.triplets, val.choice_probs)[1]
+        val = _validated(features, val.triplets, val.choice_probs, val.anchors)[1]
     soft = config.loss == "soft" or (config.loss == "auto" and data.choice_probs is not None)
     if soft and data.choice_probs is None:
         raise ValueError(
             "TeacherConfig.loss='soft' needs choice_probs (human choice distributions per triplet)"
         )
-    train_data, val_data = _split_data(data, len(features), val, config)
     mean, std = _standardisation(features)
     standardised = (features - mean) / std
-    torch.manual_seed(config.seed)
     start = time.perf_counter()
     with _torch_threads(config.num_threads):
-        problem = _build_problem(standardised, train_data, val_data, soft, config)
-        objective, history, search = _fit_candidates(problem, config, progress)
+        folds: _FoldSearch | None = None
+        fallback = ""
+        if val is None and config.reg_weight is None and config.cv_folds:
+            searched = _cross_validate(standardised, data, soft, config, progress)
+            if isinstance(searched, str):
+                fallback = searched
+            else:
+                folds = searched
+        if folds is not None:
+            train_data, val_data = data, folds.val
+            problem = _build_problem(standardised, data, None, soft, config)
+            objective, history = _fit_path(problem, folds.budgets, config, None)
+            search = _search_summary(folds.weight, folds.mean_losses, folds.selection)
+        else:
+            train_data, val_data = _split_data(data, len(features), val, config)
+            problem = _build_problem(standardised, train_data, val_data, soft, config)
+            if config.reg_weight is None:
+                if problem.val is None:
+                    raise ValueError(
+                        "choosing reg_weight needs validation judgments: set reg_weight, cv_folds or "
+                        "val_fraction"
+                    )
+                objective, history, search = _select_on_holdout(problem, config, progress)
+                if fallback:
+                    search["selection"]["why_not_image_cv"] = fallback
+            else:
+                objective, history = _fit_at(problem, config.reg_weight, config, progress)
+                search = {"reg_weight": config.reg_weight, "selection": {"method": "fixed"}}
     fit_seconds = time.perf_counter() - start
     weight, bias = objective.transform.weight_bias()
-    temperature, report = _validation_report(standardised, weight, bias, val_data, config)
+    if val_data is None:
+        temperature, report = 1.0, {"temperature_method": "none"}
+    else:
+        sims = folds.val_sims if folds is not None else _holdout_sims(standardised, weight, bias, val_data)
+        temperature, report = _validation_report(sims[0], sims[1], val_data, config)
     summary = {
         "loss": "soft" if soft else "hard",
         "n_train_triplets": len(train_data.triplets),
+        "n_train_anchors": len(train_data.anchors),
         "n_train_images": len(objective.train.y),
         "subspace_dim": objective.transform.basis.shape[1],
         "n_val_triplets": 0 if val_data is None else len(val_data.triplets),
+        "n_val_anchors": 0 if val_data is None else len(val_data.anchors),
+        "val_images": "unseen (out-of-fold)" if folds is not None else "held out by the split",
         "steps": history[-1]["step"] if history else 0,
         "fit_seconds": round(fit_seconds, 3),
         **search,

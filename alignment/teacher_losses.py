@@ -1,6 +1,7 @@
-"""Teacher losses as small typed functions (torch). Shapes: sims [m, 3] ordered [s01, s02, s12].
+"""Teacher losses as small typed functions (torch). Shapes: odd-one-out sims [m, 3] ordered [s01, s02, s12],
+anchor sims [m, 2] ordered [s_hc, s_hf] (``alignment.conventions``).
 
-The stored odd one out is the last item, so the human-chosen pair is column 0 of ``sims``.
+In both the human-chosen pair is column 0 of ``sims``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import torch.nn.functional as F
 from alignment.conventions import HUMAN_PAIR
 
 
-def triplet_nll(sims: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Hard-label odd-one-out NLL: mean of -log softmax(sims / T)[HUMAN_PAIR]."""
+def choice_nll(sims: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Hard-label NLL of the human's pair: mean of -log softmax(sims / T)[HUMAN_PAIR]. Odd-one-out [m, 3] and
+    anchor [m, 2] similarities alike (one choice model, see ``alignment.conventions``)."""
     return -F.log_softmax(sims / temperature, dim=1)[:, HUMAN_PAIR].mean()
 
 

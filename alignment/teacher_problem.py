@@ -6,11 +6,13 @@ c at 1 and beta at 0, so W starts at the scaled identity s I. W is free on the d
 images span and a scaled identity elsewhere; with r = min(n_images, D) this is exact (the images have
 no component outside V), and the gLocal regulariser pulls toward exactly that form anyway.
 
+Odd-one-out triplets and anchor rows are fitted together: both only need similarities of image pairs.
 For a set of images with coordinates Y = X~ V and residuals P = X~ - Y V^T:
     z_a . z_b = s^2 * (c^2 * p_a . p_b + (M y_a + beta) . (M y_b + beta)),
 so the residual products are computed once, and each step transforms only the n distinct images
 (n << m triplets) and computes z_a . z_b only for the distinct pairs the triplets use (a sampled matrix
-product; a sparse product for the gradient), then gathers each triplet's [s01, s02, s12] by index.
+product; a sparse product for the gradient), then gathers each triplet's [s01, s02, s12] and each anchor
+row's [s_hc, s_hf] by index.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alignment.conventions import PAIRS
+from alignment.conventions import ANCHOR_PAIRS, PAIRS
 from alignment.splits import TripletData
-from alignment.teacher_losses import cosine_matrix, local_neighbourhood_loss, soft_triplet_kl, triplet_nll
+from alignment.teacher_losses import choice_nll, cosine_matrix, local_neighbourhood_loss, soft_triplet_kl
 
 
 def principal_basis(x: torch.Tensor, rank: int | None) -> torch.Tensor:
@@ -45,7 +47,7 @@ def _csr_rows(rows: torch.Tensor, n: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PairIndex:
-    """The distinct image pairs some triplets use (sorted, a < b), and where each triplet's pairs sit.
+    """The distinct image pairs some judgments use (sorted, a < b).
 
     Only these entries of Z Z^T are ever needed: forward is a sampled matrix product over the pairs,
     backward one sparse-dense product, so a step costs O(pairs * r) instead of O(n^2 * r).
@@ -57,28 +59,18 @@ class PairIndex:
     sym_crow: torch.Tensor  # CSR pattern of pairs and their mirror images, for the gradient
     sym_col: torch.Tensor
     sym_order: torch.Tensor  # cat([g, g])[sym_order] are the gradient values in sym pattern order
-    of_triplet: torch.Tensor  # [m, 3] position of [s01, s02, s12] among the distinct pairs
 
     @classmethod
-    def build(cls, t: torch.Tensor, n: int) -> PairIndex:
-        a = torch.stack([t[:, i] for i, _ in PAIRS], 1)
-        b = torch.stack([t[:, j] for _, j in PAIRS], 1)
-        keys, inverse = torch.unique(
-            (torch.minimum(a, b) * n + torch.maximum(a, b)).flatten(), return_inverse=True
-        )
+    def build(cls, a: torch.Tensor, b: torch.Tensor, n: int) -> tuple[PairIndex, torch.Tensor]:
+        """The index of the pairs (a[i], b[i]) and, for each i, the position of its pair among the
+        distinct ones."""
+        keys, inverse = torch.unique(torch.minimum(a, b) * n + torch.maximum(a, b), return_inverse=True)
         rows, cols = keys // n, keys % n
         sym_keys = torch.cat([keys, cols * n + rows])
         sym_order = torch.argsort(sym_keys)
         sym_sorted = sym_keys[sym_order]
-        return cls(
-            n,
-            _csr_rows(rows, n),
-            cols,
-            _csr_rows(sym_sorted // n, n),
-            sym_sorted % n,
-            sym_order,
-            inverse.view(-1, 3),
-        )
+        index = cls(n, _csr_rows(rows, n), cols, _csr_rows(sym_sorted // n, n), sym_sorted % n, sym_order)
+        return index, inverse
 
     def pattern(self, values: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
         crow, col = (self.sym_crow, self.sym_col) if symmetric else (self.crow, self.col)
@@ -106,44 +98,86 @@ class _PairDots(torch.autograd.Function):
 
 
 def pair_dots(z: torch.Tensor, index: PairIndex) -> torch.Tensor:
-    """[m, 3] similarities [s01, s02, s12] of the triplets behind ``index``, from embeddings z [n, r]."""
-    return _PairDots.apply(z, index)[index.of_triplet]
+    """[P] dot products of the distinct pairs behind ``index``, from embeddings z [n, r]."""
+    return _PairDots.apply(z, index)
+
+
+def _pair_ends(triplets: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both ends of every candidate pair: the triplets' [s01, s02, s12], then the anchors' [s_hc, s_hf]."""
+    firsts, seconds = [], []
+    for rows, pairs in ((triplets, PAIRS), (anchors, ANCHOR_PAIRS)):
+        firsts.append(rows[:, [i for i, _ in pairs]].flatten())
+        seconds.append(rows[:, [j for _, j in pairs]].flatten())
+    return torch.cat(firsts), torch.cat(seconds)
 
 
 @dataclass
 class ImageSet:
-    """Triplets on their own distinct images: coordinates y [n_u, r], compact triplets, residual products."""
+    """Judgments on their own distinct images: coordinates y [n_u, r], the distinct pairs the judgments use
+    with their residual products, and where each triplet's [s01, s02, s12] and each anchor row's
+    [s_hc, s_hf] sit among those pairs."""
 
     y: torch.Tensor
-    t: torch.Tensor
-    residual: torch.Tensor
-    q: torch.Tensor | None
+    t: torch.Tensor  # compact triplets [m, 3]
+    a: torch.Tensor  # compact anchor rows [m_a, 3]
     pairs: PairIndex
+    of_triplet: torch.Tensor  # [m, 3]
+    of_anchor: torch.Tensor  # [m_a, 2]
+    residual: torch.Tensor  # [P] products of the parts outside span(V): constant during fitting
+    q: torch.Tensor | None
 
     @classmethod
     def build(cls, standardised: np.ndarray, data: TripletData, basis: torch.Tensor, soft: bool) -> ImageSet:
-        rows, compact = np.unique(data.triplets, return_inverse=True)
+        rows, inverse = np.unique(
+            np.concatenate([data.triplets.ravel(), data.anchors.ravel()]), return_inverse=True
+        )
+        compact = torch.from_numpy(inverse.reshape(-1, 3))
+        t, a = compact[: len(data.triplets)], compact[len(data.triplets) :]
         x = torch.from_numpy(standardised[rows])
-        t = torch.from_numpy(compact.reshape(-1, 3))
-        pairs = PairIndex.build(t, len(x))
         y = x @ basis
-        with torch.no_grad():  # products of the parts outside span(V): constant during fitting
-            residual = (
-                pair_dots(x - y @ basis.T, pairs) if basis.shape[1] < x.shape[1] else torch.zeros(t.shape)
-            )
         q = torch.from_numpy(data.choice_probs).float() if soft else None
-        return cls(y, t, residual, q, pairs)
+        images = cls._indexed(y, t, a, q)
+        if basis.shape[1] < x.shape[1]:
+            with torch.no_grad():
+                images.residual = pair_dots(x - y @ basis.T, images.pairs)
+        return images
+
+    @classmethod
+    def _indexed(cls, y: torch.Tensor, t: torch.Tensor, a: torch.Tensor, q: torch.Tensor | None) -> ImageSet:
+        pairs, position = PairIndex.build(*_pair_ends(t, a), len(y))
+        of_triplet, of_anchor = position[: 3 * len(t)].view(-1, 3), position[3 * len(t) :].view(-1, 2)
+        return cls(y, t, a, pairs, of_triplet, of_anchor, torch.zeros(len(pairs.col)), q)
+
+    def __len__(self) -> int:
+        return len(self.t) + len(self.a)
 
     def batch(self, rows: torch.Tensor) -> ImageSet:
-        """The sub-problem of some of these triplets, on only the images they use."""
-        images, compact = torch.unique(self.t[rows], return_inverse=True)
-        q = None if self.q is None else self.q[rows]
-        return ImageSet(
-            self.y[images], compact, self.residual[rows], q, PairIndex.build(compact, len(images))
+        """The sub-problem of some judgments (rows < len(t) are triplets, the rest anchor rows), on only the
+        images they use."""
+        t_rows, a_rows = rows[rows < len(self.t)], rows[rows >= len(self.t)] - len(self.t)
+        images, compact = torch.unique(
+            torch.cat([self.t[t_rows].flatten(), self.a[a_rows].flatten()]), return_inverse=True
         )
+        compact = compact.view(-1, 3)
+        q = None if self.q is None else self.q[t_rows]
+        part = ImageSet._indexed(self.y[images], compact[: len(t_rows)], compact[len(t_rows) :], q)
+        old = torch.cat([self.of_triplet[t_rows].flatten(), self.of_anchor[a_rows].flatten()])
+        new = torch.cat([part.of_triplet.flatten(), part.of_anchor.flatten()])
+        part.residual[new] = self.residual[old]
+        return part
 
-    def data_loss(self, sims: torch.Tensor) -> torch.Tensor:
-        return triplet_nll(sims) if self.q is None else soft_triplet_kl(sims, self.q)
+    def data_loss(self, pair_values: torch.Tensor) -> torch.Tensor:
+        """Mean loss per judgment: odd-one-out NLL (or KL to the human choice distribution) and anchor NLL,
+        each row weighted once, from the similarities [P] of the distinct pairs."""
+        parts: list[torch.Tensor] = []
+        if len(self.t):
+            sims = pair_values[self.of_triplet]
+            parts.append(
+                len(self.t) * (choice_nll(sims) if self.q is None else soft_triplet_kl(sims, self.q))
+            )
+        if len(self.a):
+            parts.append(len(self.a) * choice_nll(pair_values[self.of_anchor]))
+        return torch.stack(parts).sum() / len(self)
 
 
 class AffineTransform:
@@ -160,10 +194,15 @@ class AffineTransform:
     def params(self) -> list[torch.Tensor]:
         return [p for p in (self.m, self.c, self.beta) if p.requires_grad]
 
-    def sims(self, images: ImageSet) -> torch.Tensor:
-        """[m, 3] dot-product similarities [s01, s02, s12] of the transformed images."""
+    def pair_values(self, images: ImageSet) -> torch.Tensor:
+        """[P] dot-product similarities of the transformed images' distinct pairs."""
         z = images.y @ self.m.T + self.beta
         return self.scale**2 * (self.c**2 * images.residual + pair_dots(z, images.pairs))
+
+    def sims(self, images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """Triplet similarities [m, 3] [s01, s02, s12] and anchor similarities [m_a, 2] [s_hc, s_hf]."""
+        values = self.pair_values(images)
+        return values[images.of_triplet], values[images.of_anchor]
 
     def regulariser(self) -> torch.Tensor:
         """||W - mean(diag W) I||_F^2 + ||b||^2 without forming W (the two blocks are orthogonal).
@@ -219,7 +258,7 @@ class Objective:
 
     def __call__(self, images: ImageSet | None = None) -> torch.Tensor:
         images = images or self.train
-        loss = images.data_loss(self.transform.sims(images))
+        loss = images.data_loss(self.transform.pair_values(images))
         if self.local is not None and self.local_weight > 0:
             loss = (1 - self.local_weight) * loss + self.local_weight * self.local(self.transform)
         return loss + self.reg_weight * self.transform.regulariser()
@@ -227,4 +266,4 @@ class Objective:
     def data_loss(self, images: ImageSet) -> float:
         """The unregularised data loss on other triplets (validation), without gradients."""
         with torch.no_grad():
-            return float(images.data_loss(self.transform.sims(images)))
+            return float(images.data_loss(self.transform.pair_values(images)))

@@ -20,28 +20,41 @@ def human_targets(n_triplets: int, choice_probs: np.ndarray | None) -> np.ndarra
 
 
 def cross_entropy(sims: np.ndarray, targets: np.ndarray, temperature: float) -> float:
-    """Mean -sum q log p(T): an unbiased estimate of calibration loss even with one response per triplet."""
+    """Mean -sum q log p(T) over rows of any number of candidate pairs: an unbiased estimate of calibration
+    loss even with one response per triplet."""
     logits = sims / temperature
     log_p = logits - logits.max(axis=1, keepdims=True)
     log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
     return float(-(targets * log_p).sum(axis=1).mean())
 
 
-def fit_temperature(sims: np.ndarray, choice_probs: np.ndarray | None, method: str = "nll") -> float:
-    """Temperature T for ``softmax(sims / T)``.
+def fit_temperature(
+    sims: np.ndarray,
+    choice_probs: np.ndarray | None,
+    method: str = "nll",
+    anchor_sims: np.ndarray | None = None,
+) -> float:
+    """Temperature T for ``softmax(sims / T)`` (odd-one-out sims [m, 3]; anchor sims [m_a, 2], same T).
 
-    ``"nll"``: minimise the cross-entropy to the human choices (hard or soft) on these triplets.
-    ``"entropy"``: make the mean model entropy equal the mean entropy of ``choice_probs``.
+    ``"nll"``: minimise the cross-entropy to the human choices (hard or soft) on these judgments, each
+    triplet and each anchor row counted once.
+    ``"entropy"``: make the mean model entropy equal the mean entropy of ``choice_probs`` (triplets only).
     """
-    sims = np.asarray(sims, dtype=np.float64)
+    sims = np.asarray(sims, dtype=np.float64).reshape(-1, 3)
     targets = human_targets(len(sims), choice_probs)
     if method == "nll":
-        result = minimize_scalar(
-            lambda log_t: cross_entropy(sims, targets, float(np.exp(log_t))),
-            bounds=LOG_T_RANGE,
-            method="bounded",
-        )
-        return float(np.exp(result.x))
+        blocks = [(sims, targets)] if len(sims) else []
+        if anchor_sims is not None and len(anchor_sims):
+            anchor_targets = np.zeros((len(anchor_sims), 2))
+            anchor_targets[:, HUMAN_PAIR] = 1.0
+            blocks.append((np.asarray(anchor_sims, dtype=np.float64), anchor_targets))
+        total = sum(len(b[0]) for b in blocks)
+
+        def loss(log_t: float) -> float:
+            t = float(np.exp(log_t))
+            return sum(len(s) * cross_entropy(s, q, t) for s, q in blocks) / total
+
+        return float(np.exp(minimize_scalar(loss, bounds=LOG_T_RANGE, method="bounded").x))
     if method == "entropy":
         if choice_probs is None:
             raise ValueError(

@@ -24,6 +24,7 @@ from numpy.typing import ArrayLike
 from alignment.conventions import (
     HUMAN_PAIR,
     Similarity,
+    anchor_similarities,
     check_triplets,
     correct_choices,
     entropy,
@@ -228,8 +229,11 @@ def evaluate_triplets(
     groups: Sequence | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    task: str = "odd_one_out",
 ) -> EvalReport:
-    """Evaluate an embedding [n, D] on human triplets [m, 3] (row indices, the human's odd one out last).
+    """Evaluate an embedding [n, D] on human triplets [m, 3] (row indices, the human's odd one out last), or
+    with ``task="anchor"`` on anchor rows (head, close, far): agreement = share with s(head, close) >
+    s(head, far), chance 1/2, no noise ceiling.
 
     Works for raw features, teacher-transformed features and student embeddings alike. ``levels`` names
     each triplet's type (Levels: between_class / within_class / class_border); ``human_rt`` and
@@ -239,11 +243,12 @@ def evaluate_triplets(
     docstring).
     """
     embeddings = np.asarray(embeddings, dtype=np.float64)
-    triplets = check_triplets(triplets, len(embeddings))
+    anchor = task == "anchor"
+    triplets = check_triplets(triplets, len(embeddings), "anchor" if anchor else "triplet")
     m = len(triplets)
     if m == 0:
         raise ValueError("no triplets to evaluate")
-    sims = pair_similarities(embeddings, triplets, similarity)
+    sims = (anchor_similarities if anchor else pair_similarities)(embeddings, triplets, similarity)
     probs = triplet_probabilities(sims, temperature)
     scores = _Scores(
         correct_choices(sims),
@@ -264,5 +269,6 @@ def evaluate_triplets(
         units = subset if group_array is None else _collapse(subset, group_array[mask])
         row, samples[name] = _row(name, units, _ceiling_for(noise_ceiling, name), n_boot, rng)
         row["n"] = int(mask.sum())
+        row["n_images"] = int(np.unique(triplets[mask]).size)
         rows.append(row)
     return EvalReport(tuple(rows), similarity, temperature, n_boot, group_array is not None, samples)

@@ -9,7 +9,14 @@ import math
 
 import pandas as pd
 
-from alignment.model_comparison import CEILING_FROM_FEW_TRIPLETS, GAIN_CI_INCLUDES_ZERO
+from alignment.model_comparison import (
+    CEILING_FROM_FEW_TRIPLETS,
+    GAIN_CI_INCLUDES_ZERO,
+    NORMALISED_ABOVE_CEILING,
+)
+
+TASK_LABELS = {"odd_one_out": "odd-one-out", "anchor": "anchor (close vs far)"}
+HELD_OUT_LABELS = {"seen": "seen images", "unseen": "unseen images", "all": "all judgments"}
 
 
 def interval(value: float, low: float, high: float, *, signed: bool = False, digits: int = 3) -> str:
@@ -30,21 +37,36 @@ def _gain_cell(row) -> str:
 
 
 def _normalised_cell(row) -> str:
+    if NORMALISED_ABOVE_CEILING in row.flags:  # not a real score above 1: the ceiling is underestimated
+        return f"> 1 (above the measured ceiling {row.noise_ceiling:.3f}: ceiling unreliable)"
     cell = _plain(row.normalised, 2)
     if CEILING_FROM_FEW_TRIPLETS in row.flags:
         return f"{cell} (ceiling from {row.ceiling_triplets} triplets)"
     return cell
 
 
+def _ceiling_cell(row) -> str:
+    cell = interval(row.noise_ceiling, row.ceiling_ci_low, row.ceiling_ci_high)
+    return f"{cell} ({row.ceiling_triplets} triplets)" if cell and row.ceiling_triplets else cell
+
+
+def held_out_label(task: str, held_out: str) -> str:
+    """e.g. "odd-one-out · unseen images": which judgments a row is scored on."""
+    return f"{TASK_LABELS.get(task, task)} · {HELD_OUT_LABELS.get(held_out, held_out)}"
+
+
 def display_table(results: pd.DataFrame, *, detail: bool = False) -> pd.DataFrame:
-    """One row per level and representation; `detail` adds the columns the CLI shows (similarity, distinct
-    triplets, noise ceiling, ρ with human choice entropy, ECE)."""
+    """One row per test block, level and representation (seen- and unseen-image blocks side by side);
+    `detail` adds the columns the CLI shows (similarity, distinct triplets, noise ceiling with its CI, ρ with
+    human choice entropy, ECE)."""
     rows = []
     for row in results.itertuples(index=False):
         cells = {
+            "held out": held_out_label(row.task, row.held_out),
             "level": row.level,
             "representation": row.model,
             "n": int(row.n_judgments),
+            "images": int(row.n_images),
             "accuracy [95% CI]": interval(row.accuracy, row.ci_low, row.ci_high),
             "gain [95% CI]": _gain_cell(row),
             "normalised": _normalised_cell(row),
@@ -54,7 +76,7 @@ def display_table(results: pd.DataFrame, *, detail: bool = False) -> pd.DataFram
             cells |= {
                 "similarity": row.similarity,
                 "triplets": int(row.n_triplets),
-                "ceiling": _plain(row.noise_ceiling, 3),
+                "ceiling [95% CI]": _ceiling_cell(row),
                 "ρ(H,entropy)": _plain(row.rho_human_entropy, 2),
                 "ECE": _plain(row.ece, 3),
             }

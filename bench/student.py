@@ -241,14 +241,14 @@ def _demo_inputs():
     from db.engine import Database
     from db.migrate import upgrade
     from workflows.demo import DEMO_SLUG, ensure_demo
-    from workflows.pipeline.data import SplitConfig, split_study_judgments, study_images
+    from workflows.pipeline.data import SplitConfig, split_study, study_images
 
     upgrade()  # a fresh ALIGNLAB_HOME has no schema yet
     db = Database.from_url()
     ensure_demo(db, report=lambda message: None)
     images = study_images(db, DEMO_SLUG)
-    train, test = split_study_judgments(db, DEMO_SLUG, SplitConfig())
-    return db, images, train, test
+    split = split_study(db, DEMO_SLUG, SplitConfig(unseen_fraction=0))  # the demo: seen-image test only
+    return db, images, split.train, split.seen
 
 
 def _eval_inputs(db, images, test):
@@ -257,7 +257,7 @@ def _eval_inputs(db, images, test):
     from workflows.pipeline.evaluation import human_uncertainty, noise_ceilings
 
     all_judgments = load_judgments(db, DEMO_SLUG)
-    ceilings, ceiling_triplets = noise_ceilings(all_judgments)
+    ceilings = noise_ceilings(all_judgments)
     test = test[test["level"].notna()]
     rows = images.rows(test[["stim0", "stim1", "stim2"]].to_numpy())
     return rows, {
@@ -265,8 +265,9 @@ def _eval_inputs(db, images, test):
         "groups": test["triplet_key"].tolist(),
         "human_rt": test["rt_ms"].to_numpy(np.float64),
         "human_entropy": human_uncertainty(all_judgments, test),
-        "noise_ceiling": ceilings or None,
-        "ceiling_triplets": ceiling_triplets,
+        "noise_ceiling": ceilings.value or None,
+        "ceiling_triplets": ceilings.triplets,
+        "ceiling_intervals": ceilings.interval,
     }
 
 

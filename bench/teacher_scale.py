@@ -9,7 +9,8 @@ Each participant answers 100 trials.
 Every size runs in two fresh processes: one writes the database (not timed as part of the path), one
 measures the path the teacher stage takes -- load the judgments, split them (20 % of triplets held
 out), per-triplet statistics, stimulus ids to rows, fit (default ``TeacherConfig``: L-BFGS, the
-regulariser chosen from its grid on validation triplets) -- stage by stage, with the peak RSS of that
+regulariser chosen from its grid by 5 object-disjoint image folds, strongest weight first with warm
+starts) -- stage by stage, with the peak RSS of that
 process (``ru_maxrss``). Accuracy: the teacher and the planted model on the held-out judgments.
 
     python -m bench.teacher_scale [--sizes 10000 100000 1000000 5000000] [--dim 512] [--threads 2]
@@ -137,8 +138,8 @@ def _insert_rows(path: Path, ids, odd_position, participant, rt) -> None:
         )
         conn.executemany(
             "INSERT INTO participants (id, study_id, external_id, source, is_simulated, list_id, status, "
-            "demographics, browser, flow_state, started_at, last_seen_at, excluded, payment_status) "
-            "VALUES (?, 1, ?, 'imported', 1, ?, 'completed', '{}', '{}', '{}', ?, ?, 0, 'pending')",
+            "demographics, browser, flow_state, started_at, last_seen_at, excluded, payment_status, consent) "
+            "VALUES (?, 1, ?, 'imported', 1, ?, 'completed', '{}', '{}', '{}', ?, ?, 0, 'pending', 1)",
             ((p + 1, f"w{p}", p + 1, now, now) for p in range(n_participants)),
         )
         conn.executemany(
@@ -220,10 +221,19 @@ def measure(path: Path, threads: int | None, reg_weight: float | None) -> dict:
         "peak_rss_mb_after": rss,
         "optimiser_s": teacher.summary["fit_seconds"],
         "reg_weight": teacher.summary["reg_weight"],
+        "selection": _selection(teacher.summary),
         "teacher_acc": round(float(teacher_accuracy), 4),
         "planted_acc": round(float(planted_accuracy), 4),
         "n_test": len(held_out),
     }
+
+
+def _selection(summary: dict) -> str:
+    """How the regulariser was chosen, e.g. "image_cv k=5, 3 weights"."""
+    selection = summary.get("selection", {})
+    method = selection.get("method", "?")
+    folds = f" k={selection['folds']}" if method == "image_cv" else ""
+    return f"{method}{folds}, {len(summary.get('reg_weight_val_loss', {}))} weights"
 
 
 def _run_size(n: int, dim: int, options: list[str], workdir: Path) -> dict:
@@ -250,7 +260,7 @@ def _child(args: list[str]) -> str:
 def _table(results: list[dict]) -> str:
     header = (
         "| judgments | train triplets | load | split | stats | fit (optimiser) | total | peak RSS | "
-        "teacher acc | planted acc | reg | load avg |"
+        "teacher acc | planted acc | reg (selection) | load avg |"
     )
     lines = [header, "|" + "---|" * 12]
     for r in results:
@@ -260,7 +270,7 @@ def _table(results: list[dict]) -> str:
             f"{s['stats']} s | {s['fit']} s ({r['optimiser_s']} s) | {r['total_s']} s | "
             f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | "
             f"{r['planted_acc']:.4f} | "
-            f"{r['reg_weight']} | {r['load_avg_1min']} |"
+            f"{r['reg_weight']} ({r['selection']}) | {r['load_avg_1min']} |"
         )
     return "\n".join(lines)
 

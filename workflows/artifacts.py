@@ -5,7 +5,9 @@ Paths in ``Run.artifacts`` are relative to the data directory. Formats:
   [n, D] and ``stimulus_ids`` int64 [n] (rows in the order of the ids); written by the feature, teacher
   and student stages, read by the evaluation, the distillation and the maps;
 - split (artifact ``split``): an .npz with ``test_keys`` int64 [m, 2], the held-out judgments'
-  (participant id, trial index), so every stage evaluates on the same test set.
+  (participant id, trial index; odd-one-out and anchor judgments alike), and ``unseen`` bool [m]: whether a
+  held-out judgment is made only of images the fit never saw (else a seen-image one), so every stage
+  evaluates on the same test sets.
 Pseudo-labels, teachers and student checkpoints have their own reader/writer pair in alignment/
 (``PseudoLabels.save/load``, ``Teacher.save/load``, ``save_student/load_student``).
 
@@ -22,7 +24,7 @@ import numpy as np
 from common.atomic import atomic_path
 
 EMBEDDINGS_KEYS = ("embeddings", "stimulus_ids")
-SPLIT_KEYS = ("test_keys",)
+SPLIT_KEYS = ("test_keys", "unseen")
 
 
 class ArtifactError(ValueError):
@@ -47,20 +49,28 @@ def read_embeddings(path: str | Path, owner: str = "") -> tuple[np.ndarray, np.n
     return embeddings, stimulus_ids.astype(np.int64)
 
 
-def write_split(path: str | Path, test_keys: np.ndarray) -> Path:
-    """Write the held-out judgments' (participant id, trial index) pairs [m, 2]."""
+def write_split(path: str | Path, test_keys: np.ndarray, unseen: np.ndarray) -> Path:
+    """Write the held-out judgments' (participant id, trial index) pairs [m, 2] and their unseen flags [m]."""
     test_keys = np.asarray(test_keys, dtype=np.int64).reshape(-1, 2)
+    unseen = np.asarray(unseen, dtype=bool)
+    if unseen.shape != (len(test_keys),):
+        raise ValueError(f"unseen must have one flag per test key ({len(test_keys)}); got {unseen.shape}")
     with atomic_path(path) as partial:
-        np.savez(partial, test_keys=test_keys)
+        np.savez(partial, test_keys=test_keys, unseen=unseen)
     return Path(path)
 
 
-def read_split(path: str | Path, owner: str = "") -> np.ndarray:
-    """The held-out (participant id, trial index) pairs, int64 [m, 2] (kept as an array: millions of rows)."""
-    keys = _read_npz(Path(path), SPLIT_KEYS, owner, "split")["test_keys"]
-    if keys.ndim != 2 or keys.shape[1] != 2:
-        raise ArtifactError(f"{_prefix(owner)}{path} must hold test_keys [m, 2]; got {keys.shape}")
-    return keys.astype(np.int64)
+def read_split(path: str | Path, owner: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The held-out (participant id, trial index) pairs, int64 [m, 2] (kept as an array: millions of rows),
+    and whether each is an unseen-image judgment, bool [m]."""
+    arrays = _read_npz(Path(path), SPLIT_KEYS, owner, "split")
+    keys, unseen = arrays["test_keys"], arrays["unseen"]
+    if keys.ndim != 2 or keys.shape[1] != 2 or unseen.shape != (len(keys),):
+        raise ArtifactError(
+            f"{_prefix(owner)}{path} must hold test_keys [m, 2] and unseen [m]; got {keys.shape}, "
+            f"{unseen.shape}"
+        )
+    return keys.astype(np.int64), unseen.astype(bool)
 
 
 def _read_npz(path: Path, keys: tuple[str, ...], owner: str, what: str) -> dict[str, np.ndarray]:

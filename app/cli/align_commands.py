@@ -102,7 +102,16 @@ def _teacher(args: argparse.Namespace) -> int:
         "split": {"by": args.split, "test_fraction": args.test_fraction},
         "teacher": settings_table(args.config, section="teacher") if args.config else {},
     }
-    run_stage_here("teacher", args.study, overrides)
+    run = run_stage_here("teacher", args.study, overrides, show=False)
+    selection = run.metrics.get("selection", {})
+    print(
+        f"teacher run {run.id}: reg_weight {run.metrics.get('reg_weight')} chosen by "
+        f"{selection.get('method', '?')}"
+        + (f" over {selection['folds']} image folds" if selection.get("method") == "image_cv" else "")
+        + (f" ({selection['why_not_image_cv']})" if selection.get("why_not_image_cv") else "")
+        + f"; fit {run.metrics.get('fit_seconds')} s"
+    )
+    print_eval_table(run)
     return 0
 
 
@@ -131,9 +140,14 @@ def print_eval_table(run) -> None:
 
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(display_table(read_results(run), detail=True).to_string(index=False))
+    if run.metrics.get("unseen_note"):
+        print(run.metrics["unseen_note"])
     print(
         "accuracy: per held-out triplet the share of its n human judgments the model agrees with "
-        "(ties wrong), averaged over the distinct triplets; 95% CIs bootstrap the triplets; gain: over "
-        "the first representation, paired 95% CI; normalised = (acc - 1/3) / (ceiling - 1/3); "
-        "ρ = Spearman of model entropy with the triplet's median human RT / choice entropy"
+        "(ties wrong), averaged over the distinct triplets; 95% CIs bootstrap the triplets; seen images: "
+        "held-out judgments "
+        "of images the teacher also trained on; unseen images: judgments made only of images no fit saw; "
+        "anchor: agreement with s(head, close) > s(head, far), chance 1/2; gain: over the first "
+        "representation, paired 95% CI; normalised = (acc - 1/3) / (ceiling - 1/3); ρ = Spearman of model "
+        "entropy with the triplet's median human RT / choice entropy"
     )

@@ -115,12 +115,16 @@ def evaluation_ui(loop) -> None:
         st.info(str(error))
         return
     st.caption(
-        f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out triplets (per triplet the "
+        f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out judgments, seen images "
+        "(held-out judgments of images the teacher trained on) and unseen images (images no fit saw) side "
+        "by side (per triplet the "
         "share of its judgments the model agrees with; dot similarity, ties wrong), gain over the base with "
         "a paired 95% CI, normalised = (acc − 1/3)/(noise ceiling − 1/3), ρ(H,RT) = Spearman of model "
         "entropy with the triplet's median human response time."
     )
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
+    if loop.metrics.get("unseen_note"):
+        st.warning(loop.metrics["unseen_note"])
 
 
 def _decode(uri: str) -> bytes:

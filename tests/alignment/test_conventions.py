@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from alignment.conventions import (
+    anchor_similarities,
     check_triplets,
     correct_choices,
     entropy,
@@ -20,6 +21,17 @@ Z = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [2.0, 0.0]])
 def test_pair_similarities_order_is_s01_s02_s12():
     sims = pair_similarities(Z, np.array([[0, 1, 2]]))
     np.testing.assert_allclose(sims, [[0.9, 0.0, 0.1]])
+
+
+def test_anchor_similarities_are_head_close_then_head_far_and_share_the_softmax():
+    rows = np.array([[0, 1, 2], [0, 2, 1]])  # (head, close, far)
+    sims = anchor_similarities(Z, rows)
+    np.testing.assert_allclose(sims, [[0.9, 0.0], [0.0, 0.9]])
+    assert correct_choices(sims).tolist() == [True, False]
+    probs = triplet_probabilities(sims, temperature=0.5)  # p(close) = sigmoid((s_hc - s_hf) / T)
+    assert probs[0, 0] == pytest.approx(1 / (1 + np.exp(-0.9 / 0.5)))
+    with pytest.raises(ValueError, match=r"anchor row 0 .* repeats an item"):
+        check_triplets([[1, 1, 2]], 4, "anchor")
 
 
 def test_cosine_ignores_length_but_dot_does_not():

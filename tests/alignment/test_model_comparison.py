@@ -8,6 +8,7 @@ from alignment.model_comparison import (
     CEILING_FROM_FEW_TRIPLETS,
     GAIN_CI_INCLUDES_ZERO,
     MIN_CEILING_TRIPLETS,
+    NORMALISED_ABOVE_CEILING,
     compare_models,
 )
 
@@ -50,10 +51,42 @@ def test_perfect_model_beats_random_model_at_every_level():
     rows = table.set_index(["level", "model"])
     aligned_overall = rows.loc[("overall", "aligned")]
     assert (aligned_overall.accuracy, aligned_overall.ci_low, aligned_overall.ci_high) == (1.0, 1.0, 1.0)
-    assert aligned_overall.gain == gains["overall"] and aligned_overall["flags"] == ()
+    # a perfect model above a 0.9 ceiling: the ceiling is underestimated, and the row says so
+    assert aligned_overall.gain == gains["overall"] and aligned_overall["flags"] == (
+        NORMALISED_ABOVE_CEILING,
+    )
+    assert (aligned_overall.task, aligned_overall.held_out, aligned_overall.n_images) == (
+        "odd_one_out",
+        "all",
+        60,
+    )
     assert aligned_overall.normalised == pytest.approx((1 - 1 / 3) / (0.9 - 1 / 3))
     assert np.isnan(rows.loc[("overall", "base"), "gain"])  # the baseline has no gain over itself
     assert (rows["n_judgments"].loc["overall"] == 300).all() and (rows["similarity"] == "dot").all()
+
+
+def test_anchor_rows_are_scored_as_agreement_with_close_over_far():
+    rng = np.random.default_rng(1)
+    truth = rng.standard_normal((40, 4))
+    rows = np.array([rng.choice(40, 3, replace=False) for _ in range(400)])
+    sims = truth[rows[:, 0]] @ truth.T
+    closer_second = sims[np.arange(400), rows[:, 1]] < sims[np.arange(400), rows[:, 2]]
+    rows[closer_second] = rows[closer_second][:, [0, 2, 1]]  # (head, close, far) of the truth
+    result = compare_models(
+        {"random": rng.standard_normal((40, 4)), "truth": truth},
+        rows,
+        task="anchor",
+        held_out="unseen",
+        n_boot=200,
+    )
+    table = result.results_table().set_index("model")
+    assert list(table["level"]) == ["overall"] * 2 and (table["task"] == "anchor").all()
+    assert table.loc["truth", "accuracy"] == 1.0
+    swapped = compare_models({"truth": truth}, rows[:, [0, 2, 1]], task="anchor", n_boot=10)
+    assert swapped.results()[0].accuracy == 0.0  # (head, far, close): the truth disagrees with every row
+    assert 0.4 < table.loc["random", "accuracy"] < 0.6  # chance is 1/2 for two candidates
+    assert (table["held_out"] == "unseen").all() and (table["n_images"] == 40).all()
+    assert np.isnan(table.loc["truth", "noise_ceiling"])
 
 
 def test_embeddings_over_different_images_are_refused():
@@ -103,11 +136,16 @@ def test_a_normalised_score_from_a_ceiling_over_too_few_triplets_is_flagged():
         {"aligned": truth},
         triplets,
         levels=levels,
-        noise_ceiling={"between_class": 0.9, "within_class": 0.9, "overall": 0.9},
+        noise_ceiling={"between_class": 1.0, "within_class": 1.0, "overall": 1.0},
         ceiling_triplets={"between_class": MIN_CEILING_TRIPLETS, "within_class": 3, "overall": 3},
+        ceiling_intervals={"within_class": (0.6, 1.0)},
         n_boot=50,
     )
     rows = result.results_table().set_index("level")
+    assert (rows.loc["within_class", "ceiling_ci_low"], rows.loc["within_class", "ceiling_ci_high"]) == (
+        0.6,
+        1.0,
+    )
     assert rows.loc["within_class", "flags"] == (CEILING_FROM_FEW_TRIPLETS,)
     assert rows.loc["within_class", "ceiling_triplets"] == 3
     assert rows.loc["between_class", "flags"] == ()  # enough repeated triplets

@@ -7,9 +7,15 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from alignment.conventions import correct_choices, entropy, pair_similarities, triplet_probabilities
-from alignment.splits import TripletData, object_disjoint_split
-from alignment.synthetic import planted_triplets
+from alignment.conventions import (
+    anchor_similarities,
+    correct_choices,
+    entropy,
+    pair_similarities,
+    triplet_probabilities,
+)
+from alignment.splits import TripletData, image_folds, object_disjoint_split
+from alignment.synthetic import planted_anchor_rows, planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 from alignment.teacher_losses import identity_regulariser
 from alignment.teacher_problem import AffineTransform, ImageSet, principal_basis
@@ -51,6 +57,38 @@ def test_teacher_entropy_tracks_the_planted_uncertainty(planted, teacher):
     assert teacher.summary["val_ece"] < 0.05
 
 
+def _calibrated_differences(sims: np.ndarray, temperature: float) -> np.ndarray:
+    """s01 - s02 and s01 - s12 over T: what the choice probabilities depend on (shift-invariant)."""
+    return np.concatenate([sims[:, 0] - sims[:, 1], sims[:, 0] - sims[:, 2]]) / temperature
+
+
+def test_anchor_and_odd_one_out_judgments_of_one_planted_model_give_consistent_fits(planted, teacher):
+    anchors = planted_anchor_rows(planted.human_embedding, N_TRAIN, planted.temperature, seed=5)
+    test_anchors = planted_anchor_rows(planted.human_embedding, N_TEST, planted.temperature, seed=6)
+    test_triplets = planted.triplets[N_TRAIN:]
+    by_anchor = fit_teacher(planted.features, None, anchors=anchors, config=FAST)
+    both = fit_teacher(
+        planted.features, planted.triplets[: N_TRAIN // 2], anchors=anchors[: N_TRAIN // 2], config=FAST
+    )
+    assert by_anchor.summary["n_train_triplets"] == 0 and "val_anchor_accuracy" in by_anchor.summary
+    planted_anchor = correct_choices(anchor_similarities(planted.human_embedding, test_anchors)).mean()
+    assert 0.55 < planted_anchor < 0.95  # the anchor rows carry the planted model's signal and its noise
+    planted_sims = pair_similarities(planted.human_embedding, test_triplets)
+    for fitted in (teacher, by_anchor, both):
+        z = fitted.transform(planted.features)
+        assert (
+            abs(correct_choices(pair_similarities(z, test_triplets)).mean() - _planted_accuracy(planted))
+            < 0.015
+        )
+        assert abs(correct_choices(anchor_similarities(z, test_anchors)).mean() - planted_anchor) < 0.015
+        # one temperature convention: the calibrated similarities are the planted ones, whichever kind
+        # was fitted
+        mine = _calibrated_differences(pair_similarities(z, test_triplets), fitted.temperature)
+        truth = _calibrated_differences(planted_sims, planted.temperature)
+        assert np.corrcoef(mine, truth)[0, 1] > 0.95
+        assert mine.std() == pytest.approx(truth.std(), rel=0.15)
+
+
 @pytest.mark.parametrize("wrong_order", [[2, 0, 1], [0, 2, 1]], ids=["odd-first", "odd-middle"])
 def test_fitting_with_a_permuted_triplet_convention_fails(planted, wrong_order):
     wrong = fit_teacher(planted.features, planted.triplets[:N_TRAIN][:, wrong_order], config=FAST)
@@ -89,8 +127,14 @@ def test_regulariser_weight_is_chosen_on_validation_when_data_are_scarce():
     triplets = np.take_along_axis(triplets, orders[chosen], axis=1)
     train, test = triplets[:400], triplets[400:]
     auto = fit_teacher(x, train, config=TeacherConfig(num_threads=1))
+    selection = auto.summary["selection"]  # 400 triplets over 200 images: too few for image folds, said so
+    assert (
+        selection["method"] == "holdout"
+        and "validation judgments in the smallest fold" in selection["why_not_image_cv"]
+    )
     losses = auto.summary["reg_weight_val_loss"]
-    assert set(losses) == {str(w) for w in TeacherConfig().reg_weight_grid}
+    strongest_first = [str(w) for w in sorted(TeacherConfig().reg_weight_grid, reverse=True)]
+    assert list(losses) == strongest_first[: len(losses)]  # the path stopped once val loss rose
     assert auto.summary["reg_weight"] >= 1.0 and losses[str(auto.summary["reg_weight"])] == min(
         losses.values()
     )
@@ -133,20 +177,58 @@ def test_subspace_parametrisation_equals_the_explicit_affine_map(rank):
         transform.m.copy_(torch.from_numpy(rng.normal(size=transform.m.shape).astype(np.float32)))
         transform.c.fill_(0.3)
         transform.beta.copy_(torch.from_numpy(rng.normal(size=transform.beta.shape).astype(np.float32)))
-    images = ImageSet.build(x, TripletData(triplets), basis, soft=False)
+    anchors = np.array([[5, 0, 1], [11, 19, 2]])  # (head, close, far), sharing pairs with the triplets
+    images = ImageSet.build(x, TripletData(triplets, anchors=anchors), basis, soft=False)
     weight, bias = transform.weight_bias()
-    expected = pair_similarities(x @ weight.T + bias, triplets)
-    np.testing.assert_allclose(transform.sims(images).detach().numpy(), expected, rtol=1e-4, atol=1e-4)
+    z = x @ weight.T + bias
+    triplet_sims, anchor_sims = (s.detach().numpy() for s in transform.sims(images))
+    np.testing.assert_allclose(triplet_sims, pair_similarities(z, triplets), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(anchor_sims, anchor_similarities(z, anchors), rtol=1e-4, atol=1e-4)
+    batch = images.batch(torch.tensor([2, 4]))  # the third triplet and the second anchor row
+    triplet_sims, anchor_sims = (s.detach().numpy() for s in transform.sims(batch))
+    np.testing.assert_allclose(triplet_sims, pair_similarities(z, triplets[2:]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(anchor_sims, anchor_similarities(z, anchors[1:]), rtol=1e-4, atol=1e-4)
     expected_reg = identity_regulariser(torch.from_numpy(weight)).item() + float((bias**2).sum())
     assert transform.regulariser().item() == pytest.approx(expected_reg, rel=1e-4)
 
 
 def test_object_disjoint_validation_never_shares_images(planted):
-    train, val = object_disjoint_split(planted.triplets, 300, 0.3, seed=0)
-    assert not set(np.unique(planted.triplets[train])) & set(np.unique(planted.triplets[val]))
+    anchors = planted_anchor_rows(planted.human_embedding, 5000, planted.temperature, seed=5)
+    train, val = object_disjoint_split(TripletData(planted.triplets, anchors=anchors), 300, 0.3, seed=0)
+    assert len(val.triplets) and len(val.anchors)
+    assert not set(train.images()) & set(val.images())
     config = TeacherConfig(object_disjoint=True, val_fraction=0.3, reg_weight=1e-3, num_threads=1)
     teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
     assert teacher.summary["n_val_triplets"] == pytest.approx(0.3**3 * N_TRAIN, rel=0.25)
+
+
+def test_image_folds_never_put_an_image_on_both_sides(planted):
+    anchors = planted_anchor_rows(planted.human_embedding, 5000, planted.temperature, seed=5)
+    data = TripletData(planted.triplets, anchors=anchors)
+    folds = image_folds(data, 300, 5, seed=0)
+    assert len(folds) == 5
+    held_out = np.concatenate([images for _, _, images in folds])
+    assert sorted(held_out) == sorted(data.images())  # every used image is validated on exactly once
+    for train, val, images in folds:
+        assert len(val.triplets) and len(val.anchors) and len(train.triplets) and len(train.anchors)
+        assert not set(train.images()) & set(val.images())
+        assert set(val.images()) <= set(images)
+
+
+def test_regulariser_is_chosen_by_image_cross_validation_by_default(planted):
+    config = TeacherConfig(num_threads=1)
+    teacher = fit_teacher(planted.features, planted.triplets[:N_TRAIN], config=config)
+    selection = teacher.summary["selection"]
+    assert selection["method"] == "image_cv" and selection["folds"] == config.cv_folds == 5
+    assert sum(selection["fold_images"]) == 300
+    assert len(selection["fold_val_loss"]) == 5 and len(selection["fold_steps"]) == 5
+    reached_by_all = set.intersection(*(set(losses) for losses in selection["fold_val_loss"]))
+    assert set(teacher.summary["reg_weight_val_loss"]) == reached_by_all
+    means = teacher.summary["reg_weight_val_loss"]
+    assert means[str(teacher.summary["reg_weight"])] == min(means.values())
+    assert teacher.summary["n_train_triplets"] == N_TRAIN  # the final fit uses every judgment
+    assert teacher.summary["val_images"] == "unseen (out-of-fold)"
+    assert abs(_test_accuracy(teacher, planted) - _planted_accuracy(planted)) < 0.01
 
 
 def test_config_loads_from_toml_and_rejects_nonsense(tmp_path):

@@ -6,20 +6,25 @@ import pytest
 import torch
 
 from alignment.teacher_losses import (
+    choice_nll,
     cosine_matrix,
     identity_regulariser,
     local_neighbourhood_loss,
     soft_triplet_kl,
-    triplet_nll,
 )
 
 
-def test_triplet_nll_targets_pair_01():
+def test_choice_nll_targets_pair_01():
     sims = torch.tensor([[math.log(2.0), 0.0, 0.0], [0.0, 0.0, 0.0]])
     # p01 = 2/4 for the first triplet, 1/3 for the second
-    assert triplet_nll(sims).item() == pytest.approx((math.log(2) + math.log(3)) / 2)
+    assert choice_nll(sims).item() == pytest.approx((math.log(2) + math.log(3)) / 2)
     # temperature 0.5 doubles the logits: p01 = 4/6
-    assert triplet_nll(sims[:1], temperature=0.5).item() == pytest.approx(-math.log(4 / 6))
+    assert choice_nll(sims[:1], temperature=0.5).item() == pytest.approx(-math.log(4 / 6))
+
+
+def test_choice_nll_of_an_anchor_row_is_the_logistic_loss_of_close_over_far():
+    sims = torch.tensor([[1.0, -0.5]])  # [s_hc, s_hf]
+    assert choice_nll(sims, temperature=2.0).item() == pytest.approx(math.log1p(math.exp(-0.75)))
 
 
 def test_soft_kl_is_zero_at_the_target_and_hand_computed_otherwise():
@@ -35,7 +40,7 @@ def test_soft_kl_is_zero_at_the_target_and_hand_computed_otherwise():
 def test_soft_kl_with_one_hot_equals_hard_nll():
     sims = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
     one_hot = torch.tensor([[1.0, 0.0, 0.0]]).repeat(5, 1)
-    assert soft_triplet_kl(sims, one_hot).item() == pytest.approx(triplet_nll(sims).item(), rel=1e-6)
+    assert soft_triplet_kl(sims, one_hot).item() == pytest.approx(choice_nll(sims).item(), rel=1e-6)
 
 
 def test_identity_regulariser_ignores_scale_and_counts_off_identity_mass():

@@ -39,8 +39,12 @@ def test_bad_files_name_the_owner_the_file_and_the_problem(tmp_path):
 
 
 def test_split_round_trip(tmp_path):
-    path = write_split(tmp_path / "split.npz", np.array([[1, 4], [2, 0]]))
-    assert {tuple(row) for row in read_split(path).tolist()} == {(1, 4), (2, 0)}
-    np.savez(tmp_path / "bad.npz", test_keys=np.arange(3))
-    with pytest.raises(ArtifactError, match=r"must hold test_keys \[m, 2\]; got \(3,\)"):
+    path = write_split(tmp_path / "split.npz", np.array([[1, 4], [2, 0]]), np.array([False, True]))
+    keys, unseen = read_split(path)
+    assert {(tuple(k), u) for k, u in zip(keys.tolist(), unseen.tolist(), strict=True)} == {
+        ((1, 4), False),
+        ((2, 0), True),
+    }
+    np.savez(tmp_path / "bad.npz", test_keys=np.arange(3), unseen=np.zeros(3, bool))
+    with pytest.raises(ArtifactError, match=r"must hold test_keys \[m, 2\] and unseen \[m\]; got \(3,\)"):
         read_split(tmp_path / "bad.npz")

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from alignment.model_comparison import GAIN_CI_INCLUDES_ZERO, ResultRow
+from alignment.model_comparison import GAIN_CI_INCLUDES_ZERO, NORMALISED_ABOVE_CEILING, ResultRow
 from app import map_cache
 from app.results_display import display_table, metric_columns
 from db.engine import Database
@@ -99,7 +100,13 @@ def test_maps_page_shows_the_latest_loops_table_from_its_numbers(evaluated):
     finish_run(
         db,
         loop,
-        {**run.metrics, "teacher_run": fake.before_run, "alignet_run": fake.after_run, "eval_run": run.id},
+        {
+            **run.metrics,
+            "teacher_run": fake.before_run,
+            "alignet_run": fake.after_run,
+            "eval_run": run.id,
+            "unseen_note": "unseen-image accuracy not measured: (the split's reason)",
+        },
         run.artifacts,
     )
     for cached in (map_cache.representations, map_cache.figures, map_cache.map_html):
@@ -110,20 +117,42 @@ def test_maps_page_shows_the_latest_loops_table_from_its_numbers(evaluated):
     assert not at.exception, at.exception
     table = at.dataframe[-1].value
     assert list(table.columns) == [
+        "held out",
         "level",
         "representation",
         "n",
+        "images",
         "accuracy [95% CI]",
         "gain [95% CI]",
         "normalised",
         "ρ(H,RT)",
     ]
     assert len(table) == 8 and table.iloc[0]["gain [95% CI]"] == ""  # the baseline's row
+    assert (table["held out"] == "odd-one-out · all judgments").all() and (table["images"] > 0).all()
+    assert "unseen-image accuracy not measured: (the split's reason)" in [w.value for w in at.warning]
     overall = read_results(run).set_index(["level", "model"]).loc[("overall", "after")]
     shown = table.set_index(["level", "representation"]).loc[("overall", "after")]
     assert shown["gain [95% CI]"] == f"{overall['gain']:+.3f} [{overall['gain_ci_low']:+.3f}, " + (
         f"{overall['gain_ci_high']:+.3f}]"
     )
+
+
+def test_seen_and_unseen_blocks_are_labelled_and_a_score_above_the_ceiling_is_not_shown_as_real(evaluated):
+    _, _, run = evaluated
+    results = read_results(run)
+    unseen = results.assign(held_out="unseen", n_images=7)
+    both = pd.concat([results, unseen], ignore_index=True)
+    both.loc[len(results), ["normalised", "noise_ceiling"]] = (1.7, 0.55)
+    both["flags"] = [
+        (NORMALISED_ABOVE_CEILING,) if i == len(results) else f for i, f in enumerate(both["flags"])
+    ]
+    shown = display_table(both, detail=True)
+    assert list(shown["held out"].unique()) == ["odd-one-out · all judgments", "odd-one-out · unseen images"]
+    assert (shown["images"].iloc[len(results) :] == 7).all()
+    assert (
+        shown.loc[len(results), "normalised"] == "> 1 (above the measured ceiling 0.550: ceiling unreliable)"
+    )
+    assert "1.70" not in shown["normalised"].tolist()
 
 
 def test_a_run_without_a_results_table_is_refused_with_what_to_do(app_home):

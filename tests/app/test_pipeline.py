@@ -28,9 +28,12 @@ FAST = {
 
 @pytest.fixture
 def small_study(stimulus_set):
-    db = stimulus_set
+    return _study(stimulus_set, "small", 12)
+
+
+def _study(db, slug: str, n_lists: int):
     design = DesignConfig(
-        n_lists=12,
+        n_lists=n_lists,
         n_between_class=4,
         n_within_class=4,
         n_class_border=4,
@@ -39,8 +42,8 @@ def small_study(stimulus_set):
         n_practice=0,
         n_shared=4,
     )
-    create_study_from_design(db, "small", 1, design)
-    set_study_status(db, "small", StudyStatus.OPEN)
+    create_study_from_design(db, slug, 1, design)
+    set_study_status(db, slug, StudyStatus.OPEN)
     return db
 
 
@@ -137,3 +140,38 @@ def test_bad_representations_for_evaluation_are_refused_with_the_reason(small_st
     with pytest.raises(ValueError, match="has no 'student' artifact"):
         parse_representation(db, f"{features}:student")
     assert parse_representation(db, str(features)).artifact == "embeddings"
+
+
+def test_the_teacher_run_reports_seen_and_unseen_images_side_by_side(stimulus_set, monkeypatch):
+    from workflows.pipeline import data
+
+    db = _study(stimulus_set, "small", 60)
+    simulate_participants(db, "small", 60)
+    monkeypatch.setattr(data, "MIN_UNSEEN_JUDGMENTS", 5)  # the small study holds few all-unseen triplets
+    split = data.split_study(db, "small", data.SplitConfig(unseen_fraction=0.35))
+    unseen = set(split.unseen_images.tolist())
+    assert unseen and not split.unseen.empty and not split.seen.empty and split.unseen_note == ""
+    assert not unseen & set(split.train[data.TRIPLET_COLUMNS].to_numpy().ravel().tolist())
+    assert not unseen & set(split.seen[data.TRIPLET_COLUMNS].to_numpy().ravel().tolist())
+    assert set(split.unseen[data.TRIPLET_COLUMNS].to_numpy().ravel().tolist()) <= unseen
+    overrides = {"teacher": {"reg_weight": 1.0}, "split": {"unseen_fraction": 0.35}}
+    run = queue_action(db, "teacher", "small", overrides)
+    assert execute(db, run) == RunStatus.SUCCEEDED, get_run(db, run).error
+    results = read_results(get_run(db, run))
+    overall = results[results["level"] == "overall"].set_index(["held_out", "model"])
+    assert set(overall.index) == {(h, m) for h in ("seen", "unseen") for m in ("base", "teacher")}
+    assert overall.loc[("unseen", "teacher"), "n_images"] <= len(unseen)
+    assert overall.loc[("unseen", "teacher"), "n_judgments"] == len(split.unseen)
+    metrics = get_run(db, run).metrics
+    assert set(metrics["overall_accuracy"]) == {"odd_one_out seen", "odd_one_out unseen"}
+
+
+def test_a_study_too_small_for_an_unseen_image_test_says_what_it_would_need(small_study, monkeypatch):
+    from workflows.pipeline import data
+
+    simulate_participants(small_study, "small", 10)
+    monkeypatch.setattr(data, "MIN_UNSEEN_JUDGMENTS", 10**6)
+    split = data.split_study(small_study, "small", data.SplitConfig())
+    assert split.unseen.empty and len(split.unseen_images) == 0
+    assert split.unseen_note.startswith("unseen-image accuracy not measured")
+    assert "held-out images would do" in split.unseen_note

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -57,17 +58,157 @@ def study_images(db: Database, slug: str) -> StudyImages:
 
 @dataclass(frozen=True)
 class SplitConfig(LoadableConfig):
-    """How human judgments are held out for evaluation. `triplet` (THINGS-style) by default: an
-    object-disjoint `image` split keeps only triplets made entirely of held-out images, few in a small set."""
+    """How human judgments are held out for evaluation, in two parts reported side by side.
+
+    Unseen images: `unseen_fraction` of the judged images is held out entirely; the judgments made only of
+    them are the unseen-image test (object-disjoint: what a teacher is for), and judgments mixing them with
+    other images are used by nobody. When that test would hold fewer than `MIN_UNSEEN_JUDGMENTS`, no image
+    is held out and the split says how many images it would need. Seen images: of the remaining judgments,
+    `test_fraction` is held out `by` triplet (THINGS-style, random triplets of images the fit also trains
+    on) or subject; `by="image"` makes the whole test object-disjoint (`test_fraction` of the images, no
+    seen-image test)."""
 
     SECTION = "split"
 
     by: SplitBy = "triplet"
     test_fraction: float = 0.2
+    unseen_fraction: float = 0.2
     seed: int = 0
 
+    def __post_init__(self):
+        if self.by not in ("triplet", "subject", "image"):
+            raise ValueError(f"split by must be 'triplet', 'subject' or 'image'; got {self.by!r}")
+        if not 0 <= self.unseen_fraction < 1:
+            raise ValueError(f"unseen_fraction must be in [0, 1); got {self.unseen_fraction}")
 
-_SNAPSHOT: ContextVar[dict[tuple[str, str], pd.DataFrame] | None] = ContextVar("judgments", default=None)
+
+MIN_UNSEEN_JUDGMENTS = 100
+ANCHOR_COLUMNS = ["head", "close", "far"]
+TRIPLET_COLUMNS = ["stim0", "stim1", "stim2"]
+
+
+@dataclass(frozen=True)
+class StudySplit:
+    """A study's judgments split for one fit: odd-one-out frames (`load_judgments` columns) and anchor frames
+    (`load_anchor_judgments` columns plus `triplet_key`), each as train, seen-image test, unseen-image
+    test."""
+
+    train: pd.DataFrame
+    seen: pd.DataFrame
+    unseen: pd.DataFrame
+    anchor_train: pd.DataFrame
+    anchor_seen: pd.DataFrame
+    anchor_unseen: pd.DataFrame
+    unseen_images: np.ndarray  # stimulus ids held out entirely
+    unseen_note: str  # why there is no unseen-image test and what it would need; "" when there is one
+
+    def test_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(participant id, trial index) of every held-out judgment [m, 2] and whether it is unseen [m]."""
+        parts = [
+            (self.seen, False),
+            (self.anchor_seen, False),
+            (self.unseen, True),
+            (self.anchor_unseen, True),
+        ]
+        keys = np.concatenate([f[["participant_id", "trial_index"]].to_numpy(np.int64) for f, _ in parts])
+        return keys.reshape(-1, 2), np.concatenate([np.full(len(f), flag) for f, flag in parts]).astype(bool)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train) + len(self.anchor_train)
+
+
+def study_anchor_judgments(db: Database, slug: str) -> pd.DataFrame:
+    """The study's anchor judgments with a `triplet_key` (the head and the unordered other two), from the
+    snapshot when one is open."""
+    snapshot = _SNAPSHOT.get()
+    key = (str(db.engine.url), slug, "anchor")
+    if snapshot is not None and key in snapshot:
+        return snapshot[key]
+    anchors = load_anchor_judgments(db, slug)
+    ids = anchors[ANCHOR_COLUMNS].to_numpy(np.int64)
+    pair = np.sort(ids[:, 1:], axis=1)
+    anchors["triplet_key"] = [
+        f"{h}>{a}-{b}" for h, a, b in zip(ids[:, 0], pair[:, 0], pair[:, 1], strict=True)
+    ]
+    if snapshot is not None:
+        snapshot[key] = anchors
+    return anchors
+
+
+def _within(frame: pd.DataFrame, columns: list[str], images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(all three images in `images`, none of them in `images`) per row."""
+    inside = frame[columns].isin(images).to_numpy() if len(frame) else np.zeros((0, 3), bool)
+    return np.asarray(inside.all(axis=1)), np.asarray(~inside.any(axis=1))
+
+
+def _unseen_images(
+    judgments: pd.DataFrame, anchors: pd.DataFrame, fraction: float, seed: int
+) -> tuple[np.ndarray, str]:
+    """The stimulus ids held out entirely, or none and the reason with how many images it would take."""
+    if fraction == 0:
+        return np.array([], np.int64), "no unseen-image test: unseen_fraction is 0"
+    used = np.unique(
+        np.concatenate(
+            [judgments[TRIPLET_COLUMNS].to_numpy().ravel(), anchors[ANCHOR_COLUMNS].to_numpy().ravel()]
+        )
+    )
+    held = (
+        np.random.default_rng(seed).choice(used, size=max(3, round(fraction * used.size)), replace=False)
+        if used.size >= 6
+        else np.array([], np.int64)
+    )
+    inside = (
+        _within(judgments, TRIPLET_COLUMNS, held)[0].sum() + _within(anchors, ANCHOR_COLUMNS, held)[0].sum()
+    )
+    if inside >= MIN_UNSEEN_JUDGMENTS:
+        return np.sort(held), ""
+    total = len(judgments) + len(anchors)
+    needed = int(np.ceil(used.size * (MIN_UNSEEN_JUDGMENTS / max(total, 1)) ** (1 / 3)))
+    return np.array([], np.int64), (
+        f"unseen-image accuracy not measured: holding out {held.size} of the {used.size} judged images "
+        f"leaves {inside} judgments made only of them (need {MIN_UNSEEN_JUDGMENTS}); at this study's "
+        "judgment density "
+        f"about {needed} held-out images would do (a study of ~{int(np.ceil(needed / fraction))} images at "
+        f"unseen_fraction {fraction}, judged as densely)"
+    )
+
+
+def _seen_split(
+    frame: pd.DataFrame, by: str, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if by == "image" or frame.empty:
+        return frame, frame.iloc[:0]
+    return split_judgments(frame, cast(SplitBy, by), fraction, seed)
+
+
+def split_study(db: Database, slug: str, config: SplitConfig) -> StudySplit:
+    """The study's usable judgments of both kinds split into train, seen-image and unseen-image tests."""
+    judgments, anchors = study_judgments(db, slug), study_anchor_judgments(db, slug)
+    total = len(judgments) + len(anchors)
+    if total < MIN_TRAIN_JUDGMENTS:
+        raise ValueError(
+            f"study {slug!r} has {total} usable judgments (non-excluded, answered; odd-one-out and anchor); "
+            f"at least {MIN_TRAIN_JUDGMENTS} are needed to fit and evaluate a teacher"
+        )
+    fraction = config.test_fraction if config.by == "image" else config.unseen_fraction
+    held, note = _unseen_images(judgments, anchors, fraction, config.seed)
+    in_t, out_t = _within(judgments, TRIPLET_COLUMNS, held)
+    in_a, out_a = _within(anchors, ANCHOR_COLUMNS, held)
+    train, seen = _seen_split(judgments[out_t], config.by, config.test_fraction, config.seed)
+    anchor_train, anchor_seen = _seen_split(anchors[out_a], config.by, config.test_fraction, config.seed)
+    split = StudySplit(train, seen, judgments[in_t], anchor_train, anchor_seen, anchors[in_a], held, note)
+    n_test = len(split.test_keys()[0])
+    if split.n_train < MIN_TRAIN_JUDGMENTS or n_test == 0:
+        raise ValueError(
+            f"the {config.by} split of study {slug!r} leaves {split.n_train} training and {n_test} "
+            f"test judgments; need >= {MIN_TRAIN_JUDGMENTS} and >= 1 (collect more or change the split)"
+            + (f"; {note}" if note else "")
+        )
+    return split
+
+
+_SNAPSHOT: ContextVar[dict[tuple[str, ...], pd.DataFrame] | None] = ContextVar("judgments", default=None)
 
 
 @contextmanager
@@ -105,27 +246,12 @@ def judgments_digest(judgments: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def split_study_judgments(db: Database, slug: str, config: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    judgments = study_judgments(db, slug)
-    if judgments.empty:
-        n_anchor = len(load_anchor_judgments(db, slug))
-        if n_anchor:
-            raise ValueError(
-                f"study {slug!r} holds {n_anchor} anchor judgments (head, close, far) and no odd-one-out "
-                "judgments; the teacher and evaluation stages cannot fit anchor judgments yet"
-            )
-    if len(judgments) < MIN_TRAIN_JUDGMENTS:
-        raise ValueError(
-            f"study {slug!r} has {len(judgments)} usable judgments (non-excluded, answered); "
-            f"at least {MIN_TRAIN_JUDGMENTS} are needed to fit and evaluate a teacher"
-        )
-    train, test = split_judgments(judgments, config.by, config.test_fraction, config.seed)
-    if len(train) < MIN_TRAIN_JUDGMENTS or test.empty:
-        raise ValueError(
-            f"the {config.by} split of study {slug!r} leaves {len(train)} training and {len(test)} "
-            f"test judgments; need >= {MIN_TRAIN_JUDGMENTS} and >= 1 (collect more or change the split)"
-        )
-    return train, test
+def study_digest(db: Database, slug: str) -> str:
+    """Fingerprint of a study's usable judgments of both kinds (odd-one-out, then anchor rows)."""
+    anchors = study_anchor_judgments(db, slug).rename(
+        columns=dict(zip(ANCHOR_COLUMNS, TRIPLET_COLUMNS, strict=True))
+    )
+    return judgments_digest(study_judgments(db, slug)) + (judgments_digest(anchors) if len(anchors) else "")
 
 
 def compute_features(

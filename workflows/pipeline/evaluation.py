@@ -5,20 +5,32 @@ accuracy, and the correlation of model entropy with human RT and choice entropy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from alignment.conventions import Similarity
+from common.atomic import atomic_write
 from db.engine import Database
 from db.models import Run
 from db.settings import data_home
 from workflows.artifacts import read_split
 from workflows.jobs import Progress, StageResult, run_dir
-from workflows.pipeline.data import finished_run, load_embeddings, study_images, study_judgments
+from workflows.pipeline.data import (
+    ANCHOR_COLUMNS,
+    TRIPLET_COLUMNS,
+    StudyImages,
+    StudySplit,
+    finished_run,
+    load_embeddings,
+    study_anchor_judgments,
+    study_images,
+    study_judgments,
+)
 
 RESULTS_ARTIFACT = "results"
-RESULTS_FORMAT = 2  # part of each loop's eval config: an eval run stored in an older form is not reused
+RESULTS_FORMAT = 3  # part of each loop's eval config: an eval run stored in an older form is not reused
 
 
 @dataclass(frozen=True)
@@ -47,20 +59,47 @@ def parse_representation(db: Database, spec: str, label: str | None = None) -> R
     )
 
 
-def held_out_judgments(db: Database, slug: str, split_run_id: int | None) -> pd.DataFrame:
-    """The judgments a split run held out (all judgments when no split run is given)."""
-    judgments = study_judgments(db, slug)
+@dataclass(frozen=True)
+class HeldOutSet:
+    """One block of the evaluation table: a judgment task, which images it is held out on, its judgments."""
+
+    task: str  # odd_one_out | anchor
+    held_out: str  # seen | unseen | all (alignment.model_comparison.HELD_OUT)
+    judgments: pd.DataFrame
+
+
+def split_sets(split: StudySplit) -> list[HeldOutSet]:
+    """The non-empty test blocks of a split, seen images before unseen, odd-one-out before anchor."""
+    blocks = [
+        HeldOutSet("odd_one_out", "seen", split.seen),
+        HeldOutSet("odd_one_out", "unseen", split.unseen),
+        HeldOutSet("anchor", "seen", split.anchor_seen),
+        HeldOutSet("anchor", "unseen", split.anchor_unseen),
+    ]
+    return [block for block in blocks if not block.judgments.empty]
+
+
+def held_out_sets(db: Database, slug: str, split_run_id: int | None) -> tuple[list[HeldOutSet], str]:
+    """The test blocks a split run held out (every judgment, as `all`, when no split run is given) and the
+    split's note on the unseen-image test ("" when there is one)."""
+    frames = {"odd_one_out": study_judgments(db, slug), "anchor": study_anchor_judgments(db, slug)}
     if split_run_id is None:
-        return judgments
+        return [HeldOutSet(task, "all", frame) for task, frame in frames.items() if not frame.empty], ""
     run = finished_run(db, split_run_id)
     if "split" not in run.artifacts:
         raise ValueError(f"run {split_run_id} ({run.kind}) holds out no judgments; give a teacher run")
-    split = read_split(data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})")
-    test_keys = pd.MultiIndex.from_arrays(split.T)
-    keys = pd.MultiIndex.from_arrays(
-        [judgments["participant_id"].to_numpy(np.int64), judgments["trial_index"].to_numpy(np.int64)]
-    )
-    return judgments[keys.isin(test_keys)]
+    keys, unseen = read_split(data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})")
+    blocks = []
+    for task, frame in frames.items():
+        frame_keys = pd.MultiIndex.from_arrays(
+            [frame["participant_id"].to_numpy(np.int64), frame["trial_index"].to_numpy(np.int64)]
+        )
+        for held_out, flag in (("seen", False), ("unseen", True)):
+            chosen = frame[frame_keys.isin(pd.MultiIndex.from_arrays(keys[unseen == flag].T))]
+            if not chosen.empty:
+                blocks.append(HeldOutSet(task, held_out, chosen))
+    blocks.sort(key=lambda block: (block.task != "odd_one_out", block.held_out != "seen"))
+    return blocks, str(run.metrics.get("unseen_note", ""))
 
 
 def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
@@ -71,17 +110,81 @@ def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.nda
     return test["triplet_key"].map(stats).to_numpy(np.float64)
 
 
-def noise_ceilings(all_judgments: pd.DataFrame) -> tuple[dict[str, float], dict[str, int]]:
-    """Levels leave-one-out ceiling per level and overall, and the number of repeated triplets each was
-    measured on, for levels with repeated triplets whose humans agree above chance (at or below 1/3,
+@dataclass(frozen=True)
+class Ceilings:
+    """Levels leave-one-out noise ceilings per level (and overall) with their 95% CIs and the number of
+    repeated triplets each rests on."""
+
+    value: dict[str, float]
+    interval: dict[str, tuple[float, float]]
+    triplets: dict[str, int]
+
+
+def noise_ceilings(all_judgments: pd.DataFrame) -> Ceilings:
+    """Ceilings for levels with repeated triplets whose humans agree above chance (at or below 1/3,
     (acc - 1/3)/(ceiling - 1/3) is undefined: reported as NaN)."""
     from study.reliability import levels_noise_ceiling
 
+    if all_judgments.empty:
+        return Ceilings({}, {}, {})
     table = levels_noise_ceiling(all_judgments)
     usable = [row for row in table.itertuples() if row.n_triplets > 0 and row.ceiling > 1 / 3 + 1e-9]
-    return {row.level: float(row.ceiling) for row in usable}, {
-        row.level: int(row.n_triplets) for row in usable
-    }
+    return Ceilings(
+        {row.level: float(row.ceiling) for row in usable},
+        {row.level: (float(row.ci_low), float(row.ci_high)) for row in usable},
+        {row.level: int(row.n_triplets) for row in usable},
+    )
+
+
+def score_held_out(
+    blocks: list[HeldOutSet],
+    embeddings: dict[str, np.ndarray],
+    images: StudyImages,
+    all_judgments: pd.DataFrame,
+    *,
+    similarity: Similarity = "dot",
+    n_boot: int = 1000,
+) -> pd.DataFrame:
+    """The results table (``alignment.model_comparison.ResultRow`` columns) of every representation on every
+    block, blocks in the given order."""
+    from alignment.model_comparison import compare_models
+
+    if not blocks:
+        raise ValueError("no held-out judgments to evaluate on")
+    ceilings = noise_ceilings(all_judgments) if any(b.task == "odd_one_out" for b in blocks) else None
+    tables = []
+    for block in blocks:
+        test = block.judgments
+        groups, human_rt = test["triplet_key"].tolist(), test["rt_ms"].to_numpy(np.float64)
+        if block.task == "anchor" or ceilings is None:
+            result = compare_models(
+                embeddings,
+                images.rows(test[ANCHOR_COLUMNS].to_numpy()),
+                task="anchor",
+                held_out=block.held_out,
+                similarity=similarity,
+                groups=groups,
+                human_rt=human_rt,
+                n_boot=n_boot,
+            )
+        else:
+            labelled = test["level"].notna().all()
+            result = compare_models(
+                embeddings,
+                images.rows(test[TRIPLET_COLUMNS].to_numpy()),
+                levels=test["level"].tolist() if labelled else None,
+                human_entropy=human_uncertainty(all_judgments, test),
+                noise_ceiling=ceilings.value or None,
+                ceiling_triplets=ceilings.triplets,
+                ceiling_intervals=ceilings.interval,
+                held_out=block.held_out,
+                similarity=similarity,
+                groups=groups,
+                human_rt=human_rt,
+                n_boot=n_boot,
+            )
+        tables.append(result.results_table())
+    return pd.concat(tables, ignore_index=True)
 
 
 def evaluate_representations(
@@ -92,31 +195,16 @@ def evaluate_representations(
     *,
     similarity: Similarity = "dot",
     n_boot: int = 1000,
-):
-    """A `BeforeAfter` (alignment.model_comparison) over the study's held-out judgments that have a Levels
-    type."""
-    from alignment.model_comparison import compare_models
-
-    all_judgments = study_judgments(db, slug)
-    test = held_out_judgments(db, slug, split_run_id)
-    test = test[test["level"].notna()]
-    if test.empty:
-        raise ValueError(f"study {slug!r} has no held-out judgments with a Levels type to evaluate on")
+) -> tuple[pd.DataFrame, str]:
+    """The results table over the study's held-out judgments (every judgment without a split run) and the
+    split's note on the unseen-image test."""
+    blocks, note = held_out_sets(db, slug, split_run_id)
     images = study_images(db, slug)
     embeddings = {rep.label: _in_study_order(db, rep, images.stimulus_ids) for rep in representations}
-    ceilings, ceiling_triplets = noise_ceilings(all_judgments)
-    return compare_models(
-        embeddings,
-        images.rows(test[["stim0", "stim1", "stim2"]].to_numpy()),
-        levels=test["level"].tolist(),
-        human_rt=test["rt_ms"].to_numpy(np.float64),
-        human_entropy=human_uncertainty(all_judgments, test),
-        noise_ceiling=ceilings or None,
-        ceiling_triplets=ceiling_triplets,
-        similarity=similarity,
-        groups=test["triplet_key"].tolist(),
-        n_boot=n_boot,
+    table = score_held_out(
+        blocks, embeddings, images, study_judgments(db, slug), similarity=similarity, n_boot=n_boot
     )
+    return table, note
 
 
 def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray) -> np.ndarray:
@@ -137,30 +225,46 @@ def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         for spec, label in zip(run.config["representations"], labels, strict=True)
     ]
     progress(0.1, f"evaluating {len(reps)} representations on held-out judgments")
-    result = evaluate_representations(
+    results, note = evaluate_representations(
         db,
         run.config["study"],
         reps,
         run.config.get("split_run"),
         similarity=run.config.get("similarity", "dot"),
     )
-    results = result.results_table()
-    path = run_dir(run.id) / "eval_results.parquet"
-    results.to_parquet(path, index=False)
-    return StageResult(evaluation_metrics(results), {RESULTS_ARTIFACT: str(path.relative_to(data_home()))})
+    return StageResult({**evaluation_metrics(results), "unseen_note": note}, store_results(run.id, results))
 
 
-def evaluation_metrics(results: pd.DataFrame) -> dict[str, dict]:
-    """The run's headline numbers, keyed by measure, then model (then level): overall accuracy per model,
-    and each non-baseline model's gain over the baseline with its paired 95% CI per level."""
-    overall = results[results["level"] == "overall"].set_index("model")["accuracy"]
-    metrics: dict[str, dict] = {"accuracy": {model: _number(value) for model, value in overall.items()}}
-    gained = results[results["gain"].notna()]
+def store_results(run_id: int, results: pd.DataFrame) -> dict[str, str]:
+    """Write the results table as the run's `results` artifact; returns the artifacts entry."""
+    path = run_dir(run_id) / "eval_results.parquet"
+    atomic_write(path, lambda handle: results.to_parquet(handle, index=False))
+    return {RESULTS_ARTIFACT: str(path.relative_to(data_home()))}
+
+
+def evaluation_metrics(results: pd.DataFrame) -> dict[str, Any]:
+    """The run's headline numbers, keyed by measure, then model (then level), for the first block of the table
+    (`held_out` names it, e.g. "odd_one_out seen"): overall accuracy per model, and each non-baseline model's
+    gain over the baseline with its paired 95% CI per level; `overall_accuracy` has every block's."""
+    blocks = list(dict.fromkeys(zip(results["task"], results["held_out"], strict=True)))
+    in_block = {b: (results["task"] == b[0]) & (results["held_out"] == b[1]) for b in blocks}
+    first = results[in_block[blocks[0]]]
+    overall = first[first["level"] == "overall"].set_index("model")["accuracy"]
+    metrics: dict[str, Any] = {"accuracy": {model: _number(value) for model, value in overall.items()}}
+    gained = first[first["gain"].notna()]
     for measure in ("gain", "gain_ci_low", "gain_ci_high"):
         metrics[measure] = {
             model: {level: _number(value) for level, value in rows.set_index("level")[measure].items()}
             for model, rows in gained.groupby("model", sort=False)
         }
+    metrics["overall_accuracy"] = {
+        f"{task} {held_out}": {
+            row.model: _number(row.accuracy)
+            for row in results[in_block[(task, held_out)] & (results["level"] == "overall")].itertuples()
+        }
+        for task, held_out in blocks
+    }
+    metrics["held_out"] = f"{blocks[0][0]} {blocks[0][1]}"
     return metrics
 
 

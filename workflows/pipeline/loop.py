@@ -18,10 +18,9 @@ from db.runs import RunCancelled, create_run, get_run
 from workflows.jobs import Progress, Stage, StageResult, execute
 from workflows.pipeline.data import (
     SplitConfig,
-    judgments_digest,
     judgments_snapshot,
+    study_digest,
     study_images,
-    study_judgments,
 )
 from workflows.pipeline.evaluation import RESULTS_FORMAT
 from workflows.pipeline.teacher_stage import TeacherStageConfig
@@ -64,10 +63,10 @@ def check_loop_inputs(db: Database, config: AlignConfig) -> None:
     from alignment.pseudolabels import PseudoLabelConfig
     from alignment.student import StudentConfig
     from alignment.teacher import TeacherConfig
-    from workflows.pipeline.data import split_study_judgments
+    from workflows.pipeline.data import split_study
 
     study_images(db, config.study)
-    split_study_judgments(db, config.study, SplitConfig.from_dict(config.split))
+    split_study(db, config.study, SplitConfig.from_dict(config.split))
     TeacherConfig.from_dict(config.teacher)
     PseudoLabelConfig.from_dict(config.pseudo)
     StudentConfig.from_dict(config.student)
@@ -88,7 +87,7 @@ def _align(db: Database, run: Run, progress: Progress, stages: Mapping[str, Stag
         config.backbone,
         SplitConfig.from_dict(config.split),
         config.teacher,
-        judgments_digest(study_judgments(db, config.study)),
+        study_digest(db, config.study),
     )
     teacher = step.run("teacher", "teacher", asdict(teacher_config))
     labels = step.run(
