@@ -353,7 +353,7 @@ def assign_list(
     lists = _lists(session, study)
     named = _named_list(study, config, lists, requested) if requested else None
     if named is None and external_id:
-        named = _named_list(study, config, lists, external_id, by_name_only=True)
+        named = _list_by_name(config, lists, external_id)
     if named is not None:
         if counts.get(named, 0) >= config.participants_per_list and not config.allow_shared_lists:
             asked = requested or external_id
@@ -388,23 +388,27 @@ def list_names(config: StudyConfig) -> list[str]:
     return [str(name) for name in names]
 
 
-def _named_list(
-    study: Study, config: StudyConfig, lists: list, asked: str, *, by_name_only: bool = False
-) -> int | None:
-    """The id of the list named `asked` (its design name, or its index from 0). ListUnavailable for an
-    unknown list; None with `by_name_only` (an external id that names no list)."""
-    names = list_names(config)
-    index = names.index(asked) if asked in names else None
-    if index is None and not by_name_only and asked.isascii() and asked.isdigit():
-        index = int(asked)
-    found = next((row.id for row in lists if row.list_index == index), None)
-    if found is None and not by_name_only:
+def _named_list(study: Study, config: StudyConfig, lists: list, asked: str) -> int:
+    """The id of the list a link asks for: its design name, or its index from 0; ListUnavailable if none."""
+    found = _list_by_name(config, lists, asked)
+    if found is None and asked.isascii() and asked.isdigit():
+        found = next((row.id for row in lists if row.list_index == int(asked)), None)
+    if found is None:
+        names = list_names(config)
         named = f"a name of {names[:3]}{'...' if len(names) > 3 else ''} or " if names else ""
         raise ListUnavailable(
             f"study {study.slug!r} has no list {asked[:80]!r}; "
             f"expected {named}an index from 0 to {len(lists) - 1}"
         )
     return found
+
+
+def _list_by_name(config: StudyConfig, lists: list, name: str) -> int | None:
+    """The id of the list the imported design named `name` (e.g. a Prolific id), or None."""
+    names = list_names(config)
+    if name not in names:
+        return None
+    return next((row.id for row in lists if row.list_index == names.index(name)), None)
 
 
 def holds_slot(config: StudyConfig, now=None):
