@@ -84,3 +84,26 @@ def test_an_example_the_images_cannot_fill_is_explained_not_left_dangling(study_
         "No example can be shown here: no category of this study's images has three images"
         in at.info[0].value
     )
+
+
+def test_the_studies_page_keeps_pilot_and_simulation_apart_and_shows_the_preview_link(study_db):  # noqa: F811
+    from tests.app.test_dashboard import _logged_in
+
+    at = _logged_in("views/studies.py")
+    assert not at.exception
+    assert "Pilot and simulation" in [h.value for h in at.header]
+    assert at.selectbox(key="pilot_study").value is None  # nothing preselected
+    assert at.selectbox(key="simulate_study").value is None
+    at.selectbox(key="pilot_study").select(SLUG).run()
+    links = [c.value for c in at.code if "pilot=" in c.value]
+    assert links == [f"http://localhost:8501/?study={SLUG}&pilot={pilot_token(study_db, SLUG)}"]
+
+
+def test_the_stimuli_page_says_what_size_of_zip_it_takes(app_home):
+    from tests.app.test_dashboard import _button, _logged_in
+
+    at = _logged_in("views/stimuli.py")
+    next(t for t in at.text_input if t.label == "Name of the new set").input("big set")
+    _button(at, "Import").click().run()
+    assert "Choose a zip file of at most 200 MB" in at.error[0].value
+    assert "alignlab stimuli import" in at.error[0].value
