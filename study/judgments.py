@@ -65,6 +65,25 @@ def pseudonymise(salt: str, external_id: str) -> str:
     return digest[:PSEUDONYM_LENGTH]
 
 
+def pseudonymised(salt: str, external_ids: pd.Series) -> pd.Series:
+    """`pseudonymise` over a column of external ids (each distinct id hashed once)."""
+    pseudonyms = {external: pseudonymise(salt, external) for external in external_ids.unique()}
+    return external_ids.map(pseudonyms)
+
+
+def consenting_responses(columns: dict[str, Any], study_id: int) -> Select[*tuple[Any, ...]]:
+    """A query of `columns` over the response rows of one study's consenting participants, each joined to
+    its trial and participant, by participant then trial index: the one place that says whose answers are
+    read (no answer of someone who did not consent is ever analysed or exported)."""
+    return (
+        select(*[column.label(name) for name, column in columns.items()])
+        .join(Participant, Participant.id == Response.participant_id)
+        .join(Trial, Trial.id == Response.trial_id)
+        .where(Participant.study_id == study_id, Participant.consent.is_(True))
+        .order_by(Participant.id, Response.trial_index)
+    )
+
+
 def load_responses(db: Database, slug: str) -> pd.DataFrame:
     """Every stored response row of the study's consenting participants (timeouts and unavailable trials
     included), with its trial and participant facts.
@@ -73,14 +92,7 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
     """
     with db.read() as session:
         study = get_study(session, slug)
-        query = (
-            select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
-            .join(Participant, Participant.id == Response.participant_id)
-            .join(Trial, Trial.id == Response.trial_id)
-            .where(Participant.study_id == study.id, Participant.consent.is_(True))
-            .order_by(Participant.id, Response.trial_index)
-        )
-        rows = session.execute(query).all()
+        rows = session.execute(consenting_responses(RESPONSE_COLUMNS, study.id)).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
     frame = frame.astype(
@@ -89,8 +101,7 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
     for column in ("kind", "task", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
-    pseudonyms = {external: pseudonymise(salt, external) for external in frame["external_id"].unique()}
-    frame["subject"] = frame["external_id"].map(pseudonyms)
+    frame["subject"] = pseudonymised(salt, frame["external_id"])
     return frame
 
 
@@ -131,6 +142,17 @@ JUDGMENT_COLUMNS = {
     "chosen_stimulus_id": Response.chosen_stimulus_id,
 }
 
+# the participant and trial facts both judgment tables keep, in this order
+JUDGMENT_FACTS = (
+    "participant_id",
+    "subject",
+    "external_id",
+    "is_simulated",
+    "excluded",
+    "trial_index",
+    "kind",
+)
+
 
 def _answered(
     db: Database,
@@ -144,20 +166,12 @@ def _answered(
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
     with db.read() as session:
         study = get_study(session, slug)
-        query: Select[*tuple[Any, ...]] = (
-            select(*[column.label(name) for name, column in JUDGMENT_COLUMNS.items()])
-            .join(Participant, Participant.id == Response.participant_id)
-            .join(Trial, Trial.id == Response.trial_id)
-            .where(
-                Participant.study_id == study.id,
-                Participant.consent.is_(True),  # no answer of someone who did not consent is ever analysed
-                Response.timed_out.is_(False),
-                Response.unavailable.is_(False),
-                Response.chosen_stimulus_id.is_not(None),
-                type_coerce(Trial.kind, String).in_(list(kinds)),
-                type_coerce(Trial.task, String) == task.value,
-            )
-            .order_by(Participant.id, Response.trial_index)
+        query = consenting_responses(JUDGMENT_COLUMNS, study.id).where(
+            Response.timed_out.is_(False),
+            Response.unavailable.is_(False),
+            Response.chosen_stimulus_id.is_not(None),
+            type_coerce(Trial.kind, String).in_(list(kinds)),
+            type_coerce(Trial.task, String) == task.value,
         )
         if not include_excluded:
             query = query.where(Participant.excluded.is_(False))
@@ -167,8 +181,7 @@ def _answered(
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(JUDGMENT_COLUMNS))
     frame = frame.astype({"is_simulated": bool, "excluded": bool, "rt_ms": float})
-    pseudonyms = {external: pseudonymise(salt, external) for external in frame["external_id"].unique()}
-    frame.insert(1, "subject", frame["external_id"].map(pseudonyms))
+    frame.insert(1, "subject", pseudonymised(salt, frame["external_id"]))
     return frame
 
 
@@ -188,20 +201,7 @@ def load_judgments(
     triplets = odd_last_array(
         answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64), answered["chosen_stimulus_id"].to_numpy()
     )
-    frame = answered[
-        [
-            "participant_id",
-            "subject",
-            "external_id",
-            "is_simulated",
-            "excluded",
-            "trial_index",
-            "kind",
-            "level",
-            "triplet_key",
-            "rt_ms",
-        ]
-    ].copy()
+    frame = answered[[*JUDGMENT_FACTS, "level", "triplet_key", "rt_ms"]].copy()
     for position in range(3):
         frame.insert(2 + position, f"stim{position}", triplets[:, position])
     return frame
@@ -217,18 +217,7 @@ def load_anchor_judgments(
 ) -> pd.DataFrame:
     """One row per answered anchor trial: `head`, `close` (judged more similar to the head), `far`."""
     answered = _answered(db, slug, JudgmentTask.ANCHOR, include_excluded, include_simulated, kinds)
-    frame = answered[
-        [
-            "participant_id",
-            "subject",
-            "external_id",
-            "is_simulated",
-            "excluded",
-            "trial_index",
-            "kind",
-            "rt_ms",
-        ]
-    ].reset_index(drop=True)
+    frame = answered[[*JUDGMENT_FACTS, "rt_ms"]].reset_index(drop=True)
     stored = answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
     chosen = answered["chosen_stimulus_id"].to_numpy(np.int64)
     frame.insert(2, "head", stored[:, 0])
