@@ -17,14 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from db.engine import Database
-from db.models import StudyConfigVersion
+from db.models import Study, StudyConfigVersion
 from study.config import StudyConfig
-from study.studies import get_study
+from study.studies import get_study, study_rows
 
 UNCHANGED: Any = object()  # `target_participants` not given: keep the study's target
+VERSION_COLUMNS = {
+    "version": StudyConfigVersion.version,
+    "created_at": StudyConfigVersion.created_at,
+    "target": StudyConfigVersion.target_participants,
+    "note": StudyConfigVersion.note,
+}
 
 
 @dataclass(frozen=True)
@@ -88,19 +94,17 @@ def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[s
 
 def config_versions(db: Database, slug: str) -> pd.DataFrame:
     """One row per version, oldest first: version, created_at, target, note."""
-    with db.read() as session:
-        study = get_study(session, slug)
-        rows = session.execute(
-            select(
-                StudyConfigVersion.version,
-                StudyConfigVersion.created_at,
-                StudyConfigVersion.target_participants,
-                StudyConfigVersion.note,
-            )
-            .where(StudyConfigVersion.study_id == study.id)
-            .order_by(StudyConfigVersion.version)
-        ).all()
-    return pd.DataFrame(rows, columns=["version", "created_at", "target", "note"])
+    _, rows = study_rows(db, slug, _versions_query)
+    return pd.DataFrame(rows, columns=list(VERSION_COLUMNS))
+
+
+def _versions_query(study: Study) -> Select[*tuple[Any, ...]]:
+    """The study's config versions, oldest first."""
+    return (
+        select(*VERSION_COLUMNS.values())
+        .where(StudyConfigVersion.study_id == study.id)
+        .order_by(StudyConfigVersion.version)
+    )
 
 
 def config_of_version(db: Database, slug: str, version: int) -> StudyConfig:

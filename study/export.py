@@ -22,14 +22,14 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from common.atomic import atomic_path
 from db.engine import Database
-from db.models import InteractionEvent, Participant
+from db.models import InteractionEvent, Participant, Study
 from study.judgments import load_anchor_judgments, load_judgments, load_responses, load_stimuli, pseudonymised
 from study.qc import QC_COLUMNS, participant_qc
-from study.studies import get_study
+from study.studies import select_labelled, study_rows
 
 ExportFormat = Literal["things", "jspsych", "parquet", "anchor", "participants", "events"]
 FORMATS: tuple[str, ...] = ("things", "jspsych", "parquet", "anchor", "participants", "events")
@@ -317,16 +317,17 @@ def event_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.D
 def _consenting_events(db: Database, slug: str) -> tuple[pd.DataFrame, str]:
     """Every interaction event of the study's consenting participants (`EVENT_COLUMNS`), and the study's
     pseudonym salt."""
-    with db.read() as session:
-        study = get_study(session, slug)
-        rows = session.execute(
-            select(*[column.label(name) for name, column in EVENT_COLUMNS.items()])
-            .join(Participant, Participant.id == InteractionEvent.participant_id)
-            .where(Participant.study_id == study.id, Participant.consent.is_(True))
-            .order_by(Participant.id, InteractionEvent.server_received_at, InteractionEvent.id)
-        ).all()
-        salt = study.salt
-    return pd.DataFrame(rows, columns=list(EVENT_COLUMNS)), salt
+    study, rows = study_rows(db, slug, _events_query)
+    return pd.DataFrame(rows, columns=list(EVENT_COLUMNS)), study.salt
+
+
+def _events_query(study: Study) -> Select[*tuple[Any, ...]]:
+    return (
+        select_labelled(EVENT_COLUMNS)
+        .join(Participant, Participant.id == InteractionEvent.participant_id)
+        .where(Participant.study_id == study.id, Participant.consent.is_(True))
+        .order_by(Participant.id, InteractionEvent.server_received_at, InteractionEvent.id)
+    )
 
 
 def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:

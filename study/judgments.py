@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from sqlalchemy import Select, String, select, type_coerce
 
 from db.engine import Database
 from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind
-from study.studies import as_triplet, get_study
+from study.studies import as_triplet, get_study, select_labelled
 
 PSEUDONYM_LENGTH = 16
 ANALYSED_KINDS = (TrialKind.EXPERIMENTAL.value, TrialKind.REPEAT.value, TrialKind.CATCH.value)
@@ -76,7 +76,7 @@ def consenting_responses(columns: dict[str, Any], study_id: int) -> Select[*tupl
     its trial and participant, by participant then trial index: the one place that says whose answers are
     read (no answer of someone who did not consent is ever analysed or exported)."""
     return (
-        select(*[column.label(name) for name, column in columns.items()])
+        select_labelled(columns)
         .join(Participant, Participant.id == Response.participant_id)
         .join(Trial, Trial.id == Response.trial_id)
         .where(Participant.study_id == study_id, Participant.consent.is_(True))
@@ -154,13 +154,23 @@ JUDGMENT_FACTS = (
 )
 
 
+class JudgmentFilter(TypedDict, total=False):
+    """Which answered trials the judgment loaders return (each optional; the defaults are `_answered`'s):
+    excluded participants' (no), simulated participants' (yes), of which trial kinds (ANALYSED_KINDS)."""
+
+    include_excluded: bool
+    include_simulated: bool
+    kinds: tuple[str, ...]
+
+
 def _answered(
     db: Database,
     slug: str,
     task: JudgmentTask,
-    include_excluded: bool,
-    include_simulated: bool,
-    kinds: tuple[str, ...],
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    kinds: tuple[str, ...] = ANALYSED_KINDS,
 ) -> pd.DataFrame:
     """The answered trials of one task, filtered in SQL and with only the columns judgments need: THINGS-
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
@@ -185,19 +195,12 @@ def _answered(
     return frame
 
 
-def load_judgments(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    kinds: tuple[str, ...] = ANALYSED_KINDS,
-) -> pd.DataFrame:
+def load_judgments(db: Database, slug: str, **which: Unpack[JudgmentFilter]) -> pd.DataFrame:
     """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2
     with the chosen odd one out last. Practice trials are left out by default; excluded participants unless
     `include_excluded`.
     """
-    answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds)
+    answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, **which)
     triplets = odd_last_array(
         answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64), answered["chosen_stimulus_id"].to_numpy()
     )
@@ -207,16 +210,9 @@ def load_judgments(
     return frame
 
 
-def load_anchor_judgments(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    kinds: tuple[str, ...] = ANALYSED_KINDS,
-) -> pd.DataFrame:
+def load_anchor_judgments(db: Database, slug: str, **which: Unpack[JudgmentFilter]) -> pd.DataFrame:
     """One row per answered anchor trial: `head`, `close` (judged more similar to the head), `far`."""
-    answered = _answered(db, slug, JudgmentTask.ANCHOR, include_excluded, include_simulated, kinds)
+    answered = _answered(db, slug, JudgmentTask.ANCHOR, **which)
     frame = answered[[*JUDGMENT_FACTS, "rt_ms"]].reset_index(drop=True)
     stored = answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
     chosen = answered["chosen_stimulus_id"].to_numpy(np.int64)

@@ -134,10 +134,26 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
         raise ValueError(f"file format must be one of {FILE_FORMATS}, got {file_format!r}")
     if path.suffix == ".npz":
         return _alignet_npz_table(path)
+    sep, headerless = _sniffed_layout(path)
+    table = _read_text_table(path, sep, headerless, file_format)
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    table = _rename_anchor_aliases(table)
+    table.attrs["task"] = _checked_task(path, table, file_format)
+    table.attrs["first_data_line"] = 1 if headerless else 2
+    return table
+
+
+def _sniffed_layout(path: Path) -> tuple[str, bool]:
+    """(column separator, whether the file has no header) from its first non-blank line: tabs, commas or
+    white space; headerless when every field of that line is a whole number."""
     first = next((line for line in path.read_text().splitlines() if line.strip()), "")
     sep = "\t" if "\t" in first else "," if "," in first else r"\s+"
     fields = [f for f in re.split(sep, first.strip()) if f != ""]
-    headerless = bool(fields) and all(re.fullmatch(r"-?\d+", f.strip()) for f in fields)
+    return sep, bool(fields) and all(re.fullmatch(r"-?\d+", f.strip()) for f in fields)
+
+
+def _read_text_table(path: Path, sep: str, headerless: bool, file_format: str | None) -> pd.DataFrame:
+    """Every cell as a string; a headerless file must have three columns, named after `file_format`."""
     if headerless and file_format is None:
         raise InputRejected(
             str(path),
@@ -164,8 +180,12 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
                 str(path), [RowProblem("line 1", f"{table.shape[1]} columns without a header", "3 columns")]
             )
         table.columns = list(ANCHOR_COLUMNS if file_format == "anchor" else IMAGE_COLUMNS)
-    table.columns = [str(column).strip().lower() for column in table.columns]
-    table = _rename_anchor_aliases(table)
+    return table
+
+
+def _checked_task(path: Path, table: pd.DataFrame, file_format: str | None) -> str:
+    """`anchor` or `odd-one-out`, from the columns; InputRejected when a required column is missing or
+    the columns contradict `file_format`."""
     task = "anchor" if set(ANCHOR_COLUMNS) <= set(table.columns) else "odd-one-out"
     required = ANCHOR_COLUMNS if (file_format or task) == "anchor" else IMAGE_COLUMNS
     missing = [column for column in required if column not in table.columns]
@@ -181,9 +201,7 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
                 )
             ],
         )
-    table.attrs["first_data_line"] = 1 if headerless else 2
-    table.attrs["task"] = task
-    return table
+    return task
 
 
 def _rename_anchor_aliases(table: pd.DataFrame) -> pd.DataFrame:
@@ -386,11 +404,17 @@ def _store_subject(session: Session, study_id: int, list_index: int, subject: st
     )
     session.add(participant)
     session.flush()
+    trial_ids = _insert_trials(session, triplet_list.id, rows)
+    _insert_responses(session, participant.id, trial_ids, rows)
+
+
+def _insert_trials(session: Session, list_id: int, rows: list[_Row]) -> dict[int, int]:
+    """One trial per judgment, in file order; returns trial id by trial index."""
     session.execute(
         insert(Trial),
         [
             dict(
-                list_id=triplet_list.id,
+                list_id=list_id,
                 trial_index=i,
                 block=0,
                 stim0_id=row.stimuli[0],
@@ -405,14 +429,18 @@ def _store_subject(session: Session, study_id: int, list_index: int, subject: st
             for i, row in enumerate(rows)
         ],
     )
-    trial_ids = dict(
-        session.execute(select(Trial.trial_index, Trial.id).where(Trial.list_id == triplet_list.id)).all()
-    )
+    return dict(session.execute(select(Trial.trial_index, Trial.id).where(Trial.list_id == list_id)).all())
+
+
+def _insert_responses(
+    session: Session, participant_id: int, trial_ids: dict[int, int], rows: list[_Row]
+) -> None:
+    """The participant's answer to each trial: shown in stored order, the chosen image at `odd_position`."""
     session.execute(
         insert(Response),
         [
             dict(
-                participant_id=participant.id,
+                participant_id=participant_id,
                 trial_index=i,
                 trial_id=trial_ids[i],
                 shown_left_id=row.stimuli[0],

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
@@ -25,6 +26,7 @@ from study.config import StudyConfig
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
 PRACTICE_BLOCK = -1
+STUDY_STATUSES = tuple(status.value for status in StudyStatus)  # draft, open, paused, closed
 
 
 class StudyNotFound(LookupError):
@@ -168,6 +170,29 @@ def study_config(study: Study) -> StudyConfig:
     return StudyConfig.from_dict(study.config)
 
 
-def set_study_status(db: Database, slug: str, status: StudyStatus) -> None:
+def set_study_status(db: Database, slug: str, status: StudyStatus | str) -> None:
+    """Open, pause, close (or back to draft); `status` as the enum or its value (one of STUDY_STATUSES)."""
     with db.write() as session:
-        get_study(session, slug).status = status
+        get_study(session, slug).status = StudyStatus(status)
+
+
+def load_study(db: Database, slug: str) -> Study:
+    """The study named `slug` (StudyNotFound if none), read in its own session: its columns stay readable
+    after the session closes (the pages show its status and config)."""
+    with db.read() as session:
+        return get_study(session, slug)
+
+
+def study_rows(
+    db: Database, slug: str, query: Callable[[Study], Select[*tuple[Any, ...]]]
+) -> tuple[Study, list[Row[*tuple[Any, ...]]]]:
+    """The study named `slug` (StudyNotFound if none) and the rows of `query(study)`, read in one session:
+    the read side's one way to look a study up and read its rows."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        return study, list(session.execute(query(study)).all())
+
+
+def select_labelled(columns: dict[str, Any]) -> Select[*tuple[Any, ...]]:
+    """SELECT each column under its key, so that the rows become a DataFrame with those column names."""
+    return select(*[column.label(name) for name, column in columns.items()])
