@@ -214,22 +214,8 @@ def compare_models(
     was measured on, so a normalised accuracy over too few of them is flagged; ``ceiling_intervals`` their 95%
     CIs. ``task="anchor"``: ``triplets`` are anchor rows (head, close, far); ``held_out`` labels the rows
     (``HELD_OUT``)."""
-    if task not in TASKS or held_out not in HELD_OUT:
-        raise ValueError(
-            f"task must be one of {TASKS} and held_out one of {HELD_OUT}; got {task!r}, {held_out!r}"
-        )
-    if not embeddings:
-        raise ValueError("compare_models needs at least one named embedding")
-    n_images = {len(e) for e in embeddings.values()}
-    if len(n_images) != 1:
-        raise ValueError(
-            f"all embeddings must have one row per image, in the same order; got row counts {n_images}"
-        )
-    triplets = check_triplets(triplets, n_images.pop(), "anchor" if task == "anchor" else "triplet")
-    max_entropy = np.log(2 if task == "anchor" else 3)
-    known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
-    target = float(np.nanmean(known)) if np.isfinite(known).any() else float(max_entropy / 2)
-    target = min(max(target, 1e-3), max_entropy - 1e-3)
+    triplets = _checked_rows(embeddings, triplets, task, held_out)
+    target = _entropy_target(human_entropy, task)
     temperatures: dict[str, float] = {}
     reports: dict[str, EvalReport] = {}
     for name, values in embeddings.items():
@@ -251,3 +237,30 @@ def compare_models(
     return BeforeAfter(
         reports, temperatures, dict(ceiling_triplets or {}), dict(ceiling_intervals or {}), task, held_out
     )
+
+
+def _checked_rows(
+    embeddings: Mapping[str, np.ndarray], triplets: np.ndarray, task: str, held_out: str
+) -> np.ndarray:
+    """The held-out rows, checked against the embeddings (one row per image, the same count in each)."""
+    if task not in TASKS or held_out not in HELD_OUT:
+        raise ValueError(
+            f"task must be one of {TASKS} and held_out one of {HELD_OUT}; got {task!r}, {held_out!r}"
+        )
+    if not embeddings:
+        raise ValueError("compare_models needs at least one named embedding")
+    n_images = {len(e) for e in embeddings.values()}
+    if len(n_images) != 1:
+        raise ValueError(
+            f"all embeddings must have one row per image, in the same order; got row counts {n_images}"
+        )
+    return check_triplets(triplets, n_images.pop(), "anchor" if task == "anchor" else "triplet")
+
+
+def _entropy_target(human_entropy: ArrayLike | None, task: str) -> float:
+    """The choice entropy every model's temperature is matched to: the humans' mean where known, else half
+    the maximum; kept strictly inside (0, maximum) so that a temperature exists."""
+    max_entropy = np.log(2 if task == "anchor" else 3)
+    known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
+    target = float(np.nanmean(known)) if np.isfinite(known).any() else float(max_entropy / 2)
+    return min(max(target, 1e-3), max_entropy - 1e-3)
