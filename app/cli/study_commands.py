@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli import open_database
 from app.cli.index_options import add_index_options, index_rule
 from app.cli.study_analysis_commands import add_analysis_parsers  # export, simulate, qc, reliability
 from app.cli.study_decision_commands import add_decision_parsers  # exclude, include, payments, edit...
@@ -67,11 +68,10 @@ def _add_create(commands: argparse._SubParsersAction) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.design import create_study_from_design
     from study.stimuli import stimulus_set_id_by_name
 
-    db = Database.from_url()
+    db = open_database()
     set_id = stimulus_set_id_by_name(db, args.stimuli)
     study_id, design = create_study_from_design(
         db,
@@ -104,11 +104,10 @@ def _design_config(args: argparse.Namespace):
 
 
 def _finish(db, args: argparse.Namespace) -> int:
-    from db.models import StudyStatus
     from study.studies import set_study_status
 
     if getattr(args, "open", False):
-        set_study_status(db, args.slug, StudyStatus.OPEN)
+        set_study_status(db, args.slug, "open")
         print(f"study {args.slug!r} is open")
     else:
         print(f"study {args.slug!r} is a draft; open it with: alignlab study open {args.slug}")
@@ -140,11 +139,10 @@ def _add_import_design(commands: argparse._SubParsersAction) -> None:
 
 
 def _import_design(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.design_import import import_levels_design, import_things_design
     from study.stimuli import stimulus_set_id_by_name
 
-    db = Database.from_url()
+    db = open_database()
     set_id = stimulus_set_id_by_name(db, args.stimuli)
     options = dict(title=args.title, target_participants=args.target)
     if (args.format or _guess_format(args.path)) == "levels":
@@ -186,11 +184,9 @@ def _add_status_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _set_status(args: argparse.Namespace) -> int:
-    from db.engine import Database
-    from db.models import StudyStatus
     from study.studies import set_study_status
 
-    set_study_status(Database.from_url(), args.slug, StudyStatus(args.status))
+    set_study_status(open_database(), args.slug, args.status)
     print(f"study {args.slug!r} is now {args.status}")
     return 0
 
@@ -201,10 +197,9 @@ def _add_list(commands: argparse._SubParsersAction) -> None:
 
 
 def _list(_args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.monitoring import study_progress
 
-    table = study_progress(Database.from_url())
+    table = study_progress(open_database())
     if table.empty:
         print("no studies yet: alignlab study create SLUG --stimuli SET")
         return 0
