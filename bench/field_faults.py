@@ -343,12 +343,9 @@ def _study(db: Database, home: Path, answers: int) -> None:
     )
 
 
-def run_one_process(args, fault: str) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="alignlab-field-"))
-    db = prepare_home(home)
-    _study(db, home, args.answers)
-    server = AppServer(home, extra_env={"ALIGNLAB_SECRET_KEY": SHARED_KEY}).start()
-    wait_until_idle([server])
+def _restarter(server: AppServer) -> Callable[[str | None], None]:
+    """The `restart` fault for one app process: kill it, leave it down DOWN_S seconds, start it again (with
+    another secret key if one is given)."""
 
     def restart(new_key: str | None) -> None:
         server.kill()
@@ -357,9 +354,21 @@ def run_one_process(args, fault: str) -> dict:
             server.extra_env["ALIGNLAB_SECRET_KEY"] = new_key
         server.start()
 
+    return restart
+
+
+def _fault_run(setup: str, fault: str, db: Database, url: str, server: AppServer) -> FaultRun:
+    return FaultRun(setup, fault, db, url, _restarter(server), [TokenKey(SHARED_KEY.encode(), "bench")])
+
+
+def run_one_process(args, fault: str) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="alignlab-field-"))
+    db = prepare_home(home)
+    _study(db, home, args.answers)
+    server = AppServer(home, extra_env={"ALIGNLAB_SECRET_KEY": SHARED_KEY}).start()
+    wait_until_idle([server])
     try:
-        run = FaultRun("one", fault, db, server.url, restart, [TokenKey(SHARED_KEY.encode(), "bench")])
-        return run_fault(run, args)
+        return run_fault(_fault_run("one", fault, db, server.url, server), args)
     finally:
         server.stop()
         db.dispose()
@@ -373,18 +382,8 @@ def run_two_processes(args, fault: str) -> dict:
         _study(db, home, args.answers)
         setup = TwoProcessDeployment(home, postgres).start()
         wait_until_idle(setup.apps)
-
-        def restart(new_key: str | None) -> None:
-            victim = setup.apps[0]
-            victim.kill()
-            time.sleep(DOWN_S)
-            if new_key:
-                victim.extra_env["ALIGNLAB_SECRET_KEY"] = new_key
-            victim.start()
-
-        try:
-            run = FaultRun("two", fault, db, setup.url, restart, [TokenKey(SHARED_KEY.encode(), "bench")])
-            return run_fault(run, args)
+        try:  # the restart faults hit the first of the two app processes
+            return run_fault(_fault_run("two", fault, db, setup.url, setup.apps[0]), args)
         finally:
             setup.stop()
             db.dispose()
