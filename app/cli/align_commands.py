@@ -16,21 +16,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add(subparsers)
 
 
+def _stage_command(
+    subparsers: argparse._SubParsersAction, group: tuple[str, str], command: tuple[str, str]
+) -> argparse.ArgumentParser:
+    """`alignlab GROUP COMMAND --study SLUG [--backbone NAME]` (each a (name, help) pair): a stage run on a
+    study's images with one backbone."""
+    commands = subparsers.add_parser(group[0], help=group[1]).add_subparsers(
+        dest=f"{group[0]}_command", required=True
+    )
+    parser = commands.add_parser(command[0], help=command[1])
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    return parser
+
+
 def _add_features(subparsers: argparse._SubParsersAction) -> None:
-    features = subparsers.add_parser("features", help="backbone features (cached on disk)")
-    features_commands = features.add_subparsers(dest="features_command", required=True)
-    extract = features_commands.add_parser("extract", help="features of a study's stimuli")
-    extract.add_argument("--study", required=True)
-    extract.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    group = ("features", "backbone features (cached on disk)")
+    extract = _stage_command(subparsers, group, ("extract", "features of a study's stimuli"))
     extract.set_defaults(func=_features)
 
 
 def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
-    teacher = subparsers.add_parser("teacher", help="the human-aligned teacher transform")
-    teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)
-    fit = teacher_commands.add_parser("fit", help="fit a teacher on a study's non-excluded judgments")
-    fit.add_argument("--study", required=True)
-    fit.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    group = ("teacher", "the human-aligned teacher transform")
+    fit = _stage_command(subparsers, group, ("fit", "fit a teacher on a study's non-excluded judgments"))
     fit.add_argument(
         "--split",
         choices=["triplet", "subject", "image"],
