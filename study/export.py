@@ -130,47 +130,62 @@ def trial_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.D
     chosen = Chosen(**selection)
     responses = load_responses(db, slug)
     responses = responses[chosen.keeps(responses)].reset_index(drop=True)
-    names = _stimulus_names(db, slug)
+    images = _trial_images(responses, _stimulus_names(db, slug))
+    return pd.DataFrame({**_trial_facts(responses, chosen), **images, **_trial_delivery(responses)})
+
+
+def _trial_facts(responses: pd.DataFrame, chosen: Chosen) -> dict[str, Any]:
+    """Who answered which trial, and how: the trial table's first columns."""
+    return {
+        "subject_id": responses[chosen.subject_column],
+        "is_simulated": responses["is_simulated"],
+        "excluded": responses["excluded"],
+        "status": responses["status"],
+        "config_version": responses["config_version"].astype("Int64"),
+        "trial_index": responses["trial_index"],
+        "trial_type": "odd-one-out",
+        "kind": responses["kind"],
+        "level": responses["level"],
+        "block": responses["block"],
+        "rt": responses["rt_ms"],
+        "response": responses["chosen_position"].astype("Int64"),
+        "timed_out": responses["timed_out"],
+        "unavailable": responses["unavailable"],
+        "outcome": _outcome(responses),
+        "time_elapsed": _time_elapsed(responses),
+    }
+
+
+def _trial_images(responses: pd.DataFrame, names: pd.Series) -> dict[str, pd.Series]:
+    """The images by name: in stored order, as shown (left to right), and the one chosen."""
 
     def name(column: str) -> pd.Series:
         return responses[column].map(names)
 
-    return pd.DataFrame(
-        {
-            "subject_id": responses[chosen.subject_column],
-            "is_simulated": responses["is_simulated"],
-            "excluded": responses["excluded"],
-            "status": responses["status"],
-            "config_version": responses["config_version"].astype("Int64"),
-            "trial_index": responses["trial_index"],
-            "trial_type": "odd-one-out",
-            "kind": responses["kind"],
-            "level": responses["level"],
-            "block": responses["block"],
-            "rt": responses["rt_ms"],
-            "response": responses["chosen_position"].astype("Int64"),
-            "timed_out": responses["timed_out"],
-            "unavailable": responses["unavailable"],
-            "outcome": _outcome(responses),
-            "time_elapsed": _time_elapsed(responses),
-            "image1": name("stim0"),
-            "image2": name("stim1"),
-            "image3": name("stim2"),
-            "odd_known": responses["odd_known"],
-            "shown_left": name("shown_left"),
-            "shown_middle": name("shown_middle"),
-            "shown_right": name("shown_right"),
-            "odd_one_out": name("chosen_stimulus_id"),
-            "catch_correct": _catch_correct(responses),
-            "input_modality": responses["input_modality"],
-            "client_onset_ms": responses["client_onset_ms"],
-            "server_received_at": responses["server_received_at"],
-            "stim0_id": responses["stim0"],
-            "stim1_id": responses["stim1"],
-            "stim2_id": responses["stim2"],
-            "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
-        }
-    )
+    return {
+        "image1": name("stim0"),
+        "image2": name("stim1"),
+        "image3": name("stim2"),
+        "odd_known": responses["odd_known"],
+        "shown_left": name("shown_left"),
+        "shown_middle": name("shown_middle"),
+        "shown_right": name("shown_right"),
+        "odd_one_out": name("chosen_stimulus_id"),
+    }
+
+
+def _trial_delivery(responses: pd.DataFrame) -> dict[str, pd.Series]:
+    """Catch accuracy, how and when the answer arrived, and the stored stimulus ids."""
+    return {
+        "catch_correct": _catch_correct(responses),
+        "input_modality": responses["input_modality"],
+        "client_onset_ms": responses["client_onset_ms"],
+        "server_received_at": responses["server_received_at"],
+        "stim0_id": responses["stim0"],
+        "stim1_id": responses["stim1"],
+        "stim2_id": responses["stim2"],
+        "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
+    }
 
 
 def _outcome(responses: pd.DataFrame) -> pd.Series:
