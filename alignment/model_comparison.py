@@ -111,13 +111,7 @@ class BeforeAfter:
         nan = float("nan")
         gain_value, gain_low, gain_high = gain if gain is not None else (nan, nan, nan)
         ceiling_triplets = int(self.ceiling_triplets.get(level, 0))
-        flags = []
-        if gain is not None and gain_low <= 0 <= gain_high:
-            flags.append(GAIN_CI_INCLUDES_ZERO)
-        if np.isfinite(row["normalised"]) and 0 < ceiling_triplets < MIN_CEILING_TRIPLETS:
-            flags.append(CEILING_FROM_FEW_TRIPLETS)
-        if np.isfinite(row["normalised"]) and row["normalised"] > 1:
-            flags.append(NORMALISED_ABOVE_CEILING)
+        flags = _flags(gain, row["normalised"], ceiling_triplets)
         ceiling_low, ceiling_high = self.ceiling_intervals.get(level, (nan, nan))
         return ResultRow(
             level=level,
@@ -147,7 +141,7 @@ class BeforeAfter:
             rho_rt_ci_high=row["rho_entropy_rt_high"],
             rho_human_entropy=row["rho_entropy_human_entropy"],
             ece=row["ece"],
-            flags=tuple(flags),
+            flags=flags,
         )
 
     def gains(self, baseline: str | None = None) -> dict[str, dict[str, float]]:
@@ -264,3 +258,18 @@ def _entropy_target(human_entropy: ArrayLike | None, task: str) -> float:
     known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
     target = float(np.nanmean(known)) if np.isfinite(known).any() else float(max_entropy / 2)
     return min(max(target, 1e-3), max_entropy - 1e-3)
+
+
+def _flags(
+    gain: tuple[float, float, float] | None, normalised: float, ceiling_triplets: int
+) -> tuple[str, ...]:
+    """What a reader of the row should know: a gain whose CI includes zero, a normalised accuracy from a
+    ceiling measured on too few repeated triplets, or one above the ceiling."""
+    flags = []
+    if gain is not None and gain[1] <= 0 <= gain[2]:
+        flags.append(GAIN_CI_INCLUDES_ZERO)
+    if np.isfinite(normalised) and 0 < ceiling_triplets < MIN_CEILING_TRIPLETS:
+        flags.append(CEILING_FROM_FEW_TRIPLETS)
+    if np.isfinite(normalised) and normalised > 1:
+        flags.append(NORMALISED_ABOVE_CEILING)
+    return tuple(flags)
