@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from db.engine import Database
 from db.models import Study, StudyConfigVersion
@@ -70,20 +71,28 @@ def edit_study_config(
             changed.append("target_participants")
         if not changed:
             return ConfigEdit(slug, study.config_version, ())
-        version = study.config_version + 1
-        session.add(
-            StudyConfigVersion(
-                study_id=study.id,
-                version=version,
-                config=config,
-                target_participants=target,
-                note=note or "changed " + ", ".join(changed),
-            )
-        )
-        study.config, study.config_version, study.target_participants = config, version, target
-        if "title" in changed:
-            study.title = config["title"]
+        version = _store_new_version(session, study, config, target, changed, note)
         return ConfigEdit(slug, version, tuple(changed))
+
+
+def _store_new_version(
+    session: Session, study: Study, config: dict[str, Any], target: int | None, changed: list[str], note: str
+) -> int:
+    """Keep the edited settings as the study's next version and make them current; returns its number."""
+    version = study.config_version + 1
+    session.add(
+        StudyConfigVersion(
+            study_id=study.id,
+            version=version,
+            config=config,
+            target_participants=target,
+            note=note or "changed " + ", ".join(changed),
+        )
+    )
+    study.config, study.config_version, study.target_participants = config, version, target
+    if "title" in changed:
+        study.title = config["title"]
+    return version
 
 
 def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
