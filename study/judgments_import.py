@@ -19,7 +19,6 @@ refused when ambiguous). Every row is checked first; any problem rejects the who
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from study.config import StudyConfig
 from study.input_errors import InputRejected, RowProblem
 from study.stimuli import load_stimulus_table, stimulus_set_id_by_name
 from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
-from study.studies import as_triplet, record_first_version, triplet_key, validate_slug
+from study.studies import add_study, as_triplet, refuse_taken_slug, triplet_key, validate_slug
 
 IMAGE_COLUMNS = ("image1", "image2", "image3")
 ANCHOR_COLUMNS = ("head", "close", "far")
@@ -369,20 +368,16 @@ def _store(db: Database, slug: str, title: str, set_id: int, rows: list[_Row]) -
     for row in rows:
         by_subject.setdefault(row.subject, []).append(row)
     with db.write() as session:
-        if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
-            raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
-        study = Study(
-            slug=slug,
+        refuse_taken_slug(session, slug)
+        study = add_study(
+            session,
+            slug,
             title=title,
             stimulus_set_id=set_id,
             status=StudyStatus.CLOSED,
             config=StudyConfig(title=title).to_dict(),
-            salt=secrets.token_hex(16),
             imported=True,
         )
-        session.add(study)
-        session.flush()
-        record_first_version(session, study)
         for list_index, (subject, subject_rows) in enumerate(by_subject.items()):
             _store_subject(session, study.id, list_index, subject, subject_rows)
         return ImportedJudgments(study.id, len(by_subject), len(rows), rows[0].task.value)

@@ -81,26 +81,38 @@ def create_study(
     validate_slug(slug)
     config = config or StudyConfig()
     with db.write() as session:
-        if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
-            raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
+        refuse_taken_slug(session, slug)
         _check_stimuli_exist(session, stimulus_set_id, lists)
-        study = Study(
-            slug=slug,
+        study = add_study(
+            session,
+            slug,
             title=title or config.title,
             stimulus_set_id=stimulus_set_id,
             config=config.to_dict(),
-            salt=secrets.token_hex(16),
             status=status,
             target_participants=target_participants,
             imported=imported,
         )
-        session.add(study)
-        session.flush()
-        record_first_version(session, study)
         for index, specs in enumerate(lists):
             seed = seeds[index] if seeds is not None else None
             session.add(_build_list(study.id, index, specs, seed))
         return study.id
+
+
+def refuse_taken_slug(session: Session, slug: str) -> None:
+    """ValueError naming the slug if a study already has it (checked before anything is added)."""
+    if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
+        raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
+
+
+def add_study(session: Session, slug: str, **columns: Any) -> Study:
+    """A new study row, with its own pseudonym salt and its config version 1, in the caller's transaction
+    (after `refuse_taken_slug`). `columns` are the other Study columns (title, config, status...)."""
+    study = Study(slug=slug, salt=secrets.token_hex(16), **columns)
+    session.add(study)
+    session.flush()
+    record_first_version(session, study)
+    return study
 
 
 def record_first_version(session: Session, study: Study) -> None:
