@@ -109,7 +109,7 @@ def participant_overview(db: Database, slug: str) -> pd.DataFrame:
         people = session.scalars(
             select(Participant).where(Participant.study_id == study.id).order_by(Participant.started_at)
         ).all()
-    return pd.DataFrame([_overview_row(p, config, answered.get(p.id, 0)) for p in people])
+    return pd.DataFrame([_overview_row(p, config, answered) for p in people])
 
 
 def _answered_counts(session: Session, study_id: int) -> dict[int, int]:
@@ -124,15 +124,17 @@ def _answered_counts(session: Session, study_id: int) -> dict[int, int]:
     )
 
 
-def _overview_row(p: Participant, config: StudyConfig, answered: int) -> dict[str, Any]:
+def _overview_row(p: Participant, config: StudyConfig, answered: dict[int, int]) -> dict[str, Any]:
     return dict(
         participant_id=p.id,
         external_id=p.external_id,
         source=p.source,
         simulated=p.is_simulated,
-        state=participant_state(p.status, p.last_seen_at, config, started=p.started_at, answered=answered),
+        state=participant_state(
+            p.status, p.last_seen_at, config, started=p.started_at, answered=answered.get(p.id, 0)
+        ),
         list_id=p.list_id,
-        answered=answered,
+        answered=answered.get(p.id, 0),
         started=p.started_at,
         last_seen=p.last_seen_at,
         finished=p.finished_at,
