@@ -151,11 +151,22 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def model_card(
     parts: StudentParts, provenance: dict, evaluation: Sequence[dict] | None, run_note: str = ""
 ) -> str:
-    """The model card (markdown)."""
-    arch, size = parts.architecture, parts.image_size
-    labels = provenance or {}
-    label_config = labels.get("config", {})
+    """The model card (markdown): what the model is, its data, its training, its evaluation, how to use it."""
+    no_table = ["No evaluation table was given for this export."]
+    evaluated = _markdown_table(evaluation) if evaluation else no_table
     lines = [
+        *_card_intro(parts, run_note),
+        *_card_data(provenance or {}),
+        *_card_training(parts),
+        *["## Evaluation", "", *evaluated, ""],
+        *_card_use(parts),
+    ]
+    return "\n".join(lines)
+
+
+def _card_intro(parts: StudentParts, run_note: str) -> list[str]:
+    arch = parts.architecture
+    return [
         f"# {arch}, human-aligned (AlignLab student)",
         "",
         f"A `{arch}` fine-tuned AligNet-style on pseudo-labelled odd-one-out triplets from a teacher fitted "
@@ -163,6 +174,12 @@ def model_card(
         f"it are the backbone's, adapted {'as a whole' if parts.kind == 'full' else 'in its last stages'}.",
         *([f"\n{run_note}"] if run_note else []),
         "",
+    ]
+
+
+def _card_data(labels: dict) -> list[str]:
+    label_config = labels.get("config", {})
+    return [
         "## Data",
         "",
         f"- label space: `{labels.get('space', 'unknown')}` (aligned = human-aligned teacher; untransformed "
@@ -174,6 +191,12 @@ def model_card(
         f"features from `{labels.get('backbone', '?')}` "
         f"(weights `{labels.get('weights_id', '?')}`)",
         "",
+    ]
+
+
+def _card_training(parts: StudentParts) -> list[str]:
+    size = parts.image_size
+    return [
         "## Training",
         "",
         f"- mode: {parts.kind}; base `{parts.identity.get('backbone')}` "
@@ -185,16 +208,17 @@ def model_card(
         json.dumps(parts.config, indent=2),
         "```",
         "",
-        "## Evaluation",
-        "",
-        *(_markdown_table(evaluation) if evaluation else ["No evaluation table was given for this export."]),
-        "",
+    ]
+
+
+def _card_use(parts: StudentParts) -> list[str]:
+    return [
         "## Use",
         "",
         "```python",
         "import timm, torch",
         "from safetensors.torch import load_file",
-        f'model = timm.create_model("{arch}", pretrained=True, num_classes=0,',
+        f'model = timm.create_model("{parts.architecture}", pretrained=True, num_classes=0,',
         f'    pretrained_cfg_overlay=dict(file="{MODEL_FILE}", num_classes=0)).eval()',
         f'head = load_file("{HEAD_FILE}")  '
         f"# weight [{parts.head.out_features}, {parts.head.in_features}], bias",
@@ -203,7 +227,6 @@ def model_card(
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _markdown_table(rows: Sequence[dict]) -> list[str]:

@@ -36,11 +36,10 @@ import argparse
 import contextlib
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -61,7 +60,14 @@ from alignment.distributed import (
     wrap_for_training,
 )
 from alignment.pseudolabels import LabelsMismatchError, PseudoLabels, TooFewLabelsError
-from alignment.student import Progress, TrainResult, new_triplet_head, print_progress
+from alignment.student import (
+    CheckpointedRun,
+    Progress,
+    RunState,
+    TrainResult,
+    new_triplet_head,
+    print_progress,
+)
 from alignment.student_losses import get_student_loss
 from alignment.student_optimiser import DecayToInitAdam, warmup_cosine_schedule
 from common.atomic import atomic_path, atomic_write
@@ -348,7 +354,7 @@ def _resolved(config: FinetuneConfig, device: torch.device) -> tuple[torch.dtype
     return dtype, config.channels_last == "on" or (config.channels_last == "auto" and cuda)
 
 
-class FinetuneTrainer:
+class FinetuneTrainer(CheckpointedRun):
     """Model, optimiser, schedule and data of one run; ``step`` is one optimiser step (all micro-batches)."""
 
     def __init__(self, student, paths, labels, config: FinetuneConfig, plan: _Plan, ctx: DistContext):
@@ -415,34 +421,12 @@ class FinetuneTrainer:
         sims = pair_similarities(z.float(), local)
         return self.loss_fn(targets.to(device, non_blocking=True), sims, self.config.tau)
 
-    def checkpoint(self, path: Path, step: int, history: list[dict]) -> None:
-        state = {
-            "network": self.student.network.state_dict(),
-            "head": self.student.head.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "step": step,
-            "config": asdict(self.config),
-            "labels_meta": self.labels.meta,
-            "history": history,
-        }
-        with atomic_path(path) as partial:
-            torch.save(state, partial)
+    def weights(self) -> dict[str, Any]:
+        return {"network": self.student.network.state_dict(), "head": self.student.head.state_dict()}
 
-    def resume(self, path: Path) -> tuple[int, list[dict]]:
-        if not path.is_file():
-            return 0, []
-        state = torch.load(path, map_location=self.ctx.device, weights_only=True)
-        if state["config"] != asdict(self.config) or state["labels_meta"] != self.labels.meta:
-            raise ValueError(
-                f"{path} is a checkpoint of a different config or label set; "
-                "use a new output directory or delete it to start over"
-            )
+    def load_weights(self, state: dict[str, Any]) -> None:
         self.student.network.load_state_dict(state["network"])
         self.student.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        return int(state["step"]), list(state["history"])
 
 
 def check_finetune_inputs(student: FinetuneStudent, labels: PseudoLabels, min_triplets: int) -> None:
@@ -482,42 +466,44 @@ def train_finetune(
     if ctx.is_main:
         config.save(out_dir / "finetune_config.json")
     end = plan.total_steps if stop_after is None else min(plan.total_steps, stop_after)
-    started = time.perf_counter()
-    counts = {"first": step, "triplets": 0}
-    loss = float("nan")
-    while step < end:
-        batches = iter(trainer.loader(step))
-        steps_left_in_epoch = plan.steps_per_epoch - step % plan.steps_per_epoch
-        for _ in range(min(steps_left_in_epoch, end - step)):
-            loss = trainer.step([next(batches) for _ in range(config.accumulation_steps)])
-            step += 1
-            counts["triplets"] += config.batch_triplets
-            if step % config.log_every == 0 or step == end:
-                history.append(_report(trainer, step, loss, started, counts, progress))
-            if ctx.is_main and (step % config.checkpoint_every == 0 or step == end):
-                trainer.checkpoint(out_dir / "checkpoint.pt", step, history)
-        del batches  # shut the epoch's workers down before the next loader starts
+    run = RunState(step, history)
+    while run.step < end:
+        _train_epoch(trainer, run, end, out_dir, progress)
     barrier(ctx)
     student_path = out_dir / "student.pt"
-    if ctx.is_main and step == plan.total_steps:
+    if ctx.is_main and run.step == plan.total_steps:
         save_finetuned(student, config, student_path)
-        atomic_write(out_dir / "history.json", json.dumps(history, indent=1).encode())
-    seconds = time.perf_counter() - started
-    return TrainResult(step, loss, seconds, counts["triplets"], 3 * counts["triplets"], student_path, history)
+        atomic_write(out_dir / "history.json", json.dumps(run.history, indent=1).encode())
+    return run.result(student_path)
 
 
-def _report(
-    trainer: FinetuneTrainer, step: int, loss: float, started: float, counts: dict[str, int], progress
-) -> dict:
-    elapsed = time.perf_counter() - started
+def _train_epoch(
+    trainer: FinetuneTrainer,
+    run: RunState,
+    end: int,
+    out_dir: Path,
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    """The steps left in the current epoch (up to `end`), from one data loader."""
+    config, plan = trainer.config, trainer.plan
+    batches = iter(trainer.loader(run.step))
+    steps_left_in_epoch = plan.steps_per_epoch - run.step % plan.steps_per_epoch
+    for _ in range(min(steps_left_in_epoch, end - run.step)):
+        loss = trainer.step([next(batches) for _ in range(config.accumulation_steps)])
+        run.advance(loss, config.batch_triplets, 3 * config.batch_triplets)
+        if run.due(config.log_every, end):
+            run.history.append(_report(trainer, run, progress))
+        if trainer.ctx.is_main and run.due(config.checkpoint_every, end):
+            trainer.checkpoint(out_dir / "checkpoint.pt", run.step, run.history)
+    del batches  # shut the epoch's workers down before the next loader starts
+
+
+def _report(trainer: FinetuneTrainer, run: RunState, progress: Callable[[Progress], None] | None) -> dict:
+    elapsed = run.elapsed()
     lr = float(trainer.scheduler.get_last_lr()[0])
-    entry = {"step": step, "loss": loss, "lr": lr, "elapsed_s": elapsed}
     if progress is not None and trainer.ctx.is_main:
-        done, total = step - counts["first"], trainer.plan.total_steps
-        rate = counts["triplets"] / max(elapsed, 1e-9)
-        eta = elapsed / max(done, 1) * (total - step)
-        progress(Progress(step, total, loss, lr, elapsed, eta, rate, 3 * rate))
-    return entry
+        progress(run.progress(trainer.plan.total_steps, lr, elapsed))
+    return {"step": run.step, "loss": run.loss, "lr": lr, "elapsed_s": elapsed}
 
 
 def save_finetuned(student: FinetuneStudent, config: FinetuneConfig, path: str | Path) -> Path:

@@ -156,6 +156,48 @@ def _fit_clusters(features, teacher: TeacherLike, n_clusters: int, seed: int, ch
     return np.concatenate([kmeans.predict(space(a, b)) for a, b in spans]).astype(np.int64)
 
 
+def _shard_writers(
+    out_dir: Path, provenance: LabelProvenance, config: PseudoLabelConfig, clusters: np.ndarray
+) -> dict[str, LabelShardWriter]:
+    """One writer per label space (`aligned`, `untransformed`), with the provenance both share."""
+    base = {
+        "backbone": provenance.backbone,
+        "weights_id": provenance.weights_id,
+        "teacher_id": provenance.teacher_id,
+        "config": asdict(config),
+        "cluster_sizes": np.bincount(clusters).tolist(),
+    }
+    return {
+        space: LabelShardWriter(out_dir / space, provenance.pool_ids, {**base, "space": space})
+        for space in ("aligned", "untransformed")
+    }
+
+
+def _label_shard(
+    features,
+    teacher: TeacherLike,
+    clusters: np.ndarray,
+    config: PseudoLabelConfig,
+    writers: dict[str, LabelShardWriter],
+    raw_temperature: float | None,
+) -> float:
+    """Sample one shard's triplets (`config` carries its size and seed), label them in both spaces and add
+    them to the writers. Returns the untransformed space's temperature: matched to the aligned labels' mean
+    entropy on the first shard (`raw_temperature` None), then reused."""
+    triplets, groups = sample_grouped_triplets(clusters, config)
+    images, local = np.unique(triplets, return_inverse=True)
+    local = local.reshape(-1, 3)
+    raw = np.asarray(features[images], np.float32)
+    ordered, sims = label_triplets(teacher.transform(raw), local, teacher.temperature)
+    writers["aligned"].add(images[ordered], sims, groups)
+    if raw_temperature is None:
+        raw_sims = pair_similarities(raw.astype(np.float64), local)
+        raw_temperature = temperature_for_entropy(raw_sims, mean_entropy(sims))
+    ordered, sims = label_triplets(raw, local, raw_temperature)
+    writers["untransformed"].add(images[ordered], sims, groups)
+    return raw_temperature
+
+
 def make_pseudolabel_shards(
     features,
     teacher: TeacherLike,
@@ -179,33 +221,12 @@ def make_pseudolabel_shards(
     if shard_triplets < 1:
         raise ValueError(f"shard_triplets must be >= 1; got {shard_triplets}")
     clusters = _fit_clusters(features, teacher, config.n_clusters, config.seed, chunk_images)
-    base = {
-        "backbone": provenance.backbone,
-        "weights_id": provenance.weights_id,
-        "teacher_id": provenance.teacher_id,
-        "config": asdict(config),
-        "cluster_sizes": np.bincount(clusters).tolist(),
-    }
-    writers = {
-        space: LabelShardWriter(Path(out_dir) / space, provenance.pool_ids, {**base, "space": space})
-        for space in ("aligned", "untransformed")
-    }
+    writers = _shard_writers(Path(out_dir), provenance, config, clusters)
     raw_temperature = None
     for shard, start in enumerate(range(0, config.n_triplets, shard_triplets)):
         want = min(shard_triplets, config.n_triplets - start)
-        triplets, groups = sample_grouped_triplets(
-            clusters, replace(config, n_triplets=want, seed=config.seed + shard)
-        )
-        images, local = np.unique(triplets, return_inverse=True)
-        local = local.reshape(-1, 3)
-        raw = np.asarray(features[images], np.float32)
-        ordered, sims = label_triplets(teacher.transform(raw), local, teacher.temperature)
-        writers["aligned"].add(images[ordered], sims, groups)
-        if raw_temperature is None:
-            raw_sims = pair_similarities(raw.astype(np.float64), local)
-            raw_temperature = temperature_for_entropy(raw_sims, mean_entropy(sims))
-        ordered, sims = label_triplets(raw, local, raw_temperature)
-        writers["untransformed"].add(images[ordered], sims, groups)
+        shard_config = replace(config, n_triplets=want, seed=config.seed + shard)
+        raw_temperature = _label_shard(features, teacher, clusters, shard_config, writers, raw_temperature)
     writers["aligned"].meta["temperature"] = float(teacher.temperature)
     writers["untransformed"].meta["temperature"] = float(raw_temperature or 1.0)
     for writer in writers.values():

@@ -111,13 +111,7 @@ class BeforeAfter:
         nan = float("nan")
         gain_value, gain_low, gain_high = gain if gain is not None else (nan, nan, nan)
         ceiling_triplets = int(self.ceiling_triplets.get(level, 0))
-        flags = []
-        if gain is not None and gain_low <= 0 <= gain_high:
-            flags.append(GAIN_CI_INCLUDES_ZERO)
-        if np.isfinite(row["normalised"]) and 0 < ceiling_triplets < MIN_CEILING_TRIPLETS:
-            flags.append(CEILING_FROM_FEW_TRIPLETS)
-        if np.isfinite(row["normalised"]) and row["normalised"] > 1:
-            flags.append(NORMALISED_ABOVE_CEILING)
+        flags = _flags(gain, row["normalised"], ceiling_triplets)
         ceiling_low, ceiling_high = self.ceiling_intervals.get(level, (nan, nan))
         return ResultRow(
             level=level,
@@ -147,7 +141,7 @@ class BeforeAfter:
             rho_rt_ci_high=row["rho_entropy_rt_high"],
             rho_human_entropy=row["rho_entropy_human_entropy"],
             ece=row["ece"],
-            flags=tuple(flags),
+            flags=flags,
         )
 
     def gains(self, baseline: str | None = None) -> dict[str, dict[str, float]]:
@@ -214,22 +208,8 @@ def compare_models(
     was measured on, so a normalised accuracy over too few of them is flagged; ``ceiling_intervals`` their 95%
     CIs. ``task="anchor"``: ``triplets`` are anchor rows (head, close, far); ``held_out`` labels the rows
     (``HELD_OUT``)."""
-    if task not in TASKS or held_out not in HELD_OUT:
-        raise ValueError(
-            f"task must be one of {TASKS} and held_out one of {HELD_OUT}; got {task!r}, {held_out!r}"
-        )
-    if not embeddings:
-        raise ValueError("compare_models needs at least one named embedding")
-    n_images = {len(e) for e in embeddings.values()}
-    if len(n_images) != 1:
-        raise ValueError(
-            f"all embeddings must have one row per image, in the same order; got row counts {n_images}"
-        )
-    triplets = check_triplets(triplets, n_images.pop(), "anchor" if task == "anchor" else "triplet")
-    max_entropy = np.log(2 if task == "anchor" else 3)
-    known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
-    target = float(np.nanmean(known)) if np.isfinite(known).any() else float(max_entropy / 2)
-    target = min(max(target, 1e-3), max_entropy - 1e-3)
+    triplets = _checked_rows(embeddings, triplets, task, held_out)
+    target = _entropy_target(human_entropy, task)
     temperatures: dict[str, float] = {}
     reports: dict[str, EvalReport] = {}
     for name, values in embeddings.items():
@@ -251,3 +231,45 @@ def compare_models(
     return BeforeAfter(
         reports, temperatures, dict(ceiling_triplets or {}), dict(ceiling_intervals or {}), task, held_out
     )
+
+
+def _checked_rows(
+    embeddings: Mapping[str, np.ndarray], triplets: np.ndarray, task: str, held_out: str
+) -> np.ndarray:
+    """The held-out rows, checked against the embeddings (one row per image, the same count in each)."""
+    if task not in TASKS or held_out not in HELD_OUT:
+        raise ValueError(
+            f"task must be one of {TASKS} and held_out one of {HELD_OUT}; got {task!r}, {held_out!r}"
+        )
+    if not embeddings:
+        raise ValueError("compare_models needs at least one named embedding")
+    n_images = {len(e) for e in embeddings.values()}
+    if len(n_images) != 1:
+        raise ValueError(
+            f"all embeddings must have one row per image, in the same order; got row counts {n_images}"
+        )
+    return check_triplets(triplets, n_images.pop(), "anchor" if task == "anchor" else "triplet")
+
+
+def _entropy_target(human_entropy: ArrayLike | None, task: str) -> float:
+    """The choice entropy every model's temperature is matched to: the humans' mean where known, else half
+    the maximum; kept strictly inside (0, maximum) so that a temperature exists."""
+    max_entropy = np.log(2 if task == "anchor" else 3)
+    known = np.asarray(human_entropy, np.float64) if human_entropy is not None else np.array([np.nan])
+    target = float(np.nanmean(known)) if np.isfinite(known).any() else float(max_entropy / 2)
+    return min(max(target, 1e-3), max_entropy - 1e-3)
+
+
+def _flags(
+    gain: tuple[float, float, float] | None, normalised: float, ceiling_triplets: int
+) -> tuple[str, ...]:
+    """What a reader of the row should know: a gain whose CI includes zero, a normalised accuracy from a
+    ceiling measured on too few repeated triplets, or one above the ceiling."""
+    flags = []
+    if gain is not None and gain[1] <= 0 <= gain[2]:
+        flags.append(GAIN_CI_INCLUDES_ZERO)
+    if np.isfinite(normalised) and 0 < ceiling_triplets < MIN_CEILING_TRIPLETS:
+        flags.append(CEILING_FROM_FEW_TRIPLETS)
+    if np.isfinite(normalised) and normalised > 1:
+        flags.append(NORMALISED_ABOVE_CEILING)
+    return tuple(flags)

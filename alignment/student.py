@@ -21,6 +21,7 @@ import json
 import math
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -317,6 +318,57 @@ class TrainResult:
 
 
 @dataclass
+class RunState:
+    """Where a training run stands: the global step, the logged history and the last loss, and what it has
+    seen since this process started or resumed it (for the rates, the ETA and the result)."""
+
+    step: int
+    history: list[dict]
+    loss: float = float("nan")
+    triplets: int = 0
+    images: int = 0
+    first_step: int = field(init=False)
+    started: float = field(init=False, default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.first_step = self.step
+
+    def advance(self, loss: float, triplets: int, images: int) -> None:
+        """One global step done: its loss, and the triplets and images it took over all processes."""
+        self.step += 1
+        self.loss = loss
+        self.triplets += triplets
+        self.images += images
+
+    def due(self, every: int, end: int) -> bool:
+        """Whether the step just done is one to log or checkpoint at: every `every` steps, and the last."""
+        return self.step % every == 0 or self.step == end
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def progress(self, total_steps: int, lr: float, elapsed: float) -> Progress:
+        """A progress report; the ETA extrapolates the pace of the steps run since `first_step`."""
+        eta = elapsed / max(self.step - self.first_step, 1) * (total_steps - self.step)
+        seconds = max(elapsed, 1e-9)
+        return Progress(
+            self.step,
+            total_steps,
+            self.loss,
+            lr,
+            elapsed,
+            eta,
+            self.triplets / seconds,
+            self.images / seconds,
+        )
+
+    def result(self, student_path: Path) -> TrainResult:
+        return TrainResult(
+            self.step, self.loss, self.elapsed(), self.triplets, self.images, student_path, self.history
+        )
+
+
+@dataclass
 class _Plan:
     """Which triplet rows each global step uses, shared by every process."""
 
@@ -363,40 +415,28 @@ def triplet_batch(triplets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, t
     return images, torch.from_numpy(local.reshape(-1, 3))
 
 
-@dataclass
-class _Trainer:
-    """Model, optimiser, schedule and data of one run (kept together for checkpointing)."""
+class CheckpointedRun(ABC):
+    """Checkpoint and exact resume, shared by the cached-trunk and the fine-tuning trainers: a subclass says
+    which weights it trains (`weights`, `load_weights`); optimiser, schedule, step and history are saved
+    alike, and a resume is refused when the checkpoint was made with another config or label set."""
 
-    student: Student
-    model: nn.Module
-    optimizer: DecayToInitAdam
+    optimizer: torch.optim.Optimizer
     scheduler: Any
-    acts: torch.Tensor
-    targets: torch.Tensor
+    config: Any
     labels: PseudoLabels
-    config: StudentConfig
     ctx: DistContext
 
-    def step(self, rows: np.ndarray) -> tuple[float, int]:
-        """One optimiser step on ``rows``; returns (global mean loss, images embedded here)."""
-        images, local = triplet_batch(self.labels.triplets, rows)
-        local = local.to(self.ctx.device)
-        count = all_reduce_sum(torch.tensor(float(len(rows)), device=self.ctx.device), self.ctx)
-        sims = pair_similarities(self.model(self.acts[torch.from_numpy(images).to(self.ctx.device)]), local)
-        per_triplet = get_student_loss(self.config.loss)(
-            self.targets[torch.from_numpy(rows).to(self.ctx.device)], sims, self.config.tau
-        )
-        loss = per_triplet.sum() * self.ctx.world_size / count  # DDP averages: global mean over triplets
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        total = all_reduce_sum(per_triplet.detach().sum(), self.ctx)
-        return float(total / count), len(images)
+    @abstractmethod
+    def weights(self) -> dict[str, Any]:
+        """The trained weights, as named state dicts (the checkpoint's first entries)."""
+
+    @abstractmethod
+    def load_weights(self, state: dict[str, Any]) -> None:
+        """Restore what `weights` saved, from a loaded checkpoint."""
 
     def checkpoint(self, path: Path, step: int, history: list[dict]) -> None:
         state = {
-            "student": self.student.trainable_state(),
+            **self.weights(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": step,
@@ -417,10 +457,49 @@ class _Trainer:
                 f"{path} is a checkpoint of a different config or label set; "
                 "use a new output directory or delete it to start over"
             )
-        self.student.load_trainable_state(state["student"])
+        self.load_weights(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         return int(state["step"]), list(state["history"])
+
+
+@dataclass
+class _Trainer(CheckpointedRun):
+    """Model, optimiser, schedule and data of one run (kept together for checkpointing)."""
+
+    student: Student
+    model: nn.Module
+    optimizer: DecayToInitAdam
+    scheduler: Any
+    acts: torch.Tensor
+    targets: torch.Tensor
+    labels: PseudoLabels
+    config: StudentConfig
+    ctx: DistContext
+    plan: _Plan
+
+    def step(self, rows: np.ndarray) -> tuple[float, int]:
+        """One optimiser step on ``rows``; returns (global mean loss, images embedded here)."""
+        images, local = triplet_batch(self.labels.triplets, rows)
+        local = local.to(self.ctx.device)
+        count = all_reduce_sum(torch.tensor(float(len(rows)), device=self.ctx.device), self.ctx)
+        sims = pair_similarities(self.model(self.acts[torch.from_numpy(images).to(self.ctx.device)]), local)
+        per_triplet = get_student_loss(self.config.loss)(
+            self.targets[torch.from_numpy(rows).to(self.ctx.device)], sims, self.config.tau
+        )
+        loss = per_triplet.sum() * self.ctx.world_size / count  # DDP averages: global mean over triplets
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        total = all_reduce_sum(per_triplet.detach().sum(), self.ctx)
+        return float(total / count), len(images)
+
+    def weights(self) -> dict[str, Any]:
+        return {"student": self.student.trainable_state()}
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        self.student.load_trainable_state(state["student"])
 
 
 def _make_trainer(
@@ -438,7 +517,16 @@ def _make_trainer(
     scheduler = warmup_cosine_schedule(optimizer, plan.total_steps, plan.warmup_steps)
     targets = torch.from_numpy(labels.similarities).to(ctx.device)
     return _Trainer(
-        student, model, optimizer, scheduler, acts.activations.to(ctx.device), targets, labels, config, ctx
+        student,
+        model,
+        optimizer,
+        scheduler,
+        acts.activations.to(ctx.device),
+        targets,
+        labels,
+        config,
+        ctx,
+        plan,
     )
 
 
@@ -453,35 +541,20 @@ def label_accuracy(
 
 
 def _report(
-    trainer: _Trainer,
-    step: int,
-    loss: float,
-    started: float,
-    counts: dict[str, int],
-    plan: _Plan,
-    progress,
-    history,
-    val,
+    trainer: _Trainer, run: RunState, progress: Callable[[Progress], None] | None, val: PseudoLabels | None
 ) -> None:
-    elapsed = time.perf_counter() - started
-    done = step - counts["first_step"]
-    entry = {"step": step, "loss": loss, "lr": trainer.scheduler.get_last_lr()[0], "elapsed_s": elapsed}
+    elapsed = run.elapsed()
+    entry = {
+        "step": run.step,
+        "loss": run.loss,
+        "lr": trainer.scheduler.get_last_lr()[0],
+        "elapsed_s": elapsed,
+    }
     if val is not None and trainer.ctx.is_main:
         entry["val_accuracy"] = label_accuracy(trainer.student, trainer.acts, val)
-    history.append(entry)
+    run.history.append(entry)
     if progress is not None and trainer.ctx.is_main:
-        progress(
-            Progress(
-                step,
-                plan.total_steps,
-                loss,
-                entry["lr"],
-                elapsed,
-                elapsed / max(done, 1) * (plan.total_steps - step),
-                counts["triplets"] / max(elapsed, 1e-9),
-                counts["images"] / max(elapsed, 1e-9),
-            )
-        )
+        progress(run.progress(trainer.plan.total_steps, entry["lr"], elapsed))
 
 
 def train_student(
@@ -500,41 +573,39 @@ def train_student(
     check_training_inputs(student, acts, labels, config.min_triplets)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_steps(labels, config, ctx.world_size)
-    trainer = _make_trainer(student, acts, labels, config, plan, ctx)
+    trainer = _make_trainer(student, acts, labels, config, plan_steps(labels, config, ctx.world_size), ctx)
     step, history = trainer.resume(out_dir / "checkpoint.pt")
     if ctx.is_main:
         config.save(out_dir / "student_config.json")
+    run = RunState(step, history)
+    _train_steps(trainer, run, out_dir, progress, val)
+    barrier(ctx)
+    student_path = out_dir / "student.pt"
+    if ctx.is_main:
+        save_student(student, config, student_path)
+        (out_dir / "history.json").write_text(json.dumps(run.history, indent=1))
+    return run.result(student_path)
+
+
+def _train_steps(
+    trainer: _Trainer,
+    run: RunState,
+    out_dir: Path,
+    progress: Callable[[Progress], None] | None,
+    val: PseudoLabels | None,
+) -> None:
+    """The steps from `run.step` to the end of the plan, logged and checkpointed as the config says."""
+    plan, config, ctx = trainer.plan, trainer.config, trainer.ctx
     sampler = unit_sampler(len(plan.group_rows), ctx, config.seed)
     cache: dict[str, Any] = {}  # the sampler's order for the current epoch (see _step_rows)
-    started = time.perf_counter()
-    counts = {"first_step": step, "triplets": 0, "images": 0}
-    loss = float("nan")
-    while step < plan.total_steps:
-        rows = _step_rows(plan, sampler, step, cache)
+    while run.step < plan.total_steps:
+        rows = _step_rows(plan, sampler, run.step, cache)
         loss, n_images = trainer.step(rows)
-        step += 1
-        counts["triplets"] += len(rows) * ctx.world_size
-        counts["images"] += n_images * ctx.world_size
-        if step % config.log_every == 0 or step == plan.total_steps:
-            _report(trainer, step, loss, started, counts, plan, progress, history, val)
-        if ctx.is_main and (step % config.checkpoint_every == 0 or step == plan.total_steps):
-            trainer.checkpoint(out_dir / "checkpoint.pt", step, history)
-    barrier(ctx)
-    student_path = (
-        save_student(student, config, out_dir / "student.pt") if ctx.is_main else out_dir / "student.pt"
-    )
-    if ctx.is_main:
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-    return TrainResult(
-        step,
-        loss,
-        time.perf_counter() - started,
-        counts["triplets"],
-        counts["images"],
-        student_path,
-        history,
-    )
+        run.advance(loss, len(rows) * ctx.world_size, n_images * ctx.world_size)
+        if run.due(config.log_every, plan.total_steps):
+            _report(trainer, run, progress, val)
+        if ctx.is_main and run.due(config.checkpoint_every, plan.total_steps):
+            trainer.checkpoint(out_dir / "checkpoint.pt", run.step, run.history)
 
 
 def save_student(student: Student, config: StudentConfig, path: str | Path) -> Path:

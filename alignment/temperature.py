@@ -43,30 +43,40 @@ def fit_temperature(
     sims = np.asarray(sims, dtype=np.float64).reshape(-1, 3)
     targets = human_targets(len(sims), choice_probs)
     if method == "nll":
-        blocks = [(sims, targets)] if len(sims) else []
-        if anchor_sims is not None and len(anchor_sims):
-            anchor_targets = np.zeros((len(anchor_sims), 2))
-            anchor_targets[:, HUMAN_PAIR] = 1.0
-            blocks.append((np.asarray(anchor_sims, dtype=np.float64), anchor_targets))
-        total = sum(len(b[0]) for b in blocks)
-
-        def loss(log_t: float) -> float:
-            t = float(np.exp(log_t))
-            return sum(len(s) * cross_entropy(s, q, t) for s, q in blocks) / total
-
-        return float(np.exp(minimize_scalar(loss, bounds=LOG_T_RANGE, method="bounded").x))
+        return _nll_temperature(sims, targets, anchor_sims)
     if method == "entropy":
         if choice_probs is None:
             raise ValueError(
                 "temperature_fit='entropy' needs human choice distributions (choice_probs) on val"
             )
-        goal = entropy(targets).mean()
-
-        def gap(log_t: float) -> float:
-            return float(entropy(triplet_probabilities(sims, float(np.exp(log_t)))).mean() - goal)
-
-        low, high = LOG_T_RANGE
-        if gap(low) >= 0 or gap(high) <= 0:  # the goal lies outside what any temperature can reach
-            return float(np.exp(low if gap(low) >= 0 else high))
-        return float(np.exp(brentq(gap, low, high, xtol=1e-6)))
+        return _entropy_matched_temperature(sims, entropy(targets).mean())
     raise ValueError(f"temperature method must be 'nll' or 'entropy'; got {method!r}")
+
+
+def _nll_temperature(sims: np.ndarray, targets: np.ndarray, anchor_sims: np.ndarray | None) -> float:
+    """The temperature of least cross-entropy to the human choices, each triplet and anchor row once."""
+    blocks = [(sims, targets)] if len(sims) else []
+    if anchor_sims is not None and len(anchor_sims):
+        anchor_targets = np.zeros((len(anchor_sims), 2))
+        anchor_targets[:, HUMAN_PAIR] = 1.0
+        blocks.append((np.asarray(anchor_sims, dtype=np.float64), anchor_targets))
+    total = sum(len(b[0]) for b in blocks)
+
+    def loss(log_t: float) -> float:
+        t = float(np.exp(log_t))
+        return sum(len(s) * cross_entropy(s, q, t) for s, q in blocks) / total
+
+    return float(np.exp(minimize_scalar(loss, bounds=LOG_T_RANGE, method="bounded").x))
+
+
+def _entropy_matched_temperature(sims: np.ndarray, goal: float) -> float:
+    """The temperature at which the model's mean choice entropy equals `goal` (the nearer end of
+    LOG_T_RANGE when no temperature reaches it)."""
+
+    def gap(log_t: float) -> float:
+        return float(entropy(triplet_probabilities(sims, float(np.exp(log_t)))).mean() - goal)
+
+    low, high = LOG_T_RANGE
+    if gap(low) >= 0 or gap(high) <= 0:  # the goal lies outside what any temperature can reach
+        return float(np.exp(low if gap(low) >= 0 else high))
+    return float(np.exp(brentq(gap, low, high, xtol=1e-6)))

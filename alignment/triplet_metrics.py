@@ -216,6 +216,31 @@ def _ceiling_for(noise_ceiling, name: str) -> float | None:
     return noise_ceiling.get(name)
 
 
+def _scores(
+    sims: np.ndarray, temperature: float, human_rt: ArrayLike | None, human_entropy: ArrayLike | None
+) -> _Scores:
+    """Per triplet: whether the model agrees with the human, its confidence and choice entropy at
+    `temperature`, and the human RT and entropy (NaN = unknown)."""
+    probs = triplet_probabilities(sims, temperature)
+    m = len(sims)
+    return _Scores(
+        correct_choices(sims),
+        probs.max(axis=1),
+        entropy(probs),
+        _per_triplet(human_rt, m, "human_rt"),
+        _per_triplet(human_entropy, m, "human_entropy"),
+    )
+
+
+def _level_subsets(levels: Sequence[str] | None, m: int) -> list[tuple[str, np.ndarray]]:
+    """(name, mask) of each level in name order, then `overall` (every triplet)."""
+    subsets = [("overall", np.ones(m, dtype=bool))]
+    if levels is None:
+        return subsets
+    level_array = _per_triplet(levels, m, "levels", object)
+    return [(str(name), level_array == name) for name in sorted(set(level_array.tolist()))] + subsets
+
+
 def evaluate_triplets(
     embeddings: np.ndarray,
     triplets: np.ndarray,
@@ -249,22 +274,11 @@ def evaluate_triplets(
     if m == 0:
         raise ValueError("no triplets to evaluate")
     sims = (anchor_similarities if anchor else pair_similarities)(embeddings, triplets, similarity)
-    probs = triplet_probabilities(sims, temperature)
-    scores = _Scores(
-        correct_choices(sims),
-        probs.max(axis=1),
-        entropy(probs),
-        _per_triplet(human_rt, m, "human_rt"),
-        _per_triplet(human_entropy, m, "human_entropy"),
-    )
+    scores = _scores(sims, temperature, human_rt, human_entropy)
     group_array = None if groups is None else _per_triplet(groups, m, "groups", object)
-    subsets = [("overall", np.ones(m, dtype=bool))]
-    if levels is not None:
-        level_array = _per_triplet(levels, m, "levels", object)
-        subsets = [(str(name), level_array == name) for name in sorted(set(level_array.tolist()))] + subsets
     rng = np.random.default_rng(seed)
     rows, samples = [], {}
-    for name, mask in subsets:
+    for name, mask in _level_subsets(levels, m):
         subset = scores.subset(mask)
         units = subset if group_array is None else _collapse(subset, group_array[mask])
         row, samples[name] = _row(name, units, _ceiling_for(noise_ceiling, name), n_boot, rng)

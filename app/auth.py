@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from app.resources import get_db
-from db.settings import data_home, ensure_home
+from common.settings import data_home, ensure_home
 from study.access import attempt_login, hash_password
 
 GENERATED_PASSWORD_FILE = "researcher_password.txt"

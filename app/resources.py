@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from common.settings import ensure_home
+from common.settings import data_home, ensure_home
 from db.engine import Database
-from db.settings import data_home
 from workflows.participant.tokens import TokenKey, warn_if_new_key
 
 

@@ -20,42 +20,28 @@ import numpy as np
 from sqlalchemy import func, select
 
 from db.engine import Database
-from db.models import Base, Response, Stimulus, StimulusSet, StudyStatus, TrialKind
+from db.models import Base, Response, StudyStatus, TrialKind
 from study.config import StudyConfig
 from study.participation import ResponsePayload, enter_study, record_response, trial_plan
 from study.studies import TrialSpec, create_study
+from tests.support.analysis_helpers import placeholder_stimuli, stimulus_set_id
 from tests.support.pg_temp import TemporaryPostgres
 
 
 def _setup_study(db: Database, writers: int, trials_per_writer: int) -> list[int]:
-    with db.write() as session:
-        stimulus_set = StimulusSet(name="bench")
-        session.add(stimulus_set)
-        session.flush()
-        session.add_all(
-            [
-                Stimulus(
-                    stimulus_set_id=stimulus_set.id,
-                    name=f"{i}.png",
-                    path=f"{i}.png",
-                    content_hash=f"{i:064d}",
-                    category=f"c{i % 5}",
-                    width=1,
-                    height=1,
-                    n_bytes=1,
-                )
-                for i in range(30)
-            ]
-        )
-        session.flush()
-        ids = list(session.scalars(select(Stimulus.id)))
+    ids = placeholder_stimuli(db, "bench", 30, ".png", categories=5)
     rng = np.random.default_rng(0)
     specs = [
         TrialSpec(tuple(int(x) for x in rng.choice(ids, 3, replace=False)), TrialKind.EXPERIMENTAL)
         for _ in range(trials_per_writer)
     ]
     create_study(
-        db, "bench-study", stimulus_set.id, [specs] * writers, StudyConfig(), status=StudyStatus.OPEN
+        db,
+        "bench-study",
+        stimulus_set_id(db, "bench"),
+        [specs] * writers,
+        StudyConfig(),
+        status=StudyStatus.OPEN,
     )
     return [enter_study(db, "bench-study", f"writer{w}").participant_id for w in range(writers)]
 

@@ -22,7 +22,6 @@ import numpy as np
 from sqlalchemy import func, select
 
 from db.models import Participant, ParticipantStatus, Response
-from study.config import StudyConfig
 from tests.support.browser_harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -30,7 +29,7 @@ from tests.support.browser_harness import (
     prepare_home,
     receipt_latencies,
 )
-from tests.support.participant_study import make_stimuli, make_study
+from tests.support.participant_study import make_stimuli, make_study, straight_to_trials
 
 ITI_MS = 500
 LOG_SCRIPT = """
@@ -232,15 +231,7 @@ def main() -> None:
         home = args.home or Path(tmp)
         db = prepare_home(home)
         ids = make_stimuli(db, home, per_category=12, size=240)
-        config = StudyConfig(
-            iti_ms=ITI_MS,
-            min_valid_rt_ms=0,
-            response_window_ms=15000,
-            instructions=(),
-            ask_demographics=False,
-            ask_strategy=False,
-            completion_url_template="",
-        )
+        config = straight_to_trials(ITI_MS)
         make_study(
             db,
             home,

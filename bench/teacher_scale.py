@@ -77,36 +77,21 @@ def write_database(path: Path, n: int, dim: int, seed: int) -> None:
     """The study as a SQLite file: stimuli, one list and participant per 100 judgments, trials, responses."""
     from alignment.conventions import pair_similarities, triplet_probabilities
     from db.engine import Database
-    from db.models import Base, Stimulus, StimulusSet, Study, StudyStatus
+    from db.models import Base, Study, StudyStatus
     from study.config import StudyConfig
+    from tests.support.analysis_helpers import placeholder_stimuli, stimulus_set_id
 
     planted = _planted(dim, seed)
     np.savez(path.with_suffix(".npz"), features=planted.features, human=planted.human_embedding)
     db = Database.from_url(f"sqlite:///{path}")
     Base.metadata.create_all(db.engine)
+    placeholder_stimuli(db, "things-like", N_IMAGES, ".jpg")
+    set_id = stimulus_set_id(db, "things-like")
     with db.write() as session:
-        stimulus_set = StimulusSet(name="things-like")
-        session.add(stimulus_set)
-        session.flush()
-        session.add_all(
-            [
-                Stimulus(
-                    stimulus_set_id=stimulus_set.id,
-                    name=f"{i}.jpg",
-                    path=f"{i}.jpg",
-                    content_hash=f"{i:064d}",
-                    category=f"c{i}",
-                    width=1,
-                    height=1,
-                    n_bytes=1,
-                )
-                for i in range(N_IMAGES)
-            ]
-        )
         session.add(
             Study(
                 slug=SLUG,
-                stimulus_set_id=stimulus_set.id,
+                stimulus_set_id=set_id,
                 status=StudyStatus.CLOSED,
                 salt="0" * 32,
                 config=StudyConfig().to_dict(),

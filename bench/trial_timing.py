@@ -26,7 +26,6 @@ import numpy as np
 from sqlalchemy import select
 
 from db.models import Participant, Response
-from study.config import StudyConfig
 from study.participation import trial_plan
 from tests.support.browser_harness import (
     CHROMIUM,
@@ -35,7 +34,7 @@ from tests.support.browser_harness import (
     prepare_home,
     receipt_latencies,
 )
-from tests.support.participant_study import make_stimuli, make_study
+from tests.support.participant_study import make_stimuli, make_study, straight_to_trials
 
 DELAYS_MS = (600, 1200, 2400)
 ONSET_HOOK = """
@@ -204,15 +203,7 @@ def rt_errors(rts: dict[int, float], delays: list[int]) -> dict[int, list[float]
 def setup(home: Path, args) -> tuple:
     db = prepare_home(home)
     ids = make_stimuli(db, home, per_category=12, size=240)
-    config = StudyConfig(
-        iti_ms=args.iti,
-        min_valid_rt_ms=0,
-        response_window_ms=15000,
-        instructions=(),
-        ask_demographics=False,
-        ask_strategy=False,
-        completion_url_template="",
-    )
+    config = straight_to_trials(args.iti)
     make_study(
         db,
         home,

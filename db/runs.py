@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from db.engine import Database
 from db.models import Run, RunStatus, utcnow
 
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)  # a run that has not ended
+
 
 class RunCancelled(RuntimeError):
     """Raised inside a job when a user asked for its run to be cancelled."""

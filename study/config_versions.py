@@ -17,14 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from db.engine import Database
-from db.models import StudyConfigVersion
+from db.models import Study, StudyConfigVersion
 from study.config import StudyConfig
-from study.studies import get_study
+from study.studies import get_study, study_rows
 
 UNCHANGED: Any = object()  # `target_participants` not given: keep the study's target
+VERSION_COLUMNS = {
+    "version": StudyConfigVersion.version,
+    "created_at": StudyConfigVersion.created_at,
+    "target": StudyConfigVersion.target_participants,
+    "note": StudyConfigVersion.note,
+}
 
 
 @dataclass(frozen=True)
@@ -64,20 +71,28 @@ def edit_study_config(
             changed.append("target_participants")
         if not changed:
             return ConfigEdit(slug, study.config_version, ())
-        version = study.config_version + 1
-        session.add(
-            StudyConfigVersion(
-                study_id=study.id,
-                version=version,
-                config=config,
-                target_participants=target,
-                note=note or "changed " + ", ".join(changed),
-            )
-        )
-        study.config, study.config_version, study.target_participants = config, version, target
-        if "title" in changed:
-            study.title = config["title"]
+        version = _store_new_version(session, study, config, target, changed, note)
         return ConfigEdit(slug, version, tuple(changed))
+
+
+def _store_new_version(
+    session: Session, study: Study, config: dict[str, Any], target: int | None, changed: list[str], note: str
+) -> int:
+    """Keep the edited settings as the study's next version and make them current; returns its number."""
+    version = study.config_version + 1
+    session.add(
+        StudyConfigVersion(
+            study_id=study.id,
+            version=version,
+            config=config,
+            target_participants=target,
+            note=note or "changed " + ", ".join(changed),
+        )
+    )
+    study.config, study.config_version, study.target_participants = config, version, target
+    if "title" in changed:
+        study.title = config["title"]
+    return version
 
 
 def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
@@ -88,19 +103,17 @@ def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[s
 
 def config_versions(db: Database, slug: str) -> pd.DataFrame:
     """One row per version, oldest first: version, created_at, target, note."""
-    with db.read() as session:
-        study = get_study(session, slug)
-        rows = session.execute(
-            select(
-                StudyConfigVersion.version,
-                StudyConfigVersion.created_at,
-                StudyConfigVersion.target_participants,
-                StudyConfigVersion.note,
-            )
-            .where(StudyConfigVersion.study_id == study.id)
-            .order_by(StudyConfigVersion.version)
-        ).all()
-    return pd.DataFrame(rows, columns=["version", "created_at", "target", "note"])
+    _, rows = study_rows(db, slug, _versions_query)
+    return pd.DataFrame(rows, columns=list(VERSION_COLUMNS))
+
+
+def _versions_query(study: Study) -> Select[*tuple[Any, ...]]:
+    """The study's config versions, oldest first."""
+    return (
+        select(*VERSION_COLUMNS.values())
+        .where(StudyConfigVersion.study_id == study.id)
+        .order_by(StudyConfigVersion.version)
+    )
 
 
 def config_of_version(db: Database, slug: str, version: int) -> StudyConfig:

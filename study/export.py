@@ -18,30 +18,63 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from common.atomic import atomic_path
 from db.engine import Database
-from db.models import InteractionEvent, Participant
+from db.models import InteractionEvent, Participant, Study
 from study.judgments import (
     analysed_participant,
     load_anchor_judgments,
     load_judgments,
     load_responses,
     load_stimuli,
-    pseudonymise,
+    pseudonymised,
 )
 from study.qc import QC_COLUMNS, participant_qc
-from study.studies import get_study
+from study.studies import select_labelled, study_rows
 
 ExportFormat = Literal["things", "jspsych", "parquet", "anchor", "participants", "events"]
 FORMATS: tuple[str, ...] = ("things", "jspsych", "parquet", "anchor", "participants", "events")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 REFRESH_EVENT = "refresh_rate"  # logged once per trial block with the measured frame interval
+
+
+class Selection(TypedDict, total=False):
+    """Who an export includes and how it names them: the keyword options every table builder takes (each
+    optional; the defaults are `Chosen`'s)."""
+
+    include_excluded: bool
+    include_simulated: bool
+    raw_ids: bool
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A `Selection` with its defaults filled in: excluded participants left out, simulated ones kept (and
+    labelled), ids pseudonymised."""
+
+    include_excluded: bool = False
+    include_simulated: bool = True
+    raw_ids: bool = False
+
+    @property
+    def subject_column(self) -> str:
+        """The column that names a participant in an export: the raw external id, or its pseudonym."""
+        return "external_id" if self.raw_ids else "subject"
+
+    def keeps(self, frame: pd.DataFrame) -> pd.Series:
+        """Which rows of a table with `excluded` and `is_simulated` columns the selection keeps."""
+        keep = pd.Series(True, index=frame.index)
+        if not self.include_excluded:
+            keep &= ~frame["excluded"].astype(bool)
+        if not self.include_simulated:
+            keep &= ~frame["is_simulated"].astype(bool)
+        return keep
 
 
 @dataclass(frozen=True)
@@ -52,18 +85,12 @@ class ExportSummary:
     n_participants: int
 
 
-def things_table(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    raw_ids: bool = False,
-) -> pd.DataFrame:
+def things_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """Answered trials as THINGS triplets: image1..3 are 0-based indices into the stimulus set ordered by
     name, the odd one out last; plus names, RT (ms), subject_id, trial_nr, level, kind, is_simulated."""
+    chosen = Chosen(**selection)
     judgments = load_judgments(
-        db, slug, include_excluded=include_excluded, include_simulated=include_simulated
+        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
     )
     stimuli = load_stimuli(db, slug)
     index = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
@@ -72,94 +99,100 @@ def things_table(
     for k in range(3):
         table[f"image{k + 1}_name"] = judgments[f"stim{k}"].map(names)
     table["RT"] = judgments["rt_ms"]
-    table["subject_id"] = judgments["external_id" if raw_ids else "subject"]
-    table["trial_nr"] = judgments["trial_index"]
-    for column in ("level", "kind", "is_simulated"):
-        table[column] = judgments[column]
-    return table
+    return _with_subject_and_trial(table, judgments, chosen, ("level", "kind", "is_simulated"))
 
 
-def anchor_table(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    raw_ids: bool = False,
-) -> pd.DataFrame:
+def anchor_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """Answered anchor trials (salmon-like): `head, close, far` stimulus names (the head was judged more
     similar to `close`), RT, subject_id, trial_nr, kind, is_simulated; reads back with the importer."""
+    chosen = Chosen(**selection)
     judgments = load_anchor_judgments(
-        db, slug, include_excluded=include_excluded, include_simulated=include_simulated
+        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
     )
-    names = load_stimuli(db, slug).set_index("id")["name"]
+    names = _stimulus_names(db, slug)
     table = pd.DataFrame({role: judgments[role].map(names) for role in ("head", "close", "far")})
     table["rt"] = judgments["rt_ms"]
-    table["subject_id"] = judgments["external_id" if raw_ids else "subject"]
+    return _with_subject_and_trial(table, judgments, chosen, ("kind", "is_simulated"))
+
+
+def _with_subject_and_trial(
+    table: pd.DataFrame, judgments: pd.DataFrame, chosen: Chosen, facts: tuple[str, ...]
+) -> pd.DataFrame:
+    """The columns both judgment exports end with: subject_id, trial_nr, then the trial `facts`."""
+    table["subject_id"] = judgments[chosen.subject_column]
     table["trial_nr"] = judgments["trial_index"]
-    for column in ("kind", "is_simulated"):
+    for column in facts:
         table[column] = judgments[column]
     return table
 
 
-def trial_table(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    raw_ids: bool = False,
-) -> pd.DataFrame:
+def _stimulus_names(db: Database, slug: str) -> pd.Series:
+    """Stimulus name by stimulus id, for the study's set."""
+    return load_stimuli(db, slug).set_index("id")["name"]
+
+
+def trial_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """One row per stored trial response (timeouts and practice included), jsPsych style: rt, response
     (chosen display position), trial_index, time_elapsed, images in stored order and as shown."""
+    chosen = Chosen(**selection)
     responses = load_responses(db, slug)
-    keep = pd.Series(True, index=responses.index)
-    if not include_excluded:
-        keep &= ~responses["excluded"]
-    if not include_simulated:
-        keep &= ~responses["is_simulated"]
-    responses = responses[keep].reset_index(drop=True)
-    names = load_stimuli(db, slug).set_index("id")["name"]
+    responses = responses[chosen.keeps(responses)].reset_index(drop=True)
+    images = _trial_images(responses, _stimulus_names(db, slug))
+    return pd.DataFrame({**_trial_facts(responses, chosen), **images, **_trial_delivery(responses)})
+
+
+def _trial_facts(responses: pd.DataFrame, chosen: Chosen) -> dict[str, Any]:
+    """Who answered which trial, and how: the trial table's first columns."""
+    return {
+        "subject_id": responses[chosen.subject_column],
+        "is_simulated": responses["is_simulated"],
+        "excluded": responses["excluded"],
+        "status": responses["status"],
+        "config_version": responses["config_version"].astype("Int64"),
+        "trial_index": responses["trial_index"],
+        "trial_type": "odd-one-out",
+        "kind": responses["kind"],
+        "level": responses["level"],
+        "block": responses["block"],
+        "rt": responses["rt_ms"],
+        "response": responses["chosen_position"].astype("Int64"),
+        "timed_out": responses["timed_out"],
+        "unavailable": responses["unavailable"],
+        "outcome": _outcome(responses),
+        "time_elapsed": _time_elapsed(responses),
+    }
+
+
+def _trial_images(responses: pd.DataFrame, names: pd.Series) -> dict[str, pd.Series]:
+    """The images by name: in stored order, as shown (left to right), and the one chosen."""
 
     def name(column: str) -> pd.Series:
         return responses[column].map(names)
 
-    return pd.DataFrame(
-        {
-            "subject_id": responses["external_id" if raw_ids else "subject"],
-            "is_simulated": responses["is_simulated"],
-            "excluded": responses["excluded"],
-            "status": responses["status"],
-            "config_version": responses["config_version"].astype("Int64"),
-            "trial_index": responses["trial_index"],
-            "trial_type": "odd-one-out",
-            "kind": responses["kind"],
-            "level": responses["level"],
-            "block": responses["block"],
-            "rt": responses["rt_ms"],
-            "response": responses["chosen_position"].astype("Int64"),
-            "timed_out": responses["timed_out"],
-            "unavailable": responses["unavailable"],
-            "outcome": _outcome(responses),
-            "time_elapsed": _time_elapsed(responses),
-            "image1": name("stim0"),
-            "image2": name("stim1"),
-            "image3": name("stim2"),
-            "odd_known": responses["odd_known"],
-            "shown_left": name("shown_left"),
-            "shown_middle": name("shown_middle"),
-            "shown_right": name("shown_right"),
-            "odd_one_out": name("chosen_stimulus_id"),
-            "catch_correct": _catch_correct(responses),
-            "input_modality": responses["input_modality"],
-            "client_onset_ms": responses["client_onset_ms"],
-            "server_received_at": responses["server_received_at"],
-            "stim0_id": responses["stim0"],
-            "stim1_id": responses["stim1"],
-            "stim2_id": responses["stim2"],
-            "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
-        }
-    )
+    return {
+        "image1": name("stim0"),
+        "image2": name("stim1"),
+        "image3": name("stim2"),
+        "odd_known": responses["odd_known"],
+        "shown_left": name("shown_left"),
+        "shown_middle": name("shown_middle"),
+        "shown_right": name("shown_right"),
+        "odd_one_out": name("chosen_stimulus_id"),
+    }
+
+
+def _trial_delivery(responses: pd.DataFrame) -> dict[str, pd.Series]:
+    """Catch accuracy, how and when the answer arrived, and the stored stimulus ids."""
+    return {
+        "catch_correct": _catch_correct(responses),
+        "input_modality": responses["input_modality"],
+        "client_onset_ms": responses["client_onset_ms"],
+        "server_received_at": responses["server_received_at"],
+        "stim0_id": responses["stim0"],
+        "stim1_id": responses["stim1"],
+        "stim2_id": responses["stim2"],
+        "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
+    }
 
 
 def _outcome(responses: pd.DataFrame) -> pd.Series:
@@ -194,22 +227,26 @@ def _catch_correct(responses: pd.DataFrame) -> pd.Series:
     return pd.Series(np.where(known, correct, None), dtype="boolean")
 
 
-def participant_table(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    raw_ids: bool = False,
-) -> pd.DataFrame:
+def participant_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """One row per consenting participant: id (pseudonym unless `raw_ids`, which adds STUDY_ID and
     SESSION_ID), source, status, config version, list, start, finish, duration, exclusion, payment, the
     strategy answer, demographics and browser facts (flattened, `demographics_*`, `browser_*`), the
     measured refresh interval, and every QC value and flag."""
+    chosen = Chosen(**selection)
     qc = participant_qc(db, slug)
-    qc = qc[_kept(qc, include_excluded, include_simulated)].reset_index(drop=True)
-    table = pd.DataFrame({"subject_id": qc["external_id" if raw_ids else "subject"]})
-    if raw_ids:
+    qc = qc[chosen.keeps(qc)].reset_index(drop=True)
+    table = _participant_facts(qc, chosen)
+    refresh = _refresh_intervals(db, qc["participant_id"].tolist())
+    table["refresh_interval_ms"] = qc["participant_id"].map(refresh).astype("Float64")
+    parts = [table, _flattened(qc["demographics"], "demographics"), _flattened(qc["browser"], "browser")]
+    return pd.concat([*parts, qc[QC_COLUMNS]], axis=1)
+
+
+def _participant_facts(qc: pd.DataFrame, chosen: Chosen) -> pd.DataFrame:
+    """The participant table's own columns (before demographics, browser and QC): ids, source, status,
+    version, list, start, finish, duration, exclusion, payment, bonus, strategy."""
+    table = pd.DataFrame({"subject_id": qc[chosen.subject_column]})
+    if chosen.raw_ids:
         table["STUDY_ID"] = qc["external_study_id"]
         table["SESSION_ID"] = qc["external_session_id"]
     for column in ("source", "is_simulated", "status", "config_version", "list_index"):
@@ -221,19 +258,7 @@ def participant_table(
         table[column] = qc[column]
     table["bonus"] = qc["bonus_cents"].astype("Float64") / 100
     table["strategy"] = qc["strategy"]
-    refresh = _refresh_intervals(db, qc["participant_id"].tolist())
-    table["refresh_interval_ms"] = qc["participant_id"].map(refresh).astype("Float64")
-    parts = [table, _flattened(qc["demographics"], "demographics"), _flattened(qc["browser"], "browser")]
-    return pd.concat([*parts, qc[QC_COLUMNS]], axis=1)
-
-
-def _kept(frame: pd.DataFrame, include_excluded: bool, include_simulated: bool) -> pd.Series:
-    keep = pd.Series(True, index=frame.index)
-    if not include_excluded:
-        keep &= ~frame["excluded"].astype(bool)
-    if not include_simulated:
-        keep &= ~frame["is_simulated"].astype(bool)
-    return keep
+    return table
 
 
 def _flattened(records: pd.Series, prefix: str) -> pd.DataFrame:
@@ -285,32 +310,18 @@ EVENT_COLUMNS = {
 }
 
 
-def event_table(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    raw_ids: bool = False,
-) -> pd.DataFrame:
+def event_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """The interaction events (blur, fullscreen exit, resize, refresh rate, early responses, rejected
     answers...) of consenting participants, oldest first per participant; `detail` as JSON text and
     `server_elapsed_ms` counted from the participant's start."""
-    with db.read() as session:
-        study = get_study(session, slug)
-        rows = session.execute(
-            select(*[column.label(name) for name, column in EVENT_COLUMNS.items()])
-            .join(Participant, Participant.id == InteractionEvent.participant_id)
-            .where(Participant.study_id == study.id, analysed_participant())
-            .order_by(Participant.id, InteractionEvent.server_received_at, InteractionEvent.id)
-        ).all()
-        salt = study.salt
-    events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
-    events = events[_kept(events, include_excluded, include_simulated)].reset_index(drop=True)
-    pseudonyms = {external: pseudonymise(salt, external) for external in events["external_id"].unique()}
+    chosen = Chosen(**selection)
+    events, salt = _consenting_events(db, slug)
+    events = events[chosen.keeps(events)].reset_index(drop=True)
     return pd.DataFrame(
         {
-            "subject_id": events["external_id"] if raw_ids else events["external_id"].map(pseudonyms),
+            "subject_id": events["external_id"]
+            if chosen.raw_ids
+            else pseudonymised(salt, events["external_id"]),
             "is_simulated": events["is_simulated"].astype(bool),
             "excluded": events["excluded"].astype(bool),
             "kind": events["kind"],
@@ -322,6 +333,22 @@ def event_table(
             ).round(1),
             "detail": events["detail"].map(lambda detail: json.dumps(detail or {}, sort_keys=True)),
         }
+    )
+
+
+def _consenting_events(db: Database, slug: str) -> tuple[pd.DataFrame, str]:
+    """Every interaction event of the study's consenting, non-pilot participants (`EVENT_COLUMNS`), and
+    the study's pseudonym salt."""
+    study, rows = study_rows(db, slug, _events_query)
+    return pd.DataFrame(rows, columns=list(EVENT_COLUMNS)), study.salt
+
+
+def _events_query(study: Study) -> Select[*tuple[Any, ...]]:
+    return (
+        select_labelled(EVENT_COLUMNS)
+        .join(Participant, Participant.id == InteractionEvent.participant_id)
+        .where(Participant.study_id == study.id, analysed_participant())
+        .order_by(Participant.id, InteractionEvent.server_received_at, InteractionEvent.id)
     )
 
 
@@ -353,29 +380,24 @@ def csv_bytes(table: pd.DataFrame, *, header: bool = True) -> bytes:
     return neutralise_formulas(table).to_csv(index=False, header=header).encode("utf-8")
 
 
+TABLE_BUILDERS = {
+    "things": things_table,
+    "anchor": anchor_table,
+    "participants": participant_table,
+    "events": event_table,
+    "jspsych": trial_table,
+    "parquet": trial_table,
+}
+
+
 def export_study(
-    db: Database,
-    slug: str,
-    fmt: ExportFormat,
-    out_path: str | Path,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    raw_ids: bool = False,
+    db: Database, slug: str, fmt: ExportFormat, out_path: str | Path, **selection: Unpack[Selection]
 ) -> ExportSummary:
     """Write one export file; it appears complete or not at all (written to a temporary file, then renamed).
     `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
-    build = {
-        "things": things_table,
-        "anchor": anchor_table,
-        "participants": participant_table,
-        "events": event_table,
-    }.get(fmt, trial_table)
-    table = build(
-        db, slug, include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids
-    )
+    table = TABLE_BUILDERS[fmt](db, slug, **selection)
     out_path = Path(out_path)
     if fmt == "parquet" or (fmt in ("participants", "events") and out_path.suffix == ".parquet"):
         with atomic_path(out_path) as temporary:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from sqlalchemy import Select, String, and_, select, type_coerce
 
 from db.engine import Database
 from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind
-from study.studies import as_triplet, get_study
+from study.studies import as_triplet, get_study, select_labelled
 
 PSEUDONYM_LENGTH = 16
 ANALYSED_KINDS = (TrialKind.EXPERIMENTAL.value, TrialKind.REPEAT.value, TrialKind.CATCH.value)
@@ -72,6 +72,28 @@ def analysed_participant(include_pilot: bool = False):
     return consented if include_pilot else and_(consented, Participant.is_pilot.is_(False))
 
 
+def pseudonymised(salt: str, external_ids: pd.Series) -> pd.Series:
+    """`pseudonymise` over a column of external ids (each distinct id hashed once)."""
+    pseudonyms = {external: pseudonymise(salt, external) for external in external_ids.unique()}
+    return external_ids.map(pseudonyms)
+
+
+def consenting_responses(
+    columns: dict[str, Any], study_id: int, *, include_pilot: bool = False
+) -> Select[*tuple[Any, ...]]:
+    """A query of `columns` over the response rows of one study's analysed participants (consenting, no
+    pilots unless asked for), each joined to its trial and participant, by participant then trial index:
+    the one place that says whose answers are read (no answer of someone who did not consent is ever
+    analysed or exported)."""
+    return (
+        select_labelled(columns)
+        .join(Participant, Participant.id == Response.participant_id)
+        .join(Trial, Trial.id == Response.trial_id)
+        .where(Participant.study_id == study_id, analysed_participant(include_pilot))
+        .order_by(Participant.id, Response.trial_index)
+    )
+
+
 def load_responses(db: Database, slug: str, *, include_pilot: bool = False) -> pd.DataFrame:
     """Every stored response row of the study's consenting participants (timeouts and unavailable trials
     included; pilots only with `include_pilot`), with its trial and participant facts.
@@ -80,13 +102,7 @@ def load_responses(db: Database, slug: str, *, include_pilot: bool = False) -> p
     """
     with db.read() as session:
         study = get_study(session, slug)
-        query = (
-            select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
-            .join(Participant, Participant.id == Response.participant_id)
-            .join(Trial, Trial.id == Response.trial_id)
-            .where(Participant.study_id == study.id, analysed_participant(include_pilot))
-            .order_by(Participant.id, Response.trial_index)
-        )
+        query = consenting_responses(RESPONSE_COLUMNS, study.id, include_pilot=include_pilot)
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
@@ -96,8 +112,7 @@ def load_responses(db: Database, slug: str, *, include_pilot: bool = False) -> p
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
     for column in ("kind", "task", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
-    pseudonyms = {external: pseudonymise(salt, external) for external in frame["external_id"].unique()}
-    frame["subject"] = frame["external_id"].map(pseudonyms)
+    frame["subject"] = pseudonymised(salt, frame["external_id"])
     return frame
 
 
@@ -138,33 +153,46 @@ JUDGMENT_COLUMNS = {
     "chosen_stimulus_id": Response.chosen_stimulus_id,
 }
 
+# the participant and trial facts both judgment tables keep, in this order
+JUDGMENT_FACTS = (
+    "participant_id",
+    "subject",
+    "external_id",
+    "is_simulated",
+    "excluded",
+    "trial_index",
+    "kind",
+)
+
+
+class JudgmentFilter(TypedDict, total=False):
+    """Which answered trials the judgment loaders return (each optional; the defaults are `_answered`'s):
+    excluded participants' (no), simulated participants' (yes), of which trial kinds (ANALYSED_KINDS)."""
+
+    include_excluded: bool
+    include_simulated: bool
+    kinds: tuple[str, ...]
+
 
 def _answered(
     db: Database,
     slug: str,
     task: JudgmentTask,
-    include_excluded: bool,
-    include_simulated: bool,
-    kinds: tuple[str, ...],
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    kinds: tuple[str, ...] = ANALYSED_KINDS,
 ) -> pd.DataFrame:
     """The answered trials of one task, filtered in SQL and with only the columns judgments need: THINGS-
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
     with db.read() as session:
         study = get_study(session, slug)
-        query: Select[*tuple[Any, ...]] = (
-            select(*[column.label(name) for name, column in JUDGMENT_COLUMNS.items()])
-            .join(Participant, Participant.id == Response.participant_id)
-            .join(Trial, Trial.id == Response.trial_id)
-            .where(
-                Participant.study_id == study.id,
-                analysed_participant(),  # no answer of a non-consenting participant or a pilot is analysed
-                Response.timed_out.is_(False),
-                Response.unavailable.is_(False),
-                Response.chosen_stimulus_id.is_not(None),
-                type_coerce(Trial.kind, String).in_(list(kinds)),
-                type_coerce(Trial.task, String) == task.value,
-            )
-            .order_by(Participant.id, Response.trial_index)
+        query = consenting_responses(JUDGMENT_COLUMNS, study.id).where(
+            Response.timed_out.is_(False),
+            Response.unavailable.is_(False),
+            Response.chosen_stimulus_id.is_not(None),
+            type_coerce(Trial.kind, String).in_(list(kinds)),
+            type_coerce(Trial.task, String) == task.value,
         )
         if not include_excluded:
             query = query.where(Participant.excluded.is_(False))
@@ -174,68 +202,29 @@ def _answered(
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(JUDGMENT_COLUMNS))
     frame = frame.astype({"is_simulated": bool, "excluded": bool, "rt_ms": float})
-    pseudonyms = {external: pseudonymise(salt, external) for external in frame["external_id"].unique()}
-    frame.insert(1, "subject", frame["external_id"].map(pseudonyms))
+    frame.insert(1, "subject", pseudonymised(salt, frame["external_id"]))
     return frame
 
 
-def load_judgments(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    kinds: tuple[str, ...] = ANALYSED_KINDS,
-) -> pd.DataFrame:
+def load_judgments(db: Database, slug: str, **which: Unpack[JudgmentFilter]) -> pd.DataFrame:
     """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2
     with the chosen odd one out last. Practice trials are left out by default; excluded participants unless
     `include_excluded`.
     """
-    answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds)
+    answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, **which)
     triplets = odd_last_array(
         answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64), answered["chosen_stimulus_id"].to_numpy()
     )
-    frame = answered[
-        [
-            "participant_id",
-            "subject",
-            "external_id",
-            "is_simulated",
-            "excluded",
-            "trial_index",
-            "kind",
-            "level",
-            "triplet_key",
-            "rt_ms",
-        ]
-    ].copy()
+    frame = answered[[*JUDGMENT_FACTS, "level", "triplet_key", "rt_ms"]].copy()
     for position in range(3):
         frame.insert(2 + position, f"stim{position}", triplets[:, position])
     return frame
 
 
-def load_anchor_judgments(
-    db: Database,
-    slug: str,
-    *,
-    include_excluded: bool = False,
-    include_simulated: bool = True,
-    kinds: tuple[str, ...] = ANALYSED_KINDS,
-) -> pd.DataFrame:
+def load_anchor_judgments(db: Database, slug: str, **which: Unpack[JudgmentFilter]) -> pd.DataFrame:
     """One row per answered anchor trial: `head`, `close` (judged more similar to the head), `far`."""
-    answered = _answered(db, slug, JudgmentTask.ANCHOR, include_excluded, include_simulated, kinds)
-    frame = answered[
-        [
-            "participant_id",
-            "subject",
-            "external_id",
-            "is_simulated",
-            "excluded",
-            "trial_index",
-            "kind",
-            "rt_ms",
-        ]
-    ].reset_index(drop=True)
+    answered = _answered(db, slug, JudgmentTask.ANCHOR, **which)
+    frame = answered[[*JUDGMENT_FACTS, "rt_ms"]].reset_index(drop=True)
     stored = answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
     chosen = answered["chosen_stimulus_id"].to_numpy(np.int64)
     frame.insert(2, "head", stored[:, 0])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from study.config import StudyConfig
 from study.input_errors import InputRejected, RowProblem, read_text_file
 from study.stimuli import load_stimulus_table, stimulus_set_id_by_name
 from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
-from study.studies import as_triplet, record_first_version, triplet_key, validate_slug
+from study.studies import add_study, as_triplet, refuse_taken_slug, triplet_key, validate_slug
 
 IMAGE_COLUMNS = ("image1", "image2", "image3")
 ANCHOR_COLUMNS = ("head", "close", "far")
@@ -137,21 +136,39 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
     if path.suffix == ".npz":
         return _alignet_npz_table(path)
     text = read_text_file(path, "a CSV, TSV or whitespace-separated file of judgments")
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    sep = "\t" if "\t" in first else "," if "," in first else r"\s+"
-    records = _records(text, sep, path.name)
+    records = _records(text, _separator(text), path.name)
     if not records:
         raise InputRejected(
             path.name, [RowProblem(path.name, "is empty", "a header row and one row per judgment")]
         )
+    table, lines = _text_table(path.name, records, file_format)
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    table = _rename_anchor_aliases(table)
+    table.attrs["task"] = _checked_task(path, table, file_format)
+    table.attrs["lines"] = lines
+    table.attrs["source"] = path.name
+    return table
+
+
+def _separator(text: str) -> str:
+    """The column separator, from the first non-blank line: tabs, commas or white space."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return "\t" if "\t" in first else "," if "," in first else r"\s+"
+
+
+def _text_table(
+    name: str, records: list[tuple[int, list[str]]], file_format: str | None
+) -> tuple[pd.DataFrame, list[int]]:
+    """Every cell as a string, and the file line of each row. A file is headerless when every field of its
+    first line is a whole number; it must then say its format, which names its three columns."""
     fields = [f.strip() for f in records[0][1] if f.strip() != ""]
     headerless = bool(fields) and all(re.fullmatch(r"-?\d+", f) for f in fields)
     if headerless and file_format is None:
         raise InputRejected(
-            path.name,
+            name,
             [
                 RowProblem(
-                    f"{path.name} line {records[0][0]}",
+                    f"{name} line {records[0][0]}",
                     "a headerless file does not say what its columns are",
                     "a header row, or --format odd-one-out (THINGS: three indices, odd one out last) or "
                     "--format anchor (head, close, far: the head judged closer to the second)",
@@ -161,10 +178,13 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
     named = [f.strip() for f in records[0][1]]
     header = list(IMAGE_COLUMNS if file_format != "anchor" else ANCHOR_COLUMNS) if headerless else named
     data = records if headerless else records[1:]
-    _check_ragged(data, header, path.name, headerless)
-    table = pd.DataFrame([row for _, row in data], columns=header, dtype=str)
-    table.columns = [str(column).strip().lower() for column in table.columns]
-    table = _rename_anchor_aliases(table)
+    _check_ragged(data, header, name, headerless)
+    return pd.DataFrame([row for _, row in data], columns=header, dtype=str), [line for line, _ in data]
+
+
+def _checked_task(path: Path, table: pd.DataFrame, file_format: str | None) -> str:
+    """`anchor` or `odd-one-out`, from the columns; InputRejected when a required column is missing or
+    the columns contradict `file_format`."""
     task = "anchor" if set(ANCHOR_COLUMNS) <= set(table.columns) else "odd-one-out"
     required = ANCHOR_COLUMNS if (file_format or task) == "anchor" else IMAGE_COLUMNS
     missing = [column for column in required if column not in table.columns]
@@ -180,10 +200,7 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
                 )
             ],
         )
-    table.attrs["lines"] = [line for line, _ in data]
-    table.attrs["source"] = path.name
-    table.attrs["task"] = task
-    return table
+    return task
 
 
 def _records(text: str, sep: str, name: str) -> list[tuple[int, list[str]]]:
@@ -384,20 +401,16 @@ def _store(db: Database, slug: str, title: str, set_id: int, rows: list[_Row]) -
     for row in rows:
         by_subject.setdefault(row.subject, []).append(row)
     with db.write() as session:
-        if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
-            raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
-        study = Study(
-            slug=slug,
+        refuse_taken_slug(session, slug)
+        study = add_study(
+            session,
+            slug,
             title=title,
             stimulus_set_id=set_id,
             status=StudyStatus.CLOSED,
             config=StudyConfig(title=title).to_dict(),
-            salt=secrets.token_hex(16),
             imported=True,
         )
-        session.add(study)
-        session.flush()
-        record_first_version(session, study)
         for list_index, (subject, subject_rows) in enumerate(by_subject.items()):
             _store_subject(session, study.id, list_index, subject, subject_rows)
         return ImportedJudgments(study.id, len(by_subject), len(rows), rows[0].task.value)
@@ -419,11 +432,17 @@ def _store_subject(session: Session, study_id: int, list_index: int, subject: st
     )
     session.add(participant)
     session.flush()
+    trial_ids = _insert_trials(session, triplet_list.id, rows)
+    _insert_responses(session, participant.id, trial_ids, rows)
+
+
+def _insert_trials(session: Session, list_id: int, rows: list[_Row]) -> dict[int, int]:
+    """One trial per judgment, in file order; returns trial id by trial index."""
     session.execute(
         insert(Trial),
         [
             dict(
-                list_id=triplet_list.id,
+                list_id=list_id,
                 trial_index=i,
                 block=0,
                 stim0_id=row.stimuli[0],
@@ -438,14 +457,18 @@ def _store_subject(session: Session, study_id: int, list_index: int, subject: st
             for i, row in enumerate(rows)
         ],
     )
-    trial_ids = dict(
-        session.execute(select(Trial.trial_index, Trial.id).where(Trial.list_id == triplet_list.id)).all()
-    )
+    return dict(session.execute(select(Trial.trial_index, Trial.id).where(Trial.list_id == list_id)).all())
+
+
+def _insert_responses(
+    session: Session, participant_id: int, trial_ids: dict[int, int], rows: list[_Row]
+) -> None:
+    """The participant's answer to each trial: shown in stored order, the chosen image at `odd_position`."""
     session.execute(
         insert(Response),
         [
             dict(
-                participant_id=participant.id,
+                participant_id=participant_id,
                 trial_index=i,
                 trial_id=trial_ids[i],
                 shown_left_id=row.stimuli[0],

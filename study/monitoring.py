@@ -9,13 +9,16 @@ completed and in-progress participants, so page loads and people who never start
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from db.engine import Database
 from db.models import Participant, ParticipantStatus, Response, Study, TripletList, as_utc, utcnow
 from study.config import StudyConfig
+from study.studies import get_study
 
 STATE_COLUMNS = ("in_progress", "reserved", "expired", "completed", "abandoned", "no_consent", "early_exit")
 PROGRESS_COLUMNS = [
@@ -101,39 +104,41 @@ def _study_row(study: Study, n_lists: int, people: list) -> dict:
 def participant_overview(db: Database, slug: str) -> pd.DataFrame:
     """One row per participant of a study: ids, state, list, answered trials, times, exclusion."""
     with db.read() as session:
-        study = session.scalar(select(Study).where(Study.slug == slug))
-        if study is None:
-            raise LookupError(f"no study with slug {slug!r}")
+        study = get_study(session, slug)
         config = StudyConfig.from_dict(study.config)
-        answered = dict(
-            session.execute(
-                select(Response.participant_id, func.count())
-                .join(Participant, Participant.id == Response.participant_id)
-                .where(Participant.study_id == study.id)
-                .group_by(Response.participant_id)
-            ).all()
-        )
+        answered = _answered_counts(session, study.id)
         people = session.scalars(
             select(Participant).where(Participant.study_id == study.id).order_by(Participant.started_at)
         ).all()
-    return pd.DataFrame(
-        [
-            dict(
-                participant_id=p.id,
-                external_id=p.external_id,
-                source=p.source,
-                simulated=p.is_simulated,
-                state=participant_state(
-                    p.status, p.last_seen_at, config, started=p.started_at, answered=answered.get(p.id, 0)
-                ),
-                list_id=p.list_id,
-                answered=answered.get(p.id, 0),
-                started=p.started_at,
-                last_seen=p.last_seen_at,
-                finished=p.finished_at,
-                excluded=p.excluded,
-                payment=p.payment_status,
-            )
-            for p in people
-        ]
+    return pd.DataFrame([_overview_row(p, config, answered) for p in people])
+
+
+def _answered_counts(session: Session, study_id: int) -> dict[int, int]:
+    """Stored responses per participant of the study (participants without any are absent)."""
+    return dict(
+        session.execute(
+            select(Response.participant_id, func.count())
+            .join(Participant, Participant.id == Response.participant_id)
+            .where(Participant.study_id == study_id)
+            .group_by(Response.participant_id)
+        ).all()
+    )
+
+
+def _overview_row(p: Participant, config: StudyConfig, answered: dict[int, int]) -> dict[str, Any]:
+    return dict(
+        participant_id=p.id,
+        external_id=p.external_id,
+        source=p.source,
+        simulated=p.is_simulated,
+        state=participant_state(
+            p.status, p.last_seen_at, config, started=p.started_at, answered=answered.get(p.id, 0)
+        ),
+        list_id=p.list_id,
+        answered=answered.get(p.id, 0),
+        started=p.started_at,
+        last_seen=p.last_seen_at,
+        finished=p.finished_at,
+        excluded=p.excluded,
+        payment=p.payment_status,
     )

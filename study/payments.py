@@ -19,19 +19,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from db.engine import Database
-from db.models import Participant, ParticipantStatus
+from db.models import Participant, ParticipantStatus, Study
 from study.export import write_csv
 from study.participation import ParticipantNotFound
-from study.studies import get_study
+from study.studies import get_study, study_rows
 
 PAYMENT_STATUSES = ("pending", "approved", "rejected")
 PROLIFIC_SOURCE = "prolific"
 MAX_BONUS = Decimal("1000.00")  # a typo guard: a bonus above this is refused
+PAYMENT_COLUMNS = {
+    "participant_id": Participant.external_id,
+    "source": Participant.source,
+    "status": Participant.payment_status,
+    "reason": Participant.payment_reason,
+    "bonus_cents": Participant.bonus_cents,
+}
 
 
 @dataclass(frozen=True)
@@ -112,24 +120,8 @@ def _payable(session, participant_id: int) -> Participant:
 
 def payment_tables(db: Database, slug: str) -> dict[str, pd.DataFrame]:
     """approve / reject / bonus tables of the study's Prolific participants, ordered by participant."""
-    with db.read() as session:
-        study = get_study(session, slug)
-        rows = session.execute(
-            select(
-                Participant.external_id,
-                Participant.source,
-                Participant.payment_status,
-                Participant.payment_reason,
-                Participant.bonus_cents,
-            )
-            .where(
-                Participant.study_id == study.id,
-                Participant.is_simulated.is_(False),
-                Participant.is_pilot.is_(False),
-            )
-            .order_by(Participant.id)
-        ).all()
-    people = pd.DataFrame(rows, columns=["participant_id", "source", "status", "reason", "bonus_cents"])
+    _, rows = study_rows(db, slug, _payment_query)
+    people = pd.DataFrame(rows, columns=list(PAYMENT_COLUMNS))
     prolific = people[people["source"] == PROLIFIC_SOURCE]
     bonus = prolific[prolific["bonus_cents"].fillna(0) > 0]
     return {
@@ -143,6 +135,19 @@ def payment_tables(db: Database, slug: str) -> dict[str, pd.DataFrame]:
             & ((people["status"] != "pending") | (people["bonus_cents"].fillna(0) > 0))
         ],
     }
+
+
+def _payment_query(study: Study) -> Select[*tuple[Any, ...]]:
+    """The payment facts of the study's real participants (no simulated participants, no pilot runs)."""
+    return (
+        select(*PAYMENT_COLUMNS.values())
+        .where(
+            Participant.study_id == study.id,
+            Participant.is_simulated.is_(False),
+            Participant.is_pilot.is_(False),
+        )
+        .order_by(Participant.id)
+    )
 
 
 def _amount(cents: int) -> str:

@@ -20,17 +20,18 @@ Practice trials never count. Flags are suggestions; `set_exclusion` records the 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from common.config import LoadableConfig
 from db.engine import Database
-from db.models import InteractionEvent, Participant, TrialKind, TripletList
+from db.models import InteractionEvent, Participant, Study, TrialKind, TripletList
 from study.judgments import analysed_participant, load_responses, pseudonymise
 from study.participation import ParticipantNotFound
-from study.studies import get_study
+from study.studies import get_study, select_labelled, study_rows
 
 FULLSCREEN_EXIT_EVENTS = ("fullscreen_exit", "fullscreenexit")
 BLUR_EVENTS = ("blur",)
@@ -216,15 +217,8 @@ PARTICIPANT_COLUMNS = {
 def _participants(db: Database, slug: str) -> pd.DataFrame:
     """The study's consenting participants (no pilots), one row each, with `subject` (their pseudonym)
     third."""
-    with db.read() as session:
-        study = get_study(session, slug)
-        rows = session.execute(
-            select(*[column.label(name) for name, column in PARTICIPANT_COLUMNS.items()])
-            .outerjoin(TripletList, TripletList.id == Participant.list_id)
-            .where(Participant.study_id == study.id, analysed_participant())
-            .order_by(Participant.id)
-        ).all()
-        salt = study.salt
+    study, rows = study_rows(db, slug, _participants_query)
+    salt = study.salt
     frame = pd.DataFrame(rows, columns=list(PARTICIPANT_COLUMNS))
     frame["status"] = frame["status"].map(str)
     frame["list_index"] = frame["list_index"].astype("Int64")
@@ -232,6 +226,15 @@ def _participants(db: Database, slug: str) -> pd.DataFrame:
     frame["config_version"] = frame["config_version"].astype("Int64")
     frame.insert(2, "subject", [pseudonymise(salt, external) for external in frame["external_id"]])
     return frame
+
+
+def _participants_query(study: Study) -> Select[*tuple[Any, ...]]:
+    return (
+        select_labelled(PARTICIPANT_COLUMNS)
+        .outerjoin(TripletList, TripletList.id == Participant.list_id)
+        .where(Participant.study_id == study.id, analysed_participant())
+        .order_by(Participant.id)
+    )
 
 
 def _without_nan_text(frame: pd.DataFrame) -> pd.DataFrame:

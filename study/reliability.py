@@ -194,6 +194,18 @@ STATS_COLUMNS = [
 _OTHER_POSITIONS = np.array([[1, 2], [0, 2], [0, 1]])
 
 
+def _triplet_groups(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each judgment's triplet number, each triplet's first judgment), triplets numbered in the order of
+    their ascending ids; `items` [m, 3] holds each judgment's ids sorted."""
+    order = np.lexsort((items[:, 2], items[:, 1], items[:, 0]))  # stable: a group's first row comes first
+    ordered_items = items[order]
+    starts_group = np.ones(len(order), dtype=bool)
+    starts_group[1:] = (ordered_items[1:] != ordered_items[:-1]).any(axis=1)
+    group = np.empty(len(order), dtype=np.int64)
+    group[order] = np.cumsum(starts_group) - 1
+    return group, order[starts_group]
+
+
 def triplet_human_stats(judgments: pd.DataFrame, *, min_responses: int = 1) -> pd.DataFrame:
     """Per triplet: the three ids with the modal odd one out last (ties: the lower id), the human choice
     distribution over the pairs `[p01, p02, p12]` in that order, choice entropy (nats), median RT;
@@ -205,13 +217,7 @@ def triplet_human_stats(judgments: pd.DataFrame, *, min_responses: int = 1) -> p
     stims = judgments[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
     items = np.sort(stims, axis=1)
     odd_position = (items == stims[:, 2:3]).argmax(axis=1)
-    order = np.lexsort((items[:, 2], items[:, 1], items[:, 0]))  # stable: a group's first row comes first
-    ordered_items = items[order]
-    starts_group = np.ones(len(order), dtype=bool)
-    starts_group[1:] = (ordered_items[1:] != ordered_items[:-1]).any(axis=1)
-    group = np.empty(len(order), dtype=np.int64)
-    group[order] = np.cumsum(starts_group) - 1
-    first_row = order[starts_group]
+    group, first_row = _triplet_groups(items)
     n_groups = len(first_row)
     counts = np.bincount(group * 3 + odd_position, minlength=3 * n_groups).reshape(n_groups, 3)
     n = counts.sum(axis=1)

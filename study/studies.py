@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
@@ -25,6 +26,7 @@ from study.config import StudyConfig
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$")
 PRACTICE_BLOCK = -1
+STUDY_STATUSES = tuple(status.value for status in StudyStatus)  # draft, open, paused, closed
 
 
 class StudyNotFound(LookupError):
@@ -81,26 +83,38 @@ def create_study(
     validate_slug(slug)
     config = config or StudyConfig()
     with db.write() as session:
-        if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
-            raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
+        refuse_taken_slug(session, slug)
         _check_stimuli_exist(session, stimulus_set_id, lists)
-        study = Study(
-            slug=slug,
+        study = add_study(
+            session,
+            slug,
             title=title or config.title,
             stimulus_set_id=stimulus_set_id,
             config=config.to_dict(),
-            salt=secrets.token_hex(16),
             status=status,
             target_participants=target_participants,
             imported=imported,
         )
-        session.add(study)
-        session.flush()
-        record_first_version(session, study)
         for index, specs in enumerate(lists):
             seed = seeds[index] if seeds is not None else None
             session.add(_build_list(study.id, index, specs, seed))
         return study.id
+
+
+def refuse_taken_slug(session: Session, slug: str) -> None:
+    """ValueError naming the slug if a study already has it (checked before anything is added)."""
+    if session.scalar(select(Study.id).where(Study.slug == slug)) is not None:
+        raise ValueError(f"a study with slug {slug!r} already exists; choose another slug")
+
+
+def add_study(session: Session, slug: str, **columns: Any) -> Study:
+    """A new study row, with its own pseudonym salt and its config version 1, in the caller's transaction
+    (after `refuse_taken_slug`). `columns` are the other Study columns (title, config, status...)."""
+    study = Study(slug=slug, salt=secrets.token_hex(16), **columns)
+    session.add(study)
+    session.flush()
+    record_first_version(session, study)
+    return study
 
 
 def record_first_version(session: Session, study: Study) -> None:
@@ -171,6 +185,29 @@ def study_config(study: Study) -> StudyConfig:
     return StudyConfig.from_dict(study.config)
 
 
-def set_study_status(db: Database, slug: str, status: StudyStatus) -> None:
+def set_study_status(db: Database, slug: str, status: StudyStatus | str) -> None:
+    """Open, pause, close (or back to draft); `status` as the enum or its value (one of STUDY_STATUSES)."""
     with db.write() as session:
-        get_study(session, slug).status = status
+        get_study(session, slug).status = StudyStatus(status)
+
+
+def load_study(db: Database, slug: str) -> Study:
+    """The study named `slug` (StudyNotFound if none), read in its own session: its columns stay readable
+    after the session closes (the pages show its status and config)."""
+    with db.read() as session:
+        return get_study(session, slug)
+
+
+def study_rows(
+    db: Database, slug: str, query: Callable[[Study], Select[*tuple[Any, ...]]]
+) -> tuple[Study, list[Row[*tuple[Any, ...]]]]:
+    """The study named `slug` (StudyNotFound if none) and the rows of `query(study)`, read in one session:
+    the read side's one way to look a study up and read its rows."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        return study, list(session.execute(query(study)).all())
+
+
+def select_labelled(columns: dict[str, Any]) -> Select[*tuple[Any, ...]]:
+    """SELECT each column under its key, so that the rows become a DataFrame with those column names."""
+    return select(*[column.label(name) for name, column in columns.items()])

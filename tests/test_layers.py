@@ -3,7 +3,8 @@
 app/ (delivery: Streamlit pages, participant page, CLI) -> workflows/ (no Streamlit) -> study/ -> db/ ->
 common/; alignment/ and db/ import only common/ from the project; common/ (config loader, atomic writes, the
 data directory) imports no project code, no Streamlit and no torch; nothing imports app/; only app/ imports
-Streamlit; tests/support/ is shared by tests and benches and is never imported by shipped code.
+Streamlit; app/ runs no query (no sqlalchemy); tests/support/ is shared by tests and benches and is never
+imported by shipped code.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ FORBIDDEN = {
     "alignment": {"db", "study", "workflows", "app", "tests", "streamlit"},
     "study": {"alignment", "workflows", "app", "tests", "streamlit"},
     "workflows": {"app", "tests", "streamlit"},
-    "app": {"tests"},
+    "app": {"tests", "sqlalchemy"},  # delivery only: queries live in study/ and workflows/
     "bench": {"app.views"},
 }
 

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from db.engine import Database
-from db.models import Participant, RunStatus, StimulusSet, StudyStatus
+from db.models import Participant, StimulusSet, StudyStatus
 from db.settings import data_home
 from study.config import StudyConfig
 from study.design import DesignConfig, create_study_from_design
@@ -27,7 +27,6 @@ from workflows.pipeline import FEATURE_CACHE_DIR, WEIGHTS_DIR
 DEMO_SET = "demo photos"
 DEMO_SLUG = "demo"
 DEMO_IMAGES_DIR = "demo_images"
-ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 DEMO_DESIGN = DesignConfig(
     n_lists=120,
     n_between_class=20,
@@ -157,7 +156,7 @@ def ensure_demo_runs(db: Database, *, wait: bool, report: Callable[[str], None] 
     """Start the closed loop on the demo study unless one has succeeded or is under way; returns its run id.
 
     `wait=False` starts it as a background job (the app is usable meanwhile; the Alignment page shows it)."""
-    from db.runs import list_runs
+    from db.runs import ACTIVE_STATUSES, list_runs
     from workflows.jobs import launch, mark_lost_runs
     from workflows.pipeline import execute, queue_action
     from workflows.pipeline.loop import latest_loop

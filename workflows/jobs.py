@@ -22,7 +22,7 @@ from typing import Any
 
 from db.engine import Database
 from db.models import Run, RunStatus, as_utc
-from db.runs import RunCancelled, fail_run, finish_run, get_run, report_progress, start_run
+from db.runs import ACTIVE_STATUSES, RunCancelled, fail_run, finish_run, get_run, report_progress, start_run
 from db.settings import data_home
 
 Progress = Callable[[float, str], None]
@@ -124,9 +124,7 @@ def mark_lost_runs(db: Database, silence_minutes: float = 10.0) -> list[int]:
 
     cutoff = as_utc(datetime.now(UTC)) - timedelta(minutes=silence_minutes)
     with db.read() as session:
-        active = session.scalars(
-            select(Run).where(Run.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
-        ).all()
+        active = session.scalars(select(Run).where(Run.status.in_(ACTIVE_STATUSES))).all()
     lost = [run.id for run in active if as_utc(run.heartbeat_at or run.created_at) < cutoff]
     for run_id in lost:
         fail_run(

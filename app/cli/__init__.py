@@ -10,8 +10,12 @@ import argparse
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from common.settings import ensure_home
+
+if TYPE_CHECKING:
+    from db.engine import Database
 
 COMMAND_MODULES = [
     "app.cli.db_commands",
@@ -54,3 +58,12 @@ def one_line(error: BaseException) -> str:
     """The error's message on one line (a KeyError's message is its quoted key: shown without quotes)."""
     message = error.args[0] if isinstance(error, KeyError) and error.args else error
     return " ".join(str(message).split()) or type(error).__name__
+
+
+def open_database() -> Database:
+    """The database of this invocation (`DATABASE_URL`, or the SQLite file under the data directory): the
+    one place the CLI builds its resource, as `app.resources.get_db` is for the app. Imported here, on the
+    first command that needs it, so that `alignlab --help` stays fast."""
+    from db.engine import Database
+
+    return Database.from_url()

@@ -7,22 +7,38 @@ import argparse
 import json
 
 from alignment import DEFAULT_BACKBONE
+from app.cli import open_database
 from common.config import settings_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    features = subparsers.add_parser("features", help="backbone features (cached on disk)")
-    features_commands = features.add_subparsers(dest="features_command", required=True)
-    extract = features_commands.add_parser("extract", help="features of a study's stimuli")
-    extract.add_argument("--study", required=True)
-    extract.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    for add in (_add_features, _add_teacher, _add_eval, _add_align):
+        add(subparsers)
+
+
+def _stage_command(
+    subparsers: argparse._SubParsersAction, group: tuple[str, str], command: tuple[str, str]
+) -> argparse.ArgumentParser:
+    """`alignlab GROUP COMMAND --study SLUG [--backbone NAME]` (each a (name, help) pair): a stage run on a
+    study's images with one backbone."""
+    commands = subparsers.add_parser(group[0], help=group[1]).add_subparsers(
+        dest=f"{group[0]}_command", required=True
+    )
+    parser = commands.add_parser(command[0], help=command[1])
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    return parser
+
+
+def _add_features(subparsers: argparse._SubParsersAction) -> None:
+    group = ("features", "backbone features (cached on disk)")
+    extract = _stage_command(subparsers, group, ("extract", "features of a study's stimuli"))
     extract.set_defaults(func=_features)
 
-    teacher = subparsers.add_parser("teacher", help="the human-aligned teacher transform")
-    teacher_commands = teacher.add_subparsers(dest="teacher_command", required=True)
-    fit = teacher_commands.add_parser("fit", help="fit a teacher on a study's non-excluded judgments")
-    fit.add_argument("--study", required=True)
-    fit.add_argument("--backbone", default=DEFAULT_BACKBONE)
+
+def _add_teacher(subparsers: argparse._SubParsersAction) -> None:
+    group = ("teacher", "the human-aligned teacher transform")
+    fit = _stage_command(subparsers, group, ("fit", "fit a teacher on a study's non-excluded judgments"))
     fit.add_argument(
         "--split",
         choices=["triplet", "subject", "image"],
@@ -36,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     fit.set_defaults(func=_teacher)
 
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser("eval", help="evaluate representations on a study's held-out judgments")
     evaluate.add_argument("--study", required=True)
     evaluate.add_argument(
@@ -50,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.set_defaults(func=_eval)
 
+
+def _add_align(subparsers: argparse._SubParsersAction) -> None:
     align = subparsers.add_parser(
         "align", help="the closed loop: teacher, pseudo-labels, students, evaluation"
     )
@@ -67,12 +87,11 @@ def run_stage_here(kind: str, slug: str, overrides: dict, *, show: bool = True):
     """Queue a run and execute it in this process with a progress bar; print its metrics; return the run."""
     from tqdm import tqdm
 
-    from db.engine import Database
     from db.runs import get_run
     from workflows import pipeline
     from workflows.pipeline.data import judgments_snapshot
 
-    db = Database.from_url()
+    db = open_database()
     with judgments_snapshot():  # the input checks and the run share one read of the judgments
         run_id = pipeline.queue_action(db, kind, slug, overrides)
         with tqdm(total=100, desc=f"run {run_id} {kind}", unit="%") as bar:

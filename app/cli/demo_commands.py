@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli import open_database
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="the built-in demo")
@@ -27,10 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from workflows.demo import ensure_demo, ensure_demo_runs
 
-    db = Database.from_url()
+    db = open_database()
     state = ensure_demo(
         db,
         source=args.source,

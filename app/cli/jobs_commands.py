@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli import open_database
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("jobs", help="alignment runs (background jobs)")
@@ -20,18 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from db.models import RunStatus
     from workflows.pipeline import execute
 
-    return 0 if execute(Database.from_url(), args.run_id) == RunStatus.SUCCEEDED else 1
+    return 0 if execute(open_database(), args.run_id) == RunStatus.SUCCEEDED else 1
 
 
 def _list(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from db.runs import list_runs
 
-    for run in list_runs(Database.from_url(), kind=args.kind):
+    for run in list_runs(open_database(), kind=args.kind):
         print(
             f"{run.id:>5}  {run.kind:<13} {run.status.value:<10} {100 * run.progress:5.1f}%  "
             f"{run.name}  {run.error or ''}"
@@ -40,9 +40,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from db.runs import request_cancel
 
-    request_cancel(Database.from_url(), args.run_id)
+    request_cancel(open_database(), args.run_id)
     print(f"cancel requested for run {args.run_id}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli import open_database
 from app.cli.index_options import add_index_options, index_rule
 
 FILE_FORMATS = ("odd-one-out", "anchor")  # study.judgments_import.FILE_FORMATS (imported lazily there)
@@ -33,11 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.judgments_import import import_judgments_csv
 
     summary = import_judgments_csv(
-        Database.from_url(),
+        open_database(),
         args.csv,
         stimulus_set_name=args.stimuli,
         slug=args.slug,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.cli import open_database
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _map(args: argparse.Namespace) -> int:
     from alignment.maps import MapConfig, paired_maps
-    from db.engine import Database
     from workflows.maps.analysis import analyse_reorganisation, compare_with_humans
     from workflows.maps.data import (
         load_human_judgments,
@@ -42,7 +43,7 @@ def _map(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ValueError(f"--k must be at least 1; got {args.k}")
-    db = Database.from_url()
+    db = open_database()
     inputs = load_map_inputs(
         db, resolve_representation(db, args.before), resolve_representation(db, args.after)
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli import open_database
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("stimuli", help="stimulus sets")
@@ -38,11 +40,10 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.stimuli import import_stimulus_set
 
     report = import_stimulus_set(
-        Database.from_url(), args.path, args.name, manifest=args.manifest, limits=_limits(args)
+        open_database(), args.path, args.name, manifest=args.manifest, limits=_limits(args)
     )
     print(report.summary())
     return 0
@@ -69,10 +70,9 @@ def _add_list(commands: argparse._SubParsersAction) -> None:
 
 
 def _list(_args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.stimuli import list_stimulus_sets
 
-    sets = list_stimulus_sets(Database.from_url())
+    sets = list_stimulus_sets(open_database())
     if not sets:
         print("no stimulus sets yet: alignlab stimuli import PATH --name NAME")
     for s in sets:

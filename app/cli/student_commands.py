@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.cli import open_database
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     student = subparsers.add_parser("student", help="trained students: export")
@@ -31,10 +33,9 @@ def _export(args: argparse.Namespace) -> int:
 
     evaluation, note = None, ""
     if args.run is not None:
-        from db.engine import Database
         from workflows.pipeline.data import WEIGHTS_DIR, finished_run
 
-        db = Database.from_url()
+        db = open_database()
         run = finished_run(db, args.run, "student")
         weights = data_home() / run.artifacts["student"]
         evaluation, table_run = _evaluation_rows(db, args.run, args.eval_run)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli import open_database
+
 
 def add_analysis_parsers(study_subparsers: argparse._SubParsersAction) -> None:
     add_export_parser(study_subparsers)
@@ -67,11 +69,10 @@ def add_reliability_parser(study_subparsers: argparse._SubParsersAction) -> None
 
 
 def _export(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.export import export_study
 
     summary = export_study(
-        Database.from_url(),
+        open_database(),
         args.slug,
         args.export_format,
         args.out,
@@ -87,11 +88,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.simulate import simulate_participants
 
     summary = simulate_participants(
-        Database.from_url(), args.slug, args.participants, careless_share=args.careless, seed=args.seed
+        open_database(), args.slug, args.participants, careless_share=args.careless, seed=args.seed
     )
     print(
         f"simulated {len(summary.participant_ids)} participants ({len(summary.careless_ids)} careless): "
@@ -122,12 +122,11 @@ QC_SHOWN = [
 
 
 def _qc(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.export import write_csv
     from study.qc import QCConfig, participant_qc
 
     config = QCConfig.from_file(args.config) if args.config else QCConfig()
-    table = participant_qc(Database.from_url(), args.slug, config)
+    table = participant_qc(open_database(), args.slug, config)
     if args.csv:
         raw = ["external_id", "external_study_id", "external_session_id"]
         write_csv(table if args.raw_ids else table.drop(columns=raw), args.csv)
@@ -137,12 +136,11 @@ def _qc(args: argparse.Namespace) -> int:
 
 
 def _reliability(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.judgments import load_judgments
     from study.reliability import levels_noise_ceiling, things_modal_consistency
 
     judgments = load_judgments(
-        Database.from_url(),
+        open_database(),
         args.slug,
         include_excluded=args.include_excluded,
         include_simulated=not args.no_simulated,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from app.cli import open_database
 from app.cli.index_options import add_index_options, index_rule
 from app.cli.study_analysis_commands import add_analysis_parsers  # export, simulate, qc, reliability
 from app.cli.study_decision_commands import add_decision_parsers  # exclude, include, payments, edit...
@@ -67,11 +68,10 @@ def _add_create(commands: argparse._SubParsersAction) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.design import create_study_from_design
     from study.stimuli import stimulus_set_id_by_name
 
-    db = Database.from_url()
+    db = open_database()
     set_id = stimulus_set_id_by_name(db, args.stimuli)
     study_id, design = create_study_from_design(
         db,
@@ -104,11 +104,10 @@ def _design_config(args: argparse.Namespace):
 
 
 def _finish(db, args: argparse.Namespace) -> int:
-    from db.models import StudyStatus
     from study.studies import set_study_status
 
     if getattr(args, "open", False):
-        set_study_status(db, args.slug, StudyStatus.OPEN)
+        set_study_status(db, args.slug, "open")
         print(f"study {args.slug!r} is open")
     else:
         print(f"study {args.slug!r} is a draft; open it with: alignlab study open {args.slug}")
@@ -165,12 +164,11 @@ def _add_import_design(commands: argparse._SubParsersAction) -> None:
 
 
 def _import_design(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.design import ImportStructure
     from study.design_import import import_levels_design, import_things_design
     from study.stimuli import stimulus_set_id_by_name
 
-    db = Database.from_url()
+    db = open_database()
     set_id = stimulus_set_id_by_name(db, args.stimuli)
     structure = ImportStructure(
         n_blocks=args.blocks,
@@ -219,11 +217,9 @@ def _add_status_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _set_status(args: argparse.Namespace) -> int:
-    from db.engine import Database
-    from db.models import StudyStatus
     from study.studies import set_study_status
 
-    set_study_status(Database.from_url(), args.slug, StudyStatus(args.status))
+    set_study_status(open_database(), args.slug, args.status)
     print(f"study {args.slug!r} is now {args.status}")
     return 0
 
@@ -234,10 +230,9 @@ def _add_list(commands: argparse._SubParsersAction) -> None:
 
 
 def _list(_args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.monitoring import study_progress
 
-    table = study_progress(Database.from_url())
+    table = study_progress(open_database())
     if table.empty:
         print("no studies yet: alignlab study create SLUG --stimuli SET")
         return 0
@@ -270,10 +265,9 @@ def _add_pilot_link(commands: argparse._SubParsersAction) -> None:
 
 
 def _pilot_link(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.pilot import pilot_link, pilot_token
 
-    print(pilot_link(args.base, args.slug, pilot_token(Database.from_url(), args.slug)))
+    print(pilot_link(args.base, args.slug, pilot_token(open_database(), args.slug)))
     return 0
 
 

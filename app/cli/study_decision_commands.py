@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.cli import open_database
+
 
 def add_decision_parsers(commands: argparse._SubParsersAction) -> None:
     for add in (_add_exclude, _add_include, _add_approve, _add_reject, _add_bonus, _add_payments, _add_edit):
@@ -44,10 +46,9 @@ def _add_include(commands: argparse._SubParsersAction) -> None:
 
 
 def _exclude(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.qc import set_exclusion
 
-    db = Database.from_url()
+    db = open_database()
     set_exclusion(db, _participant_id(db, args), args.excluded, args.reason)
     state = f"excluded ({args.reason.strip()})" if args.excluded else "included"
     print(f"participant {args.participant} of {args.slug!r} is {state}")
@@ -68,13 +69,12 @@ def _add_approve(commands: argparse._SubParsersAction) -> None:
 
 
 def _approve(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.payments import approve_completed, set_payment
     from study.qc import participant_by_reference
 
     if not args.participants and not args.all_completed:
         raise ValueError("name at least one PARTICIPANT to approve, or pass --all-completed")
-    db = Database.from_url()
+    db = open_database()
     ids = [participant_by_reference(db, args.slug, reference) for reference in args.participants]
     for participant_id in ids:  # every reference checked before anything is stored
         set_payment(db, participant_id, "approved")
@@ -90,10 +90,9 @@ def _add_reject(commands: argparse._SubParsersAction) -> None:
 
 
 def _reject(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.payments import set_payment
 
-    db = Database.from_url()
+    db = open_database()
     set_payment(db, _participant_id(db, args), "rejected", args.reason)
     print(f"participant {args.participant} of {args.slug!r}: rejected ({args.reason.strip()})")
     return 0
@@ -106,10 +105,9 @@ def _add_bonus(commands: argparse._SubParsersAction) -> None:
 
 
 def _bonus(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.payments import set_bonus
 
-    db = Database.from_url()
+    db = open_database()
     set_bonus(db, _participant_id(db, args), args.amount)
     print(f"participant {args.participant} of {args.slug!r}: bonus {args.amount}")
     return 0
@@ -125,10 +123,9 @@ def _add_payments(commands: argparse._SubParsersAction) -> None:
 
 
 def _payments(args: argparse.Namespace) -> int:
-    from db.engine import Database
     from study.payments import write_payment_files
 
-    files = write_payment_files(Database.from_url(), args.slug, args.out)
+    files = write_payment_files(open_database(), args.slug, args.out)
     print(
         f"wrote {files.folder}/approve.csv ({files.n_approved} ids), reject.csv ({files.n_rejected}), "
         f"bonus.csv ({files.n_bonuses} bonuses, total {files.bonus_total})"
@@ -157,7 +154,6 @@ def _add_edit(commands: argparse._SubParsersAction) -> None:
 
 def _edit(args: argparse.Namespace) -> int:
     from common.config import settings_table
-    from db.engine import Database
     from study.config_versions import UNCHANGED, edit_study_config
 
     if args.config is None and args.target is None:
@@ -166,9 +162,7 @@ def _edit(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"config file {args.config} does not exist")
     changes = settings_table(args.config, section="study") if args.config else {}
     target = UNCHANGED if args.target is None else args.target
-    edit = edit_study_config(
-        Database.from_url(), args.slug, changes, target_participants=target, note=args.note
-    )
+    edit = edit_study_config(open_database(), args.slug, changes, target_participants=target, note=args.note)
     if not edit.changed:
         print(f"study {args.slug!r}: nothing changed; config version {edit.version} stays current")
     else:

@@ -8,9 +8,10 @@ import time
 import streamlit as st
 
 from app.resources import get_db
+from common.settings import data_home
 from db.engine import Database
 from db.models import ParticipantStatus
-from db.settings import data_home, database_url
+from db.settings import database_url
 from study.config import StudyConfig
 from study.examples import MISSING_REASONS, ExampleImage, example_triplets, split_on_examples
 from study.participation import ParticipantView, finish_participant, update_participant

@@ -10,12 +10,10 @@ from app.flash import flash, show_flashes
 from app.resources import get_db
 from app.results_display import metric_columns
 from db.models import RunStatus, utcnow
-from db.runs import list_runs, request_cancel
+from db.runs import ACTIVE_STATUSES, list_runs, request_cancel
 from study.monitoring import study_progress
 from workflows.jobs import eta_seconds, launch, read_log
 from workflows.pipeline import START_ACTIONS, queue_action
-
-ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 def start_controls() -> None:
@@ -42,7 +40,7 @@ def runs_table() -> None:
         return
     now = utcnow()
     st.dataframe(pd.DataFrame([_row(run, now) for run in runs]), hide_index=True, width="stretch")
-    active = [run for run in runs if run.status in ACTIVE]
+    active = [run for run in runs if run.status in ACTIVE_STATUSES]
     for run in active:
         _active_run(run, now)
 

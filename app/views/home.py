@@ -4,7 +4,7 @@ switch to your own images and real participants."""
 import streamlit as st
 
 from app.resources import get_db
-from db.settings import data_home
+from common.settings import data_home
 from study.monitoring import study_progress
 from workflows.demo import DEMO_SLUG
 

@@ -9,7 +9,6 @@ import streamlit as st
 
 from app.flash import flash, show_flashes
 from app.resources import get_db
-from db.models import Study, StudyStatus
 from study.config import StudyConfig
 from study.config_versions import config_versions, edit_study_config
 from study.design import DesignConfig, create_study_from_design
@@ -17,7 +16,7 @@ from study.monitoring import study_progress
 from study.pilot import pilot_link, pilot_runs, pilot_token
 from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
-from study.studies import get_study, set_study_status, study_config
+from study.studies import STUDY_STATUSES, load_study, set_study_status, study_config
 
 PAGE_BREAK = "\n\n---\n\n"  # between instruction pages in the edit form
 TIMING_FIELDS = {  # StudyConfig field -> label; whole numbers
@@ -47,18 +46,13 @@ def progress_table() -> None:
 
 def status_controls(slugs: list[str]) -> None:
     slug = st.selectbox("Study", slugs, key="status_study")
-    statuses = [s.value for s in StudyStatus]
-    current = statuses.index(_study(slug).status.value)  # not "draft" for an open study
+    statuses = list(STUDY_STATUSES)
+    current = statuses.index(load_study(get_db(), slug).status.value)  # not "draft" for an open study
     choice = st.radio("Status", statuses, index=current, horizontal=True, key="status_choice")
     if st.button("Set status"):
-        set_study_status(get_db(), slug, StudyStatus(choice))
+        set_study_status(get_db(), slug, choice)
         flash(f"{slug} is now {choice}.")
         st.rerun()
-
-
-def _study(slug: str) -> Study:
-    with get_db().read() as session:
-        return get_study(session, slug)
 
 
 def link_generator(slugs: list[str]) -> None:
@@ -68,7 +62,7 @@ def link_generator(slugs: list[str]) -> None:
     st.code(f"{base.rstrip('/')}/?study={slug}&{PROLIFIC_PARAMS}", language=None)
     st.markdown("**Lab / anonymous link** (an anonymous id is generated and kept in the address):")
     st.code(f"{base.rstrip('/')}/?study={slug}", language=None)
-    config = study_config(_study(slug))  # the codes this study gives, not the defaults
+    config = study_config(load_study(get_db(), slug))  # the codes this study gives, not the defaults
     st.caption(
         f"Codes (set per study in its config): completion `{config.completion_code}`, early exit "
         f"`{config.early_exit_code}`, no consent `{config.no_consent_code}`."
@@ -80,7 +74,7 @@ def edit_form(slugs: list[str]) -> None:
     creation. Saving stores a new config version: participants who already consented keep theirs. The
     form is keyed by study and version, so it shows the chosen study's current settings."""
     slug = st.selectbox("Study", slugs, key="edit_study")
-    study = _study(slug)
+    study = load_study(get_db(), slug)
     config = study_config(study)
     key = f"{slug}-v{study.config_version}"
     st.caption(f"Current config: version {study.config_version}.")

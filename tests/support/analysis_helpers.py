@@ -13,30 +13,54 @@ from study.studies import TrialSpec, create_study
 LAYOUT = [("animal", "dog"), ("animal", "cat"), ("vehicle", "car"), ("vehicle", "bus")]
 
 
-def make_stimuli(db, name: str = "set", per_category: int = 3) -> list[int]:
-    """Insert a stimulus set; returns ids in order dog0..2, cat0..2, car0..2, bus0..2."""
+def insert_stimuli(db, set_name: str, rows: Sequence[dict]) -> list[int]:
+    """A new stimulus set with one stimulus per dict of column values; returns their ids, in order."""
     with db.write() as session:
-        stimulus_set = StimulusSet(name=name)
+        stimulus_set = StimulusSet(name=set_name)
         session.add(stimulus_set)
         session.flush()
-        rows = [
-            Stimulus(
-                stimulus_set_id=stimulus_set.id,
-                name=f"{sup}/{cat}/{i}.png",
-                path=f"s/{cat}{i}.png",
-                content_hash=f"{name}-{cat}-{i}",
-                category=cat,
-                superordinate=sup,
-                width=8,
-                height=8,
-                n_bytes=10,
-            )
-            for sup, cat in LAYOUT
-            for i in range(per_category)
-        ]
-        session.add_all(rows)
+        stimuli = [Stimulus(stimulus_set_id=stimulus_set.id, **row) for row in rows]
+        session.add_all(stimuli)
         session.flush()
-        return [row.id for row in rows]
+        return [stimulus.id for stimulus in stimuli]
+
+
+def make_stimuli(db, name: str = "set", per_category: int = 3) -> list[int]:
+    """Insert a stimulus set; returns ids in order dog0..2, cat0..2, car0..2, bus0..2."""
+    rows = [
+        dict(
+            name=f"{sup}/{cat}/{i}.png",
+            path=f"s/{cat}{i}.png",
+            content_hash=f"{name}-{cat}-{i}",
+            category=cat,
+            superordinate=sup,
+            width=8,
+            height=8,
+            n_bytes=10,
+        )
+        for sup, cat in LAYOUT
+        for i in range(per_category)
+    ]
+    return insert_stimuli(db, name, rows)
+
+
+def placeholder_stimuli(db, set_name: str, n: int, suffix: str, categories: int | None = None) -> list[int]:
+    """A stimulus set of `n` rows that point at no file, for benches that never show an image: names
+    `0{suffix}`, `1{suffix}`, ... inserted in that order, category `c{i}` (`c{i % categories}` when
+    given). Returns their ids, in order."""
+    rows = [
+        dict(
+            category=f"c{i if categories is None else i % categories}",
+            name=f"{i}{suffix}",
+            path=f"{i}{suffix}",
+            content_hash=f"{i:064d}",
+            width=1,
+            height=1,
+            n_bytes=1,
+        )
+        for i in range(n)
+    ]
+    return insert_stimuli(db, set_name, rows)
 
 
 def stimulus_set_id(db, name: str = "set") -> int:

@@ -28,6 +28,20 @@ FAST_CONFIG = StudyConfig(
 )
 
 
+def straight_to_trials(iti_ms: int) -> StudyConfig:
+    """A study that goes straight to the trials (no instructions, demographics or strategy question), with
+    no minimum RT and a 15 s window: what the timing and load benches measure."""
+    return StudyConfig(
+        iti_ms=iti_ms,
+        min_valid_rt_ms=0,
+        response_window_ms=15000,
+        instructions=(),
+        ask_demographics=False,
+        ask_strategy=False,
+        completion_url_template="",
+    )
+
+
 def _png(category: str, variant: int, size: int) -> bytes:
     image = Image.new("RGB", (size, size), COLOURS[category])
     draw = ImageDraw.Draw(image)

@@ -119,12 +119,24 @@ def _refusal(error: Exception) -> JSONResponse:
     return _error(500, "the server failed to handle this request; it was logged")
 
 
+async def _verified_and_stored(
+    get_db: DatabaseSource,
+    key: TokenKey,
+    request: Request,
+    parse: Callable[[dict[str, Any]], Any],
+    record: Callable[[Database, int, Any], bool],
+) -> tuple[Any, bool]:
+    """The body read as JSON, its token verified, parsed and recorded (in a worker thread, off the event
+    loop): (what was parsed, whether it was stored now rather than before). Raises what `_refusal` answers."""
+    data = await _read_json(request)
+    participant_id = key.participant(data.get("token"))
+    parsed = parse(data)
+    return parsed, await run_in_threadpool(record, get_db(), participant_id, parsed)
+
+
 async def post_response(get_db: DatabaseSource, key: TokenKey, request: Request) -> Response:
     try:
-        data = await _read_json(request)
-        participant_id = key.participant(data.get("token"))
-        payload = parse_response(data)
-        stored = await run_in_threadpool(record_response, get_db(), participant_id, payload)
+        payload, stored = await _verified_and_stored(get_db, key, request, parse_response, record_response)
     except Exception as error:  # noqa: BLE001 - every failure answers JSON (see _refusal)
         if not isinstance(error, ResponseRejected):
             LOG.warning("response refused: %s", str(error)[:300])
@@ -134,10 +146,7 @@ async def post_response(get_db: DatabaseSource, key: TokenKey, request: Request)
 
 async def post_event(get_db: DatabaseSource, key: TokenKey, request: Request) -> Response:
     try:
-        data = await _read_json(request)
-        participant_id = key.participant(data.get("token"))
-        event = parse_event(data)
-        stored = await run_in_threadpool(record_client_event, get_db(), participant_id, event)
+        _, stored = await _verified_and_stored(get_db, key, request, parse_event, record_client_event)
     except Exception as error:  # noqa: BLE001 - every failure answers JSON (see _refusal)
         return _refusal(error)
     return JSONResponse({"status": "stored" if stored else "duplicate"})

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import select
@@ -28,6 +31,9 @@ from tests.support.browser_harness import (
     study_url,
 )
 from tests.support.participant_study import make_stimuli, make_study
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
 
@@ -67,40 +73,72 @@ def _start(lab, **kwargs) -> AppServer:
     return server
 
 
-def test_browser_offline_for_20_s_mid_block_while_answering(browser, lab):
+@dataclass(frozen=True)
+class Interruption:
+    """A fault that begins after the first trial of block 1, while the participant keeps answering
+    `answered_during` trials from images already loaded, and ends `lasting_s` seconds after it began."""
+
+    begin: Callable[[Page, AppServer], None]
+    end: Callable[[Page, AppServer], None]
+    lasting_s: float
+    answered_during: int
+    server_env: dict[str, str] = field(default_factory=dict)
+
+
+def _go_offline(page: Page, _server: AppServer) -> None:
+    page.context.set_offline(True)
+
+
+def _back_online(page: Page, _server: AppServer) -> None:
+    page.context.set_offline(False)
+
+
+def _crash(_page: Page, server: AppServer) -> None:
+    server.kill()
+
+
+def _restart(_page: Page, server: AppServer) -> None:
+    server.start()
+
+
+def _restart_with_another_key(_page: Page, server: AppServer) -> None:
+    server.extra_env["ALIGNLAB_SECRET_KEY"] = "second-key-" + "b" * 32
+    server.start()
+
+
+INTERRUPTIONS = {  # the participant's external id -> what happens to them mid-block
+    "offline": Interruption(_go_offline, _back_online, lasting_s=20, answered_during=3),
+    "outage": Interruption(_crash, _restart, lasting_s=30, answered_during=3),
+    "rekeyed": Interruption(  # answers queued while down are signed with the old key
+        _crash,
+        _restart_with_another_key,
+        lasting_s=0,
+        answered_during=2,
+        server_env={"ALIGNLAB_SECRET_KEY": "first-key-" + "a" * 32},
+    ),
+}
+
+
+@pytest.mark.parametrize("external_id", list(INTERRUPTIONS))
+def test_answering_through_an_interruption_mid_block_loses_nothing(browser, lab, external_id):
+    """The browser offline for 20 s, the server down for 30 s, or the server restarted with another secret
+    key, mid-block while the participant answers: nothing is stored while cut off, everything once after."""
+    fault = INTERRUPTIONS[external_id]
     _, db, _ = lab
-    server = _start(lab)
+    server = _start(lab, extra_env=dict(fault.server_env))
     page = new_participant_page(browser, server.url)
-    page.goto(study_url("field-study", "offline"))
+    page.goto(study_url("field-study", external_id))
     go_through_intro_pages(page)
     played = play(page, max_trials=3)  # practice + the first trial of block 1
-    page.context.set_offline(True)
-    went_offline = time.time()
-    played = play(page, max_trials=3, played=played)  # the rest of block 1, from images already loaded
-    assert len(stored_responses(db, participant_row(db, "offline").id)) <= 3
-    time.sleep(max(0.0, 20 - (time.time() - went_offline)))
-    page.context.set_offline(False)
+    fault.begin(page, server)
+    began = time.time()
+    played = play(page, max_trials=fault.answered_during, played=played)
+    assert len(stored_responses(db, participant_row(db, external_id).id)) <= 3
+    time.sleep(max(0.0, fault.lasting_s - (time.time() - began)))
+    fault.end(page, server)
     played = play(page, played=played)
     assert played.ended
-    assert_every_trial_answered_once(db, "offline", played)
-    page.context.close()
-
-
-def test_server_down_for_30_s_mid_block_while_answering(browser, lab):
-    _, db, _ = lab
-    server = _start(lab)
-    page = new_participant_page(browser, server.url)
-    page.goto(study_url("field-study", "outage"))
-    go_through_intro_pages(page)
-    played = play(page, max_trials=3)
-    server.kill()
-    down_at = time.time()
-    played = play(page, max_trials=3, played=played)
-    time.sleep(max(0.0, 30 - (time.time() - down_at)))
-    server.start()
-    played = play(page, played=played)
-    assert played.ended
-    assert_every_trial_answered_once(db, "outage", played)
+    assert_every_trial_answered_once(db, external_id, played)
     page.context.close()
 
 
@@ -125,23 +163,6 @@ def test_thirty_percent_of_api_requests_failing_for_the_whole_study(browser, lab
     assert played.ended
     assert any("/stimuli/" in url for url in failed) and any("/responses" in url for url in failed)
     assert_every_trial_answered_once(db, "flaky", played)
-    page.context.close()
-
-
-def test_a_server_restarted_with_another_secret_key_loses_nothing(browser, lab):
-    _, db, _ = lab
-    server = _start(lab, extra_env={"ALIGNLAB_SECRET_KEY": "first-key-" + "a" * 32})
-    page = new_participant_page(browser, server.url)
-    page.goto(study_url("field-study", "rekeyed"))
-    go_through_intro_pages(page)
-    played = play(page, max_trials=3)
-    server.kill()
-    played = play(page, max_trials=2, played=played)  # queued while down; signed with the old key
-    server.extra_env["ALIGNLAB_SECRET_KEY"] = "second-key-" + "b" * 32
-    server.start()
-    played = play(page, played=played)
-    assert played.ended
-    assert_every_trial_answered_once(db, "rekeyed", played)
     page.context.close()
 
 
