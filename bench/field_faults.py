@@ -227,23 +227,38 @@ async def _browser_participant(browser, run: FaultRun, external_id: str, deadlin
 
 async def _consent_and_instructions(page) -> None:
     """Consent, demographics and the instruction pages, each step waiting for the next page as a participant
-    does (a click sent while Streamlit is still redrawing the previous page can be lost)."""
-    from playwright.async_api import expect
-
+    does. On a loaded machine a click sent while Streamlit is still redrawing can be lost; like a person,
+    the participant clicks again when nothing happened after 10 s (counted in `LOST_CLICKS`)."""
     await page.get_by_role("button", name="I agree and want to take part").click()
     age = page.get_by_label("Age in years")
     await age.fill("30")
-    await page.get_by_role("button", name="Continue").click()
-    await expect(age).to_be_hidden()
+    await _click_until_gone(page.get_by_role("button", name="Continue"), age)
     while True:
         caption = await page.get_by_text(re.compile(r"^Page \d+ of \d+$")).inner_text()
         number, total = (int(x) for x in re.findall(r"\d+", caption))
         if number == total:
-            await page.get_by_role("button", name="Start the practice").click()
+            shown = page.get_by_text(caption, exact=True)
+            await _click_until_gone(page.get_by_role("button", name="Start the practice"), shown)
             await page.get_by_test_id("al-intro").wait_for()
             return
-        await page.get_by_role("button", name="Next").click()
-        await page.get_by_text(f"Page {number + 1} of {total}", exact=True).wait_for()
+        shown = page.get_by_text(caption, exact=True)
+        await _click_until_gone(page.get_by_role("button", name="Next"), shown)
+
+
+LOST_CLICKS: list[str] = []
+
+
+async def _click_until_gone(button, gone, attempts: int = 6) -> None:
+    from playwright.async_api import expect
+
+    for _ in range(attempts):
+        await button.click()
+        try:
+            await expect(gone).to_be_hidden(timeout=10_000)
+            return
+        except AssertionError:
+            LOST_CLICKS.append(await button.inner_text())
+    raise AssertionError(f"{await button.inner_text()!r} did nothing after {attempts} clicks")
 
 
 async def _browsers(run: FaultRun, n: int, deadline: float) -> list[tuple[str, Tally]]:
@@ -356,12 +371,9 @@ def _study(db: Database, home: Path, answers: int) -> None:
     )
 
 
-def run_one_process(args, fault: str) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="alignlab-field-"))
-    db = prepare_home(home)
-    _study(db, home, args.answers)
-    server = AppServer(home, extra_env={"ALIGNLAB_SECRET_KEY": SHARED_KEY}).start()
-    wait_until_idle([server])
+def _restarter(server: AppServer) -> Callable[[str | None], None]:
+    """The `restart` fault for one app process: kill it, leave it down DOWN_S seconds, start it again (with
+    another secret key if one is given)."""
 
     def restart(new_key: str | None) -> None:
         server.kill()
@@ -370,9 +382,21 @@ def run_one_process(args, fault: str) -> dict:
             server.extra_env["ALIGNLAB_SECRET_KEY"] = new_key
         server.start()
 
+    return restart
+
+
+def _fault_run(setup: str, fault: str, db: Database, url: str, server: AppServer) -> FaultRun:
+    return FaultRun(setup, fault, db, url, _restarter(server), [TokenKey(SHARED_KEY.encode(), "bench")])
+
+
+def run_one_process(args, fault: str) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="alignlab-field-"))
+    db = prepare_home(home)
+    _study(db, home, args.answers)
+    server = AppServer(home, extra_env={"ALIGNLAB_SECRET_KEY": SHARED_KEY}).start()
+    wait_until_idle([server])
     try:
-        run = FaultRun("one", fault, db, server.url, restart, [TokenKey(SHARED_KEY.encode(), "bench")])
-        return run_fault(run, args)
+        return run_fault(_fault_run("one", fault, db, server.url, server), args)
     finally:
         server.stop()
         db.dispose()
@@ -386,18 +410,8 @@ def run_two_processes(args, fault: str) -> dict:
         _study(db, home, args.answers)
         setup = TwoProcessDeployment(home, postgres).start()
         wait_until_idle(setup.apps)
-
-        def restart(new_key: str | None) -> None:
-            victim = setup.apps[0]
-            victim.kill()
-            time.sleep(DOWN_S)
-            if new_key:
-                victim.extra_env["ALIGNLAB_SECRET_KEY"] = new_key
-            victim.start()
-
-        try:
-            run = FaultRun("two", fault, db, setup.url, restart, [TokenKey(SHARED_KEY.encode(), "bench")])
-            return run_fault(run, args)
+        try:  # the restart faults hit the first of the two app processes
+            return run_fault(_fault_run("two", fault, db, setup.url, setup.apps[0]), args)
         finally:
             setup.stop()
             db.dispose()
@@ -431,6 +445,8 @@ def main() -> None:
                 f"{r['p95']:>8.1f} {r['p99']:>8.1f} {r['wall_s']:>7.0f}",
                 flush=True,
             )
+    if args.browsers:
+        print(f"browser clicks repeated after 10 s without effect (intro pages only): {len(LOST_CLICKS)}")
 
 
 if __name__ == "__main__":
