@@ -85,6 +85,17 @@ class ChosenTriplet:
         return {k: v for k, v in asdict(self).items() if k not in ("triplet", "pool_index")}
 
 
+def backbone_member(teacher: Member, features: np.ndarray, pool, kind: Kind = "triplet") -> Member:
+    """The raw backbone as a scorer beside the teacher: its dot similarities have no fitted temperature, so
+    they are given the teacher's spread over the pool (temperature scaled by the ratio of the similarities'
+    standard deviations); what remains is where the two *order* the pairs differently."""
+    similarities = anchor_similarities if kind == "anchor" else pair_similarities
+    rows = check_triplets(pool, len(features), kind)
+    raw_spread = similarities(compact(features), rows, "dot").std()
+    teacher_spread = similarities(compact(teacher.embedding), rows, "dot").std()
+    return Member(features, teacher.temperature * max(float(raw_spread / max(teacher_spread, 1e-12)), 1e-12))
+
+
 def predictive_entropy(member_probs: Sequence[np.ndarray]) -> np.ndarray:
     """Entropy (nats) of the members' mean choice distribution per candidate."""
     return entropy(np.mean(np.stack(member_probs), axis=0))
