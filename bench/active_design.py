@@ -19,9 +19,10 @@ share and the decorrelation rule); the teacher is refitted after each batch (``f
 regulariser weight per data set and no cross-validation, so a fit takes about a second: the settings are
 printed). Strategies: random; uncertainty (the teacher's predictive entropy); disagreement (teacher vs raw
 backbone, Jensen-Shannon divergence, as an adaptive study uses it); optionally bald (``--strategies ...
-bald``: BALD over ``--members`` bootstrap teachers, ``--members`` extra fits per batch). Printed: accuracy vs answers, mean and 95 % t-interval over seeds; and the answers each
-strategy needs to reach the accuracy random reaches with the full budget (linear interpolation of the mean
-curve; "> budget" when it never does).
+bald``: BALD over ``--members`` bootstrap teachers, ``--members`` extra fits per batch). Printed:
+accuracy vs answers, mean and 95 % t-interval over seeds; and the answers each strategy needs to reach
+the accuracy random reaches with the full budget (the first crossing of the mean curve, linearly
+interpolated, by the same rule for random itself; "> budget" when it never does).
 
     python -m bench.active_design [ZAPPOS_FOLDER] [--seeds 5] [--only planted|zappos] ...
 """
