@@ -202,6 +202,8 @@ class Trial(Base):
     task: Mapped[JudgmentTask] = mapped_column(
         _enum(JudgmentTask), default=JudgmentTask.ODD_ONE_OUT, server_default=JudgmentTask.ODD_ONE_OUT.value
     )
+    # adaptive designs: why this triplet was asked ({"strategy", "score", "teacher_run"}); None when designed
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     triplet_list: Mapped[TripletList] = relationship(back_populates="trials")
 

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
@@ -40,6 +40,7 @@ class TrialSpec:
     level: TripletLevel | None = None
     block: int = 0
     odd_known: bool = False
+    selection: dict | None = None  # adaptive designs: why it was asked (strategy, score, teacher run)
 
 
 def as_triplet(stimulus_ids: Iterable[int]) -> tuple[int, int, int]:
@@ -101,6 +102,26 @@ def create_study(
         return study.id
 
 
+def append_lists(
+    db: Database, study_id: int, lists: Sequence[Sequence[TrialSpec]], seed: int | None
+) -> list[int]:
+    """Add lists after a study's last one (adaptive designs generate lists while the study runs); returns
+    their list indices. One transaction: all or none."""
+    with db.write() as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            raise StudyNotFound(f"no study with id {study_id}")
+        _check_stimuli_exist(session, study.stimulus_set_id, lists)
+        last = session.scalar(
+            select(func.max(TripletList.list_index)).where(TripletList.study_id == study_id)
+        )
+        first = -1 if last is None else last
+        indices = [first + 1 + k for k in range(len(lists))]
+        for index, specs in zip(indices, lists, strict=True):
+            session.add(_build_list(study_id, index, specs, seed))
+        return indices
+
+
 def record_first_version(session: Session, study: Study) -> None:
     """Version 1 of a new study (called in the transaction that creates it)."""
     study.config_version = 1
@@ -130,6 +151,7 @@ def _build_list(study_id: int, list_index: int, specs: Sequence[TrialSpec], seed
                 kind=spec.kind,
                 level=spec.level,
                 triplet_key=triplet_key(spec.stimuli),
+                selection=spec.selection,
             )
         )
     return triplet_list

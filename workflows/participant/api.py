@@ -38,6 +38,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import or_, select
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -55,6 +56,7 @@ from study.participation import (
     record_response,
     serving_file,
 )
+from workflows.adaptive import after_answer
 from workflows.participant.payloads import BadRequest, parse_event, parse_response
 from workflows.participant.tokens import InvalidToken, TokenKey
 
@@ -129,7 +131,11 @@ async def post_response(get_db: DatabaseSource, key: TokenKey, request: Request)
         if not isinstance(error, ResponseRejected):
             LOG.warning("response refused: %s", str(error)[:300])
         return _refusal(error)
-    return JSONResponse({"status": "stored" if stored else "duplicate", "trial_index": payload.trial_index})
+    # adaptive designs: refit / new lists after the answer is sent, never on the participant's clock
+    after = BackgroundTask(after_answer, get_db(), participant_id) if stored else None
+    return JSONResponse(
+        {"status": "stored" if stored else "duplicate", "trial_index": payload.trial_index}, background=after
+    )
 
 
 async def post_event(get_db: DatabaseSource, key: TokenKey, request: Request) -> Response:
