@@ -215,3 +215,42 @@ def test_cli_propose_writes_the_next_triplets(db, study, tmp_path, monkeypatch, 
     assert f"teacher run {run_id}" in capsys.readouterr().out
     assert main(["design", "propose", "--study", "nope", "--n", "9", "--out", str(out)]) == 2
     assert "no study with slug 'nope'" in capsys.readouterr().err
+
+
+def test_an_answer_through_the_api_keeps_lists_ready_after_the_reply(db, study, tmp_path):
+    """The participant API stores the answer, replies, then (Starlette background task) tops the lists up
+    with the planted teacher: the participant took the only waiting list, two are ready again."""
+    import time
+
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from db.models import StudyStatus
+    from study import participation as P
+    from study.studies import set_study_status
+    from workflows.participant import api
+    from workflows.participant.tokens import TokenKey
+
+    run_id, _, _ = planted_teacher(db, study, tmp_path)
+    set_study_status(db, "ada-study", StudyStatus.OPEN)
+    key = TokenKey(b"adaptive-test-secret", "test")
+    client = TestClient(Starlette(routes=api.api_routes("/api", lambda: db, key)))
+    pid = P.enter_study(db, "ada-study", "P1").participant_id
+    P.give_consent(db, pid, True)
+    trial = next(t for t in P.trial_plan(db, pid) if t.block >= 0)
+    body = {
+        "token": key.token(pid),
+        "trial_index": trial.trial_index,
+        "shown": list(trial.shown),
+        "chosen_position": 0,
+        "rt_ms": 1500.0,
+        "client_onset_ms": time.time() * 1000,
+        "input_modality": "mouse",
+        "timed_out": False,
+    }
+    reply = client.post("/api/responses", json=body)
+    assert reply.status_code == 200 and reply.json()["status"] == "stored", reply.json()
+    with db.read() as session:
+        assert waiting_lists(session, study) == 2
+    new = [t for t in list_trials(db, study, 1) if t.kind == TrialKind.EXPERIMENTAL]
+    assert {t.selection["teacher_run"] for t in new if t.selection["strategy"] != "shared"} == {str(run_id)}
