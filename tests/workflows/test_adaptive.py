@@ -3,6 +3,7 @@ random share, and say why each triplet was asked; refits are launched every N an
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 
 import numpy as np
@@ -254,3 +255,33 @@ def test_an_answer_through_the_api_keeps_lists_ready_after_the_reply(db, study, 
         assert waiting_lists(session, study) == 2
     new = [t for t in list_trials(db, study, 1) if t.kind == TrialKind.EXPERIMENTAL]
     assert {t.selection["teacher_run"] for t in new if t.selection["strategy"] != "shared"} == {str(run_id)}
+
+
+def test_the_adaptive_run_refits_then_chooses_the_new_lists_with_its_own_teacher(
+    db, study, tmp_path, monkeypatch
+):
+    """The stage's glue: the teacher stage (replaced by one that stores planted embeddings) runs first, then
+    the lists are topped up with *this* run's teacher, and the run records the answers it was fitted on."""
+    from db.runs import get_run
+    from workflows import jobs
+    from workflows.adaptive import adaptive_stage, queue_refit
+
+    stage_module = importlib.import_module("workflows.pipeline.teacher_stage")
+
+    older_run, _, _ = planted_teacher(db, study, tmp_path, seed=1)
+    run_id = queue_refit(db, "ada-study")
+
+    def planted_stage(db, run, progress):
+        planted_teacher(db, study, tmp_path, seed=2)  # writes a second teacher's files (run id + 1)
+        artifacts = {
+            "embeddings": f"runs/{run_id + 1}/embeddings.npz",
+            "raw_embeddings": f"runs/{run_id + 1}/raw_embeddings.npz",
+        }
+        return jobs.StageResult({"temperature": 0.5}, artifacts)
+
+    monkeypatch.setattr(stage_module, "teacher_stage", planted_stage)
+    result = adaptive_stage(db, get_run(db, run_id), lambda fraction, message="": None)
+    assert result.metrics["n_answers"] == 0 and result.metrics["lists_created"] == [1]
+    new = [t for t in list_trials(db, study, 1) if t.kind == TrialKind.EXPERIMENTAL]
+    assert {t.selection["teacher_run"] for t in new if t.selection["strategy"] != "shared"} == {str(run_id)}
+    assert str(older_run) != str(run_id)
