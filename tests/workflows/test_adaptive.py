@@ -285,3 +285,34 @@ def test_the_adaptive_run_refits_then_chooses_the_new_lists_with_its_own_teacher
     new = [t for t in list_trials(db, study, 1) if t.kind == TrialKind.EXPERIMENTAL]
     assert {t.selection["teacher_run"] for t in new if t.selection["strategy"] != "shared"} == {str(run_id)}
     assert str(older_run) != str(run_id)
+
+
+def test_cli_creates_an_adaptive_study_and_refuses_an_unknown_mode(db, study, monkeypatch, capsys):
+    from app.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", str(db.engine.url))
+    base = [
+        "study",
+        "create",
+        "cli-ada",
+        "--stimuli",
+        "set",
+        "--between",
+        "3",
+        "--within",
+        "3",
+        "--border",
+        "3",
+    ]
+    assert main([*base, "--mode", "sometimes"]) == 2
+    assert "design mode must be one of ('fixed', 'adaptive')" in capsys.readouterr().err
+    assert main([*base, "--mode", "adaptive", "--strategy", "disagreement"]) == 0
+    with db.read() as session:
+        created = session.scalar(select(Study).where(Study.slug == "cli-ada"))
+        assert created.config["extra"]["design"]["config"]["strategy"] == "disagreement"
+        trials = session.scalars(
+            select(Trial)
+            .join(TripletList)
+            .where(TripletList.study_id == created.id, Trial.kind == TrialKind.EXPERIMENTAL)
+        ).all()
+    assert trials and all(t.selection["strategy"] == "random" for t in trials)
