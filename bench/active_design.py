@@ -17,9 +17,12 @@ Every strategy starts from the same random ``--start`` answers per seed, then as
 to ``--budget`` (``alignment.active.select_batch``: the active strategies keep the default 20 % random
 share and the decorrelation rule); the teacher is refitted after each batch (``fit_teacher``, fixed
 regulariser weight per data set and no cross-validation, so a fit takes about a second: the settings are
-printed). Strategies: random; uncertainty (the teacher's predictive entropy); disagreement (teacher vs raw
-backbone, Jensen-Shannon divergence, as an adaptive study uses it); optionally bald (``--strategies ...
-bald``: BALD over ``--members`` bootstrap teachers, ``--members`` extra fits per batch). Printed:
+printed; early stopping and the temperature use a 10 % hold-out drawn only from the answers asked at random
+-- the start and each batch's random share -- since actively chosen answers are a biased validation set;
+``--val-from-all`` draws it from every answer instead). Strategies: random; uncertainty (the teacher's
+predictive entropy); disagreement (teacher vs raw backbone, Jensen-Shannon divergence, as an adaptive study
+uses it); optionally bald (``--strategies ... bald``: BALD over ``--members`` bootstrap teachers,
+``--members`` extra fits per batch). Printed:
 accuracy vs answers, mean and 95 % t-interval over seeds; and the answers each strategy needs to reach
 the accuracy random reaches with the full budget (the first crossing of the mean curve, linearly
 interpolated, by the same rule for random itself; "> budget" when it never does).
@@ -49,6 +52,7 @@ from alignment.conventions import (
     predicted_pair,
     triplet_probabilities,
 )
+from alignment.splits import TripletData
 from alignment.synthetic import planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 
@@ -111,12 +115,25 @@ def zappos_replay(seed: int, args, features: np.ndarray, rows: np.ndarray) -> Re
     return Replay("zappos", "anchor", features, train, lambda c, rng: c, accuracy, config)
 
 
-def _fit(replay: Replay, answered: np.ndarray, seed: int) -> Teacher:
-    judgments = {"anchors": answered} if replay.kind == "anchor" else {"triplets": answered}
+def _data(replay: Replay, rows: np.ndarray) -> TripletData:
+    return TripletData(anchors=rows) if replay.kind == "anchor" else TripletData(triplets=rows)
+
+
+def _fit(replay: Replay, answered: np.ndarray, seed: int, from_random: np.ndarray | None = None) -> Teacher:
+    """Fit on the answers. With ``from_random`` (which answers were drawn at random: the start and each
+    batch's random share), the ``val_fraction`` of answers that early stopping and the temperature use is
+    drawn from those only -- actively chosen answers are the teacher's hardest cases, a biased validation
+    set -- and the rest trains; without it, a random ``val_fraction`` of all answers."""
     config = replace(replay.config, seed=seed)
-    return fit_teacher(
-        replay.features, judgments.get("triplets"), anchors=judgments.get("anchors"), config=config
-    )
+    if from_random is None or from_random.all():  # all random: the ordinary hold-out is the same thing
+        judgments = _data(replay, answered)
+        return fit_teacher(replay.features, judgments.triplets, anchors=judgments.anchors, config=config)
+    n_val = min(int(round(config.val_fraction * len(answered))), int(from_random.sum()))
+    val = np.random.default_rng(seed).choice(np.flatnonzero(from_random), size=n_val, replace=False)
+    train = np.ones(len(answered), dtype=bool)
+    train[val] = False
+    data, val_data = _data(replay, answered[train]), _data(replay, answered[val])
+    return fit_teacher(replay.features, data.triplets, anchors=data.anchors, config=config, val=val_data)
 
 
 def _member(replay: Replay, teacher: Teacher) -> Member:
@@ -145,10 +162,11 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
     start = rng.choice(len(replay.pool), size=args.start, replace=False)  # the same for every strategy
     asked[start] = True
     answered = replay.answer(replay.pool[start], np.random.default_rng(seed + 1))
+    from_random = np.ones(len(answered), dtype=bool)
     answer_rng = np.random.default_rng([seed, STRATEGIES.index(strategy)])
     curve = []
     while True:
-        teacher = _fit(replay, answered, seed)
+        teacher = _fit(replay, answered, seed, from_random if args.val_from_random else None)
         curve.append(replay.accuracy(teacher.transform(replay.features)))
         if len(answered) >= args.budget:
             return curve
@@ -168,6 +186,7 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
         rows = candidates[[c.pool_index for c in chosen]]
         asked[rows] = True
         answered = np.concatenate([answered, replay.answer(replay.pool[rows], answer_rng)])
+        from_random = np.concatenate([from_random, [c.strategy == "random" for c in chosen]])
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
@@ -262,6 +281,13 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--members", type=int, default=4, help="bootstrap teachers for disagreement")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES[:3]))
+    parser.add_argument(
+        "--val-from-all",
+        dest="val_from_random",
+        action="store_false",
+        help="validate the teacher on a random share of all answers, chosen ones too (default: only on the "
+        "answers drawn at random)",
+    )
     parser.add_argument("--planted-reg", type=float, default=0.1, help="the teacher's fixed reg_weight")
     parser.add_argument("--zappos-reg", type=float, default=1.0, help="(0.1 gave unstable small fits)")
     parser.add_argument("--pool", type=int, default=20000, help="planted: candidate triplets")
