@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -198,7 +199,7 @@ async def _browser_participant(browser, run: FaultRun, external_id: str, deadlin
     page = await context.new_page()
     page.set_default_timeout(180_000)
     await page.goto(f"/?study=field-study&PROLIFIC_PID={external_id}")
-    await page.get_by_role("button", name="I agree and want to take part").click()
+    await _consent_and_instructions(page)
     went_offline = None
     while time.time() < deadline and not await page.get_by_text("Your code").is_visible():
         if run.fault == "offline" and went_offline is None and rng.random() < 0.05:
@@ -209,15 +210,6 @@ async def _browser_participant(browser, run: FaultRun, external_id: str, deadlin
         intro = page.get_by_test_id("al-intro")
         if await intro.is_visible() and await page.get_by_test_id("al-continue").is_enabled():
             await page.keyboard.press("Space")
-        for answer in ("Age in years",):
-            field_ = page.get_by_label(answer)
-            if await field_.is_visible():
-                await field_.fill("30")
-                await page.get_by_role("button", name="Continue").click()
-        for name in ("Next", "Start the practice"):
-            button = page.get_by_role("button", name=name)
-            if await button.is_visible() and await button.is_enabled():
-                await button.click()
         if await page.get_by_text("Almost done").is_visible():
             await page.get_by_role("textbox").fill("bench")
             await page.get_by_role("button", name="Finish").click()
@@ -231,6 +223,27 @@ async def _browser_participant(browser, run: FaultRun, external_id: str, deadlin
     tally.acked = {int(a["id"][2:]) for a in log["acks"]}
     tally.latencies_ms = [a["latencyMs"] for a in log["acks"]]
     return tally
+
+
+async def _consent_and_instructions(page) -> None:
+    """Consent, demographics and the instruction pages, each step waiting for the next page as a participant
+    does (a click sent while Streamlit is still redrawing the previous page can be lost)."""
+    from playwright.async_api import expect
+
+    await page.get_by_role("button", name="I agree and want to take part").click()
+    age = page.get_by_label("Age in years")
+    await age.fill("30")
+    await page.get_by_role("button", name="Continue").click()
+    await expect(age).to_be_hidden()
+    while True:
+        caption = await page.get_by_text(re.compile(r"^Page \d+ of \d+$")).inner_text()
+        number, total = (int(x) for x in re.findall(r"\d+", caption))
+        if number == total:
+            await page.get_by_role("button", name="Start the practice").click()
+            await page.get_by_test_id("al-intro").wait_for()
+            return
+        await page.get_by_role("button", name="Next").click()
+        await page.get_by_text(f"Page {number + 1} of {total}", exact=True).wait_for()
 
 
 async def _browsers(run: FaultRun, n: int, deadline: float) -> list[tuple[str, Tally]]:
@@ -260,7 +273,7 @@ def run_fault(run: FaultRun, args) -> dict:
     for thread in threads:
         thread.start()
     injector = _server_fault(run, args.answers * args.interval / 3)
-    deadline = started + args.answers * args.interval + 240
+    deadline = started + args.answers * args.interval + 600
     browser_tallies = asyncio.run(_browsers(run, args.browsers, deadline))
     for thread in threads:
         thread.join()

@@ -202,6 +202,9 @@ class Trial(Base):
     task: Mapped[JudgmentTask] = mapped_column(
         _enum(JudgmentTask), default=JudgmentTask.ODD_ONE_OUT, server_default=JudgmentTask.ODD_ONE_OUT.value
     )
+    # a fixed left/middle/right order as positions into (stim0, stim1, stim2), e.g. "201"; None = random per
+    # participant (an imported design may keep its file's order)
+    display_order: Mapped[str | None] = mapped_column(String(3))
     # adaptive designs: why this triplet was asked ({"strategy", "score", "teacher_run"}); None when designed
     selection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
@@ -223,6 +226,8 @@ class Participant(Base):
         String(32), default="anonymous"
     )  # prolific | anonymous | simulated | imported
     is_simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a researcher's preview run through the real flow: kept out of targets, list counts, QC and data
+    is_pilot: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     list_id: Mapped[int | None] = mapped_column(ForeignKey("triplet_lists.id"), index=True)
     status: Mapped[ParticipantStatus] = mapped_column(
         _enum(ParticipantStatus), default=ParticipantStatus.STARTED

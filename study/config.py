@@ -52,6 +52,9 @@ class StudyConfig(LoadableConfig):
     session_timeout_minutes: int = 90  # a started participant older than this no longer holds a list
     reservation_timeout_minutes: int = 30  # a consented participant with no answer yet holds a list this long
     participants_per_list: int = 1
+    allow_shared_lists: bool = (
+        False  # a list asked for by link (`list=`, or a design's Prolific id) may be full
+    )
     image_px: int = 240
     # device policy, checked before consent from what the browser reports (see study/devices.py)
     allow_phones: bool = True

@@ -590,3 +590,80 @@ def _interleave(block: list[TrialSpec], extra: list[TrialSpec], rng: random.Rand
     for j, spec in reversed(list(enumerate(extra))):
         lo, hi = (len(block) * j) // k, (len(block) * (j + 1)) // k
         block.insert(rng.randint(lo, hi), spec)
+
+
+# ---------------------------------------------------------------- structure for imported designs
+
+
+@dataclass(frozen=True)
+class ImportStructure(LoadableConfig):
+    """The structure options a generated design has, for a design read from a file: its experimental
+    trials split into blocks (with breaks between them, in the file's order), catch trials drawn from the
+    set and spread over each block, practice trials drawn from the set before the first block, and the
+    file's left-to-right image order kept instead of shuffled per participant."""
+
+    SECTION = "structure"
+
+    n_blocks: int = 0  # 0: the file's own blocks (its `block` column; one block without it)
+    catch_per_block: int = 0
+    n_practice: int = 0
+    keep_image_order: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_blocks", "catch_per_block", "n_practice", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"structure {name} must be a whole number >= 0, got {value!r}")
+
+    @property
+    def adds_trials(self) -> bool:
+        return bool(self.n_blocks or self.catch_per_block or self.n_practice)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def structure_lists(
+    lists: Sequence[Sequence[TrialSpec]], stimuli: Sequence[StimulusInfo], structure: ImportStructure
+) -> list[list[TrialSpec]]:
+    """Each list re-blocked and given drawn catch and practice trials as `structure` says (the file's
+    practice trials stay first, its trial order within blocks is kept); the drawn triplets are new to
+    their list. ValueError, naming what the set lacks, when it cannot supply them."""
+    if not structure.adds_trials:
+        return [list(specs) for specs in lists]
+    pools = _Pools(stimuli)
+    between = "superordinate" if len(pools.superordinates) >= 3 else "category"
+    within = _within_scope(pools, "auto")
+    practice_kind = "catch" if pools.catch_pairs else "between_class"
+    rules = _Rules(between, within, practice_kind, _capacities(pools, between, within))
+    needs = {"catch": structure.catch_per_block, practice_kind: structure.n_practice}
+    missing = [_missing(kind, pools, within) for kind, n in needs.items() if n and rules.capacity[kind] == 0]
+    if missing:
+        raise ValueError(
+            f"the stimulus set cannot supply the added trials: {'; '.join(missing)} (set: {pools.describe()})"
+        )
+    sampler = _Sampler(pools, rules, random.Random(structure.seed))
+    return [_structured(list(specs), sampler, structure) for specs in lists]
+
+
+def _structured(specs: list[TrialSpec], sampler: _Sampler, structure: ImportStructure) -> list[TrialSpec]:
+    list_keys = {triplet_key(spec.stimuli) for spec in specs}
+    practice = [spec for spec in specs if spec.kind == TrialKind.PRACTICE]
+    main = [spec for spec in specs if spec.kind != TrialKind.PRACTICE]
+    if structure.n_blocks:
+        n = min(structure.n_blocks, max(len(main), 1))
+        bounds = [round(b * len(main) / n) for b in range(n + 1)]
+        blocks = [main[bounds[b] : bounds[b + 1]] for b in range(n)]
+    else:
+        numbers = sorted({spec.block for spec in main})
+        blocks = [[spec for spec in main if spec.block == number] for number in numbers] or [[]]
+    for block in blocks:
+        catches = [sampler.draw("catch", list_keys) for _ in range(structure.catch_per_block)]
+        _interleave(
+            block, [TrialSpec(t, TrialKind.CATCH, None, odd_known=True) for t in catches], sampler.rng
+        )
+    practice += [_practice(sampler, list_keys) for _ in range(structure.n_practice)]
+    return [replace(spec, block=PRACTICE_BLOCK) for spec in practice] + [
+        replace(spec, block=b) for b, block in enumerate(blocks) for spec in block
+    ]

@@ -8,6 +8,11 @@ Two formats:
   in the order an `IndexRule` states (image list, natural or text order; see `study.stimulus_names`),
   odd one out last; split into lists of `triplets_per_list`.
 Every row is checked first; any problem rejects the file and the database is left unchanged.
+
+Either format can be given the structure a generated design has (`study.design.ImportStructure`): blocks
+with breaks, catch and practice trials drawn from the set, and the file's image order kept on screen.
+The list ids of a Levels file name its lists: a link may ask for one (`list=`), and a participant whose
+Prolific id is a list id gets that list (`study.participation.assign_list`).
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from db.engine import Database
 from db.models import TrialKind, TripletLevel
 from study.config import StudyConfig
-from study.input_errors import InputRejected, RowProblem
+from study.design import ImportStructure, structure_lists
+from study.input_errors import InputRejected, RowProblem, read_text_file
 from study.stimuli import StimulusInfo, load_stimulus_table
 from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
-from study.studies import PRACTICE_BLOCK, TrialSpec, create_study, triplet_key, validate_slug
+from study.studies import PRACTICE_BLOCK, TrialSpec, as_triplet, create_study, triplet_key, validate_slug
 
 LEVELS_COLUMNS = ("id", "image1", "image2", "image3", "trial", "triplet_class")
+MAX_BLOCK = 999  # blocks are numbered -1 (practice), 0, 1, ...
 IMAGE_COLUMNS = ("image1", "image2", "image3")
 TRIPLET_CLASSES: dict[str, tuple[TrialKind, TripletLevel | None]] = {
     "between_class": (TrialKind.EXPERIMENTAL, TripletLevel.BETWEEN_CLASS),
@@ -64,10 +72,10 @@ class ImportedDesign:
 
 
 def read_levels_design(
-    path: str | Path, stimuli: Sequence[StimulusInfo]
+    path: str | Path, stimuli: Sequence[StimulusInfo], *, keep_image_order: bool = False
 ) -> tuple[list[list[TrialSpec]], list[str]]:
     """Lists of trials (one per `id`, ordered by `trial`) and the ids; raises InputRejected listing every
-    bad row."""
+    bad row. With `keep_image_order` each trial shows its images in the file's order."""
     path = Path(path)
     rows = _read_csv(path)
     names, problems = StimulusNames(stimuli), []
@@ -93,38 +101,53 @@ def read_levels_design(
     lists = [
         _mark_repeats([spec for _, spec in sorted(trials, key=lambda t: t[0])]) for trials in by_id.values()
     ]
-    return lists, list(by_id)
+    return _image_order(lists, keep_image_order), list(by_id)
 
 
-def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+def _image_order(lists: list[list[TrialSpec]], keep: bool) -> list[list[TrialSpec]]:
+    """The file's left-to-right order kept on screen, or left to the per-participant shuffle."""
+    return lists if keep else [[replace(spec, display=None) for spec in specs] for specs in lists]
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict[str | None, Any]]]:
+    """(line number, row) of every row; a row's fields beyond the header are under None, missing ones are
+    None (both refused by `_levels_row`)."""
     if not path.is_file():
         raise FileNotFoundError(f"design file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise InputRejected(
-            path.name, [RowProblem(path.name, "is not UTF-8 text", "a UTF-8 CSV file")]
-        ) from error
+    text = read_text_file(path, f"a CSV file with columns {', '.join(LEVELS_COLUMNS)}")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
-    missing = [c for c in LEVELS_COLUMNS if c not in reader.fieldnames]
-    if missing:
+    try:
+        reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
+        missing = [c for c in LEVELS_COLUMNS if c not in reader.fieldnames]
+        if missing:
+            raise InputRejected(
+                path.name,
+                [
+                    RowProblem(
+                        f"{path.name} header",
+                        f"missing column(s) {', '.join(missing)}",
+                        f"columns {', '.join(LEVELS_COLUMNS)} (optional: block)",
+                    )
+                ],
+            )
+        return [(reader.line_num, dict(row)) for row in reader]
+    except csv.Error as error:
         raise InputRejected(
             path.name,
-            [
-                RowProblem(
-                    f"{path.name} header",
-                    f"missing column(s) {', '.join(missing)}",
-                    f"columns {', '.join(LEVELS_COLUMNS)} (optional: block)",
-                )
-            ],
+            [RowProblem(f"{path.name} line {reader.line_num}", f"is not CSV text ({error})", "a CSV file")],
+        ) from None
+
+
+def _levels_row(raw: dict[str | None, Any], names: StimulusNames) -> tuple[str, int, TrialSpec]:
+    extra, absent = raw.get(None), [name for name, value in raw.items() if name is not None and value is None]
+    if extra or absent:
+        problem = (
+            f"has {len(extra)} more field(s) than the header"
+            if extra
+            else f"has no field for {', '.join(absent)}"
         )
-    return [
-        (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader
-    ]
-
-
-def _levels_row(row: dict[str, str], names: StimulusNames) -> tuple[str, int, TrialSpec]:
+        raise _RowError([(problem, "one field per column of the header")])
+    row = {str(name): str(value).strip() for name, value in raw.items()}
     problems = []
     if not row["id"]:
         problems.append(("empty id", "a participant/list id"))
@@ -142,13 +165,25 @@ def _levels_row(row: dict[str, str], names: StimulusNames) -> tuple[str, int, Tr
         except ValueError as error:
             problems.append((f"{column}: {error.args[0]}", error.args[1]))
     block = row.get("block", "")
-    if block and not re.fullmatch(r"-?\d+", block):
-        problems.append((f"block {block!r} is not a whole number", "a block number (-1 = practice)"))
+    if block and not (re.fullmatch(r"-?\d{1,4}", block) and PRACTICE_BLOCK <= int(block) <= MAX_BLOCK):
+        problems.append((f"block {block!r} is not a block number", f"-1 (practice) or 0 to {MAX_BLOCK}"))
+    elif block and label in TRIPLET_CLASSES:
+        problems += _block_fits_kind(int(block), label)
     if problems:
         raise _RowError(problems)
     kind, level = TRIPLET_CLASSES[label]
     spec = _designed_spec(images, kind, level)
     return row["id"], int(row["trial"]), replace(spec, block=int(block) if block else spec.block)
+
+
+def _block_fits_kind(block: int, label: str) -> list[tuple[str, str]]:
+    """Practice trials belong to the practice block (-1), every other trial to a block from 0."""
+    practice = TRIPLET_CLASSES[label][0] == TrialKind.PRACTICE
+    if practice and block != PRACTICE_BLOCK:
+        return [(f"block {block} holds a {label} trial", "block -1 (or empty) for practice trials")]
+    if not practice and block == PRACTICE_BLOCK:
+        return [(f"block -1 (practice) holds a {label} trial", "a block from 0 for all but practice trials")]
+    return []
 
 
 def _designed_spec(images: list[StimulusInfo], kind: TrialKind, level: TripletLevel | None) -> TrialSpec:
@@ -162,6 +197,7 @@ def _designed_spec(images: list[StimulusInfo], kind: TrialKind, level: TripletLe
                 )
             ]
         )
+    in_file = [s.id for s in images]
     outsider = _category_outsider(images)
     if outsider is not None:
         images = [s for s in images if s is not outsider] + [outsider]
@@ -178,9 +214,9 @@ def _designed_spec(images: list[StimulusInfo], kind: TrialKind, level: TripletLe
     block = PRACTICE_BLOCK if kind == TrialKind.PRACTICE else 0
     catch_like = outsider is not None and outsider.superordinate != images[0].superordinate
     odd_known = kind == TrialKind.CATCH or (kind == TrialKind.PRACTICE and catch_like)
-    return TrialSpec(
-        (images[0].id, images[1].id, images[2].id), kind, level, block=block, odd_known=odd_known
-    )
+    stored = (images[0].id, images[1].id, images[2].id)
+    file_order = as_triplet(stored.index(i) for i in in_file)  # the file's order, as positions in `stored`
+    return TrialSpec(stored, kind, level, block=block, odd_known=odd_known, display=file_order)
 
 
 def _category_outsider(images: Sequence[StimulusInfo]) -> StimulusInfo | None:
@@ -240,16 +276,18 @@ def read_things_design(
     *,
     index: IndexRule | None = None,
     triplets_per_list: int | None = None,
+    keep_image_order: bool = False,
 ) -> list[list[TrialSpec]]:
     """Experimental triplets (level unknown) from rows of three indices, odd one out last, split into
-    lists."""
+    lists; with `keep_image_order` shown in the file's order."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"design file {path} does not exist")
     if triplets_per_list is not None and triplets_per_list < 1:
         raise ValueError(f"triplets_per_list must be at least 1, got {triplets_per_list}")
     names, specs, problems = StimulusNames(stimuli, index or IndexRule()), [], []
-    for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    content = read_text_file(path, "rows of three indices (odd one out last)")
+    for line, text in enumerate(content.splitlines(), start=1):
         if not text.strip() or text.lstrip().startswith("#"):
             continue
         try:
@@ -263,7 +301,9 @@ def read_things_design(
     if problems:
         raise InputRejected(path.name, problems)
     size = triplets_per_list or len(specs)
-    return [_mark_repeats(specs[i : i + size]) for i in range(0, len(specs), size)]
+    return _image_order(
+        [_mark_repeats(specs[i : i + size]) for i in range(0, len(specs), size)], keep_image_order
+    )
 
 
 def _things_row(text: str, names: StimulusNames) -> TrialSpec:
@@ -280,7 +320,7 @@ def _things_row(text: str, names: StimulusNames) -> TrialSpec:
             raise ValueError(f"column {position}: {error.args[0]}", error.args[1]) from error
     if len({s.id for s in found}) != 3:
         raise ValueError(f"indices {fields} do not name three different stimuli", "three different indices")
-    return TrialSpec((found[0].id, found[1].id, found[2].id), TrialKind.EXPERIMENTAL, None)
+    return TrialSpec((found[0].id, found[1].id, found[2].id), TrialKind.EXPERIMENTAL, None, display=(0, 1, 2))
 
 
 # ---------------------------------------------------------------- storing as a study
@@ -295,21 +335,26 @@ def import_levels_design(
     *,
     title: str = "",
     target_participants: int | None = None,
+    structure: ImportStructure | None = None,
 ) -> ImportedDesign:
-    """A draft study whose lists are the Levels CSV's lists; nothing is stored if any row is bad."""
+    """A draft study whose lists are the Levels CSV's lists, with `structure` added; nothing is stored if
+    any row is bad."""
     validate_slug(slug)
-    lists, list_ids = read_levels_design(path, load_stimulus_table(db, stimulus_set_id))
+    stimuli = load_stimulus_table(db, stimulus_set_id)
+    structure = structure or ImportStructure()
+    lists, list_ids = read_levels_design(path, stimuli, keep_image_order=structure.keep_image_order)
     return _store(
         db,
         slug,
         stimulus_set_id,
-        lists,
+        structure_lists(lists, stimuli, structure),
         list_ids,
         study_config,
         "levels",
         Path(path).name,
         title,
         target_participants,
+        structure,
     )
 
 
@@ -324,27 +369,33 @@ def import_things_design(
     triplets_per_list: int | None = None,
     title: str = "",
     target_participants: int | None = None,
+    structure: ImportStructure | None = None,
 ) -> ImportedDesign:
-    """A draft study from a THINGS-style index file (indices into the set ordered by stimulus name)."""
+    """A draft study from a THINGS-style index file (indices into the set ordered by stimulus name), with
+    `structure` added."""
     validate_slug(slug)
+    stimuli = load_stimulus_table(db, stimulus_set_id)
+    structure = structure or ImportStructure()
     lists = read_things_design(
         path,
-        load_stimulus_table(db, stimulus_set_id),
+        stimuli,
         index=index,
         triplets_per_list=triplets_per_list,
+        keep_image_order=structure.keep_image_order,
     )
     list_ids = [str(i) for i in range(len(lists))]
     return _store(
         db,
         slug,
         stimulus_set_id,
-        lists,
+        structure_lists(lists, stimuli, structure),
         list_ids,
         study_config,
         "things",
         Path(path).name,
         title,
         target_participants,
+        structure,
     )
 
 
@@ -359,9 +410,12 @@ def _store(
     file_name: str,
     title: str,
     target_participants: int | None,
+    structure: ImportStructure,
 ) -> ImportedDesign:
     config = study_config or StudyConfig()
-    note = {"imported_from": file_name, "format": file_format, "list_ids": list_ids}
+    note: dict[str, Any] = {"imported_from": file_name, "format": file_format, "list_ids": list_ids}
+    if structure != ImportStructure():
+        note["structure"] = structure.to_dict()
     config = replace(config, extra={**config.extra, "design": note})
     study_id = create_study(
         db, slug, stimulus_set_id, lists, config, title=title, target_participants=target_participants

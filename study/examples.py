@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import select
 
 from db.engine import Database
-from db.models import Stimulus, Trial, TripletList
+from db.models import Stimulus, Study, Trial, TripletList
 
 EXAMPLE_KINDS = ("obvious", "ambiguous")
 EXAMPLE_TOKEN = re.compile(r"\[\[\s*example:\s*([a-z_]+)\s*\]\]")
@@ -26,6 +26,7 @@ class ExampleImage:
     stimulus_id: int
     path: str  # serving copy, relative to the data directory
     category: str
+    superordinate: str = ""
 
 
 def example_tokens(text: str) -> list[str]:
@@ -38,10 +39,33 @@ def split_on_examples(text: str) -> list[str]:
     return EXAMPLE_TOKEN.split(text)
 
 
+MISSING_REASONS = {
+    "obvious": "this study's images do not include two images of one category and one image of another",
+    "ambiguous": "no category of this study's images has three images",
+}
+
+
 def example_triplets(db: Database, study_id: int) -> dict[str, tuple[ExampleImage, ...]]:
-    """Per kind, three of the study's images (the odd one out last for `obvious`); a kind they cannot fill is
-    left out. Deterministic per study; images of the study's practice trials are avoided when possible, so the
-    practice does not repeat an example."""
+    """Per kind, three of the study's images (the odd one out last for `obvious`); a kind that no three
+    images of the study's set can fill is left out (`MISSING_REASONS` says why). Deterministic per study.
+
+    Images of the practice trials are avoided when the others can fill the kind, but used when they cannot:
+    practice that uses nearly every image must not leave the instructions without their examples."""
+    images, in_practice = _example_pool(db, study_id)
+    fresh = [image for image in images if image.stimulus_id not in in_practice]
+    found = {}
+    for number, (kind, pick) in enumerate({"obvious": _obvious, "ambiguous": _ambiguous}.items()):
+        for pool in (fresh, images):
+            chosen = pick(_by_category(pool), np.random.default_rng([study_id, number]))
+            if chosen:
+                found[kind] = chosen
+                break
+    return found
+
+
+def _example_pool(db: Database, study_id: int) -> tuple[list[ExampleImage], set[int]]:
+    """Every image of the study's stimulus set (those of its trials when it has no set), and the ids of
+    the images its practice trials show."""
     trials = (
         select(Trial.block, Trial.stim0_id, Trial.stim1_id, Trial.stim2_id)
         .join(TripletList)
@@ -49,24 +73,26 @@ def example_triplets(db: Database, study_id: int) -> dict[str, tuple[ExampleImag
     )
     with db.read() as session:
         used = session.execute(trials).all()
-        ids = {sid for row in used for sid in row[1:]}
+        set_id = session.scalar(select(Study.stimulus_set_id).where(Study.id == study_id))
+        wanted = (
+            Stimulus.stimulus_set_id == set_id
+            if set_id is not None
+            else Stimulus.id.in_({sid for row in used for sid in row[1:]})
+        )
         rows = session.execute(
             select(Stimulus.id, Stimulus.path, Stimulus.category, Stimulus.superordinate)
-            .where(Stimulus.id.in_(ids))
+            .where(wanted)
             .order_by(Stimulus.id)
         ).all()
     in_practice = {sid for row in used if row.block < 0 for sid in row[1:]}
-    fresh = [row for row in rows if row.id not in in_practice]
-    by_category = _by_category(fresh if len(_by_category(fresh)) >= 2 else rows)
-    rng = np.random.default_rng(study_id)
-    found = {"obvious": _obvious(by_category, rng), "ambiguous": _ambiguous(by_category, rng)}
-    return {kind: images for kind, images in found.items() if images}
+    images = [ExampleImage(row.id, row.path, row.category, row.superordinate or "") for row in rows]
+    return images, in_practice
 
 
-def _by_category(rows) -> dict[tuple[str, str], list[ExampleImage]]:
+def _by_category(images: list[ExampleImage]) -> dict[tuple[str, str], list[ExampleImage]]:
     grouped = defaultdict(list)
-    for row in rows:
-        grouped[(row.superordinate or "", row.category)].append(ExampleImage(row.id, row.path, row.category))
+    for image in images:
+        grouped[(image.superordinate, image.category)].append(image)
     return dict(sorted(grouped.items()))
 
 

@@ -27,7 +27,14 @@ from sqlalchemy import select
 from common.atomic import atomic_path
 from db.engine import Database
 from db.models import InteractionEvent, Participant
-from study.judgments import load_anchor_judgments, load_judgments, load_responses, load_stimuli, pseudonymise
+from study.judgments import (
+    analysed_participant,
+    load_anchor_judgments,
+    load_judgments,
+    load_responses,
+    load_stimuli,
+    pseudonymise,
+)
 from study.qc import QC_COLUMNS, participant_qc
 from study.studies import get_study
 
@@ -294,7 +301,7 @@ def event_table(
         rows = session.execute(
             select(*[column.label(name) for name, column in EVENT_COLUMNS.items()])
             .join(Participant, Participant.id == InteractionEvent.participant_id)
-            .where(Participant.study_id == study.id, Participant.consent.is_(True))
+            .where(Participant.study_id == study.id, analysed_participant())
             .order_by(Participant.id, InteractionEvent.server_received_at, InteractionEvent.id)
         ).all()
         salt = study.salt

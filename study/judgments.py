@@ -3,7 +3,8 @@ convention, the stimulus table, pseudonymised participant ids, and held-out spli
 
 QC, noise ceilings, exports and the alignment engine all read responses through `load_responses`,
 so there is one definition of "a judgment". Only participants who gave consent are ever read: a declined
-(or never asked) participant appears in no export or analysis.
+(or never asked) participant appears in no export or analysis. Pilot runs (the researcher's preview,
+`study.pilot`) are left out too, unless `load_responses` is asked for them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, String, select, type_coerce
+from sqlalchemy import Select, String, and_, select, type_coerce
 
 from db.engine import Database
 from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind
@@ -65,9 +66,15 @@ def pseudonymise(salt: str, external_id: str) -> str:
     return digest[:PSEUDONYM_LENGTH]
 
 
-def load_responses(db: Database, slug: str) -> pd.DataFrame:
+def analysed_participant(include_pilot: bool = False):
+    """SQL condition: a participant whose answers are data: consented, and no pilot unless asked for."""
+    consented = Participant.consent.is_(True)
+    return consented if include_pilot else and_(consented, Participant.is_pilot.is_(False))
+
+
+def load_responses(db: Database, slug: str, *, include_pilot: bool = False) -> pd.DataFrame:
     """Every stored response row of the study's consenting participants (timeouts and unavailable trials
-    included), with its trial and participant facts.
+    included; pilots only with `include_pilot`), with its trial and participant facts.
 
     Adds `subject` (the pseudonymised external id). Sorted by participant, then trial index.
     """
@@ -77,7 +84,7 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
             select(*[column.label(name) for name, column in RESPONSE_COLUMNS.items()])
             .join(Participant, Participant.id == Response.participant_id)
             .join(Trial, Trial.id == Response.trial_id)
-            .where(Participant.study_id == study.id, Participant.consent.is_(True))
+            .where(Participant.study_id == study.id, analysed_participant(include_pilot))
             .order_by(Participant.id, Response.trial_index)
         )
         rows = session.execute(query).all()
@@ -150,7 +157,7 @@ def _answered(
             .join(Trial, Trial.id == Response.trial_id)
             .where(
                 Participant.study_id == study.id,
-                Participant.consent.is_(True),  # no answer of someone who did not consent is ever analysed
+                analysed_participant(),  # no answer of a non-consenting participant or a pilot is analysed
                 Response.timed_out.is_(False),
                 Response.unavailable.is_(False),
                 Response.chosen_stimulus_id.is_not(None),

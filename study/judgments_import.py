@@ -18,6 +18,8 @@ refused when ambiguous). Every row is checked first; any problem rejects the who
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import secrets
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from db.models import (
     utcnow,
 )
 from study.config import StudyConfig
-from study.input_errors import InputRejected, RowProblem
+from study.input_errors import InputRejected, RowProblem, read_text_file
 from study.stimuli import load_stimulus_table, stimulus_set_id_by_name
 from study.stimulus_names import AmbiguousIndexOrder, IndexRule, StimulusNames
 from study.studies import as_triplet, record_first_version, triplet_key, validate_slug
@@ -134,36 +136,33 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
         raise ValueError(f"file format must be one of {FILE_FORMATS}, got {file_format!r}")
     if path.suffix == ".npz":
         return _alignet_npz_table(path)
-    first = next((line for line in path.read_text().splitlines() if line.strip()), "")
+    text = read_text_file(path, "a CSV, TSV or whitespace-separated file of judgments")
+    first = next((line for line in text.splitlines() if line.strip()), "")
     sep = "\t" if "\t" in first else "," if "," in first else r"\s+"
-    fields = [f for f in re.split(sep, first.strip()) if f != ""]
-    headerless = bool(fields) and all(re.fullmatch(r"-?\d+", f.strip()) for f in fields)
+    records = _records(text, sep, path.name)
+    if not records:
+        raise InputRejected(
+            path.name, [RowProblem(path.name, "is empty", "a header row and one row per judgment")]
+        )
+    fields = [f.strip() for f in records[0][1] if f.strip() != ""]
+    headerless = bool(fields) and all(re.fullmatch(r"-?\d+", f) for f in fields)
     if headerless and file_format is None:
         raise InputRejected(
-            str(path),
+            path.name,
             [
                 RowProblem(
-                    "line 1",
+                    f"{path.name} line {records[0][0]}",
                     "a headerless file does not say what its columns are",
                     "a header row, or --format odd-one-out (THINGS: three indices, odd one out last) or "
                     "--format anchor (head, close, far: the head judged closer to the second)",
                 )
             ],
         )
-    table = pd.read_csv(
-        path,
-        sep=sep,
-        dtype=str,
-        keep_default_na=False,
-        header=None if headerless else 0,
-        engine="python" if sep == r"\s+" else "c",
-    )
-    if headerless:
-        if table.shape[1] != 3:
-            raise InputRejected(
-                str(path), [RowProblem("line 1", f"{table.shape[1]} columns without a header", "3 columns")]
-            )
-        table.columns = list(ANCHOR_COLUMNS if file_format == "anchor" else IMAGE_COLUMNS)
+    named = [f.strip() for f in records[0][1]]
+    header = list(IMAGE_COLUMNS if file_format != "anchor" else ANCHOR_COLUMNS) if headerless else named
+    data = records if headerless else records[1:]
+    _check_ragged(data, header, path.name, headerless)
+    table = pd.DataFrame([row for _, row in data], columns=header, dtype=str)
     table.columns = [str(column).strip().lower() for column in table.columns]
     table = _rename_anchor_aliases(table)
     task = "anchor" if set(ANCHOR_COLUMNS) <= set(table.columns) else "odd-one-out"
@@ -171,19 +170,52 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
     missing = [column for column in required if column not in table.columns]
     if missing or (file_format is not None and task != file_format):
         raise InputRejected(
-            str(path),
+            path.name,
             [
                 RowProblem(
-                    "header",
+                    f"{path.name} header",
                     f"missing column(s) {missing or list(required)}",
                     f"columns {list(IMAGE_COLUMNS)} (odd one out) or {list(ANCHOR_COLUMNS)} (anchor); "
                     f"found {list(table.columns)}",
                 )
             ],
         )
-    table.attrs["first_data_line"] = 1 if headerless else 2
+    table.attrs["lines"] = [line for line, _ in data]
+    table.attrs["source"] = path.name
     table.attrs["task"] = task
     return table
+
+
+def _records(text: str, sep: str, name: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank line; whitespace-separated or CSV with `sep`."""
+    if sep == r"\s+":
+        return [(n, line.split()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    records = []
+    try:
+        for row in reader:
+            if any(field.strip() for field in row):
+                records.append((reader.line_num, row))
+    except csv.Error as error:
+        raise InputRejected(
+            name, [RowProblem(f"{name} line {reader.line_num}", f"is not CSV text ({error})", "a CSV file")]
+        ) from None
+    return records
+
+
+def _check_ragged(data: list[tuple[int, list[str]]], header: list[str], name: str, headerless: bool) -> None:
+    """Every row has one field per column; a row with more or fewer would shift its values into the wrong
+    columns, so it is named with the header it does not fit."""
+    described = (
+        f"{len(header)} columns" if headerless else f"the header's {len(header)} ({', '.join(header)})"
+    )
+    problems = [
+        RowProblem(f"{name} line {line}", f"has {len(row)} fields", f"one field for each of {described}")
+        for line, row in data
+        if len(row) != len(header)
+    ]
+    if problems:
+        raise InputRejected(name, problems)
 
 
 def _rename_anchor_aliases(table: pd.DataFrame) -> pd.DataFrame:
@@ -224,7 +256,8 @@ def _alignet_npz_table(path: Path) -> pd.DataFrame:
     names = names.astype(str)
     odd = names[np.arange(len(names)), np.array(ODD_ITEM_OF_PAIR)[np.argmax(sims, axis=1)]]
     table = pd.DataFrame({**{c: names[:, i] for i, c in enumerate(IMAGE_COLUMNS)}, "odd_one_out": odd})
-    table.attrs["first_data_line"] = 0  # "line" = triplet row of the arrays
+    table.attrs["lines"] = list(range(len(table)))  # "line" = triplet row of the arrays
+    table.attrs["source"] = path.name
     table.attrs["task"] = "odd-one-out"
     return table
 
@@ -237,8 +270,8 @@ def _parse_rows(table: pd.DataFrame, names: StimulusNames) -> tuple[list[_Row], 
     columns = {role: _column(table, role) for role in ALIASES}
     anchor = table.attrs["task"] == "anchor"
     rows, problems = [], []
-    for offset, record in enumerate(table.to_dict("records")):
-        where = f"line {offset + table.attrs['first_data_line']}"
+    for line, record in zip(table.attrs["lines"], table.to_dict("records"), strict=True):
+        where = f"{table.attrs['source']} line {line}"
         if any(_field(record, columns, flag).lower() in TRUE_WORDS for flag in ("timed_out", "unavailable")):
             continue  # a timeout or an unavailable trial is no judgment (rows of our own jsPsych-like export)
         try:

@@ -69,6 +69,7 @@ def study_progress(db: Database) -> pd.DataFrame:
                 func.count(Response.id).label("answered"),
             )
             .outerjoin(Response, Response.participant_id == Participant.id)
+            .where(Participant.is_pilot.is_(False))  # pilots are the researcher's preview, not progress
             .group_by(Participant.id)
         ).all()
     rows = [

@@ -10,6 +10,14 @@ has not finished. A consented participant who has not answered yet holds a list 
 `reservation_timeout_minutes` only (then the slot goes to the next arrival); one who answered holds it until
 silent for `session_timeout_minutes`.
 
+Simulated participants and pilots (a researcher's preview run) go through the same path but never hold a
+list slot or count toward the target: they take the list their own kind has used least (or the one the link
+asks for), so live participants are admitted exactly as if they were not there.
+
+A link may ask for a list (`list=` its name in the imported design or its index from 0), and a design whose
+list names are Prolific ids gives each such participant their own list; a list asked for that is taken is
+refused unless the study's config allows shared lists.
+
 Each trial ends with one response row: answered, timed out, or `unavailable` (one of its images is missing
 on the server, verified here when the row is stored). An unavailable row does not count as answered: the page
 offers the trial again in the participant's next browser session, and the trial's next real outcome replaces
@@ -69,6 +77,10 @@ class InvalidParticipantId(ValueError):
 
 class StudyUnavailable(LookupError):
     """The study is not accepting new participants (draft, paused, closed or full)."""
+
+
+class ListUnavailable(StudyUnavailable):
+    """The list a link asks for does not exist or is taken."""
 
 
 class ParticipantNotFound(LookupError):
@@ -161,6 +173,8 @@ def enter_study(
     source: str | None = None,
     browser: dict[str, Any] | None = None,
     simulated: bool = False,
+    pilot: bool = False,
+    requested_list: str | None = None,
 ) -> Entry:
     """The participant for (study, external id) once they answered the consent question.
 
@@ -168,6 +182,10 @@ def enter_study(
     them); `consent=False` records the refusal (status no_consent, no list slot). A returning participant
     (same id) gets the same row back, whatever its status: resume and the end page are the caller's
     decision, never a second session. A row from before consent was asked at entry takes the answer now.
+
+    `pilot`: a researcher's preview run (the caller checked the preview token); admitted whatever the
+    study's status, target and list slots, and kept out of them. `requested_list`: the list the link asks
+    for (ListUnavailable if unknown or taken).
     """
     external_id = validate_external_id(external_id) if external_id else new_anonymous_id()
     with db.write() as session:
@@ -178,16 +196,18 @@ def enter_study(
             if existing.consent is None:
                 _record_consent(existing, consent)
             return Entry(existing.id, study.id, external_id, existing.status, is_new=False)
+        kind = "pilot" if pilot else "simulated" if simulated else "live"
         if consent:
-            participant = _admit(session, study, external_id, simulated)
+            participant = _admit(session, study, external_id, kind, requested_list)
         else:
-            participant = Participant(study_id=study.id, external_id=external_id, is_simulated=simulated)
+            participant = Participant(study_id=study.id, external_id=external_id)
             session.add(participant)
+        participant.is_simulated, participant.is_pilot = simulated, pilot
         _record_consent(participant, consent)
         participant.config_version = study.config_version  # the settings this person was shown
         participant.external_study_id = external_study_id
         participant.external_session_id = external_session_id
-        participant.source = source or ("simulated" if simulated else "anonymous")
+        participant.source = kind if pilot else source or ("anonymous" if kind == "live" else kind)
         participant.browser = browser or {}
         session.flush()
         return Entry(participant.id, study.id, external_id, participant.status, is_new=True)
@@ -207,14 +227,17 @@ def returning_entry(db: Database, slug: str, external_id: str | None) -> Entry |
         return Entry(existing.id, study.id, existing.external_id, existing.status, is_new=False)
 
 
-def check_admission(db: Database, slug: str) -> StudyConfig:
-    """The study's config if a newcomer could be admitted now (open, below target, a list slot free);
-    StudyUnavailable otherwise. Read-only: the slot itself is taken at consent, by `enter_study`."""
+def check_admission(
+    db: Database, slug: str, external_id: str | None = None, requested_list: str | None = None
+) -> StudyConfig:
+    """The study's config if a newcomer could be admitted now (open, below target, a list slot free, the
+    list asked for free); StudyUnavailable otherwise. Read-only: the slot is taken at consent
+    (`enter_study`)."""
     with db.read() as session:
         study = get_study(session, slug)
         config = study_config(study)
         _check_open(session, study)
-        assign_list(session, study, config)
+        assign_list(session, study, config, external_id=external_id, requested=requested_list)
         return config
 
 
@@ -240,15 +263,38 @@ def _record_consent(participant: Participant, consent: bool) -> None:
         participant.finished_at = utcnow()
 
 
-def _admit(session: Session, study: Study, external_id: str, simulated: bool) -> Participant:
-    session.execute(select(Study.id).where(Study.id == study.id).with_for_update())  # serialise (PostgreSQL)
-    _check_open(session, study)
-    list_id = assign_list(session, study, study_config(study))
-    participant = Participant(
-        study_id=study.id, external_id=external_id, list_id=list_id, is_simulated=simulated
-    )
+def _admit(session: Session, study: Study, external_id: str, kind: str, requested: str | None) -> Participant:
+    """A new participant row with its list: live ones through the admission rules, simulated ones and pilots
+    on the list their kind has used least (or the one asked for), taking no slot."""
+    config = study_config(study)
+    if kind == "live":
+        session.execute(select(Study.id).where(Study.id == study.id).with_for_update())  # serialise (PG)
+        _check_open(session, study)
+        list_id = assign_list(session, study, config, external_id=external_id, requested=requested)
+    else:
+        if kind == "simulated":
+            _check_open(session, study)
+        list_id = _list_apart(session, study, config, kind, requested)
+    participant = Participant(study_id=study.id, external_id=external_id, list_id=list_id)
     session.add(participant)
     return participant
+
+
+def _list_apart(session: Session, study: Study, config: StudyConfig, kind: str, requested: str | None) -> int:
+    """The list asked for, else the list participants of this kind (simulated or pilot) have used least."""
+    lists = _lists(session, study)
+    if requested:
+        return _named_list(study, config, lists, requested)
+    flag = Participant.is_pilot if kind == "pilot" else Participant.is_simulated
+    used = dict(
+        session.execute(
+            select(Participant.list_id, func.count())
+            .where(Participant.study_id == study.id, flag.is_(True))
+            .group_by(Participant.list_id)
+        ).all()
+    )
+    list_id, _ = min(lists, key=lambda row: (used.get(row.id, 0), row.list_index))
+    return list_id
 
 
 def _check_open(session: Session, study: Study) -> None:
@@ -262,19 +308,37 @@ def _check_open(session: Session, study: Study) -> None:
 
 
 def _completed_count(session: Session, study_id: int) -> int:
+    """Completed live participants: what the target counts (never simulated ones or pilots)."""
     return (
         session.scalar(
             select(func.count()).where(
-                Participant.study_id == study_id, Participant.status == ParticipantStatus.COMPLETED
+                Participant.study_id == study_id,
+                Participant.status == ParticipantStatus.COMPLETED,
+                is_live(),
             )
         )
         or 0
     )
 
 
-def assign_list(session: Session, study: Study, config: StudyConfig) -> int:
-    """The list with the fewest participants holding a slot: completed ones, and started ones that are
-    neither silent beyond the session timeout nor, without any answer yet, past the reservation timeout.
+def is_live():
+    """SQL condition: a real participant, neither simulated nor a pilot."""
+    return and_(Participant.is_simulated.is_(False), Participant.is_pilot.is_(False))
+
+
+def assign_list(
+    session: Session,
+    study: Study,
+    config: StudyConfig,
+    *,
+    external_id: str | None = None,
+    requested: str | None = None,
+) -> int:
+    """The list asked for (`requested`, else the list named by the participant's external id in an imported
+    design), refused when taken unless the study allows shared lists; otherwise the list with the fewest
+    participants holding a slot: completed ones, and started ones that are neither silent beyond the session
+    timeout nor, without any answer yet, past the reservation timeout. Simulated participants and pilots
+    hold no slot.
 
     Must run inside a write transaction that serialises assignments (BEGIN IMMEDIATE on SQLite,
     the study row locked on PostgreSQL), so concurrent arrivals never share a slot.
@@ -286,11 +350,18 @@ def assign_list(session: Session, study: Study, config: StudyConfig) -> int:
             .group_by(Participant.list_id)
         ).all()
     )
-    lists = session.execute(
-        select(TripletList.id, TripletList.list_index).where(TripletList.study_id == study.id)
-    ).all()
-    if not lists:
-        raise StudyUnavailable(f"study {study.slug!r} has no triplet lists")
+    lists = _lists(session, study)
+    named = _named_list(study, config, lists, requested) if requested else None
+    if named is None and external_id:
+        named = _list_by_name(config, lists, external_id)
+    if named is not None:
+        if counts.get(named, 0) >= config.participants_per_list and not config.allow_shared_lists:
+            asked = requested or external_id
+            raise ListUnavailable(
+                f"list {asked!r} of study {study.slug!r} is taken: it has {counts[named]} participant(s) "
+                "completed or in progress, and the study does not allow shared lists"
+            )
+        return named
     list_id, _ = min(lists, key=lambda row: (counts.get(row.id, 0), row.list_index))
     if counts.get(list_id, 0) >= config.participants_per_list:
         raise StudyUnavailable(
@@ -300,15 +371,59 @@ def assign_list(session: Session, study: Study, config: StudyConfig) -> int:
     return list_id
 
 
+def _lists(session: Session, study: Study) -> list:
+    lists = session.execute(
+        select(TripletList.id, TripletList.list_index)
+        .where(TripletList.study_id == study.id)
+        .order_by(TripletList.list_index)
+    ).all()
+    if not lists:
+        raise StudyUnavailable(f"study {study.slug!r} has no triplet lists")
+    return list(lists)
+
+
+def list_names(config: StudyConfig) -> list[str]:
+    """The lists' names in list order: the ids of an imported design file ([] for a generated design)."""
+    names = (config.extra.get("design") or {}).get("list_ids") or []
+    return [str(name) for name in names]
+
+
+def _named_list(study: Study, config: StudyConfig, lists: list, asked: str) -> int:
+    """The id of the list a link asks for: its design name, or its index from 0; ListUnavailable if none."""
+    found = _list_by_name(config, lists, asked)
+    if found is None and asked.isascii() and asked.isdigit():
+        found = next((row.id for row in lists if row.list_index == int(asked)), None)
+    if found is None:
+        names = list_names(config)
+        named = f"a name of {names[:3]}{'...' if len(names) > 3 else ''} or " if names else ""
+        raise ListUnavailable(
+            f"study {study.slug!r} has no list {asked[:80]!r}; "
+            f"expected {named}an index from 0 to {len(lists) - 1}"
+        )
+    return found
+
+
+def _list_by_name(config: StudyConfig, lists: list, name: str) -> int | None:
+    """The id of the list the imported design named `name` (e.g. a Prolific id), or None."""
+    names = list_names(config)
+    if name not in names:
+        return None
+    return next((row.id for row in lists if row.list_index == names.index(name)), None)
+
+
 def holds_slot(config: StudyConfig, now=None):
-    """SQL condition: this participant row holds its list slot (see `assign_list`)."""
+    """SQL condition: this participant row holds its list slot (see `assign_list`); simulated participants
+    and pilots never do."""
     now = now or utcnow()
     recent = Participant.last_seen_at >= now - timedelta(minutes=config.session_timeout_minutes)
     reserved = Participant.started_at >= now - timedelta(minutes=config.reservation_timeout_minutes)
     answered = exists().where(Response.participant_id == Participant.id)
-    return or_(
-        Participant.status == ParticipantStatus.COMPLETED,
-        and_(Participant.status == ParticipantStatus.STARTED, recent, or_(answered, reserved)),
+    return and_(
+        is_live(),
+        or_(
+            Participant.status == ParticipantStatus.COMPLETED,
+            and_(Participant.status == ParticipantStatus.STARTED, recent, or_(answered, reserved)),
+        ),
     )
 
 
@@ -330,8 +445,14 @@ def trial_plan(db: Database, participant_id: int) -> list[PlannedTrial]:
 
 
 def _planned(participant_id: int, trial: Trial) -> PlannedTrial:
+    """The trial with its images left to right: the design's fixed order where it has one, else random."""
     stored = (trial.stim0_id, trial.stim1_id, trial.stim2_id)
-    shown = as_triplet(stored[i] for i in display_order(participant_id, trial.trial_index))
+    order = (
+        as_triplet(int(i) for i in trial.display_order)
+        if trial.display_order
+        else display_order(participant_id, trial.trial_index)
+    )
+    shown = as_triplet(stored[i] for i in order)
     return PlannedTrial(trial.trial_index, trial.id, trial.block, trial.kind, trial.level, shown)
 
 
@@ -348,6 +469,7 @@ class ParticipantView:
     flow_state: dict[str, Any]
     config: StudyConfig
     study_id: int
+    is_pilot: bool = False
 
 
 def participant_view(db: Database, participant_id: int) -> ParticipantView:
@@ -364,6 +486,7 @@ def participant_view(db: Database, participant_id: int) -> ParticipantView:
             dict(participant.flow_state or {}),
             config,
             participant.study_id,
+            participant.is_pilot,
         )
 
 

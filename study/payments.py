@@ -90,6 +90,7 @@ def approve_completed(db: Database, slug: str) -> int:
                 Participant.study_id == study.id,
                 Participant.source == PROLIFIC_SOURCE,
                 Participant.is_simulated.is_(False),
+                Participant.is_pilot.is_(False),
                 Participant.status == ParticipantStatus.COMPLETED,
                 Participant.payment_status == "pending",
             )
@@ -103,8 +104,9 @@ def _payable(session, participant_id: int) -> Participant:
     participant = session.get(Participant, participant_id)
     if participant is None:
         raise ParticipantNotFound(f"no participant with id {participant_id}")
-    if participant.is_simulated:
-        raise ValueError(f"participant {participant.external_id!r} is simulated: there is nobody to pay")
+    if participant.is_simulated or participant.is_pilot:
+        kind = "simulated" if participant.is_simulated else "a pilot run"
+        raise ValueError(f"participant {participant.external_id!r} is {kind}: there is nobody to pay")
     return participant
 
 
@@ -120,7 +122,11 @@ def payment_tables(db: Database, slug: str) -> dict[str, pd.DataFrame]:
                 Participant.payment_reason,
                 Participant.bonus_cents,
             )
-            .where(Participant.study_id == study.id, Participant.is_simulated.is_(False))
+            .where(
+                Participant.study_id == study.id,
+                Participant.is_simulated.is_(False),
+                Participant.is_pilot.is_(False),
+            )
             .order_by(Participant.id)
         ).all()
     people = pd.DataFrame(rows, columns=["participant_id", "source", "status", "reason", "bonus_cents"])

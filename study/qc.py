@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from common.config import LoadableConfig
 from db.engine import Database
 from db.models import InteractionEvent, Participant, TrialKind, TripletList
-from study.judgments import load_responses, pseudonymise
+from study.judgments import analysed_participant, load_responses, pseudonymise
 from study.participation import ParticipantNotFound
 from study.studies import get_study
 
@@ -214,13 +214,14 @@ PARTICIPANT_COLUMNS = {
 
 
 def _participants(db: Database, slug: str) -> pd.DataFrame:
-    """The study's consenting participants, one row each, with `subject` (their pseudonym) third."""
+    """The study's consenting participants (no pilots), one row each, with `subject` (their pseudonym)
+    third."""
     with db.read() as session:
         study = get_study(session, slug)
         rows = session.execute(
             select(*[column.label(name) for name, column in PARTICIPANT_COLUMNS.items()])
             .outerjoin(TripletList, TripletList.id == Participant.list_id)
-            .where(Participant.study_id == study.id, Participant.consent.is_(True))
+            .where(Participant.study_id == study.id, analysed_participant())
             .order_by(Participant.id)
         ).all()
         salt = study.salt

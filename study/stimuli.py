@@ -11,6 +11,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import os
 import re
 import secrets
 import shutil
@@ -53,8 +54,10 @@ class ImportLimits:
     max_file_bytes: int = 50 * 2**20
     max_pixels: int = 40_000_000  # width x height of one image (also guards decompression bombs)
     min_side_px: int = 16
-    max_archive_bytes: int = 4 * 2**30  # total uncompressed size of a zip
+    max_archive_bytes: int = 2 * 2**30  # total uncompressed size of a zip, declared and actually written
     max_archive_members: int = 100_000
+    max_compression_ratio: float = 100.0  # images barely compress; a zip bomb compresses ~1000:1
+    ratio_checked_from_bytes: int = 2**20  # small entries (text, tiny icons) may compress well
     serving_px: int = 512  # longest side of the copy participants see
     thumbnail_px: int = 128
     jpeg_quality: int = 90
@@ -132,18 +135,21 @@ def import_stimulus_set(
     manifest: str | Path | None = None,
     data_dir: str | Path | None = None,
     limits: ImportLimits = ImportLimits(),
+    source_name: str | None = None,
 ) -> ImportReport:
     """Import a folder, zip, or folder + manifest as stimulus set `name`: all of it, or (on any problem)
-    none."""
+    none. Messages name the source as `source_name` (e.g. an uploaded file's own name), else the zip's file
+    name or the folder's path; never a temporary folder."""
     name = validate_set_name(name)
     source = Path(source)
+    label = source_name or (str(source) if source.is_dir() else source.name)
     root = Path(data_dir) if data_dir is not None else data_home()
     _require_unused_name(db, name)
-    with _opened_source(source, limits) as folder:
-        candidates, n_ignored = _collect_candidates(folder, manifest)
+    with _opened_source(source, limits, label) as folder:
+        candidates, n_ignored = _collect_candidates(folder, manifest, label)
         staging = root / STIMULI_DIR / f".staging-{secrets.token_hex(6)}"
         try:
-            checked = _check_and_render(candidates, staging, limits, str(source))
+            checked = _check_and_render(candidates, staging, limits, label)
             stimulus_set_id, directory = _store(db, name, source, checked, staging, root)
         finally:
             _remove_staging(staging)
@@ -171,29 +177,34 @@ def _require_unused_name(db: Database, name: str) -> None:
 
 
 @contextmanager
-def _opened_source(source: Path, limits: ImportLimits) -> Iterator[Path]:
+def _opened_source(source: Path, limits: ImportLimits, label: str) -> Iterator[Path]:
     """Yield a folder to read: the source itself, or a zip safely extracted to a temporary folder."""
     if source.is_dir():
         yield source
         return
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such folder or zip file")
-    if not zipfile.is_zipfile(source):
-        raise ValueError(
-            f"{source}: not a folder or a readable .zip archive; expected an image folder or a zip"
-        )
+        raise FileNotFoundError(f"{label}: no such folder or zip file")
     with tempfile.TemporaryDirectory(prefix="alignlab-zip-") as tmp:
-        _extract_zip(source, Path(tmp), limits)
+        _extract_zip(source, Path(tmp), limits, label)
         yield Path(tmp)
 
 
-def _extract_zip(archive: Path, target: Path, limits: ImportLimits) -> None:
-    """Extract after checking every member: no absolute paths, no '..', no links, bounded sizes."""
-    with zipfile.ZipFile(archive) as zf:
+def _extract_zip(archive: Path, target: Path, limits: ImportLimits, label: str) -> None:
+    """Extract after checking every member (no absolute paths, no '..', no links, bounded declared sizes and
+    compression), then stream entry by entry, refusing at once an entry larger than it said or than a file
+    may be, or a running total over `max_archive_bytes`: a zip bomb is stopped before it fills the disk."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise InputRejected(
+            label, [RowProblem(label, f"is not a readable zip archive ({error})", "a complete .zip file")]
+        ) from None
+    with zf:
         members = [m for m in zf.infolist() if not m.is_dir()]
         problems = _archive_problems(members, limits)
         if problems:
-            raise InputRejected(archive.name, problems)
+            raise InputRejected(label, problems)
+        budget = _WriteBudget(limits.max_archive_bytes)
         for member in members:
             parts = _member_parts(member.filename)
             assert parts is not None, "_archive_problems refuses every unsafe member name"
@@ -201,10 +212,10 @@ def _extract_zip(archive: Path, target: Path, limits: ImportLimits) -> None:
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with zf.open(member) as src, open(destination, "wb") as out:
-                    _copy_at_most(src, out, limits.max_file_bytes + 1)  # oversize is reported by validation
-            except (zipfile.BadZipFile, RuntimeError, OSError) as error:
+                    _copy_entry(src, out, member, limits, budget)
+            except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, ValueError) as error:
                 raise InputRejected(
-                    archive.name,
+                    label,
                     [
                         RowProblem(
                             member.filename,
@@ -212,7 +223,39 @@ def _extract_zip(archive: Path, target: Path, limits: ImportLimits) -> None:
                             "an unencrypted, undamaged zip entry",
                         )
                     ],
-                ) from error
+                ) from None
+            except _EntryTooLarge as error:
+                raise InputRejected(label, [RowProblem(member.filename, *error.args)]) from None
+
+
+class _EntryTooLarge(Exception):
+    """An entry that unpacks to more than it declared, than a file may be, or past the archive's total."""
+
+
+@dataclass
+class _WriteBudget:
+    left: int
+
+
+def _copy_entry(
+    src: IO[bytes], out: IO[bytes], member: zipfile.ZipInfo, limits: ImportLimits, budget: _WriteBudget
+) -> None:
+    allowed = min(member.file_size, limits.max_file_bytes)
+    written = 0
+    while chunk := src.read(1 << 20):
+        written += len(chunk)
+        if written > allowed:
+            raise _EntryTooLarge(
+                f"unpacks to more than {allowed:,} bytes (it declares {member.file_size:,})",
+                f"files of at most {limits.max_file_bytes:,} bytes that unpack to their declared size",
+            )
+        if written > budget.left:
+            raise _EntryTooLarge(
+                "takes the archive past its total size limit while unpacking",
+                f"at most {limits.max_archive_bytes:,} bytes in all (max_archive_bytes)",
+            )
+        out.write(chunk)
+    budget.left -= written
 
 
 def _archive_problems(members: Sequence[zipfile.ZipInfo], limits: ImportLimits) -> list[RowProblem]:
@@ -233,20 +276,33 @@ def _archive_problems(members: Sequence[zipfile.ZipInfo], limits: ImportLimits) 
                 f"at most {limits.max_archive_bytes:,} bytes (max_archive_bytes)",
             )
         ]
-    problems = []
-    for member in members:
-        is_link = (member.external_attr >> 16) & 0o170000 == 0o120000
-        if is_link:
-            problems.append(RowProblem(member.filename, "is a symbolic link", "regular files only"))
-        elif _member_parts(member.filename) is None:
-            problems.append(
-                RowProblem(
-                    member.filename,
-                    "path points outside the archive folder",
-                    "relative paths without '..' or a leading '/'",
-                )
-            )
-    return problems
+    return [problem for member in members if (problem := _member_problem(member, limits)) is not None]
+
+
+def _member_problem(member: zipfile.ZipInfo, limits: ImportLimits) -> RowProblem | None:
+    """What is wrong with one entry, from its header alone (nothing unpacked yet), or None."""
+    if (member.external_attr >> 16) & 0o170000 == 0o120000:
+        return RowProblem(member.filename, "is a symbolic link", "regular files only")
+    if _member_parts(member.filename) is None:
+        return RowProblem(
+            member.filename,
+            "path points outside the archive folder",
+            "relative paths without '..' or a leading '/'",
+        )
+    if member.file_size > limits.max_file_bytes:
+        return RowProblem(
+            member.filename,
+            f"unpacks to {member.file_size:,} bytes",
+            f"files of at most {limits.max_file_bytes:,} bytes (max_file_bytes)",
+        )
+    ratio = member.file_size / max(member.compress_size, 1)
+    if member.file_size >= limits.ratio_checked_from_bytes and ratio > limits.max_compression_ratio:
+        return RowProblem(
+            member.filename,
+            f"is compressed {ratio:,.0f}:1 (a zip bomb?)",
+            f"images, which compress at most {limits.max_compression_ratio:,.0f}:1",
+        )
+    return None
 
 
 def _member_parts(filename: str) -> tuple[str, ...] | None:
@@ -260,28 +316,43 @@ def _member_parts(filename: str) -> tuple[str, ...] | None:
     return parts
 
 
-def _copy_at_most(src: IO[bytes], out: IO[bytes], limit: int) -> None:
-    remaining = limit
-    while remaining > 0:
-        chunk = src.read(min(1 << 20, remaining))
-        if not chunk:
-            return
-        out.write(chunk)
-        remaining -= len(chunk)
-
-
 # ---------------------------------------------------------------- which files, with which labels
 
 
-def _collect_candidates(folder: Path, manifest: str | Path | None) -> tuple[list[_Candidate], int]:
-    """Candidates from the manifest (given, or `manifest.csv` in the folder) or from the folder layout."""
+def _collect_candidates(
+    folder: Path, manifest: str | Path | None, label: str
+) -> tuple[list[_Candidate], int]:
+    """Candidates from the manifest (given, or `manifest.csv` in the folder) or from the folder layout.
+    A symbolic link anywhere in the folder refuses the import: it could point at any file on the server."""
+    links = _symbolic_links(folder)
+    if links:
+        raise InputRejected(
+            label,
+            [
+                RowProblem(
+                    link, "is a symbolic link", "regular files and folders only (links are not followed)"
+                )
+                for link in links
+            ],
+        )
     manifest_file = _find_manifest(folder, manifest)
     if manifest_file is None:
-        return _candidates_from_layout(folder), 0
+        return _candidates_from_layout(folder, label), 0
     candidates = _candidates_from_manifest(manifest_file, folder)
     listed = {c.file.resolve() for c in candidates} | {manifest_file.resolve()}
     n_ignored = sum(1 for f in _visible_files(folder) if f.resolve() not in listed)
     return candidates, n_ignored
+
+
+def _symbolic_links(folder: Path) -> list[str]:
+    """Paths (relative to `folder`) of the symbolic links under it, without following any."""
+    links = []
+    for directory, subdirectories, files in os.walk(folder):  # os.walk does not descend into linked folders
+        for name in subdirectories + files:
+            path = Path(directory) / name
+            if path.is_symlink():
+                links.append(path.relative_to(folder).as_posix())
+    return sorted(links)
 
 
 def _find_manifest(folder: Path, manifest: str | Path | None) -> Path | None:
@@ -306,15 +377,15 @@ def _visible_files(folder: Path) -> list[Path]:
     return files
 
 
-def _candidates_from_layout(folder: Path) -> list[_Candidate]:
+def _candidates_from_layout(folder: Path, label: str) -> list[_Candidate]:
     """`superordinate/category/image.ext` or `category/image.ext` (one wrapping folder is allowed)."""
     files = _visible_files(folder)
     if not files:
         raise InputRejected(
-            str(folder),
+            label,
             [
                 RowProblem(
-                    str(folder), "contains no files", "superordinate/category/image.ext or category/image.ext"
+                    label, "contains no files", "superordinate/category/image.ext or category/image.ext"
                 )
             ],
         )
@@ -338,7 +409,7 @@ def _candidates_from_layout(folder: Path) -> list[_Candidate]:
         superordinate = parts[0] if expected_depth == 3 else ""
         candidates.append(_Candidate(name, file, category=parts[-2], superordinate=superordinate))
     if problems:
-        raise InputRejected(str(folder), problems)
+        raise InputRejected(label, problems)
     return candidates
 
 
@@ -376,6 +447,22 @@ def _read_manifest_rows(manifest: Path) -> tuple[list[tuple[int, dict[str | None
             [RowProblem(manifest.name, f"is not UTF-8 text ({error.reason})", "a UTF-8 CSV file")],
         ) from error
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _manifest_rows(manifest, reader)
+    except csv.Error as error:
+        raise InputRejected(
+            manifest.name,
+            [
+                RowProblem(
+                    f"{manifest.name} line {reader.line_num}", f"is not CSV text ({error})", "a CSV file"
+                )
+            ],
+        ) from None
+
+
+def _manifest_rows(
+    manifest: Path, reader: csv.DictReader
+) -> tuple[list[tuple[int, dict[str | None, Any]]], list[str]]:
     columns = [c for c in (reader.fieldnames or []) if c is not None]
     present = {c.strip().lower() for c in columns}
     missing = [c for c in REQUIRED_MANIFEST_COLUMNS if c not in present]

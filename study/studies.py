@@ -33,13 +33,15 @@ class StudyNotFound(LookupError):
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One designed trial. `stimuli` lists the odd one out last when `odd_known`."""
+    """One designed trial. `stimuli` lists the odd one out last when `odd_known`; `display`, when set, is
+    the fixed left/middle/right order as positions into `stimuli` (else random per participant)."""
 
     stimuli: tuple[int, int, int]
     kind: TrialKind
     level: TripletLevel | None = None
     block: int = 0
     odd_known: bool = False
+    display: tuple[int, int, int] | None = None
     selection: dict | None = None  # adaptive designs: why it was asked (strategy, score, teacher run)
 
 
@@ -151,6 +153,7 @@ def _build_list(study_id: int, list_index: int, specs: Sequence[TrialSpec], seed
                 kind=spec.kind,
                 level=spec.level,
                 triplet_key=triplet_key(spec.stimuli),
+                display_order="".join(str(i) for i in spec.display) if spec.display else None,
                 selection=spec.selection,
             )
         )

@@ -1,5 +1,5 @@
-"""`alignlab study create|import-design|open|pause|close|list` (and the analysis and decision commands):
-studies from the command line.
+"""`alignlab study create|import-design|open|pause|close|list|pilot-link` (and the analysis and decision
+commands): studies from the command line.
 
 Each subcommand is an `_add_<name>(commands)` function listed in SUBCOMMANDS; add new ones there.
 """
@@ -137,18 +137,51 @@ def _add_import_design(commands: argparse._SubParsersAction) -> None:
     )
     add_index_options(parser)
     parser.add_argument("--per-list", type=int, help="things: triplets per list (default: all in one list)")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=0,
+        help="split each list into this many blocks with breaks "
+        "(default: the file's block column, else one block)",
+    )
+    parser.add_argument(
+        "--catch-per-block",
+        type=int,
+        default=0,
+        help="catch trials drawn from the set, spread over each block",
+    )
+    parser.add_argument(
+        "--practice", type=int, default=0, help="practice trials drawn from the set, before the first block"
+    )
+    parser.add_argument(
+        "--keep-image-order",
+        action="store_true",
+        help="show each triplet's images left to right as the file lists them (default: shuffled per "
+        "participant)",
+    )
+    parser.add_argument(
+        "--structure-seed", type=int, default=0, help="seed of the drawn catch/practice trials"
+    )
     parser.add_argument("--open", action="store_true", help="open the study right away")
     parser.set_defaults(func=_import_design)
 
 
 def _import_design(args: argparse.Namespace) -> int:
     from db.engine import Database
+    from study.design import ImportStructure
     from study.design_import import import_levels_design, import_things_design
     from study.stimuli import stimulus_set_id_by_name
 
     db = Database.from_url()
     set_id = stimulus_set_id_by_name(db, args.stimuli)
-    options = dict(title=args.title, target_participants=args.target)
+    structure = ImportStructure(
+        n_blocks=args.blocks,
+        catch_per_block=args.catch_per_block,
+        n_practice=args.practice,
+        keep_image_order=args.keep_image_order,
+        seed=args.structure_seed,
+    )
+    options = dict(title=args.title, target_participants=args.target, structure=structure)
     if (args.format or _guess_format(args.path)) == "levels":
         imported = import_levels_design(db, args.slug, set_id, args.path, _study_config(args), **options)
     else:
@@ -225,11 +258,33 @@ def _list(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pilot_link(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "pilot-link",
+        help="the researcher's preview link: the real participant flow, stored as pilot",
+        description="Pilot runs work for draft studies too, take no list slot, count toward no target and "
+        "are left out of QC, noise ceilings, exports, payments and alignment. Do not give this link to "
+        "participants.",
+    )
+    parser.add_argument("slug")
+    parser.add_argument("--base", default="http://localhost:8501", help="public address of the app")
+    parser.set_defaults(func=_pilot_link)
+
+
+def _pilot_link(args: argparse.Namespace) -> int:
+    from db.engine import Database
+    from study.pilot import pilot_link, pilot_token
+
+    print(pilot_link(args.base, args.slug, pilot_token(Database.from_url(), args.slug)))
+    return 0
+
+
 SUBCOMMANDS = [
     _add_create,
     _add_import_design,
     _add_status_commands,
     _add_list,
+    _add_pilot_link,
     add_analysis_parsers,
     add_decision_parsers,
 ]

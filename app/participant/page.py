@@ -39,6 +39,7 @@ from study.participation import (
     unavailable_trials,
     update_participant,
 )
+from study.pilot import PilotRefused, check_pilot_token, new_pilot_id
 from study.studies import StudyNotFound
 from workflows.participant.flow import Step, block_run, next_step
 from workflows.participant.identity import ANONYMOUS_ID_PARAM, Arrival, arrival_from_query
@@ -69,6 +70,8 @@ def _participant_page() -> None:
     if entry is None:
         return
     view = participant_view(db, entry.participant_id)
+    if view.is_pilot:
+        st.caption("Pilot run (preview): kept apart from the study's data.")
     namespace = f"{entry.study_id}:{entry.external_id}"
     token = get_token_key().token(entry.participant_id) if view.consent else ""  # fresh, current key
     if "al_plan" not in st.session_state:
@@ -117,6 +120,10 @@ def _enter(db: Database, arrival: Arrival) -> Entry | None:
     except StudyUnavailable as error:
         st.warning(f"This study is not taking part in new sessions right now ({error}).")
         return None
+    except PilotRefused as error:
+        LOG.warning("pilot link refused: %s", error)
+        st.error("This preview link is not valid. Copy it again from the study's page.")
+        return None
     if st.session_state.get("al_pid") != entry.participant_id:
         _start_session(db, entry)
     st.session_state["al_entry"] = (arrival, entry)
@@ -126,9 +133,13 @@ def _enter(db: Database, arrival: Arrival) -> Entry | None:
 def _consent_first(db: Database, arrival: Arrival) -> None:
     """The consent page for a newcomer; the participant row (and list slot) is created by their answer,
     and this browser session continues as theirs."""
-    config = check_admission(db, arrival.slug)
+    if arrival.pilot_token is not None:
+        config = check_pilot_token(db, arrival.slug, arrival.pilot_token)
+        st.info("Pilot run (preview): the full participant flow, kept apart from the study's data.")
+    else:
+        config = check_admission(db, arrival.slug, arrival.external_id, arrival.requested_list)
     if arrival.external_id is None:  # keep a generated id in the URL: a reload finds the same participant
-        st.query_params[ANONYMOUS_ID_PARAM] = new_anonymous_id()
+        st.query_params[ANONYMOUS_ID_PARAM] = new_pilot_id() if arrival.pilot_token else new_anonymous_id()
         arrival = arrival_from_query(st.query_params)
     if not _device_accepted(config):
         return
@@ -143,6 +154,8 @@ def _consent_first(db: Database, arrival: Arrival) -> None:
         external_study_id=arrival.external_study_id,
         external_session_id=arrival.external_session_id,
         source=arrival.source,
+        pilot=arrival.pilot_token is not None,
+        requested_list=arrival.requested_list,
     )
     _start_session(db, entry)
     st.session_state["al_entry"] = (arrival, entry)
@@ -233,7 +246,9 @@ def _finish(db: Database, view: ParticipantView, status: ParticipantStatus) -> N
 
 
 def _redirect_url(view: ParticipantView) -> str:
-    return view.config.completion_url(code_for(view.config, view.status))
+    """Where the end page sends the participant; nowhere for a pilot run (no recruitment site to return
+    to)."""
+    return "" if view.is_pilot else view.config.completion_url(code_for(view.config, view.status))
 
 
 def _block_key(block: int) -> str:

@@ -12,7 +12,7 @@ from db.engine import Database
 from db.models import ParticipantStatus
 from db.settings import data_home, database_url
 from study.config import StudyConfig
-from study.examples import ExampleImage, example_triplets, split_on_examples
+from study.examples import MISSING_REASONS, ExampleImage, example_triplets, split_on_examples
 from study.participation import ParticipantView, finish_participant, update_participant
 
 GENDERS = ("", "female", "male", "non-binary", "another gender", "prefer not to say")
@@ -66,8 +66,8 @@ def instructions_ui(db: Database, view: ParticipantView) -> None:
 
 
 def instruction_page(study_id: int, text: str, *, image_px: int) -> None:
-    """The page's text with its `[[example: KIND]]` triplets drawn from the study's images (a kind the
-    stimulus set cannot fill is left out)."""
+    """The page's text with its `[[example: KIND]]` triplets drawn from the study's images; where the
+    stimulus set cannot fill a kind, a note says why, so the sentence leading to it never dangles."""
     pieces = split_on_examples(text)
     examples = _examples(database_url(), study_id) if len(pieces) > 1 else {}
     for index, piece in enumerate(pieces):
@@ -76,6 +76,8 @@ def instruction_page(study_id: int, text: str, *, image_px: int) -> None:
                 st.markdown(piece)
         elif piece in examples:
             _example_row(examples[piece], mark_odd=piece == "obvious", image_px=image_px)
+        else:
+            st.info(f"No example can be shown here: {MISSING_REASONS[piece]}.")
 
 
 @st.cache_data(ttl=600, show_spinner=False)

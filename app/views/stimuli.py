@@ -31,8 +31,15 @@ def upload_form() -> None:
         name = st.text_input("Name of the new set")
         submitted = st.form_submit_button("Import")
     if submitted:
-        if upload is None or not name.strip():
-            st.error("Choose a zip file and give the set a name.")
+        if upload is None:
+            limit = st.get_option("server.maxUploadSize")
+            st.error(
+                f"Choose a zip file of at most {limit} MB (a larger one is refused by the upload itself; "
+                "import it with `alignlab stimuli import PATH --name NAME` on the server)."
+            )
+            return
+        if not name.strip():
+            st.error("Give the new set a name.")
             return
         _import(upload.getvalue(), upload.name, name.strip())
 
@@ -43,7 +50,7 @@ def _import(data: bytes, filename: str, name: str) -> None:
         archive.write_bytes(data)
         try:
             with st.spinner("Checking and importing images..."):
-                report = import_stimulus_set(get_db(), archive, name)
+                report = import_stimulus_set(get_db(), archive, name, source_name=archive.name)
         except (ValueError, LookupError, FileNotFoundError) as error:
             st.error(str(error))
             return

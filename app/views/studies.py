@@ -14,6 +14,7 @@ from study.config import StudyConfig
 from study.config_versions import config_versions, edit_study_config
 from study.design import DesignConfig, create_study_from_design
 from study.monitoring import study_progress
+from study.pilot import pilot_link, pilot_runs, pilot_token
 from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
 from study.studies import get_study, set_study_status, study_config
@@ -137,14 +138,34 @@ def _save_edit(slug: str, changes: dict, target: int | None, note: str) -> None:
     st.rerun()
 
 
+def pilot_panel(slugs: list[str]) -> None:
+    """The researcher's preview link (the real flow, stored as pilot) and the study's pilot runs so far."""
+    slug = st.selectbox("Study", slugs, index=None, placeholder="Choose a study", key="pilot_study")
+    if slug is None:
+        return
+    base = st.session_state.get("link_base") or "http://localhost:8501"
+    st.code(pilot_link(base, slug, pilot_token(get_db(), slug)), language=None)
+    st.caption(
+        "Works for draft studies too. Pilot runs take no list slot, count toward no target and are left out "
+        "of QC, noise ceilings, exports, payments and alignment. Do not share this link with participants."
+    )
+    runs = pilot_runs(get_db(), slug)
+    if not runs.empty:
+        st.dataframe(runs, hide_index=True, width="stretch")
+
+
 def simulate_form(slugs: list[str]) -> None:
-    """Synthetic participants through the real recording path, always labelled simulated (demos, testing)."""
+    """Synthetic participants through the real recording path, always labelled simulated (demos, testing);
+    they take no list slot and count toward no target. No study is preselected."""
     with st.form("simulate"):
-        slug = st.selectbox("Study", slugs, key="simulate_study")
+        slug = st.selectbox("Study", slugs, index=None, placeholder="Choose a study", key="simulate_study")
         columns = st.columns(2)
         n = columns[0].number_input("Simulated participants", 1, 500, 5)
         careless = columns[1].number_input("Share careless", 0.0, 1.0, 0.1, step=0.05)
         submitted = st.form_submit_button("Run simulated participants")
+    if submitted and slug is None:
+        st.error("Choose the study the simulated participants should take part in.")
+        return
     if submitted:
         try:
             with st.spinner("Simulated participants are answering..."):
@@ -216,7 +237,16 @@ if slugs:
         link_generator(slugs)
     st.subheader("Edit a study")
     edit_form(slugs)
-    st.subheader("Simulated participants")
-    simulate_form(slugs)
+    st.divider()
+    st.header("Pilot and simulation")
+    st.caption("Apart from live data: neither takes a list slot or counts toward a target.")
+    pilot, simulated = st.columns(2)
+    with pilot:
+        st.subheader("Pilot run (preview link)")
+        pilot_panel(slugs)
+    with simulated:
+        st.subheader("Simulated participants")
+        simulate_form(slugs)
+    st.divider()
 st.subheader("New study")
 create_form()

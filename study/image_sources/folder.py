@@ -50,6 +50,11 @@ class ImageFolder:
 
     def _is_image(self, path: Path) -> bool:
         relative = path.relative_to(self.root)
+        if path.is_symlink():  # it could point at any file on the machine
+            raise FolderLayoutError(
+                f"{relative} in {self.root} is a symbolic link; "
+                "expected regular files (links are not followed)"
+            )
         if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
             return False
         if len(relative.parts) != 3:

@@ -172,3 +172,31 @@ def test_wrong_types_and_broken_json_are_one_line_too(env, capsys):
     assert "TeacherConfig.lr must be a number (float) or null (None); got 'fast' (str)" in _one_error_line(
         capsys
     )
+
+
+def test_import_design_with_structure_and_pilot_link(db, env, tmp_path, capsys):
+    main(["stimuli", "import", str(make_layout(tmp_path / "src", LAYOUT)), "--name", "objects"])
+    design = tmp_path / "levels.csv"
+    rows = [
+        f"p{k},animal/animal0/animal0{k}.jpg,tool/tool0/tool0{k}.jpg,food/food0/food0{k}.jpg,{k},between_class"
+        for k in range(3)
+    ]
+    design.write_text("id,image1,image2,image3,trial,triplet_class\n" + "\n".join(rows) + "\n")
+    args = ["study", "import-design", "levels-1", str(design), "--stimuli", "objects"]
+    structure = ["--blocks", "1", "--catch-per-block", "2", "--practice", "1", "--keep-image-order"]
+    assert main(args + structure) == 0
+    assert "3 list(s), 12 trials (6 catch, 3 experimental, 3 practice)" in capsys.readouterr().out
+    with db.read() as session:
+        orders = set(session.scalars(select(Trial.display_order).where(Trial.kind == "experimental")))
+    assert orders == {"012"}  # between-class rows: stored in the file's order, shown so
+    assert main(["study", "pilot-link", "levels-1", "--base", "https://lab.example/"]) == 0
+    link = capsys.readouterr().out.strip()
+    assert (
+        link.startswith("https://lab.example/?study=levels-1&pilot=") and len(link.split("pilot=")[1]) == 24
+    )
+    design.write_text("id,image1,image2,image3,trial,triplet_class,block\n" + rows[0] + ",-1\n")
+    assert main(args[:2] + ["levels-2"] + args[3:]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "levels.csv line 2: block -1 (practice) holds a between_class trial" in err
+    )

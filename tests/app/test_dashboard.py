@@ -64,6 +64,9 @@ def test_import_create_open_simulate_exclude_and_export(app_home):
     _button(at, "Set status").click().run()
     assert "toy-study is now open" in at.success[0].value
 
+    _button(at, "Run simulated participants").click().run()  # no study is preselected: nothing runs
+    assert "Choose the study" in at.error[0].value
+    at.selectbox(key="simulate_study").select("toy-study")
     next(n for n in at.number_input if n.label == "Simulated participants").set_value(3)
     _button(at, "Run simulated participants").click().run()
     assert not at.exception and "3 simulated participants" in at.success[0].value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Stimulus, StimulusSet, Study, Trial, TrialKind, TripletLevel, TripletList
+from db.models import Study, Trial, TrialKind, TripletLevel, TripletList
 from study.design import DesignConfig, generate_design
 from study.design_import import (
     import_levels_design,
@@ -26,33 +26,6 @@ HEADER = "id,image1,image2,image3,trial,triplet_class\n"
 @pytest.fixture
 def table() -> list[StimulusInfo]:
     return table_for(LAYOUT)  # names like "animal/animal0/0.jpg"
-
-
-@pytest.fixture
-def stored_set(db) -> tuple[int, list[StimulusInfo]]:
-    """The LAYOUT set stored directly as rows (the import path is tested in test_stimuli)."""
-    table = table_for(LAYOUT)
-    with db.write() as session:
-        stimulus_set = StimulusSet(name="set")
-        session.add(stimulus_set)
-        session.flush()
-        for s in table:
-            session.add(
-                Stimulus(
-                    id=s.id,
-                    stimulus_set_id=stimulus_set.id,
-                    name=s.name,
-                    path=s.name,
-                    content_hash=f"{s.id:064d}",
-                    category=s.category,
-                    superordinate=s.superordinate,
-                    width=10,
-                    height=10,
-                    n_bytes=1,
-                )
-            )
-        set_id = stimulus_set.id
-    return set_id, table
 
 
 def counts(db) -> tuple[int, int, int]:

@@ -57,3 +57,20 @@ def test_instruction_pages_name_known_examples_only():
     ]
     with pytest.raises(ValueError, match="page 2 asks for example 'easy'"):
         StudyConfig(instructions=("Intro", "Look: [[example: easy]]"))
+
+
+def test_practice_that_uses_nearly_every_image_still_leaves_both_examples(db):
+    ids = make_stimuli(db, per_category=3)  # dog, cat, car, bus: 3 images each
+    in_practice = [i for k, i in enumerate(ids) if k % 3 != 2]  # all but one image of each category
+    practice = [
+        TrialSpec(tuple(in_practice[j : j + 3]), TrialKind.PRACTICE, block=PRACTICE_BLOCK) for j in (0, 3)
+    ] + [
+        TrialSpec((in_practice[6], in_practice[7], in_practice[0]), TrialKind.PRACTICE, block=PRACTICE_BLOCK)
+    ]
+    rest = [ids[2], ids[5], ids[8], ids[11]]  # one image per category: no example can come from these alone
+    study_id = make_study(db, "ex-study", [[*practice, *_trials_over(rest)]])
+    examples = example_triplets(db, study_id)
+    assert set(examples) == {"obvious", "ambiguous"}
+    labels = _categories(db)
+    first, second, odd = (labels[image.stimulus_id] for image in examples["obvious"])
+    assert first == second and odd[0] != first[0]

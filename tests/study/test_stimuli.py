@@ -227,7 +227,7 @@ def test_zip_size_cap_and_not_a_zip(db, home, tmp_path):
         import_stimulus_set(db, archive, "big", limits=ImportLimits(max_archive_bytes=1000))
     not_zip = tmp_path / "notes.txt"
     not_zip.write_text("hello")
-    with pytest.raises(ValueError, match="not a folder or a readable .zip"):
+    with pytest.raises(InputRejected, match="notes.txt: is not a readable zip archive"):
         import_stimulus_set(db, not_zip, "txt")
     with pytest.raises(FileNotFoundError):
         import_stimulus_set(db, tmp_path / "nowhere", "none")
