@@ -205,6 +205,8 @@ class Trial(Base):
     # a fixed left/middle/right order as positions into (stim0, stim1, stim2), e.g. "201"; None = random per
     # participant (an imported design may keep its file's order)
     display_order: Mapped[str | None] = mapped_column(String(3))
+    # adaptive designs: why this triplet was asked ({"strategy", "score", "teacher_run"}); None when designed
+    selection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     triplet_list: Mapped[TripletList] = relationship(back_populates="trials")
 

@@ -26,6 +26,8 @@ from study.stimuli import StimulusInfo, load_stimulus_table
 from study.studies import PRACTICE_BLOCK, TrialSpec, as_triplet, create_study, triplet_key, validate_slug
 
 WITHIN_SCOPES = ("auto", "category", "superordinate")
+DESIGN_MODES = ("fixed", "adaptive")
+ADAPTIVE_STRATEGIES = ("uncertainty", "disagreement", "random")  # names as in alignment.active
 EXACT_POOL = 64  # pools up to this size are searched exhaustively for the least-used item
 POOL_SAMPLE = 32  # larger pools: the least-used of a random sample (keeps big sets fast)
 GREEDY_ATTEMPTS = 5  # first tries pick least-used items; later tries pick at random
@@ -58,6 +60,14 @@ class DesignConfig(LoadableConfig):
     n_shared: int = 0  # experimental triplets every list has (between-participant repeats)
     within_class_scope: str = "auto"  # auto | category | superordinate
     seed: int = 0
+    # "fixed": every list generated at creation; "adaptive": the first lists too, later lists chosen from a
+    # candidate pool by the study's latest teacher (workflows.adaptive), generated `lists_ahead` ahead
+    mode: str = "fixed"
+    strategy: str = "uncertainty"  # adaptive: uncertainty | disagreement (teacher vs backbone) | random
+    random_share: float = 0.2  # adaptive: share of each list's experimental triplets drawn at random
+    refit_every: int = 200  # adaptive: answers between background teacher refits
+    lists_ahead: int = 2  # adaptive: lists kept ready that no participant holds yet
+    pool_per_level: int = 300  # adaptive: candidate triplets drawn per level for each new list
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -77,6 +87,16 @@ class DesignConfig(LoadableConfig):
                     f"design {name}={getattr(self, name)} is more than the {self.n_experimental} "
                     "experimental triplets per list"
                 )
+        if self.mode not in DESIGN_MODES or self.strategy not in ADAPTIVE_STRATEGIES:
+            raise ValueError(
+                f"design mode must be one of {DESIGN_MODES} and strategy one of {ADAPTIVE_STRATEGIES}; got "
+                f"{self.mode!r}, {self.strategy!r}"
+            )
+        if not 0 <= self.random_share <= 1 or self.refit_every < 1 or self.pool_per_level < 1:
+            raise ValueError(
+                "design random_share must be in [0, 1], refit_every and pool_per_level at least 1; got "
+                f"{self.random_share}, {self.refit_every}, {self.pool_per_level}"
+            )
         if self.within_class_scope not in WITHIN_SCOPES:
             raise ValueError(
                 f"within_class_scope must be one of {WITHIN_SCOPES}, got {self.within_class_scope!r}"
@@ -104,6 +124,7 @@ class Design:
     practice_definition: str  # "catch" | "between_class"
     image_use: dict[int, int]  # stimulus id -> uses in distinct designed triplets (shared counted once)
     n_cross_list_duplicates: int  # non-shared triplets that two lists happen to share (small sets only)
+    shared: tuple[TrialSpec, ...] = ()  # the triplets every list has (between-participant repeats)
 
     @property
     def image_use_min(self) -> int:
@@ -140,6 +161,12 @@ class Design:
             "image_use_max": self.image_use_max,
             "n_cross_list_duplicates": self.n_cross_list_duplicates,
             "notes": self.notes(),
+            # an adaptive study's later lists carry the same shared triplets
+            **(
+                {"shared": [[*t.stimuli, str(t.level)] for t in self.shared]}
+                if self.config.mode == "adaptive"
+                else {}
+            ),
         }
 
 
@@ -159,6 +186,7 @@ def generate_design(stimuli: Sequence[StimulusInfo], config: DesignConfig) -> De
         rules.practice_kind,
         dict(sampler.chooser.use),
         sampler.n_cross_list_duplicates,
+        tuple(shared),
     )
 
 
@@ -177,11 +205,16 @@ def create_study_from_design(
     design = generate_design(load_stimulus_table(db, stimulus_set_id), design_config)
     config = study_config or StudyConfig()
     config = replace(config, extra={**config.extra, "design": design.to_dict()})
+    lists = design.lists
+    if design_config.mode == "adaptive":  # every experimental trial says why it was asked
+        from study.adaptive import mark_initial_lists
+
+        lists = mark_initial_lists(design.lists, design.shared)
     study_id = create_study(
         db,
         slug,
         stimulus_set_id,
-        design.lists,
+        lists,
         config,
         title=title,
         target_participants=target_participants,
@@ -431,6 +464,17 @@ class _Sampler:
             f"allows {self.rules.capacity[kind]}); lower the number of {kind} triplets or add images"
         )
 
+    def draw_new(self, kind: str, taken: set[str]) -> Triplet:
+        """A triplet whose key is not in ``taken`` (added to it); ValueError when none is found."""
+        for attempt in range(MAX_ATTEMPTS):
+            self.chooser.greedy = attempt < GREEDY_ATTEMPTS
+            triplet = DRAWERS[kind](self.chooser, self.pools, self.rules)
+            if triplet_key(triplet) not in taken:
+                taken.add(triplet_key(triplet))
+                self.chooser.record(triplet)
+                return triplet
+        raise ValueError(f"no new {kind} triplet after {MAX_ATTEMPTS} tries")
+
     def experimental(self, counts: dict[TripletLevel, int], list_keys: set[str]) -> list[TrialSpec]:
         return [
             TrialSpec(self.draw(level.value, list_keys), TrialKind.EXPERIMENTAL, level)
@@ -440,15 +484,19 @@ class _Sampler:
 
 
 def _shared_counts(config: DesignConfig) -> dict[TripletLevel, int]:
-    """Split n_shared over the levels in proportion to their counts (largest remainder)."""
+    return split_by_level(config.n_shared, config)
+
+
+def split_by_level(n: int, config: DesignConfig) -> dict[TripletLevel, int]:
+    """Split n triplets over the levels in proportion to the design's counts (largest remainder)."""
     counts = config.level_counts()
-    exact = {level: config.n_shared * n / config.n_experimental for level, n in counts.items()}
-    shared = {level: int(x) for level, x in exact.items()}
-    for level in sorted(exact, key=lambda lv: exact[lv] - shared[lv], reverse=True):
-        if sum(shared.values()) == config.n_shared:
+    exact = {level: n * k / config.n_experimental for level, k in counts.items()}
+    split = {level: int(x) for level, x in exact.items()}
+    for level in sorted(exact, key=lambda lv: exact[lv] - split[lv], reverse=True):
+        if sum(split.values()) == n:
             break
-        shared[level] += 1
-    return shared
+        split[level] += 1
+    return split
 
 
 # ---------------------------------------------------------------- one list
@@ -459,11 +507,17 @@ def _build_list(
 ) -> tuple[TrialSpec, ...]:
     """Practice first; then experimental triplets shuffled into blocks, repeats later, catch trials
     interleaved."""
-    rng = sampler.rng
     list_keys = {triplet_key(spec.stimuli) for spec in shared}
     shared_counts = Counter(spec.level for spec in shared)
     own_counts = {level: n - shared_counts[level] for level, n in config.level_counts().items()}
     experimental = shared + sampler.experimental(own_counts, list_keys)
+    return _arrange(sampler, experimental, list_keys, config)
+
+
+def _arrange(
+    sampler: _Sampler, experimental: list[TrialSpec], list_keys: set[str], config: DesignConfig
+) -> tuple[TrialSpec, ...]:
+    rng = sampler.rng
     rng.shuffle(experimental)
     blocks = [experimental[b :: config.n_blocks] for b in range(config.n_blocks)]
     _add_repeats(blocks, config.within_repeats, rng)
@@ -473,6 +527,39 @@ def _build_list(
     practice = [_practice(sampler, list_keys) for _ in range(config.n_practice)]
     trials = practice + [replace(spec, block=b) for b, block in enumerate(blocks) for spec in block]
     return tuple(trials)
+
+
+def draw_candidates(
+    stimuli: Sequence[StimulusInfo], config: DesignConfig, n_per_level: int, exclude: set[str], seed: int
+) -> dict[TripletLevel, list[Triplet]]:
+    """Up to ``n_per_level`` distinct triplets of each level the design uses, by the level definitions, none
+    of them in ``exclude`` (triplet keys): the candidate pool an adaptive design chooses its lists from."""
+    pools = _Pools(stimuli)
+    sampler = _Sampler(pools, _Rules.for_set(pools, config), random.Random(seed))
+    taken = set(exclude)
+    candidates: dict[TripletLevel, list[Triplet]] = {}
+    for level, count in config.level_counts().items():
+        if not count:
+            continue
+        candidates[level] = []
+        try:
+            for _ in range(n_per_level):
+                candidates[level].append(sampler.draw_new(level.value, taken))
+        except ValueError:  # the set has no more distinct triplets of this level
+            pass
+    return candidates
+
+
+def arrange_list(
+    stimuli: Sequence[StimulusInfo], config: DesignConfig, experimental: list[TrialSpec], seed: int
+) -> tuple[TrialSpec, ...]:
+    """A list around given experimental trials, exactly as a fixed design arranges its own: shuffled into
+    blocks, within-list repeats, catch trials interleaved, practice first (catch and practice triplets new
+    to the list)."""
+    pools = _Pools(stimuli)
+    sampler = _Sampler(pools, _Rules.for_set(pools, config), random.Random(seed))
+    list_keys = {triplet_key(spec.stimuli) for spec in experimental}
+    return _arrange(sampler, list(experimental), list_keys, config)
 
 
 def _practice(sampler: _Sampler, list_keys: set[str]) -> TrialSpec:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
@@ -44,6 +44,7 @@ class TrialSpec:
     block: int = 0
     odd_known: bool = False
     display: tuple[int, int, int] | None = None
+    selection: dict | None = None  # adaptive designs: why it was asked (strategy, score, teacher run)
 
 
 def as_triplet(stimulus_ids: Iterable[int]) -> tuple[int, int, int]:
@@ -117,6 +118,26 @@ def add_study(session: Session, slug: str, **columns: Any) -> Study:
     return study
 
 
+def append_lists(
+    db: Database, study_id: int, lists: Sequence[Sequence[TrialSpec]], seed: int | None
+) -> list[int]:
+    """Add lists after a study's last one (adaptive designs generate lists while the study runs); returns
+    their list indices. One transaction: all or none."""
+    with db.write() as session:
+        study = session.get(Study, study_id)
+        if study is None:
+            raise StudyNotFound(f"no study with id {study_id}")
+        _check_stimuli_exist(session, study.stimulus_set_id, lists)
+        last = session.scalar(
+            select(func.max(TripletList.list_index)).where(TripletList.study_id == study_id)
+        )
+        first = -1 if last is None else last
+        indices = [first + 1 + k for k in range(len(lists))]
+        for index, specs in zip(indices, lists, strict=True):
+            session.add(_build_list(study_id, index, specs, seed))
+        return indices
+
+
 def record_first_version(session: Session, study: Study) -> None:
     """Version 1 of a new study (called in the transaction that creates it)."""
     study.config_version = 1
@@ -147,6 +168,7 @@ def _build_list(study_id: int, list_index: int, specs: Sequence[TrialSpec], seed
                 level=spec.level,
                 triplet_key=triplet_key(spec.stimuli),
                 display_order="".join(str(i) for i in spec.display) if spec.display else None,
+                selection=spec.selection,
             )
         )
     return triplet_list

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "app.cli.db_commands",
     "app.cli.stimuli_commands",
     "app.cli.study_commands",
+    "app.cli.design_commands",
     "app.cli.researcher_commands",
     "app.cli.jobs_commands",
     "app.cli.demo_commands",

@@ -26,6 +26,8 @@ DESIGN_FLAGS = {
     "--shared": ("n_shared", int, "triplets every list shares (between-participant repeats)"),
     "--within-scope": ("within_class_scope", str, "auto | category | superordinate"),
     "--seed": ("seed", int, "random seed"),
+    "--mode": ("mode", str, "fixed | adaptive (later lists chosen by the latest teacher)"),
+    "--strategy": ("strategy", str, "adaptive: uncertainty | disagreement | random"),
 }
 
 

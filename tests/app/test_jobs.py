@@ -64,7 +64,7 @@ def test_unknown_kind_fails_with_the_known_kinds_listed(db, stage_kind):
 def test_the_pipeline_lists_every_stage_explicitly():
     from workflows.pipeline import STAGES
 
-    assert sorted(STAGES) == ["align", "eval", "features", "pseudo_labels", "student", "teacher"]
+    assert sorted(STAGES) == ["adaptive", "align", "eval", "features", "pseudo_labels", "student", "teacher"]
 
 
 def test_eta_extrapolates_the_progress_rate():

@@ -38,6 +38,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import or_, select
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -55,6 +56,7 @@ from study.participation import (
     record_response,
     serving_file,
 )
+from workflows.adaptive import after_answer
 from workflows.participant.payloads import BadRequest, parse_event, parse_response
 from workflows.participant.tokens import InvalidToken, TokenKey
 
@@ -125,28 +127,35 @@ async def _verified_and_stored(
     request: Request,
     parse: Callable[[dict[str, Any]], Any],
     record: Callable[[Database, int, Any], bool],
-) -> tuple[Any, bool]:
+) -> tuple[Any, int, bool]:
     """The body read as JSON, its token verified, parsed and recorded (in a worker thread, off the event
-    loop): (what was parsed, whether it was stored now rather than before). Raises what `_refusal` answers."""
+    loop): (what was parsed, whose it is, whether it was stored now rather than before). Raises what
+    `_refusal` answers."""
     data = await _read_json(request)
     participant_id = key.participant(data.get("token"))
     parsed = parse(data)
-    return parsed, await run_in_threadpool(record, get_db(), participant_id, parsed)
+    return parsed, participant_id, await run_in_threadpool(record, get_db(), participant_id, parsed)
 
 
 async def post_response(get_db: DatabaseSource, key: TokenKey, request: Request) -> Response:
     try:
-        payload, stored = await _verified_and_stored(get_db, key, request, parse_response, record_response)
+        payload, participant_id, stored = await _verified_and_stored(
+            get_db, key, request, parse_response, record_response
+        )
     except Exception as error:  # noqa: BLE001 - every failure answers JSON (see _refusal)
         if not isinstance(error, ResponseRejected):
             LOG.warning("response refused: %s", str(error)[:300])
         return _refusal(error)
-    return JSONResponse({"status": "stored" if stored else "duplicate", "trial_index": payload.trial_index})
+    # adaptive designs: refit / new lists after the answer is sent, never on the participant's clock
+    after = BackgroundTask(after_answer, get_db(), participant_id) if stored else None
+    return JSONResponse(
+        {"status": "stored" if stored else "duplicate", "trial_index": payload.trial_index}, background=after
+    )
 
 
 async def post_event(get_db: DatabaseSource, key: TokenKey, request: Request) -> Response:
     try:
-        _, stored = await _verified_and_stored(get_db, key, request, parse_event, record_client_event)
+        _, _, stored = await _verified_and_stored(get_db, key, request, parse_event, record_client_event)
     except Exception as error:  # noqa: BLE001 - every failure answers JSON (see _refusal)
         return _refusal(error)
     return JSONResponse({"status": "stored" if stored else "duplicate"})

@@ -34,6 +34,16 @@ STAGES: dict[str, jobs.Stage] = {
 }
 STAGES["align"] = partial(align_stage, stages=STAGES)  # the loop runs its steps with the same table
 
+
+def _adaptive_stage(db: Database, run, progress: jobs.Progress) -> jobs.StageResult:
+    """An adaptive design's background refit (imported here: workflows.adaptive uses the teacher stage)."""
+    from workflows.adaptive import adaptive_stage
+
+    return adaptive_stage(db, run, progress)
+
+
+STAGES["adaptive"] = _adaptive_stage
+
 __all__ = ["FEATURE_CACHE_DIR", "STAGES", "START_ACTIONS", "WEIGHTS_DIR", "execute", "queue_action"]
 
 

@@ -1,0 +1,280 @@
+"""Adaptive designs while a study runs: the next triplets are chosen from a candidate pool by the study's
+latest teacher (``alignment.active``), lists are kept ready ahead of need, and the teacher is refitted in
+the background every ``refit_every`` answers.
+
+- ``propose``: the next triplets per level (Levels mix kept), each with its reason (strategy, score, teacher
+  run); with no teacher run yet they are drawn at random and say so.
+- ``top_up_lists``: adds lists until ``lists_ahead`` lists wait for a participant. A participant is never
+  made to wait for one: ``assign_list`` hands out an existing list when none waits.
+- ``adaptive_stage`` (run kind ``adaptive``): the teacher stage on the study's answers so far, then a top-up
+  with the new teacher.
+- ``after_answer``: called by the participant API after a response is sent (a background task, so never on
+  the participant's clock): queues and launches the refit when due, and tops the lists up.
+
+Strategies: ``uncertainty`` (the teacher's predictive entropy), ``disagreement`` (teacher vs raw backbone:
+their Jensen-Shannon divergence; the backbone's similarities are given the teacher's spread over the pool,
+since raw features have no fitted temperature), ``random``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from db.engine import Database
+from db.models import Participant, Run, RunStatus, Study, TrialKind, TripletLevel
+from db.runs import create_run, list_runs
+from db.settings import data_home
+from study.adaptive import (
+    NO_TEACHER,
+    adaptive_config,
+    add_list,
+    answer_count,
+    candidate_pool,
+    design_config,
+    list_count,
+    own_counts,
+    waiting_lists,
+)
+from study.studies import TrialSpec, as_triplet, get_study
+from workflows import jobs
+from workflows.artifacts import read_embeddings
+
+LOG = logging.getLogger("alignlab.adaptive")
+TEACHER_KINDS = ("teacher", "adaptive")  # runs whose teacher can choose triplets
+
+
+@dataclass(frozen=True)
+class TeacherView:
+    """What choosing needs from a teacher run: aligned and raw embeddings by stimulus id, the temperature."""
+
+    run_id: int
+    aligned: np.ndarray
+    raw: np.ndarray
+    stimulus_ids: np.ndarray
+    temperature: float
+
+    @classmethod
+    def from_artifacts(cls, run_id: int, artifacts: dict, temperature: float) -> TeacherView:
+        aligned, ids = read_embeddings(data_home() / artifacts["embeddings"], f"run {run_id} teacher")
+        raw, raw_ids = read_embeddings(data_home() / artifacts["raw_embeddings"], f"run {run_id} backbone")
+        if not np.array_equal(ids, raw_ids):
+            raise ValueError(f"run {run_id}: aligned and raw embeddings cover different stimuli")
+        return cls(run_id, aligned, raw, ids, temperature)
+
+    def rows(self, triplets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices [m, 3] of the triplets whose three images the teacher embedded, their positions)."""
+        index = {int(s): r for r, s in enumerate(self.stimulus_ids)}
+        known = np.array([all(int(i) in index for i in t) for t in triplets], dtype=bool)
+        rows = np.array([[index[int(i)] for i in t] for t in triplets[known]], dtype=np.int64).reshape(-1, 3)
+        return rows, np.flatnonzero(known)
+
+
+def latest_teacher(db: Database, study_id: int) -> TeacherView | None:
+    """The newest succeeded teacher (or adaptive) run of the study, or None."""
+    runs = [
+        r
+        for r in list_runs(db, study_id=study_id)
+        if r.kind in TEACHER_KINDS and r.status == RunStatus.SUCCEEDED and "raw_embeddings" in r.artifacts
+    ]
+    if not runs:
+        return None
+    run = max(runs, key=lambda r: r.id)
+    return TeacherView.from_artifacts(run.id, run.artifacts, float(run.metrics.get("temperature", 1.0)))
+
+
+def _members(view: TeacherView, strategy: str, rows: np.ndarray) -> list:
+    from alignment.active import Member, backbone_member
+
+    teacher = Member(view.aligned, view.temperature)
+    return [teacher, backbone_member(teacher, view.raw, rows)] if strategy == "disagreement" else [teacher]
+
+
+def _choose_level(
+    candidates: list[tuple[int, int, int]],
+    level: TripletLevel,
+    n: int,
+    strategy: str,
+    random_share: float,
+    view: TeacherView | None,
+    rng: np.random.Generator,
+) -> list[TrialSpec]:
+    from alignment.active import BatchRule, score_pool, select_batch
+
+    pool = np.asarray(candidates, dtype=np.int64).reshape(-1, 3)
+    if view is None:
+        rows, kept, strategy, scores, embedding = (
+            pool,
+            np.arange(len(pool)),
+            "random",
+            np.zeros(len(pool)),
+            None,
+        )
+    else:
+        rows, kept = view.rows(pool)
+        scores = (
+            score_pool(strategy, rows, _members(view, strategy, rows), "triplet")
+            if len(rows)
+            else np.zeros(0)
+        )
+        embedding = view.aligned
+    if len(rows) < n:
+        raise ValueError(
+            f"only {len(rows)} new {level.value} candidates the teacher can score, {n} needed; raise "
+            "pool_per_level or add images"
+        )
+    chosen = select_batch(
+        rows,
+        scores,
+        n,
+        strategy=strategy,
+        rng=rng,
+        rule=BatchRule(random_share=random_share),
+        embedding=embedding,
+        teacher_run="" if view is None else str(view.run_id),
+    )
+    note = {"note": NO_TEACHER} if view is None else {}
+    return [
+        TrialSpec(
+            as_triplet(pool[kept[c.pool_index]].tolist()),
+            TrialKind.EXPERIMENTAL,
+            level,
+            selection={**c.reason(), **note},
+        )
+        for c in chosen
+    ]
+
+
+def propose(
+    db: Database,
+    slug: str,
+    counts: dict[TripletLevel, int],
+    seed: int,
+    *,
+    view: TeacherView | None = None,
+    strategy: str | None = None,
+) -> list[TrialSpec]:
+    """The next triplets, ``counts`` per level, chosen by the study's latest teacher (or ``view``)."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        config, study_id = design_config(study), study.id
+    view = view or latest_teacher(db, study_id)
+    pool = candidate_pool(db, slug, seed)
+    rng = np.random.default_rng(seed)
+    strategy = strategy or config.strategy
+    specs: list[TrialSpec] = []
+    for level, n in counts.items():
+        if n:
+            specs += _choose_level(pool.get(level, []), level, n, strategy, config.random_share, view, rng)
+    return specs
+
+
+def top_up_lists(db: Database, slug: str, view: TeacherView | None = None) -> list[int]:
+    """Add lists until ``lists_ahead`` wait for a participant; returns the new list indices."""
+    created: list[int] = []
+    while True:
+        with db.read() as session:
+            study, config = adaptive_config(session, slug)
+            waiting, counts, study_id = waiting_lists(session, study.id), own_counts(study, config), study.id
+            n_lists = list_count(session, study_id)
+        if waiting >= config.lists_ahead:
+            return created
+        view = view or latest_teacher(db, study_id)
+        seed = config.seed * 1_000_003 + n_lists  # a new seed per list, reproducible
+        created.append(add_list(db, slug, propose(db, slug, counts, seed, view=view), seed))
+
+
+def refit_due(db: Database, slug: str) -> bool:
+    """``refit_every`` answers arrived since the latest teacher run, and no adaptive run is under way."""
+    with db.read() as session:
+        study, config = adaptive_config(session, slug)
+        answers, study_id = answer_count(session, study.id), study.id
+    runs = list_runs(db, study_id=study_id)
+    if any(r.kind == "adaptive" and r.status in (RunStatus.QUEUED, RunStatus.RUNNING) for r in runs):
+        return False
+    fitted = [r for r in runs if r.kind == "adaptive" and r.status == RunStatus.SUCCEEDED]
+    last = max(fitted, key=lambda r: r.id).metrics.get("n_answers", 0) if fitted else 0
+    return answers - last >= config.refit_every
+
+
+def queue_refit(db: Database, slug: str) -> int:
+    """An ``adaptive`` run: the teacher stage's config for the study (defaults)."""
+    from workflows.pipeline.teacher_stage import TeacherStageConfig
+
+    with db.read() as session:
+        study_id = get_study(session, slug).id
+    config = asdict(TeacherStageConfig(study=slug))
+    return create_run(db, "adaptive", config, study_id=study_id, name=f"adaptive refit on {slug}")
+
+
+def adaptive_stage(db: Database, run: Run, progress: jobs.Progress) -> jobs.StageResult:
+    """Refit the teacher on the study's answers so far, then top the lists up with it."""
+    from workflows.pipeline.teacher_stage import teacher_stage
+
+    slug = run.config["study"]
+    with db.read() as session:
+        n_answers = answer_count(session, adaptive_config(session, slug)[0].id)
+    result = teacher_stage(db, run, progress)
+    view = TeacherView.from_artifacts(run.id, result.artifacts, float(result.metrics.get("temperature", 1.0)))
+    created = top_up_lists(db, slug, view)
+    result.metrics.update({"n_answers": n_answers, "lists_created": created})
+    return result
+
+
+def after_answer(db: Database, participant_id: int, launch=jobs.launch) -> None:
+    """After a response of an adaptive study: launch the refit when due, keep lists ready. Never raises
+    (the participant's answer is already stored; a failure here is logged)."""
+    try:
+        with db.read() as session:
+            study = session.scalar(
+                select(Study)
+                .join(Participant, Participant.study_id == Study.id)
+                .where(Participant.id == participant_id)
+            )
+            slug = study.slug if study is not None else None
+            adaptive = (
+                study is not None
+                and study.config.get("extra", {}).get("design", {}).get("config", {}).get("mode")
+                == "adaptive"
+            )
+        if not adaptive or slug is None:
+            return
+        if refit_due(db, slug):
+            launch(queue_refit(db, slug))
+        top_up_lists(db, slug)
+    except Exception:  # noqa: BLE001 - logged; the participant is not affected
+        LOG.exception("adaptive design update failed after participant %s answered", participant_id)
+
+
+def write_proposal(db: Database, specs: list[TrialSpec], path: Path) -> Path:
+    """CSV of proposed triplets: ids, names, level and why (atomically written)."""
+    import pandas as pd
+
+    from common.atomic import atomic_write
+    from db.models import Stimulus
+
+    ids = {i for spec in specs for i in spec.stimuli}
+    with db.read() as session:
+        names = dict(session.execute(select(Stimulus.id, Stimulus.name).where(Stimulus.id.in_(ids))).all())
+    frame = pd.DataFrame(
+        [
+            {
+                "stim0": a,
+                "stim1": b,
+                "stim2": c,
+                "name0": names[a],
+                "name1": names[b],
+                "name2": names[c],
+                "level": str(spec.level),
+                **(spec.selection or {}),
+            }
+            for spec in specs
+            for a, b, c in [spec.stimuli]
+        ]
+    )
+    atomic_write(path, frame.to_csv(index=False).encode())
+    return path
