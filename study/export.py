@@ -16,6 +16,7 @@ carriage return) is written with a leading single quote (OWASP's CSV-injection r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,13 +53,19 @@ def things_table(
     include_excluded: bool = False,
     include_simulated: bool = True,
     raw_ids: bool = False,
+    participant_ids: list[int] | None = None,
+    stimuli: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Answered trials as THINGS triplets: image1..3 are 0-based indices into the stimulus set ordered by
     name, the odd one out last; plus names, RT (ms), subject_id, trial_nr, level, kind, is_simulated."""
     judgments = load_judgments(
-        db, slug, include_excluded=include_excluded, include_simulated=include_simulated
+        db,
+        slug,
+        include_excluded=include_excluded,
+        include_simulated=include_simulated,
+        participant_ids=participant_ids,
     )
-    stimuli = load_stimuli(db, slug)
+    stimuli = load_stimuli(db, slug) if stimuli is None else stimuli
     index = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
     names = stimuli.set_index("id")["name"]
     table = pd.DataFrame({f"image{k + 1}": judgments[f"stim{k}"].map(index) for k in range(3)})
@@ -79,13 +86,19 @@ def anchor_table(
     include_excluded: bool = False,
     include_simulated: bool = True,
     raw_ids: bool = False,
+    participant_ids: list[int] | None = None,
+    stimuli: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Answered anchor trials (salmon-like): `head, close, far` stimulus names (the head was judged more
     similar to `close`), RT, subject_id, trial_nr, kind, is_simulated; reads back with the importer."""
     judgments = load_anchor_judgments(
-        db, slug, include_excluded=include_excluded, include_simulated=include_simulated
+        db,
+        slug,
+        include_excluded=include_excluded,
+        include_simulated=include_simulated,
+        participant_ids=participant_ids,
     )
-    names = load_stimuli(db, slug).set_index("id")["name"]
+    names = (load_stimuli(db, slug) if stimuli is None else stimuli).set_index("id")["name"]
     table = pd.DataFrame({role: judgments[role].map(names) for role in ("head", "close", "far")})
     table["rt"] = judgments["rt_ms"]
     table["subject_id"] = judgments["external_id" if raw_ids else "subject"]
@@ -102,17 +115,19 @@ def trial_table(
     include_excluded: bool = False,
     include_simulated: bool = True,
     raw_ids: bool = False,
+    participant_ids: list[int] | None = None,
+    stimuli: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per stored trial response (timeouts and practice included), jsPsych style: rt, response
     (chosen display position), trial_index, time_elapsed, images in stored order and as shown."""
-    responses = load_responses(db, slug)
+    responses = load_responses(db, slug, participant_ids)
     keep = pd.Series(True, index=responses.index)
     if not include_excluded:
         keep &= ~responses["excluded"]
     if not include_simulated:
         keep &= ~responses["is_simulated"]
     responses = responses[keep].reset_index(drop=True)
-    names = load_stimuli(db, slug).set_index("id")["name"]
+    names = (load_stimuli(db, slug) if stimuli is None else stimuli).set_index("id")["name"]
 
     def name(column: str) -> pd.Series:
         return responses[column].map(names)
@@ -357,22 +372,75 @@ def export_study(
     raw_ids: bool = False,
 ) -> ExportSummary:
     """Write one export file; it appears complete or not at all (written to a temporary file, then renamed).
-    `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise."""
+    `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise. The trial-level
+    formats are streamed: read and written `EXPORT_BATCH` participants at a time, so memory stays flat at
+    any study size."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
-    build = {
-        "things": things_table,
-        "anchor": anchor_table,
-        "participants": participant_table,
-        "events": event_table,
-    }.get(fmt, trial_table)
-    table = build(
-        db, slug, include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids
-    )
+    options = dict(include_excluded=include_excluded, include_simulated=include_simulated, raw_ids=raw_ids)
     out_path = Path(out_path)
-    if fmt == "parquet" or (fmt in ("participants", "events") and out_path.suffix == ".parquet"):
+    if fmt in STREAMED:
+        return _stream(db, slug, fmt, out_path, options)
+    build = participant_table if fmt == "participants" else event_table
+    table = build(db, slug, **options)
+    if out_path.suffix == ".parquet":
         with atomic_path(out_path) as temporary:
             table.to_parquet(temporary, index=False)
     else:
         write_csv(table, out_path)
     return ExportSummary(out_path, fmt, len(table), int(table["subject_id"].nunique()))
+
+
+STREAMED = {"things": things_table, "anchor": anchor_table, "jspsych": trial_table, "parquet": trial_table}
+EXPORT_BATCH = 500  # participants read and written together
+
+
+def _stream(db: Database, slug: str, fmt: str, out_path: Path, options: dict) -> ExportSummary:
+    """The table of `fmt` built and appended batch by batch (CSV: header once, formula cells neutralised;
+    Parquet: one row group per batch, every batch in the first batch's schema)."""
+    build, stimuli = STREAMED[fmt], load_stimuli(db, slug)
+    n_rows, subjects, writer, header_written = 0, set(), None, False
+    with atomic_path(out_path) as temporary:
+        for batch in [*_participant_batches(db, slug), []]:  # the last, empty batch: the header of no rows
+            table = build(db, slug, participant_ids=batch, stimuli=stimuli, **options)
+            if fmt == "parquet":
+                writer = _append_parquet(writer, temporary, table, last=not batch)
+            elif len(table) or not header_written:
+                neutralise_formulas(table).to_csv(
+                    temporary, mode="a" if header_written else "w", index=False, header=not header_written
+                )
+                header_written = True
+            n_rows += len(table)
+            subjects.update(table["subject_id"].unique())
+        if writer is not None:
+            writer.close()
+    return ExportSummary(out_path, fmt, n_rows, len(subjects))
+
+
+def _participant_batches(db: Database, slug: str) -> Iterator[list[int]]:
+    with db.read() as session:
+        study = get_study(session, slug)
+        ids = session.scalars(
+            select(Participant.id)
+            .where(Participant.study_id == study.id, Participant.consent.is_(True))
+            .order_by(Participant.id)
+        ).all()
+    for start in range(0, len(ids), EXPORT_BATCH):
+        yield list(ids[start : start + EXPORT_BATCH])
+
+
+def _append_parquet(writer, path: Path, table: pd.DataFrame, *, last: bool):
+    """Open the writer with the first non-empty batch's schema (or the empty table's, when the last batch
+    comes and nothing was written), then append each batch cast to it."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    if table.empty and not (last and writer is None):
+        return writer
+    if writer is None:
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        writer = pq.ParquetWriter(path, arrow.schema)
+    else:
+        arrow = pa.Table.from_pandas(table, schema=writer.schema, preserve_index=False)
+    writer.write_table(arrow)
+    return writer

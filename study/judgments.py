@@ -65,9 +65,10 @@ def pseudonymise(salt: str, external_id: str) -> str:
     return digest[:PSEUDONYM_LENGTH]
 
 
-def load_responses(db: Database, slug: str) -> pd.DataFrame:
+def load_responses(db: Database, slug: str, participant_ids: list[int] | None = None) -> pd.DataFrame:
     """Every stored response row of the study's consenting participants (timeouts and unavailable trials
-    included), with its trial and participant facts.
+    included), with its trial and participant facts; only the given participants' when `participant_ids`
+    is given (exports read a study in batches of participants).
 
     Adds `subject` (the pseudonymised external id). Sorted by participant, then trial index.
     """
@@ -80,6 +81,8 @@ def load_responses(db: Database, slug: str) -> pd.DataFrame:
             .where(Participant.study_id == study.id, Participant.consent.is_(True))
             .order_by(Participant.id, Response.trial_index)
         )
+        if participant_ids is not None:
+            query = query.where(Participant.id.in_(participant_ids))
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
@@ -139,6 +142,7 @@ def _answered(
     include_excluded: bool,
     include_simulated: bool,
     kinds: tuple[str, ...],
+    participant_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """The answered trials of one task, filtered in SQL and with only the columns judgments need: THINGS-
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
@@ -163,6 +167,8 @@ def _answered(
             query = query.where(Participant.excluded.is_(False))
         if not include_simulated:
             query = query.where(Participant.is_simulated.is_(False))
+        if participant_ids is not None:
+            query = query.where(Participant.id.in_(participant_ids))
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(JUDGMENT_COLUMNS))
@@ -179,12 +185,15 @@ def load_judgments(
     include_excluded: bool = False,
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
+    participant_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2
     with the chosen odd one out last. Practice trials are left out by default; excluded participants unless
-    `include_excluded`.
+    `include_excluded`; only the given participants when `participant_ids` is given (incremental readers).
     """
-    answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds)
+    answered = _answered(
+        db, slug, JudgmentTask.ODD_ONE_OUT, include_excluded, include_simulated, kinds, participant_ids
+    )
     triplets = odd_last_array(
         answered[["stim0", "stim1", "stim2"]].to_numpy(np.int64), answered["chosen_stimulus_id"].to_numpy()
     )
@@ -214,9 +223,12 @@ def load_anchor_judgments(
     include_excluded: bool = False,
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
+    participant_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """One row per answered anchor trial: `head`, `close` (judged more similar to the head), `far`."""
-    answered = _answered(db, slug, JudgmentTask.ANCHOR, include_excluded, include_simulated, kinds)
+    answered = _answered(
+        db, slug, JudgmentTask.ANCHOR, include_excluded, include_simulated, kinds, participant_ids
+    )
     frame = answered[
         [
             "participant_id",

@@ -19,16 +19,20 @@ Practice trials never count. Flags are suggestions; `set_exclusion` records the 
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select, type_coerce
 
 from common.config import LoadableConfig
 from db.engine import Database
-from db.models import InteractionEvent, Participant, TrialKind, TripletList
-from study.judgments import load_responses, pseudonymise
+from db.models import InteractionEvent, Participant, Response, Trial, TrialKind, TripletList
+from study.judgments import pseudonymise
 from study.participation import ParticipantNotFound
 from study.studies import get_study
 
@@ -99,17 +103,16 @@ def position_biased(shares: np.ndarray, min_share: float = 0.27, max_share: floa
 
 def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None) -> pd.DataFrame:
     """One row per consenting participant of the study with every QC measure, `flags` and
-    `suggest_exclude`."""
+    `suggest_exclude`. The response-based measures come from a per-participant cache (see `_measures_of`):
+    only participants who answered since the last call are read and measured again."""
     config = config or QCConfig()
     participants = _participants(db, study_slug)
-    responses = load_responses(db, study_slug)
-    responses = responses[responses["kind"] != TrialKind.PRACTICE.value]
-    by_participant = dict(tuple(responses.groupby("participant_id")))
-    events = _event_counts(db, participants["participant_id"].tolist())
+    ids = participants["participant_id"].tolist()
+    measured = _measures_of(db, study_slug, config)
+    events = _event_counts(db, ids)
     rows = []
     for participant in participants.itertuples(index=False):
-        own = by_participant.get(participant.participant_id, responses.iloc[0:0])
-        measures = _measures(own, config)
+        measures = dict(measured[participant.participant_id])
         measures["fullscreen_exits"] = events.get((participant.participant_id, "fullscreen"), 0)
         measures["blurs"] = events.get((participant.participant_id, "blur"), 0)
         measures["early_responses"] = events.get((participant.participant_id, "early"), 0)
@@ -123,6 +126,84 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
             }
         )
     return _without_nan_text(pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS))
+
+
+QC_RESPONSE_COLUMNS = {  # what the response-based measures read, practice trials left out in SQL
+    "participant_id": Response.participant_id,
+    "kind": type_coerce(Trial.kind, String),
+    "odd_known": Trial.odd_known,
+    "stim2": Trial.stim2_id,
+    "timed_out": Response.timed_out,
+    "unavailable": Response.unavailable,
+    "rt_ms": Response.rt_ms,
+    "chosen_position": Response.chosen_position,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+}
+MEASURE_BATCH = 100  # participants whose responses are read and measured together (bounds memory)
+_MEASURE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {config: {id: ...}}
+_CACHE_LOCK = threading.Lock()
+
+
+def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, dict]:
+    """participant id -> response-based measures, from a cache kept per database engine and QC config.
+
+    A participant's entry is keyed by their `response_marks` entry; only participants whose mark changed are
+    read again, in batches."""
+    marks = response_marks(db, study_slug)
+    with _CACHE_LOCK:
+        cache = _MEASURE_CACHE.setdefault(db.engine, {}).setdefault(config, {})
+        stale = [pid for pid, mark in marks.items() if pid not in cache or cache[pid][0] != mark]
+    for start in range(0, len(stale), MEASURE_BATCH):
+        batch = stale[start : start + MEASURE_BATCH]
+        responses = _qc_responses(db, batch)
+        by_participant = dict(tuple(responses.groupby("participant_id", sort=False)))
+        fresh = {
+            pid: (marks[pid], _measures(by_participant.get(pid, responses.iloc[0:0]), config))
+            for pid in batch
+        }
+        with _CACHE_LOCK:
+            cache.update(fresh)
+    with _CACHE_LOCK:
+        return {pid: cache[pid][1] for pid in marks}
+
+
+def response_marks(db: Database, slug: str) -> dict[int, tuple]:
+    """Consenting participant id -> (response count, highest response id, last seen): the mark changes
+    whenever one of their answers is stored or replaced, so equal marks mean unchanged answers. Counted in
+    SQL over the index on `responses.participant_id`; no response row is read."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        people = select(Participant.id).where(Participant.study_id == study.id, Participant.consent.is_(True))
+        counted = {
+            pid: (count, highest)
+            for pid, count, highest in session.execute(
+                select(Response.participant_id, func.count(), func.max(Response.id))
+                .where(Response.participant_id.in_(people))
+                .group_by(Response.participant_id)
+            ).all()
+        }
+        seen = session.execute(
+            select(Participant.id, Participant.last_seen_at).where(
+                Participant.study_id == study.id, Participant.consent.is_(True)
+            )
+        ).all()
+    return {pid: (*counted.get(pid, (0, None)), last_seen) for pid, last_seen in seen}
+
+
+def _qc_responses(db: Database, participant_ids: list[int]) -> pd.DataFrame:
+    with db.read() as session:
+        rows: Sequence[Any] = session.execute(
+            select(*[column.label(name) for name, column in QC_RESPONSE_COLUMNS.items()])
+            .join(Trial, Trial.id == Response.trial_id)
+            .where(
+                Response.participant_id.in_(participant_ids),
+                type_coerce(Trial.kind, String) != TrialKind.PRACTICE.value,
+            )
+            .order_by(Response.participant_id, Response.trial_index)
+        ).all()
+    frame = pd.DataFrame(rows, columns=list(QC_RESPONSE_COLUMNS))
+    frame = frame.astype({"odd_known": bool, "timed_out": bool, "unavailable": bool, "rt_ms": float})
+    return frame
 
 
 QC_COLUMNS = [

@@ -16,7 +16,7 @@ from study.design import DesignConfig, create_study_from_design
 from study.monitoring import study_progress
 from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
-from study.studies import get_study, set_study_status, study_config
+from study.studies import get_study, set_study_status, study_config, study_slugs
 
 PAGE_BREAK = "\n\n---\n\n"  # between instruction pages in the edit form
 TIMING_FIELDS = {  # StudyConfig field -> label; whole numbers
@@ -205,7 +205,7 @@ def _create(set_id: int, slug: str, title: str, design: DesignConfig, target: in
 st.title("Studies")
 show_flashes()
 progress_table()
-slugs = study_progress(get_db())["slug"].tolist()
+slugs = study_slugs(get_db())
 if slugs:
     left, right = st.columns(2)
     with left:
