@@ -19,16 +19,19 @@ Practice trials never count. Flags are suggestions; `set_exclusion` records the 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import String, func, select, type_coerce
 
+from common.atomic import atomic_path
 from common.config import LoadableConfig
 from db.engine import Database
 from db.models import InteractionEvent, Participant, Response, Trial, TrialKind, TripletList
@@ -150,8 +153,11 @@ def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, d
     A participant's entry is keyed by their `response_marks` entry; only participants whose mark changed are
     read again, in batches."""
     marks = response_marks(db, study_slug)
+    store = _cache_file(db, study_slug, config)
     with _CACHE_LOCK:
         cache = _MEASURE_CACHE.setdefault(db.engine, {}).setdefault(config, {})
+        if not cache and store is not None:
+            cache.update(_read_cache(store))
         stale = [pid for pid, mark in marks.items() if pid not in cache or cache[pid][0] != mark]
     for start in range(0, len(stale), MEASURE_BATCH):
         batch = stale[start : start + MEASURE_BATCH]
@@ -164,7 +170,60 @@ def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, d
         with _CACHE_LOCK:
             cache.update(fresh)
     with _CACHE_LOCK:
-        return {pid: cache[pid][1] for pid in marks}
+        measured = {pid: cache[pid] for pid in marks}
+    if stale and store is not None:
+        _write_cache(store, measured)
+    return {pid: entry[1] for pid, entry in measured.items()}
+
+
+MARK_COLUMNS = ["n_responses", "max_response_id", "last_seen_at"]
+
+
+def _cache_file(db: Database, slug: str, config: QCConfig) -> Path | None:
+    """Where this study's measures are kept between server processes: `<database file>.cache/qc/`, one
+    Parquet file per study and QC config (SQLite only: a shared PostgreSQL database is read by many hosts,
+    each keeping its cache in memory)."""
+    database = db.engine.url.database
+    if db.dialect != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    key = hashlib.sha256(f"{slug}|{sorted(asdict(config).items())}".encode()).hexdigest()[:20]
+    return Path(f"{database}.cache") / "qc" / f"{key}.parquet"
+
+
+def _read_cache(path: Path) -> dict[int, tuple[tuple, dict]]:
+    """The stored measures (empty when there are none or the file cannot be read: they are recomputed)."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError):
+        return {}
+    measures = [column for column in frame.columns if column not in ("participant_id", *MARK_COLUMNS)]
+    entries = {}
+    for row in frame.itertuples(index=False):
+        values = row._asdict()
+        seen = (
+            values["last_seen_at"].to_pydatetime().replace(tzinfo=None)
+            if pd.notna(values["last_seen_at"])
+            else None
+        )
+        highest = None if pd.isna(values["max_response_id"]) else int(values["max_response_id"])
+        mark = (int(values["n_responses"]), highest, seen)
+        entries[int(values["participant_id"])] = (mark, {name: _plain(values[name]) for name in measures})
+    return entries
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _write_cache(path: Path, measured: dict[int, tuple[tuple, dict]]) -> None:
+    rows = [
+        {"participant_id": pid, **dict(zip(MARK_COLUMNS, mark, strict=True)), **measures}
+        for pid, (mark, measures) in measured.items()
+    ]
+    frame = pd.DataFrame(rows)
+    frame["max_response_id"] = frame["max_response_id"].astype("Int64")
+    with atomic_path(path) as temporary:
+        frame.to_parquet(temporary, index=False)
 
 
 def response_marks(db: Database, slug: str) -> dict[int, tuple]:

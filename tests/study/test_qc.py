@@ -192,3 +192,19 @@ def test_qc_reads_only_participants_whose_answers_changed(qc_study, monkeypatch)
     )
     assert participant_qc(db, "qc-study").set_index("participant_id").loc[second, "n_answered"] == 10
     assert read[-1] == [second]
+
+
+def test_a_new_process_reuses_the_stored_measures(qc_study, monkeypatch):
+    """The measures are kept next to the SQLite file, so a restarted server reads no unchanged answers."""
+    import study.qc
+
+    db, _, specs = qc_study
+    first = run_participant(db, "qc-study", "first", _choices(specs, [True, False], timeouts=2))
+    before = participant_qc(db, "qc-study")
+    study.qc._MEASURE_CACHE.clear()  # what a fresh process starts with
+    read: list[list[int]] = []
+    real = study.qc._qc_responses
+    monkeypatch.setattr(study.qc, "_qc_responses", lambda d, ids: read.append(sorted(ids)) or real(d, ids))
+    after = participant_qc(db, "qc-study")
+    assert read == [] and after.equals(before)
+    assert after.set_index("participant_id").loc[first, "catch_accuracy"] == 0.5
