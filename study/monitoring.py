@@ -192,7 +192,7 @@ def rt_histogram(db: Database, slug: str, bin_ms: int = 100) -> pd.DataFrame:
     with db.read() as session:
         study = get_study(session, slug)
         rows = session.execute(
-            select(group.label("group"), bin_start.label("rt_ms"), func.count().label("n"))
+            select(group.label("group"), bin_start.label("bin_ms"), func.count().label("n"))
             .join(Trial, Trial.id == Response.trial_id)
             .join(Participant, Participant.id == Response.participant_id)
             .where(
@@ -202,7 +202,7 @@ def rt_histogram(db: Database, slug: str, bin_ms: int = 100) -> pd.DataFrame:
                 Response.unavailable.is_(False),
                 Response.rt_ms.is_not(None),
             )
-            .group_by("group", "rt_ms")
-            .order_by("group", "rt_ms")
+            .group_by("group", "bin_ms")  # not "rt_ms": SQLite would group by the column of that name
+            .order_by("group", "bin_ms")
         ).all()
     return pd.DataFrame(rows, columns=["group", "rt_ms", "n"])

@@ -3,8 +3,8 @@ with Prolific's bulk files, human agreement per level, response-time distributio
 only when asked for).
 
 Only the open tab's section runs (tabs rerun on change): a rerun never reads data for a tab nobody looks at.
-QC is cached per participant (study.qc), the agreement tables per study until an answer arrives, and the
-response-time histogram is counted in SQL."""
+QC is cached per participant (study.qc); the agreement tables and the response-time histogram (counted in
+SQL) per study until an answer arrives or an exclusion changes."""
 
 from __future__ import annotations
 
@@ -264,8 +264,14 @@ def human_agreement(url: str, slug: str, mark: tuple) -> tuple[pd.DataFrame | No
     return levels_noise_ceiling(judgments), things_modal_consistency(judgments)
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def response_time_counts(url: str, slug: str, mark: tuple) -> pd.DataFrame:
+    """The histogram's counts, once per study and data state (`mark` changes with every answer)."""
+    return rt_histogram(get_db(), slug)
+
+
 def rt_distribution(slug: str) -> None:
-    counts = rt_histogram(get_db(), slug)
+    counts = response_time_counts(database_url(), slug, study_mark(get_db(), slug))
     if counts.empty:
         st.info("No answered trials yet.")
         return

@@ -22,7 +22,8 @@ def reads(app_home, monkeypatch) -> list[str]:
     db = Database.from_url()
     ids = make_stimuli(db)
     make_study(db, SLUG, [[experimental(ids[0], ids[3], ids[6])]], participants_per_list=10)
-    run_participant(db, SLUG, "someone", [ids[6]])
+    run_participant(db, SLUG, "someone", [ids[6]], [1510.0])
+    run_participant(db, SLUG, "another", [ids[6]], [1590.0])
     db.dispose()
     log: list[str] = []
     for module, name in (
@@ -68,4 +69,4 @@ def test_the_response_time_histogram_is_counted_in_sql(reads):
     from study.monitoring import rt_histogram
 
     counts = rt_histogram(Database.from_url(), SLUG)
-    assert counts.to_dict("records") == [{"group": "between_class", "rt_ms": 1500.0, "n": 1}]
+    assert counts.to_dict("records") == [{"group": "between_class", "rt_ms": 1500.0, "n": 2}]  # one bin
