@@ -249,7 +249,7 @@ def _in_fresh_process(home: Path, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(sizes: list[int], keep: Path | None) -> None:
+def run(sizes: list[int], keep: Path | None, only: list[str] | None = None) -> None:
     print(f"{'judgments':>9}  {'what':<32} {'first s':>8} {'again s':>8} {'base MB':>8} {'peak MB':>8}  note")
     for size in sizes:
         with tempfile.TemporaryDirectory(dir=keep) as tmp:
@@ -258,9 +258,13 @@ def run(sizes: list[int], keep: Path | None) -> None:
             build_study(home, size)
             print(f"{size:>9}  {'(build: batched inserts)':<32} {time.perf_counter() - began:8.1f}")
             for label, (page, tab) in PAGES.items():
+                if only and label not in only:
+                    continue
                 result = _in_fresh_process(home, "page", page, tab or "")
                 _print_row(size, label, result, _page_note(result))
             for fmt in EXPORT_FILES:
+                if only and f"export {fmt}" not in only:
+                    continue
                 result = _in_fresh_process(home, "export", fmt, str(home))
                 rate = result.get("rows", 0) / result["first_s"] if "first_s" in result else 0
                 note = f"{result.get('rows', 0)} rows, {rate / 1000:.0f}k rows/s" + (
@@ -297,6 +301,9 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--keep", type=Path, help="folder for the benchmark databases (default: temp)")
+    parser.add_argument(
+        "--only", nargs="+", help='rows to measure, e.g. "Participants · Agreement" "export things"'
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -307,7 +314,7 @@ def main() -> None:
             result = measure_export(rest[0], Path(rest[1]))
         print(json.dumps(result))
         return
-    run(args.sizes, args.keep)
+    run(args.sizes, args.keep, args.only)
 
 
 if __name__ == "__main__":

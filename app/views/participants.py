@@ -20,7 +20,7 @@ from app.resources import get_db
 from app.results_display import live_agreement_display
 from db.settings import database_url
 from study.export import csv_bytes, export_study
-from study.judgments import load_judgments
+from study.judgments import load_judgments_compact
 from study.monitoring import rt_histogram, study_mark
 from study.payments import (
     PAYMENT_STATUSES,
@@ -258,7 +258,7 @@ def agreement_tables(slug: str) -> None:
 @st.cache_data(max_entries=8, show_spinner="Computing human agreement…")
 def human_agreement(url: str, slug: str, mark: tuple) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Both agreement tables, computed once per study and data state (`mark` changes with every answer)."""
-    judgments = load_judgments(get_db(), slug)
+    judgments = load_judgments_compact(get_db(), slug)
     if judgments.empty:
         return None, None
     return levels_noise_ceiling(judgments), things_modal_consistency(judgments)
