@@ -10,8 +10,8 @@ from pathlib import Path
 import streamlit as st
 
 from app.resources import get_db
-from common.settings import data_home, ensure_home
-from study.access import attempt_login, hash_password
+from common.settings import data_home, ensure_home, trusted_proxies
+from study.access import attempt_login, client_address, hash_password
 
 GENERATED_PASSWORD_FILE = "researcher_password.txt"
 
@@ -56,12 +56,17 @@ def login_form() -> None:
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in")
     if submitted:
-        client = st.context.ip_address if isinstance(st.context.ip_address, str) else "unknown"
-        result = attempt_login(get_db(), client, password, researcher_password_hash())
+        result = attempt_login(get_db(), _client(), password, researcher_password_hash())
         if result.ok:
             st.session_state["researcher_logged_in"] = True
             st.rerun()
         st.error(result.message)
+
+
+def _client() -> str:
+    """The real client address (X-Forwarded-For only from ALIGNLAB_TRUSTED_PROXIES; study.access)."""
+    peer = st.context.ip_address if isinstance(st.context.ip_address, str) else None
+    return client_address(peer, st.context.headers.get("X-Forwarded-For"), trusted_proxies())
 
 
 def _explain_password_source() -> None:
@@ -71,10 +76,10 @@ def _explain_password_source() -> None:
     if not configured:
         researcher_password_hash()  # on a fresh install this generates the file the hint points to
     if not configured and generated_password_path().exists():
-        st.caption(
+        st.caption(  # the file's name only: this page is public, the server's paths are not
             f"No researcher password is configured, so one was generated on first run: see "
-            f"`{generated_password_path()}` on the server. Set ALIGNLAB_RESEARCHER_PASSWORD_HASH "
-            "(from `alignlab researcher hash-password`) for a real study."
+            f"`{GENERATED_PASSWORD_FILE}` in the data directory on the server. Set "
+            "ALIGNLAB_RESEARCHER_PASSWORD_HASH (from `alignlab researcher hash-password`) for a real study."
         )
 
 

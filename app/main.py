@@ -11,16 +11,19 @@ import streamlit as st
 
 from app.auth import is_researcher, logout_button
 from app.participant.page import participant_page
+from common.settings import public_gallery_enabled
 
 
 def researcher_navigation() -> dict[str, list[st.Page]]:
-    pages = {
-        "AlignLab": [
-            st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
-            st.Page("views/maps.py", title="Maps", icon=":material/scatter_plot:"),
-        ]
-    }
+    """Home for everyone; the map gallery too when the researcher turned it on (ALIGNLAB_PUBLIC_GALLERY);
+    Maps (with human results and downloads) and every data page only after the login."""
+    pages = {"AlignLab": [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)]}
+    if public_gallery_enabled():
+        pages["AlignLab"].append(
+            st.Page("views/gallery.py", title="Gallery", icon=":material/photo_library:")
+        )
     if is_researcher():
+        pages["AlignLab"].append(st.Page("views/maps.py", title="Maps", icon=":material/scatter_plot:"))
         pages["Studies"] = [
             st.Page("views/studies.py", title="Studies", icon=":material/science:"),
             st.Page("views/participants.py", title="Participants & data", icon=":material/groups:"),

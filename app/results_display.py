@@ -92,3 +92,18 @@ def metric_columns(metrics: dict, prefix: str = "") -> dict:
         label = f"{prefix} · {key}" if prefix else str(key)
         columns |= metric_columns(value, label) if isinstance(value, dict) else {label: value}
     return columns
+
+
+def live_agreement_display(table: pd.DataFrame) -> pd.DataFrame:
+    """`workflows.live_agreement.live_agreement` as cells: each model's agreement and the human ceiling as
+    "0.612 [0.580, 0.640]", the ceiling with the number of triplets it rests on."""
+    shown = table.copy()
+    for column in shown.columns:
+        if column in ("level", "answers", "triplets", "ceiling triplets"):
+            continue
+        shown[column] = shown[column].map(lambda cell: interval(*cell))
+    shown["human ceiling"] = [
+        f"{cell} ({n} triplets)" if cell else ""
+        for cell, n in zip(shown["human ceiling"], table["ceiling triplets"], strict=True)
+    ]
+    return shown.drop(columns="ceiling triplets")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.settings import database_url, normalise_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DATABASE_FILE_MODE = 0o600  # SQLite gives its -wal and -shm files the database file's mode
 
 
 def make_engine(url: str | None = None, **kwargs) -> Engine:
@@ -19,12 +22,26 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
     url = normalise_url(url) if url else database_url()
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        _create_private_file(engine.url.database)
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 40)
     return create_engine(url, **kwargs)
+
+
+def _create_private_file(database: str | None) -> None:
+    """Create a new SQLite file readable only by this user (mode 600) before SQLite creates it with the
+    umask's 644: it holds participants' data. An existing file is left as it is."""
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.parent.is_dir():
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, DATABASE_FILE_MODE))
+        except FileExistsError:
+            return
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -16,6 +16,7 @@ carriage return) is written with a leading single quote (OWASP's CSV-injection r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict, Unpack
@@ -36,7 +37,7 @@ from study.judgments import (
     pseudonymised,
 )
 from study.qc import QC_COLUMNS, participant_qc
-from study.studies import select_labelled, study_rows
+from study.studies import get_study, select_labelled, study_rows
 
 ExportFormat = Literal["things", "jspsych", "parquet", "anchor", "participants", "events"]
 FORMATS: tuple[str, ...] = ("things", "jspsych", "parquet", "anchor", "participants", "events")
@@ -85,14 +86,25 @@ class ExportSummary:
     n_participants: int
 
 
-def things_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
+def things_table(
+    db: Database,
+    slug: str,
+    *,
+    participant_ids: list[int] | None = None,
+    stimuli: pd.DataFrame | None = None,
+    **selection: Unpack[Selection],
+) -> pd.DataFrame:
     """Answered trials as THINGS triplets: image1..3 are 0-based indices into the stimulus set ordered by
     name, the odd one out last; plus names, RT (ms), subject_id, trial_nr, level, kind, is_simulated."""
     chosen = Chosen(**selection)
     judgments = load_judgments(
-        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
+        db,
+        slug,
+        include_excluded=chosen.include_excluded,
+        include_simulated=chosen.include_simulated,
+        participant_ids=participant_ids,
     )
-    stimuli = load_stimuli(db, slug)
+    stimuli = load_stimuli(db, slug) if stimuli is None else stimuli
     index = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
     names = stimuli.set_index("id")["name"]
     table = pd.DataFrame({f"image{k + 1}": judgments[f"stim{k}"].map(index) for k in range(3)})
@@ -102,14 +114,25 @@ def things_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.
     return _with_subject_and_trial(table, judgments, chosen, ("level", "kind", "is_simulated"))
 
 
-def anchor_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
+def anchor_table(
+    db: Database,
+    slug: str,
+    *,
+    participant_ids: list[int] | None = None,
+    stimuli: pd.DataFrame | None = None,
+    **selection: Unpack[Selection],
+) -> pd.DataFrame:
     """Answered anchor trials (salmon-like): `head, close, far` stimulus names (the head was judged more
     similar to `close`), RT, subject_id, trial_nr, kind, is_simulated; reads back with the importer."""
     chosen = Chosen(**selection)
     judgments = load_anchor_judgments(
-        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
+        db,
+        slug,
+        include_excluded=chosen.include_excluded,
+        include_simulated=chosen.include_simulated,
+        participant_ids=participant_ids,
     )
-    names = _stimulus_names(db, slug)
+    names = _stimulus_names(db, slug, stimuli)
     table = pd.DataFrame({role: judgments[role].map(names) for role in ("head", "close", "far")})
     table["rt"] = judgments["rt_ms"]
     return _with_subject_and_trial(table, judgments, chosen, ("kind", "is_simulated"))
@@ -126,18 +149,25 @@ def _with_subject_and_trial(
     return table
 
 
-def _stimulus_names(db: Database, slug: str) -> pd.Series:
-    """Stimulus name by stimulus id, for the study's set."""
-    return load_stimuli(db, slug).set_index("id")["name"]
+def _stimulus_names(db: Database, slug: str, stimuli: pd.DataFrame | None = None) -> pd.Series:
+    """Stimulus name by stimulus id, for the study's set (from `stimuli` when the caller has read them)."""
+    return (load_stimuli(db, slug) if stimuli is None else stimuli).set_index("id")["name"]
 
 
-def trial_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
+def trial_table(
+    db: Database,
+    slug: str,
+    *,
+    participant_ids: list[int] | None = None,
+    stimuli: pd.DataFrame | None = None,
+    **selection: Unpack[Selection],
+) -> pd.DataFrame:
     """One row per stored trial response (timeouts and practice included), jsPsych style: rt, response
     (chosen display position), trial_index, time_elapsed, images in stored order and as shown."""
     chosen = Chosen(**selection)
-    responses = load_responses(db, slug)
+    responses = load_responses(db, slug, participant_ids)
     responses = responses[chosen.keeps(responses)].reset_index(drop=True)
-    images = _trial_images(responses, _stimulus_names(db, slug))
+    images = _trial_images(responses, _stimulus_names(db, slug, stimuli))
     return pd.DataFrame({**_trial_facts(responses, chosen), **images, **_trial_delivery(responses)})
 
 
@@ -394,14 +424,73 @@ def export_study(
     db: Database, slug: str, fmt: ExportFormat, out_path: str | Path, **selection: Unpack[Selection]
 ) -> ExportSummary:
     """Write one export file; it appears complete or not at all (written to a temporary file, then renamed).
-    `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise."""
+    `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise. The trial-level
+    formats are streamed: read and written `EXPORT_BATCH` participants at a time, so memory stays flat at
+    any study size."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
-    table = TABLE_BUILDERS[fmt](db, slug, **selection)
     out_path = Path(out_path)
-    if fmt == "parquet" or (fmt in ("participants", "events") and out_path.suffix == ".parquet"):
+    if fmt in STREAMED:
+        return _stream(db, slug, fmt, out_path, selection)
+    table = TABLE_BUILDERS[fmt](db, slug, **selection)
+    if out_path.suffix == ".parquet":
         with atomic_path(out_path) as temporary:
             table.to_parquet(temporary, index=False)
     else:
         write_csv(table, out_path)
     return ExportSummary(out_path, fmt, len(table), int(table["subject_id"].nunique()))
+
+
+STREAMED = {"things": things_table, "anchor": anchor_table, "jspsych": trial_table, "parquet": trial_table}
+EXPORT_BATCH = 500  # participants read and written together
+
+
+def _stream(db: Database, slug: str, fmt: str, out_path: Path, selection: Selection) -> ExportSummary:
+    """The table of `fmt` built and appended batch by batch (CSV: header once, formula cells neutralised;
+    Parquet: one row group per batch, every batch in the first batch's schema)."""
+    build, stimuli = STREAMED[fmt], load_stimuli(db, slug)
+    n_rows, subjects, writer, header_written = 0, set(), None, False
+    with atomic_path(out_path) as temporary:
+        for batch in [*_participant_batches(db, slug), []]:  # the last, empty batch: the header of no rows
+            table = build(db, slug, participant_ids=batch, stimuli=stimuli, **selection)
+            if fmt == "parquet":
+                writer = _append_parquet(writer, temporary, table, last=not batch)
+            elif len(table) or not header_written:
+                neutralise_formulas(table).to_csv(
+                    temporary, mode="a" if header_written else "w", index=False, header=not header_written
+                )
+                header_written = True
+            n_rows += len(table)
+            subjects.update(table["subject_id"].unique())
+        if writer is not None:
+            writer.close()
+    return ExportSummary(out_path, fmt, n_rows, len(subjects))
+
+
+def _participant_batches(db: Database, slug: str) -> Iterator[list[int]]:
+    with db.read() as session:
+        study = get_study(session, slug)
+        ids = session.scalars(
+            select(Participant.id)
+            .where(Participant.study_id == study.id, analysed_participant())
+            .order_by(Participant.id)
+        ).all()
+    for start in range(0, len(ids), EXPORT_BATCH):
+        yield list(ids[start : start + EXPORT_BATCH])
+
+
+def _append_parquet(writer, path: Path, table: pd.DataFrame, *, last: bool):
+    """Open the writer with the first non-empty batch's schema (or the empty table's, when the last batch
+    comes and nothing was written), then append each batch cast to it."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    if table.empty and not (last and writer is None):
+        return writer
+    if writer is None:
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        writer = pq.ParquetWriter(path, arrow.schema)
+    else:
+        arrow = pa.Table.from_pandas(table, schema=writer.schema, preserve_index=False)
+    writer.write_table(arrow)
+    return writer

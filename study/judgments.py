@@ -94,15 +94,20 @@ def consenting_responses(
     )
 
 
-def load_responses(db: Database, slug: str, *, include_pilot: bool = False) -> pd.DataFrame:
+def load_responses(
+    db: Database, slug: str, participant_ids: list[int] | None = None, *, include_pilot: bool = False
+) -> pd.DataFrame:
     """Every stored response row of the study's consenting participants (timeouts and unavailable trials
-    included; pilots only with `include_pilot`), with its trial and participant facts.
+    included; pilots only with `include_pilot`), with its trial and participant facts; only the given
+    participants' when `participant_ids` is given (exports read a study in batches of participants).
 
     Adds `subject` (the pseudonymised external id). Sorted by participant, then trial index.
     """
     with db.read() as session:
         study = get_study(session, slug)
         query = consenting_responses(RESPONSE_COLUMNS, study.id, include_pilot=include_pilot)
+        if participant_ids is not None:
+            query = query.where(Participant.id.in_(participant_ids))
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
@@ -167,11 +172,13 @@ JUDGMENT_FACTS = (
 
 class JudgmentFilter(TypedDict, total=False):
     """Which answered trials the judgment loaders return (each optional; the defaults are `_answered`'s):
-    excluded participants' (no), simulated participants' (yes), of which trial kinds (ANALYSED_KINDS)."""
+    excluded participants' (no), simulated participants' (yes), of which trial kinds (ANALYSED_KINDS), of
+    which participants (all; a list reads a study in batches)."""
 
     include_excluded: bool
     include_simulated: bool
     kinds: tuple[str, ...]
+    participant_ids: list[int] | None
 
 
 def _answered(
@@ -182,6 +189,7 @@ def _answered(
     include_excluded: bool = False,
     include_simulated: bool = True,
     kinds: tuple[str, ...] = ANALYSED_KINDS,
+    participant_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """The answered trials of one task, filtered in SQL and with only the columns judgments need: THINGS-
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
@@ -198,6 +206,8 @@ def _answered(
             query = query.where(Participant.excluded.is_(False))
         if not include_simulated:
             query = query.where(Participant.is_simulated.is_(False))
+        if participant_ids is not None:
+            query = query.where(Participant.id.in_(participant_ids))
         rows = session.execute(query).all()
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(JUDGMENT_COLUMNS))
@@ -209,7 +219,7 @@ def _answered(
 def load_judgments(db: Database, slug: str, **which: Unpack[JudgmentFilter]) -> pd.DataFrame:
     """One row per answered odd-one-out trial (no timeouts, no unavailable trials): stim0, stim1, stim2
     with the chosen odd one out last. Practice trials are left out by default; excluded participants unless
-    `include_excluded`.
+    `include_excluded`; only the given participants when `participant_ids` is given (incremental readers).
     """
     answered = _answered(db, slug, JudgmentTask.ODD_ONE_OUT, **which)
     triplets = odd_last_array(
@@ -276,3 +286,42 @@ def _sample_units(units: np.ndarray, fraction: float, rng: np.random.Generator) 
         raise ValueError(f"a held-out split needs at least 2 units to split, got {len(units)}")
     n_test = min(len(units) - 1, max(1, round(fraction * len(units))))
     return rng.choice(units, size=n_test, replace=False)
+
+
+ANALYSIS_COLUMNS = (
+    "participant_id",
+    "trial_index",
+    "kind",
+    "level",
+    "triplet_key",
+    "stim0",
+    "stim1",
+    "stim2",
+)
+COMPACT_BATCH = 500  # participants read together
+
+
+def load_judgments_compact(
+    db: Database, slug: str, columns: tuple[str, ...] = ANALYSIS_COLUMNS
+) -> pd.DataFrame:
+    """`load_judgments` (excluded participants left out) with only `columns`, read `COMPACT_BATCH`
+    participants at a time: the database rows of one batch, never of the whole study, are alive at once, so
+    a million judgments are analysed in a fraction of the memory."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        ids = session.scalars(
+            select(Participant.id)
+            .where(
+                Participant.study_id == study.id,
+                analysed_participant(),
+                Participant.excluded.is_(False),
+            )
+            .order_by(Participant.id)
+        ).all()
+    parts = [
+        load_judgments(db, slug, participant_ids=list(ids[start : start + COMPACT_BATCH]))[list(columns)]
+        for start in range(0, len(ids), COMPACT_BATCH)
+    ]
+    if not parts:
+        return load_judgments(db, slug, participant_ids=[])[list(columns)]
+    return pd.concat(parts, ignore_index=True)

@@ -8,16 +8,18 @@ completed and in-progress participants, so page loads and people who never start
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from db.engine import Database
-from db.models import Participant, ParticipantStatus, Response, Study, TripletList, as_utc, utcnow
+from db.models import Participant, ParticipantStatus, Response, Study, Trial, TripletList, as_utc, utcnow
 from study.config import StudyConfig
+from study.judgments import analysed_participant
 from study.studies import get_study
 
 STATE_COLUMNS = ("in_progress", "reserved", "expired", "completed", "abandoned", "no_consent", "early_exit")
@@ -56,30 +58,52 @@ def participant_state(
 
 
 def study_progress(db: Database) -> pd.DataFrame:
-    """One row per study with participant counts by state, response count and the latest activity."""
+    """One row per study with participant counts by state, response count and the latest activity.
+
+    Responses are only counted, per participant, in SQL over the index on `responses.participant_id` (the
+    database never hands over a response row), so this stays cheap at millions of judgments."""
     with db.read() as session:
         studies = session.scalars(select(Study).order_by(Study.created_at)).all()
         lists = dict(
             session.execute(select(TripletList.study_id, func.count()).group_by(TripletList.study_id)).all()
         )
+        answered = dict(
+            session.execute(
+                select(Response.participant_id, func.count()).group_by(Response.participant_id)
+            ).all()
+        )
         people = session.execute(
             select(
+                Participant.id,
                 Participant.study_id,
                 Participant.status,
                 Participant.started_at,
                 Participant.last_seen_at,
                 Participant.is_simulated,
-                func.count(Response.id).label("answered"),
-            )
-            .outerjoin(Response, Response.participant_id == Participant.id)
-            .where(Participant.is_pilot.is_(False))  # pilots are the researcher's preview, not progress
-            .group_by(Participant.id)
+            ).where(Participant.is_pilot.is_(False))  # pilots are the researcher's preview, not progress
         ).all()
-    rows = [
-        _study_row(study, lists.get(study.id, 0), [p for p in people if p.study_id == study.id])
-        for study in studies
-    ]
+    by_study: dict[int, list] = {}
+    for person in people:
+        by_study.setdefault(person.study_id, []).append(
+            _Person(
+                person.status,
+                person.started_at,
+                person.last_seen_at,
+                person.is_simulated,
+                answered.get(person.id, 0),
+            )
+        )
+    rows = [_study_row(study, lists.get(study.id, 0), by_study.get(study.id, [])) for study in studies]
     return pd.DataFrame(rows, columns=PROGRESS_COLUMNS)
+
+
+@dataclass(frozen=True)
+class _Person:
+    status: ParticipantStatus
+    started_at: datetime
+    last_seen_at: datetime
+    is_simulated: bool
+    answered: int
 
 
 def _study_row(study: Study, n_lists: int, people: list) -> dict:
@@ -142,3 +166,48 @@ def _overview_row(p: Participant, config: StudyConfig, answered: dict[int, int])
         excluded=p.excluded,
         payment=p.payment_status,
     )
+
+
+def study_mark(db: Database, slug: str) -> tuple:
+    """(study, responses, highest response id, latest activity, excluded participants) of a study: equal
+    marks mean equal data, so a cached analysis is reused until an answer arrives or an exclusion changes.
+    Read over indexes; no response row moves."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        people = select(Participant.id).where(Participant.study_id == study.id)
+        count, highest = session.execute(
+            select(func.count(), func.max(Response.id)).where(Response.participant_id.in_(people))
+        ).one()
+        seen = session.scalar(
+            select(func.max(Participant.last_seen_at)).where(Participant.study_id == study.id)
+        )
+        excluded = tuple(
+            session.scalars(
+                select(Participant.id).where(Participant.study_id == study.id, Participant.excluded.is_(True))
+            )
+        )
+    return (study.id, count, highest, seen, excluded)
+
+
+def rt_histogram(db: Database, slug: str, bin_ms: int = 100) -> pd.DataFrame:
+    """Answered trials per (level, or kind for trials without one) and response-time bin, counted in SQL:
+    columns `group`, `rt_ms` (the bin's start) and `n`."""
+    group = func.coalesce(type_coerce(Trial.level, String), type_coerce(Trial.kind, String))
+    bin_start = func.floor(Response.rt_ms / bin_ms) * bin_ms
+    with db.read() as session:
+        study = get_study(session, slug)
+        rows = session.execute(
+            select(group.label("group"), bin_start.label("bin_ms"), func.count().label("n"))
+            .join(Trial, Trial.id == Response.trial_id)
+            .join(Participant, Participant.id == Response.participant_id)
+            .where(
+                Participant.study_id == study.id,
+                analysed_participant(),
+                Response.timed_out.is_(False),
+                Response.unavailable.is_(False),
+                Response.rt_ms.is_not(None),
+            )
+            .group_by("group", "bin_ms")  # not "rt_ms": SQLite would group by the column of that name
+            .order_by("group", "bin_ms")
+        ).all()
+    return pd.DataFrame(rows, columns=["group", "rt_ms", "n"])

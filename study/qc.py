@@ -19,17 +19,23 @@ Practice trials never count. Flags are suggestions; `set_exclusion` records the 
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, func, select, type_coerce
 
+from common.atomic import atomic_path
 from common.config import LoadableConfig
 from db.engine import Database
-from db.models import InteractionEvent, Participant, Study, TrialKind, TripletList
-from study.judgments import analysed_participant, load_responses, pseudonymise
+from db.models import InteractionEvent, Participant, Response, Study, Trial, TrialKind, TripletList
+from study.judgments import analysed_participant, pseudonymise
 from study.participation import ParticipantNotFound
 from study.studies import get_study, select_labelled, study_rows
 
@@ -100,17 +106,16 @@ def position_biased(shares: np.ndarray, min_share: float = 0.27, max_share: floa
 
 def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None) -> pd.DataFrame:
     """One row per consenting participant of the study with every QC measure, `flags` and
-    `suggest_exclude`."""
+    `suggest_exclude`. The response-based measures come from a per-participant cache (see `_measures_of`):
+    only participants who answered since the last call are read and measured again."""
     config = config or QCConfig()
     participants = _participants(db, study_slug)
-    responses = load_responses(db, study_slug)
-    responses = responses[responses["kind"] != TrialKind.PRACTICE.value]
-    by_participant = dict(tuple(responses.groupby("participant_id")))
-    events = _event_counts(db, participants["participant_id"].tolist())
+    ids = participants["participant_id"].tolist()
+    measured = _measures_of(db, study_slug, config)
+    events = _event_counts(db, ids)
     rows = []
     for participant in participants.itertuples(index=False):
-        own = by_participant.get(participant.participant_id, responses.iloc[0:0])
-        measures = _measures(own, config)
+        measures = dict(measured[participant.participant_id])
         measures["fullscreen_exits"] = events.get((participant.participant_id, "fullscreen"), 0)
         measures["blurs"] = events.get((participant.participant_id, "blur"), 0)
         measures["early_responses"] = events.get((participant.participant_id, "early"), 0)
@@ -124,6 +129,140 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
             }
         )
     return _without_nan_text(pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS))
+
+
+QC_RESPONSE_COLUMNS = {  # what the response-based measures read, practice trials left out in SQL
+    "participant_id": Response.participant_id,
+    "kind": type_coerce(Trial.kind, String),
+    "odd_known": Trial.odd_known,
+    "stim2": Trial.stim2_id,
+    "timed_out": Response.timed_out,
+    "unavailable": Response.unavailable,
+    "rt_ms": Response.rt_ms,
+    "chosen_position": Response.chosen_position,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+}
+MEASURE_BATCH = 100  # participants whose responses are read and measured together (bounds memory)
+_MEASURE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {config: {id: ...}}
+_CACHE_LOCK = threading.Lock()
+
+
+def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, dict]:
+    """participant id -> response-based measures, from a cache kept per database engine and QC config.
+
+    A participant's entry is keyed by their `response_marks` entry; only participants whose mark changed are
+    read again, in batches."""
+    marks = response_marks(db, study_slug)
+    store = _cache_file(db, study_slug, config)
+    with _CACHE_LOCK:
+        cache = _MEASURE_CACHE.setdefault(db.engine, {}).setdefault(config, {})
+        if not cache and store is not None:
+            cache.update(_read_cache(store))
+        stale = [pid for pid, mark in marks.items() if pid not in cache or cache[pid][0] != mark]
+    for start in range(0, len(stale), MEASURE_BATCH):
+        batch = stale[start : start + MEASURE_BATCH]
+        responses = _qc_responses(db, batch)
+        by_participant = dict(tuple(responses.groupby("participant_id", sort=False)))
+        fresh = {
+            pid: (marks[pid], _measures(by_participant.get(pid, responses.iloc[0:0]), config))
+            for pid in batch
+        }
+        with _CACHE_LOCK:
+            cache.update(fresh)
+    with _CACHE_LOCK:
+        measured = {pid: cache[pid] for pid in marks}
+    if stale and store is not None:
+        _write_cache(store, measured)
+    return {pid: entry[1] for pid, entry in measured.items()}
+
+
+MARK_COLUMNS = ["n_responses", "max_response_id", "last_seen_at"]
+
+
+def _cache_file(db: Database, slug: str, config: QCConfig) -> Path | None:
+    """Where this study's measures are kept between server processes: `<database file>.cache/qc/`, one
+    Parquet file per study and QC config (SQLite only: a shared PostgreSQL database is read by many hosts,
+    each keeping its cache in memory)."""
+    database = db.engine.url.database
+    if db.dialect != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    key = hashlib.sha256(f"{slug}|{sorted(asdict(config).items())}".encode()).hexdigest()[:20]
+    return Path(f"{database}.cache") / "qc" / f"{key}.parquet"
+
+
+def _read_cache(path: Path) -> dict[int, tuple[tuple, dict]]:
+    """The stored measures (empty when there are none or the file cannot be read: they are recomputed)."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError):
+        return {}
+    measures = [column for column in frame.columns if column not in ("participant_id", *MARK_COLUMNS)]
+    entries = {}
+    for row in frame.itertuples(index=False):
+        values = row._asdict()
+        seen = (
+            values["last_seen_at"].to_pydatetime().replace(tzinfo=None)
+            if pd.notna(values["last_seen_at"])
+            else None
+        )
+        highest = None if pd.isna(values["max_response_id"]) else int(values["max_response_id"])
+        mark = (int(values["n_responses"]), highest, seen)
+        entries[int(values["participant_id"])] = (mark, {name: _plain(values[name]) for name in measures})
+    return entries
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _write_cache(path: Path, measured: dict[int, tuple[tuple, dict]]) -> None:
+    rows = [
+        {"participant_id": pid, **dict(zip(MARK_COLUMNS, mark, strict=True)), **measures}
+        for pid, (mark, measures) in measured.items()
+    ]
+    frame = pd.DataFrame(rows)
+    frame["max_response_id"] = frame["max_response_id"].astype("Int64")
+    with atomic_path(path) as temporary:
+        frame.to_parquet(temporary, index=False)
+
+
+def response_marks(db: Database, slug: str) -> dict[int, tuple]:
+    """Consenting participant id -> (response count, highest response id, last seen): the mark changes
+    whenever one of their answers is stored or replaced, so equal marks mean unchanged answers. Counted in
+    SQL over the index on `responses.participant_id`; no response row is read."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        people = select(Participant.id).where(Participant.study_id == study.id, analysed_participant())
+        counted = {
+            pid: (count, highest)
+            for pid, count, highest in session.execute(
+                select(Response.participant_id, func.count(), func.max(Response.id))
+                .where(Response.participant_id.in_(people))
+                .group_by(Response.participant_id)
+            ).all()
+        }
+        seen = session.execute(
+            select(Participant.id, Participant.last_seen_at).where(
+                Participant.study_id == study.id, analysed_participant()
+            )
+        ).all()
+    return {pid: (*counted.get(pid, (0, None)), last_seen) for pid, last_seen in seen}
+
+
+def _qc_responses(db: Database, participant_ids: list[int]) -> pd.DataFrame:
+    with db.read() as session:
+        rows: Sequence[Any] = session.execute(
+            select(*[column.label(name) for name, column in QC_RESPONSE_COLUMNS.items()])
+            .join(Trial, Trial.id == Response.trial_id)
+            .where(
+                Response.participant_id.in_(participant_ids),
+                type_coerce(Trial.kind, String) != TrialKind.PRACTICE.value,
+            )
+            .order_by(Response.participant_id, Response.trial_index)
+        ).all()
+    frame = pd.DataFrame(rows, columns=list(QC_RESPONSE_COLUMNS))
+    frame = frame.astype({"odd_known": bool, "timed_out": bool, "unavailable": bool, "rt_ms": float})
+    return frame
 
 
 QC_COLUMNS = [

@@ -196,6 +196,12 @@ def _check_stimuli_exist(
                 )
 
 
+def study_slugs(db: Database) -> list[str]:
+    """Every study's slug, oldest first: what a study picker needs, without counting anyone's answers."""
+    with db.read() as session:
+        return list(session.scalars(select(Study.slug).order_by(Study.created_at)))
+
+
 def get_study(session: Session, slug: str) -> Study:
     study = session.scalar(select(Study).where(Study.slug == slug))
     if study is None:

@@ -11,13 +11,13 @@ from app.resources import get_db
 from app.results_display import metric_columns
 from db.models import RunStatus, utcnow
 from db.runs import ACTIVE_STATUSES, list_runs, request_cancel
-from study.monitoring import study_progress
+from study.studies import study_slugs
 from workflows.jobs import eta_seconds, launch, read_log
 from workflows.pipeline import START_ACTIONS, queue_action
 
 
 def start_controls() -> None:
-    slugs = study_progress(get_db())["slug"].tolist()
+    slugs = study_slugs(get_db())
     if not slugs:
         st.info("No studies yet: judgments are needed to align a model.")
         return

@@ -3,6 +3,7 @@ switch to your own images and real participants."""
 
 import streamlit as st
 
+from app.auth import is_researcher
 from app.resources import get_db
 from common.settings import data_home
 from study.monitoring import study_progress
@@ -32,9 +33,10 @@ if not demo.empty:
         "quality control and exports."
     )
     right.markdown(
-        "**3. Explore the models**: the Maps page shows the images before and after alignment, and "
-        "the evaluation table."
+        "**3. Explore the models**: the Maps page (after the login) shows the images before and after "
+        "alignment, and the evaluation table."
     )
 else:
     st.info("No demo study yet: `alignlab demo build` (run by `make run`) creates it.")
-st.caption(f"Data directory: `{data_home()}`")
+if is_researcher():  # the server's paths are for the researcher only
+    st.caption(f"Data directory: `{data_home()}`")

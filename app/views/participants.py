@@ -1,6 +1,10 @@
 """Participants & data: who is who (Prolific ids, status, times, QC), exclusion decisions, payment decisions
 with Prolific's bulk files, human agreement per level, response-time distributions, and the exports (built
-only when asked for)."""
+only when asked for).
+
+Only the open tab's section runs (tabs rerun on change): a rerun never reads data for a tab nobody looks at.
+QC is cached per participant (study.qc); the agreement tables and the response-time histogram (counted in
+SQL) per study until an answer arrives or an exclusion changes."""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import streamlit as st
 
 from app.flash import flash, show_flashes
 from app.resources import get_db
+from app.results_display import live_agreement_display
+from db.settings import database_url
 from study.export import csv_bytes, export_study
-from study.judgments import load_judgments, load_responses
-from study.monitoring import study_progress
+from study.judgments import load_judgments_compact
+from study.monitoring import rt_histogram, study_mark
 from study.payments import (
     PAYMENT_STATUSES,
     PROLIFIC_SOURCE,
@@ -26,6 +32,8 @@ from study.payments import (
 )
 from study.qc import participant_qc, set_exclusion
 from study.reliability import levels_noise_ceiling, things_modal_consistency
+from study.studies import study_slugs
+from workflows.live_agreement import live_agreement, study_models
 
 TABLE_COLUMNS = {  # participant_qc column -> heading on the page
     "participant_id": "id",
@@ -70,7 +78,8 @@ EXPORTS = {  # label -> (format, file suffix)
 }
 
 
-def participants_section(slug: str, qc: pd.DataFrame) -> None:
+def participants_section(slug: str) -> None:
+    qc = participant_qc(get_db(), slug)
     if qc.empty:
         st.info("No participants yet.")
         return
@@ -141,9 +150,10 @@ def exclusion_form(qc: pd.DataFrame) -> None:
         st.rerun()
 
 
-def payments_section(slug: str, qc: pd.DataFrame) -> None:
+def payments_section(slug: str) -> None:
     """Approve / reject with a reason / bonus per Prolific participant, and the files for Prolific's bulk
     approve and bulk bonus tools."""
+    qc = participant_qc(get_db(), slug)
     payable = qc[(qc["source"] == PROLIFIC_SOURCE) & ~qc["is_simulated"]]
     if payable.empty:
         st.info("No Prolific participants (entered with a PROLIFIC_PID) yet: nothing to pay.")
@@ -201,33 +211,78 @@ def payment_downloads(slug: str) -> None:
         column.download_button(f"{name} ({n})", data, file_name=f"{slug}-{name}", key=f"pay_{name}")
 
 
+@st.fragment(run_every="10s")
+def live_model_agreement(slug: str) -> None:
+    """Refreshes itself while the tab is open; only answers that arrived since the last refresh are scored
+    (workflows.live_agreement)."""
+    st.markdown(
+        "**Model–human agreement, live** (share of answers where the model picks the participants' "
+        "odd one out)"
+    )
+    if not study_models(get_db(), slug):
+        st.info(
+            "No model features for this study yet: start a features run (or the closed loop) on the "
+            "Alignment page; the base model's agreement then appears here and follows the answers as "
+            "they arrive."
+        )
+        return
+    try:
+        table = live_agreement(get_db(), slug)
+    except (ValueError, LookupError, FileNotFoundError) as error:
+        st.warning(f"The model agreement cannot be computed: {error}")
+        return
+    if table.empty:
+        st.info("No answers yet.")
+        return
+    st.dataframe(live_agreement_display(table), hide_index=True, width="stretch")
+    st.caption(
+        "Dot similarity, ties count wrong; each distinct triplet counts once; 95% bootstrap CIs over "
+        "triplets. Human ceiling: Levels leave-one-out majority (triplets with at least 4 answers). "
+        "Excluded participants are left out."
+    )
+
+
 def agreement_tables(slug: str) -> None:
-    judgments = load_judgments(get_db(), slug)
-    if judgments.empty:
+    live_model_agreement(slug)
+    ceiling, modal = human_agreement(database_url(), slug, study_mark(get_db(), slug))
+    if ceiling is None:
         st.info("No judgments yet.")
         return
     left, right = st.columns(2)
     left.markdown("**Levels leave-one-out majority** (participants predicting each other; tie = ½)")
-    left.dataframe(levels_noise_ceiling(judgments), hide_index=True)
+    left.dataframe(ceiling, hide_index=True)
     right.markdown("**THINGS modal consistency** (repeated triplets)")
-    right.dataframe(things_modal_consistency(judgments), hide_index=True)
+    right.dataframe(modal, hide_index=True)
+
+
+@st.cache_data(max_entries=8, show_spinner="Computing human agreement…")
+def human_agreement(url: str, slug: str, mark: tuple) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Both agreement tables, computed once per study and data state (`mark` changes with every answer)."""
+    judgments = load_judgments_compact(get_db(), slug)
+    if judgments.empty:
+        return None, None
+    return levels_noise_ceiling(judgments), things_modal_consistency(judgments)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def response_time_counts(url: str, slug: str, mark: tuple) -> pd.DataFrame:
+    """The histogram's counts, once per study and data state (`mark` changes with every answer)."""
+    return rt_histogram(get_db(), slug)
 
 
 def rt_distribution(slug: str) -> None:
-    responses = load_responses(get_db(), slug)
-    answered = (
-        responses[~responses["timed_out"] & ~responses["unavailable"]] if not responses.empty else responses
-    )
-    if answered.empty:
+    counts = response_time_counts(database_url(), slug, study_mark(get_db(), slug))
+    if counts.empty:
+        st.info("No answered trials yet.")
         return
-    figure = px.histogram(
-        answered,
+    figure = px.bar(
+        counts,
         x="rt_ms",
-        color=answered["level"].fillna(answered["kind"]),
-        nbins=60,
+        y="n",
+        color="group",
         barmode="overlay",
         opacity=0.6,
-        labels={"rt_ms": "response time (ms)", "color": ""},
+        labels={"rt_ms": "response time (ms, 100 ms bins)", "n": "trials", "group": ""},
     )
     st.plotly_chart(figure, width="stretch")
 
@@ -265,20 +320,21 @@ def _export_files(slug: str, include_excluded: bool, raw_ids: bool) -> dict[str,
 
 st.title("Participants & data")
 show_flashes()
-slugs = study_progress(get_db())["slug"].tolist()
+slugs = study_slugs(get_db())
 if not slugs:
     st.info("No studies yet.")
     st.stop()
 slug = st.selectbox("Study", slugs)
-qc = participant_qc(get_db(), slug)
-tabs = st.tabs(["Participants", "Payments", "Agreement", "Response times", "Export"])
-with tabs[0]:
-    participants_section(slug, qc)
-with tabs[1]:
-    payments_section(slug, qc)
-with tabs[2]:
-    agreement_tables(slug)
-with tabs[3]:
-    rt_distribution(slug)
-with tabs[4]:
-    export_section(slug)
+SECTIONS = {
+    "Participants": participants_section,
+    "Payments": payments_section,
+    "Agreement": agreement_tables,
+    "Response times": rt_distribution,
+    "Export": export_section,
+}
+for tab, section in zip(
+    st.tabs(list(SECTIONS), key="data_tab", on_change="rerun"), SECTIONS.values(), strict=True
+):
+    if tab.open:
+        with tab:
+            section(slug)

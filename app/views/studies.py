@@ -16,7 +16,7 @@ from study.monitoring import study_progress
 from study.pilot import pilot_link, pilot_runs, pilot_token
 from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
-from study.studies import STUDY_STATUSES, load_study, set_study_status, study_config
+from study.studies import STUDY_STATUSES, load_study, set_study_status, study_config, study_slugs
 
 PAGE_BREAK = "\n\n---\n\n"  # between instruction pages in the edit form
 TIMING_FIELDS = {  # StudyConfig field -> label; whole numbers
@@ -220,7 +220,7 @@ def _create(set_id: int, slug: str, title: str, design: DesignConfig, target: in
 st.title("Studies")
 show_flashes()
 progress_table()
-slugs = study_progress(get_db())["slug"].tolist()
+slugs = study_slugs(get_db())
 if slugs:
     left, right = st.columns(2)
     with left:

@@ -80,6 +80,8 @@ def test_import_create_open_simulate_exclude_and_export(app_home):
     next(t for t in at.text_input if t.label == "Reason").input("catch accuracy too low")
     _button(at, "Save decision").click().run()
     assert not at.exception and "excluded" in at.success[0].value
+    at.session_state["data_tab"] = "Export"  # only the open tab's section runs
+    at.run()
     _button(at, "Prepare export files").click().run()
     downloads = [b.label for b in at.get("download_button") if b.label.startswith("Download")]
     # the anchor export is offered only for studies that hold anchor judgments

@@ -8,10 +8,10 @@ from streamlit.testing.v1 import AppTest
 from tests.app.conftest import MAIN, RESEARCHER_PASSWORD
 
 
-def test_home_page_says_where_the_data_lives(app_home):
+def test_home_page_says_how_to_start_without_showing_the_data_directory(app_home):
     at = AppTest.from_file(MAIN, default_timeout=30).run()
     assert not at.exception
-    assert any(str(app_home) in caption.value for caption in at.caption)
+    assert not any(str(app_home) in caption.value for caption in at.caption)  # public: no server paths
     assert any("No demo study yet" in info.value for info in at.info)
 
 

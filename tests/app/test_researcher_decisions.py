@@ -33,9 +33,12 @@ def page_db(app_home):
     db.dispose()
 
 
-def _page(page: str) -> AppTest:
+def _page(page: str, tab: str | None = None) -> AppTest:
+    """A researcher page; on Participants & data, `tab` opens that tab (only the open tab's section runs)."""
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.session_state["researcher_logged_in"] = True
+    if tab:
+        at.session_state["data_tab"] = tab
     at.run()
     return at.switch_page(page).run()
 
@@ -91,7 +94,7 @@ def test_the_table_filters_by_status(page_db):
 
 def test_payments_section_stores_decisions_and_offers_prolifics_files(page_db):
     db, people = page_db
-    at = _page("views/participants.py")
+    at = _page("views/participants.py", "Payments")
     _widget(at.button, "Approve all completed submissions still pending").click().run()
     assert "Approved 2 submission(s)" in at.success[0].value
     _choose(at, "payment_participant", people[PIDS[1]])
@@ -112,7 +115,7 @@ def test_exports_are_built_only_when_asked_for(page_db, monkeypatch):
     calls = []
     original = study.export.export_study
     monkeypatch.setattr(study.export, "export_study", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
-    at = _page("views/participants.py")
+    at = _page("views/participants.py", "Export")
     assert calls == [] and not [b for b in at.get("download_button") if b.label.startswith("Download")]
     _widget(at.button, "Prepare export files").click().run()
     assert not at.exception, at.exception

@@ -24,6 +24,15 @@ def test_default_database_is_a_sqlite_file_under_alignlab_home(tmp_path, monkeyp
     assert (tmp_path / "home").is_dir()
 
 
+def test_a_new_sqlite_file_and_its_wal_are_readable_only_by_this_user(tmp_path):
+    database = Database.from_url(f"sqlite:///{tmp_path / 'private.db'}")
+    with database.write() as session:
+        session.execute(text("CREATE TABLE t (x INTEGER)"))
+    assert (tmp_path / "private.db").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "private.db-wal").stat().st_mode & 0o777 == 0o600
+    database.dispose()
+
+
 def test_database_url_from_environment_is_normalised(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgres://me@db.example/study")
     assert database_url() == "postgresql+psycopg://me@db.example/study"

@@ -232,3 +232,21 @@ def test_import_a_study_export_keeps_simulated_labels(db, tmp_path):
     assert frame["is_simulated"].tolist() == [True, False]
     assert frame["kind"].tolist() == ["repeat", "experimental"]
     assert load_judgments(db, "sim-import", include_simulated=False)["stim2"].tolist() == [ids[6]]  # car0
+
+
+def test_compact_judgments_hold_the_same_answers_and_give_the_same_ceiling(small_study, monkeypatch):
+    import study.judgments
+    from study.reliability import levels_noise_ceiling, things_modal_consistency
+
+    db, ids = small_study
+    monkeypatch.setattr(study.judgments, "COMPACT_BATCH", 2)  # several batches of participants
+    for i in range(5):
+        chosen = [ids[0], ids[6] if i % 2 else ids[0], ids[1]]
+        run_participant(db, "judge-study", f"p{i}", chosen, [900.0, 1500.0 + i, 1600.0])
+    set_exclusion(db, run_participant(db, "judge-study", "gone", [ids[0], ids[0], ids[1]]), True, "test")
+    full = load_judgments(db, "judge-study")
+    compact = study.judgments.load_judgments_compact(db, "judge-study")
+    columns = list(compact.columns)
+    assert compact.values.tolist() == full[columns].values.tolist()
+    for measure in (levels_noise_ceiling, things_modal_consistency):
+        pd.testing.assert_frame_equal(measure(compact), measure(full[columns]))

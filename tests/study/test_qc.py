@@ -167,3 +167,44 @@ def test_exclusion_is_recorded_apart_from_payment(qc_study):
         assert session.get(Participant, pid).excluded is False
     with pytest.raises(LookupError):
         set_exclusion(db, 99999, True, "x")
+
+
+def test_qc_reads_only_participants_whose_answers_changed(qc_study, monkeypatch):
+    """The measures are cached per participant: a second call reads no response, a new participant's answers
+    are read alone, and a participant who answers once more is read again (and measured right)."""
+    import study.qc
+
+    db, _, specs = qc_study
+    read: list[list[int]] = []
+    real = study.qc._qc_responses
+    monkeypatch.setattr(study.qc, "_qc_responses", lambda d, ids: read.append(sorted(ids)) or real(d, ids))
+    first = run_participant(db, "qc-study", "first", _choices(specs, [True, True]))
+    assert participant_qc(db, "qc-study").set_index("participant_id").loc[first, "n_answered"] == 22
+    assert participant_qc(db, "qc-study")["n_answered"].tolist() == [22] and read == [[first]]
+    second = run_participant(db, "qc-study", "second", _choices(specs, [True, True])[:10], finish=False)
+    table = participant_qc(db, "qc-study").set_index("participant_id")
+    assert read == [[first], [second]] and table.loc[second, "n_answered"] == 9
+    plan = P.trial_plan(db, second)
+    P.record_response(
+        db,
+        second,
+        P.ResponsePayload(plan[10].trial_index, plan[10].shown, 2, 1500.0),
+    )
+    assert participant_qc(db, "qc-study").set_index("participant_id").loc[second, "n_answered"] == 10
+    assert read[-1] == [second]
+
+
+def test_a_new_process_reuses_the_stored_measures(qc_study, monkeypatch):
+    """The measures are kept next to the SQLite file, so a restarted server reads no unchanged answers."""
+    import study.qc
+
+    db, _, specs = qc_study
+    first = run_participant(db, "qc-study", "first", _choices(specs, [True, False], timeouts=2))
+    before = participant_qc(db, "qc-study")
+    study.qc._MEASURE_CACHE.clear()  # what a fresh process starts with
+    read: list[list[int]] = []
+    real = study.qc._qc_responses
+    monkeypatch.setattr(study.qc, "_qc_responses", lambda d, ids: read.append(sorted(ids)) or real(d, ids))
+    after = participant_qc(db, "qc-study")
+    assert read == [] and after.equals(before)
+    assert after.set_index("participant_id").loc[first, "catch_accuracy"] == 0.5
