@@ -210,9 +210,10 @@ async def _browser_participant(browser, run: FaultRun, external_id: str, deadlin
         intro = page.get_by_test_id("al-intro")
         if await intro.is_visible() and await page.get_by_test_id("al-continue").is_enabled():
             await page.keyboard.press("Space")
-        if await page.get_by_text("Almost done").is_visible():
+        almost_done = page.get_by_text("Almost done")
+        if await almost_done.is_visible():
             await page.get_by_role("textbox").fill("bench")
-            await page.get_by_role("button", name="Finish").click()
+            await _click_until_gone(page.get_by_role("button", name="Finish"), almost_done)
         await asyncio.sleep(0.3)
     await context.set_offline(False)
     await expect(page.get_by_text("Your code")).to_be_visible(timeout=60_000)
@@ -446,7 +447,7 @@ def main() -> None:
                 flush=True,
             )
     if args.browsers:
-        print(f"browser clicks repeated after 10 s without effect (intro pages only): {len(LOST_CLICKS)}")
+        print(f"browser clicks repeated after 10 s without effect (form pages): {len(LOST_CLICKS)}")
 
 
 if __name__ == "__main__":
