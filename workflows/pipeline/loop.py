@@ -142,29 +142,37 @@ def check_label_supply(n_images: int, pseudo: PseudoLabelConfig, student: Studen
     """The pool must give the students enough pseudo-labelled triplets (``student.min_triplets``) in
     enough groups (``student.groups_per_step``); the error says how many images would."""
     settings = pseudo.for_pool(n_images)  # a given setting the pool cannot meet: its own message
-    n_triplets = settings.setting("n_triplets")
-    groups = -(-n_triplets // settings.setting("triplets_per_group"))
-    if n_triplets >= student.min_triplets and groups >= student.groups_per_step:
+    if _enough(settings, student):
         return
-    needed = next((n for n in range(n_images + 1, 100 * n_images + 100) if _enough(n, pseudo, student)), None)
+    needed = next(
+        (n for n in range(n_images + 1, 100 * n_images + 100) if _pool_enough(n, pseudo, student)), None
+    )
     raise ValueError(
-        f"the study's {n_images} images give {n_triplets} pseudo-labelled triplets in {groups} groups "
-        f"(pseudo-label settings {_shown_settings(settings)}); a student needs at least "
-        f"student.min_triplets={student.min_triplets} in student.groups_per_step={student.groups_per_step} "
-        "groups: add images to the stimulus set"
+        f"the study's {n_images} images give {settings.n_triplets} pseudo-labelled triplets in "
+        f"{_groups(settings)} groups (pseudo-label settings {_shown_settings(settings)}); a student needs "
+        f"at least student.min_triplets={student.min_triplets} in "
+        f"student.groups_per_step={student.groups_per_step} groups: add images to the stimulus set"
         + (f" (about {needed} in all)" if needed else "")
         + " or lower student.min_triplets"
     )
 
 
-def _enough(n_images: int, pseudo: PseudoLabelConfig, student: StudentConfig) -> bool:
+def _groups(settings: PseudoLabelConfig) -> int:
+    return -(-settings.setting("n_triplets") // settings.setting("triplets_per_group"))
+
+
+def _enough(settings: PseudoLabelConfig, student: StudentConfig) -> bool:
+    return (
+        settings.setting("n_triplets") >= student.min_triplets
+        and _groups(settings) >= student.groups_per_step
+    )
+
+
+def _pool_enough(n_images: int, pseudo: PseudoLabelConfig, student: StudentConfig) -> bool:
     try:
-        settings = pseudo.for_pool(n_images)
+        return _enough(pseudo.for_pool(n_images), student)
     except ValueError:
         return False
-    n_triplets = settings.setting("n_triplets")
-    groups = -(-n_triplets // settings.setting("triplets_per_group"))
-    return n_triplets >= student.min_triplets and groups >= student.groups_per_step
 
 
 def _shown_settings(settings: PseudoLabelConfig) -> str:
