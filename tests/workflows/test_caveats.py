@@ -101,3 +101,10 @@ def test_a_collapsed_category_structure_is_a_caveat():
     no_structure = category_silhouettes({"base": collapsed, "AligNet": collapsed[::-1]}, categories)
     assert structure_caveats(no_structure) == []  # nothing to lose: no claim
     assert np.isnan(category_silhouettes({"base": structured}, np.repeat(["x"], 36))["base"])
+
+
+def test_the_collapse_threshold_is_half_the_base_silhouette():
+    # issue 14's case: category silhouette 0.45 -> 0.12
+    found = structure_caveats({"base": 0.45, "teacher": 0.5, "AligNet": 0.12, "UnAligNet": 0.30})
+    assert [c["subject"] for c in found] == ["AligNet"]
+    assert "silhouette 0.12 against base's 0.45" in found[0]["reason"]
