@@ -58,9 +58,9 @@ class TeacherLike(Protocol):
 
 
 # The rule that fits the pseudo-label settings to a pool (``PseudoLabelConfig.for_pool``)
-IMAGES_PER_CLUSTER_TARGET = 12
+IMAGES_PER_CLUSTER_TARGET = 6
 MIN_CLUSTERS = 3  # between_cluster needs 3; cluster_border 2
-MAX_CLUSTERS = 1000
+MAX_CLUSTERS = 20  # the laptop-scale default (the demo's); a large pool on a GPU sets n_clusters
 MAX_GROUP_CLUSTERS = 8
 MAX_GROUP_IMAGES_PER_CLUSTER = 8
 DEFAULT_TRIPLETS = 10_000  # the laptop-scale budget (a GPU user raises n_triplets)
@@ -75,8 +75,10 @@ class PseudoLabelConfig(LoadableConfig):
     A setting left unset (None) is derived from the pool by ``for_pool``, so the defaults fit a 30-image
     study as well as a large pool. The rule, for a pool of n images:
 
-    - ``n_clusters`` = round(n / 12), at least 3 and at most 1000 (about 12 images per cluster);
-    - ``clusters_per_group`` = min(8, n_clusters); ``images_per_cluster`` = n // n_clusters within [2, 8];
+    - ``n_clusters`` = n // 6, at least 3 and at most 20 (about 6 images per cluster; from 126 images on,
+      the fixed laptop-scale default of 20, which a large pool on a GPU raises);
+    - ``clusters_per_group`` = min(8, n_clusters); ``images_per_cluster`` = 8 (a group takes up to 8
+      images of each of its clusters);
     - ``n_triplets`` = min(10,000, capacity / 4), where capacity is the number of distinct triplets the
       strategy allows among n images in equal clusters (``valid_triplet_count``); once the pool is
       clustered, also at most half the capacity of the actual clusters, so sampling never runs dry;
@@ -108,12 +110,10 @@ class PseudoLabelConfig(LoadableConfig):
         Raises a ValueError naming what to change when the pool cannot give what was asked."""
         if n_images < 3:
             raise ValueError(f"the image pool has {n_images} images; pseudo-labelling needs at least 3")
-        k = self.n_clusters or int(
-            np.clip(round(n_images / IMAGES_PER_CLUSTER_TARGET), MIN_CLUSTERS, MAX_CLUSTERS)
-        )
+        k = self.n_clusters or int(np.clip(n_images // IMAGES_PER_CLUSTER_TARGET, MIN_CLUSTERS, MAX_CLUSTERS))
         if k > n_images:
             raise ValueError(f"n_clusters={k} exceeds the {n_images} images in the pool")
-        per_cluster = self.images_per_cluster or int(np.clip(n_images // k, 2, MAX_GROUP_IMAGES_PER_CLUSTER))
+        per_cluster = self.images_per_cluster or MAX_GROUP_IMAGES_PER_CLUSTER
         per_group = self.clusters_per_group or min(MAX_GROUP_CLUSTERS, k)
         expected = valid_triplet_count(equal_cluster_sizes(n_images, k), self.strategy)
         capacity = expected if cluster_sizes is None else valid_triplet_count(cluster_sizes, self.strategy)

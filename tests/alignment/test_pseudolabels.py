@@ -173,10 +173,11 @@ def test_bad_pools_are_refused_up_front():
     "n_images,expected",
     [
         # n: (n_clusters, clusters_per_group, images_per_cluster, n_triplets, triplets_per_group)
-        (30, (3, 3, 8, 675, 84)),  # 3 clusters of 10: 3 * C(10,2) * 20 = 2700 border triplets, a quarter
-        (36, (3, 3, 8, 1188, 148)),  # 3 of 12: 4752 / 4
-        (240, (20, 8, 8, 10_000, 256)),  # the demo's size: the laptop budget
-        (1_000_000, (1000, 8, 8, 10_000, 256)),  # clusters capped at 1000
+        (18, (3, 3, 8, 135, 16)),  # 3 clusters of 6: 3 * C(6,2) * 12 = 540 border triplets, a quarter
+        (30, (5, 5, 8, 450, 56)),  # 5 of 6: 5 * 15 * 24 = 1800 / 4
+        (36, (6, 6, 8, 675, 84)),  # 6 of 6: 2700 / 4
+        (129, (20, 8, 8, 10_000, 256)),  # the demo's size: the laptop defaults
+        (1_000_000, (20, 8, 8, 10_000, 256)),  # clusters capped at 20 (a GPU run sets more)
     ],
 )
 def test_unset_settings_follow_the_pool_rule(n_images, expected):
@@ -189,7 +190,7 @@ def test_given_settings_are_kept_and_impossible_ones_refused_with_what_to_change
     given = PseudoLabelConfig(n_triplets=2000, n_clusters=6, triplets_per_group=50)
     settings = given.for_pool(36)
     assert (settings.n_triplets, settings.n_clusters, settings.triplets_per_group) == (2000, 6, 50)
-    assert settings.images_per_cluster == 6 and settings.clusters_per_group == 6
+    assert settings.images_per_cluster == 8 and settings.clusters_per_group == 6
     with pytest.raises(
         ValueError, match="allow 2700 distinct cluster_border triplets; n_triplets=5000 is more"
     ):
@@ -201,7 +202,7 @@ def test_given_settings_are_kept_and_impossible_ones_refused_with_what_to_change
 
 
 def test_uneven_clusters_bound_the_derived_number_of_triplets():
-    assert PseudoLabelConfig().for_pool(36, [12, 12, 12]).n_triplets == 1188  # a quarter of the estimate
+    assert PseudoLabelConfig().for_pool(36, [12, 12, 12]).n_triplets == 675  # a quarter of the estimate
     # one cluster of 34: C(34,2) * 2 = 1122 border triplets; half of them
     assert PseudoLabelConfig().for_pool(36, [34, 1, 1]).n_triplets == 561
     assert PseudoLabelConfig(n_triplets=900).for_pool(36, [34, 1, 1]).n_triplets == 900  # given: kept

@@ -59,7 +59,7 @@ def _check_finished_loop(db, out: str) -> dict:
     for caveat in metrics["caveats"]:
         assert caveat["reason"] in out and caveat["help"] in out
     labels = get_run(db, metrics["labels_run"]).metrics
-    assert labels["settings"]["n_clusters"] == 3 and labels["n_triplets"] >= 256  # the pool rule for 36
+    assert labels["settings"]["n_clusters"] == 6 and labels["n_triplets"] >= 256  # the pool rule for 36
     return metrics
 
 
@@ -117,6 +117,6 @@ def test_a_study_too_small_for_the_students_is_refused_before_any_run(photos36, 
     code = main(["align", "--study", "small36", "--config", '{"student": {"min_triplets": 5000}}'])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "the study's 36 images give 1188 pseudo-labelled triplets" in err
+    assert "the study's 36 images give 675 pseudo-labelled triplets" in err
     assert "add images to the stimulus set (about" in err and "or lower student.min_triplets" in err
     assert list_runs(db) == []

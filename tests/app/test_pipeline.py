@@ -205,6 +205,6 @@ def test_pseudo_label_settings_the_pool_cannot_meet_are_refused_up_front(small_s
     simulate_participants(small_study, "small", 10)
     too_many = {**FAST, "pseudo": {"n_triplets": 10**6}}
     with pytest.raises(
-        ValueError, match="24 images in 3 clusters allow 1344 distinct cluster_border triplets"
+        ValueError, match="24 images in 4 clusters allow 1080 distinct cluster_border triplets"
     ):
         queue_action(small_study, "align", "small", too_many)
