@@ -215,16 +215,17 @@ def make_pseudolabel_shards(
     (across shards a repeat is possible but rare in a large pool). The untransformed control's temperature
     is matched to the aligned labels' mean entropy on the first shard and reused for the others.
     """
-    config = config or PseudoLabelConfig()
+    config = (config or PseudoLabelConfig()).for_pool(len(features))  # unset settings derived from the pool
     if len(features) != len(provenance.pool_ids):
         raise ValueError(f"{len(features)} feature rows for {len(provenance.pool_ids)} pool ids")
     if shard_triplets < 1:
         raise ValueError(f"shard_triplets must be >= 1; got {shard_triplets}")
-    clusters = _fit_clusters(features, teacher, config.n_clusters, config.seed, chunk_images)
+    clusters = _fit_clusters(features, teacher, config.setting("n_clusters"), config.seed, chunk_images)
     writers = _shard_writers(Path(out_dir), provenance, config, clusters)
     raw_temperature = None
-    for shard, start in enumerate(range(0, config.n_triplets, shard_triplets)):
-        want = min(shard_triplets, config.n_triplets - start)
+    n_triplets = config.setting("n_triplets")
+    for shard, start in enumerate(range(0, n_triplets, shard_triplets)):
+        want = min(shard_triplets, n_triplets - start)
         shard_config = replace(config, n_triplets=want, seed=config.seed + shard)
         raw_temperature = _label_shard(features, teacher, clusters, shard_config, writers, raw_temperature)
     writers["aligned"].meta["temperature"] = float(teacher.temperature)

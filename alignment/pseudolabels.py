@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from math import comb
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -55,32 +57,128 @@ class TeacherLike(Protocol):
     def transform(self, features: np.ndarray) -> np.ndarray: ...
 
 
+# The rule that fits the pseudo-label settings to a pool (``PseudoLabelConfig.for_pool``)
+IMAGES_PER_CLUSTER_TARGET = 6
+MIN_CLUSTERS = 3  # between_cluster needs 3; cluster_border 2
+MAX_CLUSTERS = 20  # the laptop-scale default (the demo's); a large pool on a GPU sets n_clusters
+MAX_GROUP_CLUSTERS = 8
+MAX_GROUP_IMAGES_PER_CLUSTER = 8
+DEFAULT_TRIPLETS = 10_000  # the laptop-scale budget (a GPU user raises n_triplets)
+MAX_TRIPLETS_PER_GROUP = 256
+MIN_TRIPLETS_PER_GROUP = 16
+
+
 @dataclass(frozen=True)
 class PseudoLabelConfig(LoadableConfig):
-    """How many triplets to sample and how (AligNet default: ``cluster_border`` over k-means clusters)."""
+    """How many triplets to sample and how (AligNet default: ``cluster_border`` over k-means clusters).
+
+    A setting left unset (None) is derived from the pool by ``for_pool``, so the defaults fit a 30-image
+    study as well as a large pool. The rule, for a pool of n images:
+
+    - ``n_clusters`` = n // 6, at least 3 and at most 20 (about 6 images per cluster; from 126 images on,
+      the fixed laptop-scale default of 20, which a large pool on a GPU raises);
+    - ``clusters_per_group`` = min(8, n_clusters); ``images_per_cluster`` = 8 (a group takes up to 8
+      images of each of its clusters);
+    - ``n_triplets`` = min(10,000, capacity / 4), where capacity is the number of distinct triplets the
+      strategy allows among n images in equal clusters (``valid_triplet_count``); once the pool is
+      clustered, also at most half the capacity of the actual clusters, so sampling never runs dry;
+    - ``triplets_per_group`` = n_triplets / 8 within [16, 256] (about 8 or more groups, so a student
+      takes several steps per epoch), and at most a quarter of what one group's images allow.
+    """
 
     SECTION = "pseudo"
 
-    n_triplets: int = 10_000
-    n_clusters: int = 20
+    n_triplets: int | None = None
+    n_clusters: int | None = None
     strategy: Strategy = "cluster_border"
-    clusters_per_group: int = 8
-    images_per_cluster: int = 8
-    triplets_per_group: int = 256
+    clusters_per_group: int | None = None
+    images_per_cluster: int | None = None
+    triplets_per_group: int | None = None
     seed: int = 0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}; got {self.strategy!r}")
-        for name in (
-            "n_triplets",
-            "n_clusters",
-            "clusters_per_group",
-            "images_per_cluster",
-            "triplets_per_group",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"PseudoLabelConfig.{name} must be >= 1; got {getattr(self, name)}")
+        for name in SIZED_SETTINGS:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"PseudoLabelConfig.{name} must be >= 1; got {value}")
+
+    def for_pool(self, n_images: int, cluster_sizes: Sequence[int] | None = None) -> PseudoLabelConfig:
+        """This config with every unset setting derived from a pool of ``n_images`` (the rule in the class
+        docstring); ``cluster_sizes``, once the pool is clustered, bound ``n_triplets`` by the real clusters.
+        Raises a ValueError naming what to change when the pool cannot give what was asked."""
+        if n_images < 3:
+            raise ValueError(f"the image pool has {n_images} images; pseudo-labelling needs at least 3")
+        k = self.n_clusters or int(np.clip(n_images // IMAGES_PER_CLUSTER_TARGET, MIN_CLUSTERS, MAX_CLUSTERS))
+        if k > n_images:
+            raise ValueError(f"n_clusters={k} exceeds the {n_images} images in the pool")
+        per_cluster = self.images_per_cluster or MAX_GROUP_IMAGES_PER_CLUSTER
+        per_group = self.clusters_per_group or min(MAX_GROUP_CLUSTERS, k)
+        expected = valid_triplet_count(equal_cluster_sizes(n_images, k), self.strategy)
+        capacity = expected if cluster_sizes is None else valid_triplet_count(cluster_sizes, self.strategy)
+        n_triplets = self.n_triplets or min(DEFAULT_TRIPLETS, expected // 4, capacity // 2)
+        where = f"{n_images} images in {k} clusters allow {capacity} distinct {self.strategy} triplets"
+        if n_triplets > capacity:
+            raise ValueError(
+                f"{where}; n_triplets={n_triplets} is more (ask for fewer, add images, or leave n_triplets "
+                "unset to derive it from the pool)"
+            )
+        if n_triplets < 1:
+            raise ValueError(f"{where}: too few to pseudo-label (add images)")
+        group_capacity = valid_triplet_count([per_cluster] * min(per_group, k), self.strategy)
+        per_group_triplets = self.triplets_per_group or max(
+            1,
+            min(
+                int(np.clip(n_triplets // 8, MIN_TRIPLETS_PER_GROUP, MAX_TRIPLETS_PER_GROUP)),
+                group_capacity // 4,
+            ),
+        )
+        return replace(
+            self,
+            n_triplets=n_triplets,
+            n_clusters=k,
+            clusters_per_group=per_group,
+            images_per_cluster=per_cluster,
+            triplets_per_group=per_group_triplets,
+        )
+
+    def setting(self, name: str) -> int:
+        """A sized setting as an int, once derived (``for_pool``) or given."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"PseudoLabelConfig.{name} is unset; derive it with for_pool(n_images)")
+        return int(value)
+
+
+SIZED_SETTINGS = (
+    "n_triplets",
+    "n_clusters",
+    "clusters_per_group",
+    "images_per_cluster",
+    "triplets_per_group",
+)
+
+
+def equal_cluster_sizes(n_images: int, n_clusters: int) -> list[int]:
+    """``n_images`` split into ``n_clusters`` sizes that differ by at most one."""
+    return [n_images // n_clusters + (i < n_images % n_clusters) for i in range(n_clusters)]
+
+
+def valid_triplet_count(cluster_sizes: Sequence[int], strategy: str) -> int:
+    """How many distinct (unordered) triplets ``strategy`` can draw from clusters of these sizes:
+    cluster_border two images of one cluster and one of another, within_cluster three of one,
+    between_cluster one from each of three clusters, random any three."""
+    sizes = [int(s) for s in cluster_sizes]
+    n = sum(sizes)
+    if strategy == "cluster_border":
+        return sum(comb(s, 2) * (n - s) for s in sizes)
+    if strategy == "within_cluster":
+        return sum(comb(s, 3) for s in sizes)
+    if strategy == "between_cluster":  # elementary symmetric polynomial e3 of the sizes
+        p1, p2, p3 = n, sum(s * s for s in sizes), sum(s**3 for s in sizes)
+        return (p1**3 - 3 * p1 * p2 + 2 * p3) // 6
+    return comb(n, 3)
 
 
 @dataclass(frozen=True)
@@ -180,8 +278,9 @@ def cluster_pool(embeddings: np.ndarray, n_clusters: int, seed: int) -> np.ndarr
 def _pick_group(clusters: np.ndarray, config: PseudoLabelConfig, rng: np.random.Generator) -> np.ndarray:
     """Images of one group: up to ``images_per_cluster`` images from each of a few random clusters."""
     ids = np.unique(clusters)
-    chosen = rng.choice(ids, size=min(config.clusters_per_group, len(ids)), replace=False)
-    members = [rng.permutation(np.flatnonzero(clusters == c))[: config.images_per_cluster] for c in chosen]
+    chosen = rng.choice(ids, size=min(config.setting("clusters_per_group"), len(ids)), replace=False)
+    per_cluster = config.setting("images_per_cluster")
+    members = [rng.permutation(np.flatnonzero(clusters == c))[:per_cluster] for c in chosen]
     return np.concatenate(members)
 
 
@@ -234,16 +333,21 @@ def _new_rows(rows: np.ndarray, seen: set[tuple[int, ...]], limit: int) -> np.nd
 
 
 def sample_grouped_triplets(clusters: np.ndarray, config: PseudoLabelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``(triplets [m, 3], groups [m])`` sampled group by group with ``config.strategy``; deterministic."""
+    """``(triplets [m, 3], groups [m])`` sampled group by group with ``config.strategy``; deterministic.
+    Unset settings are derived from the clustered pool (``PseudoLabelConfig.for_pool``)."""
+    sizes = np.bincount(clusters)
+    config = replace(config, n_clusters=config.n_clusters or int((sizes > 0).sum()))
+    config = config.for_pool(len(clusters), sizes[sizes > 0].tolist())
+    n_triplets, per_group = config.setting("n_triplets"), config.setting("triplets_per_group")
     rng = np.random.default_rng(config.seed)
     triplets: list[np.ndarray] = []
     groups: list[np.ndarray] = []
     seen: set[tuple[int, ...]] = set()
     failures = 0
     total = 0
-    while total < config.n_triplets:
+    while total < n_triplets:
         group = _pick_group(clusters, config, rng)
-        want = min(config.triplets_per_group, config.n_triplets - total)
+        want = min(per_group, n_triplets - total)
         rows = _new_rows(_candidates(group, clusters, config.strategy, 2 * want, rng), seen, want)
         if not len(rows):
             failures += 1
@@ -323,7 +427,7 @@ def make_pseudolabels(
     config: PseudoLabelConfig = PseudoLabelConfig(),
 ) -> dict[str, PseudoLabels]:
     """``{"aligned": ..., "untransformed": ...}``: label sets over the same teacher-space clusters and
-    triplets.
+    triplets; their ``meta["config"]`` holds the settings used (unset ones derived from the pool).
 
     ``features`` [n, D] are the raw backbone features of the pool, in ``provenance.pool_ids`` order.
     """
@@ -336,7 +440,8 @@ def make_pseudolabels(
     if len(features) < 3 or not np.isfinite(features).all():
         raise ValueError("the image pool needs at least 3 images with finite features")
     aligned_space = np.asarray(teacher.transform(features), dtype=np.float32)
-    clusters = cluster_pool(aligned_space, config.n_clusters, config.seed)
+    clusters = cluster_pool(aligned_space, config.for_pool(len(features)).setting("n_clusters"), config.seed)
+    config = config.for_pool(len(features), np.bincount(clusters).tolist())  # the settings used, stored
     triplets, groups = sample_grouped_triplets(clusters, config)
     aligned = _label_set(
         "aligned", aligned_space, triplets, groups, teacher.temperature, provenance, config, clusters

@@ -1,7 +1,7 @@
 """The evaluation table as people read it: the stored numbers (workflows.pipeline.evaluation.read_results)
 turned into labelled cells such as "0.812 [0.780, 0.840]", with each flag noted in the cell whose number it
 qualifies. Shared by the Maps page and the CLI printer; the only place the table's labels live. Also the
-runs table's columns for nested run metrics."""
+runs table's columns for nested run metrics, and a loop's caveats as lines (workflows/pipeline/caveats.py)."""
 
 from __future__ import annotations
 
@@ -107,3 +107,8 @@ def live_agreement_display(table: pd.DataFrame) -> pd.DataFrame:
         for cell, n in zip(shown["human ceiling"], table["ceiling triplets"], strict=True)
     ]
     return shown.drop(columns="ceiling triplets")
+
+
+def caveat_lines(metrics: dict) -> list[str]:
+    """A run's caveats (results that mean nothing), one line each: the reason, then what would help."""
+    return [f"{c['reason']} — would help: {c['help']}" for c in metrics.get("caveats") or []]

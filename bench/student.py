@@ -296,7 +296,7 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     pool_ids = tuple(image_content_hash(p) for p in images.paths)
     provenance = LabelProvenance(backbone.name, backbone.weights_id, pool_ids, "bench-teacher")
     label_sets = make_pseudolabels(features, teacher, provenance, label_config)
-    lap(f"pseudo-labels ({label_config.n_triplets} x 2 spaces)")
+    lap(f"pseudo-labels ({len(label_sets['aligned'])} x 2 spaces)")
     student = build_student(config, cache_dir=work / "weights")
     acts = pool_activations(student, images.paths, cache_dir=work / "cache", pool_ids=pool_ids)
     lap(f"trunk activations ({config.image_size}px)")
@@ -324,7 +324,7 @@ def demo_loop(config: StudentConfig, label_config: PseudoLabelConfig, work: Path
     for name, seconds in times.items():
         print(f"{name:<60}{seconds:>8.1f} s")
     print(f"{'total':<60}{sum(times.values()):>8.1f} s   (target <= 300 s)")
-    print(f"\nStudentConfig: {config}\nPseudoLabelConfig: {label_config}")
+    print(f"\nStudentConfig: {config}\nPseudoLabelConfig used: {label_sets['aligned'].meta['config']}")
     import pandas as pd
 
     shown = ["level", "model", "n_triplets", "accuracy", "ci_low", "ci_high", "gain", "gain_ci_low"]

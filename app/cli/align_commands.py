@@ -148,7 +148,21 @@ def _align(args: argparse.Namespace) -> int:
     reused = run.metrics.get("reused_steps") or "none"
     print(f"closed loop run {run.id}; steps reused from earlier runs: {reused}")
     print_eval_table(run)
+    print_caveats(run.metrics)
     return 0
+
+
+def print_caveats(metrics: dict) -> None:
+    """The loop's caveats, or that there are none (so a clean run says so too)."""
+    from app.results_display import caveat_lines
+
+    if "caveats" not in metrics:
+        print("caveats: not checked (a run stored before the checks existed)")
+        return
+    lines = caveat_lines(metrics)
+    print(f"caveats ({len(lines)}):" if lines else "caveats: none (every check passed)")
+    for line in lines:
+        print(f"  ! {line}")
 
 
 def print_eval_table(run) -> None:

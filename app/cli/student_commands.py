@@ -54,11 +54,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluation_rows(db, student_run: int, eval_run: int | None) -> tuple[list[dict] | None, int | None]:
-    """The evaluation table's rows: of ``eval_run``, or of the align run that trained ``student_run``."""
-    import pandas as pd
-
-    from common.settings import data_home
+    """The evaluation table's rows for the card: of ``eval_run``, or of the align run that trained
+    ``student_run``; each row's level names its test block (e.g. "overall · odd_one_out seen")."""
     from db.runs import get_run, list_runs
+    from workflows.pipeline.evaluation import read_results
 
     if eval_run is None:
         parents = [
@@ -69,7 +68,7 @@ def _evaluation_rows(db, student_run: int, eval_run: int | None) -> tuple[list[d
         if not parents:
             return None, None
         eval_run = parents[0].id
-    run = get_run(db, eval_run)
-    if "table" not in run.artifacts:
-        raise ValueError(f"run {eval_run} ({run.kind}) has no evaluation table; pass an eval or align run")
-    return pd.read_csv(data_home() / run.artifacts["table"]).to_dict("records"), eval_run
+    table = read_results(get_run(db, eval_run))  # a clear error for a run without a results table
+    table["level"] = table["level"] + " · " + table["task"] + " " + table["held_out"]
+    columns = {"n_judgments": "n", "ci_low": "accuracy_low", "ci_high": "accuracy_high"}
+    return table.rename(columns=columns).drop(columns=["flags"]).to_dict("records"), eval_run

@@ -1,19 +1,29 @@
-"""Alignment runs: start teacher / pseudo-label / student / evaluation jobs on a study in the background,
-watch their progress, ETA and logs, cancel them, and compare finished runs."""
+"""Alignment runs: start the full loop, a teacher, pseudo-labels or a student on a study in the background
+(a preset and the main settings in a form, anything else as JSON), watch their progress, ETA and logs,
+cancel them, see the configuration and caveats of a finished run and re-run it with changes, and compare
+finished runs."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
+from app.cli import one_line
 from app.flash import flash, show_flashes
 from app.resources import get_db
-from app.results_display import metric_columns
+from app.results_display import caveat_lines, metric_columns
+from common.config import settings_table
 from db.models import RunStatus, utcnow
-from db.runs import ACTIVE_STATUSES, list_runs, request_cancel
+from db.runs import ACTIVE_STATUSES, get_run, list_runs, request_cancel
 from study.studies import study_slugs
 from workflows.jobs import eta_seconds, launch, read_log
-from workflows.pipeline import START_ACTIONS, queue_action
+from workflows.pipeline import PRESETS, START_ACTIONS, MainSettings, action_overrides, queue_action
+
+STARTABLE = set(START_ACTIONS.values())
+PRESET_HELP = "; ".join(f"{name}: {settings or 'the defaults'}" for name, settings in PRESETS.items())
 
 
 def start_controls() -> None:
@@ -24,12 +34,94 @@ def start_controls() -> None:
     with st.form("start_run"):
         slug = st.selectbox("Study (its non-excluded judgments)", slugs)
         action = st.selectbox("What to run", list(START_ACTIONS))
+        preset = st.radio(
+            "Preset", list(PRESETS), index=list(PRESETS).index("standard"), horizontal=True, help=PRESET_HELP
+        )
+        backbone = st.text_input("Backbone (the whole loop: teacher features, pseudo-labels, students)", "")
+        left, middle, right = st.columns(3)
+        epochs = left.number_input("Student epochs (0 = preset)", min_value=0.0, value=0.0, step=1.0)
+        image_size = middle.number_input("Student image size, px (0 = preset)", 0, 512, 0, step=32)
+        n_triplets = right.number_input("Pseudo-labelled triplets (0 = from the pool)", 0, value=0, step=1000)
+        split_by = st.selectbox("Held-out judgments chosen by", ["triplet", "subject", "image"])
+        left, right = st.columns(2)
+        input_run = left.number_input(
+            "Input run (pseudo-labels: a teacher run; student: a pseudo-label run)", 0, value=0
+        )
+        space = right.selectbox("Student label space", ["aligned", "untransformed"])
+        extra = st.text_area(
+            "More settings (JSON, merged on top)", "", placeholder='{"teacher": {"reg_weight": 0.1}}'
+        )
         submitted = st.form_submit_button("Start in the background")
     if submitted:
-        run_id = queue_action(get_db(), action, slug)
-        launch(run_id)
-        flash(f"Started run {run_id} ({action}). It keeps running if you close or reload this page.")
-        st.rerun()
+        main = MainSettings(
+            preset,
+            backbone.strip(),
+            float(epochs),
+            int(image_size),
+            int(n_triplets),
+            split_by,
+            int(input_run),
+            space,
+            {},
+        )
+        _start(slug, START_ACTIONS[action], main, extra)
+
+
+def _start(slug: str, kind: str, main: MainSettings, extra: str) -> None:
+    """Queue (after its input checks) and launch a run; a refusal is shown as one line, nothing starts."""
+    try:
+        main = replace(main, extra=settings_table(extra) if extra.strip() else {})
+        run_id = queue_action(get_db(), kind, slug, action_overrides(kind, main))
+    except (ValueError, LookupError) as error:
+        st.error(f"Not started: {one_line(error)}")
+        return
+    launch(run_id)
+    flash(f"Started run {run_id} ({kind}). It keeps running if you close or reload this page.")
+    st.rerun()
+
+
+def finished_run_controls() -> None:
+    """A finished run: the configuration it used, its caveats, and a re-run with changed settings."""
+    runs = [r for r in list_runs(get_db()) if r.status not in ACTIVE_STATUSES and r.kind in STARTABLE]
+    if not runs:
+        return
+    st.subheader("A finished run: its configuration, caveats, re-run")
+    by_id = {r.id: r for r in runs}
+    chosen = st.selectbox(
+        "Finished run",
+        list(by_id),
+        format_func=lambda i: f"{i} · {by_id[i].kind} · {by_id[i].status.value} · {by_id[i].name}",
+    )
+    run = by_id[chosen]
+    study = run.config.get("study", "")
+    st.caption(f"The configuration run {run.id} used (study {study!r}):")
+    st.json(run.config, expanded=False)
+    labels_run = run.metrics.get("labels_run") if run.kind == "align" else None
+    if labels_run:
+        settings = get_run(get_db(), labels_run).metrics.get("settings", {})
+        st.caption(f"Pseudo-label settings used (derived from the pool unless given): {settings}")
+    for line in caveat_lines(run.metrics):
+        st.warning(line)
+    editable = {k: v for k, v in run.config.items() if k != "study"}
+    with st.form(f"rerun_{run.id}"):
+        text = st.text_area(
+            "Settings for a re-run (JSON: change what you like)", json.dumps(editable, indent=2)
+        )
+        again = st.form_submit_button("Re-run with these settings")
+    if again:
+        _rerun(run, text)
+
+
+def _rerun(run, text: str) -> None:
+    try:
+        overrides = settings_table(text) if text.strip() else {}
+        run_id = queue_action(get_db(), run.kind, run.config["study"], overrides)
+    except (ValueError, LookupError) as error:
+        st.error(f"Not started: {one_line(error)}")
+        return
+    launch(run_id)
+    flash(f"Started run {run_id}: run {run.id} again with the settings shown.")
+    st.rerun()
 
 
 @st.fragment(run_every="2s")
@@ -57,6 +149,7 @@ def _row(run, now) -> dict:
         message=run.message,
         parent=run.parent_run_id,
         error=run.error or "",
+        caveats=len(run.metrics.get("caveats", [])) if "caveats" in run.metrics else None,
         **{k: v for k, v in metric_columns(run.metrics).items() if isinstance(v, int | float)},
     )
 
@@ -93,4 +186,5 @@ show_flashes()
 start_controls()
 st.subheader("Runs")
 runs_table()
+finished_run_controls()
 compare_runs()

@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import map_cache
 from app.resources import get_db
-from app.results_display import display_table
+from app.results_display import caveat_lines, display_table
 from db.settings import database_url
 from workflows.pipeline.evaluation import read_results
 from workflows.pipeline.loop import latest_loop
@@ -125,6 +125,10 @@ def evaluation_ui(loop) -> None:
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
     if loop.metrics.get("unseen_note"):
         st.warning(loop.metrics["unseen_note"])
+    for line in caveat_lines(
+        loop.metrics
+    ):  # results that mean nothing say so (workflows/pipeline/caveats.py)
+        st.warning(line)
 
 
 def _decode(uri: str) -> bytes:

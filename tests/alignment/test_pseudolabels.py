@@ -164,6 +164,73 @@ def test_bad_pools_are_refused_up_front():
     with pytest.raises(ValueError, match="n_pool = 5"):
         make_pseudolabels(_pool(4), PlantedTeacher(), _provenance(5))
     with pytest.raises(ValueError, match="n_clusters=20 exceeds the 10 images"):
-        make_pseudolabels(_pool(10), PlantedTeacher(), _provenance(10))
+        make_pseudolabels(_pool(10), PlantedTeacher(), _provenance(10), PseudoLabelConfig(n_clusters=20))
     with pytest.raises(ValueError, match="strategy must be one of"):
         PseudoLabelConfig(strategy="class_border")
+
+
+@pytest.mark.parametrize(
+    "n_images,expected",
+    [
+        # n: (n_clusters, clusters_per_group, images_per_cluster, n_triplets, triplets_per_group)
+        (18, (3, 3, 8, 135, 16)),  # 3 clusters of 6: 3 * C(6,2) * 12 = 540 border triplets, a quarter
+        (30, (5, 5, 8, 450, 56)),  # 5 of 6: 5 * 15 * 24 = 1800 / 4
+        (36, (6, 6, 8, 675, 84)),  # 6 of 6: 2700 / 4
+        (129, (20, 8, 8, 10_000, 256)),  # the demo's size: the laptop defaults
+        (1_000_000, (20, 8, 8, 10_000, 256)),  # clusters capped at 20 (a GPU run sets more)
+    ],
+)
+def test_unset_settings_follow_the_pool_rule(n_images, expected):
+    settings = PseudoLabelConfig().for_pool(n_images)
+    names = ("n_clusters", "clusters_per_group", "images_per_cluster", "n_triplets", "triplets_per_group")
+    assert tuple(getattr(settings, name) for name in names) == expected
+
+
+def test_given_settings_are_kept_and_impossible_ones_refused_with_what_to_change():
+    given = PseudoLabelConfig(n_triplets=2000, n_clusters=6, triplets_per_group=50)
+    settings = given.for_pool(36)
+    assert (settings.n_triplets, settings.n_clusters, settings.triplets_per_group) == (2000, 6, 50)
+    assert settings.images_per_cluster == 8 and settings.clusters_per_group == 6
+    with pytest.raises(
+        ValueError, match="allow 2700 distinct cluster_border triplets; n_triplets=5000 is more"
+    ):
+        PseudoLabelConfig(n_triplets=5000, n_clusters=6).for_pool(36)
+    with pytest.raises(ValueError, match="n_clusters=20 exceeds the 10 images"):
+        PseudoLabelConfig(n_clusters=20).for_pool(10)
+    with pytest.raises(ValueError, match="has 2 images; pseudo-labelling needs at least 3"):
+        PseudoLabelConfig().for_pool(2)
+
+
+def test_uneven_clusters_bound_the_derived_number_of_triplets():
+    assert PseudoLabelConfig().for_pool(36, [12, 12, 12]).n_triplets == 675  # a quarter of the estimate
+    # one cluster of 34: C(34,2) * 2 = 1122 border triplets; half of them
+    assert PseudoLabelConfig().for_pool(36, [34, 1, 1]).n_triplets == 561
+    assert PseudoLabelConfig(n_triplets=900).for_pool(36, [34, 1, 1]).n_triplets == 900  # given: kept
+
+
+@pytest.mark.parametrize("strategy", ["cluster_border", "within_cluster", "between_cluster", "random"])
+def test_valid_triplet_count_matches_enumeration(strategy):
+    from itertools import combinations
+
+    from alignment.pseudolabels import valid_triplet_count
+
+    sizes = [5, 3, 1, 4]
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    counted = 0
+    for triplet in combinations(range(len(clusters)), 3):
+        shared = np.bincount(clusters[list(triplet)]).max()
+        counted += {"cluster_border": 2, "within_cluster": 3, "between_cluster": 1}.get(
+            strategy, shared
+        ) == shared
+    assert valid_triplet_count(sizes, strategy) == counted
+
+
+@pytest.mark.parametrize("n_images", [30, 36, 120])
+def test_default_settings_label_small_pools(n_images):
+    """The 36-image study of issue 14 failed with the fixed defaults (20 clusters, 10,000 triplets)."""
+    pool = _pool(n_images, seed=n_images)
+    sets = make_pseudolabels(pool, PlantedTeacher(), _provenance(n_images))
+    used = sets["aligned"].meta["config"]
+    assert len(sets["aligned"]) == used["n_triplets"] >= 256
+    assert used["n_clusters"] == PseudoLabelConfig().for_pool(n_images).n_clusters
+    assert len(np.unique(np.sort(sets["aligned"].triplets, 1), axis=0)) == len(sets["aligned"])

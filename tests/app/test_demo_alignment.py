@@ -1,6 +1,7 @@
 """The demo's closed loop shows the paper's core result per Levels type (issues 7 and 8 "Must show"): on the
 held-out judgments of the demo's simulated participants, the teacher over tf_efficientnet_lite0 features and
-the AligNet student both beat the raw backbone at every level, while the UnAligNet control gains less."""
+the AligNet student both beat the raw backbone at every level, while the UnAligNet control gains less; and
+none of the loop's caveats (workflows/pipeline/caveats.py) holds."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def test_demo_loop_improves_every_levels_type_and_the_control_does_not(app_home)
     db = Database.from_url()
     ensure_demo(db, report=lambda message: None)
     ensure_demo_runs(db, wait=True, report=lambda message: None)
-    results = read_results(latest_loop(db))
+    loop = latest_loop(db)
+    caveats = loop.metrics["caveats"]  # issue 14: the checks that fire on forced cases stay quiet here
+    assert caveats == [], [caveat["reason"] for caveat in caveats]
+    results = read_results(loop)
     results = results[results["held_out"] == "seen"].set_index(["level", "model"])  # the Levels-typed block
     for level in LEVELS:
         teacher, alignet, control = (

@@ -175,3 +175,36 @@ def test_a_study_too_small_for_an_unseen_image_test_says_what_it_would_need(smal
     assert split.unseen.empty and len(split.unseen_images) == 0
     assert split.unseen_note.startswith("unseen-image accuracy not measured")
     assert "held-out images would do" in split.unseen_note
+
+
+def test_backbone_means_the_whole_loop(small_study):
+    simulate_participants(small_study, "small", 10)
+    other = {**FAST, "student": {**FAST["student"], "backbone": "timm:mobilenetv2_100"}}
+    with pytest.raises(ValueError, match="student.backbone 'timm:mobilenetv2_100' differs from the loop's"):
+        queue_action(small_study, "align", "small", other)
+    weights = {**FAST, "student": {**FAST["student"], "weights": "random"}}
+    with pytest.raises(ValueError, match="student.weights is not used by the loop"):
+        queue_action(small_study, "align", "small", weights)
+    same = {**FAST, "backbone": "timm:mobilenetv2_100", "student": {"backbone": "timm:mobilenetv2_100"}}
+    queue_action(small_study, "align", "small", same)  # agreeing settings are fine
+
+
+def test_the_student_stage_trains_the_backbone_its_labels_were_made_from():
+    from workflows.pipeline.distillation import student_config
+
+    meta = {"backbone": "timm:tf_efficientnet_lite2"}
+    assert student_config({}, meta, 7).backbone == "timm:tf_efficientnet_lite2"
+    assert student_config({"epochs": 2.0}, meta, 7).epochs == 2.0
+    with pytest.raises(
+        ValueError, match=r"pseudo-labels of run 7 were made from \('timm:tf_efficientnet_lite2'\)"
+    ):
+        student_config({"backbone": "timm:tf_efficientnet_lite0"}, meta, 7)
+
+
+def test_pseudo_label_settings_the_pool_cannot_meet_are_refused_up_front(small_study):
+    simulate_participants(small_study, "small", 10)
+    too_many = {**FAST, "pseudo": {"n_triplets": 10**6}}
+    with pytest.raises(
+        ValueError, match="24 images in 4 clusters allow 1080 distinct cluster_border triplets"
+    ):
+        queue_action(small_study, "align", "small", too_many)

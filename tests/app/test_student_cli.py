@@ -29,9 +29,10 @@ def _add(db, **values) -> int:
 
 def test_export_a_student_run_with_its_align_runs_table(app_home, capsys):
     _student_file(app_home / "runs" / "5" / "student.pt")
+    block = {"task": "odd_one_out", "held_out": "seen", "level": "overall", "flags": [[]] * 2}
     pd.DataFrame(
-        [{"model": "AligNet", "level": "all", "n": 12, "accuracy": 0.58}, {"model": "base", "level": "all"}]
-    ).to_csv(app_home / "table.csv", index=False)
+        {"model": ["AligNet", "base"], "n_judgments": [12, 12], "accuracy": [0.58, 0.5], **block}
+    ).to_parquet(app_home / "results.parquet", index=False)  # as the eval stage stores it
     db = Database.from_url()
     student = _add(
         db,
@@ -45,14 +46,17 @@ def test_export_a_student_run_with_its_align_runs_table(app_home, capsys):
         kind="align",
         status=RunStatus.SUCCEEDED,
         metrics={"alignet_run": student},
-        artifacts={"table": "table.csv"},
+        artifacts={"results": "results.parquet"},
     )
     failed = _add(db, kind="student", status=RunStatus.FAILED, error="boom")
     db.dispose()
     out = app_home / "export"
     assert main(["student", "export", "--run", str(student), "--out", str(out)]) == 0
     card = (out / "README.md").read_text()
-    assert "| AligNet | all | 12 | 0.580 |" in card and f"evaluation from run {align}" in card
+    assert (
+        "| AligNet | overall · odd_one_out seen | 12 | 0.580 |" in card
+        and f"evaluation from run {align}" in card
+    )
     assert (out / "model.safetensors").is_file() and (out / "triplet_head.safetensors").is_file()
     assert main(["student", "export", "--run", str(failed), "--out", str(out)]) == 2
     assert "only a succeeded run can be used" in capsys.readouterr().err

@@ -4,7 +4,7 @@ and a student network is distilled on them. The same stage trains the UnAligNet 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db.engine import Database
 from db.models import Run
@@ -19,7 +19,38 @@ from workflows.pipeline.data import (
     study_images,
 )
 
+if TYPE_CHECKING:
+    from alignment.student import StudentConfig
+
 LABEL_SPACES = ("aligned", "untransformed")
+
+
+def check_labels_inputs(db: Database, config: dict[str, Any]) -> None:
+    """A pseudo-label run's inputs, before it is queued: a succeeded teacher run of this study, and
+    settings its image pool can meet."""
+    from alignment.pseudolabels import PseudoLabelConfig
+
+    if "teacher_run" not in config:
+        raise ValueError("pseudo-labels need a teacher run (teacher_run)")
+    finished_run(db, config["teacher_run"], "teacher")
+    PseudoLabelConfig.from_dict(config.get("pseudo", {})).for_pool(
+        len(study_images(db, config["study"]).paths)
+    )
+
+
+def check_student_inputs(db: Database, config: dict[str, Any]) -> None:
+    """A student run's inputs, before it is queued: a succeeded pseudo-label run, a label space, settings."""
+    from alignment.pseudolabels import PseudoLabels
+
+    if "labels_run" not in config:
+        raise ValueError("a student needs a pseudo-label run (labels_run)")
+    if config.get("space", "aligned") not in LABEL_SPACES:
+        raise ValueError(f"student label space must be one of {LABEL_SPACES}, got {config.get('space')!r}")
+    labels_run = finished_run(db, config["labels_run"], "pseudo_labels")
+    labels = PseudoLabels.load(data_home() / labels_run.artifacts[f"labels_{config.get('space', 'aligned')}"])
+    labels.require_at_least(
+        student_config(config.get("student", {}), labels.meta, labels_run.id).min_triplets
+    )
 
 
 def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResult:
@@ -34,7 +65,8 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
     features, _ = load_embeddings(teacher_run, "raw_embeddings")
     teacher = Teacher.load(data_home() / teacher_run.artifacts["teacher"])
     backbone = create_backbone(teacher_run.config["backbone"], cache_dir=data_home() / WEIGHTS_DIR)
-    progress(0.2, f"clustering {len(features)} images and labelling {config.n_triplets} triplets")
+    expected = config.for_pool(len(features))  # the pool rule; bounded again by the actual clusters
+    progress(0.2, f"clustering {len(features)} images and labelling {expected.n_triplets} triplets")
     provenance = LabelProvenance(
         backbone.name,
         backbone.weights_id,
@@ -43,7 +75,11 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
     )
     label_sets = make_pseudolabels(features, teacher, provenance, config)
     artifacts: dict[str, str] = {}
-    metrics: dict[str, float] = {"n_triplets": len(label_sets["aligned"].triplets)}
+    used = label_sets["aligned"].meta["config"]
+    metrics: dict[str, Any] = {
+        "n_triplets": len(label_sets["aligned"].triplets),
+        "settings": {k: v for k, v in used.items() if k != "seed"},  # as derived from the pool or given
+    }
     for space, labels in label_sets.items():
         artifacts[f"labels_{space}"] = str(
             labels.save(run_dir(run.id) / f"labels_{space}.npz").relative_to(data_home())
@@ -55,7 +91,6 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
 def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     from alignment.pseudolabels import PseudoLabels
     from alignment.student import (
-        StudentConfig,
         build_student,
         pool_activations,
         student_embeddings,
@@ -65,9 +100,9 @@ def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     space = run.config.get("space", "aligned")
     if space not in LABEL_SPACES:
         raise ValueError(f"student label space must be one of {LABEL_SPACES}, got {space!r}")
-    config = StudentConfig.from_dict(run.config.get("student", {}))
     labels_run = finished_run(db, run.config["labels_run"], "pseudo_labels")
     labels = PseudoLabels.load(data_home() / labels_run.artifacts[f"labels_{space}"])
+    config = student_config(run.config.get("student", {}), labels.meta, labels_run.id)
     images = study_images(db, run.config["study"])
     student = build_student(config, cache_dir=data_home() / WEIGHTS_DIR)
     acts = pool_activations(
@@ -76,6 +111,7 @@ def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         cache_dir=data_home() / FEATURE_CACHE_DIR,
         progress=lambda done, total: progress(0.1 * done / max(total, 1), "trunk activations"),
     )
+    start = fit_to_labels(student, acts.activations, labels, config)
     result = train_student(
         student,
         acts,
@@ -93,7 +129,48 @@ def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         "seconds": result.seconds,
         "triplets_per_s": result.triplets_seen / max(result.seconds, 1e-9),
         "space": space,
+        # for the loop's "did it learn" check (workflows.pipeline.caveats): before and after training
+        **{f"{key}_start": value for key, value in start.items()},
+        **{
+            f"{key}_end": value
+            for key, value in fit_to_labels(student, acts.activations, labels, config).items()
+        },
     }
     return StageResult(
         metrics, {"student": str(result.student_path.relative_to(data_home())), "embeddings": embeddings}
     )
+
+
+def student_config(overrides: dict[str, Any], labels_meta: dict[str, Any], labels_run: int) -> StudentConfig:
+    """The student trains the network its pseudo-labels were made from: ``backbone`` defaults to the
+    labels', and another one is refused here, before any computation."""
+    from alignment.student import StudentConfig
+
+    config = StudentConfig.from_dict({"backbone": labels_meta["backbone"], **overrides})
+    if config.backbone != labels_meta["backbone"]:
+        raise ValueError(
+            f"student.backbone {config.backbone!r} is not the backbone the pseudo-labels of run {labels_run} "
+            f"were made from ({labels_meta['backbone']!r}); leave student.backbone unset to train that one, "
+            "or make labels with a teacher on the other backbone"
+        )
+    return config
+
+
+def fit_to_labels(student, activations, labels, config: StudentConfig) -> dict[str, float]:
+    """How well the student matches its pseudo-labels, over all of them: ``teacher_agreement`` (share of
+    triplets whose pair (0, 1) is its strict most-similar pair) and ``label_loss`` (the training loss, mean
+    over the triplets). Measured alike before and after training."""
+    import torch
+
+    from alignment.conventions import correct_choices, pair_similarities
+    from alignment.student_losses import get_student_loss
+
+    with torch.inference_mode():
+        z = torch.cat([student(activations[i : i + 1024]) for i in range(0, len(activations), 1024)])
+        sims = pair_similarities(z, torch.from_numpy(labels.triplets))
+        targets = torch.from_numpy(labels.similarities)
+        loss = get_student_loss(config.loss)(targets, sims, config.tau).mean()
+    return {
+        "teacher_agreement": float(correct_choices(sims.double().numpy()).mean()),
+        "label_loss": float(loss),
+    }

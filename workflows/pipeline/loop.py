@@ -1,12 +1,26 @@
 """Stage `align`: the closed loop in one run — teacher fit → pseudo-labels → AligNet and UnAligNet students →
 evaluation on the study's held-out judgments. Each step is a child run; a step whose inputs did not change
-(same judgments, same configuration) reuses its earlier run, and features/activations come from the cache."""
+(same judgments, same configuration) reuses its earlier run, and features/activations come from the cache.
+
+Minimum data, checked by `check_loop_inputs` before any run is created (each refusal is one line saying
+what to add):
+- teacher: at least 50 usable judgments, and a split leaving at least 50 to train on and 1 held out;
+- Levels types: optional; judgments without a `level` are scored overall only;
+- unseen-image test: at least 100 held-out judgments made only of held-out images; with fewer the loop
+  still runs, scores seen images only and its note says how many images would do (not a refusal);
+- pseudo-labels: the study's images are the pool; the unset settings follow the pool rule
+  (`alignment.pseudolabels.PseudoLabelConfig`), and settings that were given must fit the pool;
+- students: the pseudo-labelled triplets must reach `student.min_triplets` in at least
+  `student.groups_per_step` groups (about 23 images with the defaults);
+- one backbone for the whole loop: `backbone` gives the teacher's features, the pseudo-labels and both
+  students; a `student.backbone` or `student.weights` that disagrees is refused.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -16,6 +30,7 @@ from db.engine import Database
 from db.models import Run, RunStatus
 from db.runs import RunCancelled, create_run, get_run
 from workflows.jobs import Progress, Stage, StageResult, execute
+from workflows.pipeline.caveats import loop_caveats
 from workflows.pipeline.data import (
     SplitConfig,
     judgments_snapshot,
@@ -25,13 +40,17 @@ from workflows.pipeline.data import (
 from workflows.pipeline.evaluation import RESULTS_FORMAT
 from workflows.pipeline.teacher_stage import TeacherStageConfig
 
-# progress share of each step in the loop (they sum to 1)
+if TYPE_CHECKING:
+    from alignment.pseudolabels import PseudoLabelConfig
+    from alignment.student import StudentConfig
+
+# progress share of each step in the loop (they sum to 0.99; the caveats check takes the last 1%)
 SHARES = {
     "teacher": 0.15,
     "pseudo_labels": 0.05,
     "student aligned": 0.35,
     "student untransformed": 0.35,
-    "eval": 0.10,
+    "eval": 0.09,
 }
 TABLE_MODELS = ("base", "teacher", "AligNet", "UnAligNet")
 
@@ -49,6 +68,35 @@ class AlignConfig(LoadableConfig):
     similarity: str = "dot"
 
 
+# Presets for the loop's main settings (the Alignment page offers them; anything unset keeps its default).
+# quick: a first look in about half the student time; thorough: twice the student passes and the last two
+# backbone stages trained. Pseudo-label settings stay derived from the pool in all three.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"student": {"epochs": 6.0, "image_size": 128}},
+    "standard": {},
+    "thorough": {"student": {"epochs": 24.0, "trainable_stages": 2}},
+}
+
+
+def merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied, section by section (a nested dict merges, anything else
+    replaces)."""
+    result = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def preset_overrides(preset: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The loop's overrides for a preset, with ``changes`` (e.g. from a form) on top."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return merged(PRESETS[preset], changes or {})
+
+
 def latest_loop(db: Database, study_id: int | None = None) -> Run | None:
     """The newest succeeded closed-loop run (of a study), whose metrics name its child runs."""
     query = select(Run).where(Run.kind == "align", Run.status == RunStatus.SUCCEEDED).order_by(Run.id.desc())
@@ -59,17 +107,77 @@ def latest_loop(db: Database, study_id: int | None = None) -> Run | None:
 
 
 def check_loop_inputs(db: Database, config: AlignConfig) -> None:
-    """Clear errors before any long computation: unknown study, too few judgments, bad overrides."""
+    """Clear errors before any long computation: unknown study, too few judgments, bad overrides, a pool
+    too small for the students, a student on another backbone (the module docstring lists the minima)."""
     from alignment.pseudolabels import PseudoLabelConfig
     from alignment.student import StudentConfig
     from alignment.teacher import TeacherConfig
     from workflows.pipeline.data import split_study
 
-    study_images(db, config.study)
+    images = study_images(db, config.study)
     split_study(db, config.study, SplitConfig.from_dict(config.split))
     TeacherConfig.from_dict(config.teacher)
-    PseudoLabelConfig.from_dict(config.pseudo)
-    StudentConfig.from_dict(config.student)
+    student = StudentConfig.from_dict({"backbone": config.backbone, **config.student})
+    check_one_backbone(config)
+    check_label_supply(len(images.paths), PseudoLabelConfig.from_dict(config.pseudo), student)
+
+
+def check_one_backbone(config: AlignConfig) -> None:
+    """`backbone` means the whole loop: the students train the network whose features were labelled."""
+    given = config.student.get("backbone", config.backbone)
+    if given != config.backbone:
+        raise ValueError(
+            f"student.backbone {given!r} differs from the loop's backbone {config.backbone!r}: the "
+            f"pseudo-labels are made from {config.backbone!r} features; set --backbone {given} for the "
+            "whole loop instead"
+        )
+    if config.student.get("weights") is not None:
+        raise ValueError(
+            "student.weights is not used by the loop: the teacher and the students start from the "
+            f"backbone's own weights ({config.backbone!r}); remove it"
+        )
+
+
+def check_label_supply(n_images: int, pseudo: PseudoLabelConfig, student: StudentConfig) -> None:
+    """The pool must give the students enough pseudo-labelled triplets (``student.min_triplets``) in
+    enough groups (``student.groups_per_step``); the error says how many images would."""
+    settings = pseudo.for_pool(n_images)  # a given setting the pool cannot meet: its own message
+    if _enough(settings, student):
+        return
+    needed = next(
+        (n for n in range(n_images + 1, 100 * n_images + 100) if _pool_enough(n, pseudo, student)), None
+    )
+    raise ValueError(
+        f"the study's {n_images} images give {settings.n_triplets} pseudo-labelled triplets in "
+        f"{_groups(settings)} groups (pseudo-label settings {_shown_settings(settings)}); a student needs "
+        f"at least student.min_triplets={student.min_triplets} in "
+        f"student.groups_per_step={student.groups_per_step} groups: add images to the stimulus set"
+        + (f" (about {needed} in all)" if needed else "")
+        + " or lower student.min_triplets"
+    )
+
+
+def _groups(settings: PseudoLabelConfig) -> int:
+    return -(-settings.setting("n_triplets") // settings.setting("triplets_per_group"))
+
+
+def _enough(settings: PseudoLabelConfig, student: StudentConfig) -> bool:
+    return (
+        settings.setting("n_triplets") >= student.min_triplets
+        and _groups(settings) >= student.groups_per_step
+    )
+
+
+def _pool_enough(n_images: int, pseudo: PseudoLabelConfig, student: StudentConfig) -> bool:
+    try:
+        return _enough(pseudo.for_pool(n_images), student)
+    except ValueError:
+        return False
+
+
+def _shown_settings(settings: PseudoLabelConfig) -> str:
+    names = ("n_clusters", "clusters_per_group", "images_per_cluster", "triplets_per_group")
+    return ", ".join(f"{name}={getattr(settings, name)}" for name in names)
 
 
 def align_stage(db: Database, run: Run, progress: Progress, *, stages: Mapping[str, Stage]) -> StageResult:
@@ -128,7 +236,9 @@ def _align(db: Database, run: Run, progress: Progress, stages: Mapping[str, Stag
         "unalignet_run": students["untransformed"],
         "eval_run": evaluation,
     }
-    metrics = {**get_run(db, evaluation).metrics, **children, "reused_steps": step.reused}
+    progress(0.99, "checking whether the results mean something")
+    checked = loop_caveats(db, config.study, children, config.similarity)
+    metrics = {**get_run(db, evaluation).metrics, **children, "reused_steps": step.reused, **checked}
     return StageResult(metrics, get_run(db, evaluation).artifacts)
 
 
