@@ -22,7 +22,7 @@ def array_digest(x: np.ndarray, settings: str) -> str:
     digest = hashlib.blake2b(digest_size=16)
     x = np.ascontiguousarray(x)
     digest.update(f"{x.shape}|{x.dtype.str}|{settings}".encode())
-    digest.update(memoryview(x).cast("B"))
+    digest.update(memoryview(x).cast("B"))  # type: ignore[arg-type]  # ndarray is a buffer
     return digest.hexdigest()
 
 
@@ -44,7 +44,7 @@ def cached_arrays(
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
+            np.savez(file, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwds
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

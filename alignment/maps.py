@@ -158,7 +158,9 @@ def _umap_2d(x: np.ndarray, config: MapConfig, neighbours: Neighbours | None = N
         metric=config.metric,
         random_state=config.seed,
         n_jobs=1,
-        precomputed_knn=_umap_knn(neighbours, n_neighbors) if usable else (None, None, None),
+        precomputed_knn=_umap_knn(neighbours, n_neighbors)
+        if neighbours is not None and usable
+        else (None, None, None),
     )
     with warnings.catch_warnings():  # "no search index: transform unavailable" (a map never transforms)
         warnings.filterwarnings("ignore", message=".*knn_search_index.*")

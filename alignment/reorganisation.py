@@ -172,7 +172,8 @@ def neighbour_error(found: Neighbours) -> float:
 
 
 def widened(ci: tuple[float, float], by: float) -> tuple[float, float]:
-    return (ci[0] - by, ci[1] + by)
+    """A CI of a share, widened on both sides and kept within [0, 1]."""
+    return (max(ci[0] - by, 0.0), min(ci[1] + by, 1.0))
 
 
 def cluster_quality(

@@ -12,7 +12,9 @@ app/views/maps.py), after the database was filled by another process, so peak RS
 
 Columns per size:
 - first map: a cold process opens the page (imports, UMAP compilation, neighbour search, both 2-D maps,
-  reorganisation and human comparison, figures, the map files); "fits" counts 2-D layouts computed
+  reorganisation and human comparison, figures, the map files); "fits" counts 2-D layouts computed;
+  "(its CPU)": the CPU seconds of that process until then (user + system), less sensitive than wall time
+  to other work on a shared machine
 - warm page: a rerun of the open page (what each click costs)
 - restart: a new process opens the page again; neighbours and layouts come from the disk cache
 - peak RSS: maximum resident memory of the page process
@@ -96,6 +98,8 @@ def page_cell(home: str, method: str) -> dict:
     at.session_state["map_method"] = method
     at.run()
     first = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    first_cpu = usage.ru_utime + usage.ru_stime
     if at.exception:
         raise RuntimeError(at.exception)
     start = time.perf_counter()
@@ -110,6 +114,7 @@ def page_cell(home: str, method: str) -> dict:
     maps_html = (bundles_dir() / src.split("/")[-2] / "maps.html").stat().st_size
     return {
         "first": first,
+        "first_cpu": first_cpu,
         "rerun": rerun,
         "fits": len(fits),
         "page_mb": _message_bytes(at) / 1e6,
@@ -156,10 +161,17 @@ def accuracy_cell(n: int, n_judgments: int) -> dict:
     exact = reorganisation(before, after, levels, k=10)
     approximate = tuple(nearest_neighbours(x, 10, exact=False) for x in (before, after))
     approx = reorganisation(before, after, levels, k=10, neighbours=approximate)
-    rows = [
-        _row("mean kNN overlap (k=10)", exact.mean_overlap, approx.mean_overlap, approx.mean_overlap_ci),
-        _row("neighbour recall, after", 1.0, approx.recall[1], approximate[1].recall_ci),
-    ]
+    rows = [_row("mean kNN overlap (k=10)", exact.mean_overlap, approx.mean_overlap, approx.mean_overlap_ci)]
+    for when, found, truth in (
+        ("before", approximate[0], exact.neighbours_before),
+        ("after", approximate[1], exact.neighbours_after),
+    ):
+        true_recall = np.mean(
+            [len(np.intersect1d(a, b)) / 10 for a, b in zip(found.first(10), truth, strict=True)]
+        )
+        rows.append(
+            _row(f"neighbour recall {when} (true vs sampled)", true_recall, found.recall, found.recall_ci)
+        )
     for level, labels in levels.items():
         for when, x in (("before", before), ("after", after)):
             truth = getattr(exact, f"quality_{when}")[level]
@@ -339,28 +351,37 @@ def growth(sizes: list[int], values: list[float]) -> list[str]:
     return out
 
 
-def print_scaling(sizes: list[int], cells: list[dict]) -> None:
-    columns = [
-        ("first map", "first", "s"),
-        ("warm page", "rerun", "s"),
-        ("restart", "restart", "s"),
-        ("peak RSS", "peak_rss_mb", "MB"),
-        ("payload", "payload_mb", "MB"),
-    ]
-    header = f"{'images':>7} {'setup':>7} " + " ".join(f"{title:>10}" for title, _, _ in columns)
-    print(header + f" {'fits':>4} {'(page msgs':>10} {'+ maps.html)':>12}")
-    for n, cell in zip(sizes, cells, strict=True):
-        values = " ".join(f"{cell[key]:>8.1f}{unit:<2}" for _, key, unit in columns)
-        print(
-            f"{n:>7} {cell['setup']:>6.0f}s {values} {cell['fits']:>4} {cell['page_mb']:>8.2f}MB "
-            f"{cell['maps_html_mb']:>10.2f}MB",
-            flush=True,
-        )
-    if len(sizes) > 1:
-        exponents = {key: growth(sizes, [cell[key] for cell in cells]) for _, key, _ in columns}
-        for i in range(1, len(sizes)):
-            row = " ".join(f"{exponents[key][i]:>10}" for _, key, _ in columns)
-            print(f"{'growth':>7} {sizes[i - 1]:>6}→{sizes[i]:<6} {row}".replace("→", "-"))
+COLUMNS = [
+    ("first map", "first", "s"),
+    ("(its CPU)", "first_cpu", "s"),
+    ("warm page", "rerun", "s"),
+    ("restart", "restart", "s"),
+    ("peak RSS", "peak_rss_mb", "MB"),
+    ("payload", "payload_mb", "MB"),
+]
+
+
+def print_header() -> None:
+    titles = " ".join(f"{title:>10}" for title, _, _ in COLUMNS)
+    print(
+        f"{'images':>7} {'setup':>7} {titles} {'fits':>4} {'(page msgs':>10} {'+ maps.html)':>12}", flush=True
+    )
+
+
+def print_row(n: int, cell: dict) -> None:
+    values = " ".join(f"{cell[key]:>8.1f}{unit:<2}" for _, key, unit in COLUMNS)
+    print(
+        f"{n:>7} {cell['setup']:>6.0f}s {values} {cell['fits']:>4} {cell['page_mb']:>8.2f}MB "
+        f"{cell['maps_html_mb']:>10.2f}MB",
+        flush=True,
+    )
+
+
+def print_growth(sizes: list[int], cells: list[dict]) -> None:
+    exponents = {key: growth(sizes, [cell[key] for cell in cells]) for _, key, _ in COLUMNS}
+    for i in range(1, len(sizes)):
+        row = " ".join(f"{exponents[key][i]:>10}" for _, key, _ in COLUMNS)
+        print(f"{'growth':>7} {sizes[i - 1]:>6}-{sizes[i]:<6} {row}")
     print(f"(plotly.min.js, a static file cached by the browser: {cells[0]['plotly_js_mb']:.1f} MB)")
 
 
@@ -384,11 +405,8 @@ def main() -> None:
     parser.add_argument("--no-accuracy", action="store_true")
     args = parser.parse_args()
     print(f"maps page, {args.method.upper()}, {args.judgments:,} judgments, {os.cpu_count()} CPUs")
-    if not args.no_accuracy:
-        accuracy = _in_fresh_process(f"accuracy_cell({args.accuracy_size}, {args.judgments})")
-        print_accuracy(args.accuracy_size, accuracy["rows"])
-        print()
     cells = []
+    print_header()
     for n in args.sizes:
         home = tempfile.mkdtemp(prefix=f"alignlab-bench-maps-{n}-")
         cell = _in_fresh_process(f"fill_cell({n}, {home!r}, {args.judgments})")
@@ -397,8 +415,16 @@ def main() -> None:
         cell |= {"restart": restart["first"], "restart_fits": restart["fits"]}
         cell["payload_mb"] = cell["page_mb"] + cell["maps_html_mb"]
         cells.append(cell)
-        print(f"  {n} images done (restart computed {restart['fits']} layouts)", file=sys.stderr, flush=True)
-    print_scaling(args.sizes, cells)
+        print_row(n, cell)
+    print_growth(args.sizes, cells)
+    print(
+        "(restarts computed 0 layouts: read from the disk cache)"
+        if not any(c["restart_fits"] for c in cells)
+        else f"restart layouts computed: {[c['restart_fits'] for c in cells]}"
+    )
+    if not args.no_accuracy:
+        accuracy = _in_fresh_process(f"accuracy_cell({args.accuracy_size}, {args.judgments})")
+        print_accuracy(args.accuracy_size, accuracy["rows"])
 
 
 if __name__ == "__main__":

@@ -48,11 +48,11 @@ def test_approximate_index_recall_against_exact_and_its_estimate_covers_the_trut
 
 
 def test_self_is_dropped_wherever_the_index_lists_it():
-    indices = np.array([[0, 1, 2], [0, 1, 2], [3, 0, 1], [1, 0, 2]])  # row 1 lists itself second, row 3 never
+    indices = np.array([[0, 1, 2], [0, 1, 2], [3, 0, 1], [1, 0, 2]])  # row 1: itself second; rows 2, 3: never
     distances = np.arange(12, dtype=float).reshape(4, 3)
     kept, kept_distances = drop_self(indices, distances, 2)
-    assert kept.tolist() == [[1, 2], [0, 2], [0, 1], [1, 0]]
-    assert kept_distances.tolist() == [[1, 2], [3, 5], [7, 8], [9, 10]]
+    assert kept.tolist() == [[1, 2], [0, 2], [3, 0], [1, 0]]
+    assert kept_distances.tolist() == [[1, 2], [3, 5], [6, 7], [9, 10]]
 
 
 def test_neighbours_are_searched_once_per_representation_with_a_cache_dir(tmp_path, monkeypatch):

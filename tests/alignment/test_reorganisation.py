@@ -138,6 +138,16 @@ def test_rsa_prefers_the_representation_the_humans_judged_with():
     assert spearman_rsa(model, model).rho == pytest.approx(1.0)
 
 
+def test_rsa_ci_from_a_quarter_of_the_judgments_covers_the_rsa_from_all_of_them():
+    planted = colour_to_category()
+    triplets = _triplets_judged_by(planted.after, 8000, seed=4)
+    everything = _rsa(planted.before, judged_pairs(triplets, len(planted.before)))
+    for part in np.array_split(np.arange(len(triplets)), 4):
+        sampled = _rsa(planted.before, judged_pairs(triplets[part], len(planted.before)))
+        assert sampled.ci[0] <= everything.rho <= sampled.ci[1]
+        assert sampled.ci[1] - sampled.ci[0] > everything.ci[1] - everything.ci[0]  # fewer pairs, wider
+
+
 def test_rsa_over_judged_pairs_equals_rsa_over_the_defined_cells_of_the_dense_matrices():
     """Known answer: the n x n computation this replaced (upper triangles, NaN where never judged)."""
     planted = lizard_moves()
