@@ -186,7 +186,8 @@ function label(coded, row) { return coded.names[coded.codes[row]]; }
 function names(rows) { return rows.map(function (r) { return facts.names[r]; }).join(', '); }
 gd.on('plotly_hover', function (ev) {
   var p = ev.points[0], row = p.customdata, pair = p.curveNumber - (p.curveNumber % 2);
-  var b = gd.data[pair], a = gd.data[pair + 1], i = p.pointNumber;
+  // _fullData: plotly has decoded the base64 float32 arrays there (gd.data may still hold them encoded)
+  var b = gd._fullData[pair], a = gd._fullData[pair + 1], i = p.pointNumber;
   Plotly.restyle(gd, {x: [[b.x[i]], [a.x[i]]], y: [[b.y[i]], [a.y[i]]]}, ringTraces);
   var src = facts.thumbs ? facts.thumbs[row] : facts.thumbUrl + row + '.jpg';
   img.style.display = src ? 'block' : 'none';
