@@ -123,8 +123,18 @@ def cached_embed_2d(
     """``embed_2d``, read back from ``cache_dir`` when this representation was mapped with these settings
     before (no caching when ``cache_dir`` is None)."""
     x = check_embeddings(embeddings)
-    name = f"map-{config.method}-{array_digest(x, repr(sorted(asdict(config).items())))}"
-    return cached_arrays(cache_dir, name, lambda: {"xy": embed_2d(x, config, neighbours)})["xy"]
+    return cached_arrays(cache_dir, _layout_name(x, config), lambda: {"xy": embed_2d(x, config, neighbours)})[
+        "xy"
+    ]
+
+
+def layout_cached(embeddings, config: MapConfig, cache_dir: Path) -> bool:
+    """Whether ``cached_embed_2d`` would read this layout from ``cache_dir`` (nothing to fit or compile)."""
+    return (Path(cache_dir) / f"{_layout_name(check_embeddings(embeddings), config)}.npz").is_file()
+
+
+def _layout_name(x: np.ndarray, config: MapConfig) -> str:
+    return f"map-{config.method}-{array_digest(x, repr(sorted(asdict(config).items())))}"
 
 
 def _pca_2d(x: np.ndarray) -> np.ndarray:

@@ -45,6 +45,16 @@ def umap_ready() -> float:
     return map_engine.warm_umap()
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def layouts_on_disk(database_url: str, before: str, after: str, method: str, seed: int) -> bool:
+    """Both 2-D layouts were fitted before (by any process): the page need not compile UMAP to show them."""
+    inputs, config = map_inputs(database_url, before, after), MapConfig(method=method, seed=seed)
+    return all(
+        map_engine.layout_cached(x, config, map_cache_dir())
+        for x in (inputs.before.embeddings, inputs.after.embeddings)
+    )
+
+
 @st.cache_data(ttl=30, show_spinner=False)
 def representations(database_url: str) -> list[tuple[str, str]]:
     return mappable_representations(get_db())

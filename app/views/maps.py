@@ -173,7 +173,7 @@ preferred = (
     else None
 )
 before, after, method, colour_by, k = choose_representations_ui(options, preferred)
-if method == "umap":
+if method == "umap" and not map_cache.layouts_on_disk(url, before, after, "umap", 0):
     map_cache.umap_ready()
 try:
     built = map_cache.figures(url, before, after, method, 0, k, colour_by)

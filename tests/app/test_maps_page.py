@@ -19,6 +19,7 @@ PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "maps.py")
 CACHED = (
     "representations",
     "map_inputs",
+    "layouts_on_disk",
     "neighbours",
     "paired_maps",
     "reorganisation",
