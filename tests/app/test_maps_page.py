@@ -54,8 +54,8 @@ def embed_calls(monkeypatch) -> list[str]:
     return calls
 
 
-def _open(method: str = "pca") -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
+def _open(method: str = "pca", timeout: float = 120) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=timeout)
     at.session_state["map_method"] = method
     return at.run()
 
@@ -128,10 +128,10 @@ def test_umap_is_compiled_once_and_a_rerun_costs_no_embedding(page_with_runs, em
     monkeypatch.setattr(
         alignment.maps, "_umap_2d", lambda x, config, nb=None: fits.append(len(x)) or real_fit(x, config, nb)
     )
-    at = _open("umap")
+    at = _open("umap", timeout=900)  # compiles UMAP and pynndescent: minutes on a loaded 2-core machine
     at.run()
     assert not at.exception and embed_calls == ["umap", "umap"]  # the rerun computed no embedding
     assert fits == [64, 80, 80]  # one compile (warm-up fit), then the before and after maps, once each
     for name in CACHED:  # a restarted server: the layouts are read back from disk, not fitted again
         getattr(map_cache, name).clear()
-    assert not _open("umap").exception and fits == [64, 80, 80]
+    assert not _open("umap", timeout=900).exception and fits == [64, 80, 80]
