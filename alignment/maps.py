@@ -12,16 +12,28 @@ reorganisation from ``alignment.reorganisation`` (computed in the full-dimension
 UMAP's first fit in a process costs a numba JIT compilation (~12-17 s); ``warm_umap()`` pays it once
 per process (idempotent, thread-safe), after which fits cost seconds; ``start_umap_warmup()`` pays it
 in a background thread. ``umap`` is imported lazily.
+
+At scale: ``paired_maps(..., neighbours=...)`` hands UMAP the neighbour lists already searched for the
+reorganisation measures (alignment.neighbours), so each representation is searched once, and
+``cache_dir`` keeps every 2-D layout on disk per (representation, settings): a representation is
+fitted once, whichever pair and whichever process asks for it (alignment.disk_cache).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Literal
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+from alignment.disk_cache import array_digest, cached_arrays
+
+if TYPE_CHECKING:
+    from alignment.neighbours import Neighbours
 
 Method = Literal["umap", "pca"]
 METHODS: tuple[str, ...] = ("umap", "pca")
@@ -73,7 +85,8 @@ class PairedMaps:
 
 
 def check_embeddings(embeddings, name: str = "embeddings") -> np.ndarray:
-    """Return a float64 [n, D] array, or raise ValueError saying what was wrong."""
+    """Return a float [n, D] array (float32 stays float32: half the memory at scale; anything else becomes
+    float64), or raise ValueError saying what was wrong."""
     arr = np.asarray(embeddings)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [n_images, n_features]; got shape {arr.shape}")
@@ -84,21 +97,44 @@ def check_embeddings(embeddings, name: str = "embeddings") -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
     if bad.size:
         raise ValueError(f"{name} row {bad[0]} contains NaN or infinity")
-    return arr.astype(np.float64, copy=False)
+    return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def embed_2d(embeddings, config: MapConfig = MapConfig()) -> np.ndarray:
-    """[n, 2] coordinates of ``embeddings`` [n, D] (seeded: the same input gives the same map)."""
+def embed_2d(embeddings, config: MapConfig = MapConfig(), neighbours: Neighbours | None = None) -> np.ndarray:
+    """[n, 2] coordinates of ``embeddings`` [n, D] (seeded: the same input gives the same map).
+
+    ``neighbours`` (cosine, of these rows) spare UMAP its own neighbour search; PCA ignores them.
+    """
     x = check_embeddings(embeddings)
     if config.normalise_rows:
         x = normalise_rows(x)
     if config.method == "pca":
         return _pca_2d(x)
-    return _umap_2d(x, config)
+    return _umap_2d(x, config, neighbours)
+
+
+def cached_embed_2d(
+    embeddings, config: MapConfig, neighbours: Neighbours | None = None, cache_dir: Path | None = None
+) -> np.ndarray:
+    """``embed_2d``, read back from ``cache_dir`` when this representation was mapped with these settings
+    before (no caching when ``cache_dir`` is None)."""
+    x = check_embeddings(embeddings)
+    return cached_arrays(cache_dir, _layout_name(x, config), lambda: {"xy": embed_2d(x, config, neighbours)})[
+        "xy"
+    ]
+
+
+def layout_cached(embeddings, config: MapConfig, cache_dir: Path) -> bool:
+    """Whether ``cached_embed_2d`` would read this layout from ``cache_dir`` (nothing to fit or compile)."""
+    return (Path(cache_dir) / f"{_layout_name(check_embeddings(embeddings), config)}.npz").is_file()
+
+
+def _layout_name(x: np.ndarray, config: MapConfig) -> str:
+    return f"map-{config.method}-{array_digest(x, repr(sorted(asdict(config).items())))}"
 
 
 def _pca_2d(x: np.ndarray) -> np.ndarray:
@@ -118,18 +154,35 @@ def _pca_2d(x: np.ndarray) -> np.ndarray:
     return scores * np.where(largest < 0, -1.0, 1.0)
 
 
-def _umap_2d(x: np.ndarray, config: MapConfig) -> np.ndarray:
+def _umap_2d(x: np.ndarray, config: MapConfig, neighbours: Neighbours | None = None) -> np.ndarray:
     import umap
 
+    n_neighbors = min(config.n_neighbors, x.shape[0] - 1)
+    usable = (
+        neighbours is not None and config.metric == "cosine" and neighbours.indices.shape[1] >= n_neighbors
+    )
     reducer = umap.UMAP(
         n_components=2,
-        n_neighbors=min(config.n_neighbors, x.shape[0] - 1),
+        n_neighbors=n_neighbors,
         min_dist=config.min_dist,
         metric=config.metric,
         random_state=config.seed,
         n_jobs=1,
+        precomputed_knn=_umap_knn(neighbours, n_neighbors)
+        if neighbours is not None and usable
+        else (None, None, None),
     )
-    return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+    with warnings.catch_warnings():  # "no search index: transform unavailable" (a map never transforms)
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+
+
+def _umap_knn(neighbours: Neighbours, n_neighbors: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """UMAP's layout of a neighbour graph: each row itself first (distance 0), then its nearest others."""
+    n = len(neighbours.indices)
+    indices = np.hstack([np.arange(n)[:, None], neighbours.indices[:, : n_neighbors - 1]])
+    distances = np.hstack([np.zeros((n, 1)), neighbours.distances[:, : n_neighbors - 1]])
+    return indices.astype(np.int32), np.maximum(distances, 0.0).astype(np.float32), None
 
 
 _umap_warm_lock = threading.Lock()
@@ -137,14 +190,18 @@ _umap_warm_seconds: list[float] = []  # filled once per process by warm_umap
 
 
 def warm_umap() -> float:
-    """Compile UMAP's numba code once per process with a tiny fit; returns the seconds that took.
+    """Compile UMAP's (and the neighbour index's) numba code once per process with a tiny fit; returns the
+    seconds that took.
 
     Thread-safe: a caller arriving while another thread compiles waits for it instead of compiling again.
     """
     with _umap_warm_lock:
         if not _umap_warm_seconds:
+            from alignment.neighbours import warm_index
+
             start = time.perf_counter()
             _umap_2d(np.random.default_rng(0).normal(size=(64, 8)), MapConfig(n_neighbors=10))
+            warm_index()  # the approximate neighbour index of maps above EXACT_MAX_IMAGES
             _umap_warm_seconds.append(time.perf_counter() - start)
         return _umap_warm_seconds[0]
 
@@ -181,7 +238,14 @@ def procrustes_align(reference: np.ndarray, moving: np.ndarray, *, fit_scale: bo
     return Procrustes(aligned, rotation, scale, ref_mean, disparity)
 
 
-def paired_maps(before, after, config: MapConfig = MapConfig()) -> PairedMaps:
+def paired_maps(
+    before,
+    after,
+    config: MapConfig = MapConfig(),
+    *,
+    neighbours: tuple[Neighbours, Neighbours] | None = None,
+    cache_dir: Path | None = None,
+) -> PairedMaps:
     """Maps of the same images before and after, in the before map's frame (see module docstring)."""
     before_x = check_embeddings(before, "embeddings_before")
     after_x = check_embeddings(after, "embeddings_after")
@@ -191,6 +255,8 @@ def paired_maps(before, after, config: MapConfig = MapConfig()) -> PairedMaps:
             f"{after_x.shape[0]} rows"
         )
     start = time.perf_counter()
-    before_xy = unit_frame(embed_2d(before_x, config))
-    fit = procrustes_align(before_xy, unit_frame(embed_2d(after_x, config)), fit_scale=False)
+    nb_before, nb_after = neighbours or (None, None)
+    before_xy = unit_frame(cached_embed_2d(before_x, config, nb_before, cache_dir))
+    after_xy = unit_frame(cached_embed_2d(after_x, config, nb_after, cache_dir))
+    fit = procrustes_align(before_xy, after_xy, fit_scale=False)
     return PairedMaps(before_xy, fit.aligned, config, fit.disparity, time.perf_counter() - start)

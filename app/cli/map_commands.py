@@ -2,7 +2,8 @@
 
 A RUN is a run id or a unique run name (its "embeddings" artifact), or RUN:ARTIFACT for another
 embeddings artifact of the run, e.g. `--before 7:raw_embeddings --after 7` for a teacher run (see
-workflows/maps/data.py).
+workflows/maps/data.py). Neighbour searches and 2-D layouts are kept in the data directory's cache/maps, so
+mapping a representation again (here or on the Maps page) fits nothing again.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _map(args: argparse.Namespace) -> int:
     from alignment.maps import MapConfig, paired_maps
-    from workflows.maps.analysis import analyse_reorganisation, compare_with_humans
+    from workflows.maps.analysis import analyse_reorganisation, compare_with_humans, representation_neighbours
     from workflows.maps.data import (
         load_human_judgments,
         load_map_inputs,
+        map_cache_dir,
         resolve_representation,
-        thumbnail_data_uris,
     )
     from workflows.maps.report import build_figures, write_map_report
 
@@ -50,16 +51,20 @@ def _map(args: argparse.Namespace) -> int:
     print(
         f"mapping {len(inputs.stimuli)} images: {inputs.before.label} -> {inputs.after.label} ({args.method})"
     )
+    neighbours = representation_neighbours(inputs, args.k, cache_dir=map_cache_dir())
     maps = paired_maps(
-        inputs.before.embeddings, inputs.after.embeddings, MapConfig(method=args.method, seed=args.seed)
+        inputs.before.embeddings,
+        inputs.after.embeddings,
+        MapConfig(method=args.method, seed=args.seed),
+        neighbours=neighbours,
+        cache_dir=map_cache_dir(),
     )
-    reorg = analyse_reorganisation(inputs, args.k)
+    reorg = analyse_reorganisation(inputs, args.k, neighbours)
     study_id = inputs.after.study_id or inputs.before.study_id
     judgments = load_human_judgments(db, study_id, inputs.before.stimulus_ids)
     humans = compare_with_humans(inputs, judgments) if judgments else None
     figures = build_figures(inputs, maps, reorg, humans, args.colour_by)
-    thumbnails = thumbnail_data_uris(inputs.stimuli["thumbnail_path"].tolist())
-    written = write_map_report(args.out, inputs, maps, figures, thumbnails, png=not args.no_png)
+    written = write_map_report(args.out, inputs, maps, figures, png=not args.no_png)
     for row in figures.summary:
         print(f"  {row['measure']}: {row['before']:.3f} -> {row['after']:.3f}")
     if humans is None:

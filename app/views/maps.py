@@ -9,9 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from app import map_cache
+from app.participant.blocks import api_prefix
 from app.resources import get_db
 from app.results_display import caveat_lines, display_table
 from db.settings import database_url
+from workflows.maps.bundle import MapBundle
+from workflows.maps.data import EMBED_THUMBNAILS_MAX
 from workflows.pipeline.evaluation import read_results
 from workflows.pipeline.loop import latest_loop
 
@@ -59,7 +62,7 @@ def summary_ui(summary: list[dict]) -> None:
     )
 
 
-def moved_most_ui(moved: pd.DataFrame, thumbs: list[str], rows: list[int]) -> int | None:
+def moved_most_ui(moved: pd.DataFrame, thumbs: dict[int, str], rows: list[int]) -> int | None:
     """The moved-most table with thumbnails; returns the selected image's map row, if any."""
     table = moved.assign(thumbnail=[thumbs[i] or None for i in rows])
     shown = [
@@ -87,7 +90,7 @@ def moved_most_ui(moved: pd.DataFrame, thumbs: list[str], rows: list[int]) -> in
 
 
 def image_panel_ui(
-    row: int, points: pd.DataFrame, thumbs: list[str], neighbours: dict[str, list[int]]
+    row: int, points: pd.DataFrame, thumbs: dict[int, str], neighbours: dict[str, list[int]]
 ) -> None:
     st.markdown(
         f"**{points['name'].iloc[row]}** · {points['category'].iloc[row]} · "
@@ -104,6 +107,25 @@ def image_panel_ui(
                 width=64,
                 caption=str(points["category"].iloc[neighbour]),
             )
+
+
+def maps_ui(bundle: MapBundle) -> None:
+    """The interactive maps, loaded by the browser from the files written once (not sent in the page), and
+    a download that reads the same file when clicked."""
+    st.iframe(bundle.url(api_prefix()), height=600)
+    st.download_button(
+        "Download the maps (interactive HTML)",
+        bundle.standalone_html,
+        file_name="maps.html",
+        mime="text/html",
+    )
+    note = "PNG: use the camera button in a figure's toolbar, or `alignlab map --out DIR` for every figure."
+    if bundle.n_images > EMBED_THUMBNAILS_MAX:
+        note += (
+            f" With {bundle.n_images:,} images the downloaded file shows thumbnails only while this server "
+            "runs; `alignlab map --out DIR` writes a folder that carries them."
+        )
+    st.caption(note)
 
 
 def evaluation_ui(loop) -> None:
@@ -155,7 +177,7 @@ preferred = (
     else None
 )
 before, after, method, colour_by, k = choose_representations_ui(options, preferred)
-if method == "umap":
+if method == "umap" and not map_cache.layouts_on_disk(url, before, after, "umap", 0):
     map_cache.umap_ready()
 try:
     built = map_cache.figures(url, before, after, method, 0, k, colour_by)
@@ -163,35 +185,30 @@ except (ValueError, LookupError, FileNotFoundError) as error:
     st.error(str(error))
     st.stop()
 summary_ui(built.summary)
-st.iframe(map_cache.map_html(url, before, after, method, 0, k, colour_by), height=600)
-st.download_button(
-    "Download the maps (interactive HTML)",
-    map_cache.map_html(url, before, after, method, 0, k, colour_by),
-    file_name="maps.html",
-    mime="text/html",
-)
-st.caption("PNG: use the camera button in a figure's toolbar, or `alignlab map --out DIR` for every figure.")
+bundle = map_cache.map_bundle(url, before, after, method, 0, k, colour_by)
+if not bundle.html_file.is_file():  # pruned on disk by newer maps (workflows/maps/bundle.py): write again
+    map_cache.map_bundle.clear()
+    bundle = map_cache.map_bundle(url, before, after, method, 0, k, colour_by)
+maps_ui(bundle)
 
 st.subheader("Images whose neighbours changed most")
-thumbs = map_cache.thumbnails(url, before, after)
 reorg = map_cache.reorganisation(url, before, after, k)
 moved_rows = reorg.moved_most(len(built.moved)).tolist()
 left, right = st.columns([3, 2])
 with left:
-    selected = moved_most_ui(built.moved, thumbs, moved_rows)
+    selected = moved_most_ui(
+        built.moved, map_cache.thumbnails(url, before, after, tuple(moved_rows)), moved_rows
+    )
 with right:
     if selected is None:
         st.caption("Select a row to see the image and its nearest neighbours before and after.")
     else:
-        image_panel_ui(
-            selected,
-            built.points,
-            thumbs,
-            {
-                "before": reorg.neighbours_before[selected][:5].tolist(),
-                "after": reorg.neighbours_after[selected][:5].tolist(),
-            },
-        )
+        panel = {
+            "before": reorg.neighbours_before[selected][:5].tolist(),
+            "after": reorg.neighbours_after[selected][:5].tolist(),
+        }
+        shown = tuple(sorted({selected, *panel["before"], *panel["after"]}))
+        image_panel_ui(selected, built.points, map_cache.thumbnails(url, before, after, shown), panel)
 st.plotly_chart(built.figures["moved_most"], key="moved_chart")
 st.plotly_chart(built.figures["quality"], key="quality_chart")
 if "rsa" in built.figures:

@@ -109,7 +109,7 @@ def test_maps_page_shows_the_latest_loops_table_from_its_numbers(evaluated):
         },
         run.artifacts,
     )
-    for cached in (map_cache.representations, map_cache.figures, map_cache.map_html):
+    for cached in (map_cache.representations, map_cache.figures, map_cache.map_bundle):
         cached.clear()
     at = AppTest.from_file(MAPS_PAGE, default_timeout=120)
     at.session_state["map_method"] = "pca"

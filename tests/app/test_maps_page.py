@@ -1,5 +1,6 @@
 """The maps page: two runs -> summary, hover-thumbnail maps, moved-most table with a linked image panel;
-reruns and colour changes never recompute a map (counted), and it says what to do without runs."""
+reruns and colour changes never recompute a map (counted), and it says what to do without runs. The maps
+themselves are files served beside the app (workflows/maps/bundle.py): the page carries only their URL."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ import alignment.maps
 from app import map_cache
 from db.engine import Database
 from tests.support.map_fixtures import make_fake_runs
+from workflows.maps.bundle import bundles_dir
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app" / "views" / "maps.py")
 CACHED = (
     "representations",
     "map_inputs",
+    "layouts_on_disk",
+    "neighbours",
     "paired_maps",
     "reorganisation",
     "human_comparison",
     "thumbnails",
     "figures",
-    "map_html",
+    "map_bundle",
 )
 
 
@@ -42,18 +46,25 @@ def embed_calls(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = alignment.maps.embed_2d
 
-    def counting(embeddings, config):
+    def counting(embeddings, config, neighbours=None):
         calls.append(config.method)
-        return real(embeddings, config)
+        return real(embeddings, config, neighbours)
 
     monkeypatch.setattr(alignment.maps, "embed_2d", counting)
     return calls
 
 
-def _open(method: str = "pca") -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
+def _open(method: str = "pca", timeout: float = 120) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=timeout)
     at.session_state["map_method"] = method
     return at.run()
+
+
+def _maps_file(at: AppTest) -> Path:
+    """The maps.html the page's iframe loads (the bundle route serves it from the data directory)."""
+    src = at.get("iframe")[0].proto.src
+    assert not at.get("iframe")[0].proto.srcdoc  # the map is not sent inside the page
+    return bundles_dir() / src.split("/")[-2] / "maps.html"
 
 
 def test_page_shows_summary_maps_with_hover_thumbnails_and_figures(page_with_runs):
@@ -66,8 +77,9 @@ def test_page_shows_summary_maps_with_hover_thumbnails_and_figures(page_with_run
         > 0.4
         > summary.loc["category knn purity", "before"]
     )
-    maps_html = at.get("iframe")[0].proto.srcdoc
+    maps_html = _maps_file(at).read_text()
     assert "alignlab-hover-thumb" in maps_html and maps_html.count("data:image/jpeg;base64,") == 80
+    assert at.get("iframe")[0].proto.src.startswith("/api/maps/")
     assert len(at.get("plotly_chart")) == 4  # moved most, cluster quality, RSA heatmaps, entropy vs RT
 
 
@@ -114,9 +126,12 @@ def test_umap_is_compiled_once_and_a_rerun_costs_no_embedding(page_with_runs, em
     fits = []
     real_fit = alignment.maps._umap_2d
     monkeypatch.setattr(
-        alignment.maps, "_umap_2d", lambda x, config: fits.append(len(x)) or real_fit(x, config)
+        alignment.maps, "_umap_2d", lambda x, config, nb=None: fits.append(len(x)) or real_fit(x, config, nb)
     )
-    at = _open("umap")
+    at = _open("umap", timeout=900)  # compiles UMAP and pynndescent: minutes on a loaded 2-core machine
     at.run()
     assert not at.exception and embed_calls == ["umap", "umap"]  # the rerun computed no embedding
     assert fits == [64, 80, 80]  # one compile (warm-up fit), then the before and after maps, once each
+    for name in CACHED:  # a restarted server: the layouts are read back from disk, not fitted again
+        getattr(map_cache, name).clear()
+    assert not _open("umap", timeout=900).exception and fits == [64, 80, 80]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alignment.reorganisation import similarity_matrix
 from db.models import (
     Participant,
     Response,
@@ -22,7 +21,7 @@ from db.models import (
     TrialKind,
     TripletList,
 )
-from tests.support.planted import colour_to_category
+from tests.support.planted import colour_to_category, cosine_similarity_matrix
 from workflows.artifacts import write_embeddings
 
 
@@ -96,7 +95,7 @@ def _stimuli(db, home: Path, planted) -> list[int]:
 def _study_with_judgments(db, ids: list[int], truth: np.ndarray, n: int, runs: list[int]) -> None:
     """One simulated participant whose odd-one-out choices follow cosine similarity in `truth`."""
     rng = np.random.default_rng(1)
-    sim = similarity_matrix(truth)
+    sim = cosine_similarity_matrix(truth)
     with db.write() as session:
         study = Study(
             slug="fake-study", stimulus_set_id=session.get(Stimulus, ids[0]).stimulus_set_id, salt="x"

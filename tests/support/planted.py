@@ -85,3 +85,9 @@ def relocate_rows(x: np.ndarray, rows: list[int], targets: list[int], seed: int 
     moved = x.copy()
     moved[rows] = x[targets] + 0.01 * np.random.default_rng(seed).normal(size=(len(rows), x.shape[1]))
     return moved
+
+
+def cosine_similarity_matrix(z: np.ndarray) -> np.ndarray:
+    """[n, n] cosine similarities, for simulating judgments of small planted sets (tests only: n x n)."""
+    unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+    return unit @ unit.T

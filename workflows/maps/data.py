@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from workflows.artifacts import EMBEDDINGS_KEYS, ArtifactError, read_embeddings
 
 EMBEDDINGS_ARTIFACT = "embeddings"
 THUMBNAIL_PX = 64
+EMBED_THUMBNAILS_MAX = 2000  # maps of more images fetch each thumbnail on hover instead of embedding all
 
 
 class MapDataError(ValueError):
@@ -173,14 +175,25 @@ def load_human_judgments(
     return HumanJudgments(slug, triplets, judgments["rt_ms"][mapped].to_numpy(dtype=float))
 
 
+def map_cache_dir() -> Path:
+    """Where neighbour searches and 2-D layouts are kept per representation (alignment.disk_cache)."""
+    return data_home() / "cache" / "maps"
+
+
+def thumbnail_file(path: str | None) -> Path | None:
+    """The stored thumbnail file of a stimulus (paths are relative to the data directory), if it exists."""
+    file = data_home() / path if path else None
+    return file if file is not None and file.is_file() else None
+
+
 def thumbnail_data_uris(paths: list[str | None], px: int = THUMBNAIL_PX) -> list[str]:
     """Small JPEG data URIs (about 2 KB each) for hover thumbnails; '' where an image is missing."""
     from PIL import Image
 
-    home, uris = data_home(), []
+    uris = []
     for path in paths:
-        file = home / path if path else None
-        if file is None or not file.is_file():
+        file = thumbnail_file(path)
+        if file is None:
             uris.append("")
             continue
         with Image.open(file) as opened:

@@ -2,9 +2,14 @@
 
 Thumbnails on hover: plotly's hover labels render only a few text tags (b, i, u, s, sub, sup, em,
 span, a, br; no <img>), so a plain plotly figure cannot show an image in its hover box. The HTML
-this module writes (`hover_thumbnail_html`) adds a small script: hovering a point shows that image's
-thumbnail next to the cursor (element id `alignlab-hover-thumb`) and rings the same image on both maps.
-The page embeds that HTML; exported HTML files behave the same.
+this module writes (`hover_thumbnail_html`) turns plotly's label off and adds a small script: hovering a
+point shows that image's name, labels, kNN overlap, neighbours and thumbnail next to the cursor (element
+id `alignlab-hover-thumb`) and rings the same image on both maps.
+
+Built to hold 50,000 images: above `MAX_SVG_POINTS` the points are WebGL markers; the page carries each
+image's facts once (names, neighbour rows, overlap) rather than as per-point hover strings, coordinates
+as float32 (plotly sends numpy arrays base64-encoded); and the thumbnails are either embedded (small
+maps: a self-contained file) or, given `thumbnail_url`, fetched only when a point is hovered.
 
 PNG export uses kaleido 1.x, which drives a Chrome/Chromium: `BROWSER_PATH` if set, else Debian's
 /usr/bin/chromium, else one found on PATH. Without one, `PngExportUnavailable` says what to install.
@@ -35,19 +40,7 @@ CHROME_CANDIDATES = (
     "google-chrome-stable",
 )
 MAX_SVG_POINTS = 2000  # above this, WebGL markers keep hover and panning fluid
-HOVER = (
-    "<b>%{customdata[1]}</b><br>%{customdata[2]} · %{customdata[3]}<br>"
-    "kNN overlap %{customdata[6]:.2f}<br>before: %{customdata[4]}<br>after: %{customdata[5]}<extra></extra>"
-)
-CUSTOM_COLUMNS = [
-    "row",
-    "name",
-    "category",
-    "superordinate",
-    "neighbours_before",
-    "neighbours_after",
-    "knn_overlap",
-]
+N_HOVER_NEIGHBOURS = 5
 
 
 class PngExportUnavailable(FileNotFoundError):
@@ -59,25 +52,35 @@ def colour_map(labels) -> dict[str, str]:
     return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(labels)))}
 
 
+def scatter_type(n_points: int) -> type[go.Scatter] | type[go.Scattergl]:
+    """SVG markers for small plots, WebGL above `MAX_SVG_POINTS`."""
+    return go.Scattergl if n_points > MAX_SVG_POINTS else go.Scatter
+
+
 def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str]) -> go.Figure:
-    """Two maps side by side in one frame (shared axes), one legend entry per label for both maps."""
+    """Two maps side by side in one frame (shared axes), one legend entry per label for both maps.
+
+    Traces come in pairs (before, after) per label with the same points in the same order, which the hover
+    script relies on; each point's customdata is its row in `points`.
+    """
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.04)
-    points = points.assign(row=np.arange(len(points)))
     colours = colour_map(points[colour_by])
-    scatter = go.Scattergl if len(points) > MAX_SVG_POINTS else go.Scatter
+    scatter = scatter_type(len(points))
+    size = 7 if len(points) <= MAX_SVG_POINTS else 4
+    rows = pd.Series(np.arange(len(points), dtype=np.int32), index=points.index)
     for label, group in points.groupby(colour_by, sort=True):
         for col, when in ((1, "before"), (2, "after")):
             fig.add_trace(
                 scatter(
-                    x=group[f"x_{when}"],
-                    y=group[f"y_{when}"],
+                    x=group[f"x_{when}"].to_numpy(np.float32),
+                    y=group[f"y_{when}"].to_numpy(np.float32),
                     mode="markers",
                     name=str(label),
                     legendgroup=str(label),
                     showlegend=col == 1,
-                    marker={"color": colours[label], "size": 7},
-                    customdata=group[CUSTOM_COLUMNS].to_numpy(),
-                    hovertemplate=HOVER,
+                    marker={"color": colours[label], "size": size},
+                    customdata=rows[group.index].to_numpy(),
+                    hoverinfo="none",
                 ),
                 row=1,
                 col=col,
@@ -111,18 +114,40 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
     return fig
 
 
-def hover_thumbnail_html(fig: go.Figure, points: pd.DataFrame, thumbnails: list[str]) -> str:
-    """A standalone HTML page of a `map_pair_figure` whose hover shows image thumbnails (see module doc)."""
-    coords = points[["x_before", "y_before", "x_after", "y_after"]].round(5).to_numpy().tolist()
+def hover_thumbnail_html(
+    fig: go.Figure,
+    points: pd.DataFrame,
+    neighbours: tuple[np.ndarray, np.ndarray],
+    thumbnails: list[str] | None,
+    *,
+    thumbnail_url: str = "thumbs/",
+    plotly_js: str | bool = True,
+) -> str:
+    """A standalone HTML page of a `map_pair_figure` whose hover shows image facts and thumbnails.
+
+    `neighbours`: (before, after) [n, >=5] neighbour rows. `thumbnails`: one data URI (or '') per row, or
+    None to load row i's thumbnail from `thumbnail_url + "i.jpg"` when it is hovered. `plotly_js`: True
+    embeds plotly.js; a path ending in .js loads it from there instead.
+    """
+    shown = min(N_HOVER_NEIGHBOURS, neighbours[0].shape[1])
+    facts = {
+        "names": points["name"].astype(str).tolist(),
+        "category": _coded(points["category"]),
+        "superordinate": _coded(points["superordinate"]),
+        "overlap": np.round(points["knn_overlap"].to_numpy(float), 2).tolist(),
+        "before": neighbours[0][:, :shown].tolist(),
+        "after": neighbours[1][:, :shown].tolist(),
+        "thumbs": thumbnails,
+        "thumbUrl": thumbnail_url,
+    }
     script = (
-        _HOVER_SCRIPT.replace("__THUMBS__", json.dumps(thumbnails))
-        .replace("__COORDS__", json.dumps(coords))
+        _HOVER_SCRIPT.replace("__FACTS__", json.dumps(facts, separators=(",", ":")))
         .replace("__THUMB_ID__", HOVER_THUMB_ID)
         .replace("__N_TRACES__", str(len(fig.data)))
     )
     return fig.to_html(
         full_html=True,
-        include_plotlyjs=True,
+        include_plotlyjs=plotly_js,
         post_script=script,
         config={"responsive": True},
         default_width="100%",
@@ -130,26 +155,53 @@ def hover_thumbnail_html(fig: go.Figure, points: pd.DataFrame, thumbnails: list[
     )
 
 
+def _coded(values: pd.Series) -> dict[str, list]:
+    """A column as {names, codes}: far smaller than one string per row when labels repeat."""
+    codes, names = pd.factorize(values.astype(str))
+    return {"names": names.tolist(), "codes": codes.tolist()}
+
+
 _HOVER_SCRIPT = """
 var gd = document.getElementById('{plot_id}');
-var thumbs = __THUMBS__, coords = __COORDS__, ringTraces = [__N_TRACES__ - 2, __N_TRACES__ - 1];
+var facts = __FACTS__, ringTraces = [__N_TRACES__ - 2, __N_TRACES__ - 1];
 var box = document.createElement('div');
 box.id = '__THUMB_ID__';
-box.style.cssText = 'position:fixed;display:none;pointer-events:none;z-index:1000;padding:3px;' +
-  'background:white;border:1px solid #888;box-shadow:0 2px 6px rgba(0,0,0,.3)';
+box.style.cssText = 'position:fixed;display:none;pointer-events:none;z-index:1000;padding:4px 6px;' +
+  'max-width:300px;font:12px sans-serif;background:white;border:1px solid #888;' +
+  'box-shadow:0 2px 6px rgba(0,0,0,.3)';
 var img = document.createElement('img');
-img.style.cssText = 'display:block;width:96px;height:auto;image-rendering:auto';
+img.style.cssText = 'display:block;width:96px;height:auto;image-rendering:auto;margin-bottom:3px';
+img.onerror = function () { img.style.display = 'none'; };
+var text = document.createElement('div');
 box.appendChild(img);
+box.appendChild(text);
 document.body.appendChild(box);
+function line(label, value, bold) {
+  var el = document.createElement(bold ? 'b' : 'div');
+  el.textContent = (label ? label + ': ' : '') + value;
+  text.appendChild(el);
+  if (bold) { text.appendChild(document.createElement('br')); }
+}
+function label(coded, row) { return coded.names[coded.codes[row]]; }
+function names(rows) { return rows.map(function (r) { return facts.names[r]; }).join(', '); }
 gd.on('plotly_hover', function (ev) {
-  var row = ev.points[0].customdata[0], c = coords[row];
-  Plotly.restyle(gd, {x: [[c[0]], [c[2]]], y: [[c[1]], [c[3]]]}, ringTraces);
-  if (!thumbs[row]) { box.style.display = 'none'; return; }
-  img.src = thumbs[row];
+  var p = ev.points[0], row = p.customdata, pair = p.curveNumber - (p.curveNumber % 2);
+  // _fullData: plotly has decoded the base64 float32 arrays there (gd.data may still hold them encoded)
+  var b = gd._fullData[pair], a = gd._fullData[pair + 1], i = p.pointNumber;
+  Plotly.restyle(gd, {x: [[b.x[i]], [a.x[i]]], y: [[b.y[i]], [a.y[i]]]}, ringTraces);
+  var src = facts.thumbs ? facts.thumbs[row] : facts.thumbUrl + row + '.jpg';
+  img.style.display = src ? 'block' : 'none';
+  if (src) { img.src = src; }
+  text.textContent = '';
+  line('', facts.names[row], true);
+  line('', label(facts.category, row) + ' · ' + label(facts.superordinate, row));
+  line('kNN overlap', facts.overlap[row].toFixed(2));
+  line('before', names(facts.before[row]));
+  line('after', names(facts.after[row]));
   var e = ev.event || {clientX: 0, clientY: 0};
-  var left = e.clientX - 124;  // left of the cursor: plotly puts its hover label on the right
+  var left = e.clientX - 316;  // left of the cursor
   box.style.left = (left < 4 ? e.clientX + 24 : left) + 'px';
-  box.style.top = Math.min(Math.max(e.clientY - 50, 4), window.innerHeight - 110) + 'px';
+  box.style.top = Math.min(Math.max(e.clientY - 50, 4), window.innerHeight - 220) + 'px';
   box.style.display = 'block';
 });
 gd.on('plotly_unhover', function () { box.style.display = 'none'; });
@@ -159,12 +211,12 @@ gd.on('plotly_unhover', function () { box.style.display = 'none'; });
 def movement_figure(points: pd.DataFrame, moved: pd.DataFrame, colour_by: str) -> go.Figure:
     """The images that moved most, as arrows from their before to their after position (common frame)."""
     fig = go.Figure(
-        go.Scatter(
-            x=points["x_after"],
-            y=points["y_after"],
+        scatter_type(len(points))(
+            x=points["x_after"].to_numpy(np.float32),
+            y=points["y_after"].to_numpy(np.float32),
             mode="markers",
             name="all images (after)",
-            marker={"color": "lightgrey", "size": 5},
+            marker={"color": "lightgrey", "size": 5 if len(points) <= MAX_SVG_POINTS else 3},
             hoverinfo="skip",
         )
     )
@@ -268,9 +320,9 @@ def entropy_rt_figure(before: EntropyVsRt, after: EntropyVsRt) -> go.Figure:
     """Model odd-one-out entropy against human response time, one point per judgment."""
     fig = go.Figure(
         [
-            go.Scatter(
-                x=result.entropy,
-                y=result.rt_ms,
+            scatter_type(len(result.rt_ms))(
+                x=result.entropy.astype(np.float32),
+                y=result.rt_ms.astype(np.float32),
                 mode="markers",
                 opacity=0.5,
                 name=f"{when} (Spearman ρ = {result.rho:.2f})",

@@ -1,23 +1,28 @@
 """Write the maps and reorganisation figures of two runs to a directory, with a short HTML report.
 
 Files: maps.html (hover shows thumbnails), report.html (summary, moved-most table, all figures),
-metrics.json, moved_most.csv, and one .png per figure unless PNG export is switched off.
+metrics.json, moved_most.csv, and one .png per figure unless PNG export is switched off. Maps of more
+than EMBED_THUMBNAILS_MAX images keep maps.html small: it loads plotly.min.js and thumbs/ROW.jpg (the
+stored thumbnails, linked or copied) from beside it, so move the folder, not the file.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from alignment.maps import MapConfig, PairedMaps
 from alignment.reorganisation import Reorganisation
 from workflows.maps.analysis import HumanComparison, moved_most_table, points_table, summary_rows
-from workflows.maps.data import MapInputs
+from workflows.maps.data import EMBED_THUMBNAILS_MAX, MapInputs, thumbnail_data_uris, thumbnail_file
 from workflows.maps.figures import (
     entropy_rt_figure,
     hover_thumbnail_html,
@@ -47,6 +52,13 @@ class MapFigures:
     moved: pd.DataFrame
     figures: dict[str, go.Figure]
     summary: list[dict[str, object]]
+    neighbours: tuple[np.ndarray, np.ndarray]  # [n, <=5] nearest rows before / after, for the hover
+
+    def maps_html(self, thumbnails: list[str] | None, plotly_js: str | bool) -> str:
+        """The hover-thumbnail page of the two maps (workflows.maps.figures.hover_thumbnail_html)."""
+        return hover_thumbnail_html(
+            self.figures["maps"], self.points, self.neighbours, thumbnails, plotly_js=plotly_js
+        )
 
 
 def build_figures(
@@ -84,7 +96,14 @@ def build_figures(
             {"model before": rsa.before.rho, "model after": rsa.after.rho},
         )
         figures["entropy_rt"] = entropy_rt_figure(humans.entropy_before, humans.entropy_after)
-    return MapFigures(points, moved, figures, summary_rows(reorg, humans))
+    shown = min(5, reorg.k)
+    return MapFigures(
+        points,
+        moved,
+        figures,
+        summary_rows(reorg, humans),
+        (reorg.neighbours_before[:, :shown], reorg.neighbours_after[:, :shown]),
+    )
 
 
 def write_map_report(
@@ -92,7 +111,6 @@ def write_map_report(
     inputs: MapInputs,
     maps: PairedMaps,
     result: MapFigures,
-    thumbnails: list[str],
     *,
     png: bool = True,
 ) -> list[Path]:
@@ -104,13 +122,50 @@ def write_map_report(
         out_dir / "metrics.json",
         out_dir / "moved_most.csv",
     ]
-    written[0].write_text(hover_thumbnail_html(result.figures["maps"], result.points, thumbnails))
+    paths = inputs.stimuli["thumbnail_path"].tolist()
+    if len(paths) <= EMBED_THUMBNAILS_MAX:
+        written[0].write_text(result.maps_html(thumbnail_data_uris(paths), plotly_js=True))
+    else:
+        written[0].write_text(result.maps_html(None, plotly_js=PLOTLY_JS))
+        written += [write_plotly_js(out_dir), *write_thumbnail_files(out_dir / "thumbs", paths)]
     written[1].write_text(_report_html(inputs, maps.config, result))
     written[2].write_text(json.dumps(_metrics(inputs, maps, result), indent=2))
     result.moved[["id", *MOVED_COLUMNS]].to_csv(written[3], index=False)
     if png:
         written += write_pngs({out_dir / f"{stem}.png": fig for stem, fig in result.figures.items()})
     return written
+
+
+PLOTLY_JS = "plotly.min.js"
+
+
+def plotly_js_file() -> Path:
+    """plotly.js as shipped with the plotly package (the version its figures are written for)."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+
+
+def write_plotly_js(out_dir: Path) -> Path:
+    target = out_dir / PLOTLY_JS
+    shutil.copyfile(plotly_js_file(), target)
+    return target
+
+
+def write_thumbnail_files(folder: Path, paths: list[str | None]) -> list[Path]:
+    """thumbs/ROW.jpg for every row with a stored thumbnail: hard links where the file system allows (no
+    copy of 50,000 files), else copies. Returns the folder, once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for row, path in enumerate(paths):
+        source, target = thumbnail_file(path), folder / f"{row}.jpg"
+        if source is None:
+            continue
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    return [folder]
 
 
 def _metrics(inputs: MapInputs, maps: PairedMaps, result: MapFigures) -> dict[str, object]:
