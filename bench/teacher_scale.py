@@ -220,6 +220,7 @@ def measure(path: Path, threads: int | None, reg_weight: float | None) -> dict:
         "total_s": round(sum(stages.values()), 1),
         "peak_rss_mb_after": rss,
         "optimiser_s": teacher.summary["fit_seconds"],
+        "cv_s": teacher.summary["cv_seconds"],
         "reg_weight": teacher.summary["reg_weight"],
         "selection": _selection(teacher.summary),
         "teacher_acc": round(float(teacher_accuracy), 4),
@@ -259,7 +260,7 @@ def _child(args: list[str]) -> str:
 
 def _table(results: list[dict]) -> str:
     header = (
-        "| judgments | train triplets | load | split | stats | fit (optimiser) | total | peak RSS | "
+        "| judgments | train triplets | load | split | stats | fit (CV + final) | total | peak RSS | "
         "teacher acc | planted acc | reg (selection) | load avg |"
     )
     lines = [header, "|" + "---|" * 12]
@@ -267,7 +268,8 @@ def _table(results: list[dict]) -> str:
         s = r["seconds"]
         lines.append(
             f"| {r['judgments']:,} | {r['train_triplets']:,} | {s['load']} s | {s['split']} s | "
-            f"{s['stats']} s | {s['fit']} s ({r['optimiser_s']} s) | {r['total_s']} s | "
+            f"{s['stats']} s | {s['fit']} s ({r['cv_s']} + {r['optimiser_s'] - r['cv_s']:.1f} s) | "
+            f"{r['total_s']} s | "
             f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | "
             f"{r['planted_acc']:.4f} | "
             f"{r['reg_weight']} ({r['selection']}) | {r['load_avg_1min']} |"
