@@ -88,16 +88,18 @@ def agreement(embeddings: dict[str, np.ndarray], rows: np.ndarray, similarity: s
 
 def source_features(spec: str, paths, cache: Path) -> np.ndarray:
     """Features of one backbone, or of several joined by "+" (each standardised by its scalar mean and SD,
-    then concatenated)."""
-    from alignment.backbones import create_backbone
-    from alignment.features import extract_features
+    then concatenated: ``alignment.features.combine_sources``, as the pipeline does)."""
+    from alignment.backbones import create_backbone, source_names
+    from alignment.features import combine_sources, extract_features
 
-    parts = []
-    for name in spec.split("+"):
-        backbone = create_backbone(name, cache_dir=cache / "weights")
-        part = extract_features(backbone, paths, cache_dir=cache / "features")
-        parts.append((part - part.mean()) / part.std() if "+" in spec else part)
-    return np.hstack(parts)
+    return combine_sources(
+        [
+            extract_features(
+                create_backbone(name, cache_dir=cache / "weights"), paths, cache_dir=cache / "features"
+            )
+            for name in source_names(spec)
+        ]
+    )
 
 
 def run_backbone(
