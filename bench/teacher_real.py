@@ -99,7 +99,7 @@ def source_features(spec: str, paths, cache: Path) -> np.ndarray:
             )
             for name in source_names(spec)
         ]
-    )
+    )[0]
 
 
 def run_backbone(
