@@ -45,8 +45,8 @@ class FittedRun:
 
     def embed(self, paths: Sequence[str | Path], progress: Progress = _quiet) -> np.ndarray:
         """float32 [n, D]: one row per image file, in the given order (features cached by content)."""
-        paths = [Path(p) for p in paths]
-        if not paths:
+        files = [Path(p) for p in paths]
+        if not files:
             raise ValueError("no images to embed")
         run, home = self.run, data_home()
         if run.kind == "student":
@@ -55,13 +55,14 @@ class FittedRun:
             student, _ = load_student(home / run.artifacts["student"], cache_dir=home / WEIGHTS_DIR)
             activations = pool_activations(
                 student,
-                paths,
+                files,
                 cache_dir=home / FEATURE_CACHE_DIR,
                 progress=lambda done, total: progress(done / max(total, 1), f"activations {done}/{total}"),
             )
             return student_embeddings(student, activations.activations)
-        scales = [tuple(scale) for scale in run.metrics.get("feature_scales") or []] or None
-        features, _ = backbone_features(run.config["backbone"], paths, progress, 1.0, scales)  # type: ignore[arg-type]
+        recorded = run.metrics.get("feature_scales") or []
+        scales = [(float(mean), float(sd)) for mean, sd in recorded] or None
+        features, _ = backbone_features(run.config["backbone"], files, progress, 1.0, scales)
         if run.kind == "features":
             return features
         from alignment.teacher import Teacher

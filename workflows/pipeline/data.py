@@ -5,7 +5,7 @@ the `student` directory)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -291,19 +291,22 @@ def backbone_features(
     from alignment.backbones import create_backbone, source_names
     from alignment.features import combine_sources, extract_features
 
-    names, parts = source_names(backbone_name), []
-    for index, name in enumerate(names):
-        backbone = create_backbone(name, cache_dir=data_home() / WEIGHTS_DIR)
-        parts.append(
-            extract_features(
-                backbone,
-                paths,
-                cache_dir=data_home() / FEATURE_CACHE_DIR,
-                progress=lambda done, total, index=index, name=name: progress(
-                    share * (index + done / max(total, 1)) / len(names), f"{name} features {done}/{total}"
-                ),
-            )
+    names = source_names(backbone_name)
+
+    def source_progress(index: int) -> Callable[[int, int], None]:
+        return lambda done, total: progress(
+            share * (index + done / max(total, 1)) / len(names), f"{names[index]} features {done}/{total}"
         )
+
+    parts = [
+        extract_features(
+            create_backbone(name, cache_dir=data_home() / WEIGHTS_DIR),
+            paths,
+            cache_dir=data_home() / FEATURE_CACHE_DIR,
+            progress=source_progress(index),
+        )
+        for index, name in enumerate(names)
+    ]
     return combine_sources(parts, scales)
 
 
