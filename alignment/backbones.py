@@ -291,6 +291,20 @@ def create_backbone(
     return Backbone(name, module, preprocess, int(feature_dim), state_dict_hash(module))
 
 
+SOURCE_SEPARATOR = "+"
+
+
+def source_names(spec: str) -> list[str]:
+    """The backbones of a feature spec, each one source: ``"timm:a+timm:b"`` -> ``["timm:a", "timm:b"]``."""
+    names = [name.strip() for name in spec.split(SOURCE_SEPARATOR)]
+    if not all(names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"backbone spec {spec!r} must be one backbone name or several distinct ones joined by "
+            f"{SOURCE_SEPARATOR!r} (e.g. 'timm:tf_efficientnet_lite0+timm:mobilenetv2_100')"
+        )
+    return names
+
+
 def split_at_stage(backbone: Backbone, stage: int) -> tuple[nn.Module, nn.Module]:
     """``(trunk, rest)`` with ``rest(trunk(x)) == backbone.module(x)``; trunk stops before ``blocks[stage]``.
 

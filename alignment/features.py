@@ -237,3 +237,30 @@ def extract_activations(
         num_workers,
         progress,
     )
+
+
+SourceScale = tuple[float, float]  # (mean, SD) a feature source is standardised with
+
+
+def combine_sources(
+    parts: Sequence[np.ndarray], scales: Sequence[SourceScale] | None = None
+) -> tuple[np.ndarray, list[SourceScale]]:
+    """Several backbones' features of the same images side by side, each standardised by a scalar mean and SD
+    first: the teacher standardises with one scalar, so without this the source with the largest
+    activations would dominate every similarity. ``scales``: the (mean, SD) per source to use -- those of
+    the images a teacher was fitted on when it is applied to other images; default: the parts' own.
+    Returns the features and the scales used; one source passes through unchanged (no scales)."""
+    if not parts or any(len(part) != len(parts[0]) for part in parts):
+        raise ValueError("combine_sources needs one or more feature arrays with the same number of rows")
+    if len(parts) == 1:
+        return parts[0], []
+    if scales is None:
+        scales = [(float(part.mean()), float(part.std())) for part in parts]
+    if len(scales) != len(parts):
+        raise ValueError(
+            f"{len(parts)} feature sources need {len(parts)} (mean, SD) scales; got {len(scales)}"
+        )
+    if not all(np.isfinite(sd) and sd > 0 for _, sd in scales):
+        raise ValueError("a feature source has zero or non-finite spread; cannot standardise it")
+    combined = np.hstack([(part - mean) / sd for part, (mean, sd) in zip(parts, scales, strict=True)])
+    return combined.astype(np.float32), [(float(mean), float(sd)) for mean, sd in scales]

@@ -570,6 +570,7 @@ def fit_teacher(
                 fallback = searched
             else:
                 folds = searched
+        cv_seconds = time.perf_counter() - start
         if folds is not None:
             train_data, val_data = data, folds.val
             problem = _build_problem(standardised, data, None, soft, config)
@@ -608,6 +609,9 @@ def fit_teacher(
         "val_images": "unseen (out-of-fold)" if folds is not None else "held out by the split",
         "steps": history[-1]["step"] if history else 0,
         "fit_seconds": round(fit_seconds, 3),
+        "cv_seconds": round(
+            cv_seconds, 3
+        ),  # choosing the regulariser (image folds); the rest is the final fit
         **search,
         "temperature": temperature,
         **report,

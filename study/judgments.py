@@ -181,6 +181,27 @@ class JudgmentFilter(TypedDict, total=False):
     participant_ids: list[int] | None
 
 
+LOAD_CHUNK_ROWS = 200_000  # rows fetched and typed at a time: memory is the typed frame, not millions of rows
+
+
+def _judgment_chunk(rows) -> pd.DataFrame:
+    """Some fetched judgment rows as a typed frame (compact dtypes: 5M judgments stay in memory easily)."""
+    frame = pd.DataFrame(rows, columns=list(JUDGMENT_COLUMNS))
+    return frame.astype(
+        {
+            "participant_id": np.int64,
+            "is_simulated": bool,
+            "excluded": bool,
+            "trial_index": np.int64,
+            "rt_ms": float,
+            "stim0": np.int64,
+            "stim1": np.int64,
+            "stim2": np.int64,
+            "chosen_stimulus_id": np.int64,
+        }
+    )
+
+
 def _answered(
     db: Database,
     slug: str,
@@ -208,10 +229,10 @@ def _answered(
             query = query.where(Participant.is_simulated.is_(False))
         if participant_ids is not None:
             query = query.where(Participant.id.in_(participant_ids))
-        rows = session.execute(query).all()
+        result = session.execute(query.execution_options(yield_per=LOAD_CHUNK_ROWS))
+        chunks = [_judgment_chunk(rows) for rows in result.partitions()]
         salt = study.salt
-    frame = pd.DataFrame(rows, columns=list(JUDGMENT_COLUMNS))
-    frame = frame.astype({"is_simulated": bool, "excluded": bool, "rt_ms": float})
+    frame = pd.concat(chunks, ignore_index=True) if chunks else _judgment_chunk([])
     frame.insert(1, "subject", pseudonymised(salt, frame["external_id"]))
     return frame
 
@@ -244,15 +265,23 @@ def load_anchor_judgments(db: Database, slug: str, **which: Unpack[JudgmentFilte
 
 
 def load_stimuli(db: Database, slug: str) -> pd.DataFrame:
-    """The study's stimulus table (id, name, path relative to the data dir, category, superordinate)."""
+    """The study's stimulus table (id, name, serving-copy path relative to the data dir, category,
+    superordinate, sha256 of the original)."""
     with db.read() as session:
         study = get_study(session, slug)
         rows = session.execute(
-            select(Stimulus.id, Stimulus.name, Stimulus.path, Stimulus.category, Stimulus.superordinate)
+            select(
+                Stimulus.id,
+                Stimulus.name,
+                Stimulus.path,
+                Stimulus.category,
+                Stimulus.superordinate,
+                Stimulus.content_hash,
+            )
             .where(Stimulus.stimulus_set_id == study.stimulus_set_id)
             .order_by(Stimulus.id)
         ).all()
-    return pd.DataFrame(rows, columns=["id", "name", "path", "category", "superordinate"])
+    return pd.DataFrame(rows, columns=["id", "name", "path", "category", "superordinate", "content_hash"])
 
 
 def split_judgments(

@@ -34,6 +34,7 @@ from db.settings import data_home
 from study.input_errors import InputRejected, RowProblem
 
 STIMULI_DIR = "stimuli"
+ORIGINALS_DIR = "originals"
 MANIFEST_FILENAME = "manifest.csv"
 REQUIRED_MANIFEST_COLUMNS = ("path", "category")
 OPTIONAL_MANIFEST_COLUMNS = ("superordinate",)
@@ -544,6 +545,7 @@ def _check_and_render(
     """Decode and check every file (writing serving copies to staging); refuse all if any row is bad."""
     (staging / "images").mkdir(parents=True)
     (staging / "thumbs").mkdir()
+    (staging / ORIGINALS_DIR).mkdir()
     checked: list[_Checked] = []
     problems: list[RowProblem] = []
     first_with_hash: dict[str, str] = {}
@@ -583,6 +585,7 @@ def _check_one(candidate: _Candidate, staging: Path, limits: ImportLimits) -> _C
     sha256 = hashlib.sha256(data).hexdigest()
     suffix = "jpg" if image.format in JPEG_FORMATS else "png"
     serving, thumbnail = f"images/{sha256[:20]}.{suffix}", f"thumbs/{sha256[:20]}.{suffix}"
+    (staging / ORIGINALS_DIR / sha256[:20]).write_bytes(data)  # the alignment stages' input, byte for byte
     _render(image, staging / serving, limits.serving_px, limits)
     _render(image, staging / thumbnail, limits.thumbnail_px, limits)
     return _Checked(candidate, sha256, n_bytes, image.width, image.height, serving, thumbnail)
@@ -729,6 +732,13 @@ def _stimulus_row(stimulus_set_id: int, item: _Checked, directory: str) -> Stimu
 
 
 # ---------------------------------------------------------------- reading sets back
+
+
+def original_path(serving_path: str, content_hash: str) -> str:
+    """Where the import kept a stimulus's original file (a byte copy named by its sha256, next to the serving
+    copies), relative to the data directory. Features for alignment come from it: the serving copy is
+    re-encoded (JPEG q90, resized) for participants, and features of it differ from the original's."""
+    return str(PurePosixPath(serving_path).parent.parent / ORIGINALS_DIR / content_hash[:20])
 
 
 def stimulus_set_id_by_name(db: Database, name: str) -> int:

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "app.cli.judgments_commands",
     "app.cli.map_commands",
     "app.cli.student_commands",
+    "app.cli.embed_commands",
 ]
 
 # bad input, not a bug: config errors (ConfigError is a ValueError), missing input files, unknown slugs or

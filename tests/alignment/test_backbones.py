@@ -10,6 +10,7 @@ from alignment.backbones import (
     WeightsUnavailableError,
     create_backbone,
     packaged_weights_file,
+    source_names,
     split_at_stage,
     state_dict_hash,
 )
@@ -166,3 +167,11 @@ def test_converted_efficientnet_lite_classifies_real_photos(arch, expected, weig
             logits = model(transform(Image.fromarray(pixels))[None])
         top3 = [info.index_to_description(int(i)) for i in logits.topk(3).indices[0]]
         assert expected[name] in top3[0], f"{arch} on {name}: {top3}"
+
+
+def test_backbone_specs_name_one_or_several_sources():
+    assert source_names("timm:a") == ["timm:a"]
+    assert source_names("timm:a+timm:b") == ["timm:a", "timm:b"]
+    for bad in ("timm:a+", "timm:a+timm:a", "+timm:b"):
+        with pytest.raises(ValueError, match="joined by"):
+            source_names(bad)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from alignment.backbones import create_backbone, split_at_stage
-from alignment.features import ImageDecodeError, extract_activations, extract_features
+from alignment.features import ImageDecodeError, combine_sources, extract_activations, extract_features
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,24 @@ def test_activations_feed_the_rest_of_the_network(tmp_path, backbone):
     _, rest = split_at_stage(backbone, 6)
     with torch.inference_mode():
         np.testing.assert_allclose(rest(torch.from_numpy(acts)).numpy(), feats, rtol=1e-4, atol=1e-4)
+
+
+def test_combined_sources_are_standardised_each_on_its_own():
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(10, 3)).astype(np.float32)
+    large = (1000 + 50 * rng.normal(size=(10, 5))).astype(np.float32)
+    combined, scales = combine_sources([small, large])
+    assert combined.shape == (10, 8) and combined.dtype == np.float32
+    for part in (combined[:, :3], combined[:, 3:]):  # neither source dominates by its scale
+        assert abs(part.mean()) < 1e-4 and part.std() == pytest.approx(1.0, rel=1e-4)
+    np.testing.assert_allclose(combined[:, :3], (small - small.mean()) / small.std(), rtol=1e-5)
+    # other images (one here) are standardised with the fitted images' scales, not their own
+    one, same = combine_sources([small[:1], large[:1]], scales)
+    np.testing.assert_allclose(one, combined[:1], rtol=1e-5)
+    assert same == scales
+    passed, no_scales = combine_sources([small])
+    assert passed is small and no_scales == []  # one source passes through unchanged
+    with pytest.raises(ValueError, match="same number of rows"):
+        combine_sources([small, large[:4]])
+    with pytest.raises(ValueError, match="zero or non-finite spread"):
+        combine_sources([small, np.ones((10, 2), np.float32)])

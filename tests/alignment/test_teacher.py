@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
+from alignment import teacher_problem
 from alignment.conventions import (
     anchor_similarities,
     correct_choices,
@@ -18,7 +19,7 @@ from alignment.splits import TripletData, image_folds, object_disjoint_split
 from alignment.synthetic import planted_anchor_rows, planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 from alignment.teacher_losses import identity_regulariser
-from alignment.teacher_problem import AffineTransform, ImageSet, principal_basis
+from alignment.teacher_problem import AffineTransform, ImageSet, PairIndex, pair_dots, principal_basis
 
 N_TRAIN, N_TEST = 30000, 10000
 FAST = TeacherConfig(reg_weight=1e-3, num_threads=1)
@@ -166,8 +167,10 @@ def test_save_and_load_round_trip(tmp_path, planted, teacher):
         Teacher.load(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("gram", ["dense", "sparse"])
 @pytest.mark.parametrize("rank", [5, None])
-def test_subspace_parametrisation_equals_the_explicit_affine_map(rank):
+def test_subspace_parametrisation_equals_the_explicit_affine_map(rank, gram, monkeypatch):
+    monkeypatch.setattr(teacher_problem, "DENSE_GRAM_RATIO", 10**9 if gram == "dense" else 0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 8)).astype(np.float32)
     triplets = np.array([[0, 1, 2], [3, 4, 5], [19, 7, 11]])
@@ -190,6 +193,30 @@ def test_subspace_parametrisation_equals_the_explicit_affine_map(rank):
     np.testing.assert_allclose(anchor_sims, anchor_similarities(z, anchors[1:]), rtol=1e-4, atol=1e-4)
     expected_reg = identity_regulariser(torch.from_numpy(weight)).item() + float((bias**2).sum())
     assert transform.regulariser().item() == pytest.approx(expected_reg, rel=1e-4)
+
+
+def test_dense_and_sparse_pair_products_agree_with_their_gradients(monkeypatch):
+    """The dense Gram path (pairs fill much of the matrix) and the sampled sparse path give the same pair
+    products and the same gradient with respect to the embeddings."""
+    rng = np.random.default_rng(1)
+    z = torch.from_numpy(rng.normal(size=(40, 6)).astype(np.float32))
+    a, b = (torch.from_numpy(rng.integers(0, 40, 300)) for _ in range(2))
+    keep = a != b
+    weights = torch.from_numpy(rng.normal(size=int(keep.sum())).astype(np.float32))
+    results = {}
+    for gram, ratio in (("dense", 10**9), ("sparse", 0)):
+        monkeypatch.setattr(teacher_problem, "DENSE_GRAM_RATIO", ratio)
+        index, position = PairIndex.build(a[keep], b[keep], 40)
+        assert (index.sparse is None) == (gram == "dense")
+        leaf = z.clone().requires_grad_(True)
+        values = pair_dots(leaf, index)
+        (values[position] * weights).sum().backward()
+        results[gram] = (values.detach(), leaf.grad)
+    expected = (z[a[keep]] * z[b[keep]]).sum(1)
+    for gram in results:
+        torch.testing.assert_close(results[gram][0][position], expected, rtol=1e-4, atol=1e-4)
+    for dense, sparse in zip(results["dense"], results["sparse"], strict=True):
+        torch.testing.assert_close(dense, sparse, rtol=1e-4, atol=1e-4)
 
 
 def test_object_disjoint_validation_never_shares_images(planted):

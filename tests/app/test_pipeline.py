@@ -3,6 +3,8 @@ long computations, every step recorded as a run, unchanged steps reused, new jud
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from db.models import RunStatus, StudyStatus
@@ -208,3 +210,71 @@ def test_pseudo_label_settings_the_pool_cannot_meet_are_refused_up_front(small_s
         ValueError, match="24 images in 4 clusters allow 1080 distinct cluster_border triplets"
     ):
         queue_action(small_study, "align", "small", too_many)
+
+
+def test_alignment_reads_the_original_files_not_the_serving_copies(small_study):
+    import hashlib
+
+    from workflows.pipeline.data import study_images
+
+    images = study_images(small_study, "small")
+    hashes = images.table["content_hash"].tolist()
+    assert [hashlib.sha256(path.read_bytes()).hexdigest() for path in images.paths] == hashes
+    assert all(path.parent.name == "originals" for path in images.paths)
+
+
+def test_align_reuses_a_teacher_fit_on_the_same_judgments_and_config(small_study):
+    from dataclasses import asdict
+
+    from workflows.pipeline.data import SplitConfig, study_digest
+    from workflows.pipeline.loop import _reusable
+    from workflows.pipeline.teacher_stage import TeacherStageConfig
+
+    simulate_participants(small_study, "small", 10)
+    fitted = queue_action(small_study, "teacher", "small", {"teacher": FAST["teacher"]})
+    assert execute(small_study, fitted) == RunStatus.SUCCEEDED, get_run(small_study, fitted).error
+    loop_step = TeacherStageConfig(  # what `align` asks for, built as the loop builds it
+        "small",
+        split=SplitConfig(),
+        teacher=FAST["teacher"],
+        judgments_digest=study_digest(small_study, "small"),
+    )
+    assert _reusable(small_study, "teacher", asdict(loop_step)) == fitted
+    simulate_participants(small_study, "small", 2)  # new judgments: the fit no longer matches
+    changed = TeacherStageConfig(
+        "small",
+        split=SplitConfig(),
+        teacher=FAST["teacher"],
+        judgments_digest=study_digest(small_study, "small"),
+    )
+    assert _reusable(small_study, "teacher", asdict(changed)) is None
+
+
+def test_a_fitted_run_embeds_other_images_as_it_embedded_its_own(small_study, tmp_path, capsys):
+    """Two backbones combined: three of the study's images embedded on their own (standardised with the
+    fitted images' scales, not their own) match the run's stored rows, from Python and from the CLI."""
+    from app.cli import main
+    from workflows.embedding import load_run
+    from workflows.pipeline.data import load_embeddings, study_images
+
+    simulate_participants(small_study, "small", 10)
+    spec = "timm:tf_efficientnet_lite0+timm:mobilenetv2_100"
+    run = queue_action(small_study, "teacher", "small", {"teacher": FAST["teacher"], "backbone": spec})
+    assert execute(small_study, run) == RunStatus.SUCCEEDED, get_run(small_study, run).error
+    stored, ids = load_embeddings(get_run(small_study, run))
+    images = study_images(small_study, "small")
+    assert stored.shape[1] == 1280 + 1280 and len(get_run(small_study, run).metrics["feature_scales"]) == 2
+    np.testing.assert_allclose(load_run(run, small_study).embed(images.paths[:3]), stored[:3], atol=1e-4)
+    listing = tmp_path / "three.txt"
+    listing.write_text("\n".join(str(p) for p in images.paths[:3]))
+    assert (
+        main(["embed", "--run", str(run), "--images", str(listing), "--out", str(tmp_path / "e.parquet")])
+        == 0
+    )
+    table = pd.read_parquet(tmp_path / "e.parquet")
+    assert table["name"].tolist() == [str(p) for p in images.paths[:3]]
+    np.testing.assert_allclose(table.drop(columns="name").to_numpy(), stored[:3], atol=1e-4)
+    assert (
+        main(["embed", "--run", str(run), "--images", "no such set", "--out", str(tmp_path / "x.npz")]) == 2
+    )
+    assert "neither a folder" in capsys.readouterr().err

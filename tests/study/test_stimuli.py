@@ -18,6 +18,7 @@ from study.stimuli import (
     import_stimulus_set,
     list_stimulus_sets,
     load_stimulus_table,
+    original_path,
     stimulus_set_id_by_name,
 )
 from tests.support.stimulus_files import make_image, make_layout, snapshot
@@ -73,6 +74,16 @@ def test_serving_copy_and_thumbnail_are_downsized_rgb(db, home, tmp_path):
     assert (clear.width, clear.height, clear.superordinate, clear.category) == (300, 200, "", "big")
     with Image.open(home / clear.path) as serving:
         assert (serving.size, serving.mode, serving.format) == ((300, 200), "RGB", "PNG")
+
+
+def test_originals_are_kept_byte_for_byte_next_to_the_serving_copies(db, home, tmp_path):
+    source = tmp_path / "src"
+    make_image(source / "big" / "wide.jpg", size=(1000, 600))
+    import_stimulus_set(db, source, "sizes")
+    (row,) = stimuli_rows(db, "sizes")
+    original = home / original_path(row.path, row.content_hash)
+    assert original.read_bytes() == (source / "big" / "wide.jpg").read_bytes()
+    assert (home / row.path).read_bytes() != original.read_bytes()  # the serving copy is re-encoded
 
 
 def test_zip_of_the_folder_itself_is_unwrapped(db, home, tmp_path):

@@ -13,7 +13,7 @@ from db.models import RunStatus
 from db.runs import create_run
 from study.studies import get_study
 from workflows import jobs
-from workflows.pipeline.data import FEATURE_CACHE_DIR, WEIGHTS_DIR
+from workflows.pipeline.data import FEATURE_CACHE_DIR, WEIGHTS_DIR, study_digest
 from workflows.pipeline.distillation import (
     check_labels_inputs,
     check_student_inputs,
@@ -129,6 +129,8 @@ def queue_action(db: Database, action: str, slug: str, overrides: dict[str, Any]
     kind = START_ACTIONS.get(action, action)
     config = {"study": slug, **(overrides or {})}
     if kind == "teacher":
+        # the digest of the judgments it will see: `align` reuses this run when the judgments and config match
+        config.setdefault("judgments_digest", study_digest(db, slug))
         stage_config = TeacherStageConfig.from_dict(config)
         stage_config.teacher_config()
         config = asdict(stage_config)

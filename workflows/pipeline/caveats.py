@@ -136,14 +136,14 @@ def category_silhouettes(
 ) -> dict[str, float]:
     """Cosine silhouette of each representation's images by category (a seeded sample of at most
     ``SILHOUETTE_SAMPLE`` images, the same for every representation); NaN without category structure."""
-    from alignment.reorganisation import cosine_distances, cosine_silhouette
+    from alignment.reorganisation import cosine_silhouette
 
     categories = np.asarray(categories).astype(str)
     rows = np.arange(len(categories))
     if len(rows) > SILHOUETTE_SAMPLE:
         rows = np.sort(np.random.default_rng(seed).choice(rows, SILHOUETTE_SAMPLE, replace=False))
     return {
-        name: cosine_silhouette(cosine_distances(np.asarray(values)[rows]), categories[rows])
+        name: cosine_silhouette(np.asarray(values)[rows], categories[rows])
         for name, values in embeddings.items()
     }
 

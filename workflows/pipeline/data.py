@@ -5,12 +5,12 @@ the `student` directory)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from study.judgments import SplitBy, load_anchor_judgments, load_judgments, load
 from workflows.artifacts import read_embeddings, write_embeddings
 from workflows.jobs import Progress, run_dir
 
+if TYPE_CHECKING:
+    from alignment.features import SourceScale
+
 FEATURE_CACHE_DIR = "feature_cache"
 WEIGHTS_DIR = "weights"
 MIN_TRAIN_JUDGMENTS = 50
@@ -31,7 +34,8 @@ MIN_TRAIN_JUDGMENTS = 50
 
 @dataclass(frozen=True)
 class StudyImages:
-    """The study's stimuli in id order: the row order of every embedding array."""
+    """The study's stimuli in id order: the row order of every embedding array; `paths` are the files features
+    are computed from (the originals, see `feature_files`)."""
 
     stimulus_ids: np.ndarray
     paths: list[Path]
@@ -52,8 +56,20 @@ def study_images(db: Database, slug: str) -> StudyImages:
     table = load_stimuli(db, slug)
     if table.empty:
         raise ValueError(f"study {slug!r} has no stimuli")
-    paths = [data_home() / p for p in table["path"]]
-    return StudyImages(table["id"].to_numpy(np.int64), paths, table)
+    return StudyImages(table["id"].to_numpy(np.int64), feature_files(table), table)
+
+
+def feature_files(table: pd.DataFrame) -> list[Path]:
+    """The files alignment reads: each stimulus's original as imported (``study.stimuli.original_path``), or
+    its serving copy for sets imported before originals were kept (and synthetic sets without files)."""
+    from study.stimuli import original_path
+
+    home = data_home()
+    files = []
+    for serving, content_hash in zip(table["path"], table["content_hash"], strict=True):
+        original = home / original_path(serving, content_hash)
+        files.append(original if original.is_file() else home / serving)
+    return files
 
 
 @dataclass(frozen=True)
@@ -257,18 +273,41 @@ def study_digest(db: Database, slug: str) -> str:
 def compute_features(
     images: StudyImages, backbone_name: str, progress: Progress, share: float = 0.5
 ) -> np.ndarray:
-    """Backbone features for every stimulus, through the content-addressed cache (only new images compute);
-    reports progress from 0 to `share`."""
-    from alignment.backbones import create_backbone
-    from alignment.features import extract_features
+    """Backbone features for every stimulus (see `backbone_features`)."""
+    return backbone_features(backbone_name, images.paths, progress, share)[0]
 
-    backbone = create_backbone(backbone_name, cache_dir=data_home() / WEIGHTS_DIR)
-    return extract_features(
-        backbone,
-        images.paths,
-        cache_dir=data_home() / FEATURE_CACHE_DIR,
-        progress=lambda done, total: progress(share * done / max(total, 1), f"features {done}/{total}"),
-    )
+
+def backbone_features(
+    backbone_name: str,
+    paths: list[Path],
+    progress: Progress,
+    share: float = 0.5,
+    scales: list[SourceScale] | None = None,
+) -> tuple[np.ndarray, list[SourceScale]]:
+    """Features of image files through the content-addressed cache (only new images compute); several
+    backbones joined by "+" are computed and cached one by one and combined, each standardised with
+    `scales` or its own (mean, SD) (``alignment.features.combine_sources``), which are returned; reports
+    progress from 0 to `share`."""
+    from alignment.backbones import create_backbone, source_names
+    from alignment.features import combine_sources, extract_features
+
+    names = source_names(backbone_name)
+
+    def source_progress(index: int) -> Callable[[int, int], None]:
+        return lambda done, total: progress(
+            share * (index + done / max(total, 1)) / len(names), f"{names[index]} features {done}/{total}"
+        )
+
+    parts = [
+        extract_features(
+            create_backbone(name, cache_dir=data_home() / WEIGHTS_DIR),
+            paths,
+            cache_dir=data_home() / FEATURE_CACHE_DIR,
+            progress=source_progress(index),
+        )
+        for index, name in enumerate(names)
+    ]
+    return combine_sources(parts, scales)
 
 
 def save_embeddings(run_id: int, name: str, embeddings: np.ndarray, images: StudyImages) -> str:

@@ -20,6 +20,7 @@ from workflows.pipeline.data import (
     ANCHOR_COLUMNS,
     SplitConfig,
     StudyImages,
+    backbone_features,
     compute_features,
     save_embeddings,
     split_study,
@@ -74,7 +75,7 @@ def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     teacher_config = config.teacher_config()
     images = study_images(db, config.study)
     split = split_study(db, config.study, config.split)
-    features = compute_features(images, config.backbone, progress)
+    features, scales = backbone_features(config.backbone, images.paths, progress)
     triplets, probs = training_triplets(split.train, images)
     anchors = images.rows(split.anchor_train[ANCHOR_COLUMNS].to_numpy())
     progress(0.5, f"fitting the teacher on {len(triplets)} triplets and {len(anchors)} anchor judgments")
@@ -106,5 +107,6 @@ def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         "n_train_anchor_judgments": len(split.anchor_train),
         "n_unseen_images": len(split.unseen_images),
         "unseen_note": split.unseen_note,
+        "feature_scales": scales,  # per source (mean, SD) when several are combined: applying it reuses them
     }
     return StageResult({**summary, **counts, **evaluation_metrics(results)}, artifacts)
