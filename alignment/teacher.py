@@ -406,51 +406,93 @@ def _cross_validate(
         folds = image_folds(sample, len(standardised), config.cv_folds, config.seed)
     except ValueError as error:
         return str(error)
-    smallest = min(len(val) for _, val, _ in folds)
-    if smallest < MIN_FOLD_VAL_JUDGMENTS:
-        needed = int(np.ceil(len(data.images()) * (MIN_FOLD_VAL_JUDGMENTS / max(smallest, 1)) ** (1 / 3)))
-        return (
-            f"{config.cv_folds} image folds leave {smallest} validation judgments in the smallest fold "
-            f"(need {MIN_FOLD_VAL_JUDGMENTS}); about {needed} judged images at this density would do"
-        )
-    weights, per_fold, fold_sims, fold_steps = _strongest_first(config), [], [], []
+    too_small = _folds_too_small(folds, data, config)
+    if too_small:
+        return too_small
+    n_weights = len(_strongest_first(config))
+    per_fold, fold_sims, fold_steps = [], [], []
     for f, (train, val, _) in enumerate(folds):  # one fold's problem in memory at a time
-        path = _WarmPath(_build_problem(standardised, train, val, soft, config), config)
-        losses, sims, steps, best = {}, {}, {}, None
-        for index, weight in enumerate(weights):
-            candidate = path.fit(
-                weight, _overall_progress(progress, f * len(weights) + index, len(folds) * len(weights))
-            )
-            losses[weight], sims[weight] = candidate.val_loss, candidate.val_sims
-            steps[weight] = candidate.history[-1]["step"] if candidate.history else 0
-            if best is not None and not candidate.val_loss < losses[best]:
-                break  # this fold's validation loss rose: weaker weights only overfit more
-            best = weight
+        problem = _build_problem(standardised, train, val, soft, config)
+        losses, sims, steps = _walk_fold(problem, config, progress, f * n_weights, len(folds) * n_weights)
         per_fold.append(losses)
         fold_sims.append(sims)
         fold_steps.append(steps)
-    common = [w for w in weights if all(w in losses for losses in per_fold)]  # a prefix of the path
-    mean_losses = {w: float(np.mean([losses[w] for losses in per_fold])) for w in common}
-    best = min(common, key=mean_losses.__getitem__)
-    budgets = {  # the final fit walks the same path with the iterations the folds needed (CV-chosen too)
-        w: max(config.eval_every, int(round(np.mean([steps[w] for steps in fold_steps]))))
-        for w in common[: common.index(best) + 1]
-    }
-    val = TripletData(
-        np.concatenate([v.triplets for _, v, _ in folds]),
-        None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
-        np.concatenate([v.anchors for _, v, _ in folds]),
-    )
+    mean_losses, best = _lowest_mean_loss(per_fold, _strongest_first(config))
+    budgets = _final_budgets(list(mean_losses), best, fold_steps, config)
+    selection = _cv_selection(config, len(sample), folds, per_fold, fold_steps, budgets)
     pooled = (
         np.concatenate([fold[best][0] for fold in fold_sims]),
         np.concatenate([fold[best][1] for fold in fold_sims]),
     )
+    return _FoldSearch(best, mean_losses, selection, _pooled_val(folds, data), pooled, budgets)
+
+
+def _folds_too_small(folds, data: TripletData, config: TeacherConfig) -> str:
+    """Why the folds cannot choose the weight (empty when they can): a fold with fewer than
+    ``MIN_FOLD_VAL_JUDGMENTS`` validation judgments gives a loss too noisy to rank weights by, and the message
+    says roughly how many judged images would be enough."""
+    smallest = min(len(val) for _, val, _ in folds)
+    if smallest >= MIN_FOLD_VAL_JUDGMENTS:
+        return ""
+    needed = int(np.ceil(len(data.images()) * (MIN_FOLD_VAL_JUDGMENTS / max(smallest, 1)) ** (1 / 3)))
+    return (
+        f"{config.cv_folds} image folds leave {smallest} validation judgments in the smallest fold "
+        f"(need {MIN_FOLD_VAL_JUDGMENTS}); about {needed} judged images at this density would do"
+    )
+
+
+def _walk_fold(problem: _Problem, config: TeacherConfig, progress, first: int, count: int):
+    """One fold's regularisation path, strongest first, stopped as soon as its validation loss rises (weaker
+    weights only overfit more, and stopping early is what makes k folds cost about k fits). Returns, per
+    weight reached, the validation loss, the validation similarities and the iterations taken."""
+    path = _WarmPath(problem, config)
+    losses, sims, steps, best = {}, {}, {}, None
+    for index, weight in enumerate(_strongest_first(config)):
+        candidate = path.fit(weight, _overall_progress(progress, first + index, count))
+        losses[weight], sims[weight] = candidate.val_loss, candidate.val_sims
+        steps[weight] = candidate.history[-1]["step"] if candidate.history else 0
+        if best is not None and not candidate.val_loss < losses[best]:
+            break  # this fold's validation loss rose: weaker weights only overfit more
+        best = weight
+    return losses, sims, steps
+
+
+def _lowest_mean_loss(per_fold: list[dict], weights: list[float]) -> tuple[dict[float, float], float]:
+    """The mean validation loss of each weight every fold reached (a prefix of the path, so each mean is over
+    all folds) and the weight where it is lowest."""
+    common = [w for w in weights if all(w in losses for losses in per_fold)]  # a prefix of the path
+    mean_losses = {w: float(np.mean([losses[w] for losses in per_fold])) for w in common}
+    return mean_losses, min(common, key=mean_losses.__getitem__)
+
+
+def _final_budgets(common: list[float], best: float, fold_steps: list[dict], config: TeacherConfig):
+    """The final fit walks the same path, down to the chosen weight, with the mean iterations the folds
+    needed at each weight: the iteration counts are CV-chosen too, so the final fit needs no held-out set."""
+    return {
+        w: max(config.eval_every, int(round(np.mean([steps[w] for steps in fold_steps]))))
+        for w in common[: common.index(best) + 1]
+    }
+
+
+def _pooled_val(folds, data: TripletData) -> TripletData:
+    """Every fold's validation judgments together: each was judged on images its fold never trained on, so
+    together they calibrate the temperature on unseen images."""
+    return TripletData(
+        np.concatenate([v.triplets for _, v, _ in folds]),
+        None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
+        np.concatenate([v.anchors for _, v, _ in folds]),
+    )
+
+
+def _cv_selection(config: TeacherConfig, sampled: int, folds, per_fold, fold_steps, budgets) -> dict:
+    """How the weight was chosen, per fold, for ``summary["selection"]``: enough to see whether the folds
+    agreed and how long each fit ran."""
     selection = {
         "method": "image_cv",
         "folds": config.cv_folds,
         "path": "strongest first, warm starts, each fold stops when its val loss rises; the weight with the "
         "lowest mean val loss over the weights every fold reached",
-        "judgments_sampled": len(sample),
+        "judgments_sampled": sampled,
         "fold_images": [int(len(images)) for _, _, images in folds],
         "fold_train_judgments": [len(train) for train, _, _ in folds],
         "fold_val_judgments": [len(val) for _, val, _ in folds],
@@ -458,7 +500,7 @@ def _cross_validate(
         "fold_steps": [{str(w): v for w, v in steps.items()} for steps in fold_steps],
     }
     selection["final_path_steps"] = {str(w): n for w, n in budgets.items()}
-    return _FoldSearch(best, mean_losses, selection, val, pooled, budgets)
+    return selection
 
 
 def _fit_at(
