@@ -64,6 +64,28 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
     script relies on; each point's customdata is its row in `points`.
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.04)
+    _add_label_pairs(fig, points, colour_by)
+    for col in (1, 2):  # rings marking the hovered image on both maps (moved by the hover script)
+        fig.add_trace(_hover_ring(), row=1, col=col)
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(scaleanchor="x", row=1, col=1)  # equal aspect; the after map shares both axes
+    fig.update_xaxes(matches="x", row=1, col=2)
+    fig.update_yaxes(matches="y", row=1, col=2)
+    fig.update_annotations(font_size=13)  # the subplot titles: two lines each, narrow enough not to overlap
+    fig.update_layout(
+        height=560,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        legend_title_text=colour_by,
+        hovermode="closest",
+    )
+    return fig
+
+
+def _add_label_pairs(fig: go.Figure, points: pd.DataFrame, colour_by: str) -> None:
+    """Per label, its before trace (left) and its after trace (right), the same points in the same order and
+    one legend entry for both, so toggling a label hides it on both maps and the hover script can pair
+    points by position."""
     colours = colour_map(points[colour_by])
     scatter = scatter_type(len(points))
     size = 7 if len(points) <= MAX_SVG_POINTS else 4
@@ -85,33 +107,19 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
                 row=1,
                 col=col,
             )
-    for col in (1, 2):  # rings marking the hovered image on both maps (moved by the hover script)
-        fig.add_trace(
-            go.Scatter(
-                x=[],
-                y=[],
-                mode="markers",
-                name="hovered",
-                showlegend=False,
-                hoverinfo="skip",
-                marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
-            ),
-            row=1,
-            col=col,
-        )
-    fig.update_xaxes(showticklabels=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, zeroline=False)
-    fig.update_yaxes(scaleanchor="x", row=1, col=1)  # equal aspect; the after map shares both axes
-    fig.update_xaxes(matches="x", row=1, col=2)
-    fig.update_yaxes(matches="y", row=1, col=2)
-    fig.update_annotations(font_size=13)  # the subplot titles: two lines each, narrow enough not to overlap
-    fig.update_layout(
-        height=560,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
-        legend_title_text=colour_by,
-        hovermode="closest",
+
+
+def _hover_ring() -> go.Scatter:
+    """An empty ring trace the hover script moves onto the hovered image, so it stands out on both maps."""
+    return go.Scatter(
+        x=[],
+        y=[],
+        mode="markers",
+        name="hovered",
+        showlegend=False,
+        hoverinfo="skip",
+        marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
     )
-    return fig
 
 
 def hover_thumbnail_html(
