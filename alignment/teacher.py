@@ -406,51 +406,93 @@ def _cross_validate(
         folds = image_folds(sample, len(standardised), config.cv_folds, config.seed)
     except ValueError as error:
         return str(error)
-    smallest = min(len(val) for _, val, _ in folds)
-    if smallest < MIN_FOLD_VAL_JUDGMENTS:
-        needed = int(np.ceil(len(data.images()) * (MIN_FOLD_VAL_JUDGMENTS / max(smallest, 1)) ** (1 / 3)))
-        return (
-            f"{config.cv_folds} image folds leave {smallest} validation judgments in the smallest fold "
-            f"(need {MIN_FOLD_VAL_JUDGMENTS}); about {needed} judged images at this density would do"
-        )
-    weights, per_fold, fold_sims, fold_steps = _strongest_first(config), [], [], []
+    too_small = _folds_too_small(folds, data, config)
+    if too_small:
+        return too_small
+    n_weights = len(_strongest_first(config))
+    per_fold, fold_sims, fold_steps = [], [], []
     for f, (train, val, _) in enumerate(folds):  # one fold's problem in memory at a time
-        path = _WarmPath(_build_problem(standardised, train, val, soft, config), config)
-        losses, sims, steps, best = {}, {}, {}, None
-        for index, weight in enumerate(weights):
-            candidate = path.fit(
-                weight, _overall_progress(progress, f * len(weights) + index, len(folds) * len(weights))
-            )
-            losses[weight], sims[weight] = candidate.val_loss, candidate.val_sims
-            steps[weight] = candidate.history[-1]["step"] if candidate.history else 0
-            if best is not None and not candidate.val_loss < losses[best]:
-                break  # this fold's validation loss rose: weaker weights only overfit more
-            best = weight
+        problem = _build_problem(standardised, train, val, soft, config)
+        losses, sims, steps = _walk_fold(problem, config, progress, f * n_weights, len(folds) * n_weights)
         per_fold.append(losses)
         fold_sims.append(sims)
         fold_steps.append(steps)
-    common = [w for w in weights if all(w in losses for losses in per_fold)]  # a prefix of the path
-    mean_losses = {w: float(np.mean([losses[w] for losses in per_fold])) for w in common}
-    best = min(common, key=mean_losses.__getitem__)
-    budgets = {  # the final fit walks the same path with the iterations the folds needed (CV-chosen too)
-        w: max(config.eval_every, int(round(np.mean([steps[w] for steps in fold_steps]))))
-        for w in common[: common.index(best) + 1]
-    }
-    val = TripletData(
-        np.concatenate([v.triplets for _, v, _ in folds]),
-        None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
-        np.concatenate([v.anchors for _, v, _ in folds]),
-    )
+    mean_losses, best = _lowest_mean_loss(per_fold, _strongest_first(config))
+    budgets = _final_budgets(list(mean_losses), best, fold_steps, config)
+    selection = _cv_selection(config, len(sample), folds, per_fold, fold_steps, budgets)
     pooled = (
         np.concatenate([fold[best][0] for fold in fold_sims]),
         np.concatenate([fold[best][1] for fold in fold_sims]),
     )
+    return _FoldSearch(best, mean_losses, selection, _pooled_val(folds, data), pooled, budgets)
+
+
+def _folds_too_small(folds, data: TripletData, config: TeacherConfig) -> str:
+    """Why the folds cannot choose the weight (empty when they can): a fold with fewer than
+    ``MIN_FOLD_VAL_JUDGMENTS`` validation judgments gives a loss too noisy to rank weights by, and the message
+    says roughly how many judged images would be enough."""
+    smallest = min(len(val) for _, val, _ in folds)
+    if smallest >= MIN_FOLD_VAL_JUDGMENTS:
+        return ""
+    needed = int(np.ceil(len(data.images()) * (MIN_FOLD_VAL_JUDGMENTS / max(smallest, 1)) ** (1 / 3)))
+    return (
+        f"{config.cv_folds} image folds leave {smallest} validation judgments in the smallest fold "
+        f"(need {MIN_FOLD_VAL_JUDGMENTS}); about {needed} judged images at this density would do"
+    )
+
+
+def _walk_fold(problem: _Problem, config: TeacherConfig, progress, first: int, count: int):
+    """One fold's regularisation path, strongest first, stopped as soon as its validation loss rises (weaker
+    weights only overfit more, and stopping early is what makes k folds cost about k fits). Returns, per
+    weight reached, the validation loss, the validation similarities and the iterations taken."""
+    path = _WarmPath(problem, config)
+    losses, sims, steps, best = {}, {}, {}, None
+    for index, weight in enumerate(_strongest_first(config)):
+        candidate = path.fit(weight, _overall_progress(progress, first + index, count))
+        losses[weight], sims[weight] = candidate.val_loss, candidate.val_sims
+        steps[weight] = candidate.history[-1]["step"] if candidate.history else 0
+        if best is not None and not candidate.val_loss < losses[best]:
+            break  # this fold's validation loss rose: weaker weights only overfit more
+        best = weight
+    return losses, sims, steps
+
+
+def _lowest_mean_loss(per_fold: list[dict], weights: list[float]) -> tuple[dict[float, float], float]:
+    """The mean validation loss of each weight every fold reached (a prefix of the path, so each mean is over
+    all folds) and the weight where it is lowest."""
+    common = [w for w in weights if all(w in losses for losses in per_fold)]  # a prefix of the path
+    mean_losses = {w: float(np.mean([losses[w] for losses in per_fold])) for w in common}
+    return mean_losses, min(common, key=mean_losses.__getitem__)
+
+
+def _final_budgets(common: list[float], best: float, fold_steps: list[dict], config: TeacherConfig):
+    """The final fit walks the same path, down to the chosen weight, with the mean iterations the folds
+    needed at each weight: the iteration counts are CV-chosen too, so the final fit needs no held-out set."""
+    return {
+        w: max(config.eval_every, int(round(np.mean([steps[w] for steps in fold_steps]))))
+        for w in common[: common.index(best) + 1]
+    }
+
+
+def _pooled_val(folds, data: TripletData) -> TripletData:
+    """Every fold's validation judgments together: each was judged on images its fold never trained on, so
+    together they calibrate the temperature on unseen images."""
+    return TripletData(
+        np.concatenate([v.triplets for _, v, _ in folds]),
+        None if data.choice_probs is None else np.concatenate([v.choice_probs for _, v, _ in folds]),
+        np.concatenate([v.anchors for _, v, _ in folds]),
+    )
+
+
+def _cv_selection(config: TeacherConfig, sampled: int, folds, per_fold, fold_steps, budgets) -> dict:
+    """How the weight was chosen, per fold, for ``summary["selection"]``: enough to see whether the folds
+    agreed and how long each fit ran."""
     selection = {
         "method": "image_cv",
         "folds": config.cv_folds,
         "path": "strongest first, warm starts, each fold stops when its val loss rises; the weight with the "
         "lowest mean val loss over the weights every fold reached",
-        "judgments_sampled": len(sample),
+        "judgments_sampled": sampled,
         "fold_images": [int(len(images)) for _, _, images in folds],
         "fold_train_judgments": [len(train) for train, _, _ in folds],
         "fold_val_judgments": [len(val) for _, val, _ in folds],
@@ -458,7 +500,7 @@ def _cross_validate(
         "fold_steps": [{str(w): v for w, v in steps.items()} for steps in fold_steps],
     }
     selection["final_path_steps"] = {str(w): n for w, n in budgets.items()}
-    return _FoldSearch(best, mean_losses, selection, val, pooled, budgets)
+    return selection
 
 
 def _fit_at(
@@ -550,6 +592,34 @@ def fit_teacher(
     uses every judgment, the temperature the pooled out-of-fold similarities), falling back to a held-out
     ``val_fraction`` -- with the reason stated -- when the study is too small for image folds.
     """
+    features, data, val, soft = _checked_inputs(features, triplets, choice_probs, anchors, val, config)
+    mean, std = _standardisation(features)
+    standardised = (features - mean) / std
+    start = time.perf_counter()
+    with _torch_threads(config.num_threads):
+        folds, fallback = _image_cv(standardised, data, val, soft, config, progress)
+        cv_seconds = time.perf_counter() - start
+        if folds is not None:
+            fit = _fit_after_folds(standardised, data, folds, soft, config)
+        else:
+            fit = _fit_on_split(standardised, data, val, soft, fallback, config, progress)
+    fit_seconds = time.perf_counter() - start
+    weight, bias = fit.objective.transform.weight_bias()
+    temperature, report = _calibrate(standardised, weight, bias, fit.val_data, folds, config)
+    summary = {
+        **_fit_summary(fit, soft, folds is not None, fit_seconds, cv_seconds),
+        "temperature": temperature,
+        **report,
+        "history": fit.history,
+    }
+    return Teacher(weight, bias, mean, std, temperature, config, summary)
+
+
+def _checked_inputs(
+    features, triplets, choice_probs, anchors, val: TripletData | None, config: TeacherConfig
+):
+    """Validate the judgments (and an explicit ``val``) against the features before any work, and settle the
+    loss: 'auto' is soft exactly when choice distributions were given, and 'soft' without them is refused."""
     features, data = _validated(features, triplets, choice_probs, anchors)
     if val is not None:
         val = _validated(features, val.triplets, val.choice_probs, val.anchors)[1]
@@ -558,63 +628,90 @@ def fit_teacher(
         raise ValueError(
             "TeacherConfig.loss='soft' needs choice_probs (human choice distributions per triplet)"
         )
-    mean, std = _standardisation(features)
-    standardised = (features - mean) / std
-    start = time.perf_counter()
-    with _torch_threads(config.num_threads):
-        folds: _FoldSearch | None = None
-        fallback = ""
-        if val is None and config.reg_weight is None and config.cv_folds:
-            searched = _cross_validate(standardised, data, soft, config, progress)
-            if isinstance(searched, str):
-                fallback = searched
-            else:
-                folds = searched
-        cv_seconds = time.perf_counter() - start
-        if folds is not None:
-            train_data, val_data = data, folds.val
-            problem = _build_problem(standardised, data, None, soft, config)
-            objective, history = _fit_path(problem, folds.budgets, config, None)
-            search = _search_summary(folds.weight, folds.mean_losses, folds.selection)
-        else:
-            train_data, val_data = _split_data(data, len(features), val, config)
-            problem = _build_problem(standardised, train_data, val_data, soft, config)
-            if config.reg_weight is None:
-                if problem.val is None:
-                    raise ValueError(
-                        "choosing reg_weight needs validation judgments: set reg_weight, cv_folds or "
-                        "val_fraction"
-                    )
-                objective, history, search = _select_on_holdout(problem, config, progress)
-                if fallback:
-                    search["selection"]["why_not_image_cv"] = fallback
-            else:
-                objective, history = _fit_at(problem, config.reg_weight, config, progress)
-                search = {"reg_weight": config.reg_weight, "selection": {"method": "fixed"}}
-    fit_seconds = time.perf_counter() - start
-    weight, bias = objective.transform.weight_bias()
+    return features, data, val, soft
+
+
+def _image_cv(
+    standardised, data: TripletData, val: TripletData | None, soft: bool, config: TeacherConfig, progress
+) -> tuple[_FoldSearch | None, str]:
+    """Image cross-validation when it is what chooses the weight (no explicit ``val``, no fixed weight, folds
+    asked for): the folds, or why the study was too small for them (stated in the summary by the fallback)."""
+    if val is None and config.reg_weight is None and config.cv_folds:
+        searched = _cross_validate(standardised, data, soft, config, progress)
+        if isinstance(searched, str):
+            return None, searched
+        return searched, ""
+    return None, ""
+
+
+@dataclass
+class _FinalFit:
+    """The final fit and what it was fitted and validated on, for the temperature and the summary."""
+
+    train_data: TripletData
+    val_data: TripletData | None
+    objective: Objective
+    history: list[dict]
+    search: dict
+
+
+def _fit_after_folds(standardised, data: TripletData, folds: _FoldSearch, soft: bool, config: TeacherConfig):
+    """The final fit on every judgment along the folds' path; the pooled out-of-fold judgments stand as its
+    validation set (for the temperature only: the model never saw their images in the fold that judged
+    them)."""
+    problem = _build_problem(standardised, data, None, soft, config)
+    objective, history = _fit_path(problem, folds.budgets, config, None)
+    search = _search_summary(folds.weight, folds.mean_losses, folds.selection)
+    return _FinalFit(data, folds.val, objective, history, search)
+
+
+def _fit_on_split(
+    standardised, data: TripletData, val, soft: bool, fallback: str, config: TeacherConfig, progress
+) -> _FinalFit:
+    """The fit on a train/val split (an explicit ``val`` or a held-out ``val_fraction``): the weight chosen
+    on the held-out judgments (with why image folds were not used, if they were wanted), or fixed."""
+    train_data, val_data = _split_data(data, len(standardised), val, config)
+    problem = _build_problem(standardised, train_data, val_data, soft, config)
+    if config.reg_weight is not None:
+        objective, history = _fit_at(problem, config.reg_weight, config, progress)
+        fixed = {"reg_weight": config.reg_weight, "selection": {"method": "fixed"}}
+        return _FinalFit(train_data, val_data, objective, history, fixed)
+    if problem.val is None:
+        raise ValueError(
+            "choosing reg_weight needs validation judgments: set reg_weight, cv_folds or val_fraction"
+        )
+    objective, history, search = _select_on_holdout(problem, config, progress)
+    if fallback:
+        search["selection"]["why_not_image_cv"] = fallback
+    return _FinalFit(train_data, val_data, objective, history, search)
+
+
+def _calibrate(standardised, weight, bias, val_data, folds: _FoldSearch | None, config: TeacherConfig):
+    """The temperature and calibration report on the validation judgments (1.0 without any): after folds,
+    on the out-of-fold similarities already computed; otherwise on the fitted model's held-out ones."""
     if val_data is None:
-        temperature, report = 1.0, {"temperature_method": "none"}
-    else:
-        sims = folds.val_sims if folds is not None else _holdout_sims(standardised, weight, bias, val_data)
-        temperature, report = _validation_report(sims[0], sims[1], val_data, config)
-    summary = {
+        return 1.0, {"temperature_method": "none"}
+    sims = folds.val_sims if folds is not None else _holdout_sims(standardised, weight, bias, val_data)
+    return _validation_report(sims[0], sims[1], val_data, config)
+
+
+def _fit_summary(fit: _FinalFit, soft: bool, from_folds: bool, fit_seconds: float, cv_seconds: float) -> dict:
+    """What the fit was trained and validated on and how long it took, for ``summary`` (the search and the
+    calibration report follow it)."""
+    val_data, history = fit.val_data, fit.history
+    return {
         "loss": "soft" if soft else "hard",
-        "n_train_triplets": len(train_data.triplets),
-        "n_train_anchors": len(train_data.anchors),
-        "n_train_images": len(objective.train.y),
-        "subspace_dim": objective.transform.basis.shape[1],
+        "n_train_triplets": len(fit.train_data.triplets),
+        "n_train_anchors": len(fit.train_data.anchors),
+        "n_train_images": len(fit.objective.train.y),
+        "subspace_dim": fit.objective.transform.basis.shape[1],
         "n_val_triplets": 0 if val_data is None else len(val_data.triplets),
         "n_val_anchors": 0 if val_data is None else len(val_data.anchors),
-        "val_images": "unseen (out-of-fold)" if folds is not None else "held out by the split",
+        "val_images": "unseen (out-of-fold)" if from_folds else "held out by the split",
         "steps": history[-1]["step"] if history else 0,
         "fit_seconds": round(fit_seconds, 3),
         "cv_seconds": round(
             cv_seconds, 3
         ),  # choosing the regulariser (image folds); the rest is the final fit
-        **search,
-        "temperature": temperature,
-        **report,
-        "history": history,
+        **fit.search,
     }
-    return Teacher(weight, bias, mean, std, temperature, config, summary)

@@ -103,25 +103,12 @@ def _choose_level(
     view: TeacherView | None,
     rng: np.random.Generator,
 ) -> list[TrialSpec]:
-    from alignment.active import BatchRule, score_pool, select_batch
+    """``n`` of one level's candidate triplets, by ``strategy`` under the teacher (at random without one),
+    each carrying why it was chosen."""
+    from alignment.active import BatchRule, select_batch
 
     pool = np.asarray(candidates, dtype=np.int64).reshape(-1, 3)
-    if view is None:
-        rows, kept, strategy, scores, embedding = (
-            pool,
-            np.arange(len(pool)),
-            "random",
-            np.zeros(len(pool)),
-            None,
-        )
-    else:
-        rows, kept = view.rows(pool)
-        scores = (
-            score_pool(strategy, rows, _members(view, strategy, rows), "triplet")
-            if len(rows)
-            else np.zeros(0)
-        )
-        embedding = view.aligned
+    rows, kept, strategy, scores, embedding = _scored_candidates(pool, strategy, view)
     if len(rows) < n:
         raise ValueError(
             f"only {len(rows)} new {level.value} candidates the teacher can score, {n} needed; raise "
@@ -147,6 +134,21 @@ def _choose_level(
         )
         for c in chosen
     ]
+
+
+def _scored_candidates(pool: np.ndarray, strategy: str, view: TeacherView | None):
+    """The candidates the teacher can score (their rows in its index and their places in ``pool``), the
+    strategy actually used, the scores and the aligned embedding; without a teacher, every candidate,
+    unscored, chosen at random (the caller notes why)."""
+    from alignment.active import score_pool
+
+    if view is None:
+        return pool, np.arange(len(pool)), "random", np.zeros(len(pool)), None
+    rows, kept = view.rows(pool)
+    scores = (
+        score_pool(strategy, rows, _members(view, strategy, rows), "triplet") if len(rows) else np.zeros(0)
+    )
+    return rows, kept, strategy, scores, view.aligned
 
 
 def propose(

@@ -64,6 +64,28 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
     script relies on; each point's customdata is its row in `points`.
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.04)
+    _add_label_pairs(fig, points, colour_by)
+    for col in (1, 2):  # rings marking the hovered image on both maps (moved by the hover script)
+        fig.add_trace(_hover_ring(), row=1, col=col)
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(scaleanchor="x", row=1, col=1)  # equal aspect; the after map shares both axes
+    fig.update_xaxes(matches="x", row=1, col=2)
+    fig.update_yaxes(matches="y", row=1, col=2)
+    fig.update_annotations(font_size=13)  # the subplot titles: two lines each, narrow enough not to overlap
+    fig.update_layout(
+        height=560,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        legend_title_text=colour_by,
+        hovermode="closest",
+    )
+    return fig
+
+
+def _add_label_pairs(fig: go.Figure, points: pd.DataFrame, colour_by: str) -> None:
+    """Per label, its before trace (left) and its after trace (right), the same points in the same order and
+    one legend entry for both, so toggling a label hides it on both maps and the hover script can pair
+    points by position."""
     colours = colour_map(points[colour_by])
     scatter = scatter_type(len(points))
     size = 7 if len(points) <= MAX_SVG_POINTS else 4
@@ -85,33 +107,19 @@ def map_pair_figure(points: pd.DataFrame, colour_by: str, titles: tuple[str, str
                 row=1,
                 col=col,
             )
-    for col in (1, 2):  # rings marking the hovered image on both maps (moved by the hover script)
-        fig.add_trace(
-            go.Scatter(
-                x=[],
-                y=[],
-                mode="markers",
-                name="hovered",
-                showlegend=False,
-                hoverinfo="skip",
-                marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
-            ),
-            row=1,
-            col=col,
-        )
-    fig.update_xaxes(showticklabels=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, zeroline=False)
-    fig.update_yaxes(scaleanchor="x", row=1, col=1)  # equal aspect; the after map shares both axes
-    fig.update_xaxes(matches="x", row=1, col=2)
-    fig.update_yaxes(matches="y", row=1, col=2)
-    fig.update_annotations(font_size=13)  # the subplot titles: two lines each, narrow enough not to overlap
-    fig.update_layout(
-        height=560,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
-        legend_title_text=colour_by,
-        hovermode="closest",
+
+
+def _hover_ring() -> go.Scatter:
+    """An empty ring trace the hover script moves onto the hovered image, so it stands out on both maps."""
+    return go.Scatter(
+        x=[],
+        y=[],
+        mode="markers",
+        name="hovered",
+        showlegend=False,
+        hoverinfo="skip",
+        marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
     )
-    return fig
 
 
 def hover_thumbnail_html(
@@ -210,19 +218,39 @@ gd.on('plotly_unhover', function () { box.style.display = 'none'; });
 
 def movement_figure(points: pd.DataFrame, moved: pd.DataFrame, colour_by: str) -> go.Figure:
     """The images that moved most, as arrows from their before to their after position (common frame)."""
-    fig = go.Figure(
-        scatter_type(len(points))(
-            x=points["x_after"].to_numpy(np.float32),
-            y=points["y_after"].to_numpy(np.float32),
-            mode="markers",
-            name="all images (after)",
-            marker={"color": "lightgrey", "size": 5 if len(points) <= MAX_SVG_POINTS else 3},
-            hoverinfo="skip",
-        )
-    )
+    fig = go.Figure(_all_images_after(points))
     colours = colour_map(points[colour_by])
+    _add_movement_arrows(fig, moved, colours, colour_by)
+    fig.add_trace(_moved_most_trace(moved, colours, colour_by))
+    fig.update_yaxes(scaleanchor="x", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(
+        height=480,
+        title="Images that moved most (arrow: before → after)",
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig
+
+
+def _all_images_after(points: pd.DataFrame) -> go.Scatter | go.Scattergl:
+    """Every image at its after position, grey and without hover: the backdrop that shows where the moved
+    images landed relative to the rest (WebGL and smaller dots for large maps)."""
+    return scatter_type(len(points))(
+        x=points["x_after"].to_numpy(np.float32),
+        y=points["y_after"].to_numpy(np.float32),
+        mode="markers",
+        name="all images (after)",
+        marker={"color": "lightgrey", "size": 5 if len(points) <= MAX_SVG_POINTS else 3},
+        hoverinfo="skip",
+    )
+
+
+def _add_movement_arrows(
+    fig: go.Figure, moved: pd.DataFrame, colours: dict[str, str], colour_by: str
+) -> None:
+    """One arrow per moved image from its before to its after position, in its label's colour, so the
+    direction of each move reads at a glance."""
     for row in moved.itertuples():
-        colour = colours[getattr(row, colour_by)]
         fig.add_annotation(
             x=row.x_after,
             y=row.y_after,
@@ -235,34 +263,29 @@ def movement_figure(points: pd.DataFrame, moved: pd.DataFrame, colour_by: str) -
             showarrow=True,
             arrowhead=2,
             arrowwidth=1.5,
-            arrowcolor=colour,
+            arrowcolor=colours[getattr(row, colour_by)],
         )
-    fig.add_trace(
-        go.Scatter(
-            x=moved["x_after"],
-            y=moved["y_after"],
-            mode="markers",
-            name="moved most (after)",
-            marker={
-                "color": [colours[v] for v in moved[colour_by]],
-                "size": 9,
-                "line": {"width": 1, "color": "black"},
-            },
-            customdata=moved[
-                ["name", "category", "knn_overlap", "neighbours_before", "neighbours_after"]
-            ].to_numpy(),
-            hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>kNN overlap %{customdata[2]:.2f}<br>"
-            "before: %{customdata[3]}<br>after: %{customdata[4]}<extra></extra>",
-        )
+
+
+def _moved_most_trace(moved: pd.DataFrame, colours: dict[str, str], colour_by: str) -> go.Scatter:
+    """The moved images at their after position, outlined, hovering with their name and their neighbours
+    before and after: the arrow heads alone cannot say which image moved or why."""
+    return go.Scatter(
+        x=moved["x_after"],
+        y=moved["y_after"],
+        mode="markers",
+        name="moved most (after)",
+        marker={
+            "color": [colours[v] for v in moved[colour_by]],
+            "size": 9,
+            "line": {"width": 1, "color": "black"},
+        },
+        customdata=moved[
+            ["name", "category", "knn_overlap", "neighbours_before", "neighbours_after"]
+        ].to_numpy(),
+        hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>kNN overlap %{customdata[2]:.2f}<br>"
+        "before: %{customdata[3]}<br>after: %{customdata[4]}<extra></extra>",
     )
-    fig.update_yaxes(scaleanchor="x", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(
-        height=480,
-        title="Images that moved most (arrow: before → after)",
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-    )
-    return fig
 
 
 def quality_figure(quality_rows: list[dict]) -> go.Figure:

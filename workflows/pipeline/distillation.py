@@ -92,19 +92,11 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
 
 
 def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
-    from alignment.pseudolabels import PseudoLabels
-    from alignment.student import (
-        build_student,
-        pool_activations,
-        student_embeddings,
-        train_student,
-    )
+    """Train a student on one label space of a pseudo-labels run and save its embeddings of the study's
+    images, with the fit to the labels before and after training in the metrics."""
+    from alignment.student import build_student, pool_activations, student_embeddings, train_student
 
-    space = run.config.get("space", "aligned")
-    if space not in LABEL_SPACES:
-        raise ValueError(f"student label space must be one of {LABEL_SPACES}, got {space!r}")
-    labels_run = finished_run(db, run.config["labels_run"], "pseudo_labels")
-    labels = PseudoLabels.load(data_home() / labels_run.artifacts[f"labels_{space}"])
+    space, labels_run, labels = _student_labels(db, run.config)
     config = student_config(run.config.get("student", {}), labels.meta, labels_run.id)
     images = study_images(db, run.config["study"])
     student = build_student(config, cache_dir=data_home() / WEIGHTS_DIR)
@@ -126,22 +118,37 @@ def student_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         ),
     )
     embeddings = save_embeddings(run.id, "embeddings", student_embeddings(student, acts.activations), images)
-    metrics: dict[str, Any] = {
+    end = fit_to_labels(student, acts.activations, labels, config)
+    return StageResult(
+        _student_metrics(result, space, start, end),
+        {"student": str(result.student_path.relative_to(data_home())), "embeddings": embeddings},
+    )
+
+
+def _student_labels(db: Database, config: dict[str, Any]):
+    """The label space asked for (refused by name when unknown, before anything loads), the finished
+    pseudo-labels run and its labels in that space."""
+    from alignment.pseudolabels import PseudoLabels
+
+    space = config.get("space", "aligned")
+    if space not in LABEL_SPACES:
+        raise ValueError(f"student label space must be one of {LABEL_SPACES}, got {space!r}")
+    labels_run = finished_run(db, config["labels_run"], "pseudo_labels")
+    return space, labels_run, PseudoLabels.load(data_home() / labels_run.artifacts[f"labels_{space}"])
+
+
+def _student_metrics(result, space: str, start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """Training speed and loss, plus the fit to the labels before (``*_start``) and after (``*_end``)
+    training, which the loop's "did it learn" check reads (workflows.pipeline.caveats)."""
+    return {
         "steps": result.steps,
         "final_loss": result.final_loss,
         "seconds": result.seconds,
         "triplets_per_s": result.triplets_seen / max(result.seconds, 1e-9),
         "space": space,
-        # for the loop's "did it learn" check (workflows.pipeline.caveats): before and after training
         **{f"{key}_start": value for key, value in start.items()},
-        **{
-            f"{key}_end": value
-            for key, value in fit_to_labels(student, acts.activations, labels, config).items()
-        },
+        **{f"{key}_end": value for key, value in end.items()},
     }
-    return StageResult(
-        metrics, {"student": str(result.student_path.relative_to(data_home())), "embeddings": embeddings}
-    )
 
 
 def student_config(overrides: dict[str, Any], labels_meta: dict[str, Any], labels_run: int) -> StudentConfig:

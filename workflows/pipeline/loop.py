@@ -187,48 +187,19 @@ def align_stage(db: Database, run: Run, progress: Progress, *, stages: Mapping[s
 
 
 def _align(db: Database, run: Run, progress: Progress, stages: Mapping[str, Stage]) -> StageResult:
+    """The loop as child runs in order (teacher, pseudo-labels, both students, evaluation), each reused when
+    its inputs did not change; then the caveats that say whether the results mean something."""
     config = AlignConfig.from_dict(run.config)
     check_loop_inputs(db, config)
     step = _Steps(db, run, progress, stages)
-    teacher_config = TeacherStageConfig(
-        config.study,
-        config.backbone,
-        SplitConfig.from_dict(config.split),
-        config.teacher,
-        study_digest(db, config.study),
-    )
-    teacher = step.run("teacher", "teacher", asdict(teacher_config))
+    teacher = _teacher_step(db, step, config)
     labels = step.run(
         "pseudo_labels",
         "pseudo_labels",
         {"study": config.study, "teacher_run": teacher, "pseudo": config.pseudo},
     )
-    students = {
-        space: step.run(
-            f"student {space}",
-            "student",
-            {"study": config.study, "labels_run": labels, "space": space, "student": config.student},
-        )
-        for space in ("aligned", "untransformed")
-    }
-    representations = [
-        f"{teacher}:raw_embeddings",
-        f"{teacher}",
-        f"{students['aligned']}",
-        f"{students['untransformed']}",
-    ]
-    evaluation = step.run(
-        "eval",
-        "eval",
-        {
-            "study": config.study,
-            "representations": representations,
-            "labels": list(TABLE_MODELS),
-            "split_run": teacher,
-            "similarity": config.similarity,
-            "results_format": RESULTS_FORMAT,
-        },
-    )
+    students = _student_steps(step, config, labels)
+    evaluation = _evaluation_step(step, config, teacher, students)
     children = {
         "teacher_run": teacher,
         "labels_run": labels,
@@ -240,6 +211,55 @@ def _align(db: Database, run: Run, progress: Progress, stages: Mapping[str, Stag
     checked = loop_caveats(db, config.study, children, config.similarity)
     metrics = {**get_run(db, evaluation).metrics, **children, "reused_steps": step.reused, **checked}
     return StageResult(metrics, get_run(db, evaluation).artifacts)
+
+
+def _teacher_step(db: Database, step: _Steps, config: AlignConfig) -> int:
+    """The teacher fit; its configuration carries the study's digest, so new judgments make a new fit
+    instead of reusing the old one."""
+    teacher_config = TeacherStageConfig(
+        config.study,
+        config.backbone,
+        SplitConfig.from_dict(config.split),
+        config.teacher,
+        study_digest(db, config.study),
+    )
+    return step.run("teacher", "teacher", asdict(teacher_config))
+
+
+def _student_steps(step: _Steps, config: AlignConfig, labels: int) -> dict[str, int]:
+    """Both students on the same pseudo-labels, one in the teacher's aligned space (AligNet) and one in the
+    untransformed space (UnAligNet), so the evaluation can tell the alignment from the extra training."""
+    return {
+        space: step.run(
+            f"student {space}",
+            "student",
+            {"study": config.study, "labels_run": labels, "space": space, "student": config.student},
+        )
+        for space in ("aligned", "untransformed")
+    }
+
+
+def _evaluation_step(step: _Steps, config: AlignConfig, teacher: int, students: dict[str, int]) -> int:
+    """Evaluation of the backbone, the teacher and both students on the held-out judgments of the teacher's
+    split, in ``TABLE_MODELS`` order."""
+    representations = [
+        f"{teacher}:raw_embeddings",
+        f"{teacher}",
+        f"{students['aligned']}",
+        f"{students['untransformed']}",
+    ]
+    return step.run(
+        "eval",
+        "eval",
+        {
+            "study": config.study,
+            "representations": representations,
+            "labels": list(TABLE_MODELS),
+            "split_run": teacher,
+            "similarity": config.similarity,
+            "results_format": RESULTS_FORMAT,
+        },
+    )
 
 
 class _Steps:
