@@ -69,14 +69,27 @@ def start_controls() -> None:
 
 def _start(slug: str, kind: str, main: MainSettings, extra: str) -> None:
     """Queue (after its input checks) and launch a run; a refusal is shown as one line, nothing starts."""
+    _queue_and_launch(
+        lambda: queue_action(
+            get_db(),
+            kind,
+            slug,
+            action_overrides(kind, replace(main, extra=settings_table(extra) if extra.strip() else {})),
+        ),
+        f"({kind}). It keeps running if you close or reload this page.",
+    )
+
+
+def _queue_and_launch(queue, started: str) -> None:
+    """Queue a run (its input checks run first) and launch it; a refusal is shown as one line and nothing
+    starts. `started` ends the confirmation "Started run N ..."."""
     try:
-        main = replace(main, extra=settings_table(extra) if extra.strip() else {})
-        run_id = queue_action(get_db(), kind, slug, action_overrides(kind, main))
+        run_id = queue()
     except (ValueError, LookupError) as error:
         st.error(f"Not started: {one_line(error)}")
         return
     launch(run_id)
-    flash(f"Started run {run_id} ({kind}). It keeps running if you close or reload this page.")
+    flash(f"Started run {run_id} {started}")
     st.rerun()
 
 
@@ -113,15 +126,12 @@ def finished_run_controls() -> None:
 
 
 def _rerun(run, text: str) -> None:
-    try:
-        overrides = settings_table(text) if text.strip() else {}
-        run_id = queue_action(get_db(), run.kind, run.config["study"], overrides)
-    except (ValueError, LookupError) as error:
-        st.error(f"Not started: {one_line(error)}")
-        return
-    launch(run_id)
-    flash(f"Started run {run_id}: run {run.id} again with the settings shown.")
-    st.rerun()
+    _queue_and_launch(
+        lambda: queue_action(
+            get_db(), run.kind, run.config["study"], settings_table(text) if text.strip() else {}
+        ),
+        f"(run {run.id} again with the settings shown).",
+    )
 
 
 @st.fragment(run_every="2s")

@@ -82,7 +82,9 @@ def test_umap_is_warmed_once_per_process_then_seeded_fits_repeat_exactly(monkeyp
     fits = []
     real_fit = alignment.maps._umap_2d
     monkeypatch.setattr(
-        alignment.maps, "_umap_2d", lambda x, config: fits.append(len(x)) or real_fit(x, config)
+        alignment.maps,
+        "_umap_2d",
+        lambda x, config, neighbours=None: fits.append(len(x)) or real_fit(x, config, neighbours),
     )
     start_umap_warmup().join()
     first = warm_umap()
