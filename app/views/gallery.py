@@ -12,7 +12,6 @@ import streamlit as st
 from app import map_cache
 from app.resources import get_db
 from db.settings import database_url
-from workflows.maps.figures import hover_thumbnail_html
 from workflows.maps.report import build_figures
 from workflows.pipeline.loop import latest_loop
 
@@ -38,7 +37,9 @@ def gallery_html(url: str, before: str, after: str, method: str) -> str:
         map_cache.reorganisation(url, before, after, 10),
         None,
     )
-    return hover_thumbnail_html(built.figures["maps"], built.points, map_cache.thumbnails(url, before, after))
+    rows = tuple(range(len(built.points)))  # the gallery is for small sets: every thumbnail embedded
+    thumbs = map_cache.thumbnails(url, before, after, rows)
+    return built.maps_html([thumbs[row] for row in rows], plotly_js=True)
 
 
 st.title("Gallery")

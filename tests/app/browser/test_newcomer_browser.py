@@ -2,11 +2,11 @@
 (`alignlab db upgrade`, `alignlab demo build`, here waiting for the demo's closed loop), then a real
 `streamlit run app/server.py` is driven by Debian's chromium.
 
-From the first page, clicking only, the newcomer reaches Maps and sees two populated maps whose points show
-their thumbnails on hover, and the evaluation table; the home page's study door leads to the participant
-study. On the way the test saves the README's screenshots: into $ALIGNLAB_SCREENSHOTS when set (`make
-screenshots` sets it to docs/screenshots), else into a temporary folder, so `make test` leaves the tracked
-images alone."""
+From the first page, clicking only (and logging in with the password the app generated), the newcomer
+reaches Maps and sees two populated maps whose points show their thumbnails on hover, and the evaluation
+table; the home page's study door leads to the participant study. On the way the test saves the README's
+screenshots: into $ALIGNLAB_SCREENSHOTS when set (`make screenshots` sets it to docs/screenshots), else into
+a temporary folder, so `make test` leaves the tracked images alone."""
 
 from __future__ import annotations
 
@@ -167,9 +167,22 @@ def evaluation_table(page):
     return table
 
 
-def test_newcomer_clicks_from_the_first_page_to_populated_maps_and_the_evaluation_table(page, screenshots):
+def log_in_with_the_generated_password(page, demo_server) -> None:
+    """The researcher login with the password the app generated into the data home on first run."""
+    open_in_sidebar(page, "Log in", "Researcher login")
+    page.get_by_text("one was generated on first run").wait_for()
+    password = (demo_server.home / "researcher_password.txt").read_text().strip()
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_newcomer_clicks_from_the_first_page_to_populated_maps_and_the_evaluation_table(
+    page, demo_server, screenshots
+):
     page.goto("/")
     page.get_by_text("This is the built-in demo.").wait_for()
+    assert not page.get_by_test_id("stSidebarNav").get_by_role("link", name="Maps").count()  # behind login
+    log_in_with_the_generated_password(page, demo_server)
     open_in_sidebar(page, "Maps")
     iframe, frame = maps_frame(page)
     points = frame.evaluate(MAP_POINTS)
@@ -217,12 +230,7 @@ def test_the_study_door_on_the_home_page_leads_to_the_participant_study(page, sc
 
 def test_researcher_pages_after_logging_in_with_the_generated_password(page, demo_server, screenshots):
     page.goto("/")
-    open_in_sidebar(page, "Log in", "Researcher login")
-    hint = page.get_by_text("one was generated on first run")
-    hint.wait_for()
-    password = (demo_server.home / "researcher_password.txt").read_text().strip()
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Log in").click()
+    log_in_with_the_generated_password(page, demo_server)
     open_in_sidebar(page, "Studies")
     page.get_by_test_id("stDataFrame").first.get_by_role(
         "gridcell", name="demo", exact=True, include_hidden=True
