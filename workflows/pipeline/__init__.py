@@ -129,11 +129,10 @@ def queue_action(db: Database, action: str, slug: str, overrides: dict[str, Any]
     kind = START_ACTIONS.get(action, action)
     config = {"study": slug, **(overrides or {})}
     if kind == "teacher":
+        TeacherStageConfig.from_dict(config).teacher_config()  # a bad setting is named before any reading
         # the digest of the judgments it will see: `align` reuses this run when the judgments and config match
         config.setdefault("judgments_digest", study_digest(db, slug))
-        stage_config = TeacherStageConfig.from_dict(config)
-        stage_config.teacher_config()
-        config = asdict(stage_config)
+        config = asdict(TeacherStageConfig.from_dict(config))
     elif kind == "align":
         check_loop_inputs(db, AlignConfig.from_dict(config))
     elif kind == "pseudo_labels":
