@@ -233,12 +233,14 @@ def _scores(
 
 
 def _level_subsets(levels: Sequence[str] | None, m: int) -> list[tuple[str, np.ndarray]]:
-    """(name, mask) of each level in name order, then `overall` (every triplet)."""
+    """(name, mask) of each level in name order, then `overall` (every triplet). A triplet without a level
+    (None or NaN, e.g. a catch trial) counts only in `overall`."""
     subsets = [("overall", np.ones(m, dtype=bool))]
     if levels is None:
         return subsets
     level_array = _per_triplet(levels, m, "levels", object)
-    return [(str(name), level_array == name) for name in sorted(set(level_array.tolist()))] + subsets
+    names = sorted({name for name in level_array.tolist() if isinstance(name, str)})
+    return [(name, level_array == name) for name in names] + subsets
 
 
 def evaluate_triplets(

@@ -42,6 +42,7 @@ def test_a_gain_whose_ci_includes_zero_is_a_caveat_and_a_clear_gain_is_not():
             _row("teacher", 0.08, 0.03, 0.13),
             _row("AligNet", 0.01, -0.02, 0.04),
             _row("AligNet", 0.00, -0.05, 0.05, level="within_class"),  # per level: the table's cell says it
+            _row("UnAligNet", 0.00, -0.02, 0.02),  # the control is meant not to gain: no caveat
         ]
     )
     found = gain_caveats(table)

@@ -168,7 +168,7 @@ def score_held_out(
                 n_boot=n_boot,
             )
         else:
-            labelled = test["level"].notna().all()
+            labelled = test["level"].notna().any()  # unlabelled rows (catch trials) count in `overall` only
             result = compare_models(
                 embeddings,
                 images.rows(test[TRIPLET_COLUMNS].to_numpy()),
