@@ -73,7 +73,21 @@ def _similarities(z, rows, pairs, similarity: Similarity):
         raise ValueError(f"similarity must be 'dot' or 'cosine'; got {similarity!r}")
     if similarity == "cosine":
         z = _normalise_rows(z)
+    if _gram_is_cheaper(z, rows):
+        gram = z @ z.T
+        return _stack([gram[rows[:, a], rows[:, b]] for a, b in pairs])
     return _stack([(z[rows[:, a]] * z[rows[:, b]]).sum(-1) for a, b in pairs])
+
+
+def _gram_is_cheaper(z, rows) -> bool:
+    """Many rows over few images (a training step: hundreds of triplets over ~100 images): one n x n matrix
+    product, then lookups, instead of gathering 2 x pairs x rows embedding vectors (and scattering their
+    gradients back). The same dot products up to float rounding."""
+    n, dim = z.shape
+    return n <= _GRAM_MAX_IMAGES and n * n <= len(rows) * dim
+
+
+_GRAM_MAX_IMAGES = 2048
 
 
 def pair_similarities(z, triplets, similarity: Similarity = "dot"):

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable
 
 import torch
+from torch.optim.adam import adam
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -40,8 +41,10 @@ class DecayToInitAdam(torch.optim.Optimizer):
     def step(self, closure=None):
         """One update; a parameter without a gradient still decays toward its initial value.
 
-        θ ← θ − lr·λ·(θ − θ₀) is a lerp toward θ₀ with weight lr·λ; the Adam part is then added as in
-        ``torch.optim.Adam`` (multi-tensor ops: few kernel launches, which matters on a shared CPU).
+        θ ← θ − lr·λ·(θ − θ₀) is a lerp toward θ₀ with weight lr·λ; the Adam part does not depend on θ, so it
+        is then applied by torch's own Adam kernel (fused where the device has one, else multi-tensor ops):
+        the same arithmetic as ``torch.optim.Adam`` and, on a 2-core CPU, several times faster than
+        assembling it from separate multi-tensor ops.
         """
         loss = None
         if closure is not None:
@@ -49,35 +52,46 @@ class DecayToInitAdam(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             params = group["params"]
-            with_grad = [p for p in params if p.grad is not None]
-            denominators, numerators, step_sizes = (
-                self._adam_terms(with_grad, group) if with_grad else ([], [], [])
-            )
             torch._foreach_lerp_(
                 params, [self.state[p]["init"] for p in params], group["lr"] * group["decay_to_init"]
             )
+            with_grad = [p for p in params if p.grad is not None]
             if with_grad:
-                torch._foreach_addcdiv_(with_grad, numerators, denominators, step_sizes)
+                self._adam(with_grad, group)
         return loss
 
-    def _adam_terms(self, params: list[torch.Tensor], group: dict):
-        """Update the moments; return (√v̂-style denominators, first moments, −lr/bias-correction) per
-        tensor."""
-        beta1, beta2 = group["betas"]
+    def _adam(self, params: list[torch.Tensor], group: dict) -> None:
+        """torch's functional Adam (no weight decay, no amsgrad) on ``params``, moments kept in our state."""
         states = [self.state[p] for p in params]
         for state, param in zip(states, params, strict=True):
             if "exp_avg" not in state:
-                state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
-            state["step"] += 1
-        grads = [p.grad for p in params if p.grad is not None]  # `step` passes only parameters with one
-        exp_avg, exp_avg_sq = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
-        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sq, beta2)
-        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-        denominators = torch._foreach_sqrt(exp_avg_sq)
-        torch._foreach_div_(denominators, [math.sqrt(1 - beta2 ** s["step"]) for s in states])
-        torch._foreach_add_(denominators, group["eps"])
-        return denominators, exp_avg, [-group["lr"] / (1 - beta1 ** s["step"]) for s in states]
+                state.update(exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param), step=0)
+            if not torch.is_tensor(state["step"]):  # the kernels count steps in a float tensor
+                state["step"] = torch.tensor(float(state["step"]), device=param.device)
+        beta1, beta2 = group["betas"]
+        fused = _fused_kernel_for(params)
+        adam(
+            params,
+            [p.grad for p in params],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [],
+            [s["step"] for s in states],
+            fused=fused,
+            foreach=not fused,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=0.0,
+            eps=group["eps"],
+            maximize=False,
+        )
+
+
+def _fused_kernel_for(params: list[torch.Tensor]) -> bool:
+    """torch has fused Adam kernels for floating-point parameters on CPU and CUDA."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
 
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int) -> float:

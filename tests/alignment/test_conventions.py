@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from alignment import conventions
 from alignment.conventions import (
     anchor_similarities,
     check_triplets,
@@ -51,6 +52,24 @@ def test_torch_and_numpy_agree():
         np.testing.assert_allclose(
             triplet_probabilities(torch.from_numpy(ref), 0.5).numpy(), triplet_probabilities(ref, 0.5)
         )
+
+
+def test_the_gram_route_of_a_training_step_gives_the_gathered_similarities_and_gradients():
+    """Many triplets over few images go through one n x n product (fast); few triplets gather rows. Both must
+    give the same similarities and the same gradient for the embeddings."""
+    rng = np.random.default_rng(1)
+    z = torch.from_numpy(rng.normal(size=(12, 8)))
+    many = torch.from_numpy(np.array([rng.choice(12, 3, replace=False) for _ in range(40)]))
+    few = many[:2]
+    assert conventions._gram_is_cheaper(z, many) and not conventions._gram_is_cheaper(z, few)
+    for sim in ("dot", "cosine"):
+        via_gram, gathered = z.clone().requires_grad_(), z.clone().requires_grad_()
+        sims = pair_similarities(via_gram, many, sim)
+        reference = torch.cat([pair_similarities(gathered, many[i : i + 2], sim) for i in range(0, 40, 2)])
+        torch.testing.assert_close(sims, reference)
+        (sims * torch.arange(120.0, dtype=sims.dtype).reshape(40, 3)).sum().backward()
+        (reference * torch.arange(120.0, dtype=sims.dtype).reshape(40, 3)).sum().backward()
+        torch.testing.assert_close(via_gram.grad, gathered.grad)
 
 
 def test_probabilities_hand_computed():
