@@ -42,6 +42,12 @@ Triplet = tuple[int, int, int]
 CategoryKey = tuple[str, str]  # (superordinate, category): "bat" under animal differs from "bat" under sport
 
 
+def is_adaptive(extra: dict) -> bool:
+    """Whether a study config's ``extra`` (StudyConfig.extra, stored as ``Study.config["extra"]``) holds a
+    generated design in mode "adaptive" (later lists chosen by the study's latest teacher)."""
+    return (extra.get("design") or {}).get("config", {}).get("mode") == "adaptive"
+
+
 @dataclass(frozen=True)
 class DesignConfig(LoadableConfig):
     """How many lists and trials of each kind; the defaults make a short demo study (Levels used 330 + 16

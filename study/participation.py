@@ -59,6 +59,7 @@ from db.models import (
 )
 from db.settings import data_home
 from study.config import StudyConfig
+from study.design import is_adaptive
 from study.studies import as_triplet, get_study, study_config
 
 EXTERNAL_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -363,7 +364,9 @@ def assign_list(
                 "completed or in progress, and the study does not allow shared lists"
             )
         return named
-    newest_first = -1 if _adaptive(config) else 1  # an adaptive study's newest list has the newest teacher
+    newest_first = (
+        -1 if is_adaptive(config.extra) else 1
+    )  # an adaptive study's newest list has the newest teacher
     list_id, _ = min(lists, key=lambda row: (counts.get(row.id, 0), newest_first * row.list_index))
     if counts.get(list_id, 0) >= config.participants_per_list:
         raise StudyUnavailable(
@@ -371,11 +374,6 @@ def assign_list(
             "participant(s) completed or in progress"
         )
     return list_id
-
-
-def _adaptive(config: StudyConfig) -> bool:
-    """Whether the study's design is adaptive (later lists chosen by the study's latest teacher)."""
-    return (config.extra.get("design") or {}).get("config", {}).get("mode") == "adaptive"
 
 
 def _lists(session: Session, study: Study) -> list:

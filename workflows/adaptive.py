@@ -45,6 +45,7 @@ from study.adaptive import (
     waiting_lists,
     waiting_lists_by,
 )
+from study.design import is_adaptive
 from study.studies import TrialSpec, as_triplet, get_study
 from workflows import jobs
 from workflows.artifacts import read_embeddings
@@ -342,11 +343,7 @@ def after_answer(db: Database, participant_id: int, launch=jobs.launch) -> None:
                 .where(Participant.id == participant_id)
             )
             slug = study.slug if study is not None else None
-            adaptive = (
-                study is not None
-                and study.config.get("extra", {}).get("design", {}).get("config", {}).get("mode")
-                == "adaptive"
-            )
+            adaptive = study is not None and is_adaptive(study.config.get("extra", {}))
         if not adaptive or slug is None:
             return
         if refit_due(db, slug):

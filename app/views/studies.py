@@ -13,7 +13,13 @@ from app.flash import flash, show_flashes
 from app.resources import get_db
 from study.config import StudyConfig
 from study.config_versions import config_versions, edit_study_config
-from study.design import ADAPTIVE_STRATEGIES, DESIGN_MODES, DesignConfig, create_study_from_design
+from study.design import (
+    ADAPTIVE_STRATEGIES,
+    DESIGN_MODES,
+    DesignConfig,
+    create_study_from_design,
+    is_adaptive,
+)
 from study.monitoring import study_progress
 from study.pilot import pilot_link, pilot_runs, pilot_token
 from study.simulate import simulate_participants
@@ -252,7 +258,7 @@ def adaptive_settings() -> dict:
 def adaptive_design_panel(slugs: list[str]) -> None:
     """An adaptive study's refits: the teacher's held-out accuracy against the answers it was fitted on, on
     the randomly drawn triplets (unbiased) and on the ones it chose itself (the hard cases)."""
-    adaptive = [slug for slug in slugs if _design_mode(slug) == "adaptive"]
+    adaptive = [slug for slug in slugs if is_adaptive(load_study(get_db(), slug).config.get("extra", {}))]
     if not adaptive:
         st.caption("No adaptive study yet: choose design mode 'adaptive' when creating one.")
         return
@@ -279,10 +285,6 @@ def adaptive_design_panel(slugs: list[str]) -> None:
         "adaptive: held-out answers to triplets a teacher chose because it was unsure of them."
     )
     st.dataframe(curve, hide_index=True, width="stretch")
-
-
-def _design_mode(slug: str) -> str | None:
-    return load_study(get_db(), slug).config.get("extra", {}).get("design", {}).get("config", {}).get("mode")
 
 
 def _create(set_id: int, slug: str, title: str, design: DesignConfig, target: int | None) -> None:
