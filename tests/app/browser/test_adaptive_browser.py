@@ -145,6 +145,8 @@ def test_a_refitted_teacher_chooses_the_next_list_while_people_answer(browser, t
     due_at = answer_times(db, "first")[REFIT_EVERY - simulated - 1]
     assert as_utc(refit.created_at) >= due_at
     assert refit.metrics["n_answers"] >= REFIT_EVERY and refit.metrics["lists_created"]
+    held_out = refit.metrics["held_out_by_selection"]  # every answer so far was to a blindly drawn list
+    assert set(held_out) == {"random share"} and held_out["random share"]["n"] > 0
     fitting = (as_utc(refit.finished_at) - as_utc(refit.created_at)).total_seconds()
     print(f"refit {refit.id}: queued to done {fitting:.1f} s, fitted on {refit.metrics['n_answers']} answers")
 
