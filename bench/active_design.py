@@ -180,7 +180,7 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
             args.batch,
             strategy=strategy,
             rng=answer_rng,
-            rule=BatchRule(max_direction_overlap=args.max_overlap),
+            rule=BatchRule(random_share=args.random_share, max_direction_overlap=args.max_overlap),
             embedding=members[0].embedding,
             teacher_run=f"{strategy}-{len(answered)}",
         )
@@ -294,6 +294,12 @@ def main() -> None:
         type=float,
         default=BatchRule().max_direction_overlap,
         help="decorrelation: the largest plane overlap allowed between two triplets of a batch",
+    )
+    parser.add_argument(
+        "--random-share",
+        type=float,
+        default=BatchRule().random_share,
+        help="share of each active batch drawn at random (an adaptive study's unbiased evaluation set)",
     )
     parser.add_argument("--planted-reg", type=float, default=0.1, help="the teacher's fixed reg_weight")
     parser.add_argument("--zappos-reg", type=float, default=1.0, help="(0.1 gave unstable small fits)")
