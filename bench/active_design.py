@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from alignment.active import Member, backbone_member, score_pool, select_batch
+from alignment.active import BatchRule, Member, backbone_member, score_pool, select_batch
 from alignment.conventions import (
     ODD_ITEM_OF_PAIR,
     PAIRS,
@@ -180,6 +180,7 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
             args.batch,
             strategy=strategy,
             rng=answer_rng,
+            rule=BatchRule(random_share=args.random_share, max_direction_overlap=args.max_overlap),
             embedding=members[0].embedding,
             teacher_run=f"{strategy}-{len(answered)}",
         )
@@ -287,6 +288,18 @@ def main() -> None:
         action="store_false",
         help="validate the teacher on a random share of all answers, chosen ones too (default: only on the "
         "answers drawn at random)",
+    )
+    parser.add_argument(
+        "--max-overlap",
+        type=float,
+        default=BatchRule().max_direction_overlap,
+        help="decorrelation: the largest plane overlap allowed between two triplets of a batch",
+    )
+    parser.add_argument(
+        "--random-share",
+        type=float,
+        default=BatchRule().random_share,
+        help="share of each active batch drawn at random (an adaptive study's unbiased evaluation set)",
     )
     parser.add_argument("--planted-reg", type=float, default=0.1, help="the teacher's fixed reg_weight")
     parser.add_argument("--zappos-reg", type=float, default=1.0, help="(0.1 gave unstable small fits)")

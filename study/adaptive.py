@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from db.engine import Database
-from db.models import Participant, Response, Study, Trial, TrialKind, TripletLevel, TripletList
+from db.models import Participant, Response, Study, Trial, TrialKind, TripletLevel, TripletList, as_utc
 from study.design import DesignConfig, arrange_list, draw_candidates
 from study.stimuli import load_stimulus_table
 from study.studies import TrialSpec, append_lists, as_triplet, get_study
@@ -89,11 +90,44 @@ def waiting_lists(session: Session, study_id: int) -> int:
     return session.scalar(query) or 0
 
 
+def waiting_lists_by(session: Session, study_id: int, teacher_run: str) -> int:
+    """Lists no participant has been given yet whose own triplets teacher run ``teacher_run`` chose ("" =
+    drawn before any teacher): a new teacher's lists are counted apart from an older one's."""
+    taken = select(Participant.list_id).where(Participant.list_id.is_not(None))
+    query = (
+        select(Trial.list_id, Trial.selection)
+        .join(TripletList)
+        .where(
+            TripletList.study_id == study_id,
+            TripletList.id.not_in(taken),
+            Trial.kind == TrialKind.EXPERIMENTAL,
+        )
+    )
+    chosen_by = {
+        list_id
+        for list_id, selection in session.execute(query)
+        if selection
+        and selection.get("strategy") != SHARED_REASON["strategy"]
+        and selection.get("teacher_run", "") == teacher_run
+    }
+    return len(chosen_by)
+
+
 def answer_count(session: Session, study_id: int) -> int:
     """Answered experimental (and repeat) trials of the study: what a teacher refit can learn from."""
-    query = (
-        select(func.count(Response.id))
-        .join(Participant, Participant.id == Response.participant_id)
+    return session.scalar(_answers(select(func.count(Response.id)), study_id)) or 0
+
+
+def first_answer_at(session: Session, study_id: int) -> datetime | None:
+    """When the study's first answer a refit can learn from arrived (None before any)."""
+    moment = session.scalar(_answers(select(func.min(Response.server_received_at)), study_id))
+    return None if moment is None else as_utc(moment)
+
+
+def _answers(query: Select, study_id: int) -> Select:
+    """``query`` over the study's answered experimental and repeat trials."""
+    return (
+        query.join(Participant, Participant.id == Response.participant_id)
         .join(Trial, Trial.id == Response.trial_id)
         .where(
             Participant.study_id == study_id,
@@ -101,7 +135,6 @@ def answer_count(session: Session, study_id: int) -> int:
             Trial.kind.in_([TrialKind.EXPERIMENTAL, TrialKind.REPEAT]),
         )
     )
-    return session.scalar(query) or 0
 
 
 def candidate_pool(db: Database, slug: str, seed: int) -> dict[TripletLevel, list[tuple[int, int, int]]]:

@@ -42,6 +42,12 @@ Triplet = tuple[int, int, int]
 CategoryKey = tuple[str, str]  # (superordinate, category): "bat" under animal differs from "bat" under sport
 
 
+def is_adaptive(extra: dict) -> bool:
+    """Whether a study config's ``extra`` (StudyConfig.extra, stored as ``Study.config["extra"]``) holds a
+    generated design in mode "adaptive" (later lists chosen by the study's latest teacher)."""
+    return (extra.get("design") or {}).get("config", {}).get("mode") == "adaptive"
+
+
 @dataclass(frozen=True)
 class DesignConfig(LoadableConfig):
     """How many lists and trials of each kind; the defaults make a short demo study (Levels used 330 + 16
@@ -66,6 +72,7 @@ class DesignConfig(LoadableConfig):
     strategy: str = "uncertainty"  # adaptive: uncertainty | disagreement (teacher vs backbone) | random
     random_share: float = 0.2  # adaptive: share of each list's experimental triplets drawn at random
     refit_every: int = 200  # adaptive: answers between background teacher refits
+    refit_minutes: float = 0.0  # adaptive: also refit when this long passed and new answers arrived (0 = off)
     lists_ahead: int = 2  # adaptive: lists kept ready that no participant holds yet
     pool_per_level: int = 300  # adaptive: candidate triplets drawn per level for each new list
 
@@ -96,6 +103,10 @@ class DesignConfig(LoadableConfig):
             raise ValueError(
                 "design random_share must be in [0, 1], refit_every and pool_per_level at least 1; got "
                 f"{self.random_share}, {self.refit_every}, {self.pool_per_level}"
+            )
+        if not isinstance(self.refit_minutes, int | float) or not 0 <= self.refit_minutes < float("inf"):
+            raise ValueError(
+                f"design refit_minutes must be a number of minutes >= 0 (0 = off), got {self.refit_minutes!r}"
             )
         if self.within_class_scope not in WITHIN_SCOPES:
             raise ValueError(

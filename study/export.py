@@ -168,7 +168,14 @@ def trial_table(
     responses = load_responses(db, slug, participant_ids)
     responses = responses[chosen.keeps(responses)].reset_index(drop=True)
     images = _trial_images(responses, _stimulus_names(db, slug, stimuli))
-    return pd.DataFrame({**_trial_facts(responses, chosen), **images, **_trial_delivery(responses)})
+    return pd.DataFrame(
+        {
+            **_trial_facts(responses, chosen),
+            **images,
+            **_trial_delivery(responses),
+            **_trial_selection(responses["selection"]),
+        }
+    )
 
 
 def _trial_facts(responses: pd.DataFrame, chosen: Chosen) -> dict[str, Any]:
@@ -222,6 +229,24 @@ def _trial_delivery(responses: pd.DataFrame) -> dict[str, pd.Series]:
         "stim1_id": responses["stim1"],
         "stim2_id": responses["stim2"],
         "chosen_stimulus_id": responses["chosen_stimulus_id"].astype("Int64"),
+    }
+
+
+def _trial_selection(selections: pd.Series) -> dict[str, pd.Series]:
+    """Why an adaptive design asked each trial (empty in fixed designs, and for catch and practice trials):
+    the strategy that chose it, its score, the teacher run that scored it, and whether it belongs to the
+    random share (drawn uniformly, blind to any teacher: the unbiased evaluation set). Typed columns, so a
+    batch without any selection keeps the Parquet schema."""
+
+    def field(name: str) -> pd.Series:  # "" (no teacher run) is missing too
+        return selections.map(lambda s: s.get(name) if isinstance(s, dict) and s.get(name) != "" else None)
+
+    strategy = field("strategy").astype("string")
+    return {
+        "selection_strategy": strategy,
+        "selection_score": field("score").astype("Float64"),
+        "selection_teacher_run": field("teacher_run").astype("string"),
+        "selection_random_share": (strategy == "random").astype("boolean"),
     }
 
 

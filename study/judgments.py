@@ -56,6 +56,7 @@ RESPONSE_COLUMNS = {
     "input_modality": Response.input_modality,
     "timed_out": Response.timed_out,
     "unavailable": Response.unavailable,
+    "selection": Trial.selection,  # why an adaptive design asked the triplet (None in fixed designs)
 }
 
 

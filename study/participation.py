@@ -59,6 +59,7 @@ from db.models import (
 )
 from db.settings import data_home
 from study.config import StudyConfig
+from study.design import is_adaptive
 from study.studies import as_triplet, get_study, study_config
 
 EXTERNAL_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -338,7 +339,8 @@ def assign_list(
     design), refused when taken unless the study allows shared lists; otherwise the list with the fewest
     participants holding a slot: completed ones, and started ones that are neither silent beyond the session
     timeout nor, without any answer yet, past the reservation timeout. Simulated participants and pilots
-    hold no slot.
+    hold no slot. Ties go to the first list, or in an adaptive design to the newest (chosen by the newest
+    teacher; lists an older teacher chose wait as a reserve).
 
     Must run inside a write transaction that serialises assignments (BEGIN IMMEDIATE on SQLite,
     the study row locked on PostgreSQL), so concurrent arrivals never share a slot.
@@ -362,7 +364,10 @@ def assign_list(
                 "completed or in progress, and the study does not allow shared lists"
             )
         return named
-    list_id, _ = min(lists, key=lambda row: (counts.get(row.id, 0), row.list_index))
+    newest_first = (
+        -1 if is_adaptive(config.extra) else 1
+    )  # an adaptive study's newest list has the newest teacher
+    list_id, _ = min(lists, key=lambda row: (counts.get(row.id, 0), newest_first * row.list_index))
     if counts.get(list_id, 0) >= config.participants_per_list:
         raise StudyUnavailable(
             f"study {study.slug!r} is full: every list has {config.participants_per_list} "

@@ -1,11 +1,12 @@
 """Adaptive designs while a study runs: the next triplets are chosen from a candidate pool by the study's
 latest teacher (``alignment.active``), lists are kept ready ahead of need, and the teacher is refitted in
-the background every ``refit_every`` answers.
+the background every ``refit_every`` answers or ``refit_minutes`` minutes (when answers arrived).
 
 - ``propose``: the next triplets per level (Levels mix kept), each with its reason (strategy, score, teacher
   run); with no teacher run yet they are drawn at random and say so.
-- ``top_up_lists``: adds lists until ``lists_ahead`` lists wait for a participant. A participant is never
-  made to wait for one: ``assign_list`` hands out an existing list when none waits.
+- ``top_up_lists``: adds lists until ``lists_ahead`` lists chosen by the latest teacher wait for a
+  participant. A participant is never made to wait for one: ``assign_list`` hands out the newest existing
+  list, and an existing list even when none waits.
 - ``adaptive_stage`` (run kind ``adaptive``): the teacher stage on the study's answers so far, then a top-up
   with the new teacher.
 - ``after_answer``: called by the participant API after a response is sent (a background task, so never on
@@ -20,13 +21,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import select
 
 from db.engine import Database
-from db.models import Participant, Run, RunStatus, Study, TrialKind, TripletLevel
+from db.models import Participant, Run, RunStatus, Study, TrialKind, TripletLevel, as_utc
 from db.runs import create_run, list_runs
 from db.settings import data_home
 from study.adaptive import (
@@ -36,13 +39,19 @@ from study.adaptive import (
     answer_count,
     candidate_pool,
     design_config,
+    first_answer_at,
     list_count,
     own_counts,
     waiting_lists,
+    waiting_lists_by,
 )
+from study.design import is_adaptive
 from study.studies import TrialSpec, as_triplet, get_study
 from workflows import jobs
 from workflows.artifacts import read_embeddings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOG = logging.getLogger("alignlab.adaptive")
 TEACHER_KINDS = ("teacher", "adaptive")  # runs whose teacher can choose triplets
@@ -74,16 +83,21 @@ class TeacherView:
         return rows, np.flatnonzero(known)
 
 
-def latest_teacher(db: Database, study_id: int) -> TeacherView | None:
-    """The newest succeeded teacher (or adaptive) run of the study, or None."""
+def latest_teacher_run(db: Database, study_id: int) -> Run | None:
+    """The newest succeeded teacher (or adaptive) run of the study with embeddings to choose by, or None."""
     runs = [
         r
         for r in list_runs(db, study_id=study_id)
         if r.kind in TEACHER_KINDS and r.status == RunStatus.SUCCEEDED and "raw_embeddings" in r.artifacts
     ]
-    if not runs:
+    return max(runs, key=lambda r: r.id) if runs else None
+
+
+def latest_teacher(db: Database, study_id: int) -> TeacherView | None:
+    """The newest succeeded teacher (or adaptive) run of the study, loaded, or None."""
+    run = latest_teacher_run(db, study_id)
+    if run is None:
         return None
-    run = max(runs, key=lambda r: r.id)
     return TeacherView.from_artifacts(run.id, run.artifacts, float(run.metrics.get("temperature", 1.0)))
 
 
@@ -176,12 +190,23 @@ def propose(
 
 
 def top_up_lists(db: Database, slug: str, view: TeacherView | None = None) -> list[int]:
-    """Add lists until ``lists_ahead`` wait for a participant; returns the new list indices."""
+    """Add lists until ``lists_ahead`` lists chosen by the latest teacher (or ``view``) wait for a
+    participant; returns the new list indices. Lists an older teacher chose do not count: a refit makes
+    fresh lists at once, and assignment hands out the newest first (the older ones wait as a reserve)."""
+    with db.read() as session:
+        study_id = get_study(session, slug).id
+    run = view.run_id if view is not None else getattr(latest_teacher_run(db, study_id), "id", None)
+    teacher_run = "" if run is None else str(run)
     created: list[int] = []
     while True:
         with db.read() as session:
             study, config = adaptive_config(session, slug)
-            waiting, counts, study_id = waiting_lists(session, study.id), own_counts(study, config), study.id
+            counts = own_counts(study, config)
+            waiting = (
+                waiting_lists_by(session, study_id, teacher_run)
+                if any(counts.values())
+                else waiting_lists(session, study_id)  # lists of shared triplets only: none is fresher
+            )
             n_lists = list_count(session, study_id)
         if waiting >= config.lists_ahead:
             return created
@@ -190,17 +215,29 @@ def top_up_lists(db: Database, slug: str, view: TeacherView | None = None) -> li
         created.append(add_list(db, slug, propose(db, slug, counts, seed, view=view), seed))
 
 
-def refit_due(db: Database, slug: str) -> bool:
-    """``refit_every`` answers arrived since the latest teacher run, and no adaptive run is under way."""
+def refit_due(db: Database, slug: str, now: datetime | None = None) -> bool:
+    """No adaptive run is under way, and since the latest refit (or, before any, since the study's first
+    answer) ``refit_every`` answers arrived, or ``refit_minutes`` passed and at least one answer arrived."""
     with db.read() as session:
         study, config = adaptive_config(session, slug)
-        answers, study_id = answer_count(session, study.id), study.id
+        answers, study_id, first_answer = (
+            answer_count(session, study.id),
+            study.id,
+            first_answer_at(session, study.id),
+        )
     runs = list_runs(db, study_id=study_id)
     if any(r.kind == "adaptive" and r.status in (RunStatus.QUEUED, RunStatus.RUNNING) for r in runs):
         return False
     fitted = [r for r in runs if r.kind == "adaptive" and r.status == RunStatus.SUCCEEDED]
-    last = max(fitted, key=lambda r: r.id).metrics.get("n_answers", 0) if fitted else 0
-    return answers - last >= config.refit_every
+    last = max(fitted, key=lambda r: r.id) if fitted else None
+    new_answers = answers - (last.metrics.get("n_answers", 0) if last else 0)
+    if new_answers >= config.refit_every:
+        return True
+    since = as_utc(last.created_at) if last else first_answer
+    if not config.refit_minutes or new_answers < 1 or since is None:
+        return False
+    elapsed = (now or datetime.now(UTC)) - since
+    return elapsed >= timedelta(minutes=config.refit_minutes)
 
 
 def queue_refit(db: Database, slug: str) -> int:
@@ -223,8 +260,76 @@ def adaptive_stage(db: Database, run: Run, progress: jobs.Progress) -> jobs.Stag
     result = teacher_stage(db, run, progress)
     view = TeacherView.from_artifacts(run.id, result.artifacts, float(result.metrics.get("temperature", 1.0)))
     created = top_up_lists(db, slug, view)
-    result.metrics.update({"n_answers": n_answers, "lists_created": created})
+    held_out = held_out_by_selection(db, slug, view, result.artifacts.get("split"))
+    result.metrics.update(
+        {"n_answers": n_answers, "lists_created": created, "held_out_by_selection": held_out}
+    )
     return result
+
+
+SELECTION_GROUPS = {"random": "random share", "uncertainty": "adaptive", "disagreement": "adaptive"}
+
+
+def held_out_by_selection(db: Database, slug: str, view: TeacherView, split: str | None) -> dict[str, dict]:
+    """The teacher's accuracy on the held-out judgments (its split) of randomly drawn triplets (the random
+    share, and lists drawn before any teacher: blind to every teacher, so an unbiased estimate) and of
+    teacher-chosen ones (the hard cases it was asked about): {group: {"n", "correct", "accuracy"}}."""
+    import pandas as pd
+
+    from alignment.conventions import pair_similarities
+    from workflows.artifacts import read_split
+    from workflows.pipeline.data import study_judgments
+
+    if not split:
+        return {}
+    keys, _ = read_split(data_home() / split, f"run {view.run_id}")
+    held = pd.DataFrame(keys, columns=["participant_id", "trial_index"])
+    judgments = study_judgments(db, slug).merge(held, on=["participant_id", "trial_index"])
+    group = judgments["triplet_key"].map(_selection_groups(db, slug))
+    rows, kept = view.rows(judgments[["stim0", "stim1", "stim2"]].to_numpy(np.int64))  # odd one out last
+    correct = pd.Series(False, index=judgments.index)
+    correct.iloc[kept] = np.argmax(pair_similarities(view.aligned, rows, "dot"), axis=1) == 0
+    summary = {}
+    for name in sorted(set(SELECTION_GROUPS.values())):
+        scored = correct.iloc[kept][(group.iloc[kept] == name).to_numpy()]
+        if len(scored):
+            summary[name] = {"n": len(scored), "correct": int(scored.sum()), "accuracy": float(scored.mean())}
+    return summary
+
+
+def _selection_groups(db: Database, slug: str) -> dict[str, str]:
+    """Triplet key -> "random share" | "adaptive" for the study's trials that say why they were asked."""
+    from db.models import Trial, TripletList
+
+    with db.read() as session:
+        study_id = get_study(session, slug).id
+        rows = session.execute(
+            select(Trial.triplet_key, Trial.selection)
+            .join(TripletList)
+            .where(TripletList.study_id == study_id)
+        ).all()
+    return {
+        key: SELECTION_GROUPS[selection["strategy"]]
+        for key, selection in rows
+        if selection and selection.get("strategy") in SELECTION_GROUPS  # JSON null: catch, practice
+    }
+
+
+def refit_curve(db: Database, slug: str) -> pd.DataFrame:
+    """One row per succeeded refit and selection group: answers it was fitted on, held-out judgments and
+    the teacher's accuracy on them (what the design page plots)."""
+    import pandas as pd
+
+    with db.read() as session:
+        study_id = get_study(session, slug).id
+    rows = [
+        {"run": run.id, "n_answers": run.metrics.get("n_answers", 0), "group": group, **values}
+        for run in list_runs(db, study_id=study_id)
+        if run.kind == "adaptive" and run.status == RunStatus.SUCCEEDED
+        for group, values in run.metrics.get("held_out_by_selection", {}).items()
+    ]
+    columns = ["run", "n_answers", "group", "n", "correct", "accuracy"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["group", "n_answers", "run"], ignore_index=True)
 
 
 def after_answer(db: Database, participant_id: int, launch=jobs.launch) -> None:
@@ -238,11 +343,7 @@ def after_answer(db: Database, participant_id: int, launch=jobs.launch) -> None:
                 .where(Participant.id == participant_id)
             )
             slug = study.slug if study is not None else None
-            adaptive = (
-                study is not None
-                and study.config.get("extra", {}).get("design", {}).get("config", {}).get("mode")
-                == "adaptive"
-            )
+            adaptive = study is not None and is_adaptive(study.config.get("extra", {}))
         if not adaptive or slug is None:
             return
         if refit_due(db, slug):

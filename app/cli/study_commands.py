@@ -28,6 +28,12 @@ DESIGN_FLAGS = {
     "--seed": ("seed", int, "random seed"),
     "--mode": ("mode", str, "fixed | adaptive (later lists chosen by the latest teacher)"),
     "--strategy": ("strategy", str, "adaptive: uncertainty | disagreement | random"),
+    "--refit-every": ("refit_every", int, "adaptive: refit the teacher every N answers"),
+    "--refit-minutes": (
+        "refit_minutes",
+        float,
+        "adaptive: also every N minutes in which answers came (0 = off)",
+    ),
 }
 
 

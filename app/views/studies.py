@@ -1,22 +1,31 @@
 """Studies: live progress of every study, create a study from a stimulus set, open/pause/close it,
-generate its participant link (Prolific template and codes), and edit its config (each edit a new version)."""
+generate its participant link (Prolific template and codes), edit its config (each edit a new version), and
+follow an adaptive design's refits (the teacher's held-out accuracy against the number of answers)."""
 
 from __future__ import annotations
 
 import re
 
+import plotly.express as px
 import streamlit as st
 
 from app.flash import flash, show_flashes
 from app.resources import get_db
 from study.config import StudyConfig
 from study.config_versions import config_versions, edit_study_config
-from study.design import DesignConfig, create_study_from_design
+from study.design import (
+    ADAPTIVE_STRATEGIES,
+    DESIGN_MODES,
+    DesignConfig,
+    create_study_from_design,
+    is_adaptive,
+)
 from study.monitoring import study_progress
 from study.pilot import pilot_link, pilot_runs, pilot_token
 from study.simulate import simulate_participants
 from study.stimuli import list_stimulus_sets
 from study.studies import STUDY_STATUSES, load_study, set_study_status, study_config, study_slugs
+from workflows.adaptive import refit_curve
 
 PAGE_BREAK = "\n\n---\n\n"  # between instruction pages in the edit form
 TIMING_FIELDS = {  # StudyConfig field -> label; whole numbers
@@ -191,17 +200,91 @@ def create_form() -> None:
         n_blocks = columns[2].number_input("Blocks", 1, 20, 3)
         catch = columns[3].number_input("Catch per block", 0, 20, 2)
         target = st.number_input("Target participants (0 = no target)", 0, 100_000, 0)
+        mode = st.radio(
+            "Design mode",
+            DESIGN_MODES,
+            horizontal=True,
+            help="fixed: every list generated now. adaptive: the first lists now, later ones chosen while "
+            "the study runs by the study's latest teacher, refitted in the background as answers arrive.",
+        )
+        with st.expander("Adaptive design settings (used when the mode is adaptive)"):
+            adaptive = adaptive_settings()
         submitted = st.form_submit_button("Create study")
     if submitted:
-        design = DesignConfig(
-            n_lists=int(n_lists),
-            n_between_class=int(per_level),
-            n_within_class=int(per_level),
-            n_class_border=int(per_level),
-            n_blocks=int(n_blocks),
-            catch_per_block=int(catch),
-        )
+        try:
+            design = DesignConfig(
+                n_lists=int(n_lists),
+                n_between_class=int(per_level),
+                n_within_class=int(per_level),
+                n_class_border=int(per_level),
+                n_blocks=int(n_blocks),
+                catch_per_block=int(catch),
+                mode=mode,
+                **(adaptive if mode == "adaptive" else {}),
+            )
+        except ValueError as error:
+            st.error(str(error))
+            return
         _create(sets[set_name].id, slug.strip(), title, design, int(target) or None)
+
+
+def adaptive_settings() -> dict:
+    """The adaptive design's own fields (DesignConfig), defaults as documented there."""
+    defaults = DesignConfig()
+    columns = st.columns(3)
+    settings = {
+        "strategy": columns[0].selectbox(
+            "Strategy",
+            ADAPTIVE_STRATEGIES,
+            index=ADAPTIVE_STRATEGIES.index(defaults.strategy),
+            help="uncertainty: the teacher's predictive entropy; disagreement: teacher vs raw backbone",
+        ),
+        "random_share": columns[1].number_input(
+            "Random share", 0.0, 1.0, defaults.random_share, step=0.05, help="kept for unbiased evaluation"
+        ),
+        "pool_per_level": columns[2].number_input(
+            "Candidates per level", 1, 100_000, defaults.pool_per_level
+        ),
+        "refit_every": columns[0].number_input("Refit every N answers", 1, 1_000_000, defaults.refit_every),
+        "refit_minutes": columns[1].number_input(
+            "... or every N minutes (0 = off)", 0.0, 10_000.0, defaults.refit_minutes, step=5.0
+        ),
+        "lists_ahead": columns[2].number_input("Lists kept ready", 1, 100, defaults.lists_ahead),
+    }
+    whole = ("pool_per_level", "refit_every", "lists_ahead")
+    return {name: int(value) if name in whole else value for name, value in settings.items()}
+
+
+def adaptive_design_panel(slugs: list[str]) -> None:
+    """An adaptive study's refits: the teacher's held-out accuracy against the answers it was fitted on, on
+    the randomly drawn triplets (unbiased) and on the ones it chose itself (the hard cases)."""
+    adaptive = [slug for slug in slugs if is_adaptive(load_study(get_db(), slug).config.get("extra", {}))]
+    if not adaptive:
+        st.caption("No adaptive study yet: choose design mode 'adaptive' when creating one.")
+        return
+    slug = st.selectbox("Adaptive study", adaptive, key="adaptive_study")
+    curve = refit_curve(get_db(), slug)
+    if curve.empty:
+        st.info(
+            "No refit yet: the teacher is refitted in the background every N answers (or minutes) set at "
+            "creation; each refit's held-out accuracy appears here."
+        )
+        return
+    figure = px.line(
+        curve,
+        x="n_answers",
+        y="accuracy",
+        color="group",
+        markers=True,
+        hover_data=["run", "n", "correct"],
+        labels={"n_answers": "answers the teacher was fitted on", "accuracy": "held-out accuracy"},
+    )
+    st.plotly_chart(figure, key="adaptive_curve")
+    st.caption(
+        "random share: held-out answers to triplets drawn blind to any teacher (an unbiased estimate); "
+        "adaptive: held-out answers to triplets a teacher chose because it was unsure of them."
+    )
+    st.dataframe(curve, hide_index=True, width="stretch")
 
 
 def _create(set_id: int, slug: str, title: str, design: DesignConfig, target: int | None) -> None:
@@ -231,6 +314,8 @@ if slugs:
         link_generator(slugs)
     st.subheader("Edit a study")
     edit_form(slugs)
+    st.subheader("Adaptive design")
+    adaptive_design_panel(slugs)
     st.divider()
     st.header("Pilot and simulation")
     st.caption("Apart from live data: neither takes a list slot or counts toward a target.")

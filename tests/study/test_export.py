@@ -160,3 +160,93 @@ def test_export_refuses_unknown_formats_and_leaves_no_partial_file(exported_stud
     with pytest.raises(OSError, match="disk full"):
         export_study(db, "export-study", "things", out / "things.csv")
     assert list(out.iterdir()) == []
+
+
+TRIAL_COLUMNS_BEFORE_SELECTION = [  # the trial table as it was before the selection columns
+    "subject_id",
+    "is_simulated",
+    "excluded",
+    "status",
+    "config_version",
+    "trial_index",
+    "trial_type",
+    "kind",
+    "level",
+    "block",
+    "rt",
+    "response",
+    "timed_out",
+    "unavailable",
+    "outcome",
+    "time_elapsed",
+    "image1",
+    "image2",
+    "image3",
+    "odd_known",
+    "shown_left",
+    "shown_middle",
+    "shown_right",
+    "odd_one_out",
+    "catch_correct",
+    "input_modality",
+    "client_onset_ms",
+    "server_received_at",
+    "stim0_id",
+    "stim1_id",
+    "stim2_id",
+    "chosen_stimulus_id",
+]
+SELECTION_COLUMNS = [
+    "selection_strategy",
+    "selection_score",
+    "selection_teacher_run",
+    "selection_random_share",
+]
+
+
+def test_trial_exports_end_with_why_each_triplet_was_asked(any_db, tmp_path):
+    """Adaptive designs: strategy, score, teacher run and the random-share flag per trial, appended after
+    the existing columns (which stay as they were); catch and practice trials have none."""
+    from dataclasses import replace
+
+    db = any_db
+    ids = make_stimuli(db)
+    chosen = {"strategy": "uncertainty", "score": 1.0871, "teacher_run": "7"}
+    drawn = {"strategy": "random", "score": 0.0, "teacher_run": "7"}
+    before = {"strategy": "random", "score": 0.0, "teacher_run": "", "note": "no teacher run yet"}
+    specs = [
+        TrialSpec((ids[0], ids[1], ids[6]), TrialKind.PRACTICE, block=-1),
+        catch(ids[3], ids[4], ids[9]),
+        replace(experimental(ids[0], ids[3], ids[6]), selection=chosen),
+        replace(experimental(ids[1], ids[2], ids[5]), selection=drawn),
+        replace(experimental(ids[6], ids[7], ids[8]), selection=before),
+    ]
+    make_study(db, "ada-export", [specs], participants_per_list=10)
+    run_participant(db, "ada-export", "HUMAN-1", [ids[6], ids[9], ids[6], ids[5], ids[7]])
+    path = export_study(db, "ada-export", "jspsych", tmp_path / "long.csv").path
+    table = pd.read_csv(path, dtype={"selection_teacher_run": "string"})
+    assert table.columns.tolist()[-4:] == SELECTION_COLUMNS
+    assert table.columns.tolist()[:-4] == TRIAL_COLUMNS_BEFORE_SELECTION
+    by_kind = table.set_index("trial_index")
+    assert by_kind["selection_strategy"].tolist()[2:] == ["uncertainty", "random", "random"]
+    assert by_kind["selection_score"].tolist()[2:] == [1.0871, 0.0, 0.0]
+    assert by_kind["selection_teacher_run"].tolist()[2:4] == ["7", "7"]
+    assert pd.isna(by_kind["selection_teacher_run"].iloc[4])  # drawn before any teacher
+    assert by_kind["selection_random_share"].tolist()[2:] == [False, True, True]
+    assert table.iloc[:2][SELECTION_COLUMNS].isna().all().all()  # practice and catch: not chosen
+
+
+def test_parquet_selection_columns_are_typed_even_when_empty(exported_study, tmp_path):
+    """A fixed design has no selections: the columns are still text / number / flag, so a later streamed
+    batch that has them fits the first batch's schema."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    db, _, _ = exported_study
+    path = export_study(db, "export-study", "parquet", tmp_path / "trials.parquet").path
+    schema = pq.read_schema(path)
+    text = (pa.types.is_string, pa.types.is_large_string)
+    strategy, score, run, random_share = (schema.field(name).type for name in SELECTION_COLUMNS)
+    assert any(is_text(strategy) for is_text in text) and any(is_text(run) for is_text in text)
+    assert (score, random_share) == (pa.float64(), pa.bool_())
+    assert pd.read_parquet(path)[SELECTION_COLUMNS].isna().all().all()

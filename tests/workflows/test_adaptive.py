@@ -113,7 +113,7 @@ def test_top_up_adds_lists_with_the_levels_mix_catch_repeats_and_shared_trials(d
     with db.read() as session:
         assert waiting_lists(session, study) == 1
     created = top_up_lists(db, "ada-study")
-    assert created == [1]  # one waited already; lists_ahead = 2
+    assert created == [1, 2]  # list 0 waits, but it was drawn before the teacher: lists_ahead = 2 fresh ones
     assert top_up_lists(db, "ada-study") == []
     first, new = list_trials(db, study, 0), list_trials(db, study, 1)
     shape = lambda trials: Counter((t.kind, t.level, t.block) for t in trials)  # noqa: E731
@@ -281,7 +281,8 @@ def test_the_adaptive_run_refits_then_chooses_the_new_lists_with_its_own_teacher
 
     monkeypatch.setattr(stage_module, "teacher_stage", planted_stage)
     result = adaptive_stage(db, get_run(db, run_id), lambda fraction, message="": None)
-    assert result.metrics["n_answers"] == 0 and result.metrics["lists_created"] == [1]
+    assert result.metrics["n_answers"] == 0 and result.metrics["lists_created"] == [1, 2]  # 2 ahead, fresh
+    assert result.metrics["held_out_by_selection"] == {}  # this planted stage wrote no split
     new = [t for t in list_trials(db, study, 1) if t.kind == TrialKind.EXPERIMENTAL]
     assert {t.selection["teacher_run"] for t in new if t.selection["strategy"] != "shared"} == {str(run_id)}
     assert str(older_run) != str(run_id)
@@ -316,3 +317,143 @@ def test_cli_creates_an_adaptive_study_and_refuses_an_unknown_mode(db, study, mo
             .where(TripletList.study_id == created.id, Trial.kind == TrialKind.EXPERIMENTAL)
         ).all()
     assert trials and all(t.selection["strategy"] == "random" for t in trials)
+
+
+def answer(db, participant_id: int, trial: Trial, position: int, received_at=None) -> None:
+    """A stored answer to ``trial`` (received now, or at ``received_at``)."""
+    with db.write() as session:
+        session.add(
+            Response(
+                participant_id=participant_id,
+                trial_index=trial.trial_index,
+                trial_id=trial.id,
+                shown_left_id=trial.stim0_id,
+                shown_middle_id=trial.stim1_id,
+                shown_right_id=trial.stim2_id,
+                chosen_position=position,
+                chosen_stimulus_id=(trial.stim0_id, trial.stim1_id, trial.stim2_id)[position],
+                rt_ms=900.0,
+                **({"server_received_at": received_at} if received_at else {}),
+            )
+        )
+
+
+def test_a_refit_is_due_every_n_minutes_once_answers_arrived(db, tmp_path, monkeypatch):
+    """refit_minutes: due when that long passed since the first answer (before any refit) or since the
+    latest refit was queued, and only if answers arrived since; the answer count trigger is far away."""
+    from datetime import UTC, datetime, timedelta
+
+    from db.runs import create_run, finish_run
+    from workflows.adaptive import refit_due
+
+    monkeypatch.setenv("ALIGNLAB_HOME", str(tmp_path / "home"))
+    report = import_stimulus_set(db, make_layout(tmp_path / "src", LAYOUT), "set")
+    config = DesignConfig(**{**CONFIG.to_dict(), "refit_every": 1000, "refit_minutes": 5})
+    study_id, _ = create_study_from_design(db, "ada-minutes", report.stimulus_set_id, config)
+    with db.write() as session:
+        list_id = session.scalar(select(TripletList.id).where(TripletList.study_id == study_id))
+        participant = Participant(study_id=study_id, external_id="p1", list_id=list_id, consent=True)
+        session.add(participant)
+        session.flush()
+        pid = participant.id
+    trials = [t for t in list_trials(db, study_id, 0) if t.kind == TrialKind.EXPERIMENTAL]
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    assert not refit_due(db, "ada-minutes", now=start + timedelta(hours=1))  # no answer yet
+    answer(db, pid, trials[0], 0, received_at=start)
+    assert not refit_due(db, "ada-minutes", now=start + timedelta(minutes=4, seconds=59))
+    assert refit_due(db, "ada-minutes", now=start + timedelta(minutes=5))
+
+    run_id = create_run(db, "adaptive", {"study": "ada-minutes"}, study_id=study_id)
+    assert not refit_due(db, "ada-minutes", now=start + timedelta(hours=1))  # one is under way
+    finish_run(db, run_id, {"n_answers": 1}, {})
+    with db.read() as session:
+        from db.models import Run, as_utc
+
+        queued = as_utc(session.get(Run, run_id).created_at)
+    assert not refit_due(db, "ada-minutes", now=queued + timedelta(hours=1))  # nothing new to learn
+    answer(db, pid, trials[1], 1)
+    assert not refit_due(db, "ada-minutes", now=queued + timedelta(minutes=4))
+    assert refit_due(db, "ada-minutes", now=queued + timedelta(minutes=5, seconds=1))
+
+
+def test_refit_minutes_must_be_a_number_of_minutes():
+    for bad in (-1, float("nan"), float("inf"), "5"):
+        with pytest.raises(ValueError, match="refit_minutes must be a number of minutes >= 0"):
+            DesignConfig(**{**CONFIG.to_dict(), "refit_minutes": bad})
+
+
+def test_a_newer_teachers_lists_are_handed_out_first(db, study, tmp_path):
+    """After a refit the fresh lists go to the next participants; the older teacher's wait as a reserve."""
+    from db.models import StudyStatus
+    from study import participation as P
+    from study.studies import set_study_status
+
+    first_run, _, _ = planted_teacher(db, study, tmp_path, seed=1)
+    assert top_up_lists(db, "ada-study") == [1, 2]
+    second_run, _, _ = planted_teacher(db, study, tmp_path, seed=2)
+    assert top_up_lists(db, "ada-study") == [3, 4]
+    set_study_status(db, "ada-study", StudyStatus.OPEN)
+    given = []
+    for name in ("a", "b", "c"):
+        pid = P.enter_study(db, "ada-study", name).participant_id
+        P.give_consent(db, pid, True)
+        with db.read() as session:
+            list_id = session.get(Participant, pid).list_id
+            given.append(session.get(TripletList, list_id).list_index)
+    assert given == [4, 3, 2]
+    runs = {
+        t.selection["teacher_run"]
+        for t in list_trials(db, study, 4)
+        if t.kind == TrialKind.EXPERIMENTAL and t.selection["strategy"] != "shared"
+    }
+    assert runs == {str(second_run)} and str(first_run) not in runs
+
+
+def test_held_out_accuracy_is_reported_apart_for_the_random_share_and_the_chosen_triplets(
+    db, study, tmp_path
+):
+    """Answers agreeing with the planted teacher on every other trial: the accuracy per group is counted by
+    hand; shared triplets (from the fixed part of the design) belong to neither group."""
+    from alignment.conventions import pair_similarities
+    from workflows.adaptive import held_out_by_selection
+    from workflows.artifacts import write_split
+
+    run_id, aligned, ids = planted_teacher(db, study, tmp_path)
+    top_up_lists(db, "ada-study")
+    with db.write() as session:
+        list_id = session.scalar(
+            select(TripletList.id).where(TripletList.study_id == study, TripletList.list_index == 1)
+        )
+        participant = Participant(study_id=study, external_id="p1", list_id=list_id, consent=True)
+        session.add(participant)
+        session.flush()
+        pid = participant.id
+    expected: dict[str, list[bool]] = {"adaptive": [], "random share": []}
+    keys, groups = [], []
+    for k, trial in enumerate(t for t in list_trials(db, study, 1) if t.kind == TrialKind.EXPERIMENTAL):
+        stored = [trial.stim0_id, trial.stim1_id, trial.stim2_id]
+        similarities = pair_similarities(aligned, np.searchsorted(ids, [stored]), "dot")[0]
+        teacher_odd = [2, 1, 0][int(np.argmax(similarities))]  # pairs (0,1), (0,2), (1,2)
+        agree = k % 2 == 0
+        answer(db, pid, trial, teacher_odd if agree else (teacher_odd + 1) % 3)
+        keys.append((pid, trial.trial_index))
+        group = {"uncertainty": "adaptive", "random": "random share"}.get(trial.selection["strategy"])
+        groups.append(group)
+        if group:
+            expected[group].append(agree)
+    split = tmp_path / "home" / "runs" / str(run_id) / "split.npz"
+    write_split(split, np.array(keys), np.zeros(len(keys), dtype=bool))
+    view = latest_teacher(db, study)
+    summary = held_out_by_selection(db, "ada-study", view, f"runs/{run_id}/split.npz")
+    assert set(summary) == {"adaptive", "random share"}
+    for group, agreed in expected.items():
+        assert summary[group] == {
+            "n": len(agreed),
+            "correct": sum(agreed),
+            "accuracy": pytest.approx(sum(agreed) / len(agreed)),
+        }
+    assert len(expected["adaptive"]) == 9 and len(expected["random share"]) == 3
+    only_some = np.array(keys[:4])
+    write_split(split, only_some, np.zeros(4, dtype=bool))  # only held-out judgments count
+    summary = held_out_by_selection(db, "ada-study", view, f"runs/{run_id}/split.npz")
+    assert sum(group["n"] for group in summary.values()) == sum(g is not None for g in groups[:4])
