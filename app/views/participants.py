@@ -3,7 +3,7 @@ with Prolific's bulk files, human agreement per level, response-time distributio
 only when asked for).
 
 Only the open tab's section runs (tabs rerun on change): a rerun never reads data for a tab nobody looks at.
-QC is cached per participant (study.qc); the agreement tables and the response-time histogram (counted in
+QC is cached per participant (study.qc; Payments reads no answers); the agreement tables and the response-time histogram (counted in
 SQL) per study until an answer arrives or an exclusion changes."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from study.payments import (
     set_bonus,
     set_payment,
 )
-from study.qc import participant_qc, set_exclusion
+from study.qc import participant_facts, participant_qc, set_exclusion
 from study.reliability import levels_noise_ceiling, things_modal_consistency
 from study.studies import study_slugs
 from workflows.live_agreement import live_agreement, study_models
@@ -153,8 +153,8 @@ def exclusion_form(qc: pd.DataFrame) -> None:
 def payments_section(slug: str) -> None:
     """Approve / reject with a reason / bonus per Prolific participant, and the files for Prolific's bulk
     approve and bulk bonus tools."""
-    qc = participant_qc(get_db(), slug)
-    payable = qc[(qc["source"] == PROLIFIC_SOURCE) & ~qc["is_simulated"]]
+    people = participant_facts(get_db(), slug)
+    payable = people[(people["source"] == PROLIFIC_SOURCE) & ~people["is_simulated"]]
     if payable.empty:
         st.info("No Prolific participants (entered with a PROLIFIC_PID) yet: nothing to pay.")
         return

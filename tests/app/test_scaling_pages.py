@@ -28,7 +28,9 @@ def reads(app_home, monkeypatch) -> list[str]:
     log: list[str] = []
     for module, name in (
         (study.qc, "participant_qc"),
+        (study.qc, "participant_facts"),
         (study.judgments, "load_judgments"),
+        (study.judgments, "load_judgments_compact"),
         (study.monitoring, "rt_histogram"),
         (study.monitoring, "study_progress"),
     ):
@@ -53,8 +55,8 @@ def _open(tab: str | None, reads: list[str]) -> AppTest:
     ("tab", "expected"),
     [
         (None, ["participant_qc"]),
-        ("Payments", ["participant_qc"]),
-        ("Agreement", ["load_judgments"]),
+        ("Payments", ["participant_facts"]),
+        ("Agreement", ["load_judgments_compact"]),
         ("Response times", ["rt_histogram"]),
         ("Export", []),
     ],
