@@ -12,12 +12,14 @@ convert whole columns at once.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 DRIVER_BATCH_ROWS = 50_000
+_CURSOR_NUMBERS = itertools.count()  # server-side cursors need names unique on their connection
 
 
 def driver_sql(session: Session, statement: Select) -> str:
@@ -30,12 +32,17 @@ def driver_sql(session: Session, statement: Select) -> str:
 def driver_batches(
     session: Session, statement: Select, batch_rows: int = DRIVER_BATCH_ROWS
 ) -> Iterator[list[tuple]]:
-    """The statement's rows as plain tuples from the driver's cursor, `batch_rows` at a time."""
-    connection = session.connection().execution_options(stream_results=True)
-    result = connection.exec_driver_sql(driver_sql(session, statement))
-    cursor = result.cursor
+    """The statement's rows as plain tuples from the driver's cursor, `batch_rows` at a time (on the session's
+    own connection and transaction; PostgreSQL through a named, server-side cursor)."""
+    connection = session.connection()
+    driver = connection.connection  # the DBAPI connection the session's transaction runs on
+    if connection.dialect.name == "postgresql":
+        cursor = driver.cursor(name=f"alignlab_rows_{next(_CURSOR_NUMBERS)}")
+    else:
+        cursor = driver.cursor()
     try:
+        cursor.execute(driver_sql(session, statement))
         while batch := cursor.fetchmany(batch_rows):
             yield batch
     finally:
-        result.close()
+        cursor.close()

@@ -500,7 +500,11 @@ def _write_things_csv(db: Database, slug: str, out_path: Path, chosen: Chosen) -
     index_of[list(order)] = list(order.values())
     name_of[stimuli["id"].to_numpy()] = [_neutralised(name) for name in stimuli["name"]]
     n_rows, people = 0, set()
-    with db.read() as session, atomic_path(out_path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as out:
+    with (
+        db.read() as session,
+        atomic_path(out_path) as temporary,
+        open(temporary, "w", newline="", encoding="utf-8") as out,
+    ):
         study = get_study(session, slug)
         subjects, simulated = _people_lookup(session, study, chosen)
         trials = trial_facts(session, study.id)

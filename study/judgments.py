@@ -115,7 +115,7 @@ def load_responses(
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
     for column in ("started_at", "server_received_at"):  # SQLite's driver gives text, PostgreSQL's datetimes
-        if len(frame) and frame[column].dtype == object:
+        if len(frame) and not pd.api.types.is_datetime64_any_dtype(frame[column]):
             frame[column] = pd.to_datetime(frame[column], format="ISO8601")
     frame = frame.astype(
         {name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out", "unavailable")}
@@ -347,7 +347,9 @@ def load_judgments_compact(
     strings."""
     unknown = set(columns) - set(ANALYSIS_COLUMNS)
     if unknown:
-        raise ValueError(f"compact judgments have no column(s) {sorted(unknown)}; expected {ANALYSIS_COLUMNS}")
+        raise ValueError(
+            f"compact judgments have no column(s) {sorted(unknown)}; expected {ANALYSIS_COLUMNS}"
+        )
     with db.read() as session:
         study = get_study(session, slug)
         chunks = list(answer_batches(session, answered_query(study.id), COMPACT_BATCH_ROWS))
@@ -421,4 +423,7 @@ def trial_facts(session, study_id: int) -> pd.DataFrame:
         .where(TripletList.study_id == study_id)
     ).all()
     columns = ["id", *COMPACT_TRIAL_FACTS, "stim0", "stim1", "stim2"]
-    return pd.DataFrame(rows, columns=columns).set_index("id")
+    frame = pd.DataFrame(rows, columns=columns).set_index("id")
+    for position, name in enumerate(COMPACT_TRIAL_FACTS, start=1):  # text objects; no level: None, not NaN
+        frame[name] = pd.Series([row[position] for row in rows], index=frame.index, dtype=object)
+    return frame

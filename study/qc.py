@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ from sqlalchemy import Select, String, and_, case, func, select, type_coerce
 from common.atomic import atomic_path
 from common.config import LoadableConfig
 from db.engine import Database
-from db.raw import driver_batches
 from db.models import InteractionEvent, Participant, Response, Study, Trial, TrialKind, TripletList
+from db.raw import driver_batches
 from study.judgments import analysed_participant, pseudonymise
 from study.participation import ParticipantNotFound
 from study.studies import get_study, select_labelled, study_rows

@@ -3,8 +3,8 @@ with Prolific's bulk files, human agreement per level, response-time distributio
 only when asked for).
 
 Only the open tab's section runs (tabs rerun on change): a rerun never reads data for a tab nobody looks at.
-QC is cached per participant (study.qc; Payments reads no answers); the agreement tables and the response-time histogram (counted in
-SQL) per study until an answer arrives or an exclusion changes."""
+QC is cached per participant (study.qc; Payments reads no answers); the agreement tables and the
+response-time histogram (counted in SQL) per study until an answer arrives or an exclusion changes."""
 
 from __future__ import annotations
 

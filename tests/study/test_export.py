@@ -158,6 +158,19 @@ def test_export_refuses_unknown_formats_and_leaves_no_partial_file(exported_stud
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
+        export_study(db, "export-study", "jspsych", out / "jspsych.csv")
+    assert list(out.iterdir()) == []
+
+    import study.export
+
+    real = study.export.answer_batches
+
+    def one_batch_then_fail(*args):
+        yield next(real(*args))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(study.export, "answer_batches", one_batch_then_fail)  # the streamed THINGS file
+    with pytest.raises(OSError, match="disk full"):
         export_study(db, "export-study", "things", out / "things.csv")
     assert list(out.iterdir()) == []
 
@@ -179,7 +192,8 @@ def test_the_streamed_things_file_is_the_things_table_written_as_csv(exported_st
     with db.write() as session:
         session.execute(update(Stimulus).where(Stimulus.id == ids[6]).values(name="=HYPERLINK(1)"))
         session.execute(
-            update(Response).where(Response.participant_id == people["human"], Response.trial_index == 2)
+            update(Response)
+            .where(Response.participant_id == people["human"], Response.trial_index == 2)
             .values(rt_ms=None)
         )
     streamed = export_study(db, "export-study", "things", tmp_path / "streamed.csv", **selection)

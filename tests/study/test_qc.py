@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 import study.qc
-
 from db.models import Participant, TrialKind
 from study import participation as P
 from study.qc import (
