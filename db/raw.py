@@ -13,7 +13,8 @@ convert whole columns at once.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
@@ -31,7 +32,7 @@ def driver_sql(session: Session, statement: Select) -> str:
 
 def driver_batches(
     session: Session, statement: Select, batch_rows: int = DRIVER_BATCH_ROWS
-) -> Iterator[list[tuple]]:
+) -> Iterator[Sequence[Any]]:
     """The statement's rows as plain tuples from the driver's cursor, `batch_rows` at a time (on the session's
     own connection and transaction; PostgreSQL through a named, server-side cursor)."""
     connection = session.connection()
