@@ -4,7 +4,9 @@ only when asked for).
 
 Only the open tab's section runs (tabs rerun on change): a rerun never reads data for a tab nobody looks at.
 QC is cached per participant (study.qc; Payments reads no answers); the agreement tables and the
-response-time histogram (counted in SQL) per study until an answer arrives or an exclusion changes."""
+response-time histogram come from the study's answer summary (study.answer_summary), which a render
+updates with the few participants who answered since, or a background thread with many
+(workflows.summary_refresh)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ from app.flash import flash, show_flashes
 from app.resources import get_db
 from app.results_display import live_agreement_display
 from db.settings import database_url
+from study.answer_summary import AnswerSummary, excluded_participants, rt_counts
+from study.answer_summary import agreement_tables as agreement_from_summary
 from study.export import csv_bytes, export_study
-from study.judgments import load_judgments_compact
-from study.monitoring import rt_histogram, study_mark
 from study.payments import (
     PAYMENT_STATUSES,
     PROLIFIC_SOURCE,
@@ -31,9 +33,9 @@ from study.payments import (
     set_payment,
 )
 from study.qc import participant_facts, participant_qc, set_exclusion
-from study.reliability import levels_noise_ceiling, things_modal_consistency
 from study.studies import study_slugs
 from workflows.live_agreement import live_agreement, study_models
+from workflows.summary_refresh import fresh_summary
 
 TABLE_COLUMNS = {  # participant_qc column -> heading on the page
     "participant_id": "id",
@@ -244,10 +246,23 @@ def live_model_agreement(slug: str) -> None:
 
 def agreement_tables(slug: str) -> None:
     live_model_agreement(slug)
-    ceiling, modal = human_agreement(database_url(), slug, study_mark(get_db(), slug))
-    if ceiling is None:
-        st.info("No judgments yet.")
+    human_agreement_panel(slug)
+
+
+@st.fragment(run_every="5s")
+def human_agreement_panel(slug: str) -> None:
+    """The human agreement tables from the study's answer summary (study.answer_summary): a render reads
+    only participants with new answers; while a background thread reads many, the last finished numbers
+    are shown with its progress, and the panel refreshes itself."""
+    summary, computing = summary_with_progress(slug)
+    tables = (
+        None if summary is None else human_agreement(database_url(), slug, _version(slug, summary), summary)
+    )
+    if tables is None:
+        if not computing:
+            st.info("No judgments yet.")
         return
+    ceiling, modal = tables
     left, right = st.columns(2)
     left.markdown("**Levels leave-one-out majority** (participants predicting each other; tie = ½)")
     left.dataframe(ceiling, hide_index=True)
@@ -255,25 +270,42 @@ def agreement_tables(slug: str) -> None:
     right.dataframe(modal, hide_index=True)
 
 
-@st.cache_data(max_entries=8, show_spinner="Computing human agreement…")
-def human_agreement(url: str, slug: str, mark: tuple) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Both agreement tables, computed once per study and data state (`mark` changes with every answer)."""
-    judgments = load_judgments_compact(get_db(), slug)
-    if judgments.empty:
-        return None, None
-    return levels_noise_ceiling(judgments), things_modal_consistency(judgments)
+def summary_with_progress(slug: str) -> tuple[AnswerSummary | None, bool]:
+    """(the freshest summary there is, whether a background update is still reading answers: then said
+    on the page with its progress)."""
+    summary, refresh = fresh_summary(get_db(), slug)
+    if refresh is not None and refresh.error:
+        st.error(f"Summarising the answers failed: {refresh.error}")
+    elif refresh is not None:
+        shown = "the last finished numbers below" if summary is not None else "the numbers when done"
+        st.info(
+            f"Computing… ({refresh.done} of {refresh.total} participants read); showing {shown}. "
+            "This panel refreshes itself."
+        )
+    return summary, refresh is not None and refresh.running
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def response_time_counts(url: str, slug: str, mark: tuple) -> pd.DataFrame:
-    """The histogram's counts, once per study and data state (`mark` changes with every answer)."""
-    return rt_histogram(get_db(), slug)
+def _version(slug: str, summary: AnswerSummary) -> tuple:
+    """What the tables depend on: the answers read (highest response id, last seen) and the exclusions."""
+    return (summary.last_response_id, summary.last_seen, excluded_participants(get_db(), slug))
 
 
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs={AnswerSummary: lambda _: None})
+def human_agreement(
+    url: str, slug: str, version: tuple, summary: AnswerSummary
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Both agreement tables, computed once per study and `version` (the summary is not hashed: `version`
+    says which it is)."""
+    return agreement_from_summary(summary, version[2])
+
+
+@st.fragment(run_every="5s")
 def rt_distribution(slug: str) -> None:
-    counts = response_time_counts(database_url(), slug, study_mark(get_db(), slug))
+    summary, computing = summary_with_progress(slug)
+    counts = pd.DataFrame() if summary is None else rt_counts(summary)
     if counts.empty:
-        st.info("No answered trials yet.")
+        if not computing:
+            st.info("No answered trials yet.")
         return
     figure = px.bar(
         counts,

@@ -3,13 +3,19 @@ for a tab nobody looks at), and the study pickers list slugs without counting an
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import study.judgments
 import study.monitoring
 import study.qc
+import workflows.summary_refresh
 from db.engine import Database
+from db.models import Stimulus
 from tests.app.conftest import MAIN
 from tests.support.analysis_helpers import experimental, make_stimuli, make_study, run_participant
 
@@ -33,6 +39,7 @@ def reads(app_home, monkeypatch) -> list[str]:
         (study.judgments, "load_judgments_compact"),
         (study.monitoring, "rt_histogram"),
         (study.monitoring, "study_progress"),
+        (workflows.summary_refresh, "fresh_summary"),
     ):
         real = getattr(module, name)
         monkeypatch.setattr(
@@ -56,8 +63,8 @@ def _open(tab: str | None, reads: list[str]) -> AppTest:
     [
         (None, ["participant_qc"]),
         ("Payments", ["participant_facts"]),
-        ("Agreement", ["load_judgments_compact"]),
-        ("Response times", ["rt_histogram"]),
+        ("Agreement", ["fresh_summary"]),
+        ("Response times", ["fresh_summary"]),
         ("Export", []),
     ],
 )
@@ -65,6 +72,36 @@ def test_only_the_open_tab_reads_its_data(reads, tab, expected):
     at = _open(tab, reads)
     assert not at.exception, at.exception
     assert reads == expected
+
+
+def test_many_new_answers_are_read_in_the_background_while_the_last_numbers_show(reads, monkeypatch):
+    """A render reads a few participants' new answers itself; with many (here: more than 0) a background
+    thread reads them while the panel shows its progress and the last finished tables, then the new ones."""
+    at = _open("Agreement", reads)
+    assert "Computing" not in " ".join(info.value for info in at.info)
+    assert [frame.value["n_responses"].iloc[-1] for frame in at.dataframe] == [0, 2]
+    db = Database.from_url()
+    with db.read() as session:
+        odd = sorted(session.scalars(select(Stimulus.id)))[6]  # the odd one out the others chose
+    run_participant(db, SLUG, "third", [odd], [1700.0])
+    db.dispose()
+    release = threading.Event()
+    real = workflows.summary_refresh.update_summary
+    monkeypatch.setattr(workflows.summary_refresh, "READ_DURING_RENDER", 0)
+    monkeypatch.setattr(
+        workflows.summary_refresh, "update_summary", lambda *a, **k: release.wait(30) and real(*a, **k)
+    )
+    at.run()
+    assert any("Computing… (0 of 1 participants read)" in info.value for info in at.info)
+    assert [frame.value["n_responses"].iloc[-1] for frame in at.dataframe] == [0, 2]  # the last numbers
+    release.set()
+    for _ in range(50):
+        if not any(thread.name.startswith("summary-") for thread in threading.enumerate()):
+            break
+        time.sleep(0.1)
+    at.run()
+    assert not any("Computing" in info.value for info in at.info)
+    assert [frame.value["n_responses"].iloc[-1] for frame in at.dataframe] == [0, 3]
 
 
 def test_the_response_time_histogram_is_counted_in_sql(reads):
