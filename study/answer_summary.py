@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import String, func, or_, select, type_coerce
+from sqlalchemy import ColumnElement, String, func, or_, select, type_coerce
 
 from common.atomic import atomic_path
 from db.engine import Database
@@ -90,7 +90,7 @@ def stale_participants(db: Database, slug: str, summary: AnswerSummary | None) -
         study = get_study(session, slug)
         people = Participant.study_id == study.id
         newer = select(Response.participant_id).where(Response.id > summary.last_response_id)
-        condition = Participant.id.in_(newer)
+        condition: ColumnElement[bool] = Participant.id.in_(newer)
         if summary.last_seen is not None:
             condition = or_(condition, Participant.last_seen_at > summary.last_seen)
         return list(
