@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,16 @@ from sqlalchemy import Select, String, and_, case, func, select, type_coerce
 from common.atomic import atomic_path
 from common.config import LoadableConfig
 from db.engine import Database
-from db.models import InteractionEvent, Participant, Response, Study, Trial, TrialKind, TripletList
+from db.models import (
+    InteractionEvent,
+    Participant,
+    ParticipantStatus,
+    Response,
+    Study,
+    Trial,
+    TrialKind,
+    TripletList,
+)
 from db.raw import driver_batches
 from study.judgments import analysed_participant, pseudonymise
 from study.participation import ParticipantNotFound
@@ -104,14 +114,20 @@ def position_biased(shares: np.ndarray, min_share: float = 0.27, max_share: floa
     return bool(np.any(shares > max_share) or np.any(shares < min_share))
 
 
-def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None) -> pd.DataFrame:
-    """One row per consenting participant of the study with every QC measure, `flags` and
-    `suggest_exclude`. The response-based measures come from a per-participant cache (see `_measures_of`):
-    only participants who answered since the last call are read and measured again."""
+def participant_qc(
+    db: Database,
+    study_slug: str,
+    config: QCConfig | None = None,
+    participant_ids: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """One row per consenting participant of the study (only those of `participant_ids` when given: a page
+    of the table) with every QC measure, `flags` and `suggest_exclude`. The response-based measures come
+    from a per-participant cache (see `_measures_of`): only participants who answered since the last call
+    are read and measured again."""
     config = config or QCConfig()
-    participants = _participants(db, study_slug)
+    participants = _participants(db, study_slug, participant_ids)
     ids = participants["participant_id"].tolist()
-    measured = _measures_of(db, study_slug, config)
+    measured = _measures_of(db, study_slug, config, participant_ids)
     events = _event_counts(db, ids)
     rows = []
     for participant in participants.itertuples(index=False):
@@ -142,12 +158,15 @@ _MEASURE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engin
 _CACHE_LOCK = threading.Lock()
 
 
-def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, dict]:
-    """participant id -> response-based measures, from a cache kept per database engine and QC config.
+def _measures_of(
+    db: Database, study_slug: str, config: QCConfig, participant_ids: Sequence[int] | None = None
+) -> dict[int, dict]:
+    """participant id -> response-based measures (of all, or of `participant_ids`), from a cache kept per
+    database engine and QC config.
 
     A participant's entry is keyed by their `response_marks` entry; only participants whose mark changed are
     read again, in batches."""
-    marks = response_marks(db, study_slug)
+    marks = response_marks(db, study_slug, participant_ids)
     store = _cache_file(db, study_slug, config)
     with _CACHE_LOCK:
         cache = _MEASURE_CACHE.setdefault(db.engine, {}).setdefault(config, {})
@@ -162,8 +181,9 @@ def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, d
             cache.update(fresh)
     with _CACHE_LOCK:
         measured = {pid: cache[pid] for pid in marks}
+        kept = dict(cache)  # a page's participants are stored with everyone measured before
     if stale and store is not None:
-        _write_cache(store, measured)
+        _write_cache(store, kept)
     return {pid: entry[1] for pid, entry in measured.items()}
 
 
@@ -217,13 +237,16 @@ def _write_cache(path: Path, measured: dict[int, tuple[tuple, dict]]) -> None:
         frame.to_parquet(temporary, index=False)
 
 
-def response_marks(db: Database, slug: str) -> dict[int, tuple]:
-    """Consenting participant id -> (response count, highest response id, last seen): the mark changes
-    whenever one of their answers is stored or replaced, so equal marks mean unchanged answers. Counted in
-    SQL over the index on `responses.participant_id`; no response row is read."""
+def response_marks(db: Database, slug: str, participant_ids: Sequence[int] | None = None) -> dict[int, tuple]:
+    """Consenting participant id (of all, or of `participant_ids`) -> (response count, highest response id,
+    last seen): the mark changes whenever one of their answers is stored or replaced, so equal marks mean
+    unchanged answers. Counted in SQL over the index on `responses.participant_id`; no response row is
+    read."""
     with db.read() as session:
         study = get_study(session, slug)
         people = select(Participant.id).where(Participant.study_id == study.id, analysed_participant())
+        if participant_ids is not None:
+            people = people.where(Participant.id.in_(list(participant_ids)))
         counted = {
             pid: (count, highest)
             for pid, count, highest in session.execute(
@@ -233,9 +256,7 @@ def response_marks(db: Database, slug: str) -> dict[int, tuple]:
             ).all()
         }
         seen = session.execute(
-            select(Participant.id, Participant.last_seen_at).where(
-                Participant.study_id == study.id, analysed_participant()
-            )
+            select(Participant.id, Participant.last_seen_at).where(Participant.id.in_(people))
         ).all()
     return {pid: (*counted.get(pid, (0, None)), last_seen) for pid, last_seen in seen}
 
@@ -390,6 +411,9 @@ def _medians(group: np.ndarray, rts: np.ndarray, n: int) -> np.ndarray:
     return np.where(counts > 0, (ranked[low] + ranked[high]) / 2, np.nan)
 
 
+QC_FLAGS = ("catch", "timeouts", "too_fast", "fast_window", "position_bias", "fullscreen", "blur", "early")
+
+
 def _flags(m: dict, config: QCConfig) -> list[str]:
     """Names of the rules this participant breaks, in rule order; `fast_window` alone is informational."""
     shares = np.array([m["share_left"], m["share_middle"], m["share_right"]])
@@ -432,10 +456,15 @@ PARTICIPANT_COLUMNS = {
 }
 
 
-def _participants(db: Database, slug: str) -> pd.DataFrame:
-    """The study's consenting participants (no pilots), one row each, with `subject` (their pseudonym)
-    third."""
-    study, rows = study_rows(db, slug, _participants_query)
+def _participants(db: Database, slug: str, participant_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """The study's consenting participants (no pilots; of `participant_ids` when given), one row each, with
+    `subject` (their pseudonym) third."""
+
+    def query(study: Study) -> Select[*tuple[Any, ...]]:
+        chosen = _participants_query(study)
+        return chosen if participant_ids is None else chosen.where(Participant.id.in_(list(participant_ids)))
+
+    study, rows = study_rows(db, slug, query)
     salt = study.salt
     frame = pd.DataFrame(rows, columns=list(PARTICIPANT_COLUMNS))
     frame["status"] = frame["status"].map(str)
@@ -453,6 +482,30 @@ def _participants_query(study: Study) -> Select[*tuple[Any, ...]]:
         .where(Participant.study_id == study.id, analysed_participant())
         .order_by(Participant.id)
     )
+
+
+def participant_page(
+    db: Database,
+    slug: str,
+    page: int,
+    per_page: int = 100,
+    *,
+    statuses: Sequence[str] = (),
+    hide_simulated: bool = False,
+) -> tuple[list[int], int]:
+    """(ids of the participants on `page` (from 0, by id), how many participants match) of the study's
+    consenting participants with one of `statuses` (any when empty), simulated ones left out when asked:
+    counted and paged in SQL, so a page of the table costs the same at any number of participants."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        query = select(Participant.id).where(Participant.study_id == study.id, analysed_participant())
+        if statuses:
+            query = query.where(Participant.status.in_([ParticipantStatus(status) for status in statuses]))
+        if hide_simulated:
+            query = query.where(Participant.is_simulated.is_(False))
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        ids = session.scalars(query.order_by(Participant.id).limit(per_page).offset(page * per_page)).all()
+    return list(ids), total
 
 
 def _without_nan_text(frame: pd.DataFrame) -> pd.DataFrame:

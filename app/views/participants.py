@@ -20,6 +20,7 @@ import streamlit as st
 from app.flash import flash, show_flashes
 from app.resources import get_db
 from app.results_display import live_agreement_display
+from db.models import ParticipantStatus
 from db.settings import database_url
 from study.answer_summary import AnswerSummary, excluded_participants, rt_counts
 from study.answer_summary import agreement_tables as agreement_from_summary
@@ -32,7 +33,7 @@ from study.payments import (
     set_bonus,
     set_payment,
 )
-from study.qc import participant_facts, participant_qc, set_exclusion
+from study.qc import QC_FLAGS, participant_facts, participant_page, participant_qc, set_exclusion
 from study.studies import study_slugs
 from workflows.live_agreement import live_agreement, study_models
 from workflows.summary_refresh import fresh_summary
@@ -80,15 +81,67 @@ EXPORTS = {  # label -> (format, file suffix)
 }
 
 
+PAGE_ROWS = 100
+
+
 def participants_section(slug: str) -> None:
-    qc = participant_qc(get_db(), slug)
-    if qc.empty:
-        st.info("No participants yet.")
+    """The table a page of `PAGE_ROWS` participants at a time (status and simulated filters, the count and
+    the page in SQL; QC measured for the page's participants only), so a render costs the same at any
+    number of participants. The QC filters need every participant's measures: with one of them on, the
+    whole study is measured (from the per-participant QC cache) and the matching rows paged."""
+    columns = st.columns([2, 2, 1, 1])
+    statuses = columns[0].multiselect(
+        "Status", [status.value for status in ParticipantStatus], key="filter_status"
+    )
+    flags = columns[1].multiselect("QC flag (any of)", QC_FLAGS, key="filter_flags")
+    suggested = columns[2].checkbox("QC suggests exclusion", key="filter_suggested")
+    hide_simulated = columns[3].checkbox("Hide simulated", key="filter_simulated")
+    db = get_db()
+    if flags or suggested:
+        everyone, _ = participant_page(
+            db, slug, 0, per_page=10**9, statuses=statuses, hide_simulated=hide_simulated
+        )
+        matching = with_qc_flags(participant_qc(db, slug, participant_ids=everyone), flags, suggested)
+        total = len(matching)
+        page = _page_number(total)
+        qc = matching.iloc[page * PAGE_ROWS : (page + 1) * PAGE_ROWS]
+    else:
+        total = participant_page(db, slug, 0, per_page=0, statuses=statuses, hide_simulated=hide_simulated)[1]
+        page = _page_number(total)
+        ids, _ = participant_page(db, slug, page, PAGE_ROWS, statuses=statuses, hide_simulated=hide_simulated)
+        qc = participant_qc(db, slug, participant_ids=ids)
+    if total == 0:
+        st.info(
+            "No participants match."
+            if statuses or flags or suggested or hide_simulated
+            else "No participants yet."
+        )
         return
-    shown = filtered(_with_durations(qc))
+    shown = _with_durations(qc)
     st.dataframe(shown[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS), hide_index=True, width="stretch")
-    st.caption(f"{len(shown)} of {len(qc)} participants shown. Click a column heading to sort.")
+    first = page * PAGE_ROWS
+    st.caption(
+        f"Participants {first + 1}–{first + len(shown)} of {total}. Click a column heading to sort this page."
+    )
     exclusion_form(qc)
+
+
+def _page_number(total: int) -> int:
+    """The page picked above the table (from 0), within the pages `total` rows fill."""
+    pages = max(1, -(-total // PAGE_ROWS))
+    if pages == 1:
+        return 0
+    return int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="participants_page")) - 1
+
+
+def with_qc_flags(table: pd.DataFrame, flags: list[str], suggested: bool) -> pd.DataFrame:
+    """The rows with any of the QC `flags` (all when none), only those QC suggests excluding when asked."""
+    keep = pd.Series(True, index=table.index)
+    if flags:
+        keep &= table["flags"].map(lambda value: bool(set(value.split(", ")) & set(flags)))
+    if suggested:
+        keep &= table["suggest_exclude"]
+    return table[keep]
 
 
 def _with_durations(qc: pd.DataFrame) -> pd.DataFrame:
@@ -99,26 +152,6 @@ def _with_durations(qc: pd.DataFrame) -> pd.DataFrame:
     ).round(1)
     table["bonus"] = table["bonus_cents"].astype("Float64") / 100
     return table
-
-
-def filtered(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows matching the status, flag and simulated filters above the table."""
-    columns = st.columns([2, 2, 1, 1])
-    statuses = columns[0].multiselect("Status", sorted(table["status"].unique()), key="filter_status")
-    flags = sorted({flag for value in table["flags"] for flag in value.split(", ") if flag})
-    wanted_flags = columns[1].multiselect("QC flag (any of)", flags, key="filter_flags")
-    suggested = columns[2].checkbox("QC suggests exclusion", key="filter_suggested")
-    hide_simulated = columns[3].checkbox("Hide simulated", key="filter_simulated")
-    keep = pd.Series(True, index=table.index)
-    if statuses:
-        keep &= table["status"].isin(statuses)
-    if wanted_flags:
-        keep &= table["flags"].map(lambda value: bool(set(value.split(", ")) & set(wanted_flags)))
-    if suggested:
-        keep &= table["suggest_exclude"]
-    if hide_simulated:
-        keep &= ~table["is_simulated"]
-    return table[keep]
 
 
 def _label(row) -> str:

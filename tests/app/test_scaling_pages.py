@@ -109,3 +109,34 @@ def test_the_response_time_histogram_is_counted_in_sql(reads):
 
     counts = rt_histogram(Database.from_url(), SLUG)
     assert counts.to_dict("records") == [{"group": "between_class", "rt_ms": 1500.0, "n": 2}]  # one bin
+
+
+def test_the_participants_table_is_paged_in_sql(reads, monkeypatch):
+    """205 participants: a page shows 100, counted in SQL, and QC measures only the page's participants."""
+    from db.models import Participant, ParticipantStatus, Study
+
+    db = Database.from_url()
+    with db.write() as session:  # rows, not entries: the study's lists hold only 10 participants
+        study_id = session.scalar(select(Study.id).where(Study.slug == SLUG))
+        session.add_all(
+            Participant(
+                study_id=study_id,
+                external_id=f"P{number:03d}",
+                source="prolific",
+                consent=True,
+                status=ParticipantStatus.STARTED,
+            )
+            for number in range(203)
+        )
+    db.dispose()
+    measured: list[int] = []
+    real = study.qc.response_marks
+    monkeypatch.setattr(
+        study.qc, "response_marks", lambda d, s, ids=None: measured.append(len(ids)) or real(d, s, ids)
+    )
+    at = _open(None, reads)
+    assert len(at.dataframe[0].value) == 100 and measured == [100]
+    assert "Participants 1–100 of 205" in at.caption[0].value
+    at.number_input(key="participants_page").set_value(3).run()
+    assert at.dataframe[0].value["PROLIFIC_PID"].tolist() == ["P198", "P199", "P200", "P201", "P202"]
+    assert "Participants 201–205 of 205" in at.caption[0].value
