@@ -236,15 +236,34 @@ def measure_export(fmt: str, out_dir: Path) -> dict:
     return {"first_s": seconds, "rows": summary.n_rows, "base_mb": base, "peak_mb": _peak_mb()}
 
 
-def _in_fresh_process(home: Path, *args: str) -> dict:
+def measure_summary() -> dict:
+    """The answer summary built from nothing (what the Agreement and Response times tabs' background thread
+    does once per server and database; `study.answer_summary`)."""
+    from db.engine import Database
+    from study.answer_summary import update_summary
+
+    db = Database.from_url()
+    db.engine.connect().close()
+    base = _peak_mb()
+    began = time.perf_counter()
+    summary = update_summary(db, SLUG)
+    seconds = time.perf_counter() - began
+    return {"first_s": seconds, "rows": len(summary.participant), "base_mb": base, "peak_mb": _peak_mb()}
+
+
+SUMMARY_PAGES = ("Participants · Agreement", "Participants · Response times")
+
+
+def _in_fresh_process(home: Path, *args: str, keep_summary: bool = False) -> dict:
     env = os.environ | {
         "ALIGNLAB_HOME": str(home),
         "HF_HUB_OFFLINE": "1",
         "ALIGNLAB_RESEARCHER_PASSWORD": "x",
     }
     env.pop("DATABASE_URL", None)
-    for cache in home.glob("**/*.cache"):  # cold: nothing measured before
-        shutil.rmtree(cache)
+    for cache in home.glob("**/*.cache/*"):  # cold: nothing measured before (but the summary when kept)
+        if not (keep_summary and cache.name == "summary"):
+            shutil.rmtree(cache)
     done = subprocess.run(
         [sys.executable, "-m", "bench.dashboard", "--worker", *args],
         cwd=ROOT,
@@ -258,7 +277,7 @@ def _in_fresh_process(home: Path, *args: str) -> dict:
 
 
 def run(sizes: list[int], keep: Path | None, only: list[str] | None = None) -> None:
-    print(f"{'judgments':>9}  {'what':<32} {'first s':>8} {'again s':>8} {'base MB':>8} {'peak MB':>8}  note")
+    print(f"{'judgments':>9}  {'what':<40} {'first s':>8} {'again s':>8} {'base MB':>8} {'peak MB':>8}  note")
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             home = _study_home(size, keep, Path(tmp))
@@ -266,7 +285,15 @@ def run(sizes: list[int], keep: Path | None, only: list[str] | None = None) -> N
                 if only and label not in only:
                     continue
                 result = _in_fresh_process(home, "page", page, tab or "")
-                _print_row(size, label, result, _page_note(result))
+                note = " (shows 'computing…': no summary yet)" if label in SUMMARY_PAGES else ""
+                _print_row(size, label, result, _page_note(result) + note)
+            if not only or any(label in only for label in SUMMARY_PAGES):
+                result = _in_fresh_process(home, "summary")
+                _print_row(size, "(answer summary, cold build)", result, "background thread, once")
+                for label in SUMMARY_PAGES:
+                    page, tab = PAGES[label]
+                    result = _in_fresh_process(home, "page", page, tab or "", keep_summary=True)
+                    _print_row(size, f"{label} (summary)", result, _page_note(result))
             for fmt in EXPORT_FILES:
                 if only and f"export {fmt}" not in only:
                     continue
@@ -307,11 +334,11 @@ def _page_note(result: dict) -> str:
 
 def _print_row(size: int, label: str, result: dict, note: str) -> None:
     if "error" in result:
-        print(f"{size:>9}  {label:<32} failed: {result['error']}")
+        print(f"{size:>9}  {label:<40} failed: {result['error']}")
         return
     again = f"{result['again_s']:8.2f}" if "again_s" in result else f"{'':>8}"
     print(
-        f"{size:>9}  {label:<32} {result['first_s']:8.2f} {again} {result['base_mb']:8.0f} "
+        f"{size:>9}  {label:<40} {result['first_s']:8.2f} {again} {result['base_mb']:8.0f} "
         f"{result['peak_mb']:8.0f}  {note}",
         flush=True,
     )
@@ -334,6 +361,8 @@ def main() -> None:
         kind, *rest = args.worker
         if kind == "page":
             result = measure_page(rest[0], rest[1] if len(rest) > 1 and rest[1] else None)
+        elif kind == "summary":
+            result = measure_summary()
         else:
             result = measure_export(rest[0], Path(rest[1]))
         print(json.dumps(result))
