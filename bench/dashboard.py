@@ -285,7 +285,8 @@ def run(sizes: list[int], keep: Path | None, only: list[str] | None = None) -> N
                 if only and label not in only:
                     continue
                 result = _in_fresh_process(home, "page", page, tab or "")
-                note = " (shows 'computing…': no summary yet)" if label in SUMMARY_PAGES else ""
+                note = " (no summary: <= 100 new participants read in the render, else 'computing…')"
+                note = note if label in SUMMARY_PAGES else ""
                 _print_row(size, label, result, _page_note(result) + note)
             if not only or any(label in only for label in SUMMARY_PAGES):
                 result = _in_fresh_process(home, "summary")
