@@ -6,11 +6,16 @@ with completed Prolific participants answering every trial of their list, writte
 inserts (50k rows per transaction), plus two interaction events per participant. Each measurement runs in
 a fresh process, so its peak RSS (ru_maxrss) is its own: `base MB` is the process after imports, `peak MB`
 after the work. A page is rendered twice: `first s` with empty caches (a freshly started server), `again s`
-the next render in the same process (another click or browser session; caches warm, data unchanged).
+the next render in the same process (another click or browser session; caches warm, data unchanged). The
+on-disk QC cache next to the database is deleted before each measurement, so `first s` is the cold case
+(a server started on a database it has never measured).
+
+With `--keep DIR` the databases are built once under `DIR/<judgments>/` and reused by later runs (building
+a million judgments takes minutes).
 
 Targets (issue 13): every page render <= 2 s and <= 500 MB at 1M judgments; exports >= 200k rows/s.
 
-    .venv/bin/python -m bench.dashboard [--sizes 10000 100000 1000000] [--keep DIR]
+    .venv/bin/python -m bench.dashboard [--sizes 10000 100000 1000000] [--keep DIR] [--only ROW ...]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -230,13 +236,34 @@ def measure_export(fmt: str, out_dir: Path) -> dict:
     return {"first_s": seconds, "rows": summary.n_rows, "base_mb": base, "peak_mb": _peak_mb()}
 
 
-def _in_fresh_process(home: Path, *args: str) -> dict:
+def measure_summary() -> dict:
+    """The answer summary built from nothing (what the Agreement and Response times tabs' background thread
+    does once per server and database; `study.answer_summary`)."""
+    from db.engine import Database
+    from study.answer_summary import update_summary
+
+    db = Database.from_url()
+    db.engine.connect().close()
+    base = _peak_mb()
+    began = time.perf_counter()
+    summary = update_summary(db, SLUG)
+    seconds = time.perf_counter() - began
+    return {"first_s": seconds, "rows": len(summary.participant), "base_mb": base, "peak_mb": _peak_mb()}
+
+
+SUMMARY_PAGES = ("Participants · Agreement", "Participants · Response times")
+
+
+def _in_fresh_process(home: Path, *args: str, keep_summary: bool = False) -> dict:
     env = os.environ | {
         "ALIGNLAB_HOME": str(home),
         "HF_HUB_OFFLINE": "1",
         "ALIGNLAB_RESEARCHER_PASSWORD": "x",
     }
     env.pop("DATABASE_URL", None)
+    for cache in home.glob("**/*.cache/*"):  # cold: nothing measured before (but the summary when kept)
+        if not (keep_summary and cache.name == "summary"):
+            shutil.rmtree(cache)
     done = subprocess.run(
         [sys.executable, "-m", "bench.dashboard", "--worker", *args],
         cwd=ROOT,
@@ -250,18 +277,24 @@ def _in_fresh_process(home: Path, *args: str) -> dict:
 
 
 def run(sizes: list[int], keep: Path | None, only: list[str] | None = None) -> None:
-    print(f"{'judgments':>9}  {'what':<32} {'first s':>8} {'again s':>8} {'base MB':>8} {'peak MB':>8}  note")
+    print(f"{'judgments':>9}  {'what':<40} {'first s':>8} {'again s':>8} {'base MB':>8} {'peak MB':>8}  note")
     for size in sizes:
-        with tempfile.TemporaryDirectory(dir=keep) as tmp:
-            home = Path(tmp)
-            began = time.perf_counter()
-            build_study(home, size)
-            print(f"{size:>9}  {'(build: batched inserts)':<32} {time.perf_counter() - began:8.1f}")
+        with tempfile.TemporaryDirectory() as tmp:
+            home = _study_home(size, keep, Path(tmp))
             for label, (page, tab) in PAGES.items():
                 if only and label not in only:
                     continue
                 result = _in_fresh_process(home, "page", page, tab or "")
-                _print_row(size, label, result, _page_note(result))
+                note = " (no summary: <= 100 new participants read in the render, else 'computing…')"
+                note = note if label in SUMMARY_PAGES else ""
+                _print_row(size, label, result, _page_note(result) + note)
+            if not only or any(label in only for label in SUMMARY_PAGES):
+                result = _in_fresh_process(home, "summary")
+                _print_row(size, "(answer summary, cold build)", result, "background thread, once")
+                for label in SUMMARY_PAGES:
+                    page, tab = PAGES[label]
+                    result = _in_fresh_process(home, "page", page, tab or "", keep_summary=True)
+                    _print_row(size, f"{label} (summary)", result, _page_note(result))
             for fmt in EXPORT_FILES:
                 if only and f"export {fmt}" not in only:
                     continue
@@ -272,6 +305,23 @@ def run(sizes: list[int], keep: Path | None, only: list[str] | None = None) -> N
                 )
                 _print_row(size, f"export {fmt}", result, note)
         sys.stdout.flush()
+
+
+def _study_home(size: int, keep: Path | None, tmp: Path) -> Path:
+    """The data directory holding the study of `size` judgments: reused from `keep` when built there
+    before (`built` marks a finished build), else built (under `keep`, or in the temporary `tmp`)."""
+    home = keep / str(size) if keep else tmp
+    if keep and (home / "built").exists():
+        print(f"{size:>9}  {'(reused: ' + str(home) + ')':<32}")
+        return home
+    if home.exists() and keep:
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    build_study(home, size)
+    (home / "built").touch()
+    print(f"{size:>9}  {'(build: batched inserts)':<32} {time.perf_counter() - began:8.1f}")
+    return home
 
 
 def _page_note(result: dict) -> str:
@@ -285,11 +335,11 @@ def _page_note(result: dict) -> str:
 
 def _print_row(size: int, label: str, result: dict, note: str) -> None:
     if "error" in result:
-        print(f"{size:>9}  {label:<32} failed: {result['error']}")
+        print(f"{size:>9}  {label:<40} failed: {result['error']}")
         return
     again = f"{result['again_s']:8.2f}" if "again_s" in result else f"{'':>8}"
     print(
-        f"{size:>9}  {label:<32} {result['first_s']:8.2f} {again} {result['base_mb']:8.0f} "
+        f"{size:>9}  {label:<40} {result['first_s']:8.2f} {again} {result['base_mb']:8.0f} "
         f"{result['peak_mb']:8.0f}  {note}",
         flush=True,
     )
@@ -300,7 +350,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--keep", type=Path, help="folder for the benchmark databases (default: temp)")
+    parser.add_argument(
+        "--keep", type=Path, help="folder where the benchmark databases are kept and reused (default: temp)"
+    )
     parser.add_argument(
         "--only", nargs="+", help='rows to measure, e.g. "Participants · Agreement" "export things"'
     )
@@ -310,6 +362,8 @@ def main() -> None:
         kind, *rest = args.worker
         if kind == "page":
             result = measure_page(rest[0], rest[1] if len(rest) > 1 and rest[1] else None)
+        elif kind == "summary":
+            result = measure_summary()
         else:
             result = measure_export(rest[0], Path(rest[1]))
         print(json.dumps(result))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from collections.abc import Iterator
 from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
@@ -18,7 +20,8 @@ import pandas as pd
 from sqlalchemy import Select, String, and_, select, type_coerce
 
 from db.engine import Database
-from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind
+from db.models import JudgmentTask, Participant, Response, Stimulus, Trial, TrialKind, TripletList
+from db.raw import driver_batches
 from study.studies import as_triplet, get_study, select_labelled
 
 PSEUDONYM_LENGTH = 16
@@ -95,12 +98,17 @@ def consenting_responses(
     )
 
 
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def load_responses(
     db: Database, slug: str, participant_ids: list[int] | None = None, *, include_pilot: bool = False
 ) -> pd.DataFrame:
     """Every stored response row of the study's consenting participants (timeouts and unavailable trials
     included; pilots only with `include_pilot`), with its trial and participant facts; only the given
-    participants' when `participant_ids` is given (exports read a study in batches of participants).
+    participants' when `participant_ids` is given (exports read a study in batches of participants). Read
+    through the driver's cursor (`db.raw`) and typed a column at a time.
 
     Adds `subject` (the pseudonymised external id). Sorted by participant, then trial index.
     """
@@ -109,15 +117,19 @@ def load_responses(
         query = consenting_responses(RESPONSE_COLUMNS, study.id, include_pilot=include_pilot)
         if participant_ids is not None:
             query = query.where(Participant.id.in_(participant_ids))
-        rows = session.execute(query).all()
+        rows = [row for batch in driver_batches(session, query) for row in batch]
         salt = study.salt
     frame = pd.DataFrame(rows, columns=list(RESPONSE_COLUMNS))
+    for column in ("started_at", "server_received_at"):  # SQLite's driver gives text, PostgreSQL's datetimes
+        if len(frame) and not pd.api.types.is_datetime64_any_dtype(frame[column]):
+            frame[column] = pd.to_datetime(frame[column], format="ISO8601")
     frame = frame.astype(
         {name: bool for name in ("is_simulated", "excluded", "odd_known", "timed_out", "unavailable")}
     )
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
     for column in ("kind", "task", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
+    frame["selection"] = frame["selection"].map(_json_value)  # SQLite's driver gives JSON as text
     frame["subject"] = pseudonymised(salt, frame["external_id"])
     return frame
 
@@ -328,30 +340,97 @@ ANALYSIS_COLUMNS = (
     "stim1",
     "stim2",
 )
-COMPACT_BATCH = 500  # participants read together
+COMPACT_BATCH_ROWS = 100_000  # answers fetched from the driver and turned into integer arrays at a time
+COMPACT_TRIAL_FACTS = ("kind", "level", "triplet_key")
 
 
 def load_judgments_compact(
     db: Database, slug: str, columns: tuple[str, ...] = ANALYSIS_COLUMNS
 ) -> pd.DataFrame:
-    """`load_judgments` (excluded participants left out) with only `columns`, read `COMPACT_BATCH`
-    participants at a time: the database rows of one batch, never of the whole study, are alive at once, so
-    a million judgments are analysed in a fraction of the memory."""
+    """`load_judgments` (excluded participants left out) with only `columns` (of `ANALYSIS_COLUMNS`), for
+    analyses over a whole study (the noise ceilings at a million judgments): each answer is read from the
+    driver as four integers (participant, trial index, trial, chosen image; `db.raw`) and joined to the
+    study's trial table in numpy, so no text is read per answer and the text columns share the trials'
+    strings."""
+    unknown = set(columns) - set(ANALYSIS_COLUMNS)
+    if unknown:
+        raise ValueError(
+            f"compact judgments have no column(s) {sorted(unknown)}; expected {ANALYSIS_COLUMNS}"
+        )
     with db.read() as session:
         study = get_study(session, slug)
-        ids = session.scalars(
-            select(Participant.id)
-            .where(
-                Participant.study_id == study.id,
-                analysed_participant(),
-                Participant.excluded.is_(False),
-            )
-            .order_by(Participant.id)
-        ).all()
-    parts = [
-        load_judgments(db, slug, participant_ids=list(ids[start : start + COMPACT_BATCH]))[list(columns)]
-        for start in range(0, len(ids), COMPACT_BATCH)
-    ]
-    if not parts:
-        return load_judgments(db, slug, participant_ids=[])[list(columns)]
-    return pd.concat(parts, ignore_index=True)
+        chunks = list(answer_batches(session, answered_query(study.id), COMPACT_BATCH_ROWS))
+        trials = trial_facts(session, study.id)
+    answers = np.concatenate(chunks) if chunks else np.zeros((0, 5))
+    ids = answers[:, :4].astype(np.int64)
+    row = trials.index.get_indexer(ids[:, 2])
+    stored = trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64)[row]
+    triplets = odd_last_array(stored, ids[:, 3])
+    frame = pd.DataFrame({"participant_id": ids[:, 0], "trial_index": ids[:, 1]})
+    for name in COMPACT_TRIAL_FACTS:
+        frame[name] = trials[name].to_numpy(object)[row]
+    for position in range(3):
+        frame[f"stim{position}"] = triplets[:, position]
+    return frame[list(columns)]
+
+
+def answered_query(
+    study_id: int,
+    *,
+    include_excluded: bool = False,
+    include_simulated: bool = True,
+    task: JudgmentTask = JudgmentTask.ODD_ONE_OUT,
+) -> Select[*tuple[Any, ...]]:
+    """Participant, trial index, trial id, chosen image and RT of each answered trial (of `ANALYSED_KINDS`,
+    of one task) of the study's analysed participants, by participant then trial index: the rows
+    `_answered` reads, as five numbers for `answer_batches`."""
+    query = consenting_responses(
+        {
+            "participant_id": Participant.id,
+            "trial_index": Response.trial_index,
+            "trial_id": Response.trial_id,
+            "chosen_stimulus_id": Response.chosen_stimulus_id,
+            "rt_ms": Response.rt_ms,
+        },
+        study_id,
+    ).where(
+        Response.timed_out.is_(False),
+        Response.unavailable.is_(False),
+        Response.chosen_stimulus_id.is_not(None),
+        type_coerce(Trial.kind, String).in_(list(ANALYSED_KINDS)),
+        type_coerce(Trial.task, String) == task.value,
+    )
+    if not include_excluded:
+        query = query.where(Participant.excluded.is_(False))
+    if not include_simulated:
+        query = query.where(Participant.is_simulated.is_(False))
+    return query
+
+
+def answer_batches(session, query: Select, batch_rows: int) -> Iterator[np.ndarray]:
+    """`answered_query`'s rows from the driver as float arrays [m, 5] (ids are exact below 2^53; a missing
+    RT is NaN)."""
+    for rows in driver_batches(session, query, batch_rows):
+        yield np.array(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def trial_facts(session, study_id: int) -> pd.DataFrame:
+    """The study's trials by id: kind, level and task as plain text, triplet key and stored images."""
+    rows = session.execute(
+        select(
+            Trial.id,
+            type_coerce(Trial.kind, String),
+            type_coerce(Trial.level, String),
+            Trial.triplet_key,
+            Trial.stim0_id,
+            Trial.stim1_id,
+            Trial.stim2_id,
+        )
+        .join(TripletList, TripletList.id == Trial.list_id)
+        .where(TripletList.study_id == study_id)
+    ).all()
+    columns = ["id", *COMPACT_TRIAL_FACTS, "stim0", "stim1", "stim2"]
+    frame = pd.DataFrame(rows, columns=columns).set_index("id")
+    for position, name in enumerate(COMPACT_TRIAL_FACTS, start=1):  # text objects; no level: None, not NaN
+        frame[name] = pd.Series([row[position] for row in rows], index=frame.index, dtype=object)
+    return frame

@@ -29,12 +29,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, String, func, select, type_coerce
+from sqlalchemy import Select, String, and_, case, func, select, type_coerce
 
 from common.atomic import atomic_path
 from common.config import LoadableConfig
 from db.engine import Database
-from db.models import InteractionEvent, Participant, Response, Study, Trial, TrialKind, TripletList
+from db.models import (
+    InteractionEvent,
+    Participant,
+    ParticipantStatus,
+    Response,
+    Study,
+    Trial,
+    TrialKind,
+    TripletList,
+)
+from db.raw import driver_batches
 from study.judgments import analysed_participant, pseudonymise
 from study.participation import ParticipantNotFound
 from study.studies import get_study, select_labelled, study_rows
@@ -104,14 +114,20 @@ def position_biased(shares: np.ndarray, min_share: float = 0.27, max_share: floa
     return bool(np.any(shares > max_share) or np.any(shares < min_share))
 
 
-def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None) -> pd.DataFrame:
-    """One row per consenting participant of the study with every QC measure, `flags` and
-    `suggest_exclude`. The response-based measures come from a per-participant cache (see `_measures_of`):
-    only participants who answered since the last call are read and measured again."""
+def participant_qc(
+    db: Database,
+    study_slug: str,
+    config: QCConfig | None = None,
+    participant_ids: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """One row per consenting participant of the study (only those of `participant_ids` when given: a page
+    of the table) with every QC measure, `flags` and `suggest_exclude`. The response-based measures come
+    from a per-participant cache (see `_measures_of`): only participants who answered since the last call
+    are read and measured again."""
     config = config or QCConfig()
-    participants = _participants(db, study_slug)
+    participants = _participants(db, study_slug, participant_ids)
     ids = participants["participant_id"].tolist()
-    measured = _measures_of(db, study_slug, config)
+    measured = _measures_of(db, study_slug, config, participant_ids)
     events = _event_counts(db, ids)
     rows = []
     for participant in participants.itertuples(index=False):
@@ -131,28 +147,26 @@ def participant_qc(db: Database, study_slug: str, config: QCConfig | None = None
     return _without_nan_text(pd.DataFrame(rows, columns=list(participants.columns) + QC_COLUMNS))
 
 
-QC_RESPONSE_COLUMNS = {  # what the response-based measures read, practice trials left out in SQL
-    "participant_id": Response.participant_id,
-    "kind": type_coerce(Trial.kind, String),
-    "odd_known": Trial.odd_known,
-    "stim2": Trial.stim2_id,
-    "timed_out": Response.timed_out,
-    "unavailable": Response.unavailable,
-    "rt_ms": Response.rt_ms,
-    "chosen_position": Response.chosen_position,
-    "chosen_stimulus_id": Response.chosen_stimulus_id,
-}
-MEASURE_BATCH = 100  # participants whose responses are read and measured together (bounds memory)
+def participant_facts(db: Database, study_slug: str) -> pd.DataFrame:
+    """`participant_qc`'s participant columns without the QC measures (no response is read): for pages that
+    need who is who and the decisions about them, not their answers (payments)."""
+    return _without_nan_text(_participants(db, study_slug))
+
+
+MEASURE_BATCH = 1000  # participants whose responses are read and measured together (bounds memory)
 _MEASURE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {config: {id: ...}}
 _CACHE_LOCK = threading.Lock()
 
 
-def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, dict]:
-    """participant id -> response-based measures, from a cache kept per database engine and QC config.
+def _measures_of(
+    db: Database, study_slug: str, config: QCConfig, participant_ids: Sequence[int] | None = None
+) -> dict[int, dict]:
+    """participant id -> response-based measures (of all, or of `participant_ids`), from a cache kept per
+    database engine and QC config.
 
     A participant's entry is keyed by their `response_marks` entry; only participants whose mark changed are
     read again, in batches."""
-    marks = response_marks(db, study_slug)
+    marks = response_marks(db, study_slug, participant_ids)
     store = _cache_file(db, study_slug, config)
     with _CACHE_LOCK:
         cache = _MEASURE_CACHE.setdefault(db.engine, {}).setdefault(config, {})
@@ -161,18 +175,15 @@ def _measures_of(db: Database, study_slug: str, config: QCConfig) -> dict[int, d
         stale = [pid for pid, mark in marks.items() if pid not in cache or cache[pid][0] != mark]
     for start in range(0, len(stale), MEASURE_BATCH):
         batch = stale[start : start + MEASURE_BATCH]
-        responses = _qc_responses(db, batch)
-        by_participant = dict(tuple(responses.groupby("participant_id", sort=False)))
-        fresh = {
-            pid: (marks[pid], _measures(by_participant.get(pid, responses.iloc[0:0]), config))
-            for pid in batch
-        }
+        measured_batch = measures_of_rows(_qc_responses(db, batch), batch, config)
+        fresh = {pid: (marks[pid], measured_batch[pid]) for pid in batch}
         with _CACHE_LOCK:
             cache.update(fresh)
     with _CACHE_LOCK:
         measured = {pid: cache[pid] for pid in marks}
+        kept = dict(cache)  # a page's participants are stored with everyone measured before
     if stale and store is not None:
-        _write_cache(store, measured)
+        _write_cache(store, kept)
     return {pid: entry[1] for pid, entry in measured.items()}
 
 
@@ -226,13 +237,16 @@ def _write_cache(path: Path, measured: dict[int, tuple[tuple, dict]]) -> None:
         frame.to_parquet(temporary, index=False)
 
 
-def response_marks(db: Database, slug: str) -> dict[int, tuple]:
-    """Consenting participant id -> (response count, highest response id, last seen): the mark changes
-    whenever one of their answers is stored or replaced, so equal marks mean unchanged answers. Counted in
-    SQL over the index on `responses.participant_id`; no response row is read."""
+def response_marks(db: Database, slug: str, participant_ids: Sequence[int] | None = None) -> dict[int, tuple]:
+    """Consenting participant id (of all, or of `participant_ids`) -> (response count, highest response id,
+    last seen): the mark changes whenever one of their answers is stored or replaced, so equal marks mean
+    unchanged answers. Counted in SQL over the index on `responses.participant_id`; no response row is
+    read."""
     with db.read() as session:
         study = get_study(session, slug)
         people = select(Participant.id).where(Participant.study_id == study.id, analysed_participant())
+        if participant_ids is not None:
+            people = people.where(Participant.id.in_(list(participant_ids)))
         counted = {
             pid: (count, highest)
             for pid, count, highest in session.execute(
@@ -242,27 +256,65 @@ def response_marks(db: Database, slug: str) -> dict[int, tuple]:
             ).all()
         }
         seen = session.execute(
-            select(Participant.id, Participant.last_seen_at).where(
-                Participant.study_id == study.id, analysed_participant()
-            )
+            select(Participant.id, Participant.last_seen_at).where(Participant.id.in_(people))
         ).all()
     return {pid: (*counted.get(pid, (0, None)), last_seen) for pid, last_seen in seen}
 
 
-def _qc_responses(db: Database, participant_ids: list[int]) -> pd.DataFrame:
+# what the response-based measures read of each non-practice response, in participant and trial order: the
+# trial facts and the answer's outcome packed into one small integer in SQL, so a batch is a few int arrays
+_UNAVAILABLE, _TIMED_OUT, _KNOWN_CATCH, _CATCH_RIGHT, _POSITION_SHIFT = 1, 2, 4, 8, 4
+
+
+def _qc_columns():
+    def bit(condition, value: int):
+        return case((condition, value), else_=0)
+
+    packed = (
+        bit(Response.unavailable.is_(True), _UNAVAILABLE)
+        + bit(Response.timed_out.is_(True), _TIMED_OUT)
+        + bit(
+            and_(type_coerce(Trial.kind, String) == TrialKind.CATCH.value, Trial.odd_known.is_(True)),
+            _KNOWN_CATCH,
+        )
+        + bit(Response.chosen_stimulus_id == Trial.stim2_id, _CATCH_RIGHT)
+        + (func.coalesce(Response.chosen_position, -1) + 1) * (1 << _POSITION_SHIFT)
+    )
+    return Response.participant_id, packed, Response.rt_ms
+
+
+@dataclass(frozen=True)
+class QCRows:
+    """The non-practice responses of some participants, in participant then trial order, as arrays."""
+
+    participant_id: np.ndarray
+    packed: np.ndarray  # _UNAVAILABLE | _TIMED_OUT | _KNOWN_CATCH | _CATCH_RIGHT | (position + 1) << 4
+    rt_ms: np.ndarray  # NaN where none was recorded
+
+    def has(self, bit: int) -> np.ndarray:
+        return (self.packed & bit) != 0
+
+    @property
+    def position(self) -> np.ndarray:
+        """The chosen position (0 left, 1 middle, 2 right), -1 for none."""
+        return (self.packed >> _POSITION_SHIFT) - 1
+
+
+def _qc_responses(db: Database, participant_ids: list[int]) -> QCRows:
+    """Read through the driver's cursor (`db.raw`): a million responses are three numbers each, not rows."""
+    query = (
+        select(*_qc_columns())
+        .join(Trial, Trial.id == Response.trial_id)
+        .where(
+            Response.participant_id.in_(participant_ids),
+            type_coerce(Trial.kind, String) != TrialKind.PRACTICE.value,
+        )
+        .order_by(Response.participant_id, Response.trial_index)
+    )
     with db.read() as session:
-        rows: Sequence[Any] = session.execute(
-            select(*[column.label(name) for name, column in QC_RESPONSE_COLUMNS.items()])
-            .join(Trial, Trial.id == Response.trial_id)
-            .where(
-                Response.participant_id.in_(participant_ids),
-                type_coerce(Trial.kind, String) != TrialKind.PRACTICE.value,
-            )
-            .order_by(Response.participant_id, Response.trial_index)
-        ).all()
-    frame = pd.DataFrame(rows, columns=list(QC_RESPONSE_COLUMNS))
-    frame = frame.astype({"odd_known": bool, "timed_out": bool, "unavailable": bool, "rt_ms": float})
-    return frame
+        chunks = [np.array(rows, dtype=np.float64) for rows in driver_batches(session, query)]
+    values = np.concatenate(chunks) if chunks else np.zeros((0, 3))
+    return QCRows(values[:, 0].astype(np.int64), values[:, 1].astype(np.int64), values[:, 2])
 
 
 QC_COLUMNS = [
@@ -286,29 +338,80 @@ QC_COLUMNS = [
 _EXCLUDING = {"catch", "timeouts", "too_fast", "position_bias", "fullscreen", "blur", "early"}
 
 
-def _measures(own: pd.DataFrame, config: QCConfig) -> dict:
-    shown = own[~own["unavailable"]]
-    answered = shown[~shown["timed_out"]]
-    catch = shown[(shown["kind"] == TrialKind.CATCH.value) & shown["odd_known"]]
-    fast = too_fast_windows(
-        answered["rt_ms"].to_numpy(), config.fast_window, config.fast_5th_ms, config.fast_10th_ms
-    )
-    shares = position_shares(answered["chosen_position"].to_numpy())
+def measures_of_rows(rows: QCRows, participant_ids: list[int], config: QCConfig) -> dict[int, dict]:
+    """participant id -> the response-based measures (the rules above), for every participant of the batch
+    at once with counts per participant over integer arrays (`np.bincount`), never a table per participant.
+    Participants without rows get counts of 0 and NaN shares, accuracy and median."""
+    ids = np.array(sorted(participant_ids), dtype=np.int64)
+    group = np.searchsorted(ids, rows.participant_id)
+    n = len(ids)
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(group[mask], minlength=n)
+
+    unavailable, timed_out = rows.has(_UNAVAILABLE), rows.has(_TIMED_OUT)
+    answered = ~unavailable & ~timed_out
+    catch = ~unavailable & rows.has(_KNOWN_CATCH)
+    n_answered, n_catch = count(answered), count(catch)
+    right = count(catch & rows.has(_CATCH_RIGHT))
+    positioned = answered & (rows.position >= 0)
+    chosen = np.bincount(group[positioned] * 3 + rows.position[positioned], minlength=3 * n).reshape(n, 3)
+    fast, n_windows = _fast_windows(group[answered], rows.rt_ms[answered], n, config)
+    median = _medians(group[answered], rows.rt_ms[answered], n)
+    timeouts, missing = count(~unavailable & timed_out), count(unavailable)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = right / n_catch
+        shares = chosen / n_answered[:, None]
     return {
-        "n_answered": len(answered),
-        "n_timeouts": int(shown["timed_out"].sum()),
-        "n_unavailable": int(own["unavailable"].sum()),
-        "catch_accuracy": catch_accuracy(
-            catch["chosen_stimulus_id"].fillna(-1).to_numpy(), catch["stim2"].to_numpy()
-        ),
-        "n_catch": len(catch),
-        "fast_windows": int(fast.sum()),
-        "n_windows": len(fast),
-        "share_left": shares[0],
-        "share_middle": shares[1],
-        "share_right": shares[2],
-        "median_rt_ms": float(answered["rt_ms"].median()) if len(answered) else float("nan"),
+        int(pid): {
+            "n_answered": int(n_answered[i]),
+            "n_timeouts": int(timeouts[i]),
+            "n_unavailable": int(missing[i]),
+            "catch_accuracy": float(accuracy[i]) if n_catch[i] else float("nan"),
+            "n_catch": int(n_catch[i]),
+            "fast_windows": int(fast[i]),
+            "n_windows": int(n_windows[i]),
+            "share_left": float(shares[i, 0]) if n_answered[i] else float("nan"),
+            "share_middle": float(shares[i, 1]) if n_answered[i] else float("nan"),
+            "share_right": float(shares[i, 2]) if n_answered[i] else float("nan"),
+            "median_rt_ms": float(median[i]),
+        }
+        for i, pid in enumerate(ids)
     }
+
+
+def _fast_windows(
+    group: np.ndarray, rts: np.ndarray, n: int, config: QCConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged windows, judged windows) per participant: `too_fast_windows` over each participant's
+    answered RTs in trial order (`group` sorted), all windows of all participants sorted in one call."""
+    size = config.fast_window
+    counts = np.bincount(group, minlength=n)
+    n_windows = counts // size
+    rank = np.arange(len(group)) - (np.cumsum(counts) - counts)[group]  # place in the participant's answers
+    in_window = rank < (n_windows * size)[group]
+    windows = np.sort(rts[in_window].reshape(-1, size), axis=1)
+    flagged = (windows[:, 4] < config.fast_5th_ms) & (windows[:, 9] < config.fast_10th_ms)
+    owner = group[in_window][::size]
+    return np.bincount(owner[flagged], minlength=n), n_windows
+
+
+def _medians(group: np.ndarray, rts: np.ndarray, n: int) -> np.ndarray:
+    """Median of each participant's RTs (NaN RTs skipped, as pandas does; NaN for none)."""
+    keep = ~np.isnan(rts)
+    group, rts = group[keep], rts[keep]
+    order = np.lexsort((rts, group))
+    ranked = rts[order]
+    counts = np.bincount(group, minlength=n)
+    starts = np.cumsum(counts) - counts
+    low = np.minimum(starts + (counts - 1) // 2, max(len(ranked) - 1, 0))
+    high = np.minimum(starts + counts // 2, max(len(ranked) - 1, 0))
+    if not len(ranked):
+        return np.full(n, np.nan)
+    return np.where(counts > 0, (ranked[low] + ranked[high]) / 2, np.nan)
+
+
+QC_FLAGS = ("catch", "timeouts", "too_fast", "fast_window", "position_bias", "fullscreen", "blur", "early")
 
 
 def _flags(m: dict, config: QCConfig) -> list[str]:
@@ -353,10 +456,15 @@ PARTICIPANT_COLUMNS = {
 }
 
 
-def _participants(db: Database, slug: str) -> pd.DataFrame:
-    """The study's consenting participants (no pilots), one row each, with `subject` (their pseudonym)
-    third."""
-    study, rows = study_rows(db, slug, _participants_query)
+def _participants(db: Database, slug: str, participant_ids: Sequence[int] | None = None) -> pd.DataFrame:
+    """The study's consenting participants (no pilots; of `participant_ids` when given), one row each, with
+    `subject` (their pseudonym) third."""
+
+    def query(study: Study) -> Select[*tuple[Any, ...]]:
+        chosen = _participants_query(study)
+        return chosen if participant_ids is None else chosen.where(Participant.id.in_(list(participant_ids)))
+
+    study, rows = study_rows(db, slug, query)
     salt = study.salt
     frame = pd.DataFrame(rows, columns=list(PARTICIPANT_COLUMNS))
     frame["status"] = frame["status"].map(str)
@@ -374,6 +482,30 @@ def _participants_query(study: Study) -> Select[*tuple[Any, ...]]:
         .where(Participant.study_id == study.id, analysed_participant())
         .order_by(Participant.id)
     )
+
+
+def participant_page(
+    db: Database,
+    slug: str,
+    page: int,
+    per_page: int = 100,
+    *,
+    statuses: Sequence[str] = (),
+    hide_simulated: bool = False,
+) -> tuple[list[int], int]:
+    """(ids of the participants on `page` (from 0, by id), how many participants match) of the study's
+    consenting participants with one of `statuses` (any when empty), simulated ones left out when asked:
+    counted and paged in SQL, so a page of the table costs the same at any number of participants."""
+    with db.read() as session:
+        study = get_study(session, slug)
+        query = select(Participant.id).where(Participant.study_id == study.id, analysed_participant())
+        if statuses:
+            query = query.where(Participant.status.in_([ParticipantStatus(status) for status in statuses]))
+        if hide_simulated:
+            query = query.where(Participant.is_simulated.is_(False))
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        ids = session.scalars(query.order_by(Participant.id).limit(per_page).offset(page * per_page)).all()
+    return list(ids), total
 
 
 def _without_nan_text(frame: pd.DataFrame) -> pd.DataFrame:

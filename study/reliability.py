@@ -108,10 +108,16 @@ def levels_noise_ceiling(
                 "score": loo_majority_agreement(choices.tolist()),
             }
         )
+    return summarise_levels_ceiling(
+        pd.DataFrame(rows, columns=["triplet_key", "level", "n", "score"]), n_boot, seed
+    )
+
+
+def summarise_levels_ceiling(per_triplet: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """`levels_noise_ceiling`'s table from its per-triplet scores (`level`, `n`, `score`, in triplet-key
+    order: the bootstrap resamples them in that order)."""
     return _summarise(
-        pd.DataFrame(rows, columns=["triplet_key", "level", "n", "score"]),
-        "ceiling",
-        lambda scores: bootstrap_mean_ci(scores, n_boot=n_boot, seed=seed),
+        per_triplet, "ceiling", lambda scores: bootstrap_mean_ci(scores, n_boot=n_boot, seed=seed)
     )
 
 
@@ -144,7 +150,12 @@ def things_modal_consistency(
         }
         for _, group in units
     ]
-    return _summarise(pd.DataFrame(rows, columns=["level", "n", "score"]), "consistency", _normal_ci)
+    return summarise_modal_consistency(pd.DataFrame(rows, columns=["level", "n", "score"]))
+
+
+def summarise_modal_consistency(per_unit: pd.DataFrame) -> pd.DataFrame:
+    """`things_modal_consistency`'s table from its per-unit scores (`level`, `n`, `score`)."""
+    return _summarise(per_unit, "consistency", _normal_ci)
 
 
 def _normal_ci(scores: np.ndarray) -> tuple[float, float]:

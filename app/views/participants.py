@@ -3,8 +3,10 @@ with Prolific's bulk files, human agreement per level, response-time distributio
 only when asked for).
 
 Only the open tab's section runs (tabs rerun on change): a rerun never reads data for a tab nobody looks at.
-QC is cached per participant (study.qc); the agreement tables and the response-time histogram (counted in
-SQL) per study until an answer arrives or an exclusion changes."""
+QC is cached per participant (study.qc; Payments reads no answers); the agreement tables and the
+response-time histogram come from the study's answer summary (study.answer_summary), which a render
+updates with the few participants who answered since, or a background thread with many
+(workflows.summary_refresh)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ import streamlit as st
 from app.flash import flash, show_flashes
 from app.resources import get_db
 from app.results_display import live_agreement_display
+from db.models import ParticipantStatus
 from db.settings import database_url
+from study.answer_summary import AnswerSummary, excluded_participants, rt_counts
+from study.answer_summary import agreement_tables as agreement_from_summary
 from study.export import csv_bytes, export_study
-from study.judgments import load_judgments_compact
-from study.monitoring import rt_histogram, study_mark
 from study.payments import (
     PAYMENT_STATUSES,
     PROLIFIC_SOURCE,
@@ -30,10 +33,10 @@ from study.payments import (
     set_bonus,
     set_payment,
 )
-from study.qc import participant_qc, set_exclusion
-from study.reliability import levels_noise_ceiling, things_modal_consistency
+from study.qc import QC_FLAGS, participant_facts, participant_page, participant_qc, set_exclusion
 from study.studies import study_slugs
 from workflows.live_agreement import live_agreement, study_models
+from workflows.summary_refresh import fresh_summary
 
 TABLE_COLUMNS = {  # participant_qc column -> heading on the page
     "participant_id": "id",
@@ -78,15 +81,67 @@ EXPORTS = {  # label -> (format, file suffix)
 }
 
 
+PAGE_ROWS = 100
+
+
 def participants_section(slug: str) -> None:
-    qc = participant_qc(get_db(), slug)
-    if qc.empty:
-        st.info("No participants yet.")
+    """The table a page of `PAGE_ROWS` participants at a time (status and simulated filters, the count and
+    the page in SQL; QC measured for the page's participants only), so a render costs the same at any
+    number of participants. The QC filters need every participant's measures: with one of them on, the
+    whole study is measured (from the per-participant QC cache) and the matching rows paged."""
+    columns = st.columns([2, 2, 1, 1])
+    statuses = columns[0].multiselect(
+        "Status", [status.value for status in ParticipantStatus], key="filter_status"
+    )
+    flags = columns[1].multiselect("QC flag (any of)", QC_FLAGS, key="filter_flags")
+    suggested = columns[2].checkbox("QC suggests exclusion", key="filter_suggested")
+    hide_simulated = columns[3].checkbox("Hide simulated", key="filter_simulated")
+    db = get_db()
+    if flags or suggested:
+        everyone, _ = participant_page(
+            db, slug, 0, per_page=10**9, statuses=statuses, hide_simulated=hide_simulated
+        )
+        matching = with_qc_flags(participant_qc(db, slug, participant_ids=everyone), flags, suggested)
+        total = len(matching)
+        page = _page_number(total)
+        qc = matching.iloc[page * PAGE_ROWS : (page + 1) * PAGE_ROWS]
+    else:
+        total = participant_page(db, slug, 0, per_page=0, statuses=statuses, hide_simulated=hide_simulated)[1]
+        page = _page_number(total)
+        ids, _ = participant_page(db, slug, page, PAGE_ROWS, statuses=statuses, hide_simulated=hide_simulated)
+        qc = participant_qc(db, slug, participant_ids=ids)
+    if total == 0:
+        st.info(
+            "No participants match."
+            if statuses or flags or suggested or hide_simulated
+            else "No participants yet."
+        )
         return
-    shown = filtered(_with_durations(qc))
+    shown = _with_durations(qc)
     st.dataframe(shown[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS), hide_index=True, width="stretch")
-    st.caption(f"{len(shown)} of {len(qc)} participants shown. Click a column heading to sort.")
+    first = page * PAGE_ROWS
+    st.caption(
+        f"Participants {first + 1}–{first + len(shown)} of {total}. Click a column heading to sort this page."
+    )
     exclusion_form(qc)
+
+
+def _page_number(total: int) -> int:
+    """The page picked above the table (from 0), within the pages `total` rows fill."""
+    pages = max(1, -(-total // PAGE_ROWS))
+    if pages == 1:
+        return 0
+    return int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="participants_page")) - 1
+
+
+def with_qc_flags(table: pd.DataFrame, flags: list[str], suggested: bool) -> pd.DataFrame:
+    """The rows with any of the QC `flags` (all when none), only those QC suggests excluding when asked."""
+    keep = pd.Series(True, index=table.index)
+    if flags:
+        keep &= table["flags"].map(lambda value: bool(set(value.split(", ")) & set(flags)))
+    if suggested:
+        keep &= table["suggest_exclude"]
+    return table[keep]
 
 
 def _with_durations(qc: pd.DataFrame) -> pd.DataFrame:
@@ -97,26 +152,6 @@ def _with_durations(qc: pd.DataFrame) -> pd.DataFrame:
     ).round(1)
     table["bonus"] = table["bonus_cents"].astype("Float64") / 100
     return table
-
-
-def filtered(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows matching the status, flag and simulated filters above the table."""
-    columns = st.columns([2, 2, 1, 1])
-    statuses = columns[0].multiselect("Status", sorted(table["status"].unique()), key="filter_status")
-    flags = sorted({flag for value in table["flags"] for flag in value.split(", ") if flag})
-    wanted_flags = columns[1].multiselect("QC flag (any of)", flags, key="filter_flags")
-    suggested = columns[2].checkbox("QC suggests exclusion", key="filter_suggested")
-    hide_simulated = columns[3].checkbox("Hide simulated", key="filter_simulated")
-    keep = pd.Series(True, index=table.index)
-    if statuses:
-        keep &= table["status"].isin(statuses)
-    if wanted_flags:
-        keep &= table["flags"].map(lambda value: bool(set(value.split(", ")) & set(wanted_flags)))
-    if suggested:
-        keep &= table["suggest_exclude"]
-    if hide_simulated:
-        keep &= ~table["is_simulated"]
-    return table[keep]
 
 
 def _label(row) -> str:
@@ -153,8 +188,8 @@ def exclusion_form(qc: pd.DataFrame) -> None:
 def payments_section(slug: str) -> None:
     """Approve / reject with a reason / bonus per Prolific participant, and the files for Prolific's bulk
     approve and bulk bonus tools."""
-    qc = participant_qc(get_db(), slug)
-    payable = qc[(qc["source"] == PROLIFIC_SOURCE) & ~qc["is_simulated"]]
+    people = participant_facts(get_db(), slug)
+    payable = people[(people["source"] == PROLIFIC_SOURCE) & ~people["is_simulated"]]
     if payable.empty:
         st.info("No Prolific participants (entered with a PROLIFIC_PID) yet: nothing to pay.")
         return
@@ -244,10 +279,23 @@ def live_model_agreement(slug: str) -> None:
 
 def agreement_tables(slug: str) -> None:
     live_model_agreement(slug)
-    ceiling, modal = human_agreement(database_url(), slug, study_mark(get_db(), slug))
-    if ceiling is None:
-        st.info("No judgments yet.")
+    human_agreement_panel(slug)
+
+
+@st.fragment(run_every="5s")
+def human_agreement_panel(slug: str) -> None:
+    """The human agreement tables from the study's answer summary (study.answer_summary): a render reads
+    only participants with new answers; while a background thread reads many, the last finished numbers
+    are shown with its progress, and the panel refreshes itself."""
+    summary, computing = summary_with_progress(slug)
+    tables = (
+        None if summary is None else human_agreement(database_url(), slug, _version(slug, summary), summary)
+    )
+    if tables is None:
+        if not computing:
+            st.info("No judgments yet.")
         return
+    ceiling, modal = tables
     left, right = st.columns(2)
     left.markdown("**Levels leave-one-out majority** (participants predicting each other; tie = ½)")
     left.dataframe(ceiling, hide_index=True)
@@ -255,25 +303,42 @@ def agreement_tables(slug: str) -> None:
     right.dataframe(modal, hide_index=True)
 
 
-@st.cache_data(max_entries=8, show_spinner="Computing human agreement…")
-def human_agreement(url: str, slug: str, mark: tuple) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Both agreement tables, computed once per study and data state (`mark` changes with every answer)."""
-    judgments = load_judgments_compact(get_db(), slug)
-    if judgments.empty:
-        return None, None
-    return levels_noise_ceiling(judgments), things_modal_consistency(judgments)
+def summary_with_progress(slug: str) -> tuple[AnswerSummary | None, bool]:
+    """(the freshest summary there is, whether a background update is still reading answers: then said
+    on the page with its progress)."""
+    summary, refresh = fresh_summary(get_db(), slug)
+    if refresh is not None and refresh.error:
+        st.error(f"Summarising the answers failed: {refresh.error}")
+    elif refresh is not None:
+        shown = "the last finished numbers below" if summary is not None else "the numbers when done"
+        st.info(
+            f"Computing… ({refresh.done} of {refresh.total} participants read); showing {shown}. "
+            "This panel refreshes itself."
+        )
+    return summary, refresh is not None and refresh.running
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def response_time_counts(url: str, slug: str, mark: tuple) -> pd.DataFrame:
-    """The histogram's counts, once per study and data state (`mark` changes with every answer)."""
-    return rt_histogram(get_db(), slug)
+def _version(slug: str, summary: AnswerSummary) -> tuple:
+    """What the tables depend on: the answers read (highest response id, last seen) and the exclusions."""
+    return (summary.last_response_id, summary.last_seen, excluded_participants(get_db(), slug))
 
 
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs={AnswerSummary: lambda _: None})
+def human_agreement(
+    url: str, slug: str, version: tuple, summary: AnswerSummary
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Both agreement tables, computed once per study and `version` (the summary is not hashed: `version`
+    says which it is)."""
+    return agreement_from_summary(summary, version[2])
+
+
+@st.fragment(run_every="5s")
 def rt_distribution(slug: str) -> None:
-    counts = response_time_counts(database_url(), slug, study_mark(get_db(), slug))
+    summary, computing = summary_with_progress(slug)
+    counts = pd.DataFrame() if summary is None else rt_counts(summary)
     if counts.empty:
-        st.info("No answered trials yet.")
+        if not computing:
+            st.info("No answered trials yet.")
         return
     figure = px.bar(
         counts,

@@ -158,6 +158,19 @@ def test_export_refuses_unknown_formats_and_leaves_no_partial_file(exported_stud
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
+        export_study(db, "export-study", "jspsych", out / "jspsych.csv")
+    assert list(out.iterdir()) == []
+
+    import study.export
+
+    real = study.export.answer_batches
+
+    def one_batch_then_fail(*args):
+        yield next(real(*args))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(study.export, "answer_batches", one_batch_then_fail)  # the streamed THINGS file
+    with pytest.raises(OSError, match="disk full"):
         export_study(db, "export-study", "things", out / "things.csv")
     assert list(out.iterdir()) == []
 
@@ -250,3 +263,30 @@ def test_parquet_selection_columns_are_typed_even_when_empty(exported_study, tmp
     assert any(is_text(strategy) for is_text in text) and any(is_text(run) for is_text in text)
     assert (score, random_share) == (pa.float64(), pa.bool_())
     assert pd.read_parquet(path)[SELECTION_COLUMNS].isna().all().all()
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [{}, {"raw_ids": True, "include_excluded": True}, {"include_simulated": False}],
+    ids=["default", "raw-ids-and-excluded", "no-simulated"],
+)
+def test_the_streamed_things_file_is_the_things_table_written_as_csv(exported_study, tmp_path, selection):
+    """The THINGS export streams numbers from the driver's cursor; its bytes are exactly `write_csv` of
+    `things_table` (the definition of the table), formula names and a missing RT included."""
+    from sqlalchemy import update
+
+    from db.models import Response, Stimulus
+    from study.export import write_csv
+
+    db, ids, people = exported_study
+    with db.write() as session:
+        session.execute(update(Stimulus).where(Stimulus.id == ids[6]).values(name="=HYPERLINK(1)"))
+        session.execute(
+            update(Response)
+            .where(Response.participant_id == people["human"], Response.trial_index == 2)
+            .values(rt_ms=None)
+        )
+    streamed = export_study(db, "export-study", "things", tmp_path / "streamed.csv", **selection)
+    expected = write_csv(things_table(db, "export-study", **selection), tmp_path / "table.csv")
+    assert streamed.path.read_bytes() == expected.read_bytes()
+    assert b"'=HYPERLINK(1)" in expected.read_bytes() and b",," in expected.read_bytes()

@@ -239,7 +239,7 @@ def test_compact_judgments_hold_the_same_answers_and_give_the_same_ceiling(small
     from study.reliability import levels_noise_ceiling, things_modal_consistency
 
     db, ids = small_study
-    monkeypatch.setattr(study.judgments, "COMPACT_BATCH", 2)  # several batches of participants
+    monkeypatch.setattr(study.judgments, "COMPACT_BATCH_ROWS", 2)  # several batches of answers
     for i in range(5):
         chosen = [ids[0], ids[6] if i % 2 else ids[0], ids[1]]
         run_participant(db, "judge-study", f"p{i}", chosen, [900.0, 1500.0 + i, 1600.0])

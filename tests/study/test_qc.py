@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import study.qc
 from db.models import Participant, TrialKind
 from study import participation as P
 from study.qc import (
@@ -208,3 +210,55 @@ def test_a_new_process_reuses_the_stored_measures(qc_study, monkeypatch):
     after = participant_qc(db, "qc-study")
     assert read == [] and after.equals(before)
     assert after.set_index("participant_id").loc[first, "catch_accuracy"] == 0.5
+
+
+def _reference_measures(rows, config: QCConfig) -> dict:
+    """One participant's measures with the rule functions, one by one (what the batch must equal)."""
+    shown = ~rows.has(study.qc._UNAVAILABLE)
+    answered = shown & ~rows.has(study.qc._TIMED_OUT)
+    catch = shown & rows.has(study.qc._KNOWN_CATCH)
+    fast = too_fast_windows(rows.rt_ms[answered], config.fast_window, config.fast_5th_ms, config.fast_10th_ms)
+    shares = position_shares(rows.position[answered])
+    rts = pd.Series(rows.rt_ms[answered])
+    return {
+        "n_answered": int(answered.sum()),
+        "n_timeouts": int((shown & ~answered).sum()),
+        "n_unavailable": int((~shown).sum()),
+        "catch_accuracy": catch_accuracy(
+            np.where(rows.has(study.qc._CATCH_RIGHT)[catch], 1, -1), np.ones(int(catch.sum()))
+        ),
+        "n_catch": int(catch.sum()),
+        "fast_windows": int(fast.sum()),
+        "n_windows": len(fast),
+        "share_left": shares[0],
+        "share_middle": shares[1],
+        "share_right": shares[2],
+        "median_rt_ms": float(rts.median()) if len(rts) else float("nan"),
+    }
+
+
+def test_batch_measures_equal_the_rules_applied_one_participant_at_a_time():
+    """QC over a batch of participants (integer arrays, one pass) gives each participant exactly the values
+    of the rule functions applied to their answers alone: odd and even counts (medians), partial windows,
+    NaN RTs, timeouts, unavailable trials, catch trials, and a participant without answers."""
+    rng = np.random.default_rng(3)
+    config = QCConfig()
+    sizes = {11: 0, 12: 1, 13: 19, 14: 40, 15: 41, 16: 333}
+    pid = np.concatenate([np.full(size, p) for p, size in sizes.items()])
+    packed = (
+        (rng.random(len(pid)) < 0.05) * study.qc._UNAVAILABLE
+        + (rng.random(len(pid)) < 0.1) * study.qc._TIMED_OUT
+        + (rng.random(len(pid)) < 0.2) * study.qc._KNOWN_CATCH
+        + (rng.random(len(pid)) < 0.7) * study.qc._CATCH_RIGHT
+        + (rng.integers(0, 3, len(pid)) + 1) * (1 << study.qc._POSITION_SHIFT)
+    )
+    rts = np.round(rng.gamma(2.0, 500.0, len(pid)), 1)
+    rts[rng.random(len(pid)) < 0.02] = np.nan
+    rows = study.qc.QCRows(pid.astype(np.int64), packed.astype(np.int64), rts)
+    batch = study.qc.measures_of_rows(rows, list(sizes), config)
+    for p in sizes:
+        own = study.qc.QCRows(pid[pid == p], packed[pid == p], rts[pid == p])
+        expected = _reference_measures(own, config)
+        assert batch[p].keys() == expected.keys()
+        for name, value in expected.items():
+            assert batch[p][name] == value or (np.isnan(value) and np.isnan(batch[p][name])), (p, name)
