@@ -72,7 +72,7 @@ class DecayToInitAdam(torch.optim.Optimizer):
         fused = _fused_kernel_for(params)
         adam(
             params,
-            [p.grad for p in params],
+            [p.grad for p in params if p.grad is not None],  # `step` passes only parameters with one
             [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
             [],
