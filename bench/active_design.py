@@ -21,8 +21,9 @@ printed; early stopping and the temperature use a 10 % hold-out drawn only from 
 -- the start and each batch's random share -- since actively chosen answers are a biased validation set;
 ``--val-from-all`` draws it from every answer instead). Strategies: random; uncertainty (the teacher's
 predictive entropy); disagreement (teacher vs raw backbone, Jensen-Shannon divergence, as an adaptive study
-uses it); optionally bald (``--strategies ... bald``: BALD over ``--members`` bootstrap teachers,
-``--members`` extra fits per batch). Printed:
+uses it); information (BALD over teachers drawn from a Laplace posterior around the fit, no refits:
+``alignment.active.laplace_samples``); optionally bald (``--strategies ... bald``: BALD over ``--members``
+bootstrap teachers, ``--members`` extra fits per batch). Printed:
 accuracy vs answers, mean and 95 % t-interval over seeds; and the answers each strategy needs to reach
 the accuracy random reaches with the full budget (the first crossing of the mean curve, linearly
 interpolated, by the same rule for random itself; "> budget" when it never does).
@@ -56,7 +57,7 @@ from alignment.splits import TripletData
 from alignment.synthetic import planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 
-STRATEGIES = ("random", "uncertainty", "disagreement", "bald")
+STRATEGIES = ("random", "uncertainty", "disagreement", "information", "bald")
 
 
 @dataclass
@@ -173,7 +174,7 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
         candidates = np.flatnonzero(~asked)
         members = _members(replay, teacher, answered, strategy, args, answer_rng)
         scoring = "disagreement" if strategy == "bald" else strategy
-        scores = score_pool(scoring, replay.pool[candidates], members, replay.kind)
+        scores = score_pool(scoring, replay.pool[candidates], members, replay.kind, asked=answered)
         chosen = select_batch(
             replay.pool[candidates],
             scores,
@@ -281,7 +282,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--members", type=int, default=4, help="bootstrap teachers for disagreement")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES[:3]))
+    parser.add_argument(
+        "--strategies", nargs="+", choices=STRATEGIES, default=["random", "uncertainty", "information"]
+    )
     parser.add_argument(
         "--val-from-all",
         dest="val_from_random",
