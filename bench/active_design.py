@@ -214,8 +214,7 @@ def answers_to_reach(budgets: np.ndarray, curve: np.ndarray, goal: float) -> flo
 
 def _per_seed_ratio(budgets: np.ndarray, values: np.ndarray, random: np.ndarray) -> str:
     """Paired per seed: the answers a strategy's curve needs to reach that seed's random accuracy at the full
-    budget, as a share of the budget; mean and 95 % t-interval over seeds
-    (and how many never reach it)."""
+    budget, as a share of the budget; mean and 95 % t-interval over seeds, and how many never reach it."""
     ratios = np.array(
         [answers_to_reach(budgets, curve, goal) for curve, goal in zip(values, random[:, -1], strict=True)]
     )
