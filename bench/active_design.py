@@ -21,8 +21,9 @@ printed; early stopping and the temperature use a 10 % hold-out drawn only from 
 -- the start and each batch's random share -- since actively chosen answers are a biased validation set;
 ``--val-from-all`` draws it from every answer instead). Strategies: random; uncertainty (the teacher's
 predictive entropy); disagreement (teacher vs raw backbone, Jensen-Shannon divergence, as an adaptive study
-uses it); optionally bald (``--strategies ... bald``: BALD over ``--members`` bootstrap teachers,
-``--members`` extra fits per batch). Printed:
+uses it); information (BALD over teachers drawn from a Laplace posterior around the fit, no refits:
+``alignment.active.laplace_samples``); optionally bald (``--strategies ... bald``: BALD over ``--members``
+bootstrap teachers, ``--members`` extra fits per batch). Printed:
 accuracy vs answers, mean and 95 % t-interval over seeds; and the answers each strategy needs to reach
 the accuracy random reaches with the full budget (the first crossing of the mean curve, linearly
 interpolated, by the same rule for random itself; "> budget" when it never does).
@@ -56,7 +57,7 @@ from alignment.splits import TripletData
 from alignment.synthetic import planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 
-STRATEGIES = ("random", "uncertainty", "disagreement", "bald")
+STRATEGIES = ("random", "uncertainty", "disagreement", "information", "bald")
 
 
 @dataclass
@@ -173,7 +174,7 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
         candidates = np.flatnonzero(~asked)
         members = _members(replay, teacher, answered, strategy, args, answer_rng)
         scoring = "disagreement" if strategy == "bald" else strategy
-        scores = score_pool(scoring, replay.pool[candidates], members, replay.kind)
+        scores = score_pool(scoring, replay.pool[candidates], members, replay.kind, asked=answered)
         chosen = select_batch(
             replay.pool[candidates],
             scores,
@@ -211,6 +212,21 @@ def answers_to_reach(budgets: np.ndarray, curve: np.ndarray, goal: float) -> flo
     return float(budgets[i - 1] + fraction * (budgets[i] - budgets[i - 1]))
 
 
+def _per_seed_ratio(budgets: np.ndarray, values: np.ndarray, random: np.ndarray) -> str:
+    """Paired per seed: the answers a strategy's curve needs to reach that seed's random accuracy at the full
+    budget, as a share of the budget; mean and 95 % t-interval over seeds, and how many never reach it."""
+    ratios = np.array(
+        [answers_to_reach(budgets, curve, goal) for curve, goal in zip(values, random[:, -1], strict=True)]
+    )
+    ratios = ratios / budgets[-1]
+    finite = ratios[np.isfinite(ratios)]
+    never = f"; {len(ratios) - len(finite)} of {len(ratios)} seeds never" if len(finite) < len(ratios) else ""
+    if not len(finite):
+        return "> 1" + never
+    low, high = _interval(finite)
+    return f"{finite.mean():.2f} [{low:.2f}, {high:.2f}]{never}"
+
+
 def report(name: str, curves: dict[str, np.ndarray], budgets: np.ndarray, seconds: dict[str, float]) -> str:
     """Accuracy table (mean [95 % CI] per strategy and answer count) and answers needed to match random."""
     lines = [
@@ -227,9 +243,10 @@ def report(name: str, curves: dict[str, np.ndarray], budgets: np.ndarray, second
     goal = curves["random"][:, -1].mean()
     lines.append(f"\nanswers to reach random's accuracy at the full budget ({budgets[-1]}: {goal:.4f}):\n")
     lines.append(
-        "| strategy | answers | × random's | gain over random at full budget [95% CI, paired] | time |"
+        "| strategy | answers | × random's | × random's per seed, mean [95% CI] | gain over random at full "
+        "budget [95% CI, paired] | time |"
     )
-    lines.append("|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|")
     for strategy, values in curves.items():
         needed = answers_to_reach(budgets, values.mean(axis=0), goal)
         ratio = needed / budgets[-1]
@@ -238,7 +255,8 @@ def report(name: str, curves: dict[str, np.ndarray], budgets: np.ndarray, second
         shown = f"{needed:.0f}" if np.isfinite(needed) else f"> {budgets[-1]}"
         ratio_text = f"{ratio:.2f}" if np.isfinite(ratio) else "> 1"
         lines.append(
-            f"| {strategy} | {shown} | {ratio_text} | {gain.mean():+.4f} [{low:+.4f}, {high:+.4f}] | "
+            f"| {strategy} | {shown} | {ratio_text} | {_per_seed_ratio(budgets, values, curves['random'])} | "
+            f"{gain.mean():+.4f} [{low:+.4f}, {high:+.4f}] | "
             f"{seconds[strategy]:.0f} s |"
         )
     return "\n".join(lines)
@@ -281,7 +299,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--members", type=int, default=4, help="bootstrap teachers for disagreement")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES[:3]))
+    parser.add_argument(
+        "--strategies", nargs="+", choices=STRATEGIES, default=["random", "uncertainty", "information"]
+    )
     parser.add_argument(
         "--val-from-all",
         dest="val_from_random",

@@ -27,7 +27,7 @@ from study.studies import PRACTICE_BLOCK, TrialSpec, as_triplet, create_study, t
 
 WITHIN_SCOPES = ("auto", "category", "superordinate")
 DESIGN_MODES = ("fixed", "adaptive")
-ADAPTIVE_STRATEGIES = ("uncertainty", "disagreement", "random")  # names as in alignment.active
+ADAPTIVE_STRATEGIES = ("uncertainty", "information", "disagreement", "random")  # names as in alignment.active
 EXACT_POOL = 64  # pools up to this size are searched exhaustively for the least-used item
 POOL_SAMPLE = 32  # larger pools: the least-used of a random sample (keeps big sets fast)
 GREEDY_ATTEMPTS = 5  # first tries pick least-used items; later tries pick at random
@@ -69,7 +69,9 @@ class DesignConfig(LoadableConfig):
     # "fixed": every list generated at creation; "adaptive": the first lists too, later lists chosen from a
     # candidate pool by the study's latest teacher (workflows.adaptive), generated `lists_ahead` ahead
     mode: str = "fixed"
-    strategy: str = "uncertainty"  # adaptive: uncertainty | disagreement (teacher vs backbone) | random
+    strategy: str = (
+        "uncertainty"  # adaptive: uncertainty | information | disagreement (teacher vs backbone) | random
+    )
     random_share: float = 0.2  # adaptive: share of each list's experimental triplets drawn at random
     refit_every: int = 200  # adaptive: answers between background teacher refits
     refit_minutes: float = 0.0  # adaptive: also refit when this long passed and new answers arrived (0 = off)

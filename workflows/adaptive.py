@@ -12,9 +12,10 @@ the background every ``refit_every`` answers or ``refit_minutes`` minutes (when 
 - ``after_answer``: called by the participant API after a response is sent (a background task, so never on
   the participant's clock): queues and launches the refit when due, and tops the lists up.
 
-Strategies: ``uncertainty`` (the teacher's predictive entropy), ``disagreement`` (teacher vs raw backbone:
-their Jensen-Shannon divergence; the backbone's similarities are given the teacher's spread over the pool,
-since raw features have no fitted temperature), ``random``.
+Strategies: ``uncertainty`` (the teacher's predictive entropy), ``information`` (BALD over teachers drawn
+from a Laplace posterior around the teacher, given the study's answered triplets), ``disagreement``
+(teacher vs raw backbone: their Jensen-Shannon divergence; the backbone's similarities are given the
+teacher's spread over the pool, since raw features have no fitted temperature), ``random``.
 """
 
 from __future__ import annotations
@@ -116,13 +117,15 @@ def _choose_level(
     random_share: float,
     view: TeacherView | None,
     rng: np.random.Generator,
+    asked: np.ndarray | None = None,
 ) -> list[TrialSpec]:
     """``n`` of one level's candidate triplets, by ``strategy`` under the teacher (at random without one),
-    each carrying why it was chosen."""
+    each carrying why it was chosen (``asked``: the answered triplets as the teacher's rows, for
+    ``information``)."""
     from alignment.active import BatchRule, select_batch
 
     pool = np.asarray(candidates, dtype=np.int64).reshape(-1, 3)
-    rows, kept, strategy, scores, embedding = _scored_candidates(pool, strategy, view)
+    rows, kept, strategy, scores, embedding = _scored_candidates(pool, strategy, view, asked)
     if len(rows) < n:
         raise ValueError(
             f"only {len(rows)} new {level.value} candidates the teacher can score, {n} needed; raise "
@@ -150,7 +153,7 @@ def _choose_level(
     ]
 
 
-def _scored_candidates(pool: np.ndarray, strategy: str, view: TeacherView | None):
+def _scored_candidates(pool: np.ndarray, strategy: str, view: TeacherView | None, asked=None):
     """The candidates the teacher can score (their rows in its index and their places in ``pool``), the
     strategy actually used, the scores and the aligned embedding; without a teacher, every candidate,
     unscored, chosen at random (the caller notes why)."""
@@ -159,9 +162,8 @@ def _scored_candidates(pool: np.ndarray, strategy: str, view: TeacherView | None
     if view is None:
         return pool, np.arange(len(pool)), "random", np.zeros(len(pool)), None
     rows, kept = view.rows(pool)
-    scores = (
-        score_pool(strategy, rows, _members(view, strategy, rows), "triplet") if len(rows) else np.zeros(0)
-    )
+    members = _members(view, strategy, rows)
+    scores = score_pool(strategy, rows, members, "triplet", asked=asked) if len(rows) else np.zeros(0)
     return rows, kept, strategy, scores, view.aligned
 
 
@@ -182,11 +184,24 @@ def propose(
     pool = candidate_pool(db, slug, seed)
     rng = np.random.default_rng(seed)
     strategy = strategy or config.strategy
+    asked = _asked_rows(db, slug, view) if strategy == "information" and view is not None else None
     specs: list[TrialSpec] = []
     for level, n in counts.items():
         if n:
-            specs += _choose_level(pool.get(level, []), level, n, strategy, config.random_share, view, rng)
+            specs += _choose_level(
+                pool.get(level, []), level, n, strategy, config.random_share, view, rng, asked
+            )
     return specs
+
+
+def _asked_rows(db: Database, slug: str, view: TeacherView) -> np.ndarray:
+    """The study's answered triplets (odd one out last) as rows of the teacher's index: what the teacher's
+    posterior is conditioned on (``information``; the answers themselves are not needed, see
+    ``alignment.active``)."""
+    from workflows.pipeline.data import study_judgments
+
+    judged = study_judgments(db, slug)[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
+    return view.rows(judged)[0]
 
 
 def top_up_lists(db: Database, slug: str, view: TeacherView | None = None) -> list[int]:
@@ -267,7 +282,12 @@ def adaptive_stage(db: Database, run: Run, progress: jobs.Progress) -> jobs.Stag
     return result
 
 
-SELECTION_GROUPS = {"random": "random share", "uncertainty": "adaptive", "disagreement": "adaptive"}
+SELECTION_GROUPS = {
+    "random": "random share",
+    "uncertainty": "adaptive",
+    "disagreement": "adaptive",
+    "information": "adaptive",
+}
 
 
 def held_out_by_selection(db: Database, slug: str, view: TeacherView, split: str | None) -> dict[str, dict]:

@@ -27,7 +27,7 @@ DESIGN_FLAGS = {
     "--within-scope": ("within_class_scope", str, "auto | category | superordinate"),
     "--seed": ("seed", int, "random seed"),
     "--mode": ("mode", str, "fixed | adaptive (later lists chosen by the latest teacher)"),
-    "--strategy": ("strategy", str, "adaptive: uncertainty | disagreement | random"),
+    "--strategy": ("strategy", str, "adaptive: uncertainty | information | disagreement | random"),
     "--refit-every": ("refit_every", int, "adaptive: refit the teacher every N answers"),
     "--refit-minutes": (
         "refit_minutes",

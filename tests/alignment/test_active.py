@@ -6,8 +6,10 @@ import pytest
 from alignment.active import (
     BatchRule,
     Member,
+    Posterior,
     compact,
     disagreement,
+    laplace_samples,
     plane_overlap,
     predictive_entropy,
     score_pool,
@@ -168,3 +170,74 @@ def test_compact_keeps_every_dot_product_in_fewer_dimensions():
         score_pool("uncertainty", pool, [Member(z, 3.0)]),
         score_pool("uncertainty", pool, [Member(small, 3.0)]),
     )
+
+
+def test_mutual_information_is_zero_for_a_shared_coin_flip_and_high_for_a_confident_dispute():
+    """BALD's known answers: teachers that all say 1/3 each carry no information about which teacher is
+    right; two camps each sure of a different pair carry nearly log 2."""
+    third = np.full((1, 3), 1 / 3)
+    assert disagreement([third] * 4) == pytest.approx([0.0], abs=1e-12)
+    sure_a, sure_b = np.array([[0.98, 0.01, 0.01]]), np.array([[0.01, 0.98, 0.01]])
+    dispute = disagreement([sure_a, sure_b, sure_a, sure_b])
+    assert dispute[0] > 0.6 and dispute[0] < np.log(2)
+    assert predictive_entropy([third] * 4)[0] > predictive_entropy([sure_a, sure_b])[0]
+
+
+def _two_axes() -> np.ndarray:
+    """Images on two axes of the teacher space: 0-5 differ along x only, 6-8 along y only; 9-11 sit on one
+    point (no teacher can tell their pairs apart); 12-14 differ along x only, a near tie for the teacher."""
+    z = np.zeros((15, 2))
+    z[:6, 0] = [2.0, 1.6, -1.0, 0.5, -2.0, 1.2]
+    z[6:9] = [[0.0, 2.0], [0.0, 1.0], [0.0, -1.5]]
+    z[9:12] = [0.7, 0.7]
+    z[12:15, 0] = [1.0, 1.05, 0.95]
+    return z * 1.5
+
+
+def test_information_is_zero_where_every_teacher_agrees_on_a_coin_flip():
+    z = _two_axes()
+    pool = np.array([[9, 10, 11]])
+    information = score_pool("information", pool, [Member(z, 1.0)], asked=np.empty((0, 3), np.int64))
+    assert information == pytest.approx([0.0], abs=1e-9)
+    assert score_pool("uncertainty", pool, [Member(z, 1.0)]) == pytest.approx([np.log(3)])
+
+
+def test_information_prefers_what_the_answers_left_open_over_aleatoric_noise():
+    """After many triplets about the x axis, a near tie along x is still the teacher's most uncertain
+    triplet (uncertainty picks it), but every plausible teacher agrees on it; the y axis was never asked
+    about, so a y triplet's answer would teach the teacher something (information picks it). Once y
+    triplets are asked too, that triplet's information falls."""
+    z = _two_axes()
+    teacher = Member(z, 1.0)
+    x_triplets = np.array([[a, b, c] for a in range(6) for b in range(6) for c in range(6) if a < b != c > a])
+    asked_x = np.repeat(x_triplets, 20, axis=0)
+    pool = np.array([[12, 13, 14], [6, 7, 8]])  # near tie along x; y triplet
+    information = score_pool("information", pool, [teacher], asked=asked_x)
+    uncertainty = score_pool("uncertainty", pool, [teacher])
+    assert uncertainty[0] > uncertainty[1]
+    assert information[1] > 5 * information[0]
+    asked_both = np.vstack([asked_x, np.repeat([[6, 7, 8], [7, 8, 6], [6, 8, 7]], 100, axis=0)])
+    assert score_pool("information", pool, [teacher], asked=asked_both)[1] < information[1] / 3
+
+
+def test_laplace_teachers_centre_on_the_fit_and_narrow_with_answers():
+    z = np.random.default_rng(3).normal(size=(30, 12))
+    teacher = Member(z, 2.0)
+    rng = np.random.default_rng(4)
+    pool = np.stack([rng.choice(30, 3, replace=False) for _ in range(50)])
+    fitted = teacher.probabilities(pool, "triplet")
+    spread = []
+    for n_asked in (0, 2000):
+        asked = np.array([rng.choice(30, 3, replace=False) for _ in range(n_asked)], np.int64).reshape(-1, 3)
+        drawn = np.stack(laplace_samples(teacher, pool, asked, posterior=Posterior(samples=200)))
+        assert drawn.shape == (200, 50, 3) and np.allclose(drawn.sum(axis=2), 1)
+        spread.append(np.abs(drawn - fitted).mean())
+        assert np.abs(drawn.mean(axis=0) - fitted).mean() < 0.5 * spread[-1] + 0.02
+    assert spread[1] < spread[0] / 3
+
+
+def test_information_needs_the_asked_rows_and_a_sane_posterior():
+    with pytest.raises(ValueError, match="needs the asked rows"):
+        score_pool("information", POOL, [Member(_planted(), 1.0)])
+    with pytest.raises(ValueError, match="samples >= 2"):
+        Posterior(samples=1)

@@ -457,3 +457,38 @@ def test_held_out_accuracy_is_reported_apart_for_the_random_share_and_the_chosen
     write_split(split, only_some, np.zeros(4, dtype=bool))  # only held-out judgments count
     summary = held_out_by_selection(db, "ada-study", view, f"runs/{run_id}/split.npz")
     assert sum(group["n"] for group in summary.values()) == sum(g is not None for g in groups[:4])
+
+
+def test_information_is_scored_given_the_studys_answered_triplets(db, study, tmp_path):
+    """``information`` conditions the teacher's posterior on what the study has asked: its scores are those
+    of ``score_pool`` given the answered triplets, and differ from the scores given no answers."""
+    from study.adaptive import candidate_pool
+
+    _, aligned, ids = planted_teacher(db, study, tmp_path)
+    with db.write() as session:
+        list_id = session.scalar(select(TripletList.id).where(TripletList.study_id == study))
+        participant = Participant(study_id=study, external_id="p1", list_id=list_id, consent=True)
+        session.add(participant)
+        session.flush()
+        pid = participant.id
+    experimental = [t for t in list_trials(db, study, 0) if t.kind == TrialKind.EXPERIMENTAL]
+    for k, trial in enumerate(experimental):
+        answer(db, pid, trial, k % 3)
+    counts = {TripletLevel.BETWEEN_CLASS: 5, TripletLevel.WITHIN_CLASS: 0, TripletLevel.CLASS_BORDER: 0}
+    specs = propose(db, "ada-study", counts, seed=11, strategy="information")
+    assert Counter(s.selection["strategy"] for s in specs) == {"information": 4, "random": 1}
+    judged = np.array([[t.stim0_id, t.stim1_id, t.stim2_id] for t in experimental])
+    pool = np.array(candidate_pool(db, "ada-study", 11)[TripletLevel.BETWEEN_CLASS])
+    teacher = [Member(aligned, 0.7)]
+    given_answers = score_pool(
+        "information", np.searchsorted(ids, pool), teacher, asked=np.searchsorted(ids, judged)
+    )
+    given_none = score_pool(
+        "information", np.searchsorted(ids, pool), teacher, asked=np.empty((0, 3), np.int64)
+    )
+    by_key = {triplet_key(t): s for t, s in zip(pool, given_answers, strict=True)}
+    chosen = [s for s in specs if s.selection["strategy"] == "information"]
+    assert [s.selection["score"] for s in chosen] == pytest.approx(
+        [by_key[triplet_key(s.stimuli)] for s in chosen]
+    )
+    assert not np.allclose(given_answers, given_none, rtol=1e-3)
