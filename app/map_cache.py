@@ -37,9 +37,7 @@ from workflows.maps.data import (
 from workflows.maps.report import MapFigures, build_figures
 
 
-@st.cache_resource(
-    show_spinner="Compiling UMAP and the neighbour index for this server process (once, up to a minute)…"
-)
+@st.cache_resource(show_spinner="Compiling UMAP for this server process (once, up to a minute)…")
 def umap_ready() -> float:
     """Seconds the one-off UMAP compilation took in this process."""
     return map_engine.warm_umap()

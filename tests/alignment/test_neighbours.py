@@ -9,8 +9,8 @@ import pytest
 
 import alignment.maps
 import alignment.neighbours
-from alignment.maps import MapConfig, paired_maps
-from alignment.neighbours import drop_self, nearest_neighbours
+from alignment.maps import MapConfig, paired_maps, umap_epochs
+from alignment.neighbours import nearest_neighbours
 from tests.support.planted import cosine_similarity_matrix
 
 
@@ -36,7 +36,6 @@ def test_exact_search_in_blocks_equals_the_dense_answer(monkeypatch):
     assert (found.distances[:, 1:] >= found.distances[:, :-1] - 1e-6).all()  # nearest first
 
 
-@pytest.mark.slow  # compiles pynndescent (30 s idle, minutes on a loaded 2-core machine)
 def test_approximate_index_recall_against_exact_and_its_estimate_covers_the_truth():
     x = _clustered(3000, dim=64)
     approx = nearest_neighbours(x, 10, exact=False)
@@ -47,12 +46,42 @@ def test_approximate_index_recall_against_exact_and_its_estimate_covers_the_trut
     assert (approx.indices != np.arange(3000)[:, None]).all()  # never itself
 
 
-def test_self_is_dropped_wherever_the_index_lists_it():
-    indices = np.array([[0, 1, 2], [0, 1, 2], [3, 0, 1], [1, 0, 2]])  # row 1: itself second; rows 2, 3: never
-    distances = np.arange(12, dtype=float).reshape(4, 3)
-    kept, kept_distances = drop_self(indices, distances, 2)
-    assert kept.tolist() == [[1, 2], [0, 2], [3, 0], [1, 0]]
-    assert kept_distances.tolist() == [[1, 2], [3, 5], [6, 7], [9, 10]]
+def test_a_recall_below_target_is_searched_again_probing_twice_as_many_lists(monkeypatch):
+    probed = []
+    real = alignment.neighbours._approximate
+    monkeypatch.setattr(
+        alignment.neighbours,
+        "_approximate",
+        lambda x, k, seed, lists: probed.append(lists) or real(x, k, seed, lists),
+    )
+    clustered = nearest_neighbours(_clustered(2000), 10, exact=False)
+    assert probed == [alignment.neighbours.PROBED_LISTS] and clustered.recall > 0.95  # found at once
+    probed.clear()
+    structureless = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32)
+    found = nearest_neighbours(structureless, 10, exact=False)
+    assert len(probed) > 1 and probed == [min(12 * 2**i, 45) for i in range(len(probed))]  # 45 lists in all
+    truth = _true_neighbours(structureless, 10)
+    true_recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(found.indices, truth, strict=True)])
+    assert true_recall >= alignment.neighbours.RECALL_TARGET
+
+
+def test_umap_runs_fewer_epochs_above_the_size_threshold(monkeypatch):
+    assert [umap_epochs(n) for n in (1000, 10_000, 20_000, 50_000, 1_000_000)] == [None, None, 200, 80, 50]
+    asked = []
+
+    class FakeUmap:  # records the settings the map asks for
+        def __init__(self, **settings):
+            asked.append(settings["n_epochs"])
+
+        def fit_transform(self, x):
+            return np.zeros((len(x), 2))
+
+    import umap
+
+    monkeypatch.setattr(umap, "UMAP", FakeUmap)
+    for n in (10_000, 50_000):
+        alignment.maps.embed_2d(np.random.default_rng(0).normal(size=(n, 3)), MapConfig())
+    assert asked == [None, 80]
 
 
 def test_neighbours_are_searched_once_per_representation_with_a_cache_dir(tmp_path, monkeypatch):
@@ -89,7 +118,7 @@ def test_umap_is_fitted_once_per_representation_and_read_back_from_disk(tmp_path
     assert len(fits) == 5
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a 5,000-image UMAP fit
 def test_umap_uses_the_neighbours_it_is_given():
     x = _clustered(5000, dim=16)
     neighbours = nearest_neighbours(x, 15, exact=False)

@@ -128,7 +128,7 @@ def test_umap_is_compiled_once_and_a_rerun_costs_no_embedding(page_with_runs, em
     monkeypatch.setattr(
         alignment.maps, "_umap_2d", lambda x, config, nb=None: fits.append(len(x)) or real_fit(x, config, nb)
     )
-    at = _open("umap", timeout=900)  # compiles UMAP and pynndescent: minutes on a loaded 2-core machine
+    at = _open("umap", timeout=900)  # compiles UMAP: a minute on a loaded 2-core machine
     at.run()
     assert not at.exception and embed_calls == ["umap", "umap"]  # the rerun computed no embedding
     assert fits == [64, 80, 80]  # one compile (warm-up fit), then the before and after maps, once each
