@@ -479,12 +479,13 @@ def _characters(strings) -> bytes:
 
 def _column_cells(column: pd.Series | np.ndarray):
     """One column's CSV cells as a pyarrow large_string array without nulls (a missing value is "")."""
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     dtype = column.dtype
-    if isinstance(column, np.ndarray) and dtype != np.dtype(object):
-        column = pd.Series(column, copy=False)
+    if dtype == np.dtype(object):
+        return _text_cells(column)
+    column = pd.Series(column, copy=False)
     if pd.api.types.is_bool_dtype(dtype):
         codes = column.to_numpy(dtype="float64", na_value=2.0).astype(np.int64)
         return _looked_up(["False", "True", ""], codes)
@@ -495,6 +496,11 @@ def _column_cells(column: pd.Series | np.ndarray):
         return _float_cells(column.to_numpy(dtype="float64", na_value=np.nan))
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return _timestamp_cells(column)
+    return _text_cells(column)
+
+
+def _text_cells(column: pd.Series | np.ndarray):
+    """Text (and any other object) cells: each distinct value neutralised and quoted once."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in uniques]
     return _looked_up([*_quoted(texts), ""], codes)
@@ -706,7 +712,7 @@ def _participant_batches(db: Database, slug: str) -> Iterator[list[int]]:
 def _append_parquet(writer, path: Path, table: pd.DataFrame, *, last: bool):
     """Open the writer with the first non-empty batch's schema (or the empty table's, when the last batch
     comes and nothing was written), then append each batch cast to it."""
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     if table.empty and not (last and writer is None):
