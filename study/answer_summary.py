@@ -33,7 +33,7 @@ from sqlalchemy import ColumnElement, String, func, or_, select, type_coerce
 
 from common.atomic import atomic_path
 from db.engine import Database
-from db.models import Participant, Response, Trial
+from db.models import Participant, Response, Study, Trial
 from study.judgments import analysed_participant, answer_batches, answered_query, trial_facts
 from study.reliability import CEILING_KINDS, summarise_levels_ceiling, summarise_modal_consistency
 from study.studies import get_study
@@ -65,21 +65,34 @@ class AnswerSummary:
         return len(np.union1d(self.participant, self.rt_participant))
 
 
-_SUMMARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {slug: AnswerSummary}
+_SUMMARIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> {study key: AnswerSummary}
 _LOCK = threading.Lock()
 
 
 def cached_summary(db: Database, slug: str) -> AnswerSummary | None:
-    """The last finished summary (memory, else the file), however old; None when never computed."""
+    """The last finished summary (memory, else the file), however old; None when never computed (or the
+    study does not exist)."""
+    key = study_key(db, slug)
+    if key is None:
+        return None
     with _LOCK:
         known = _SUMMARIES.setdefault(db.engine, {})
-        if slug not in known:
-            path = summary_file(db, slug)
+        if key not in known:
+            path = summary_file(db, key)
             stored = _read(path) if path else None
             if stored is None:
                 return None
-            known[slug] = stored
-        return known[slug]
+            known[key] = stored
+        return known[key]
+
+
+def study_key(db: Database, slug: str) -> str | None:
+    """What a summary is kept under: the slug, the study's id and its creation time, so a study deleted and
+    created again under the same slug, or a database rebuilt in the same file, never gets an old study's
+    summary. None when there is no such study."""
+    with db.read() as session:
+        row = session.execute(select(Study.id, Study.created_at).where(Study.slug == slug)).first()
+    return None if row is None else f"{slug}|{row.id}|{row.created_at.isoformat()}"
 
 
 def stale_participants(db: Database, slug: str, summary: AnswerSummary | None) -> list[int]:
@@ -123,9 +136,10 @@ def update_summary(db: Database, slug: str, progress: Progress | None = None) ->
         if progress:
             progress(min(start + READ_BATCH, len(stale)), len(stale))
     summary = replace(summary, last_response_id=max(summary.last_response_id, highest or 0), last_seen=seen)
+    key = study_key(db, slug) or slug  # the study was read above: it exists
     with _LOCK:
-        _SUMMARIES.setdefault(db.engine, {})[slug] = summary
-    path = summary_file(db, slug)
+        _SUMMARIES.setdefault(db.engine, {})[key] = summary
+    path = summary_file(db, key)
     if path is not None:
         _write(path, summary)
     return summary
@@ -302,12 +316,12 @@ def rt_counts(summary: AnswerSummary) -> pd.DataFrame:
     return counted.sort_values(["group", "rt_ms"], ignore_index=True)[["group", "rt_ms", "n"]]
 
 
-def summary_file(db: Database, slug: str) -> Path | None:
-    """`<database file>.cache/summary/<study>.npz` (SQLite only, like the QC cache)."""
+def summary_file(db: Database, key: str) -> Path | None:
+    """`<database file>.cache/summary/<hash of the study key>.npz` (SQLite only, like the QC cache)."""
     database = db.engine.url.database
     if db.dialect != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return Path(f"{database}.cache") / "summary" / f"{hashlib.sha256(slug.encode()).hexdigest()[:20]}.npz"
+    return Path(f"{database}.cache") / "summary" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 
 _ARRAYS = ("participant", "triplet", "choice", "rt_participant", "rt_group", "rt_bin", "rt_n")

@@ -16,6 +16,7 @@ carriage return) is written with a leading single quote (OWASP's CSV-injection r
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -441,6 +442,135 @@ def csv_bytes(table: pd.DataFrame, *, header: bool = True) -> bytes:
     return neutralise_formulas(table).to_csv(index=False, header=header).encode("utf-8")
 
 
+# --- CSV a column at a time -------------------------------------------------------------------------------
+# The streamed exports format whole columns with pyarrow instead of pandas' per-row loop; the cells are those
+# of `neutralise_formulas(table).to_csv(index=False)`: text neutralised and quoted as the csv module quotes
+# (QUOTE_MINIMAL), each distinct text once; missing values empty; booleans True / False; integers as digits;
+# floats as Python's repr (`1269.0897`, `1700000000000.0`, `1e-05`). One deliberate difference, defined here:
+# timestamps are always `YYYY-MM-DD HH:MM:SS.ffffff` (UTC, microseconds; `+00:00` added for a time-zone aware
+# column), where pandas shows as many fraction digits as some value of each 100k-cell chunk needs.
+
+
+def csv_text(table: pd.DataFrame, *, header: bool = True) -> bytes:
+    """`table` as CSV bytes, formula cells neutralised, built a column at a time (see above)."""
+    head = (",".join(_quoted([_neutralised(str(name)) for name in table.columns])) + "\n").encode()
+    body = csv_lines([table[name] for name in table.columns]) if len(table) else b""
+    return (head if header else b"") + body
+
+
+def csv_lines(columns: list[pd.Series | np.ndarray]) -> bytes:
+    """The CSV rows (no header) of equally long columns: Series, or numpy arrays (an object array holds
+    text; a streamed export need not build a DataFrame)."""
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+    if not columns or not len(columns[0]):
+        return b""
+    cells = [_column_cells(column) for column in columns]
+    rows = cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _large(","))
+    return _characters(pc.binary_join_element_wise(rows, _large("\n"), _large("")))
+
+
+def _characters(strings) -> bytes:
+    """The characters of a pyarrow large_string array without nulls, end to end."""
+    start = strings.offset
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[start : start + len(strings) + 1]
+    return strings.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+
+
+def _column_cells(column: pd.Series | np.ndarray):
+    """One column's CSV cells as a pyarrow large_string array without nulls (a missing value is "")."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dtype = column.dtype
+    if dtype == np.dtype(object):
+        return _text_cells(column)
+    column = pd.Series(column, copy=False)
+    if pd.api.types.is_bool_dtype(dtype):
+        codes = column.to_numpy(dtype="float64", na_value=2.0).astype(np.int64)
+        return _looked_up(["False", "True", ""], codes)
+    if pd.api.types.is_integer_dtype(dtype):
+        integers = pa.array(column.astype("Int64"), type=pa.int64())
+        return pc.fill_null(pc.cast(integers, pa.large_string()), _large(""))
+    if pd.api.types.is_float_dtype(dtype):
+        return _float_cells(column.to_numpy(dtype="float64", na_value=np.nan))
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return _timestamp_cells(column)
+    return _text_cells(column)
+
+
+def _text_cells(column: pd.Series | np.ndarray):
+    """Text (and any other object) cells: each distinct value neutralised and quoted once."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in uniques]
+    return _looked_up([*_quoted(texts), ""], codes)
+
+
+def _looked_up(cells: list[str], codes: np.ndarray):
+    """`cells[code]` for each code; -1 (missing) is the last cell."""
+    import pyarrow as pa
+
+    return pa.array(cells, type=pa.large_string()).take(pa.array(np.where(codes < 0, len(cells) - 1, codes)))
+
+
+def _quoted(texts: list[str]) -> list[str]:
+    """Each text as the csv module writes it inside a row: quoted when it holds a comma, quote or line
+    break."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    cells = []
+    for text in texts:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([text, "."])  # not alone in its row: a lone empty cell would be written as ""
+        cells.append(buffer.getvalue()[:-3])
+    return cells
+
+
+def _float_cells(values: np.ndarray):
+    """Floats as Python's repr, NaN as "": pyarrow's shortest round-trip digits, whole numbers as their
+    integer digits + ".0", and the few values pyarrow writes otherwise (exponents, below 1e-4, -0.0, inf) by
+    repr."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = np.isnan(values)
+    whole = np.isfinite(values) & (np.trunc(values) == values) & (np.abs(values) < 2.0**53)
+    whole &= ~((values == 0) & np.signbit(values))
+    text = pc.cast(pa.array(np.where(whole | missing, 0.5, values)), pa.large_string())
+    digits = pc.cast(pa.array(np.where(whole, values, 0).astype(np.int64)), pa.large_string())
+    text = pc.if_else(pa.array(whole), pc.binary_join_element_wise(digits, _large(".0"), _large("")), text)
+    text = pc.if_else(pa.array(missing), _large(""), text)
+    has_exponent = pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
+    tiny = np.abs(values) < 1e-4  # repr writes an exponent below 1e-4, pyarrow the digits
+    odd = ~whole & ~missing & (has_exponent | np.isinf(values) | tiny)
+    if odd.any():
+        python = pa.array([repr(float(value)) for value in values[odd]], type=pa.large_string())
+        text = pc.replace_with_mask(text, pa.array(odd), python)
+    return text
+
+
+def _timestamp_cells(column: pd.Series):
+    """`YYYY-MM-DD HH:MM:SS.ffffff` in UTC (+ `+00:00` when the column is time-zone aware), missing as ""."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    aware = column.dt.tz is not None
+    naive = column.dt.tz_convert("UTC").dt.tz_localize(None) if aware else column
+    stamps = pa.array(naive.to_numpy(dtype="datetime64[us]"), type=pa.timestamp("us"))
+    text = pc.cast(stamps, pa.large_string())
+    if aware:
+        text = pc.binary_join_element_wise(text, _large("+00:00"), _large(""))
+    return pc.fill_null(text, _large(""))
+
+
+def _large(text: str):
+    """A pyarrow large_string scalar (the cells' type: pyarrow joins only strings of one type)."""
+    import pyarrow as pa
+
+    return pa.scalar(text, pa.large_string())
+
+
 TABLE_BUILDERS = {
     "things": things_table,
     "anchor": anchor_table,
@@ -489,9 +619,8 @@ def _stream(db: Database, slug: str, fmt: str, out_path: Path, selection: Select
             if fmt == "parquet":
                 writer = _append_parquet(writer, temporary, table, last=not batch)
             elif len(table) or not header_written:
-                neutralise_formulas(table).to_csv(
-                    temporary, mode="a" if header_written else "w", index=False, header=not header_written
-                )
+                with open(temporary, "ab" if header_written else "wb") as out:
+                    out.write(csv_text(table, header=not header_written))
                 header_written = True
             n_rows += len(table)
             subjects.update(table["subject_id"].unique())
@@ -514,30 +643,24 @@ THINGS_BATCH_ROWS = 100_000
 
 
 def _write_things_csv(db: Database, slug: str, out_path: Path, chosen: Chosen) -> ExportSummary:
-    """`things_table` for the whole study, streamed from the driver's cursor (`db.raw`) to the csv module:
-    each answer is five numbers; names, pseudonyms and trial facts are looked up in numpy from tables
-    neutralised once (a name or id is neutralised once, not per row). The bytes equal `write_csv` of
+    """`things_table` for the whole study, streamed from the driver's cursor (`db.raw`) and written with
+    `csv_text`: each answer is five numbers; names, pseudonyms and trial facts are looked up in numpy (a
+    pseudonym is computed once per participant, a trial's facts read once). The bytes equal `write_csv` of
     `things_table`."""
     stimuli = load_stimuli(db, slug)
     order = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
     size = int(stimuli["id"].max()) + 1 if len(stimuli) else 1
     index_of, name_of = np.full(size, -1, dtype=np.int64), np.full(size, None, dtype=object)
     index_of[list(order)] = list(order.values())
-    name_of[stimuli["id"].to_numpy()] = [_neutralised(name) for name in stimuli["name"]]
+    name_of[stimuli["id"].to_numpy()] = stimuli["name"].to_numpy(object)
     n_rows, people = 0, set()
-    with (
-        db.read() as session,
-        atomic_path(out_path) as temporary,
-        open(temporary, "w", newline="", encoding="utf-8") as out,
-    ):
+    with db.read() as session, atomic_path(out_path) as temporary, open(temporary, "wb") as out:
         study = get_study(session, slug)
         subjects, simulated = _people_lookup(session, study, chosen)
         trials = trial_facts(session, study.id)
         stored = trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
-        level = np.array([_neutralised(v) for v in trials["level"]], dtype=object)
-        kind = np.array([_neutralised(v) for v in trials["kind"]], dtype=object)
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([_neutralised(name) for name in THINGS_HEADER])
+        level, kind = trials["level"].to_numpy(object), trials["kind"].to_numpy(object)
+        out.write(csv_text(pd.DataFrame(columns=list(THINGS_HEADER))))
         query = answered_query(
             study.id, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
         )
@@ -545,38 +668,33 @@ def _write_things_csv(db: Database, slug: str, out_path: Path, chosen: Chosen) -
             ids = answers[:, :4].astype(np.int64)
             row, person = trials.index.get_indexer(ids[:, 2]), subjects.index.get_indexer(ids[:, 0])
             triplet = odd_last_array(stored[row], ids[:, 3])
-            rt = answers[:, 4].astype(object)
-            rt[np.isnan(answers[:, 4])] = None
             columns = [
                 *(index_of[triplet[:, k]] for k in range(3)),
                 *(name_of[triplet[:, k]] for k in range(3)),
-                rt,
+                answers[:, 4],
                 subjects.to_numpy(object)[person],
                 ids[:, 1],
                 level[row],
                 kind[row],
                 simulated[person],
             ]
-            writer.writerows(zip(*(column.tolist() for column in columns), strict=True))
+            out.write(csv_lines(columns))
             n_rows += len(ids)
             people.update(np.unique(ids[:, 0]).tolist())
     return ExportSummary(out_path, "things", n_rows, len(people))
 
 
 def _people_lookup(session, study: Study, chosen: Chosen) -> tuple[pd.Series, np.ndarray]:
-    """The study's analysed participants: their subject id as written (pseudonym or raw id, neutralised) by
-    participant id, and their `is_simulated` as written ("True" / "False"), in the same order."""
+    """The study's analysed participants: their subject id (pseudonym, computed once per participant, or raw
+    id) by participant id, and their `is_simulated`, in the same order."""
     rows = session.execute(
         select(Participant.id, Participant.external_id, Participant.is_simulated).where(
             Participant.study_id == study.id, analysed_participant()
         )
     ).all()
-    names = [
-        _neutralised(external if chosen.raw_ids else pseudonymise(study.salt, external))
-        for _, external, _ in rows
-    ]
+    names = [external if chosen.raw_ids else pseudonymise(study.salt, external) for _, external, _ in rows]
     subjects = pd.Series(names, index=pd.Index([pid for pid, _, _ in rows], dtype=np.int64), dtype=object)
-    return subjects, np.array([str(bool(flag)) for _, _, flag in rows], dtype=object)
+    return subjects, np.array([bool(flag) for _, _, flag in rows], dtype=bool)
 
 
 def _participant_batches(db: Database, slug: str) -> Iterator[list[int]]:
@@ -594,7 +712,7 @@ def _participant_batches(db: Database, slug: str) -> Iterator[list[int]]:
 def _append_parquet(writer, path: Path, table: pd.DataFrame, *, last: bool):
     """Open the writer with the first non-empty batch's schema (or the empty table's, when the last batch
     comes and nothing was written), then append each batch cast to it."""
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     if table.empty and not (last and writer is None):

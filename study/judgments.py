@@ -98,8 +98,19 @@ def consenting_responses(
     )
 
 
-def _json_value(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+def _json_values(values: pd.Series) -> pd.Series:
+    """JSON text (SQLite's driver) parsed, each distinct text once (a trial's selection repeats on every
+    answer to it); values already parsed (PostgreSQL) kept. The parsed values are shared: read them only."""
+    parsed: dict[str, Any] = {}
+
+    def value(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        if text not in parsed:
+            parsed[text] = json.loads(text)
+        return parsed[text]
+
+    return values.map(value)
 
 
 def load_responses(
@@ -129,7 +140,7 @@ def load_responses(
     frame = frame.astype({"rt_ms": float, "client_onset_ms": float})
     for column in ("kind", "task", "level", "status"):
         frame[column] = frame[column].map(str, na_action="ignore")  # enum members -> their values
-    frame["selection"] = frame["selection"].map(_json_value)  # SQLite's driver gives JSON as text
+    frame["selection"] = _json_values(frame["selection"])  # SQLite's driver gives JSON as text
     frame["subject"] = pseudonymised(salt, frame["external_id"])
     return frame
 

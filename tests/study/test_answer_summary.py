@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 import study.answer_summary as summary_module
 from db.models import TripletLevel
@@ -104,3 +105,28 @@ def test_leave_one_out_from_counts_equals_the_rule(seed):
     counts = np.array([np.bincount(c, minlength=3) for c in choices])
     expected = [loo_majority_agreement(c) for c in choices]
     assert loo_majority_from_counts(counts) == pytest.approx(expected)
+
+
+def test_a_recreated_study_never_reuses_an_old_summary(summary_study):
+    """A database rebuilt in the same file (or a study deleted and created again under its slug) holds a
+    different study: the summary kept in memory and on disk for the old one is not its summary."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.models import Study
+
+    db, _, _, _ = summary_study
+    update_summary(db, "sum-study")
+    assert cached_summary(db, "sum-study") is not None
+    with db.write() as session:
+        created = session.scalar(select(Study.created_at).where(Study.slug == "sum-study"))
+        session.execute(
+            update(Study).where(Study.slug == "sum-study").values(created_at=created + timedelta(days=1))
+        )
+    assert cached_summary(db, "sum-study") is None  # not the one in memory
+    summary_module._SUMMARIES.clear()
+    assert cached_summary(db, "sum-study") is None  # nor the file
+    assert cached_summary(db, "no-such-study") is None
+    rebuilt = update_summary(db, "sum-study")
+    assert cached_summary(db, "sum-study") is rebuilt

@@ -3,8 +3,6 @@ round trips."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 from sqlalchemy import select
@@ -152,13 +150,13 @@ def test_export_refuses_unknown_formats_and_leaves_no_partial_file(exported_stud
     with pytest.raises(LookupError, match="no study"):
         export_study(db, "nope-study", "things", out / "x.csv")
 
-    def write_half_then_fail(frame, path, **kwargs):
-        Path(path).write_text("image1,image2\n1,")
+    def fail_after_the_header(columns):  # the header is written; the rows fail
         raise OSError("disk full")
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", write_half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
-        export_study(db, "export-study", "jspsych", out / "jspsych.csv")
+    monkeypatch.setattr("study.export.csv_lines", fail_after_the_header)
+    for fmt in ("jspsych", "things"):
+        with pytest.raises(OSError, match="disk full"):
+            export_study(db, "export-study", fmt, out / f"{fmt}.csv")
     assert list(out.iterdir()) == []
 
     import study.export

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import update
@@ -161,3 +162,41 @@ def test_neutralising_leaves_numbers_and_plain_text_alone():
     assert safe["rt"].tolist() == [-5.0, 3.0]
     assert safe["name"].tolist() == ["a-b", "'\tx"] and safe["reason"].tolist()[0] == "'+1"
     assert table["reason"].tolist()[0] == "+1"  # the caller's table is not changed
+
+
+def test_column_csv_writes_the_cells_pandas_writes():
+    """The streamed exports' column-at-a-time writer gives pandas' `to_csv` bytes (of the neutralised
+    table): floats as repr (whole, tiny, huge, negative zero, missing, infinite), quoted and neutralised
+    text, nullable integers and booleans."""
+    from study.export import csv_text
+
+    table = pd.DataFrame(
+        {
+            "rt": [1269.089721141653, 1700000000000.0, -0.0, 1e-05, 1e16, 2.5e15, np.nan, np.inf, -5.0],
+            "name": ["a,b", 'say "x"', "", None, "=HYPERLINK(1)", "two\nlines", "\r", "-cmd", "plain"],
+            "n": pd.array([1, None, -3, 4, 5, 6, 7, 8, 9], dtype="Int64"),
+            "ok": pd.array([True, None, False] * 3, dtype="boolean"),
+            "flag": [True, False, True] * 3,
+            "+x": list(range(9)),
+        }
+    )
+    assert csv_text(table) == neutralise_formulas(table).to_csv(index=False).encode()
+    assert (
+        csv_text(table, header=False) == neutralise_formulas(table).to_csv(index=False, header=False).encode()
+    )
+    assert csv_text(table.iloc[:0]) == b"rt,name,n,ok,flag,'+x\n"
+
+
+def test_column_csv_writes_timestamps_in_one_defined_format():
+    """Timestamps always with microseconds (pandas varies the digits with the values of a chunk); UTC, with
+    +00:00 for a time-zone aware column; missing ones empty."""
+    from study.export import csv_text
+
+    stamps = pd.to_datetime(["2026-01-02 03:04:05", "2026-01-02 03:04:05.25", None], format="ISO8601")
+    table = pd.DataFrame({"naive": stamps, "aware": stamps.tz_localize("Europe/Berlin")})
+    assert csv_text(table).decode().splitlines() == [
+        "naive,aware",
+        "2026-01-02 03:04:05.000000,2026-01-02 02:04:05.000000+00:00",
+        "2026-01-02 03:04:05.250000,2026-01-02 02:04:05.250000+00:00",
+        ",",
+    ]

@@ -250,3 +250,20 @@ def test_compact_judgments_hold_the_same_answers_and_give_the_same_ceiling(small
     assert compact.values.tolist() == full[columns].values.tolist()
     for measure in (levels_noise_ceiling, things_modal_consistency):
         pd.testing.assert_frame_equal(measure(compact), measure(full[columns]))
+
+
+def test_selection_json_is_parsed_once_per_distinct_text(monkeypatch):
+    """A trial's selection repeats on every answer to it: each distinct text is parsed once; parsed values
+    (PostgreSQL's driver) and missing ones pass through."""
+    import json
+
+    import study.judgments as judgments
+
+    calls: list[str] = []
+    monkeypatch.setattr(
+        judgments.json, "loads", lambda text: calls.append(text) or json.JSONDecoder().decode(text)
+    )
+    values = pd.Series(['{"score": 1}', None, '{"score": 1}', {"score": 2}, '{"score": 3}'] * 100)
+    parsed = judgments._json_values(values)
+    assert parsed.tolist()[:5] == [{"score": 1}, None, {"score": 1}, {"score": 2}, {"score": 3}]
+    assert sorted(calls) == ['{"score": 1}', '{"score": 3}']
