@@ -95,14 +95,12 @@ def agreement(embeddings: dict[str, np.ndarray], rows: np.ndarray, similarity: s
 def source_features(spec: str, paths, cache: Path) -> np.ndarray:
     """Features of one backbone, or of several joined by "+" (each standardised by its scalar mean and SD,
     then concatenated: ``alignment.features.combine_sources``, as the pipeline does)."""
-    from alignment.backbones import create_backbone, source_names
-    from alignment.features import combine_sources, extract_features
+    from alignment.backbones import source_names
+    from alignment.features import combine_sources, extract_source
 
     return combine_sources(
         [
-            extract_features(
-                create_backbone(name, cache_dir=cache / "weights"), paths, cache_dir=cache / "features"
-            )
+            extract_source(name, paths, cache_dir=cache / "features", weights_dir=cache / "weights")
             for name in source_names(spec)
         ]
     )[0]

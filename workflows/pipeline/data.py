@@ -352,10 +352,11 @@ def backbone_features(
 ) -> tuple[np.ndarray, list[SourceScale]]:
     """Features of image files through the content-addressed cache (only new images compute); several
     backbones joined by "+" are computed and cached one by one and combined, each standardised with
-    `scales` or its own (mean, SD) (``alignment.features.combine_sources``), which are returned; reports
-    progress from 0 to `share`."""
-    from alignment.backbones import create_backbone, source_names
-    from alignment.features import combine_sources, extract_features
+    `scales` or its own (mean, SD) (``alignment.features.combine_sources``), which are returned; a source
+    `NAME@k` is that backbone's intermediate layer before stage k, averaged over space; reports progress
+    from 0 to `share`."""
+    from alignment.backbones import source_names
+    from alignment.features import combine_sources, extract_source
 
     names = source_names(backbone_name)
 
@@ -365,10 +366,11 @@ def backbone_features(
         )
 
     parts = [
-        extract_features(
-            create_backbone(name, cache_dir=data_home() / WEIGHTS_DIR),
+        extract_source(
+            name,
             paths,
             cache_dir=data_home() / FEATURE_CACHE_DIR,
+            weights_dir=data_home() / WEIGHTS_DIR,
             progress=source_progress(index),
         )
         for index, name in enumerate(names)
