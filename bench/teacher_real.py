@@ -24,9 +24,10 @@ lite0 0.763 [0.752, 0.773] (0.4028); lite0 + lite0@4 + @5 + @6 0.776 [0.766, 0.7
 second run where the near-tied CV picked reg_weight 0.1 over 1.0); lite0, lite1, lite2 each with @4, @5, @6
 0.787 [0.777, 0.797] (0.3602: the CV-chosen setting). Also tried outside this bench, none better: a
 diagonal or low-rank (16) + diagonal metric instead of the affine map (lite0: 0.746-0.762), an ensemble of
-the five fold teachers with the full one (0.784 vs 0.790 alone), per-source L2 normalisation (0.789,
-CV loss 0.3589). Target 0.80 not reached; the default backbone stays lite0 (the layer sources and the
-three backbones cost 3x the feature extraction and cannot be a student's backbone).
+the five fold teachers with the full one (0.784 vs 0.790 alone), per-source L2 normalisation (0.789, CV
+loss 0.3589), per-dimension z-scores from the training shoes (lite0 with layers 0.767, CV loss 0.4600).
+Target 0.80 not reached; the default backbone stays lite0 (the layer sources and the three backbones cost
+3x the feature extraction and cannot be a student's backbone).
 
     python -m bench.teacher_real [FOLDER] [--backbones timm:tf_efficientnet_lite0 timm:a+timm:b ...]
         [--settings NAME ...] [--seed 0]
