@@ -294,15 +294,36 @@ def create_backbone(
 SOURCE_SEPARATOR = "+"
 
 
+STAGE_MARK = "@"
+
+
 def source_names(spec: str) -> list[str]:
-    """The backbones of a feature spec, each one source: ``"timm:a+timm:b"`` -> ``["timm:a", "timm:b"]``."""
+    """The sources of a feature spec: ``"timm:a+timm:b@5"`` -> ``["timm:a", "timm:b@5"]`` (see
+    ``parse_source``)."""
     names = [name.strip() for name in spec.split(SOURCE_SEPARATOR)]
     if not all(names) or len(set(names)) != len(names):
         raise ValueError(
             f"backbone spec {spec!r} must be one backbone name or several distinct ones joined by "
             f"{SOURCE_SEPARATOR!r} (e.g. 'timm:tf_efficientnet_lite0+timm:mobilenetv2_100')"
         )
+    for name in names:
+        parse_source(name)
     return names
+
+
+def parse_source(name: str) -> tuple[str, int | None]:
+    """(backbone name, stage) of one feature source: ``timm:a`` is the backbone's pooled pre-logits (stage
+    None); ``timm:a@k`` its trunk activations before ``blocks[k]`` averaged over space, an intermediate layer
+    that keeps colour, texture and part information the last layer has partly abstracted away."""
+    backbone, mark, stage = name.partition(STAGE_MARK)
+    if not mark:
+        return name, None
+    if not stage.isdigit():
+        raise ValueError(
+            f"feature source {name!r}: after {STAGE_MARK!r} comes a stage number (an intermediate layer, "
+            "e.g. 'timm:tf_efficientnet_lite0@5')"
+        )
+    return backbone, int(stage)
 
 
 def split_at_stage(backbone: Backbone, stage: int) -> tuple[nn.Module, nn.Module]:

@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from alignment.backbones import Backbone, split_at_stage
+from alignment.backbones import Backbone, create_backbone, parse_source, split_at_stage
 from alignment.distributed import select_device
 from common.atomic import atomic_write
 
@@ -236,6 +236,51 @@ def extract_activations(
         batch_size,
         num_workers,
         progress,
+    )
+
+
+def extract_pooled_activations(
+    backbone: Backbone,
+    image_paths: Sequence[str | os.PathLike],
+    *,
+    stage: int,
+    cache_dir: str | os.PathLike,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Trunk activations before ``blocks[stage]`` averaged over space, float32 [n, C], cached (only the
+    pooled vectors are stored, not the maps)."""
+    trunk, _ = split_at_stage(backbone, stage)
+    network = nn.Sequential(trunk, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return _extract_cached(
+        backbone,
+        network,
+        f"pooled_before_stage_{stage}",
+        image_paths,
+        cache_dir,
+        batch_size,
+        num_workers,
+        progress,
+    )
+
+
+def extract_source(
+    name: str,
+    image_paths: Sequence[str | os.PathLike],
+    *,
+    cache_dir: str | os.PathLike,
+    weights_dir: str | os.PathLike,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Features of one source (``alignment.backbones.parse_source``): a backbone's pooled pre-logits, or one
+    of its intermediate layers averaged over space; float32 [n, D], cached."""
+    backbone_name, stage = parse_source(name)
+    backbone = create_backbone(backbone_name, cache_dir=weights_dir)
+    if stage is None:
+        return extract_features(backbone, image_paths, cache_dir=cache_dir, progress=progress)
+    return extract_pooled_activations(
+        backbone, image_paths, stage=stage, cache_dir=cache_dir, progress=progress
     )
 
 

@@ -33,10 +33,11 @@ NORMALISED_ABOVE_CEILING = "normalised_above_ceiling"
 """Flag: the model beats the measured noise ceiling (normalised accuracy > 1), which means the ceiling is
 underestimated (too few or unrepresentative repeated triplets), not a super-human model."""
 TASKS = ("odd_one_out", "anchor")
-HELD_OUT = ("seen", "unseen", "all")
+HELD_OUT = ("seen", "unseen", "unseen_subjects", "all")
 """Which held-out judgments a row is scored on: ``seen`` images (random held-out judgments of images the
 fit also trained on), ``unseen`` images (object-disjoint: no image of these judgments was in training),
-``all`` (whatever the caller passed, e.g. every judgment of a study)."""
+``unseen_subjects`` (subject-disjoint: judgments, of seen images, by people none of whose judgments was in
+training), ``all`` (whatever the caller passed, e.g. every judgment of a study)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class ResultRow:
     level: str
     model: str
     task: str  # odd_one_out (chance 1/3) or anchor (agreement with s(head, close) > s(head, far), chance 1/2)
-    held_out: str  # seen | unseen | all (see HELD_OUT)
+    held_out: str  # seen | unseen | unseen_subjects | all (see HELD_OUT)
     similarity: str
     temperature: float
     n_judgments: int

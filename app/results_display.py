@@ -16,7 +16,12 @@ from alignment.model_comparison import (
 )
 
 TASK_LABELS = {"odd_one_out": "odd-one-out", "anchor": "anchor (close vs far)"}
-HELD_OUT_LABELS = {"seen": "seen images", "unseen": "unseen images", "all": "all judgments"}
+HELD_OUT_LABELS = {
+    "seen": "seen images",
+    "unseen": "unseen images",
+    "unseen_subjects": "unseen subjects",
+    "all": "all judgments",
+}
 
 
 def interval(value: float, low: float, high: float, *, signed: bool = False, digits: int = 3) -> str:

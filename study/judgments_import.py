@@ -8,6 +8,11 @@ existing data. Two judgment tasks (`db.models.JudgmentTask`) and three layouts:
   `loser`): the head was judged more similar to `close` than to `far`;
 - AligNet `.npz` triplets: `filenames` [n, 3] and `similarities` [n, 3] = [s01, s02, s12]; the odd one out is
   the item not in the most similar pair.
+- Levels response files (Muttenthaler et al. 2025): a folder of per-participant CSVs (or one such file),
+  `image1Path, image2Path, image3Path, selected_image` (the chosen odd one out, a path like the image
+  columns), optional `triplet_type` (the level), `rt` and `exp_trial_type` (rows of any other type than
+  `exp_trial` -- instructions, practice -- are skipped). The participant is the file name without `.csv`
+  unless the file has a subject column. Recognised by its columns or `file_format="levels"`.
 Optional columns: `subject_id` (or `subject`, `participant`), `rt` / `rt_ms` (milliseconds), `level` (or
 `triplet_class`, `triplet_type`), `kind`, `is_simulated`, `timed_out`, `unavailable` (such rows are skipped).
 A headerless file says nothing about what its columns mean: it needs `file_format` ("odd-one-out": THINGS
@@ -56,14 +61,16 @@ ANCHOR_ALIASES = {
     "close": ("close", "winner", "near"),
     "far": ("far", "loser"),
 }
-FILE_FORMATS = ("odd-one-out", "anchor")
+FILE_FORMATS = ("odd-one-out", "anchor", "levels")
+LEVELS_COLUMNS = {"image1path": "image1", "image2path": "image2", "image3path": "image3"}
+LEVELS_TRIAL_TYPE, LEVELS_JUDGMENT = "exp_trial_type", "exp_trial"  # other trial types are no judgments
 ODD_ITEM_OF_PAIR = (2, 1, 0)  # similarities [s01, s02, s12]: the item outside pair k (alignment.conventions)
 ALIASES = {
     "subject": ("subject_id", "subject", "participant", "participant_id"),
     "rt": ("rt_ms", "rt"),
     "level": ("level", "triplet_class", "triplet_type"),
     "kind": ("kind",),
-    "odd": ("odd_one_out",),
+    "odd": ("odd_one_out", "selected_image"),
     "choice": ("choice",),
     "simulated": ("is_simulated",),
     "timed_out": ("timed_out",),
@@ -126,15 +133,31 @@ def import_judgments_csv(
 
 
 def read_judgment_table(csv_path: str | Path, file_format: str | None = None) -> pd.DataFrame:
-    """The file as strings with lower-case column names: image1..3 (+ odd one out) or head, close, far
-    (`attrs["task"]` says which). A headerless file needs `file_format`."""
+    """The file (or folder of Levels files) as strings with lower-case column names: image1..3 (+ odd one
+    out) or head, close, far (`attrs["task"]` says which). A headerless file needs `file_format`."""
     path = Path(csv_path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"judgments file {path} does not exist")
     if file_format not in (None, *FILE_FORMATS):
         raise ValueError(f"file format must be one of {FILE_FORMATS}, got {file_format!r}")
     if path.suffix == ".npz":
         return _alignet_npz_table(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            raise InputRejected(
+                path.name, [RowProblem(path.name, "holds no .csv files", "one Levels CSV per participant")]
+            )
+        return _levels_table(path.name, [_levels_rows(file, _text_file_table(file, None)) for file in files])
+    table = _text_file_table(path, file_format)
+    if file_format == "levels" or set(LEVELS_COLUMNS) <= set(table.columns):
+        return _levels_table(path.name, [_levels_rows(path, table)])
+    table.attrs["task"] = _checked_task(path, table, file_format)
+    return table
+
+
+def _text_file_table(path: Path, file_format: str | None) -> pd.DataFrame:
+    """One text file's cells as strings, lower-case column names, each row's file line in `attrs`."""
     text = read_text_file(path, "a CSV, TSV or whitespace-separated file of judgments")
     records = _records(text, _separator(text), path.name)
     if not records:
@@ -144,10 +167,49 @@ def read_judgment_table(csv_path: str | Path, file_format: str | None = None) ->
     table, lines = _text_table(path.name, records, file_format)
     table.columns = [str(column).strip().lower() for column in table.columns]
     table = _rename_anchor_aliases(table)
-    table.attrs["task"] = _checked_task(path, table, file_format)
     table.attrs["lines"] = lines
     table.attrs["source"] = path.name
     return table
+
+
+def _levels_table(source: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Participants' Levels rows as one odd-one-out table; `attrs["where"]` holds each row's "file line N"
+    (the files of a folder may differ in their optional columns: missing cells are empty)."""
+    table = pd.concat(parts, ignore_index=True).fillna("")
+    table.attrs = {
+        "task": "odd-one-out",
+        "where": [where for part in parts for where in part.attrs["where"]],
+        "source": source,
+    }
+    return table
+
+
+def _levels_rows(path: Path, table: pd.DataFrame) -> pd.DataFrame:
+    """One participant's Levels file: image columns renamed to image1..3, rows of other trial types than
+    `exp_trial` (instructions, practice) dropped, the participant named after the file unless a column
+    names it."""
+    missing = [c for c in (*LEVELS_COLUMNS, "selected_image") if c not in table.columns]
+    if missing:
+        raise InputRejected(
+            path.name,
+            [
+                RowProblem(
+                    f"{path.name} header",
+                    f"missing Levels column(s) {missing}",
+                    "image1Path, image2Path, image3Path, selected_image (optional triplet_type, rt, "
+                    f"exp_trial_type); found {list(table.columns)}",
+                )
+            ],
+        )
+    keep = np.ones(len(table), bool)
+    if LEVELS_TRIAL_TYPE in table.columns:
+        keep = (table[LEVELS_TRIAL_TYPE].str.strip() == LEVELS_JUDGMENT).to_numpy()
+    lines = np.asarray(table.attrs["lines"])[keep]
+    rows = table[keep].rename(columns=LEVELS_COLUMNS).reset_index(drop=True)
+    if _column(rows, "subject") is None:
+        rows["subject_id"] = path.stem
+    rows.attrs = {"where": [f"{path.name} line {line}" for line in lines]}
+    return rows
 
 
 def _separator(text: str) -> str:
@@ -287,8 +349,8 @@ def _parse_rows(table: pd.DataFrame, names: StimulusNames) -> tuple[list[_Row], 
     columns = {role: _column(table, role) for role in ALIASES}
     anchor = table.attrs["task"] == "anchor"
     rows, problems = [], []
-    for line, record in zip(table.attrs["lines"], table.to_dict("records"), strict=True):
-        where = f"{table.attrs['source']} line {line}"
+    wheres = table.attrs.get("where") or [f"{table.attrs['source']} line {n}" for n in table.attrs["lines"]]
+    for where, record in zip(wheres, table.to_dict("records"), strict=True):
         if any(_field(record, columns, flag).lower() in TRUE_WORDS for flag in ("timed_out", "unavailable")):
             continue  # a timeout or an unavailable trial is no judgment (rows of our own jsPsych-like export)
         try:
@@ -346,7 +408,7 @@ def _odd_position(record: dict, columns: dict, stimuli: tuple, names: StimulusNa
         odd = _resolve(record[columns["odd"]].strip(), columns["odd"], names)
         if odd not in stimuli:
             raise ValueError(
-                f"odd_one_out {record[columns['odd']]!r} is not one of the row's three images",
+                f"{columns['odd']} {record[columns['odd']]!r} is not one of the row's three images",
                 "one of image1, image2, image3",
             )
         return stimuli.index(odd)

@@ -173,13 +173,15 @@ def print_eval_table(run) -> None:
 
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(display_table(read_results(run), detail=True).to_string(index=False))
-    if run.metrics.get("unseen_note"):
-        print(run.metrics["unseen_note"])
+    for note in ("unseen_note", "subject_note"):
+        if run.metrics.get(note):
+            print(run.metrics[note])
     print(
         "accuracy: per held-out triplet the share of its n human judgments the model agrees with "
         "(ties wrong), averaged over the distinct triplets; 95% CIs bootstrap the triplets; seen images: "
         "held-out judgments "
         "of images the teacher also trained on; unseen images: judgments made only of images no fit saw; "
+        "unseen subjects: judgments of seen images by people the fit never learnt from; "
         "anchor: agreement with s(head, close) > s(head, far), chance 1/2; gain: over the first "
         "representation, paired 95% CI; normalised = (acc - 1/3) / (ceiling - 1/3); ρ = Spearman of model "
         "entropy with the triplet's median human RT / choice entropy"

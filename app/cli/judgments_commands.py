@@ -7,7 +7,11 @@ import argparse
 from app.cli import open_database
 from app.cli.index_options import add_index_options, index_rule
 
-FILE_FORMATS = ("odd-one-out", "anchor")  # study.judgments_import.FILE_FORMATS (imported lazily there)
+FILE_FORMATS = (
+    "odd-one-out",
+    "anchor",
+    "levels",
+)  # study.judgments_import.FILE_FORMATS (imported lazily there)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importer.add_argument(
         "csv",
         help="image1,image2,image3 (+ odd_one_out or choice, subject_id, rt, level); head,close,far (anchor "
-        "triplets, salmon/NEXT head,winner,loser); a headerless file with --format; or an AligNet .npz",
+        "triplets, salmon/NEXT head,winner,loser); a headerless file with --format; an AligNet .npz; or a "
+        "folder of Levels per-participant CSVs (image1Path..image3Path, selected_image, triplet_type, rt)",
     )
     importer.add_argument("--stimuli", required=True, help="name of the stimulus set the images belong to")
     importer.add_argument("--slug", required=True, help="slug of the new (imported) study")
@@ -27,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=FILE_FORMATS,
         dest="file_format",
         help="what the columns of a headerless file are: odd-one-out (THINGS: three indices, odd one out "
-        "last) or anchor (head, close, far); required for headerless files, checked against a header",
+        "last) or anchor (head, close, far); required for headerless files, checked against a header; "
+        "levels: Levels response files (recognised by their columns without it)",
     )
     add_index_options(importer)
     importer.set_defaults(func=_import)

@@ -138,15 +138,16 @@ def evaluation_ui(loop) -> None:
         return
     st.caption(
         f"Closed-loop run {loop.id}: accuracy [95% CI] on the study's held-out judgments, seen images "
-        "(held-out judgments of images the teacher trained on) and unseen images (images no fit saw) side "
-        "by side (per triplet the "
+        "(held-out judgments of images the teacher trained on), unseen images (images no fit saw) and "
+        "unseen subjects (people the fit never learnt from, seen images) side by side (per triplet the "
         "share of its judgments the model agrees with; dot similarity, ties wrong), gain over the base with "
         "a paired 95% CI, normalised = (acc − 1/3)/(noise ceiling − 1/3), ρ(H,RT) = Spearman of model "
         "entropy with the triplet's median human response time."
     )
     st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
-    if loop.metrics.get("unseen_note"):
-        st.warning(loop.metrics["unseen_note"])
+    for note in ("unseen_note", "subject_note"):
+        if loop.metrics.get(note):
+            st.warning(loop.metrics[note])
     for line in caveat_lines(
         loop.metrics
     ):  # results that mean nothing say so (workflows/pipeline/caveats.py)

@@ -10,6 +10,7 @@ from alignment.backbones import (
     WeightsUnavailableError,
     create_backbone,
     packaged_weights_file,
+    parse_source,
     source_names,
     split_at_stage,
     state_dict_hash,
@@ -175,3 +176,10 @@ def test_backbone_specs_name_one_or_several_sources():
     for bad in ("timm:a+", "timm:a+timm:a", "+timm:b"):
         with pytest.raises(ValueError, match="joined by"):
             source_names(bad)
+
+
+def test_a_source_may_name_an_intermediate_layer():
+    assert source_names("timm:a+timm:a@5") == ["timm:a", "timm:a@5"]
+    assert [parse_source(name) for name in ("timm:a", "timm:a@5")] == [("timm:a", None), ("timm:a", 5)]
+    with pytest.raises(ValueError, match="after '@' comes a stage number"):
+        source_names("timm:a+timm:a@last")

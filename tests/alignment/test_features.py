@@ -6,7 +6,14 @@ import torch
 from PIL import Image
 
 from alignment.backbones import create_backbone, split_at_stage
-from alignment.features import ImageDecodeError, combine_sources, extract_activations, extract_features
+from alignment.features import (
+    ImageDecodeError,
+    combine_sources,
+    extract_activations,
+    extract_features,
+    extract_pooled_activations,
+    extract_source,
+)
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +126,19 @@ def test_combined_sources_are_standardised_each_on_its_own():
         combine_sources([small, large[:4]])
     with pytest.raises(ValueError, match="zero or non-finite spread"):
         combine_sources([small, np.ones((10, 2), np.float32)])
+
+
+def test_an_intermediate_layer_source_is_its_activations_averaged_over_space(tmp_path, backbone, monkeypatch):
+    import alignment.features
+
+    paths = _write_images(tmp_path, 2)
+    acts = extract_activations(backbone, paths, stage=5, cache_dir=tmp_path / "c", num_workers=0)
+    pooled = extract_pooled_activations(backbone, paths, stage=5, cache_dir=tmp_path / "c", num_workers=0)
+    np.testing.assert_allclose(pooled, acts.mean(axis=(2, 3)), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(alignment.features, "create_backbone", lambda name, cache_dir: backbone)
+    layer = extract_source(
+        "timm:tf_efficientnet_lite0@5", paths, cache_dir=tmp_path / "c", weights_dir=tmp_path
+    )
+    last = extract_source("timm:tf_efficientnet_lite0", paths, cache_dir=tmp_path / "c", weights_dir=tmp_path)
+    np.testing.assert_array_equal(layer, pooled)
+    assert last.shape == (2, 1280) and layer.shape == (2, 112)

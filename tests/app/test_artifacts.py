@@ -39,12 +39,20 @@ def test_bad_files_name_the_owner_the_file_and_the_problem(tmp_path):
 
 
 def test_split_round_trip(tmp_path):
-    path = write_split(tmp_path / "split.npz", np.array([[1, 4], [2, 0]]), np.array([False, True]))
-    keys, unseen = read_split(path)
-    assert {(tuple(k), u) for k, u in zip(keys.tolist(), unseen.tolist(), strict=True)} == {
-        ((1, 4), False),
-        ((2, 0), True),
-    }
+    keys = np.array([[1, 4], [2, 0], [3, 1]])
+    path = write_split(
+        tmp_path / "split.npz", keys, np.array([False, True, False]), np.array([0, 0, 1], bool)
+    )
+    read = read_split(path)
+    assert [(tuple(k), u, s) for k, u, s in zip(*(a.tolist() for a in read), strict=True)] == [
+        ((1, 4), False, False),
+        ((2, 0), True, False),
+        ((3, 1), False, True),
+    ]
+    np.savez(tmp_path / "old.npz", test_keys=keys, unseen=np.zeros(3, bool))  # before subjects were held out
+    assert read_split(tmp_path / "old.npz")[2].tolist() == [False, False, False]
     np.savez(tmp_path / "bad.npz", test_keys=np.arange(3), unseen=np.zeros(3, bool))
-    with pytest.raises(ArtifactError, match=r"must hold test_keys \[m, 2\] and unseen \[m\]; got \(3,\)"):
+    with pytest.raises(
+        ArtifactError, match=r"must hold test_keys \[m, 2\], unseen \[m\] and subject \[m\]; got \(3,\)"
+    ):
         read_split(tmp_path / "bad.npz")

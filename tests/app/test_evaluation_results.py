@@ -106,6 +106,7 @@ def test_maps_page_shows_the_latest_loops_table_from_its_numbers(evaluated):
             "alignet_run": fake.after_run,
             "eval_run": run.id,
             "unseen_note": "unseen-image accuracy not measured: (the split's reason)",
+            "subject_note": "unseen-subject accuracy not measured: (the split's reason)",
         },
         run.artifacts,
     )
@@ -129,7 +130,9 @@ def test_maps_page_shows_the_latest_loops_table_from_its_numbers(evaluated):
     ]
     assert len(table) == 8 and table.iloc[0]["gain [95% CI]"] == ""  # the baseline's row
     assert (table["held out"] == "odd-one-out · all judgments").all() and (table["images"] > 0).all()
-    assert "unseen-image accuracy not measured: (the split's reason)" in [w.value for w in at.warning]
+    warnings = [w.value for w in at.warning]
+    assert "unseen-image accuracy not measured: (the split's reason)" in warnings
+    assert "unseen-subject accuracy not measured: (the split's reason)" in warnings
     overall = read_results(run).set_index(["level", "model"]).loc[("overall", "after")]
     shown = table.set_index(["level", "representation"]).loc[("overall", "after")]
     assert shown["gain [95% CI]"] == f"{overall['gain']:+.3f} [{overall['gain_ci_low']:+.3f}, " + (
@@ -141,14 +144,19 @@ def test_seen_and_unseen_blocks_are_labelled_and_a_score_above_the_ceiling_is_no
     _, _, run = evaluated
     results = read_results(run)
     unseen = results.assign(held_out="unseen", n_images=7)
-    both = pd.concat([results, unseen], ignore_index=True)
+    people = results.assign(held_out="unseen_subjects")
+    both = pd.concat([results, unseen, people], ignore_index=True)
     both.loc[len(results), ["normalised", "noise_ceiling"]] = (1.7, 0.55)
     both["flags"] = [
         (NORMALISED_ABOVE_CEILING,) if i == len(results) else f for i, f in enumerate(both["flags"])
     ]
     shown = display_table(both, detail=True)
-    assert list(shown["held out"].unique()) == ["odd-one-out · all judgments", "odd-one-out · unseen images"]
-    assert (shown["images"].iloc[len(results) :] == 7).all()
+    assert list(shown["held out"].unique()) == [
+        "odd-one-out · all judgments",
+        "odd-one-out · unseen images",
+        "odd-one-out · unseen subjects",
+    ]
+    assert (shown["images"].iloc[len(results) : 2 * len(results)] == 7).all()
     assert (
         shown.loc[len(results), "normalised"] == "> 1 (above the measured ceiling 0.550: ceiling unreliable)"
     )

@@ -150,6 +150,7 @@ def test_the_teacher_run_reports_seen_and_unseen_images_side_by_side(stimulus_se
     db = _study(stimulus_set, "small", 60)
     simulate_participants(db, "small", 60)
     monkeypatch.setattr(data, "MIN_UNSEEN_JUDGMENTS", 5)  # the small study holds few all-unseen triplets
+    monkeypatch.setattr(data, "MIN_SUBJECT_JUDGMENTS", 5)  # and few judgments per subject
     split = data.split_study(db, "small", data.SplitConfig(unseen_fraction=0.35))
     unseen = set(split.unseen_images.tolist())
     assert unseen and not split.unseen.empty and not split.seen.empty and split.unseen_note == ""
@@ -161,11 +162,50 @@ def test_the_teacher_run_reports_seen_and_unseen_images_side_by_side(stimulus_se
     assert execute(db, run) == RunStatus.SUCCEEDED, get_run(db, run).error
     results = read_results(get_run(db, run))
     overall = results[results["level"] == "overall"].set_index(["held_out", "model"])
-    assert set(overall.index) == {(h, m) for h in ("seen", "unseen") for m in ("base", "teacher")}
+    blocks = ("seen", "unseen", "unseen_subjects")
+    assert set(overall.index) == {(h, m) for h in blocks for m in ("base", "teacher")}
     assert overall.loc[("unseen", "teacher"), "n_images"] <= len(unseen)
     assert overall.loc[("unseen", "teacher"), "n_judgments"] == len(split.unseen)
+    assert overall.loc[("unseen_subjects", "teacher"), "n_judgments"] == len(split.subjects)
     metrics = get_run(db, run).metrics
-    assert set(metrics["overall_accuracy"]) == {"odd_one_out seen", "odd_one_out unseen"}
+    assert set(metrics["overall_accuracy"]) == {f"odd_one_out {block}" for block in blocks}
+    assert metrics["n_unseen_subjects"] == 6 and metrics["subject_note"] == ""  # 10% of 60 subjects
+
+
+def test_unseen_subjects_are_held_out_entirely_and_scored_on_seen_images(stimulus_set, monkeypatch):
+    from workflows.pipeline import data
+
+    db = _study(stimulus_set, "people", 40)
+    simulate_participants(db, "people", 40)
+    monkeypatch.setattr(data, "MIN_UNSEEN_JUDGMENTS", 5)
+    monkeypatch.setattr(data, "MIN_SUBJECT_JUDGMENTS", 5)
+    split = data.split_study(db, "people", data.SplitConfig(unseen_fraction=0.35, subject_fraction=0.25))
+    people = set(split.unseen_subjects.tolist())
+    assert len(people) == 10 and split.subject_note == ""  # 25% of 40 subjects
+    assert set(split.subjects["participant_id"]) == people
+    assert not people & set(split.train["participant_id"]) and not people & set(split.seen["participant_id"])
+    assert not set(split.unseen_images.tolist()) & set(split.subjects[data.TRIPLET_COLUMNS].values.ravel())
+    judged = data.study_judgments(db, "people")
+    theirs = judged[judged["participant_id"].isin(people)]
+    mixed = theirs[data.TRIPLET_COLUMNS].isin(split.unseen_images).any(axis=1)
+    assert len(split.subjects) == (~mixed).sum()  # all their judgments without an unseen image
+    keys, unseen, subject = split.test_keys()
+    assert subject.sum() == len(split.subjects) and not (unseen & subject).any()
+    assert len(keys) == len(split.seen) + len(split.unseen) + len(split.subjects)
+
+
+def test_too_few_subjects_or_a_subject_split_say_why_there_is_no_unseen_subject_test(small_study):
+    from workflows.pipeline import data
+
+    simulate_participants(small_study, "small", 9)
+    split = data.split_study(small_study, "small", data.SplitConfig())
+    assert split.subjects.empty and len(split.unseen_subjects) == 0
+    assert split.subject_note.startswith(
+        "unseen-subject accuracy not measured: the judgments come from 9 subject(s) (need 10"
+    )
+    by_subject = data.split_study(small_study, "small", data.SplitConfig(by="subject"))
+    assert by_subject.subjects.empty
+    assert by_subject.subject_note == "the seen-image test is itself subject-disjoint (split by subject)"
 
 
 def test_a_study_too_small_for_an_unseen_image_test_says_what_it_would_need(small_study, monkeypatch):

@@ -36,6 +36,19 @@ def test_judgments_import_command(cli_db, tmp_path, capsys):
     assert "line 3: image3: index 77 is out of range" in capsys.readouterr().err
 
 
+def test_judgments_import_reads_a_folder_of_levels_files(cli_db, tmp_path, capsys):
+    make_stimuli(cli_db)
+    folder = tmp_path / "levels"
+    folder.mkdir()
+    header = "exp_trial_type,image1Path,image2Path,image3Path,selected_image,triplet_type,rt\n"
+    for stem, odd in (("p1", "vehicle/car/0.png"), ("p2", "animal/dog/1.png")):
+        row = f"exp_trial,animal/dog/0.png,animal/dog/1.png,vehicle/car/0.png,{odd},between_class,900\n"
+        (folder / f"{stem}.csv").write_text(header + row)
+    command = ["judgments", "import", str(folder), "--stimuli", "set", "--slug", "cli-levels"]
+    assert main([*command, "--format", "levels"]) == 0
+    assert "imported 2 odd_one_out judgments from 2 subjects as study 'cli-levels'" in capsys.readouterr().out
+
+
 def test_simulate_qc_reliability_and_export_commands(cli_db, tmp_path, capsys):
     ids = make_stimuli(cli_db, per_category=4)
     make_study(cli_db, "cli-study", [levels_list(ids)], participants_per_list=20)

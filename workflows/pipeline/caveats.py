@@ -42,7 +42,12 @@ COLLAPSE_RATIO = 0.5
 MIN_BASE_SILHOUETTE = 0.1
 SILHOUETTE_SAMPLE = 2000  # images: the same seeded sample for every representation
 
-BLOCK_LABELS = {"seen": "seen images", "unseen": "unseen images", "all": "all judgments"}
+BLOCK_LABELS = {
+    "seen": "seen images",
+    "unseen": "unseen images",
+    "unseen_subjects": "unseen subjects",
+    "all": "all judgments",
+}
 
 
 def caveat(check: str, subject: str, reason: str, help: str) -> dict[str, str]:

@@ -82,13 +82,16 @@ class SplitConfig(LoadableConfig):
     is held out and the split says how many images it would need. Seen images: of the remaining judgments,
     `test_fraction` is held out `by` triplet (THINGS-style, random triplets of images the fit also trains
     on) or subject; `by="image"` makes the whole test object-disjoint (`test_fraction` of the images, no
-    seen-image test)."""
+    seen-image test). Unseen subjects: `subject_fraction` of the subjects is held out entirely (when the
+    study has at least `MIN_SUBJECTS`); their judgments of seen images are the subject-disjoint test (people
+    the fit never learnt from), their judgments of unseen images stay in the unseen-image test."""
 
     SECTION = "split"
 
     by: SplitBy = "triplet"
     test_fraction: float = 0.2
     unseen_fraction: float = 0.2
+    subject_fraction: float = 0.1
     seed: int = 0
 
     def __post_init__(self):
@@ -96,9 +99,13 @@ class SplitConfig(LoadableConfig):
             raise ValueError(f"split by must be 'triplet', 'subject' or 'image'; got {self.by!r}")
         if not 0 <= self.unseen_fraction < 1:
             raise ValueError(f"unseen_fraction must be in [0, 1); got {self.unseen_fraction}")
+        if not 0 <= self.subject_fraction < 1:
+            raise ValueError(f"subject_fraction must be in [0, 1); got {self.subject_fraction}")
 
 
 MIN_UNSEEN_JUDGMENTS = 100
+MIN_SUBJECTS = 10  # holding out 10% of fewer subjects would leave no subject, or one, to test on
+MIN_SUBJECT_JUDGMENTS = 100
 ANCHOR_COLUMNS = ["head", "close", "far"]
 TRIPLET_COLUMNS = ["stim0", "stim1", "stim2"]
 
@@ -107,7 +114,7 @@ TRIPLET_COLUMNS = ["stim0", "stim1", "stim2"]
 class StudySplit:
     """A study's judgments split for one fit: odd-one-out frames (`load_judgments` columns) and anchor frames
     (`load_anchor_judgments` columns plus `triplet_key`), each as train, seen-image test, unseen-image
-    test."""
+    test and unseen-subject test."""
 
     train: pd.DataFrame
     seen: pd.DataFrame
@@ -117,17 +124,28 @@ class StudySplit:
     anchor_unseen: pd.DataFrame
     unseen_images: np.ndarray  # stimulus ids held out entirely
     unseen_note: str  # why there is no unseen-image test and what it would need; "" when there is one
+    subjects: pd.DataFrame  # judgments of the held-out subjects on seen images
+    anchor_subjects: pd.DataFrame
+    unseen_subjects: np.ndarray  # participant ids held out entirely
+    subject_note: str  # why there is no unseen-subject test and what it would need; "" when there is one
 
-    def test_keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """(participant id, trial index) of every held-out judgment [m, 2] and whether it is unseen [m]."""
+    def test_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(participant id, trial index) of every held-out judgment [m, 2], whether it is an unseen-image
+        judgment [m] and whether it is an unseen-subject (seen-image) judgment [m]."""
         parts = [
-            (self.seen, False),
-            (self.anchor_seen, False),
-            (self.unseen, True),
-            (self.anchor_unseen, True),
+            (self.seen, False, False),
+            (self.anchor_seen, False, False),
+            (self.unseen, True, False),
+            (self.anchor_unseen, True, False),
+            (self.subjects, False, True),
+            (self.anchor_subjects, False, True),
         ]
-        keys = np.concatenate([f[["participant_id", "trial_index"]].to_numpy(np.int64) for f, _ in parts])
-        return keys.reshape(-1, 2), np.concatenate([np.full(len(f), flag) for f, flag in parts]).astype(bool)
+        keys = [np.empty((0, 2), np.int64)] + [
+            f[["participant_id", "trial_index"]].to_numpy(np.int64).reshape(-1, 2) for f, _, _ in parts
+        ]
+        unseen = [np.zeros(0, bool)] + [np.full(len(f), flag) for f, flag, _ in parts]
+        subject = [np.zeros(0, bool)] + [np.full(len(f), flag) for f, _, flag in parts]
+        return np.concatenate(keys), np.concatenate(unseen), np.concatenate(subject)
 
     @property
     def n_train(self) -> int:
@@ -198,8 +216,38 @@ def _seen_split(
     return split_judgments(frame, cast(SplitBy, by), fraction, seed)
 
 
+def _unseen_subjects(
+    judgments: pd.DataFrame, anchors: pd.DataFrame, config: SplitConfig
+) -> tuple[np.ndarray, str]:
+    """The participant ids held out entirely, or none and the reason (`by="subject"`: the seen-image test is
+    already subject-disjoint; too few subjects; too few of their judgments)."""
+    if config.subject_fraction == 0:
+        return np.array([], np.int64), "no unseen-subject test: subject_fraction is 0"
+    if config.by == "subject":
+        return np.array([], np.int64), "the seen-image test is itself subject-disjoint (split by subject)"
+    judged_by = np.concatenate([judgments["participant_id"].to_numpy(), anchors["participant_id"].to_numpy()])
+    subjects = np.unique(judged_by)
+    if subjects.size < MIN_SUBJECTS:
+        return np.array([], np.int64), (
+            f"unseen-subject accuracy not measured: the judgments come from {subjects.size} subject(s) "
+            f"(need {MIN_SUBJECTS}, so that {config.subject_fraction:g} of them can be held out; imported "
+            "files without a subject column count as one subject)"
+        )
+    size = max(1, round(config.subject_fraction * subjects.size))
+    held = np.sort(np.random.default_rng(config.seed + 1).choice(subjects, size=size, replace=False))
+    theirs = int(np.isin(judged_by, held).sum())
+    if theirs < MIN_SUBJECT_JUDGMENTS:
+        return np.array([], np.int64), (
+            f"unseen-subject accuracy not measured: the {size} held-out of {subjects.size} subjects made "
+            f"{theirs} judgments (need {MIN_SUBJECT_JUDGMENTS})"
+        )
+    return held, ""
+
+
 def split_study(db: Database, slug: str, config: SplitConfig) -> StudySplit:
-    """The study's usable judgments of both kinds split into train, seen-image and unseen-image tests."""
+    """The study's usable judgments of both kinds split into train, seen-image, unseen-image and
+    unseen-subject tests: unseen images first (judgments mixing them with others are used by nobody), then
+    the held-out subjects' judgments of the other images, then the seen-image test of the rest."""
     judgments, anchors = study_judgments(db, slug), study_anchor_judgments(db, slug)
     total = len(judgments) + len(anchors)
     if total < MIN_TRAIN_JUDGMENTS:
@@ -209,11 +257,29 @@ def split_study(db: Database, slug: str, config: SplitConfig) -> StudySplit:
         )
     fraction = config.test_fraction if config.by == "image" else config.unseen_fraction
     held, note = _unseen_images(judgments, anchors, fraction, config.seed)
+    people, subject_note = _unseen_subjects(judgments, anchors, config)
     in_t, out_t = _within(judgments, TRIPLET_COLUMNS, held)
     in_a, out_a = _within(anchors, ANCHOR_COLUMNS, held)
-    train, seen = _seen_split(judgments[out_t], config.by, config.test_fraction, config.seed)
-    anchor_train, anchor_seen = _seen_split(anchors[out_a], config.by, config.test_fraction, config.seed)
-    split = StudySplit(train, seen, judgments[in_t], anchor_train, anchor_seen, anchors[in_a], held, note)
+    theirs_t = judgments["participant_id"].isin(people).to_numpy()
+    theirs_a = anchors["participant_id"].isin(people).to_numpy()
+    train, seen = _seen_split(judgments[out_t & ~theirs_t], config.by, config.test_fraction, config.seed)
+    anchor_train, anchor_seen = _seen_split(
+        anchors[out_a & ~theirs_a], config.by, config.test_fraction, config.seed
+    )
+    split = StudySplit(
+        train,
+        seen,
+        judgments[in_t],
+        anchor_train,
+        anchor_seen,
+        anchors[in_a],
+        held,
+        note,
+        judgments[out_t & theirs_t],
+        anchors[out_a & theirs_a],
+        people,
+        subject_note,
+    )
     n_test = len(split.test_keys()[0])
     if split.n_train < MIN_TRAIN_JUDGMENTS or n_test == 0:
         raise ValueError(
@@ -286,10 +352,11 @@ def backbone_features(
 ) -> tuple[np.ndarray, list[SourceScale]]:
     """Features of image files through the content-addressed cache (only new images compute); several
     backbones joined by "+" are computed and cached one by one and combined, each standardised with
-    `scales` or its own (mean, SD) (``alignment.features.combine_sources``), which are returned; reports
-    progress from 0 to `share`."""
-    from alignment.backbones import create_backbone, source_names
-    from alignment.features import combine_sources, extract_features
+    `scales` or its own (mean, SD) (``alignment.features.combine_sources``), which are returned; a source
+    `NAME@k` is that backbone's intermediate layer before stage k, averaged over space; reports progress
+    from 0 to `share`."""
+    from alignment.backbones import source_names
+    from alignment.features import combine_sources, extract_source
 
     names = source_names(backbone_name)
 
@@ -299,10 +366,11 @@ def backbone_features(
         )
 
     parts = [
-        extract_features(
-            create_backbone(name, cache_dir=data_home() / WEIGHTS_DIR),
+        extract_source(
+            name,
             paths,
             cache_dir=data_home() / FEATURE_CACHE_DIR,
+            weights_dir=data_home() / WEIGHTS_DIR,
             progress=source_progress(index),
         )
         for index, name in enumerate(names)

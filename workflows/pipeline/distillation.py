@@ -54,7 +54,7 @@ def check_student_inputs(db: Database, config: dict[str, Any]) -> None:
 
 
 def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResult:
-    from alignment.backbones import SOURCE_SEPARATOR, create_backbone, source_names
+    from alignment.backbones import SOURCE_SEPARATOR, create_backbone, parse_source, source_names
     from alignment.features import image_content_hash
     from alignment.pseudolabels import LabelProvenance, PseudoLabelConfig, make_pseudolabels
     from alignment.teacher import Teacher
@@ -64,14 +64,14 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
     images = study_images(db, run.config["study"])
     features, _ = load_embeddings(teacher_run, "raw_embeddings")
     teacher = Teacher.load(data_home() / teacher_run.artifacts["teacher"])
+    names = source_names(teacher_run.config["backbone"])
     backbones = [
-        create_backbone(name, cache_dir=data_home() / WEIGHTS_DIR)
-        for name in source_names(teacher_run.config["backbone"])
+        create_backbone(parse_source(name)[0], cache_dir=data_home() / WEIGHTS_DIR) for name in names
     ]
     expected = config.for_pool(len(features))  # the pool rule; bounded again by the actual clusters
     progress(0.2, f"clustering {len(features)} images and labelling {expected.n_triplets} triplets")
     provenance = LabelProvenance(
-        SOURCE_SEPARATOR.join(backbone.name for backbone in backbones),
+        SOURCE_SEPARATOR.join(names),
         SOURCE_SEPARATOR.join(backbone.weights_id for backbone in backbones),
         tuple(image_content_hash(p) for p in images.paths),
         f"run-{teacher_run.id}",

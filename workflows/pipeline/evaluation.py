@@ -64,42 +64,63 @@ class HeldOutSet:
     """One block of the evaluation table: a judgment task, which images it is held out on, its judgments."""
 
     task: str  # odd_one_out | anchor
-    held_out: str  # seen | unseen | all (alignment.model_comparison.HELD_OUT)
+    held_out: str  # seen | unseen | unseen_subjects | all (alignment.model_comparison.HELD_OUT)
     judgments: pd.DataFrame
 
 
+BLOCK_ORDER = ("seen", "unseen", "unseen_subjects", "all")
+
+
 def split_sets(split: StudySplit) -> list[HeldOutSet]:
-    """The non-empty test blocks of a split, seen images before unseen, odd-one-out before anchor."""
+    """The non-empty test blocks of a split: odd-one-out before anchor, each seen images, unseen images,
+    unseen subjects."""
     blocks = [
         HeldOutSet("odd_one_out", "seen", split.seen),
         HeldOutSet("odd_one_out", "unseen", split.unseen),
+        HeldOutSet("odd_one_out", "unseen_subjects", split.subjects),
         HeldOutSet("anchor", "seen", split.anchor_seen),
         HeldOutSet("anchor", "unseen", split.anchor_unseen),
+        HeldOutSet("anchor", "unseen_subjects", split.anchor_subjects),
     ]
     return [block for block in blocks if not block.judgments.empty]
 
 
-def held_out_sets(db: Database, slug: str, split_run_id: int | None) -> tuple[list[HeldOutSet], str]:
+@dataclass(frozen=True)
+class SplitNotes:
+    """Why a split has no unseen-image or no unseen-subject test ("" where it has one)."""
+
+    unseen: str = ""
+    subjects: str = ""
+
+    def metrics(self) -> dict[str, str]:
+        return {"unseen_note": self.unseen, "subject_note": self.subjects}
+
+
+def held_out_sets(db: Database, slug: str, split_run_id: int | None) -> tuple[list[HeldOutSet], SplitNotes]:
     """The test blocks a split run held out (every judgment, as `all`, when no split run is given) and the
-    split's note on the unseen-image test ("" when there is one)."""
+    split's notes on its unseen-image and unseen-subject tests."""
     frames = {"odd_one_out": study_judgments(db, slug), "anchor": study_anchor_judgments(db, slug)}
     if split_run_id is None:
-        return [HeldOutSet(task, "all", frame) for task, frame in frames.items() if not frame.empty], ""
+        return [HeldOutSet(task, "all", f) for task, f in frames.items() if not f.empty], SplitNotes()
     run = finished_run(db, split_run_id)
     if "split" not in run.artifacts:
         raise ValueError(f"run {split_run_id} ({run.kind}) holds out no judgments; give a teacher run")
-    keys, unseen = read_split(data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})")
+    keys, unseen, subject = read_split(
+        data_home() / run.artifacts["split"], f"run {split_run_id} ({run.kind})"
+    )
+    kinds = {"seen": ~unseen & ~subject, "unseen": unseen, "unseen_subjects": subject}
     blocks = []
     for task, frame in frames.items():
         frame_keys = pd.MultiIndex.from_arrays(
             [frame["participant_id"].to_numpy(np.int64), frame["trial_index"].to_numpy(np.int64)]
         )
-        for held_out, flag in (("seen", False), ("unseen", True)):
-            chosen = frame[frame_keys.isin(pd.MultiIndex.from_arrays(keys[unseen == flag].T))]
+        for held_out, chosen_keys in kinds.items():
+            chosen = frame[frame_keys.isin(pd.MultiIndex.from_arrays(keys[chosen_keys].T))]
             if not chosen.empty:
                 blocks.append(HeldOutSet(task, held_out, chosen))
-    blocks.sort(key=lambda block: (block.task != "odd_one_out", block.held_out != "seen"))
-    return blocks, str(run.metrics.get("unseen_note", ""))
+    blocks.sort(key=lambda block: (block.task != "odd_one_out", BLOCK_ORDER.index(block.held_out)))
+    notes = SplitNotes(str(run.metrics.get("unseen_note", "")), str(run.metrics.get("subject_note", "")))
+    return blocks, notes
 
 
 def human_uncertainty(all_judgments: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
@@ -195,16 +216,16 @@ def evaluate_representations(
     *,
     similarity: Similarity = "dot",
     n_boot: int = 1000,
-) -> tuple[pd.DataFrame, str]:
+) -> tuple[pd.DataFrame, SplitNotes]:
     """The results table over the study's held-out judgments (every judgment without a split run) and the
-    split's note on the unseen-image test."""
-    blocks, note = held_out_sets(db, slug, split_run_id)
+    split's notes on its unseen-image and unseen-subject tests."""
+    blocks, notes = held_out_sets(db, slug, split_run_id)
     images = study_images(db, slug)
     embeddings = {rep.label: _in_study_order(db, rep, images.stimulus_ids) for rep in representations}
     table = score_held_out(
         blocks, embeddings, images, study_judgments(db, slug), similarity=similarity, n_boot=n_boot
     )
-    return table, note
+    return table, notes
 
 
 def _in_study_order(db: Database, rep: Representation, stimulus_ids: np.ndarray) -> np.ndarray:
@@ -225,14 +246,14 @@ def eval_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         for spec, label in zip(run.config["representations"], labels, strict=True)
     ]
     progress(0.1, f"evaluating {len(reps)} representations on held-out judgments")
-    results, note = evaluate_representations(
+    results, notes = evaluate_representations(
         db,
         run.config["study"],
         reps,
         run.config.get("split_run"),
         similarity=run.config.get("similarity", "dot"),
     )
-    return StageResult({**evaluation_metrics(results), "unseen_note": note}, store_results(run.id, results))
+    return StageResult({**evaluation_metrics(results), **notes.metrics()}, store_results(run.id, results))
 
 
 def store_results(run_id: int, results: pd.DataFrame) -> dict[str, str]:

@@ -68,7 +68,7 @@ def training_triplets(train: pd.DataFrame, images: StudyImages) -> tuple[np.ndar
 
 def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
     """Fit on the training judgments of both kinds; store the teacher, embeddings, the split, and the base vs
-    teacher table on the seen- and unseen-image tests."""
+    teacher table on the seen-image, unseen-image and unseen-subject tests."""
     from alignment.teacher import fit_teacher
 
     config = TeacherStageConfig.from_dict(run.config)
@@ -107,6 +107,8 @@ def teacher_stage(db: Database, run: Run, progress: Progress) -> StageResult:
         "n_train_anchor_judgments": len(split.anchor_train),
         "n_unseen_images": len(split.unseen_images),
         "unseen_note": split.unseen_note,
+        "n_unseen_subjects": len(split.unseen_subjects),
+        "subject_note": split.subject_note,
         "feature_scales": scales,  # per source (mean, SD) when several are combined: applying it reuses them
     }
     return StageResult({**summary, **counts, **evaluation_metrics(results)}, artifacts)
