@@ -248,7 +248,8 @@ def _answered(
             query = query.where(Participant.is_simulated.is_(False))
         if participant_ids is not None:
             query = query.where(Participant.id.in_(participant_ids))
-        result = session.execute(query.execution_options(yield_per=LOAD_CHUNK_ROWS))
+        # Core execution (the session's connection): plain rows, without the ORM's per-row loading
+        result = session.connection().execute(query.execution_options(yield_per=LOAD_CHUNK_ROWS))
         chunks = [_judgment_chunk(rows) for rows in result.partitions()]
         salt = study.salt
     frame = pd.concat(chunks, ignore_index=True) if chunks else _judgment_chunk([])
