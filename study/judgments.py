@@ -318,8 +318,12 @@ def split_judgments(
     rng = np.random.default_rng(seed)
     if by in ("subject", "triplet"):
         column = "participant_id" if by == "subject" else "triplet_key"
-        held_out = _sample_units(judgments[column].unique(), test_fraction, rng)
-        in_test = judgments[column].isin(held_out)
+        # the units as codes into their sorted distinct values: sampling positions of the sorted units draws
+        # the same units as sampling the units, and the test mask is one array lookup, not a string isin
+        codes, units = pd.factorize(judgments[column], sort=True, use_na_sentinel=False)
+        held_out = np.zeros(len(units), dtype=bool)
+        held_out[_sample_units(np.arange(len(units)), test_fraction, rng)] = True
+        in_test = held_out[codes]
         return judgments[~in_test], judgments[in_test]
     if by == "image":
         stim = judgments[["stim0", "stim1", "stim2"]]
