@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from alignment import conventions
 from alignment.conventions import (
     anchor_similarities,
     check_triplets,
@@ -51,6 +52,23 @@ def test_torch_and_numpy_agree():
         np.testing.assert_allclose(
             triplet_probabilities(torch.from_numpy(ref), 0.5).numpy(), triplet_probabilities(ref, 0.5)
         )
+
+
+def test_many_judgments_are_scored_in_chunks_with_the_same_result(monkeypatch):
+    """Long judgment lists are gathered a chunk at a time (bounded memory); chunk edges change nothing, in
+    numpy and torch, for both kinds and both similarities."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(12, 5))
+    rows = np.stack([rng.permutation(12)[:3] for _ in range(23)])
+    whole = {
+        sim: (pair_similarities(z, rows, sim), anchor_similarities(z, rows, sim)) for sim in ("dot", "cosine")
+    }
+    monkeypatch.setattr(conventions, "SIMILARITY_CHUNK_ROWS", 4)  # 23 rows: 5 full chunks and a partial one
+    for sim, (triplet_sims, anchor_sims) in whole.items():
+        np.testing.assert_allclose(pair_similarities(z, rows, sim), triplet_sims, rtol=1e-12)
+        np.testing.assert_allclose(anchor_similarities(z, rows, sim), anchor_sims, rtol=1e-12)
+        got = pair_similarities(torch.from_numpy(z), torch.from_numpy(rows), sim).numpy()
+        np.testing.assert_allclose(got, triplet_sims, rtol=1e-10)
 
 
 def test_probabilities_hand_computed():
