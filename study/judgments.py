@@ -201,7 +201,9 @@ def _shared_strings(values: tuple) -> np.ndarray:
     """An object column whose equal strings are one Python object: the driver returns a fresh string per row,
     so a few distinct values (kind, level, external id) would otherwise cost ~60 bytes per judgment."""
     codes, uniques = pd.factorize(np.asarray(values, dtype=object))
-    return np.append(np.asarray(uniques, dtype=object), None)[codes]  # code -1 (None) -> the appended None
+    shared = np.empty(len(uniques) + 1, dtype=object)  # the last slot stays None: code -1 (a missing value)
+    shared[:-1] = uniques
+    return shared[codes]
 
 
 def _judgment_column(name: str, values: tuple) -> np.ndarray:

@@ -250,3 +250,14 @@ def test_compact_judgments_hold_the_same_answers_and_give_the_same_ceiling(small
     assert compact.values.tolist() == full[columns].values.tolist()
     for measure in (levels_noise_ceiling, things_modal_consistency):
         pd.testing.assert_frame_equal(measure(compact), measure(full[columns]))
+
+
+def test_loaded_string_columns_share_equal_values_and_keep_missing_ones():
+    """Judgments are typed column by column: a missing value (an untyped trial's level) stays None, and
+    equal strings become one object (a few distinct kinds/levels cost no memory per judgment)."""
+    from study.judgments import _shared_strings
+
+    column = _shared_strings(("easy", None, "hard", "easy", None))
+    assert column.tolist() == ["easy", None, "hard", "easy", None]
+    assert column[0] is column[3]
+    assert _shared_strings((None, None)).tolist() == [None, None]
