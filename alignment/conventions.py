@@ -68,6 +68,19 @@ def _stack(columns):
     return torch.stack(columns, dim=1)
 
 
+# rows of judgments whose embeddings are gathered at once: a pair's gather is [rows, D], so 200k held-out
+# THINGS triplets at D = 512 would otherwise hold ~1.2 GB for one product
+SIMILARITY_CHUNK_ROWS = 16_384
+
+
+def _concat(parts):
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)
+
+
 def _similarities(z, rows, pairs, similarity: Similarity):
     if similarity not in ("dot", "cosine"):
         raise ValueError(f"similarity must be 'dot' or 'cosine'; got {similarity!r}")
@@ -76,6 +89,13 @@ def _similarities(z, rows, pairs, similarity: Similarity):
     if _gram_is_cheaper(z, rows):
         gram = z @ z.T
         return _stack([gram[rows[:, a], rows[:, b]] for a, b in pairs])
+    if len(rows) > SIMILARITY_CHUNK_ROWS:
+        return _concat(
+            [
+                _similarities(z, rows[start : start + SIMILARITY_CHUNK_ROWS], pairs, "dot")
+                for start in range(0, len(rows), SIMILARITY_CHUNK_ROWS)
+            ]
+        )
     return _stack([(z[rows[:, a]] * z[rows[:, b]]).sum(-1) for a, b in pairs])
 
 

@@ -18,14 +18,20 @@ n x n matrix), then gathers each triplet's [s01, s02, s12] and each anchor row's
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from alignment.conventions import ANCHOR_PAIRS, PAIRS
 from alignment.splits import TripletData
-from alignment.teacher_losses import choice_nll, cosine_matrix, local_neighbourhood_loss, soft_triplet_kl
+from alignment.teacher_losses import (
+    choice_nll,
+    cosine_matrix,
+    local_neighbourhood_loss,
+    soft_triplet_kl,
+    target_log_target,
+)
 
 
 def principal_basis(x: torch.Tensor, rank: int | None) -> torch.Tensor:
@@ -84,6 +90,11 @@ class PairIndex:
     keys: torch.Tensor  # a * n + b per distinct pair: its position in the flattened n x n Gram matrix
     sparse: _SparsePattern | None  # None: the dense Gram product is used
 
+    @property
+    def mirrored_keys(self) -> torch.Tensor:
+        """b * n + a per distinct pair: its mirror's position in the flattened Gram matrix."""
+        return (self.keys % self.n) * self.n + self.keys // self.n
+
     @classmethod
     def build(cls, a: torch.Tensor, b: torch.Tensor, n: int) -> tuple[PairIndex, torch.Tensor]:
         """The index of the pairs (a[i], b[i]) and, for each i, the position of its pair among the
@@ -120,10 +131,30 @@ class _PairDots(torch.autograd.Function):
         return mirrored @ z, None
 
 
+class _GramDots(torch.autograd.Function):
+    """Dot products z_a . z_b (a < b) of a dense PairIndex, read off one Gram product Z Z^T. The backward is
+    one product G Z with G the pairs' gradients scattered into n x n at (a, b) and (b, a), where autograd's
+    ``z @ z.T`` takes two (one per operand)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, index: PairIndex) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.index = index
+        return (z @ z.T).flatten().index_select(0, index.keys)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (z,) = ctx.saved_tensors
+        index, n = ctx.index, len(z)
+        symmetric = torch.zeros(n * n, dtype=grad.dtype)
+        symmetric.index_copy_(0, index.keys, grad).index_copy_(0, index.mirrored_keys, grad)
+        return symmetric.view(n, n) @ z, None
+
+
 def pair_dots(z: torch.Tensor, index: PairIndex) -> torch.Tensor:
     """[P] dot products of the distinct pairs behind ``index``, from embeddings z [n, r]."""
     if index.sparse is None:
-        return (z @ z.T).flatten()[index.keys]
+        return _GramDots.apply(z, index)
     return _PairDots.apply(z, index)
 
 
@@ -150,6 +181,18 @@ class ImageSet:
     of_anchor: torch.Tensor  # [m_a, 2]
     residual: torch.Tensor  # [P] products of the parts outside span(V): constant during fitting
     q: torch.Tensor | None
+    # the loss's pair-major layout ([3, m] gathers and softmaxes run several times faster than [m, 3]):
+    # of_triplet and of_anchor transposed and flattened, q transposed and its sum q log q per triplet
+    triplet_pairs: torch.Tensor = field(init=False)
+    anchor_pairs: torch.Tensor = field(init=False)
+    q_pairs: torch.Tensor | None = field(init=False)
+    q_log_q: torch.Tensor | None = field(init=False)
+
+    def __post_init__(self):
+        self.triplet_pairs = self.of_triplet.T.contiguous().flatten()
+        self.anchor_pairs = self.of_anchor.T.contiguous().flatten()
+        self.q_pairs = None if self.q is None else self.q.T.contiguous()
+        self.q_log_q = None if self.q_pairs is None else target_log_target(self.q_pairs, dim=0)
 
     @classmethod
     def build(cls, standardised: np.ndarray, data: TripletData, basis: torch.Tensor, soft: bool) -> ImageSet:
@@ -196,12 +239,17 @@ class ImageSet:
         each row weighted once, from the similarities [P] of the distinct pairs."""
         parts: list[torch.Tensor] = []
         if len(self.t):
-            sims = pair_values[self.of_triplet]
-            parts.append(
-                len(self.t) * (choice_nll(sims) if self.q is None else soft_triplet_kl(sims, self.q))
+            sims = pair_values.index_select(0, self.triplet_pairs).view(3, -1)
+            loss = (
+                choice_nll(sims, dim=0)
+                if self.q_pairs is None
+                else soft_triplet_kl(sims, self.q_pairs, q_log_q=self.q_log_q, dim=0)
             )
+            parts.append(len(self.t) * loss)
         if len(self.a):
-            parts.append(len(self.a) * choice_nll(pair_values[self.of_anchor]))
+            parts.append(
+                len(self.a) * choice_nll(pair_values.index_select(0, self.anchor_pairs).view(2, -1), dim=0)
+            )
         return torch.stack(parts).sum() / len(self)
 
 

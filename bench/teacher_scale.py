@@ -10,10 +10,15 @@ Every size runs in two fresh processes: one writes the database (not timed as pa
 measures the path the teacher stage takes -- load the judgments, split them (20 % of triplets held
 out), per-triplet statistics, stimulus ids to rows, fit (default ``TeacherConfig``: L-BFGS, the
 regulariser chosen from its grid by 5 object-disjoint image folds, strongest weight first with warm
-starts) -- stage by stage, with the peak RSS of that
-process (``ru_maxrss``). Accuracy: the teacher and the planted model on the held-out judgments.
+starts) -- stage by stage, wall and CPU seconds (the machine is shared: CPU time is what compares across
+loads), with the peak RSS of that process (``ru_maxrss``). Accuracy: the teacher and the planted model on the
+held-out judgments.
 
-    python -m bench.teacher_scale [--sizes 10000 100000 1000000 5000000] [--dim 512] [--threads 2]
+Torch runs on one thread by default (``--threads 0``: torch's own default, all cores): on the shared 2-core
+machine two threads took 2.5x the CPU time and 3x the wall time of one per step (their small element-wise
+ops wait on each other), and one thread is what a loaded machine gives a process anyway.
+
+    python -m bench.teacher_scale [--sizes 10000 100000 1000000 5000000] [--dim 512] [--threads 1]
 """
 
 from __future__ import annotations
@@ -193,7 +198,7 @@ def measure(path: Path, threads: int | None, reg_weight: float | None) -> dict:
         features,
         triplets,
         choice_probs=probs,
-        config=TeacherConfig(reg_weight=reg_weight, num_threads=threads),
+        config=TeacherConfig(reg_weight=reg_weight, num_threads=threads or None),  # 0: torch's default
     )
     lap("fit")
     held_out = images.rows(test[["stim0", "stim1", "stim2"]].to_numpy())
@@ -248,16 +253,16 @@ def _child(args: list[str]) -> str:
 
 def _table(results: list[dict]) -> str:
     header = (
-        "| judgments | train triplets | load | split | stats | fit (CV + final) | total (CPU) | peak RSS | "
+        "| judgments | train triplets | load | split | stats | fit (CV + final, wall) | total | peak RSS | "
         "teacher acc | planted acc | reg (selection) | load avg |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = ["stages: wall s (CPU s)", header, "|" + "---|" * 12]
     for r in results:
-        s = r["seconds"]
+        s, c = r["seconds"], r["cpu_s"]
         lines.append(
-            f"| {r['judgments']:,} | {r['train_triplets']:,} | {s['load']} s | {s['split']} s | "
-            f"{s['stats']} s | {s['fit']} s ({r['cv_s']} + {r['optimiser_s'] - r['cv_s']:.1f} s) | "
-            f"{r['total_s']} s ({r['total_cpu_s']} s) | "
+            f"| {r['judgments']:,} | {r['train_triplets']:,} | {s['load']} ({c['load']}) | "
+            f"{s['split']} ({c['split']}) | {s['stats']} ({c['stats']}) | {s['fit']} ({c['fit']}): "
+            f"{r['cv_s']} + {r['optimiser_s'] - r['cv_s']:.1f} | {r['total_s']} ({r['total_cpu_s']}) | "
             f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | "
             f"{r['planted_acc']:.4f} | "
             f"{r['reg_weight']} ({r['selection']}) | {r['load_avg_1min']} |"
@@ -269,7 +274,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 5_000_000])
     parser.add_argument("--dim", type=int, default=512, help="feature dimension of the synthetic backbone")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads while fitting")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads while fitting (0: torch's default, all cores)"
+    )
     parser.add_argument(
         "--reg-weight", type=float, default=None, help="a fixed regulariser weight (default: the grid search)"
     )
@@ -284,7 +291,7 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.threads, args.reg_weight)))
         return
     print(f"{os.cpu_count()} CPUs; 1-minute load average at start {os.getloadavg()[0]:.2f}", flush=True)
-    options = [*(["--threads", str(args.threads)] if args.threads else [])]
+    options = ["--threads", str(args.threads)]
     options += ["--reg-weight", str(args.reg_weight)] if args.reg_weight is not None else []
     results = []
     with tempfile.TemporaryDirectory(prefix="teacher_scale_") as workdir:

@@ -205,16 +205,34 @@ STATS_COLUMNS = [
 _OTHER_POSITIONS = np.array([[1, 2], [0, 2], [0, 1]])
 
 
+_ID_BITS = 21  # three ids below 2**21 pack into one non-negative int64
+
+
+def _id_order(items: np.ndarray) -> np.ndarray:
+    """The stable order of rows [m, 3] by their ids, first column first: one int64 sort of the packed ids
+    (several times faster than a three-key lexsort on millions of judgments) when they fit, else lexsort."""
+    if len(items) and items.min() >= 0 and items.max() < 2**_ID_BITS:
+        packed = (items[:, 0] << (2 * _ID_BITS)) | (items[:, 1] << _ID_BITS) | items[:, 2]
+        return np.argsort(packed, kind="stable")
+    return np.lexsort((items[:, 2], items[:, 1], items[:, 0]))
+
+
 def _triplet_groups(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(each judgment's triplet number, each triplet's first judgment), triplets numbered in the order of
     their ascending ids; `items` [m, 3] holds each judgment's ids sorted."""
-    order = np.lexsort((items[:, 2], items[:, 1], items[:, 0]))  # stable: a group's first row comes first
+    order = _id_order(items)  # stable: a group's first row comes first
     ordered_items = items[order]
     starts_group = np.ones(len(order), dtype=bool)
     starts_group[1:] = (ordered_items[1:] != ordered_items[:-1]).any(axis=1)
     group = np.empty(len(order), dtype=np.int64)
     group[order] = np.cumsum(starts_group) - 1
     return group, order[starts_group]
+
+
+def _first_rows(column: pd.Series, rows: np.ndarray) -> pd.Series:
+    """The column at the given positions, in its own dtype (string columns are not turned into millions of
+    Python objects and back)."""
+    return column.iloc[rows].reset_index(drop=True)
 
 
 def triplet_human_stats(judgments: pd.DataFrame, *, min_responses: int = 1) -> pd.DataFrame:
@@ -245,12 +263,12 @@ def triplet_human_stats(judgments: pd.DataFrame, *, min_responses: int = 1) -> p
     median_rt = judgments["rt_ms"].astype(float).groupby(group).median().to_numpy()
     table = pd.DataFrame(
         {
-            "triplet_key": judgments["triplet_key"].to_numpy()[first_row],
+            "triplet_key": _first_rows(judgments["triplet_key"], first_row),
             "stim0": triplet_items[rows, others[:, 0]],
             "stim1": triplet_items[rows, others[:, 1]],
             "stim2": triplet_items[rows, modal],
-            "level": judgments["level"].to_numpy()[first_row],
-            "kind": judgments["kind"].to_numpy()[first_row],
+            "level": _first_rows(judgments["level"], first_row),
+            "kind": _first_rows(judgments["kind"], first_row),
             "n_responses": n,
             "p01": probs[:, 0],
             "p02": probs[:, 1],

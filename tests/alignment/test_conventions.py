@@ -72,6 +72,23 @@ def test_the_gram_route_of_a_training_step_gives_the_gathered_similarities_and_g
         torch.testing.assert_close(via_gram.grad, gathered.grad)
 
 
+def test_many_judgments_are_scored_in_chunks_with_the_same_result(monkeypatch):
+    """Long judgment lists are gathered a chunk at a time (bounded memory); chunk edges change nothing, in
+    numpy and torch, for both kinds and both similarities."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(12, 5))
+    rows = np.stack([rng.permutation(12)[:3] for _ in range(23)])
+    whole = {
+        sim: (pair_similarities(z, rows, sim), anchor_similarities(z, rows, sim)) for sim in ("dot", "cosine")
+    }
+    monkeypatch.setattr(conventions, "SIMILARITY_CHUNK_ROWS", 4)  # 23 rows: 5 full chunks and a partial one
+    for sim, (triplet_sims, anchor_sims) in whole.items():
+        np.testing.assert_allclose(pair_similarities(z, rows, sim), triplet_sims, rtol=1e-12)
+        np.testing.assert_allclose(anchor_similarities(z, rows, sim), anchor_sims, rtol=1e-12)
+        got = pair_similarities(torch.from_numpy(z), torch.from_numpy(rows), sim).numpy()
+        np.testing.assert_allclose(got, triplet_sims, rtol=1e-10)
+
+
 def test_probabilities_hand_computed():
     p = triplet_probabilities(np.array([[np.log(2.0), 0.0, 0.0]]), temperature=1.0)
     np.testing.assert_allclose(p, [[0.5, 0.25, 0.25]])

@@ -212,9 +212,12 @@ def test_dense_and_sparse_pair_products_agree_with_their_gradients(monkeypatch):
         values = pair_dots(leaf, index)
         (values[position] * weights).sum().backward()
         results[gram] = (values.detach(), leaf.grad)
-    expected = (z[a[keep]] * z[b[keep]]).sum(1)
+    leaf = z.clone().requires_grad_(True)
+    expected = (leaf[a[keep]] * leaf[b[keep]]).sum(1)
+    (expected * weights).sum().backward()
     for gram in results:
-        torch.testing.assert_close(results[gram][0][position], expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(results[gram][0][position], expected.detach(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(results[gram][1], leaf.grad, rtol=1e-4, atol=1e-4)
     for dense, sparse in zip(results["dense"], results["sparse"], strict=True):
         torch.testing.assert_close(dense, sparse, rtol=1e-4, atol=1e-4)
 

@@ -267,3 +267,14 @@ def test_selection_json_is_parsed_once_per_distinct_text(monkeypatch):
     parsed = judgments._json_values(values)
     assert parsed.tolist()[:5] == [{"score": 1}, None, {"score": 1}, {"score": 2}, {"score": 3}]
     assert sorted(calls) == ['{"score": 1}', '{"score": 3}']
+
+
+def test_loaded_string_columns_share_equal_values_and_keep_missing_ones():
+    """Judgments are typed column by column: a missing value (an untyped trial's level) stays None, and
+    equal strings become one object (a few distinct kinds/levels cost no memory per judgment)."""
+    from study.judgments import _shared_strings
+
+    column = _shared_strings(("easy", None, "hard", "easy", None))
+    assert column.tolist() == ["easy", None, "hard", "easy", None]
+    assert column[0] is column[3]
+    assert _shared_strings((None, None)).tolist() == [None, None]

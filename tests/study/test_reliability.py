@@ -182,8 +182,9 @@ def _slow_triplet_human_stats(judgments: pd.DataFrame, min_responses: int = 1) -
     return pd.DataFrame(rows)
 
 
+@pytest.mark.parametrize("id_offset", [0, 2**22], ids=["packed-id-sort", "lexsort-beyond-2**21"])
 @pytest.mark.parametrize("min_responses", [1, 3])
-def test_triplet_human_stats_matches_the_per_triplet_reference_on_random_judgments(min_responses):
+def test_triplet_human_stats_matches_the_per_triplet_reference_on_random_judgments(min_responses, id_offset):
     rng = np.random.default_rng(5)
     pool = [tuple(int(i) for i in rng.choice(12, 3, replace=False)) for _ in range(60)]
     rows = []
@@ -192,9 +193,12 @@ def test_triplet_human_stats_matches_the_per_triplet_reference_on_random_judgmen
         rows.append((int(rng.integers(40)), trial, items, int(rng.choice(items)), ["a", "b"][trial % 2]))
     judgments = _judgments(rows)
     judgments.loc[rng.random(len(judgments)) < 0.1, "rt_ms"] = np.nan  # timeouts-like missing RTs
+    judgments[["stim0", "stim1", "stim2"]] += id_offset  # ids too large to pack take the lexsort path
     fast = triplet_human_stats(judgments, min_responses=min_responses)
     slow = _slow_triplet_human_stats(judgments, min_responses)
     assert len(fast) == len(slow) > 5
+    ids = [tuple(row) for row in np.sort(fast[["stim0", "stim1", "stim2"]].to_numpy(), axis=1).tolist()]
+    assert ids == sorted(ids)  # rows ordered by the triplet's sorted stimulus ids
     pd.testing.assert_frame_equal(
         fast.sort_values("triplet_key").reset_index(drop=True),
         slow.reset_index(drop=True),
