@@ -95,9 +95,10 @@ class TeacherConfig(LoadableConfig):
     seed: int = 0
     max_full_batch_images: int = 200000
     subspace_dim: int | None = 256  # W free on the top-k principal directions, scaled identity elsewhere
-    num_threads: int | None = (
-        None  # torch threads while fitting (1 is fastest for small problems); None = as is
-    )
+    # torch threads while fitting; None = as is. 1 was fastest at every size measured (bench/teacher_scale,
+    # 1M judgments over 1,854 images: fit 54 CPU s on 1 thread, 230 on 2): the fit's many small element-wise
+    # ops wait on each other across threads.
+    num_threads: int | None = 1
 
     def __post_init__(self):
         choices = {
