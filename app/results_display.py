@@ -12,6 +12,7 @@ import pandas as pd
 from alignment.model_comparison import (
     CEILING_FROM_FEW_TRIPLETS,
     GAIN_CI_INCLUDES_ZERO,
+    MIN_CEILING_TRIPLETS,
     NORMALISED_ABOVE_CEILING,
 )
 
@@ -108,10 +109,17 @@ def live_agreement_display(table: pd.DataFrame) -> pd.DataFrame:
             continue
         shown[column] = shown[column].map(lambda cell: interval(*cell))
     shown["human ceiling"] = [
-        f"{cell} ({n} triplets)" if cell else ""
+        f"{cell} ({n} triplets{FEW_CEILING_TRIPLETS if n < MIN_CEILING_TRIPLETS else ''})" if cell else ""
         for cell, n in zip(shown["human ceiling"], table["ceiling triplets"], strict=True)
     ]
     return shown.drop(columns="ceiling triplets")
+
+
+FEW_CEILING_TRIPLETS = ": too few to be a ceiling"
+LIVE_AGREEMENT_NOT_HELD_OUT = (
+    "Not a held-out score: a teacher was fitted on part of these answers, so its agreement here is "
+    "optimistic; the held-out evaluation (seen and unseen images) is on the Maps page and in the run."
+)
 
 
 def caveat_lines(metrics: dict) -> list[str]:

@@ -19,7 +19,7 @@ import streamlit as st
 
 from app.flash import flash, show_flashes
 from app.resources import get_db
-from app.results_display import live_agreement_display
+from app.results_display import LIVE_AGREEMENT_NOT_HELD_OUT, live_agreement_display
 from db.models import ParticipantStatus
 from db.settings import database_url
 from study.answer_summary import AnswerSummary, excluded_participants, rt_counts
@@ -275,6 +275,8 @@ def live_model_agreement(slug: str) -> None:
         "triplets. Human ceiling: Levels leave-one-out majority (triplets with at least 4 answers). "
         "Excluded participants are left out."
     )
+    if any(column.startswith("teacher") for column in table.columns):
+        st.caption(LIVE_AGREEMENT_NOT_HELD_OUT)
 
 
 def agreement_tables(slug: str) -> None:

@@ -102,7 +102,10 @@ def test_live_agreement_per_level_with_ceiling_and_incremental_refresh(study, sc
     assert table.loc["within_class", "base model"] == "0.000 [0.000, 0.000]"
     assert table.loc["overall", "base model"] == "0.500 [0.000, 1.000]"
     assert table.loc["between_class", "answers"] == 4 and table.loc["overall", "triplets"] == 2
-    assert table.loc["between_class", "human ceiling"] == "1.000 [1.000, 1.000] (1 triplets)"
+    assert table.loc["between_class", "human ceiling"] == (
+        "1.000 [1.000, 1.000] (1 triplets: too few to be a ceiling)"
+    )
+    assert not any("Not a held-out score" in c.value for c in at.caption)  # no teacher yet
     assert sum(scored) == 8  # 4 participants x 2 judgments x 1 model
 
     for i in range(4, 6):
@@ -114,6 +117,7 @@ def test_live_agreement_per_level_with_ceiling_and_incremental_refresh(study, sc
     teacher = _embeddings_run(db, ids, "teacher", "embeddings", flip_within=True)
     table = _panel(at.run())
     assert table.loc["within_class", f"teacher run {teacher}"] == "1.000 [1.000, 1.000]"
+    assert any("Not a held-out score" in c.value for c in at.caption)  # a teacher was fitted on these answers
     assert table.loc["within_class", "base model"] == "0.000 [0.000, 0.000]"
     assert sum(scored) == 12 + 12  # every cached answer scored once, for the new model only
 

@@ -238,15 +238,18 @@ def test_researcher_pages_after_logging_in_with_the_generated_password(page, dem
     assert page.get_by_role("radio", name="open", exact=True, include_hidden=True).is_checked()  # its status
     page.get_by_text("DEMO-DONE").wait_for()  # the demo's completion code, not the default one
     screenshot(page, screenshots, "dashboard")
-    page.get_by_role("heading", name="Edit a study", exact=True).scroll_into_view_if_needed()
     page.get_by_role("button", name="Save as new version").wait_for()
+    page.get_by_role("heading", name="Edit a study", exact=True).evaluate(
+        "(heading) => heading.scrollIntoView({block: 'start'})"  # the form fills the screenshot
+    )
     screenshot(page, screenshots, "study_edit")
     open_in_sidebar(page, "Participants & data")
     page.get_by_test_id("stDataFrame").first.wait_for()
     screenshot(page, screenshots, "participants_qc")
     page.get_by_role("tab", name="Agreement").click()
     page.get_by_text("Model–human agreement, live").wait_for()
-    page.get_by_text("Levels leave-one-out majority").wait_for()  # the human ceiling beside the models
+    page.get_by_text("THINGS modal consistency").wait_for(timeout=PAGE_TIMEOUT_MS)  # the human tables, read
+    assert not page.get_by_text("Computing…").count()  # in the background (120 participants) and then shown
     screenshot(page, screenshots, "live_agreement")
     open_in_sidebar(page, "Alignment runs")
     page.get_by_role("heading", name="Runs", exact=True).wait_for()
