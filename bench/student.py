@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from alignment.distributed import DistContext
-from alignment.finetune import plan_finetune
+from alignment.finetune import loader_workers, plan_finetune
 from alignment.pseudolabels import LabelProvenance, PseudoLabelConfig, make_pseudolabels
 from alignment.student import (
     StudentConfig,
@@ -225,7 +225,8 @@ def finetune_overhead(size: int, rounds: int, weights: str | None = None, batch_
     ratios = sorted(b / o for o, b in zip(ours, bare, strict=True))
     print(
         f"\n## full fine-tune overhead ({size}px, whole {config.backbone}, {batch_triplets} triplets = "
-        f"{3 * batch_triplets} images per step, 1 loader worker; best of {rounds} rounds; {_load()})"
+        f"{3 * batch_triplets} images per step, {loader_workers(1, torch.device('cpu'))} loader worker(s) "
+        f"(loader_workers); best of {rounds} rounds; {_load()})"
     )
     print(
         f"all rounds ms/step: ours {[round(1000 * s) for s in ours]}, bare {[round(1000 * s) for s in bare]}"

@@ -21,6 +21,7 @@ from alignment.finetune import (
     build_finetune_student,
     image_embeddings,
     load_finetuned,
+    loader_workers,
     main,
     plan_finetune,
     train_finetune,
@@ -243,3 +244,15 @@ def test_torchrun_two_cpu_processes_equal_one_process(setup, tmp_path, monkeypat
     assert moved > 1e-3
     a, b = (load_finetuned(tmp_path / r / "student.pt")[0] for r in ("single", "ddp"))
     np.testing.assert_allclose(image_embeddings(a, pool.paths), image_embeddings(b, pool.paths), atol=1e-3)
+
+
+def test_loader_workers_only_on_cores_the_compute_threads_leave_free(monkeypatch):
+    """On the CPU a decoding worker competing with torch's threads slows every step; on a GPU workers are
+    what keeps the device fed."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert loader_workers(2, torch.device("cpu")) == 0
+    assert loader_workers(2, torch.device("cuda")) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert loader_workers(2, torch.device("cpu")) == 2 and loader_workers(12, torch.device("cpu")) == 8
