@@ -168,27 +168,6 @@ def _overview_row(p: Participant, config: StudyConfig, answered: dict[int, int])
     )
 
 
-def study_mark(db: Database, slug: str) -> tuple:
-    """(study, responses, highest response id, latest activity, excluded participants) of a study: equal
-    marks mean equal data, so a cached analysis is reused until an answer arrives or an exclusion changes.
-    Read over indexes; no response row moves."""
-    with db.read() as session:
-        study = get_study(session, slug)
-        people = select(Participant.id).where(Participant.study_id == study.id)
-        count, highest = session.execute(
-            select(func.count(), func.max(Response.id)).where(Response.participant_id.in_(people))
-        ).one()
-        seen = session.scalar(
-            select(func.max(Participant.last_seen_at)).where(Participant.study_id == study.id)
-        )
-        excluded = tuple(
-            session.scalars(
-                select(Participant.id).where(Participant.study_id == study.id, Participant.excluded.is_(True))
-            )
-        )
-    return (study.id, count, highest, seen, excluded)
-
-
 def rt_histogram(db: Database, slug: str, bin_ms: int = 100) -> pd.DataFrame:
     """Answered trials per (level, or kind for trials without one) and response-time bin, counted in SQL:
     columns `group`, `rt_ms` (the bin's start) and `n`."""
