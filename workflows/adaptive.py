@@ -302,7 +302,7 @@ def held_out_by_selection(db: Database, slug: str, view: TeacherView, split: str
 
     if not split:
         return {}
-    keys, _ = read_split(data_home() / split, f"run {view.run_id}")
+    keys, _, _ = read_split(data_home() / split, f"run {view.run_id}")
     held = pd.DataFrame(keys, columns=["participant_id", "trial_index"])
     judgments = study_judgments(db, slug).merge(held, on=["participant_id", "trial_index"])
     group = judgments["triplet_key"].map(_selection_groups(db, slug))
