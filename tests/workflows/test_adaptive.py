@@ -442,7 +442,7 @@ def test_held_out_accuracy_is_reported_apart_for_the_random_share_and_the_chosen
         if group:
             expected[group].append(agree)
     split = tmp_path / "home" / "runs" / str(run_id) / "split.npz"
-    write_split(split, np.array(keys), np.zeros(len(keys), dtype=bool))
+    write_split(split, np.array(keys), np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=bool))
     view = latest_teacher(db, study)
     summary = held_out_by_selection(db, "ada-study", view, f"runs/{run_id}/split.npz")
     assert set(summary) == {"adaptive", "random share"}
@@ -454,7 +454,9 @@ def test_held_out_accuracy_is_reported_apart_for_the_random_share_and_the_chosen
         }
     assert len(expected["adaptive"]) == 9 and len(expected["random share"]) == 3
     only_some = np.array(keys[:4])
-    write_split(split, only_some, np.zeros(4, dtype=bool))  # only held-out judgments count
+    write_split(
+        split, only_some, np.zeros(4, dtype=bool), np.zeros(4, dtype=bool)
+    )  # only held-out judgments count
     summary = held_out_by_selection(db, "ada-study", view, f"runs/{run_id}/split.npz")
     assert sum(group["n"] for group in summary.values()) == sum(g is not None for g in groups[:4])
 
