@@ -261,17 +261,14 @@ def _answered(
     sized studies load in seconds (the full `load_responses` table is several times slower)."""
     with db.read() as session:
         study = get_study(session, slug)
-        query = consenting_responses(JUDGMENT_COLUMNS, study.id).where(
-            Response.timed_out.is_(False),
-            Response.unavailable.is_(False),
-            Response.chosen_stimulus_id.is_not(None),
-            type_coerce(Trial.kind, String).in_(list(kinds)),
-            type_coerce(Trial.task, String) == task.value,
+        query = answered_query(
+            study.id,
+            include_excluded=include_excluded,
+            include_simulated=include_simulated,
+            task=task,
+            kinds=kinds,
+            columns=JUDGMENT_COLUMNS,
         )
-        if not include_excluded:
-            query = query.where(Participant.excluded.is_(False))
-        if not include_simulated:
-            query = query.where(Participant.is_simulated.is_(False))
         if participant_ids is not None:
             query = query.where(Participant.id.in_(participant_ids))
         # Core execution (the session's connection): plain rows, without the ORM's per-row loading
@@ -411,30 +408,33 @@ def load_judgments_compact(
     return frame[list(columns)]
 
 
+ANSWER_NUMBERS = {
+    "participant_id": Participant.id,
+    "trial_index": Response.trial_index,
+    "trial_id": Response.trial_id,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+    "rt_ms": Response.rt_ms,
+}
+
+
 def answered_query(
     study_id: int,
     *,
     include_excluded: bool = False,
     include_simulated: bool = True,
     task: JudgmentTask = JudgmentTask.ODD_ONE_OUT,
+    kinds: tuple[str, ...] = ANALYSED_KINDS,
+    columns: dict[str, Any] | None = None,
 ) -> Select[*tuple[Any, ...]]:
-    """Participant, trial index, trial id, chosen image and RT of each answered trial (of `ANALYSED_KINDS`,
-    of one task) of the study's analysed participants, by participant then trial index: the rows
-    `_answered` reads, as five numbers for `answer_batches`."""
-    query = consenting_responses(
-        {
-            "participant_id": Participant.id,
-            "trial_index": Response.trial_index,
-            "trial_id": Response.trial_id,
-            "chosen_stimulus_id": Response.chosen_stimulus_id,
-            "rt_ms": Response.rt_ms,
-        },
-        study_id,
-    ).where(
+    """The answered trials (of `kinds`, of one task; no timeouts, no unavailable trials) of the study's
+    analysed participants, by participant then trial index. By default five numbers per answer for
+    `answer_batches` (participant, trial index, trial id, chosen image, RT); `_answered` asks for its
+    own `columns`."""
+    query = consenting_responses(columns or ANSWER_NUMBERS, study_id).where(
         Response.timed_out.is_(False),
         Response.unavailable.is_(False),
         Response.chosen_stimulus_id.is_not(None),
-        type_coerce(Trial.kind, String).in_(list(ANALYSED_KINDS)),
+        type_coerce(Trial.kind, String).in_(list(kinds)),
         type_coerce(Trial.task, String) == task.value,
     )
     if not include_excluded:
