@@ -26,6 +26,7 @@ import re
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,16 +251,27 @@ LOST_CLICKS: list[str] = []
 
 
 async def _click_until_gone(button, gone, attempts: int = 6) -> None:
+    """Click `button` until `gone` (what marks the current page) disappears. A click counts as lost only
+    when the page still shows `gone` after 10 s; the page may also move on late, after the wait, which is
+    slow, not lost, so the button is looked up again (briefly) rather than waited for."""
+    from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import expect
 
+    name = await button.inner_text()
     for _ in range(attempts):
-        await button.click()
+        try:
+            await button.click(timeout=30_000)  # waits out a minimum viewing time
+        except PlaywrightError:
+            if not await gone.is_visible():
+                return
+            raise
         try:
             await expect(gone).to_be_hidden(timeout=10_000)
             return
         except AssertionError:
-            LOST_CLICKS.append(await button.inner_text())
-    raise AssertionError(f"{await button.inner_text()!r} did nothing after {attempts} clicks")
+            if await gone.is_visible():
+                LOST_CLICKS.append(name)
+    raise AssertionError(f"{name!r} did nothing after {attempts} clicks")
 
 
 async def _browsers(run: FaultRun, n: int, deadline: float) -> list[tuple[str, Tally]]:
@@ -447,7 +459,7 @@ def main() -> None:
                 flush=True,
             )
     if args.browsers:
-        print(f"browser clicks repeated after 10 s without effect (form pages): {len(LOST_CLICKS)}")
+        print(f"browser clicks repeated after 10 s without effect: {dict(Counter(LOST_CLICKS)) or 0}")
 
 
 if __name__ == "__main__":

@@ -34,20 +34,21 @@ def consent_ui(config: StudyConfig) -> bool | None:
 
 
 def demographics_ui(db: Database, view: ParticipantView) -> None:
+    """Plain widgets and a button, not an `st.form`: under load a form's submit click sent while the page
+    redraws was occasionally lost (the participant had to click again), a button's click never was."""
     st.header("About you")
     st.caption("Both questions are optional.")
-    with st.form("demographics"):
-        age = st.number_input("Age in years", min_value=16, max_value=120, value=None, step=1)
-        gender = st.selectbox("Gender", GENDERS, format_func=lambda g: g or "—")
-        if st.form_submit_button("Continue", type="primary"):
-            demographics = {"age": int(age) if age is not None else None, "gender": gender or None}
-            update_participant(
-                db,
-                view.participant_id,
-                demographics=demographics,
-                flow_state=view.flow_state | {"demographics_done": True},
-            )
-            st.rerun()
+    age = st.number_input("Age in years", min_value=16, max_value=120, value=None, step=1, key="al_age")
+    gender = st.selectbox("Gender", GENDERS, format_func=lambda g: g or "—", key="al_gender")
+    if st.button("Continue", type="primary", key="demographics_continue"):
+        demographics = {"age": int(age) if age is not None else None, "gender": gender or None}
+        update_participant(
+            db,
+            view.participant_id,
+            demographics=demographics,
+            flow_state=view.flow_state | {"demographics_done": True},
+        )
+        st.rerun()
 
 
 def instructions_ui(db: Database, view: ParticipantView) -> None:
@@ -120,14 +121,16 @@ def _rerun_when_elapsed(shown_at: float, minimum: float) -> None:
 
 
 def strategy_ui(db: Database, view: ParticipantView) -> None:
+    """A plain text area and button (see `demographics_ui` for why not a form)."""
     st.header("Almost done")
-    with st.form("strategy"):
-        text = st.text_area(
-            "How did you decide which image was the odd one out? (optional)", max_chars=MAX_STRATEGY_CHARS
-        )
-        if st.form_submit_button("Finish", type="primary"):
-            update_participant(db, view.participant_id, strategy=text.strip())
-            st.rerun()
+    text = st.text_area(
+        "How did you decide which image was the odd one out? (optional)",
+        max_chars=MAX_STRATEGY_CHARS,
+        key="al_strategy",
+    )
+    if st.button("Finish", type="primary", key="strategy_finish"):
+        update_participant(db, view.participant_id, strategy=text.strip())
+        st.rerun()
 
 
 def stop_control(db: Database, view: ParticipantView) -> None:
