@@ -34,16 +34,27 @@ from alignment.teacher_losses import (
 )
 
 
-def principal_basis(x: torch.Tensor, rank: int | None) -> torch.Tensor:
-    """[D, r] orthonormal top right-singular vectors of x [n, D]; the identity when r would be D."""
+def principal_basis(x: torch.Tensor, rank: int | None, seed: int = 0) -> torch.Tensor:
+    """[D, r] orthonormal top right-singular vectors of x [n, D]; the identity when r would be D. The same
+    for the same x and seed whatever torch's global random state (fits running side by side in threads
+    cannot disturb each other's basis)."""
     n, dim = x.shape
     r = dim if rank is None else min(rank, n, dim)
     if r == dim:
         return torch.eye(dim)
     if r == n:  # n < D: the images span at most n directions, keep all of them (exact)
         return torch.linalg.svd(x, full_matrices=False).Vh.T
-    _, _, basis = torch.svd_lowrank(x, q=min(r + 16, n, dim), niter=2)
-    return basis[:, :r].contiguous()
+    return _randomised_right_singular(x, min(r + 16, n, dim), torch.Generator().manual_seed(seed))[:, :r]
+
+
+def _randomised_right_singular(x: torch.Tensor, q: int, generator: torch.Generator, niter: int = 2):
+    """[D, q] approximate top right-singular vectors of x by a randomised range finder with ``niter`` power
+    iterations (Halko et al.; what ``torch.svd_lowrank`` does, but on a generator of its own)."""
+    range_basis = torch.linalg.qr(x @ torch.randn(x.shape[1], q, generator=generator, dtype=x.dtype)).Q
+    for _ in range(niter):
+        range_basis = torch.linalg.qr(x.T @ range_basis).Q
+        range_basis = torch.linalg.qr(x @ range_basis).Q
+    return torch.linalg.svd(range_basis.T @ x, full_matrices=False).Vh.T.contiguous()
 
 
 def _csr_rows(rows: torch.Tensor, n: int) -> torch.Tensor:

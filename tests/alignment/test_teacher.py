@@ -1,12 +1,14 @@
 """Known-answer tests for the teacher: a planted linear map explains the human choices."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
 
+from alignment import teacher as teacher_module
 from alignment import teacher_problem
 from alignment.conventions import (
     anchor_similarities,
@@ -259,6 +261,55 @@ def test_regulariser_is_chosen_by_image_cross_validation_by_default(planted):
     assert teacher.summary["n_train_triplets"] == N_TRAIN  # the final fit uses every judgment
     assert teacher.summary["val_images"] == "unseen (out-of-fold)"
     assert abs(_test_accuracy(teacher, planted) - _planted_accuracy(planted)) < 0.01
+
+
+def test_parallel_image_folds_give_the_serial_results(planted):
+    serial = fit_teacher(
+        planted.features, planted.triplets[:8000], config=TeacherConfig(num_threads=1, cv_workers=1)
+    )
+    parallel = fit_teacher(
+        planted.features, planted.triplets[:8000], config=TeacherConfig(num_threads=1, cv_workers=3)
+    )
+    assert parallel.summary["selection"]["workers"] == 3 and serial.summary["selection"]["workers"] == 1
+    for key in ("fold_val_loss", "fold_steps", "fold_images", "final_path_steps"):
+        assert parallel.summary["selection"][key] == serial.summary["selection"][key]
+    assert parallel.summary["reg_weight"] == serial.summary["reg_weight"]
+    np.testing.assert_array_equal(parallel.weight, serial.weight)
+    assert parallel.temperature == serial.temperature
+
+
+def test_a_cancelled_parallel_search_stops_its_folds(planted, monkeypatch):
+    class Cancelled(Exception):
+        pass
+
+    def cancel(step, total):
+        raise Cancelled
+
+    fits = []
+    fit = teacher_module._WarmPath.fit
+    monkeypatch.setattr(teacher_module._WarmPath, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
+    before = threading.active_count()
+    with pytest.raises(Cancelled):
+        fit_teacher(
+            planted.features,
+            planted.triplets[:8000],
+            config=TeacherConfig(num_threads=1, cv_workers=2),
+            progress=cancel,
+        )
+    assert threading.active_count() == before  # no fold thread left running
+    assert len(fits) <= 2  # each running fold stopped in its first fit; the queued folds never started
+
+
+def test_principal_basis_ignores_torch_global_random_state():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(200, 16)) @ rng.normal(size=(16, 64)) * np.linspace(4, 1, 64)
+    x = torch.from_numpy((signal + 0.1 * rng.normal(size=(200, 64))).astype(np.float32))
+    torch.manual_seed(1)
+    first = principal_basis(x, 16)
+    torch.manual_seed(2)
+    np.testing.assert_array_equal(principal_basis(x, 16).numpy(), first.numpy())
+    exact = torch.linalg.svd(x, full_matrices=False).Vh[:16].T
+    assert float((first.T @ exact).square().sum()) == pytest.approx(16, abs=1e-3)  # the top-16 subspace
 
 
 def test_config_loads_from_toml_and_rejects_nonsense(tmp_path):
