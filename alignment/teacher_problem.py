@@ -87,6 +87,32 @@ class _SparsePattern:
         return cls(_csr_rows(rows, n), cols, _csr_rows(sym_sorted // n, n), sym_sorted % n, sym_order)
 
 
+class _GramScratch:
+    """The dense path's two n x n buffers, reused by every step of a fit instead of allocated per step (a
+    fresh 14 MB matrix is mapped, page-faulted and zero-filled each time). The gradient buffer is only ever
+    written at the pairs' positions and their mirrors, so it stays zero elsewhere without being cleared.
+    One fit's own: folds fitted in parallel threads build their own indexes."""
+
+    def __init__(self, keys: torch.Tensor, n: int):
+        self.n = n
+        self.mirrored_keys = (keys % n) * n + keys // n  # b * n + a per pair: its mirror's position
+        self.gram: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
+
+    def gram_of(self, z: torch.Tensor) -> torch.Tensor:
+        """Z Z^T flattened, written into the reused buffer (valid until the next call)."""
+        if self.gram is None or self.gram.dtype != z.dtype:
+            self.gram = torch.empty(self.n, self.n, dtype=z.dtype)
+        return torch.mm(z, z.T, out=self.gram).view(-1)
+
+    def symmetric_grad(self, keys: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """[n, n] with the pairs' gradients at (a, b) and (b, a), zero elsewhere (valid until the next
+        call)."""
+        if self.grad is None or self.grad.dtype != grad.dtype:
+            self.grad = torch.zeros(self.n * self.n, dtype=grad.dtype)
+        return self.grad.index_copy_(0, keys, grad).index_copy_(0, self.mirrored_keys, grad).view(self.n, -1)
+
+
 @dataclass(frozen=True)
 class PairIndex:
     """The distinct image pairs some judgments use (sorted, a < b).
@@ -100,19 +126,16 @@ class PairIndex:
     n: int
     keys: torch.Tensor  # a * n + b per distinct pair: its position in the flattened n x n Gram matrix
     sparse: _SparsePattern | None  # None: the dense Gram product is used
-
-    @property
-    def mirrored_keys(self) -> torch.Tensor:
-        """b * n + a per distinct pair: its mirror's position in the flattened Gram matrix."""
-        return (self.keys % self.n) * self.n + self.keys // self.n
+    scratch: _GramScratch | None  # the dense path's reused buffers (None when sparse)
 
     @classmethod
     def build(cls, a: torch.Tensor, b: torch.Tensor, n: int) -> tuple[PairIndex, torch.Tensor]:
         """The index of the pairs (a[i], b[i]) and, for each i, the position of its pair among the
         distinct ones."""
         keys, inverse = torch.unique(torch.minimum(a, b) * n + torch.maximum(a, b), return_inverse=True)
-        dense = n * n <= DENSE_GRAM_RATIO * len(keys)
-        return cls(n, keys, None if dense else _SparsePattern.build(keys, n)), inverse
+        if n * n <= DENSE_GRAM_RATIO * len(keys):
+            return cls(n, keys, None, _GramScratch(keys, n)), inverse
+        return cls(n, keys, _SparsePattern.build(keys, n), None), inverse
 
     def pattern(self, values: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
         assert self.sparse is not None, "a dense PairIndex has no sparse pattern"
@@ -151,20 +174,20 @@ class _GramDots(torch.autograd.Function):
     def forward(ctx, z: torch.Tensor, index: PairIndex) -> torch.Tensor:
         ctx.save_for_backward(z)
         ctx.index = index
-        return (z @ z.T).flatten().index_select(0, index.keys)
+        assert index.scratch is not None
+        return index.scratch.gram_of(z).index_select(0, index.keys)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (z,) = ctx.saved_tensors
-        index, n = ctx.index, len(z)
-        symmetric = torch.zeros(n * n, dtype=grad.dtype)
-        symmetric.index_copy_(0, index.keys, grad).index_copy_(0, index.mirrored_keys, grad)
-        return symmetric.view(n, n) @ z, None
+        index = ctx.index
+        assert index.scratch is not None
+        return index.scratch.symmetric_grad(index.keys, grad.contiguous()) @ z, None
 
 
 def pair_dots(z: torch.Tensor, index: PairIndex) -> torch.Tensor:
     """[P] dot products of the distinct pairs behind ``index``, from embeddings z [n, r]."""
-    if index.sparse is None:
+    if index.scratch is not None:
         return _GramDots.apply(z, index)
     return _PairDots.apply(z, index)
 

@@ -197,6 +197,31 @@ def test_subspace_parametrisation_equals_the_explicit_affine_map(rank, gram, mon
     assert transform.regulariser().item() == pytest.approx(expected_reg, rel=1e-4)
 
 
+def test_dense_pair_products_stay_right_when_their_buffers_are_reused(monkeypatch):
+    """The dense path reuses its n x n buffers across steps: every call, in any dtype, gives that call's
+    products and gradient, and an earlier result is not overwritten by a later call."""
+    monkeypatch.setattr(teacher_problem, "DENSE_GRAM_RATIO", 10**9)
+    rng = np.random.default_rng(2)
+    a, b = (torch.from_numpy(rng.integers(0, 30, 200)) for _ in range(2))
+    keep = a != b
+    index, position = PairIndex.build(a[keep], b[keep], 30)
+    earlier = []
+    for dtype in (torch.float32, torch.float32, torch.float64, torch.float32):
+        z = torch.from_numpy(rng.normal(size=(30, 5))).to(dtype)
+        weights = torch.from_numpy(rng.normal(size=int(keep.sum()))).to(dtype)
+        leaf = z.clone().requires_grad_(True)
+        values = pair_dots(leaf, index)
+        (values[position] * weights).sum().backward()
+        reference = z.clone().requires_grad_(True)
+        expected = (reference[a[keep]] * reference[b[keep]]).sum(1)
+        (expected * weights).sum().backward()
+        torch.testing.assert_close(values.detach()[position], expected.detach())
+        torch.testing.assert_close(leaf.grad, reference.grad)
+        earlier.append((values.detach(), values.detach().clone()))
+    for kept, copy in earlier:
+        torch.testing.assert_close(kept, copy)
+
+
 def test_dense_and_sparse_pair_products_agree_with_their_gradients(monkeypatch):
     """The dense Gram path (pairs fill much of the matrix) and the sampled sparse path give the same pair
     products and the same gradient with respect to the embeddings."""
@@ -209,7 +234,7 @@ def test_dense_and_sparse_pair_products_agree_with_their_gradients(monkeypatch):
     for gram, ratio in (("dense", 10**9), ("sparse", 0)):
         monkeypatch.setattr(teacher_problem, "DENSE_GRAM_RATIO", ratio)
         index, position = PairIndex.build(a[keep], b[keep], 40)
-        assert (index.sparse is None) == (gram == "dense")
+        assert (index.sparse is None) == (index.scratch is not None) == (gram == "dense")
         leaf = z.clone().requires_grad_(True)
         values = pair_dots(leaf, index)
         (values[position] * weights).sum().backward()
