@@ -62,6 +62,11 @@ def _csr_rows(rows: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(rows, minlength=n).cumsum(0)])
 
 
+# "Sparse CSR tensor support is in beta": the two CSR ops used here are tested. Filtered by its message once
+# at import, not with catch_warnings around each call: that swaps the process-wide filter list, which folds
+# fitted in parallel threads would race on (and could leave every UserWarning ignored)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
 # a dense n x n Gram matrix (one BLAS product) instead of the sampled sparse product once the pairs fill more
 # than 1/DENSE_GRAM_RATIO of it. Measured (2 cores, loaded): 1,854 images / 0.91M pairs 0.150 vs 0.199 CPU s
 # per forward + backward; 1,483 images / 0.26M pairs 0.096 vs 0.094 (break-even near this ratio)
@@ -141,9 +146,7 @@ class PairIndex:
         assert self.sparse is not None, "a dense PairIndex has no sparse pattern"
         pattern = self.sparse
         crow, col = (pattern.sym_crow, pattern.sym_col) if symmetric else (pattern.crow, pattern.col)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": the two ops used here are tested
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(crow, col, values, size=(self.n, self.n), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, values, size=(self.n, self.n), check_invariants=False)
 
 
 class _PairDots(torch.autograd.Function):
