@@ -461,7 +461,7 @@ def _walk_fold(problem: _Problem, progress, config: TeacherConfig) -> _FoldWalk:
     return losses, sims, steps
 
 
-def cv_workers(config: TeacherConfig) -> int:
+def fold_workers(config: TeacherConfig) -> int:
     """How many image folds are fitted at once: ``config.cv_workers``, or as many as the cores run side by
     side at ``num_threads`` torch threads each (one when torch may use every core itself)."""
     if config.cv_workers is not None:
@@ -480,7 +480,7 @@ def _fold_walks(standardised, folds, soft: bool, config: TeacherConfig, progress
     kernels) gives the same results as one after another, in about 1/workers of the wall time when the
     cores are free."""
     n_weights = len(config.reg_weight_grid)
-    workers = cv_workers(config)
+    workers = fold_workers(config)
     if workers == 1:  # one fold's problem in memory at a time
         return [
             _walk_fold(
@@ -565,7 +565,7 @@ def _cv_selection(config: TeacherConfig, sampled: int, folds, per_fold, fold_ste
         "path": "strongest first, warm starts, each fold stops when its val loss rises; the weight with the "
         "lowest mean val loss over the weights every fold reached",
         "judgments_sampled": sampled,
-        "workers": cv_workers(config),  # folds fitted at once (threads); the results do not depend on it
+        "workers": fold_workers(config),  # folds fitted at once (threads); the results do not depend on it
         "fold_images": [int(len(images)) for _, _, images in folds],
         "fold_train_judgments": [len(train) for train, _, _ in folds],
         "fold_val_judgments": [len(val) for _, val, _ in folds],
@@ -670,12 +670,12 @@ def fit_teacher(
     clock = _Clock()
     with _torch_threads(config.num_threads):
         folds, fallback = _image_cv(standardised, data, val, soft, config, progress)
-        cv_seconds = clock.lap()
+        cv_seconds = clock.elapsed()
         if folds is not None:
             fit = _fit_after_folds(standardised, data, folds, soft, config)
         else:
             fit = _fit_on_split(standardised, data, val, soft, fallback, config, progress)
-    fit_seconds = clock.lap()
+    fit_seconds = clock.elapsed()
     weight, bias = fit.objective.transform.weight_bias()
     temperature, report = _calibrate(standardised, weight, bias, fit.val_data, folds, config)
     summary = {
@@ -774,7 +774,7 @@ class _Clock:
     def __init__(self):
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
-    def lap(self) -> tuple[float, float]:
+    def elapsed(self) -> tuple[float, float]:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 

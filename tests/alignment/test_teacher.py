@@ -303,6 +303,16 @@ def test_parallel_image_folds_give_the_serial_results(planted):
     assert parallel.temperature == serial.temperature
 
 
+def test_fold_workers_follow_the_cores_unless_set(monkeypatch):
+    monkeypatch.setattr(teacher_module.os, "cpu_count", lambda: 4)
+    assert teacher_module.fold_workers(TeacherConfig(num_threads=1)) == 4
+    assert teacher_module.fold_workers(TeacherConfig(num_threads=2)) == 2
+    assert teacher_module.fold_workers(TeacherConfig(num_threads=None)) == 1  # torch uses every core itself
+    assert teacher_module.fold_workers(TeacherConfig(cv_workers=9)) == 5  # never more than the folds
+    with pytest.raises(ValueError, match="cv_workers"):
+        TeacherConfig(cv_workers=0)
+
+
 def test_a_cancelled_parallel_search_stops_its_folds(planted, monkeypatch):
     class Cancelled(Exception):
         pass
