@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -54,6 +56,7 @@ from common.atomic import atomic_write
 from common.config import LoadableConfig
 
 MIN_FOLD_VAL_JUDGMENTS = 30  # below this a fold's validation loss is too noisy to choose a weight on
+PROGRESS_SECONDS = 1.0  # how often parallel folds report progress
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class TeacherConfig(LoadableConfig):
     # 1M judgments over 1,854 images: fit 54 CPU s on 1 thread, 230 on 2): the fit's many small element-wise
     # ops wait on each other across threads.
     num_threads: int | None = 1
+    # image folds fitted at once, each in a thread of its own (the folds are independent fits; the results
+    # are the same as one after another). None: as many as the cores allow at num_threads torch threads
+    # per fold (one at a time when num_threads is None, torch's default of all cores)
+    cv_workers: int | None = None
 
     def __post_init__(self):
         choices = {
@@ -120,10 +127,12 @@ class TeacherConfig(LoadableConfig):
             or not 0 <= self.val_fraction < 1
             or self.cv_folds == 1
             or self.cv_folds < 0
+            or (self.cv_workers is not None and self.cv_workers < 1)
         ):
             raise ValueError(
                 "TeacherConfig needs 0 <= local_weight < 1, reg weights >= 0 (a non-empty grid when "
-                "reg_weight is None), 0 <= val_fraction < 1, cv_folds 0 (off) or >= 2"
+                "reg_weight is None), 0 <= val_fraction < 1, cv_folds 0 (off) or >= 2, cv_workers None "
+                "or >= 1"
             )
 
 
@@ -261,7 +270,7 @@ def _build_problem(standardised, train_data, val_data, soft: bool, config: Teach
             f"{len(train_rows)} distinct training images exceed max_full_batch_images="
             f"{config.max_full_batch_images} for full-batch L-BFGS; use optimizer='adam' with a batch_size"
         )
-    basis = principal_basis(torch.from_numpy(standardised[train_rows]), config.subspace_dim)
+    basis = principal_basis(torch.from_numpy(standardised[train_rows]), config.subspace_dim, config.seed)
     train = ImageSet.build(standardised, train_data, basis, soft)
     local = None
     if config.local_weight > 0:
@@ -291,7 +300,6 @@ class _WarmPath:
     in a few steps from its neighbour, so a whole path costs about one cold fit."""
 
     def __init__(self, problem: _Problem, config: TeacherConfig):
-        torch.manual_seed(config.seed)
         self.problem, self.config, self.started = problem, config, False
         self.transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
 
@@ -410,14 +418,8 @@ def _cross_validate(
     too_small = _folds_too_small(folds, data, config)
     if too_small:
         return too_small
-    n_weights = len(_strongest_first(config))
-    per_fold, fold_sims, fold_steps = [], [], []
-    for f, (train, val, _) in enumerate(folds):  # one fold's problem in memory at a time
-        problem = _build_problem(standardised, train, val, soft, config)
-        losses, sims, steps = _walk_fold(problem, config, progress, f * n_weights, len(folds) * n_weights)
-        per_fold.append(losses)
-        fold_sims.append(sims)
-        fold_steps.append(steps)
+    walks = _fold_walks(standardised, folds, soft, config, progress)
+    per_fold, fold_sims, fold_steps = [w[0] for w in walks], [w[1] for w in walks], [w[2] for w in walks]
     mean_losses, best = _lowest_mean_loss(per_fold, _strongest_first(config))
     budgets = _final_budgets(list(mean_losses), best, fold_steps, config)
     selection = _cv_selection(config, len(sample), folds, per_fold, fold_steps, budgets)
@@ -442,20 +444,89 @@ def _folds_too_small(folds, data: TripletData, config: TeacherConfig) -> str:
     )
 
 
-def _walk_fold(problem: _Problem, config: TeacherConfig, progress, first: int, count: int):
+def _walk_fold(problem: _Problem, progress, config: TeacherConfig) -> _FoldWalk:
     """One fold's regularisation path, strongest first, stopped as soon as its validation loss rises (weaker
     weights only overfit more, and stopping early is what makes k folds cost about k fits). Returns, per
-    weight reached, the validation loss, the validation similarities and the iterations taken."""
-    path = _WarmPath(problem, config)
+    weight reached, the validation loss, the validation similarities and the iterations taken. ``progress``
+    gets (step, total) over the whole path."""
+    path, weights = _WarmPath(problem, config), _strongest_first(config)
     losses, sims, steps, best = {}, {}, {}, None
-    for index, weight in enumerate(_strongest_first(config)):
-        candidate = path.fit(weight, _overall_progress(progress, first + index, count))
+    for index, weight in enumerate(weights):
+        candidate = path.fit(weight, _overall_progress(progress, index, len(weights)))
         losses[weight], sims[weight] = candidate.val_loss, candidate.val_sims
         steps[weight] = candidate.history[-1]["step"] if candidate.history else 0
         if best is not None and not candidate.val_loss < losses[best]:
             break  # this fold's validation loss rose: weaker weights only overfit more
         best = weight
     return losses, sims, steps
+
+
+def fold_workers(config: TeacherConfig) -> int:
+    """How many image folds are fitted at once: ``config.cv_workers``, or as many as the cores run side by
+    side at ``num_threads`` torch threads each (one when torch may use every core itself)."""
+    if config.cv_workers is not None:
+        return min(config.cv_workers, config.cv_folds)
+    if config.num_threads is None:
+        return 1
+    return max(1, min(config.cv_folds, (os.cpu_count() or 1) // config.num_threads))
+
+
+_FoldWalk = tuple[dict, dict, dict]  # one fold's val losses, val similarities and iterations per weight
+
+
+def _fold_walks(standardised, folds, soft: bool, config: TeacherConfig, progress) -> list[_FoldWalk]:
+    """Every fold's regularisation path (``_walk_fold``), in fold order. The folds are independent fits on
+    deterministic inputs, so running ``cv_workers`` of them at once in threads (torch releases the GIL in its
+    kernels) gives the same results as one after another, in about 1/workers of the wall time when the
+    cores are free."""
+    n_weights = len(config.reg_weight_grid)
+    workers = fold_workers(config)
+    if workers == 1:  # one fold's problem in memory at a time
+        return [
+            _walk_fold(
+                _build_problem(standardised, train, val, soft, config),
+                _overall_progress(progress, f, len(folds)),
+                config,
+            )
+            for f, (train, val, _) in enumerate(folds)
+        ]
+    done = [0] * len(folds)  # each fold's progress units (it reports (step, n_weights * max_steps))
+    stop = threading.Event()
+
+    def walk(f: int, train: TripletData, val: TripletData) -> _FoldWalk:
+        def report(step: int, _total: int) -> None:
+            if stop.is_set():
+                raise _FoldsStopped
+            done[f] = step
+
+        return _walk_fold(_build_problem(standardised, train, val, soft, config), report, config)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="teacher-fold") as pool:
+        futures = [pool.submit(walk, f, train, val) for f, (train, val, _) in enumerate(folds)]
+        try:
+            _await_folds(futures, progress, done, n_weights * config.max_steps)
+        except BaseException:
+            stop.set()  # the running folds stop at their next check; the queued ones never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [future.result() for future in futures]
+
+
+class _FoldsStopped(Exception):
+    """Raised inside a fold thread when the caller gave up (cancelled, or another fold failed)."""
+
+
+def _await_folds(futures, progress, done: list[int], units_per_fold: int) -> None:
+    """Wait for the fold threads, reporting progress from this (the caller's) thread, where a cancellation
+    raised by ``progress`` belongs; a fold's error is raised here as soon as it happens."""
+    pending = futures
+    while pending:
+        if progress is not None:
+            progress(sum(done), len(done) * units_per_fold)
+        finished, pending = wait(futures, timeout=PROGRESS_SECONDS, return_when=FIRST_EXCEPTION)
+        errors = [error for future in finished if (error := future.exception()) is not None]
+        if errors:
+            raise errors[0]
 
 
 def _lowest_mean_loss(per_fold: list[dict], weights: list[float]) -> tuple[dict[float, float], float]:
@@ -494,6 +565,7 @@ def _cv_selection(config: TeacherConfig, sampled: int, folds, per_fold, fold_ste
         "path": "strongest first, warm starts, each fold stops when its val loss rises; the weight with the "
         "lowest mean val loss over the weights every fold reached",
         "judgments_sampled": sampled,
+        "workers": fold_workers(config),  # folds fitted at once (threads); the results do not depend on it
         "fold_images": [int(len(images)) for _, _, images in folds],
         "fold_train_judgments": [len(train) for train, _, _ in folds],
         "fold_val_judgments": [len(val) for _, val, _ in folds],
@@ -508,7 +580,6 @@ def _fit_at(
     problem: _Problem, weight: float, config: TeacherConfig, progress
 ) -> tuple[Objective, list[dict]]:
     """One fit at a fixed regulariser weight (early stopping on val, or on the training objective)."""
-    torch.manual_seed(config.seed)
     transform = AffineTransform(problem.basis, problem.scale, config.use_bias)
     objective = Objective(transform, problem.train, weight, config.local_weight, problem.local)
     return objective, _run(objective, problem.val, config, progress)
@@ -596,19 +667,20 @@ def fit_teacher(
     features, data, val, soft = _checked_inputs(features, triplets, choice_probs, anchors, val, config)
     mean, std = _standardisation(features)
     standardised = (features - mean) / std
-    start = time.perf_counter()
+    clock = _Clock()
     with _torch_threads(config.num_threads):
         folds, fallback = _image_cv(standardised, data, val, soft, config, progress)
-        cv_seconds = time.perf_counter() - start
+        cv_seconds = clock.elapsed()
         if folds is not None:
             fit = _fit_after_folds(standardised, data, folds, soft, config)
         else:
             fit = _fit_on_split(standardised, data, val, soft, fallback, config, progress)
-    fit_seconds = time.perf_counter() - start
+    fit_seconds = clock.elapsed()
     weight, bias = fit.objective.transform.weight_bias()
     temperature, report = _calibrate(standardised, weight, bias, fit.val_data, folds, config)
     summary = {
-        **_fit_summary(fit, soft, folds is not None, fit_seconds, cv_seconds),
+        **_fit_summary(fit, soft, folds is not None),
+        **_timings(fit_seconds, cv_seconds),
         "temperature": temperature,
         **report,
         "history": fit.history,
@@ -696,8 +768,29 @@ def _calibrate(standardised, weight, bias, val_data, folds: _FoldSearch | None, 
     return _validation_report(sims[0], sims[1], val_data, config)
 
 
-def _fit_summary(fit: _FinalFit, soft: bool, from_folds: bool, fit_seconds: float, cv_seconds: float) -> dict:
-    """What the fit was trained and validated on and how long it took, for ``summary`` (the search and the
+class _Clock:
+    """Wall and CPU (all threads of the process) seconds since it started."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def elapsed(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def _timings(fit: tuple[float, float], cv: tuple[float, float]) -> dict:
+    """Wall and CPU seconds of the whole fit and of its cross-validation (choosing the regulariser with the
+    image folds; the rest is the final fit). Folds fitted in parallel take more CPU than wall seconds."""
+    return {
+        "fit_seconds": round(fit[0], 3),
+        "fit_cpu_seconds": round(fit[1], 3),
+        "cv_seconds": round(cv[0], 3),
+        "cv_cpu_seconds": round(cv[1], 3),
+    }
+
+
+def _fit_summary(fit: _FinalFit, soft: bool, from_folds: bool) -> dict:
+    """What the fit was trained and validated on, for ``summary`` (the timings, the search and the
     calibration report follow it)."""
     val_data, history = fit.val_data, fit.history
     return {
@@ -710,9 +803,5 @@ def _fit_summary(fit: _FinalFit, soft: bool, from_folds: bool, fit_seconds: floa
         "n_val_anchors": 0 if val_data is None else len(val_data.anchors),
         "val_images": "unseen (out-of-fold)" if from_folds else "held out by the split",
         "steps": history[-1]["step"] if history else 0,
-        "fit_seconds": round(fit_seconds, 3),
-        "cv_seconds": round(
-            cv_seconds, 3
-        ),  # choosing the regulariser (image folds); the rest is the final fit
         **fit.search,
     }

@@ -34,22 +34,38 @@ from alignment.teacher_losses import (
 )
 
 
-def principal_basis(x: torch.Tensor, rank: int | None) -> torch.Tensor:
-    """[D, r] orthonormal top right-singular vectors of x [n, D]; the identity when r would be D."""
+def principal_basis(x: torch.Tensor, rank: int | None, seed: int = 0) -> torch.Tensor:
+    """[D, r] orthonormal top right-singular vectors of x [n, D]; the identity when r would be D. The same
+    for the same x and seed whatever torch's global random state (fits running side by side in threads
+    cannot disturb each other's basis)."""
     n, dim = x.shape
     r = dim if rank is None else min(rank, n, dim)
     if r == dim:
         return torch.eye(dim)
     if r == n:  # n < D: the images span at most n directions, keep all of them (exact)
         return torch.linalg.svd(x, full_matrices=False).Vh.T
-    _, _, basis = torch.svd_lowrank(x, q=min(r + 16, n, dim), niter=2)
-    return basis[:, :r].contiguous()
+    return _randomised_right_singular(x, min(r + 16, n, dim), torch.Generator().manual_seed(seed))[:, :r]
+
+
+def _randomised_right_singular(x: torch.Tensor, q: int, generator: torch.Generator, niter: int = 2):
+    """[D, q] approximate top right-singular vectors of x by a randomised range finder with ``niter`` power
+    iterations (Halko et al.; what ``torch.svd_lowrank`` does, but on a generator of its own)."""
+    range_basis = torch.linalg.qr(x @ torch.randn(x.shape[1], q, generator=generator, dtype=x.dtype)).Q
+    for _ in range(niter):
+        range_basis = torch.linalg.qr(x.T @ range_basis).Q
+        range_basis = torch.linalg.qr(x @ range_basis).Q
+    return torch.linalg.svd(range_basis.T @ x, full_matrices=False).Vh.T.contiguous()
 
 
 def _csr_rows(rows: torch.Tensor, n: int) -> torch.Tensor:
     """CSR row pointer [n + 1] for sorted row indices."""
     return torch.cat([torch.zeros(1, dtype=torch.int64), torch.bincount(rows, minlength=n).cumsum(0)])
 
+
+# "Sparse CSR tensor support is in beta": the two CSR ops used here are tested. Filtered by its message once
+# at import, not with catch_warnings around each call: that swaps the process-wide filter list, which folds
+# fitted in parallel threads would race on (and could leave every UserWarning ignored)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 # a dense n x n Gram matrix (one BLAS product) instead of the sampled sparse product once the pairs fill more
 # than 1/DENSE_GRAM_RATIO of it. Measured (2 cores, loaded): 1,854 images / 0.91M pairs 0.150 vs 0.199 CPU s
@@ -76,6 +92,32 @@ class _SparsePattern:
         return cls(_csr_rows(rows, n), cols, _csr_rows(sym_sorted // n, n), sym_sorted % n, sym_order)
 
 
+class _GramScratch:
+    """The dense path's two n x n buffers, reused by every step of a fit instead of allocated per step (a
+    fresh 14 MB matrix is mapped, page-faulted and zero-filled each time). The gradient buffer is only ever
+    written at the pairs' positions and their mirrors, so it stays zero elsewhere without being cleared.
+    One fit's own: folds fitted in parallel threads build their own indexes."""
+
+    def __init__(self, keys: torch.Tensor, n: int):
+        self.n = n
+        self.mirrored_keys = (keys % n) * n + keys // n  # b * n + a per pair: its mirror's position
+        self.gram: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
+
+    def gram_of(self, z: torch.Tensor) -> torch.Tensor:
+        """Z Z^T flattened, written into the reused buffer (valid until the next call)."""
+        if self.gram is None or self.gram.dtype != z.dtype:
+            self.gram = torch.empty(self.n, self.n, dtype=z.dtype)
+        return torch.mm(z, z.T, out=self.gram).view(-1)
+
+    def symmetric_grad(self, keys: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """[n, n] with the pairs' gradients at (a, b) and (b, a), zero elsewhere (valid until the next
+        call)."""
+        if self.grad is None or self.grad.dtype != grad.dtype:
+            self.grad = torch.zeros(self.n * self.n, dtype=grad.dtype)
+        return self.grad.index_copy_(0, keys, grad).index_copy_(0, self.mirrored_keys, grad).view(self.n, -1)
+
+
 @dataclass(frozen=True)
 class PairIndex:
     """The distinct image pairs some judgments use (sorted, a < b).
@@ -89,27 +131,22 @@ class PairIndex:
     n: int
     keys: torch.Tensor  # a * n + b per distinct pair: its position in the flattened n x n Gram matrix
     sparse: _SparsePattern | None  # None: the dense Gram product is used
-
-    @property
-    def mirrored_keys(self) -> torch.Tensor:
-        """b * n + a per distinct pair: its mirror's position in the flattened Gram matrix."""
-        return (self.keys % self.n) * self.n + self.keys // self.n
+    scratch: _GramScratch | None  # the dense path's reused buffers (None when sparse)
 
     @classmethod
     def build(cls, a: torch.Tensor, b: torch.Tensor, n: int) -> tuple[PairIndex, torch.Tensor]:
         """The index of the pairs (a[i], b[i]) and, for each i, the position of its pair among the
         distinct ones."""
         keys, inverse = torch.unique(torch.minimum(a, b) * n + torch.maximum(a, b), return_inverse=True)
-        dense = n * n <= DENSE_GRAM_RATIO * len(keys)
-        return cls(n, keys, None if dense else _SparsePattern.build(keys, n)), inverse
+        if n * n <= DENSE_GRAM_RATIO * len(keys):
+            return cls(n, keys, None, _GramScratch(keys, n)), inverse
+        return cls(n, keys, _SparsePattern.build(keys, n), None), inverse
 
     def pattern(self, values: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
         assert self.sparse is not None, "a dense PairIndex has no sparse pattern"
         pattern = self.sparse
         crow, col = (pattern.sym_crow, pattern.sym_col) if symmetric else (pattern.crow, pattern.col)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": the two ops used here are tested
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(crow, col, values, size=(self.n, self.n), check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, values, size=(self.n, self.n), check_invariants=False)
 
 
 class _PairDots(torch.autograd.Function):
@@ -140,20 +177,20 @@ class _GramDots(torch.autograd.Function):
     def forward(ctx, z: torch.Tensor, index: PairIndex) -> torch.Tensor:
         ctx.save_for_backward(z)
         ctx.index = index
-        return (z @ z.T).flatten().index_select(0, index.keys)
+        assert index.scratch is not None
+        return index.scratch.gram_of(z).index_select(0, index.keys)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (z,) = ctx.saved_tensors
-        index, n = ctx.index, len(z)
-        symmetric = torch.zeros(n * n, dtype=grad.dtype)
-        symmetric.index_copy_(0, index.keys, grad).index_copy_(0, index.mirrored_keys, grad)
-        return symmetric.view(n, n) @ z, None
+        index = ctx.index
+        assert index.scratch is not None
+        return index.scratch.symmetric_grad(index.keys, grad.contiguous()) @ z, None
 
 
 def pair_dots(z: torch.Tensor, index: PairIndex) -> torch.Tensor:
     """[P] dot products of the distinct pairs behind ``index``, from embeddings z [n, r]."""
-    if index.sparse is None:
+    if index.scratch is not None:
         return _GramDots.apply(z, index)
     return _PairDots.apply(z, index)
 

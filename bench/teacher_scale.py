@@ -10,15 +10,18 @@ Every size runs in two fresh processes: one writes the database (not timed as pa
 measures the path the teacher stage takes -- load the judgments, split them (20 % of triplets held
 out), per-triplet statistics, stimulus ids to rows, fit (default ``TeacherConfig``: L-BFGS, the
 regulariser chosen from its grid by 5 object-disjoint image folds, strongest weight first with warm
-starts) -- stage by stage, wall and CPU seconds (the machine is shared: CPU time is what compares across
-loads), with the peak RSS of that process (``ru_maxrss``). Accuracy: the teacher and the planted model on the
-held-out judgments.
+starts, the folds fitted side by side in threads, ``cv_workers``) -- stage by stage, wall and CPU seconds
+(the machine is shared: CPU time is what compares across loads; with parallel folds a quiet machine takes
+fewer wall than CPU seconds), with the peak RSS of that process (``ru_maxrss``). Accuracy: the teacher and
+the planted model on the held-out judgments.
 
-Torch runs on one thread by default (``--threads 0``: torch's own default, all cores): on the shared 2-core
-machine two threads took 2.5x the CPU time and 3x the wall time of one per step (their small element-wise
-ops wait on each other), and one thread is what a loaded machine gives a process anyway.
+Torch runs on one thread per fit by default (``--threads 0``: torch's own default, all cores, and then the
+folds one at a time): on the shared 2-core machine two threads took 2.5x the CPU time and 3x the wall time
+of one per step (their small element-wise ops wait on each other); the cores are used by fitting the
+independent folds at once instead (``--cv-workers``, default as many as the cores).
 
     python -m bench.teacher_scale [--sizes 10000 100000 1000000 5000000] [--dim 512] [--threads 1]
+        [--cv-workers N] [--reg-weight W]
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ def _insert_rows(path: Path, ids, odd_position, participant, rt) -> None:
         )
 
 
-def measure(path: Path, threads: int | None, reg_weight: float | None) -> dict:
+def measure(path: Path, threads: int | None, reg_weight: float | None, cv_workers: int | None = None) -> dict:
     """The teacher stage's path from the database, timed stage by stage (run in a fresh process)."""
     os.environ["ALIGNLAB_HOME"] = str(path.parent)
     from alignment.conventions import correct_choices, pair_similarities
@@ -198,7 +201,8 @@ def measure(path: Path, threads: int | None, reg_weight: float | None) -> dict:
         features,
         triplets,
         choice_probs=probs,
-        config=TeacherConfig(reg_weight=reg_weight, num_threads=threads or None),  # 0: torch's default
+        # threads 0: torch's default
+        config=TeacherConfig(reg_weight=reg_weight, num_threads=threads or None, cv_workers=cv_workers),
     )
     lap("fit")
     held_out = images.rows(test[["stim0", "stim1", "stim2"]].to_numpy())
@@ -214,6 +218,8 @@ def measure(path: Path, threads: int | None, reg_weight: float | None) -> dict:
         "peak_rss_mb_after": rss,
         "optimiser_s": teacher.summary["fit_seconds"],
         "cv_s": teacher.summary["cv_seconds"],
+        "cv_cpu_s": teacher.summary["cv_cpu_seconds"],
+        "final_cpu_s": round(teacher.summary["fit_cpu_seconds"] - teacher.summary["cv_cpu_seconds"], 2),
         "reg_weight": teacher.summary["reg_weight"],
         "selection": _selection(teacher.summary),
         "teacher_acc": round(float(teacher_accuracy), 4),
@@ -223,10 +229,10 @@ def measure(path: Path, threads: int | None, reg_weight: float | None) -> dict:
 
 
 def _selection(summary: dict) -> str:
-    """How the regulariser was chosen, e.g. "image_cv k=5, 3 weights"."""
+    """How the regulariser was chosen, e.g. "image_cv k=5 (2 at once), 3 weights"."""
     selection = summary.get("selection", {})
     method = selection.get("method", "?")
-    folds = f" k={selection['folds']}" if method == "image_cv" else ""
+    folds = f" k={selection['folds']} ({selection['workers']} at once)" if method == "image_cv" else ""
     return f"{method}{folds}, {len(summary.get('reg_weight_val_loss', {}))} weights"
 
 
@@ -253,7 +259,7 @@ def _child(args: list[str]) -> str:
 
 def _table(results: list[dict]) -> str:
     header = (
-        "| judgments | train triplets | load | split | stats | fit (CV + final, wall) | total | peak RSS | "
+        "| judgments | train triplets | load | split | stats | fit: CV + final | total | peak RSS | "
         "teacher acc | planted acc | reg (selection) | load avg |"
     )
     lines = ["stages: wall s (CPU s)", header, "|" + "---|" * 12]
@@ -262,7 +268,9 @@ def _table(results: list[dict]) -> str:
         lines.append(
             f"| {r['judgments']:,} | {r['train_triplets']:,} | {s['load']} ({c['load']}) | "
             f"{s['split']} ({c['split']}) | {s['stats']} ({c['stats']}) | {s['fit']} ({c['fit']}): "
-            f"{r['cv_s']} + {r['optimiser_s'] - r['cv_s']:.1f} | {r['total_s']} ({r['total_cpu_s']}) | "
+            f"{r['cv_s']:.1f} ({r['cv_cpu_s']:.1f}) + "
+            f"{r['optimiser_s'] - r['cv_s']:.1f} ({r['final_cpu_s']:.1f}) | "
+            f"{r['total_s']} ({r['total_cpu_s']}) | "
             f"{r['peak_rss_mb_after']['fit'] / 1024:.2f} GB | {r['teacher_acc']:.4f} | "
             f"{r['planted_acc']:.4f} | "
             f"{r['reg_weight']} ({r['selection']}) | {r['load_avg_1min']} |"
@@ -280,6 +288,9 @@ def main() -> None:
     parser.add_argument(
         "--reg-weight", type=float, default=None, help="a fixed regulariser weight (default: the grid search)"
     )
+    parser.add_argument(
+        "--cv-workers", type=int, default=None, help="folds fitted at once (default: as many as the cores)"
+    )
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
@@ -288,11 +299,12 @@ def main() -> None:
         write_database(args.write, args.n, args.dim, seed=0)
         return
     if args.measure:
-        print(json.dumps(measure(args.measure, args.threads, args.reg_weight)))
+        print(json.dumps(measure(args.measure, args.threads, args.reg_weight, args.cv_workers)))
         return
     print(f"{os.cpu_count()} CPUs; 1-minute load average at start {os.getloadavg()[0]:.2f}", flush=True)
     options = ["--threads", str(args.threads)]
     options += ["--reg-weight", str(args.reg_weight)] if args.reg_weight is not None else []
+    options += ["--cv-workers", str(args.cv_workers)] if args.cv_workers is not None else []
     results = []
     with tempfile.TemporaryDirectory(prefix="teacher_scale_") as workdir:
         for n in args.sizes:

@@ -271,9 +271,9 @@ def _answered(
         )
         if participant_ids is not None:
             query = query.where(Participant.id.in_(participant_ids))
-        # Core execution (the session's connection): plain rows, without the ORM's per-row loading
-        result = session.connection().execute(query.execution_options(yield_per=LOAD_CHUNK_ROWS))
-        chunks = [_judgment_chunk(rows) for rows in result.partitions()]
+        # the driver's rows as they come (`db.raw`): at a million judgments SQLAlchemy's per-row result
+        # processing cost more CPU than the query (6.1 vs 3.8 CPU s to fetch 1M rows)
+        chunks = [_judgment_chunk(rows) for rows in driver_batches(session, query, LOAD_CHUNK_ROWS)]
         salt = study.salt
     frame = pd.concat(chunks, ignore_index=True) if chunks else _judgment_chunk([])
     frame.insert(1, "subject", pseudonymised(salt, frame["external_id"]))

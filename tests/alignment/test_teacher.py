@@ -1,12 +1,14 @@
 """Known-answer tests for the teacher: a planted linear map explains the human choices."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
 
+from alignment import teacher as teacher_module
 from alignment import teacher_problem
 from alignment.conventions import (
     anchor_similarities,
@@ -195,6 +197,31 @@ def test_subspace_parametrisation_equals_the_explicit_affine_map(rank, gram, mon
     assert transform.regulariser().item() == pytest.approx(expected_reg, rel=1e-4)
 
 
+def test_dense_pair_products_stay_right_when_their_buffers_are_reused(monkeypatch):
+    """The dense path reuses its n x n buffers across steps: every call, in any dtype, gives that call's
+    products and gradient, and an earlier result is not overwritten by a later call."""
+    monkeypatch.setattr(teacher_problem, "DENSE_GRAM_RATIO", 10**9)
+    rng = np.random.default_rng(2)
+    a, b = (torch.from_numpy(rng.integers(0, 30, 200)) for _ in range(2))
+    keep = a != b
+    index, position = PairIndex.build(a[keep], b[keep], 30)
+    earlier = []
+    for dtype in (torch.float32, torch.float32, torch.float64, torch.float32):
+        z = torch.from_numpy(rng.normal(size=(30, 5))).to(dtype)
+        weights = torch.from_numpy(rng.normal(size=int(keep.sum()))).to(dtype)
+        leaf = z.clone().requires_grad_(True)
+        values = pair_dots(leaf, index)
+        (values[position] * weights).sum().backward()
+        reference = z.clone().requires_grad_(True)
+        expected = (reference[a[keep]] * reference[b[keep]]).sum(1)
+        (expected * weights).sum().backward()
+        torch.testing.assert_close(values.detach()[position], expected.detach())
+        torch.testing.assert_close(leaf.grad, reference.grad)
+        earlier.append((values.detach(), values.detach().clone()))
+    for kept, copy in earlier:
+        torch.testing.assert_close(kept, copy)
+
+
 def test_dense_and_sparse_pair_products_agree_with_their_gradients(monkeypatch):
     """The dense Gram path (pairs fill much of the matrix) and the sampled sparse path give the same pair
     products and the same gradient with respect to the embeddings."""
@@ -207,7 +234,7 @@ def test_dense_and_sparse_pair_products_agree_with_their_gradients(monkeypatch):
     for gram, ratio in (("dense", 10**9), ("sparse", 0)):
         monkeypatch.setattr(teacher_problem, "DENSE_GRAM_RATIO", ratio)
         index, position = PairIndex.build(a[keep], b[keep], 40)
-        assert (index.sparse is None) == (gram == "dense")
+        assert (index.sparse is None) == (index.scratch is not None) == (gram == "dense")
         leaf = z.clone().requires_grad_(True)
         values = pair_dots(leaf, index)
         (values[position] * weights).sum().backward()
@@ -259,6 +286,65 @@ def test_regulariser_is_chosen_by_image_cross_validation_by_default(planted):
     assert teacher.summary["n_train_triplets"] == N_TRAIN  # the final fit uses every judgment
     assert teacher.summary["val_images"] == "unseen (out-of-fold)"
     assert abs(_test_accuracy(teacher, planted) - _planted_accuracy(planted)) < 0.01
+
+
+def test_parallel_image_folds_give_the_serial_results(planted):
+    serial = fit_teacher(
+        planted.features, planted.triplets[:8000], config=TeacherConfig(num_threads=1, cv_workers=1)
+    )
+    parallel = fit_teacher(
+        planted.features, planted.triplets[:8000], config=TeacherConfig(num_threads=1, cv_workers=3)
+    )
+    assert parallel.summary["selection"]["workers"] == 3 and serial.summary["selection"]["workers"] == 1
+    for key in ("fold_val_loss", "fold_steps", "fold_images", "final_path_steps"):
+        assert parallel.summary["selection"][key] == serial.summary["selection"][key]
+    assert parallel.summary["reg_weight"] == serial.summary["reg_weight"]
+    np.testing.assert_array_equal(parallel.weight, serial.weight)
+    assert parallel.temperature == serial.temperature
+
+
+def test_fold_workers_follow_the_cores_unless_set(monkeypatch):
+    monkeypatch.setattr(teacher_module.os, "cpu_count", lambda: 4)
+    assert teacher_module.fold_workers(TeacherConfig(num_threads=1)) == 4
+    assert teacher_module.fold_workers(TeacherConfig(num_threads=2)) == 2
+    assert teacher_module.fold_workers(TeacherConfig(num_threads=None)) == 1  # torch uses every core itself
+    assert teacher_module.fold_workers(TeacherConfig(cv_workers=9)) == 5  # never more than the folds
+    with pytest.raises(ValueError, match="cv_workers"):
+        TeacherConfig(cv_workers=0)
+
+
+def test_a_cancelled_parallel_search_stops_its_folds(planted, monkeypatch):
+    class Cancelled(Exception):
+        pass
+
+    def cancel(step, total):
+        raise Cancelled
+
+    fits = []
+    fit = teacher_module._WarmPath.fit
+    monkeypatch.setattr(teacher_module._WarmPath, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
+    before = threading.active_count()
+    with pytest.raises(Cancelled):
+        fit_teacher(
+            planted.features,
+            planted.triplets[:8000],
+            config=TeacherConfig(num_threads=1, cv_workers=2),
+            progress=cancel,
+        )
+    assert threading.active_count() == before  # no fold thread left running
+    assert len(fits) <= 2  # each running fold stopped in its first fit; the queued folds never started
+
+
+def test_principal_basis_ignores_torch_global_random_state():
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(200, 16)) @ rng.normal(size=(16, 64)) * np.linspace(4, 1, 64)
+    x = torch.from_numpy((signal + 0.1 * rng.normal(size=(200, 64))).astype(np.float32))
+    torch.manual_seed(1)
+    first = principal_basis(x, 16)
+    torch.manual_seed(2)
+    np.testing.assert_array_equal(principal_basis(x, 16).numpy(), first.numpy())
+    exact = torch.linalg.svd(x, full_matrices=False).Vh[:16].T
+    assert float((first.T @ exact).square().sum()) == pytest.approx(16, abs=1e-3)  # the top-16 subspace
 
 
 def test_config_loads_from_toml_and_rejects_nonsense(tmp_path):
