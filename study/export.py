@@ -17,29 +17,34 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, select
+from sqlalchemy import Select, String, select, type_coerce
 
 from common.atomic import atomic_path
 from db.engine import Database
-from db.models import InteractionEvent, Participant, Study
+from db.models import InteractionEvent, JudgmentTask, Participant, Response, Study, Trial, TripletList
+from db.raw import driver_batches
 from study.judgments import (
     analysed_participant,
     answer_batches,
     answered_query,
+    consenting_responses,
     load_anchor_judgments,
     load_judgments,
     load_responses,
     load_stimuli,
     odd_last_array,
-    pseudonymise,
     pseudonymised,
     trial_facts,
 )
@@ -477,11 +482,43 @@ def _characters(strings) -> bytes:
     return strings.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
 
 
-def _column_cells(column: pd.Series | np.ndarray):
+@dataclass(frozen=True)
+class Coded:
+    """A text column as codes into its distinct values (`labels[code]`; -1 is missing), with the pandas
+    dtype the table builders give it: the streamed exports hold names, pseudonyms and trial facts so, and
+    each distinct text is neutralised, quoted or converted once per batch, not once per row."""
+
+    codes: np.ndarray
+    labels: np.ndarray  # object: the texts
+    dtype: str = "str"
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def at(self, rows: np.ndarray) -> Coded:
+        """The column's values at `rows` (a per-trial column looked up for each answer)."""
+        return Coded(self.codes[rows], self.labels, self.dtype)
+
+    def to_pandas(self) -> Any:
+        return pd.array(np.append(self.labels, None)[self.codes], dtype=self.dtype)
+
+    def to_arrow(self):
+        """As `pa.array` of `to_pandas()`: large_string, missing as null."""
+        import pyarrow as pa
+
+        labels = pa.array([str(label) for label in self.labels], type=pa.large_string())
+        return labels.take(pa.array(self.codes, mask=self.codes < 0))
+
+
+def _column_cells(column: pd.Series | np.ndarray | Coded):
     """One column's CSV cells as a pyarrow large_string array without nulls (a missing value is "")."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(column, Coded):
+        return _coded_cells(column)
+    if isinstance(column, pa.Array):  # the streamed exports' timestamps
+        return _timestamp_cells(column)
     dtype = column.dtype
     if dtype == np.dtype(object):
         return _text_cells(column)
@@ -502,7 +539,16 @@ def _column_cells(column: pd.Series | np.ndarray):
 def _text_cells(column: pd.Series | np.ndarray):
     """Text (and any other object) cells: each distinct value neutralised and quoted once."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in uniques]
+    return _coded_cells(Coded(codes, np.asarray(uniques, dtype=object)))
+
+
+def _coded_cells(column: Coded):
+    """A coded text column's cells: each label it uses neutralised and quoted once."""
+    codes, labels = column.codes, column.labels
+    if len(labels) > len(codes):  # e.g. every participant's pseudonym, for a batch of a few of them
+        used, codes = np.unique(codes, return_inverse=True)
+        labels, codes = np.append(labels, None)[used], np.where(used[codes] < 0, -1, codes)
+    texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in labels]
     return _looked_up([*_quoted(texts), ""], codes)
 
 
@@ -550,14 +596,19 @@ def _float_cells(values: np.ndarray):
     return text
 
 
-def _timestamp_cells(column: pd.Series):
-    """`YYYY-MM-DD HH:MM:SS.ffffff` in UTC (+ `+00:00` when the column is time-zone aware), missing as ""."""
+def _timestamp_cells(column):
+    """`YYYY-MM-DD HH:MM:SS.ffffff` in UTC (+ `+00:00` when the column is time-zone aware), missing as "";
+    of a pandas column or a pyarrow timestamp array."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    aware = column.dt.tz is not None
-    naive = column.dt.tz_convert("UTC").dt.tz_localize(None) if aware else column
-    stamps = pa.array(naive.to_numpy(dtype="datetime64[us]"), type=pa.timestamp("us"))
+    if isinstance(column, pa.Array):
+        aware = column.type.tz is not None
+        stamps = column.cast(pa.timestamp("us"))  # the UTC wall time (Arrow stores UTC)
+    else:
+        aware = column.dt.tz is not None
+        naive = column.dt.tz_convert("UTC").dt.tz_localize(None) if aware else column
+        stamps = pa.array(naive.to_numpy(dtype="datetime64[us]"), type=pa.timestamp("us"))
     text = pc.cast(stamps, pa.large_string())
     if aware:
         text = pc.binary_join_element_wise(text, _large("+00:00"), _large(""))
@@ -586,15 +637,15 @@ def export_study(
 ) -> ExportSummary:
     """Write one export file; it appears complete or not at all (written to a temporary file, then renamed).
     `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise. The trial-level
-    formats are streamed: read and written `EXPORT_BATCH` participants at a time, so memory stays flat at
-    any study size."""
+    formats (things, anchor, jspsych, parquet) are streamed from the driver's cursor a batch of rows at a
+    time, so memory stays flat at any study size; their content is that of the table builders above."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
     out_path = Path(out_path)
-    if fmt == "things":
-        return _write_things_csv(db, slug, out_path, Chosen(**selection))
-    if fmt in STREAMED:
-        return _stream(db, slug, fmt, out_path, selection)
+    if fmt in ("things", "anchor"):
+        return _write_judgments_csv(db, slug, out_path, Chosen(**selection), fmt)
+    if fmt in ("jspsych", "parquet"):
+        return _write_trials(db, slug, out_path, Chosen(**selection), fmt)
     table = TABLE_BUILDERS[fmt](db, slug, **selection)
     if out_path.suffix == ".parquet":
         with atomic_path(out_path) as temporary:
@@ -604,30 +655,135 @@ def export_study(
     return ExportSummary(out_path, fmt, len(table), int(table["subject_id"].nunique()))
 
 
-STREAMED = {"anchor": anchor_table, "jspsych": trial_table, "parquet": trial_table}
-EXPORT_BATCH = 500  # participants read and written together
+# --- The trial-level exports, streamed ------------------------------------------------------------------
+# A million rows through pandas (a frame per batch, a Python object per cell) take minutes; here each answer
+# is read from the driver's cursor as a few numbers and texts, everything known per participant or per trial
+# (pseudonym, status, kind, level, images, selection) is read once and looked up with numpy index arrays,
+# text columns stay codes into their distinct values (`Coded`), and each batch is written as CSV
+# (`csv_lines`) or as Arrow arrays into one Parquet schema. Reading the driver's rows holds the interpreter
+# lock, formatting with numpy and pyarrow mostly does not: a worker thread writes one batch while the next
+# is read (`_overlapped`). The bytes equal those of the table builders (tests/study/test_export_stream.py).
+
+STREAM_BATCH_ROWS = 50_000
 
 
-def _stream(db: Database, slug: str, fmt: str, out_path: Path, selection: Selection) -> ExportSummary:
-    """The table of `fmt` built and appended batch by batch (CSV: header once, formula cells neutralised;
-    Parquet: one row group per batch, every batch in the first batch's schema)."""
-    build, stimuli = STREAMED[fmt], load_stimuli(db, slug)
-    n_rows, subjects, writer, header_written = 0, set(), None, False
-    with atomic_path(out_path) as temporary:
-        for batch in [*_participant_batches(db, slug), []]:  # the last, empty batch: the header of no rows
-            table = build(db, slug, participant_ids=batch, stimuli=stimuli, **selection)
-            if fmt == "parquet":
-                writer = _append_parquet(writer, temporary, table, last=not batch)
-            elif len(table) or not header_written:
-                with open(temporary, "ab" if header_written else "wb") as out:
-                    out.write(csv_text(table, header=not header_written))
-                header_written = True
-            n_rows += len(table)
-            subjects.update(table["subject_id"].unique())
-        if writer is not None:
-            writer.close()
-    return ExportSummary(out_path, fmt, n_rows, len(subjects))
+@dataclass(frozen=True)
+class _People:
+    """The exported participants by position (`index.get_indexer(participant ids)`): subject id (pseudonym,
+    computed once per participant, or raw id), their facts, and their start in epoch ms."""
 
+    index: pd.Index
+    subject: np.ndarray  # object: text
+    is_simulated: np.ndarray
+    excluded: np.ndarray
+    status: np.ndarray  # object: text
+    config_version: pd.api.extensions.ExtensionArray  # Int64
+    started_ms: np.ndarray
+
+
+def _people(session, study: Study, chosen: Chosen) -> _People:
+    columns = {
+        "id": Participant.id,
+        "external_id": Participant.external_id,
+        "is_simulated": Participant.is_simulated,
+        "excluded": Participant.excluded,
+        "status": type_coerce(Participant.status, String),
+        "config_version": Participant.config_version,
+        "started_at": Participant.started_at,
+    }
+    query = _chosen_people(
+        select_labelled(columns).where(Participant.study_id == study.id, analysed_participant()), chosen
+    )
+    frame = pd.DataFrame(session.execute(query).all(), columns=list(columns))
+    names = frame["external_id"] if chosen.raw_ids else pseudonymised(study.salt, frame["external_id"])
+    started = frame["started_at"]
+    if len(frame) and not pd.api.types.is_datetime64_any_dtype(started):  # SQLite's text, as load_responses
+        started = pd.to_datetime(started, format="ISO8601")
+    return _People(
+        index=pd.Index(frame["id"].to_numpy(np.int64)),
+        subject=names.to_numpy(object),
+        is_simulated=frame["is_simulated"].to_numpy(bool),
+        excluded=frame["excluded"].to_numpy(bool),
+        status=frame["status"].to_numpy(object),
+        config_version=frame["config_version"].astype("Int64").array,
+        started_ms=_epoch_ms(started).to_numpy(np.float64),
+    )
+
+
+def _chosen_people(query: Select, chosen: Chosen) -> Select:
+    """`query` without the participants the selection leaves out (excluded, simulated), in SQL."""
+    if not chosen.include_excluded:
+        query = query.where(Participant.excluded.is_(False))
+    if not chosen.include_simulated:
+        query = query.where(Participant.is_simulated.is_(False))
+    return query
+
+
+@dataclass(frozen=True)
+class _Stimuli:
+    """Stimulus names by position (`position[stimulus id]`, -1 for an id outside the study's set) and each
+    stimulus's 0-based index in name order (the THINGS image number)."""
+
+    names: np.ndarray  # object
+    position: np.ndarray
+    things_index: np.ndarray
+
+    @classmethod
+    def of(cls, stimuli: pd.DataFrame) -> _Stimuli:
+        ids = stimuli["id"].to_numpy(np.int64)
+        position = np.full(int(ids.max()) + 1 if len(ids) else 1, -1, dtype=np.int64)
+        position[ids] = np.arange(len(ids))
+        things_index = np.empty(len(ids), dtype=np.int64)
+        things_index[np.argsort(stimuli["name"].to_numpy(object), kind="stable")] = np.arange(len(ids))
+        return cls(stimuli["name"].to_numpy(object), position, things_index)
+
+    def at(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of stimulus ids (float ids from the driver; NaN and unknown ids give -1)."""
+        known = ~np.isnan(ids) & (ids >= 0) & (ids < len(self.position))
+        return np.where(known, self.position[np.where(known, ids, 0).astype(np.int64)], -1)
+
+    def named(self, ids: np.ndarray) -> Coded:
+        return Coded(self.at(ids), self.names)
+
+
+def _coded(values: pd.Series | np.ndarray | list, dtype: str = "str") -> Coded:
+    """A column of few distinct texts as codes into them (each distinct value once)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    return Coded(codes, np.asarray(uniques, dtype=object), dtype)
+
+
+def _overlapped(items: Iterator[Any], work: Any) -> None:
+    """`work(item)` for each item in order, in one worker thread, while this thread produces the next items
+    (reading the driver's rows holds the interpreter lock; numpy and pyarrow mostly release it, so the two
+    overlap on two cores). At most two items wait, so memory stays at a few batches; the first failure is
+    raised here and the items not yet worked on are dropped."""
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignlab-export") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) > 2:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+@dataclass
+class _Tally:
+    """What a streamed export wrote: rows, and the distinct participants they belong to."""
+
+    rows: int = 0
+    people: set[int] = field(default_factory=set)
+
+    def add(self, participant_ids: np.ndarray) -> None:
+        self.rows += len(participant_ids)
+        self.people.update(np.unique(participant_ids).tolist())
+
+
+# THINGS and anchor files: the answered trials, five numbers per answer (`answer_batches`)
 
 THINGS_HEADER = (
     *(f"image{k}" for k in (1, 2, 3)),
@@ -639,88 +795,387 @@ THINGS_HEADER = (
     "kind",
     "is_simulated",
 )
-THINGS_BATCH_ROWS = 100_000
+ANCHOR_HEADER = ("head", "close", "far", "rt", "subject_id", "trial_nr", "kind", "is_simulated")
 
 
-def _write_things_csv(db: Database, slug: str, out_path: Path, chosen: Chosen) -> ExportSummary:
-    """`things_table` for the whole study, streamed from the driver's cursor (`db.raw`) and written with
-    `csv_text`: each answer is five numbers; names, pseudonyms and trial facts are looked up in numpy (a
-    pseudonym is computed once per participant, a trial's facts read once). The bytes equal `write_csv` of
-    `things_table`."""
-    stimuli = load_stimuli(db, slug)
-    order = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
-    size = int(stimuli["id"].max()) + 1 if len(stimuli) else 1
-    index_of, name_of = np.full(size, -1, dtype=np.int64), np.full(size, None, dtype=object)
-    index_of[list(order)] = list(order.values())
-    name_of[stimuli["id"].to_numpy()] = stimuli["name"].to_numpy(object)
-    n_rows, people = 0, set()
+@dataclass(frozen=True)
+class _Trials:
+    """The study's trials by position (`index.get_indexer(trial ids)`): stored images and kind and level
+    as codes into their distinct texts."""
+
+    index: pd.Index
+    stored: np.ndarray  # [n, 3] stimulus ids
+    kind: Coded
+    level: Coded
+
+    @classmethod
+    def of(cls, trials: pd.DataFrame) -> _Trials:
+        return cls(
+            trials.index,
+            trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64),
+            _coded(trials["kind"]),
+            _coded(trials["level"]),
+        )
+
+
+def _things_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _Trials, people: _People) -> list:
+    """THINGS rows (`things_table`) of [m, 5] answers: the triplet odd one out last, as indices and names."""
+    ids = answers[:, :4].astype(np.int64)
+    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
+    triplet = stimuli.at(odd_last_array(trials.stored[row], ids[:, 3]).astype(np.float64))
+    return [
+        *(stimuli.things_index[triplet[:, k]] for k in range(3)),
+        *(Coded(triplet[:, k], stimuli.names) for k in range(3)),
+        answers[:, 4],
+        Coded(person, people.subject),
+        ids[:, 1],
+        trials.level.at(row),
+        trials.kind.at(row),
+        people.is_simulated[person],
+    ]
+
+
+def _anchor_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _Trials, people: _People) -> list:
+    """Anchor rows (`anchor_table`): head (stim0), close (the chosen image), far (the other one)."""
+    ids = answers[:, :4].astype(np.int64)
+    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
+    stored, chosen = trials.stored[row], ids[:, 3]
+    far = np.where(chosen == stored[:, 1], stored[:, 2], stored[:, 1])
+    return [
+        *(stimuli.named(part.astype(np.float64)) for part in (stored[:, 0], chosen, far)),
+        answers[:, 4],
+        Coded(person, people.subject),
+        ids[:, 1],
+        trials.kind.at(row),
+        people.is_simulated[person],
+    ]
+
+
+def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: str) -> ExportSummary:
+    """The THINGS or anchor file for the whole study: its bytes equal `write_csv` of `things_table` or
+    `anchor_table`."""
+    task, header, build = {
+        "things": (JudgmentTask.ODD_ONE_OUT, THINGS_HEADER, _things_columns),
+        "anchor": (JudgmentTask.ANCHOR, ANCHOR_HEADER, _anchor_columns),
+    }[fmt]
+    stimuli = _Stimuli.of(load_stimuli(db, slug))
+    tally = _Tally()
     with db.read() as session, atomic_path(out_path) as temporary, open(temporary, "wb") as out:
         study = get_study(session, slug)
-        subjects, simulated = _people_lookup(session, study, chosen)
-        trials = trial_facts(session, study.id)
-        stored = trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
-        level, kind = trials["level"].to_numpy(object), trials["kind"].to_numpy(object)
-        out.write(csv_text(pd.DataFrame(columns=list(THINGS_HEADER))))
+        people, trials = _people(session, study, chosen), _Trials.of(trial_facts(session, study.id))
+        out.write(csv_text(pd.DataFrame(columns=list(header))))
         query = answered_query(
-            study.id, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
+            study.id,
+            include_excluded=chosen.include_excluded,
+            include_simulated=chosen.include_simulated,
+            task=task,
         )
-        for answers in answer_batches(session, query, THINGS_BATCH_ROWS):
-            ids = answers[:, :4].astype(np.int64)
-            row, person = trials.index.get_indexer(ids[:, 2]), subjects.index.get_indexer(ids[:, 0])
-            triplet = odd_last_array(stored[row], ids[:, 3])
-            columns = [
-                *(index_of[triplet[:, k]] for k in range(3)),
-                *(name_of[triplet[:, k]] for k in range(3)),
-                answers[:, 4],
-                subjects.to_numpy(object)[person],
-                ids[:, 1],
-                level[row],
-                kind[row],
-                simulated[person],
-            ]
-            out.write(csv_lines(columns))
-            n_rows += len(ids)
-            people.update(np.unique(ids[:, 0]).tolist())
-    return ExportSummary(out_path, "things", n_rows, len(people))
+
+        def write(answers: np.ndarray) -> None:
+            out.write(csv_lines(build(answers, stimuli, trials, people)))
+            tally.add(answers[:, 0])
+
+        _overlapped(answer_batches(session, query, STREAM_BATCH_ROWS), write)
+    return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
 
 
-def _people_lookup(session, study: Study, chosen: Chosen) -> tuple[pd.Series, np.ndarray]:
-    """The study's analysed participants: their subject id (pseudonym, computed once per participant, or raw
-    id) by participant id, and their `is_simulated`, in the same order."""
-    rows = session.execute(
-        select(Participant.id, Participant.external_id, Participant.is_simulated).where(
-            Participant.study_id == study.id, analysed_participant()
+# The trial table (jsPsych CSV, Parquet): every stored response, fourteen values per row
+
+TRIAL_ROW_NUMBERS = {  # read as float64 columns
+    "participant_id": Participant.id,
+    "trial_index": Response.trial_index,
+    "trial_id": Response.trial_id,
+    "shown_left": Response.shown_left_id,
+    "shown_middle": Response.shown_middle_id,
+    "shown_right": Response.shown_right_id,
+    "chosen_position": Response.chosen_position,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+    "rt_ms": Response.rt_ms,
+    "client_onset_ms": Response.client_onset_ms,
+    "timed_out": Response.timed_out,
+    "unavailable": Response.unavailable,
+}
+TRIAL_ROW_TEXTS = {
+    "server_received_at": Response.server_received_at,
+    "input_modality": Response.input_modality,
+}
+_N = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
+OUTCOMES = np.array(["answered", "timed_out", "unavailable"], dtype=object)
+
+
+@dataclass(frozen=True)
+class _TrialDetails:
+    """What the trial table says about each of the study's trials, by position (`index`): `_trial_facts`'
+    and `_trial_selection`'s per-trial columns, computed once per trial with the table builder's own code."""
+
+    index: pd.Index
+    kind: Coded
+    level: Coded
+    block: np.ndarray
+    odd_known: np.ndarray
+    stored: np.ndarray  # [n, 3]
+    catch_known: np.ndarray  # a catch trial with a known odd one out: its accuracy is reported
+    selection: dict[str, Any]  # name -> Coded or a pandas extension array
+
+    @classmethod
+    def read(cls, session, study_id: int) -> _TrialDetails:
+        columns = {
+            "id": Trial.id,
+            "kind": type_coerce(Trial.kind, String),
+            "level": type_coerce(Trial.level, String),
+            "block": Trial.block,
+            "odd_known": Trial.odd_known,
+            "stim0": Trial.stim0_id,
+            "stim1": Trial.stim1_id,
+            "stim2": Trial.stim2_id,
+            "selection": Trial.selection,
+        }
+        query = (
+            select_labelled(columns)
+            .join(TripletList, TripletList.id == Trial.list_id)
+            .where(TripletList.study_id == study_id)
         )
-    ).all()
-    names = [external if chosen.raw_ids else pseudonymise(study.salt, external) for _, external, _ in rows]
-    subjects = pd.Series(names, index=pd.Index([pid for pid, _, _ in rows], dtype=np.int64), dtype=object)
-    return subjects, np.array([bool(flag) for _, _, flag in rows], dtype=bool)
+        trials = pd.DataFrame(session.execute(query).all(), columns=list(columns))
+        selections = trials["selection"].map(lambda s: json.loads(s) if isinstance(s, str) else s)
+        selection = {
+            name: _coded(column, column.dtype.name) if pd.api.types.is_string_dtype(column) else column.array
+            for name, column in _trial_selection(selections).items()
+        }
+        odd_known = trials["odd_known"].to_numpy(bool)
+        return cls(
+            index=pd.Index(trials["id"].to_numpy(np.int64)),
+            kind=_coded(trials["kind"]),
+            level=_coded(trials["level"]),
+            block=trials["block"].to_numpy(np.int64),
+            odd_known=odd_known,
+            stored=trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64),
+            catch_known=(trials["kind"] == "catch").to_numpy(bool) & odd_known,
+            selection=selection,
+        )
 
 
-def _participant_batches(db: Database, slug: str) -> Iterator[list[int]]:
-    with db.read() as session:
-        study = get_study(session, slug)
-        ids = session.scalars(
-            select(Participant.id)
-            .where(Participant.study_id == study.id, analysed_participant())
-            .order_by(Participant.id)
-        ).all()
-    for start in range(0, len(ids), EXPORT_BATCH):
-        yield list(ids[start : start + EXPORT_BATCH])
+def _whole_participants(batches: Iterator[list[tuple]]) -> Iterator[list[tuple]]:
+    """Driver batches (rows by participant) regrouped so that no participant's rows are split between two:
+    `time_elapsed` needs all of a participant's trials. Each batch's last participant waits for the next."""
+    waiting: list[tuple] = []
+    for rows in batches:
+        rows = waiting + list(rows)
+        cut, last = len(rows), rows[-1][0]
+        while cut and rows[cut - 1][0] == last:
+            cut -= 1
+        waiting = rows[cut:]
+        if cut:
+            yield rows[:cut]
+    if waiting:
+        yield waiting
 
 
-def _append_parquet(writer, path: Path, table: pd.DataFrame, *, last: bool):
-    """Open the writer with the first non-empty batch's schema (or the empty table's, when the last batch
-    comes and nothing was written), then append each batch cast to it."""
+@dataclass(frozen=True)
+class _TrialRows:
+    """One batch of response rows as columns: the numbers [len(TRIAL_ROW_NUMBERS), m], the receipt times,
+    the input modalities."""
+
+    numbers: np.ndarray
+    received: Any  # a pyarrow timestamp array
+    modality: list
+
+    @classmethod
+    def of(cls, rows: list[tuple]) -> _TrialRows:
+        width = len(TRIAL_ROW_NUMBERS)
+        flat = np.fromiter(
+            itertools.chain.from_iterable(row[:width] for row in rows), np.float64, count=len(rows) * width
+        )
+        return cls(
+            flat.reshape(len(rows), width).T,
+            _timestamps([row[width] for row in rows]),
+            [row[width + 1] for row in rows],
+        )
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.numbers[_N[name]]
+
+
+def _timestamps(values: list):
+    """Stored timestamps as a pyarrow timestamp[us] array: SQLite's ISO text as naive UTC (as
+    `load_responses` parses it), PostgreSQL's aware datetimes in UTC."""
     import pyarrow as pa
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-    if table.empty and not (last and writer is None):
-        return writer
-    if writer is None:
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        writer = pq.ParquetWriter(path, arrow.schema)
+    if values and not isinstance(values[0], str):
+        return pa.array(values).cast(pa.timestamp("us", tz="UTC"))
+    return pa.array(values, type=pa.string()).cast(pa.timestamp("us"))
+
+
+def _nullable(values: np.ndarray, kind: str):
+    """Float values with NaN for missing as a pandas nullable array (Int64 or boolean)."""
+    missing = np.isnan(values)
+    clean = np.where(missing, 0, values)
+    if kind == "Int64":
+        return pd.arrays.IntegerArray(clean.astype(np.int64), missing)
+    return pd.arrays.BooleanArray(clean.astype(bool), missing)
+
+
+def _trial_columns(
+    batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, people: _People
+) -> dict[str, Any]:
+    """The trial table's columns (`trial_table`) for one batch of whole participants."""
+    import pyarrow as pa
+
+    person = people.index.get_indexer(batch["participant_id"].astype(np.int64))
+    row = trials.index.get_indexer(batch["trial_id"].astype(np.int64))
+    timed_out, unavailable = batch["timed_out"] == 1, batch["unavailable"] == 1
+    chosen = batch["chosen_stimulus_id"]
+    stored = trials.stored[row]
+    correct = chosen == stored[:, 2]  # NaN (no answer) is not correct
+    received_us = batch.received.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return {
+        "subject_id": Coded(person, people.subject),
+        "is_simulated": people.is_simulated[person],
+        "excluded": people.excluded[person],
+        "status": _coded(people.status[person]),
+        "config_version": people.config_version.take(person),
+        "trial_index": batch["trial_index"].astype(np.int64),
+        "trial_type": Coded(np.zeros(len(row), dtype=np.int64), np.array(["odd-one-out"], dtype=object)),
+        "kind": trials.kind.at(row),
+        "level": trials.level.at(row),
+        "block": trials.block[row],
+        "rt": batch["rt_ms"],
+        "response": _nullable(batch["chosen_position"], "Int64"),
+        "timed_out": timed_out,
+        "unavailable": unavailable,
+        "outcome": Coded(np.where(unavailable, 2, timed_out.astype(np.int64)), OUTCOMES),
+        "time_elapsed": _elapsed_ms(batch, received_us, people.started_ms[person]),
+        "image1": Coded(stimuli.position[stored[:, 0]], stimuli.names),
+        "image2": Coded(stimuli.position[stored[:, 1]], stimuli.names),
+        "image3": Coded(stimuli.position[stored[:, 2]], stimuli.names),
+        "odd_known": trials.odd_known[row],
+        "shown_left": stimuli.named(batch["shown_left"]),
+        "shown_middle": stimuli.named(batch["shown_middle"]),
+        "shown_right": stimuli.named(batch["shown_right"]),
+        "odd_one_out": stimuli.named(chosen),
+        "catch_correct": pd.arrays.BooleanArray(correct, ~trials.catch_known[row]),
+        "input_modality": _coded(batch.modality),
+        "client_onset_ms": batch["client_onset_ms"],
+        "server_received_at": batch.received,
+        "stim0_id": stored[:, 0],
+        "stim1_id": stored[:, 1],
+        "stim2_id": stored[:, 2],
+        "chosen_stimulus_id": _nullable(chosen, "Int64"),
+        **{
+            name: column.at(row) if isinstance(column, Coded) else column.take(row)
+            for name, column in trials.selection.items()
+        },
+    }
+
+
+def _elapsed_ms(batch: _TrialRows, received_us: np.ndarray, started_ms: np.ndarray) -> np.ndarray:
+    """`_time_elapsed` over a batch of whole participants (rows grouped by participant): the same
+    arithmetic, the per-participant minimum taken with `np.fmin.reduceat` (NaN ignored, as groupby's)."""
+    received_ms = received_us / 1e6 * 1000  # as _epoch_ms: total seconds, then ms
+    rt = batch["rt_ms"]
+    client_end = batch["client_onset_ms"] + np.where(np.isnan(rt), 0, rt)
+    pid = batch["participant_id"]
+    starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
+    offset = np.repeat(np.fmin.reduceat(received_ms - client_end, starts), np.diff(np.r_[starts, len(pid)]))
+    elapsed = client_end + offset - started_ms
+    return np.where(np.isnan(elapsed), received_ms - started_ms, elapsed).round(1)
+
+
+def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: str) -> ExportSummary:
+    """The trial table of the whole study as a jsPsych-style CSV or as Parquet; equal to `write_csv` /
+    `to_parquet` of `trial_table` (timestamps as `csv_text` writes them)."""
+    stimuli = _Stimuli.of(load_stimuli(db, slug))
+    tally = _Tally()
+    with db.read() as session, atomic_path(out_path) as temporary:
+        study = get_study(session, slug)
+        people, trials = _people(session, study, chosen), _TrialDetails.read(session, study.id)
+        query = _chosen_people(
+            consenting_responses({**TRIAL_ROW_NUMBERS, **TRIAL_ROW_TEXTS}, study.id), chosen
+        )
+        batches = (
+            _TrialRows.of(rows)
+            for rows in _whole_participants(driver_batches(session, query, STREAM_BATCH_ROWS))
+        )
+        with _trial_sink(fmt, temporary) as sink:
+
+            def write(batch: _TrialRows) -> None:
+                sink.write(_trial_columns(batch, stimuli, trials, people))
+                tally.add(batch["participant_id"])
+
+            _overlapped(batches, write)
+            if not tally.rows:  # the header (CSV) or schema (Parquet) of no rows
+                sink.write(_trial_columns(_TrialRows.of([]), stimuli, trials, people))
+    return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
+
+
+@contextmanager
+def _trial_sink(fmt: str, path: Path) -> Iterator[_CsvSink | _ParquetSink]:
+    if fmt == "parquet":
+        sink = _ParquetSink(path)
+        try:
+            yield sink
+        finally:
+            sink.close()
     else:
-        arrow = pa.Table.from_pandas(table, schema=writer.schema, preserve_index=False)
-    writer.write_table(arrow)
-    return writer
+        with open(path, "wb") as out:
+            yield _CsvSink(out)
+
+
+class _CsvSink:
+    """Trial columns appended to a CSV file: the header once, then each batch's rows."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.header_written = False
+
+    def write(self, columns: dict[str, Any]) -> None:
+        if not self.header_written:
+            self.out.write(csv_text(pd.DataFrame(columns=list(columns))))
+            self.header_written = True
+        self.out.write(csv_lines(list(columns.values())))
+
+
+def _arrow(column: Any):
+    """A trial column as the Arrow array `pa.Table.from_pandas` makes of it (NaN in a float column is
+    null)."""
+    import pyarrow as pa
+
+    if isinstance(column, Coded):
+        return column.to_arrow()
+    if isinstance(column, pa.Array):
+        return column
+    return pa.array(column, from_pandas=True)
+
+
+def _pandas_head(column: Any) -> Any:
+    """The first row of a trial column as pandas holds it in `trial_table` (for the Parquet schema)."""
+    import pyarrow as pa
+
+    if isinstance(column, Coded):
+        return column.at(slice(0, 1)).to_pandas()
+    if isinstance(column, pa.Array):
+        return column.slice(0, 1).to_pandas()
+    return column[:1]
+
+
+class _ParquetSink:
+    """Trial columns appended to a Parquet file as row groups, all in one schema: the types each column
+    has by construction, with the pandas metadata `to_parquet` of `trial_table` stores (so pandas reads
+    the nullable columns back as Int64, boolean and string)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer = path, None
+
+    def write(self, columns: dict[str, Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        if self.writer is None:
+            head = pd.DataFrame({name: _pandas_head(column) for name, column in columns.items()})
+            self.writer = pq.ParquetWriter(self.path, pa.Schema.from_pandas(head, preserve_index=False))
+        schema = self.writer.schema
+        arrays = [_arrow(column).cast(schema.field(name).type) for name, column in columns.items()]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
