@@ -463,16 +463,63 @@ def csv_text(table: pd.DataFrame, *, header: bool = True) -> bytes:
     return (head if header else b"") + body
 
 
-def csv_lines(columns: list[pd.Series | np.ndarray]) -> bytes:
-    """The CSV rows (no header) of equally long columns: Series, or numpy arrays (an object array holds
-    text; a streamed export need not build a DataFrame)."""
+def csv_lines(columns: list[Any]) -> bytes:
+    """The CSV rows (no header) of equally long columns: Series, numpy arrays (an object array holds
+    text), `Coded` text, or `KeyedRows` (several columns known per key; a streamed export need not build a
+    DataFrame)."""
     import pyarrow.compute as pc  # type: ignore[import-untyped]
 
     if not columns or not len(columns[0]):
         return b""
+    return _characters(pc.binary_join_element_wise(_row_cells(columns), _large("\n"), _large("")))
+
+
+def _row_cells(columns: list[Any]):
+    """Each row's cells joined by commas, as a pyarrow large_string array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(columns[0]):
+        return pa.array([], type=pa.large_string())
     cells = [_column_cells(column) for column in columns]
-    rows = cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _large(","))
-    return _characters(pc.binary_join_element_wise(rows, _large("\n"), _large("")))
+    return cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _large(","))
+
+
+class Keyed:
+    """Adjacent columns known per key (a trial's facts, a participant's): one value per key. The streamed
+    exports write each key's cells once and look them up for every row (`at`), instead of formatting and
+    joining each column for each row."""
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self.columns = columns
+        self._cells = None
+        self._arrow: dict[str, Any] = {}
+
+    def at(self, rows: np.ndarray) -> KeyedRows:
+        return KeyedRows(self, rows)
+
+    def cells(self):
+        """The CSV cells of each key, joined by commas (computed once)."""
+        if self._cells is None:
+            self._cells = _row_cells(list(self.columns.values()))
+        return self._cells
+
+    def arrow(self, name: str):
+        """One column as Arrow, per key (computed once)."""
+        if name not in self._arrow:
+            self._arrow[name] = _arrow(self.columns[name])
+        return self._arrow[name]
+
+
+@dataclass(frozen=True)
+class KeyedRows:
+    """The columns of a `Keyed` for rows given by their key positions."""
+
+    keyed: Keyed
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def _characters(strings) -> bytes:
@@ -517,6 +564,8 @@ def _column_cells(column: pd.Series | np.ndarray | Coded):
 
     if isinstance(column, Coded):
         return _coded_cells(column)
+    if isinstance(column, KeyedRows):
+        return column.keyed.cells().take(pa.array(column.rows))
     if isinstance(column, pa.Array):  # the streamed exports' timestamps
         return _timestamp_cells(column)
     dtype = column.dtype
@@ -669,16 +718,21 @@ STREAM_BATCH_ROWS = 50_000
 
 @dataclass(frozen=True)
 class _People:
-    """The exported participants by position (`index.get_indexer(participant ids)`): subject id (pseudonym,
-    computed once per participant, or raw id), their facts, and their start in epoch ms."""
+    """The exported participants by position (`index.get_indexer(participant ids)`): the trial table's
+    participant columns (subject id: pseudonym, computed once per participant, or raw id), and their start
+    in epoch ms."""
 
     index: pd.Index
-    subject: np.ndarray  # object: text
-    is_simulated: np.ndarray
-    excluded: np.ndarray
-    status: np.ndarray  # object: text
-    config_version: pd.api.extensions.ExtensionArray  # Int64
+    facts: Keyed  # subject_id, is_simulated, excluded, status, config_version
     started_ms: np.ndarray
+
+    @property
+    def subject(self) -> Keyed:
+        return Keyed({"subject_id": self.facts.columns["subject_id"]})
+
+    @property
+    def is_simulated(self) -> np.ndarray:
+        return self.facts.columns["is_simulated"]
 
 
 def _people(session, study: Study, chosen: Chosen) -> _People:
@@ -699,15 +753,14 @@ def _people(session, study: Study, chosen: Chosen) -> _People:
     started = frame["started_at"]
     if len(frame) and not pd.api.types.is_datetime64_any_dtype(started):  # SQLite's text, as load_responses
         started = pd.to_datetime(started, format="ISO8601")
-    return _People(
-        index=pd.Index(frame["id"].to_numpy(np.int64)),
-        subject=names.to_numpy(object),
-        is_simulated=frame["is_simulated"].to_numpy(bool),
-        excluded=frame["excluded"].to_numpy(bool),
-        status=frame["status"].to_numpy(object),
-        config_version=frame["config_version"].astype("Int64").array,
-        started_ms=_epoch_ms(started).to_numpy(np.float64),
-    )
+    facts = {
+        "subject_id": Coded(np.arange(len(frame)), names.to_numpy(object)),
+        "is_simulated": frame["is_simulated"].to_numpy(bool),
+        "excluded": frame["excluded"].to_numpy(bool),
+        "status": _coded(frame["status"]),
+        "config_version": frame["config_version"].astype("Int64").array,
+    }
+    return _People(pd.Index(frame["id"].to_numpy(np.int64)), Keyed(facts), _epoch_ms(started).to_numpy(float))
 
 
 def _chosen_people(query: Select, chosen: Chosen) -> Select:
@@ -827,7 +880,7 @@ def _things_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _Trials, peo
         *(stimuli.things_index[triplet[:, k]] for k in range(3)),
         *(Coded(triplet[:, k], stimuli.names) for k in range(3)),
         answers[:, 4],
-        Coded(person, people.subject),
+        people.subject.at(person),
         ids[:, 1],
         trials.level.at(row),
         trials.kind.at(row),
@@ -844,7 +897,7 @@ def _anchor_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _Trials, peo
     return [
         *(stimuli.named(part.astype(np.float64)) for part in (stored[:, 0], chosen, far)),
         answers[:, 4],
-        Coded(person, people.subject),
+        people.subject.at(person),
         ids[:, 1],
         trials.kind.at(row),
         people.is_simulated[person],
@@ -905,20 +958,20 @@ OUTCOMES = np.array(["answered", "timed_out", "unavailable"], dtype=object)
 
 @dataclass(frozen=True)
 class _TrialDetails:
-    """What the trial table says about each of the study's trials, by position (`index`): `_trial_facts`'
-    and `_trial_selection`'s per-trial columns, computed once per trial with the table builder's own code."""
+    """What the trial table says about each of the study's trials, by position (`index`), in the runs of
+    adjacent columns it writes them (`_trial_facts`', `_trial_images`' and `_trial_selection`'s per-trial
+    columns, the selection computed with the table builder's own code)."""
 
     index: pd.Index
-    kind: Coded
-    level: Coded
-    block: np.ndarray
-    odd_known: np.ndarray
-    stored: np.ndarray  # [n, 3]
+    stored: np.ndarray  # [n, 3] stimulus ids
     catch_known: np.ndarray  # a catch trial with a known odd one out: its accuracy is reported
-    selection: dict[str, Any]  # name -> Coded or a pandas extension array
+    design: Keyed  # trial_type, kind, level, block
+    images: Keyed  # image1, image2, image3, odd_known
+    stimulus_ids: Keyed  # stim0_id, stim1_id, stim2_id
+    selection: Keyed  # selection_strategy, selection_score, selection_teacher_run, selection_random_share
 
     @classmethod
-    def read(cls, session, study_id: int) -> _TrialDetails:
+    def read(cls, session, study_id: int, stimuli: _Stimuli) -> _TrialDetails:
         columns = {
             "id": Trial.id,
             "kind": type_coerce(Trial.kind, String),
@@ -936,22 +989,47 @@ class _TrialDetails:
             .where(TripletList.study_id == study_id)
         )
         trials = pd.DataFrame(session.execute(query).all(), columns=list(columns))
-        selections = trials["selection"].map(lambda s: json.loads(s) if isinstance(s, str) else s)
-        selection = {
-            name: _coded(column, column.dtype.name) if pd.api.types.is_string_dtype(column) else column.array
-            for name, column in _trial_selection(selections).items()
-        }
+        stored = trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
         odd_known = trials["odd_known"].to_numpy(bool)
+        selections = trials["selection"].map(lambda s: json.loads(s) if isinstance(s, str) else s)
         return cls(
             index=pd.Index(trials["id"].to_numpy(np.int64)),
-            kind=_coded(trials["kind"]),
-            level=_coded(trials["level"]),
-            block=trials["block"].to_numpy(np.int64),
-            odd_known=odd_known,
-            stored=trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64),
+            stored=stored,
             catch_known=(trials["kind"] == "catch").to_numpy(bool) & odd_known,
-            selection=selection,
+            design=Keyed(
+                {
+                    "trial_type": Coded(np.zeros(len(trials), np.int64), np.array(["odd-one-out"], object)),
+                    "kind": _coded(trials["kind"]),
+                    "level": _coded(trials["level"]),
+                    "block": trials["block"].to_numpy(np.int64),
+                }
+            ),
+            images=Keyed(
+                {
+                    **{f"image{k + 1}": stimuli.named(stored[:, k].astype(float)) for k in range(3)},
+                    "odd_known": odd_known,
+                }
+            ),
+            stimulus_ids=Keyed({f"stim{k}_id": stored[:, k] for k in range(3)}),
+            selection=Keyed(
+                {
+                    name: _coded(column, column.dtype.name)
+                    if pd.api.types.is_string_dtype(column)
+                    else column.array
+                    for name, column in _trial_selection(selections).items()
+                }
+            ),
         )
+
+
+# timed_out, unavailable and outcome of each combination of the two flags (timed_out + 2 * unavailable)
+_OUTCOMES = Keyed(
+    {
+        "timed_out": np.array([False, True, False, True]),
+        "unavailable": np.array([False, False, True, True]),
+        "outcome": Coded(np.array([0, 1, 2, 2]), np.array(["answered", "timed_out", "unavailable"], object)),
+    }
+)
 
 
 def _whole_participants(batches: Iterator[list[tuple]]) -> Iterator[list[tuple]]:
@@ -1005,71 +1083,62 @@ def _timestamps(values: list):
     return pa.array(values, type=pa.string()).cast(pa.timestamp("us"))
 
 
-def _nullable(values: np.ndarray, kind: str):
-    """Float values with NaN for missing as a pandas nullable array (Int64 or boolean)."""
+def _nullable_integers(values: np.ndarray):
+    """Float values with NaN for missing as pandas Int64."""
     missing = np.isnan(values)
-    clean = np.where(missing, 0, values)
-    if kind == "Int64":
-        return pd.arrays.IntegerArray(clean.astype(np.int64), missing)
-    return pd.arrays.BooleanArray(clean.astype(bool), missing)
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing)
 
 
-def _trial_columns(
-    batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, people: _People
-) -> dict[str, Any]:
-    """The trial table's columns (`trial_table`) for one batch of whole participants."""
-    import pyarrow as pa
-
+def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, people: _People) -> list:
+    """The trial table's columns (`trial_table`) for one batch of whole participants: single columns as
+    (name, column) and runs of per-trial or per-participant columns as `KeyedRows`."""
     person = people.index.get_indexer(batch["participant_id"].astype(np.int64))
     row = trials.index.get_indexer(batch["trial_id"].astype(np.int64))
-    timed_out, unavailable = batch["timed_out"] == 1, batch["unavailable"] == 1
+    flags = (batch["timed_out"] == 1) + 2 * (batch["unavailable"] == 1)
     chosen = batch["chosen_stimulus_id"]
-    stored = trials.stored[row]
-    correct = chosen == stored[:, 2]  # NaN (no answer) is not correct
-    received_us = batch.received.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    return {
-        "subject_id": Coded(person, people.subject),
-        "is_simulated": people.is_simulated[person],
-        "excluded": people.excluded[person],
-        "status": _coded(people.status[person]),
-        "config_version": people.config_version.take(person),
-        "trial_index": batch["trial_index"].astype(np.int64),
-        "trial_type": Coded(np.zeros(len(row), dtype=np.int64), np.array(["odd-one-out"], dtype=object)),
-        "kind": trials.kind.at(row),
-        "level": trials.level.at(row),
-        "block": trials.block[row],
-        "rt": batch["rt_ms"],
-        "response": _nullable(batch["chosen_position"], "Int64"),
-        "timed_out": timed_out,
-        "unavailable": unavailable,
-        "outcome": Coded(np.where(unavailable, 2, timed_out.astype(np.int64)), OUTCOMES),
-        "time_elapsed": _elapsed_ms(batch, received_us, people.started_ms[person]),
-        "image1": Coded(stimuli.position[stored[:, 0]], stimuli.names),
-        "image2": Coded(stimuli.position[stored[:, 1]], stimuli.names),
-        "image3": Coded(stimuli.position[stored[:, 2]], stimuli.names),
-        "odd_known": trials.odd_known[row],
-        "shown_left": stimuli.named(batch["shown_left"]),
-        "shown_middle": stimuli.named(batch["shown_middle"]),
-        "shown_right": stimuli.named(batch["shown_right"]),
-        "odd_one_out": stimuli.named(chosen),
-        "catch_correct": pd.arrays.BooleanArray(correct, ~trials.catch_known[row]),
-        "input_modality": _coded(batch.modality),
-        "client_onset_ms": batch["client_onset_ms"],
-        "server_received_at": batch.received,
-        "stim0_id": stored[:, 0],
-        "stim1_id": stored[:, 1],
-        "stim2_id": stored[:, 2],
-        "chosen_stimulus_id": _nullable(chosen, "Int64"),
-        **{
-            name: column.at(row) if isinstance(column, Coded) else column.take(row)
-            for name, column in trials.selection.items()
-        },
-    }
+    correct = chosen == trials.stored[row, 2]  # NaN (no answer) is not correct
+    return [
+        people.facts.at(person),
+        ("trial_index", batch["trial_index"].astype(np.int64)),
+        trials.design.at(row),
+        ("rt", batch["rt_ms"]),
+        ("response", _nullable_integers(batch["chosen_position"])),
+        _OUTCOMES.at(flags),
+        ("time_elapsed", _elapsed_ms(batch, people.started_ms[person])),
+        trials.images.at(row),
+        ("shown_left", stimuli.named(batch["shown_left"])),
+        ("shown_middle", stimuli.named(batch["shown_middle"])),
+        ("shown_right", stimuli.named(batch["shown_right"])),
+        ("odd_one_out", stimuli.named(chosen)),
+        ("catch_correct", pd.arrays.BooleanArray(correct, ~trials.catch_known[row])),
+        ("input_modality", _coded(batch.modality)),
+        ("client_onset_ms", batch["client_onset_ms"]),
+        ("server_received_at", batch.received),
+        trials.stimulus_ids.at(row),
+        ("chosen_stimulus_id", _nullable_integers(chosen)),
+        trials.selection.at(row),
+    ]
 
 
-def _elapsed_ms(batch: _TrialRows, received_us: np.ndarray, started_ms: np.ndarray) -> np.ndarray:
+def _named_columns(parts: list) -> Iterator[tuple[str, Any]]:
+    """Every column of `_trial_columns`' parts by name, the keyed runs taken for their rows (Arrow)."""
+    import pyarrow as pa
+
+    for part in parts:
+        if isinstance(part, KeyedRows):
+            rows = pa.array(part.rows)
+            for name in part.keyed.columns:
+                yield name, part.keyed.arrow(name).take(rows)
+        else:
+            yield part
+
+
+def _elapsed_ms(batch: _TrialRows, started_ms: np.ndarray) -> np.ndarray:
     """`_time_elapsed` over a batch of whole participants (rows grouped by participant): the same
     arithmetic, the per-participant minimum taken with `np.fmin.reduceat` (NaN ignored, as groupby's)."""
+    import pyarrow as pa
+
+    received_us = batch.received.cast(pa.int64()).to_numpy(zero_copy_only=False)
     received_ms = received_us / 1e6 * 1000  # as _epoch_ms: total seconds, then ms
     rt = batch["rt_ms"]
     client_end = batch["client_onset_ms"] + np.where(np.isnan(rt), 0, rt)
@@ -1087,7 +1156,7 @@ def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: 
     tally = _Tally()
     with db.read() as session, atomic_path(out_path) as temporary:
         study = get_study(session, slug)
-        people, trials = _people(session, study, chosen), _TrialDetails.read(session, study.id)
+        people, trials = _people(session, study, chosen), _TrialDetails.read(session, study.id, stimuli)
         query = _chosen_people(
             consenting_responses({**TRIAL_ROW_NUMBERS, **TRIAL_ROW_TEXTS}, study.id), chosen
         )
@@ -1127,11 +1196,16 @@ class _CsvSink:
         self.out = out
         self.header_written = False
 
-    def write(self, columns: dict[str, Any]) -> None:
+    def write(self, parts: list) -> None:
         if not self.header_written:
-            self.out.write(csv_text(pd.DataFrame(columns=list(columns))))
+            names = [name for part in parts for name in _part_names(part)]
+            self.out.write(csv_text(pd.DataFrame(columns=names)))
             self.header_written = True
-        self.out.write(csv_lines(list(columns.values())))
+        self.out.write(csv_lines([part if isinstance(part, KeyedRows) else part[1] for part in parts]))
+
+
+def _part_names(part: Any) -> list[str]:
+    return list(part.keyed.columns) if isinstance(part, KeyedRows) else [part[0]]
 
 
 def _arrow(column: Any):
@@ -1146,15 +1220,24 @@ def _arrow(column: Any):
     return pa.array(column, from_pandas=True)
 
 
-def _pandas_head(column: Any) -> Any:
-    """The first row of a trial column as pandas holds it in `trial_table` (for the Parquet schema)."""
+def _trial_schema(parts: list):
+    """The Arrow schema `pa.Table.from_pandas` gives `trial_table` (pandas metadata included, so that pandas
+    reads the nullable columns back as Int64, boolean and string), from no rows of each column as pandas
+    holds it (its dtype alone fixes its type)."""
     import pyarrow as pa
 
-    if isinstance(column, Coded):
-        return column.at(slice(0, 1)).to_pandas()
-    if isinstance(column, pa.Array):
-        return column.slice(0, 1).to_pandas()
-    return column[:1]
+    def head(column: Any) -> Any:
+        if isinstance(column, Coded):
+            return column.at(slice(0, 0)).to_pandas()
+        if isinstance(column, pa.Array):
+            return column.slice(0, 0).to_pandas()
+        return column[:0]
+
+    frame = {}
+    for part in parts:
+        columns = part.keyed.columns.items() if isinstance(part, KeyedRows) else [part]
+        frame.update({name: head(column) for name, column in columns})
+    return pa.Schema.from_pandas(pd.DataFrame(frame), preserve_index=False)
 
 
 class _ParquetSink:
@@ -1165,15 +1248,14 @@ class _ParquetSink:
     def __init__(self, path: Path) -> None:
         self.path, self.writer = path, None
 
-    def write(self, columns: dict[str, Any]) -> None:
+    def write(self, parts: list) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
         if self.writer is None:
-            head = pd.DataFrame({name: _pandas_head(column) for name, column in columns.items()})
-            self.writer = pq.ParquetWriter(self.path, pa.Schema.from_pandas(head, preserve_index=False))
+            self.writer = pq.ParquetWriter(self.path, _trial_schema(parts))
         schema = self.writer.schema
-        arrays = [_arrow(column).cast(schema.field(name).type) for name, column in columns.items()]
+        arrays = [_arrow(column).cast(schema.field(name).type) for name, column in _named_columns(parts)]
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
     def close(self) -> None:
