@@ -1074,12 +1074,13 @@ class _TrialRows:
 
 
 def _timestamps(values: list):
-    """Stored timestamps as a pyarrow timestamp[us] array: SQLite's ISO text as naive UTC (as
-    `load_responses` parses it), PostgreSQL's aware datetimes in UTC."""
+    """Stored timestamps as a pyarrow timestamp[us] array, as `load_responses` gives them to pandas: SQLite's
+    ISO text as naive UTC, PostgreSQL's aware datetimes in the time zone the driver gives them."""
     import pyarrow as pa
 
     if values and not isinstance(values[0], str):
-        return pa.array(values).cast(pa.timestamp("us", tz="UTC"))
+        aware = pa.array(values)
+        return aware.cast(pa.timestamp("us", tz=aware.type.tz))
     return pa.array(values, type=pa.string()).cast(pa.timestamp("us"))
 
 
@@ -1143,6 +1144,8 @@ def _elapsed_ms(batch: _TrialRows, started_ms: np.ndarray) -> np.ndarray:
     rt = batch["rt_ms"]
     client_end = batch["client_onset_ms"] + np.where(np.isnan(rt), 0, rt)
     pid = batch["participant_id"]
+    if not len(pid):
+        return received_ms
     starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
     offset = np.repeat(np.fmin.reduceat(received_ms - client_end, starts), np.diff(np.r_[starts, len(pid)]))
     elapsed = client_end + offset - started_ms
