@@ -20,7 +20,7 @@ import io
 import itertools
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,25 +98,14 @@ class ExportSummary:
     n_participants: int
 
 
-def things_table(
-    db: Database,
-    slug: str,
-    *,
-    participant_ids: list[int] | None = None,
-    stimuli: pd.DataFrame | None = None,
-    **selection: Unpack[Selection],
-) -> pd.DataFrame:
+def things_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """Answered trials as THINGS triplets: image1..3 are 0-based indices into the stimulus set ordered by
     name, the odd one out last; plus names, RT (ms), subject_id, trial_nr, level, kind, is_simulated."""
     chosen = Chosen(**selection)
     judgments = load_judgments(
-        db,
-        slug,
-        include_excluded=chosen.include_excluded,
-        include_simulated=chosen.include_simulated,
-        participant_ids=participant_ids,
+        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
     )
-    stimuli = load_stimuli(db, slug) if stimuli is None else stimuli
+    stimuli = load_stimuli(db, slug)
     index = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
     names = stimuli.set_index("id")["name"]
     table = pd.DataFrame({f"image{k + 1}": judgments[f"stim{k}"].map(index) for k in range(3)})
@@ -126,25 +115,14 @@ def things_table(
     return _with_subject_and_trial(table, judgments, chosen, ("level", "kind", "is_simulated"))
 
 
-def anchor_table(
-    db: Database,
-    slug: str,
-    *,
-    participant_ids: list[int] | None = None,
-    stimuli: pd.DataFrame | None = None,
-    **selection: Unpack[Selection],
-) -> pd.DataFrame:
+def anchor_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """Answered anchor trials (salmon-like): `head, close, far` stimulus names (the head was judged more
     similar to `close`), RT, subject_id, trial_nr, kind, is_simulated; reads back with the importer."""
     chosen = Chosen(**selection)
     judgments = load_anchor_judgments(
-        db,
-        slug,
-        include_excluded=chosen.include_excluded,
-        include_simulated=chosen.include_simulated,
-        participant_ids=participant_ids,
+        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
     )
-    names = _stimulus_names(db, slug, stimuli)
+    names = _stimulus_names(db, slug)
     table = pd.DataFrame({role: judgments[role].map(names) for role in ("head", "close", "far")})
     table["rt"] = judgments["rt_ms"]
     return _with_subject_and_trial(table, judgments, chosen, ("kind", "is_simulated"))
@@ -161,25 +139,18 @@ def _with_subject_and_trial(
     return table
 
 
-def _stimulus_names(db: Database, slug: str, stimuli: pd.DataFrame | None = None) -> pd.Series:
-    """Stimulus name by stimulus id, for the study's set (from `stimuli` when the caller has read them)."""
-    return (load_stimuli(db, slug) if stimuli is None else stimuli).set_index("id")["name"]
+def _stimulus_names(db: Database, slug: str) -> pd.Series:
+    """Stimulus name by stimulus id, for the study's set."""
+    return load_stimuli(db, slug).set_index("id")["name"]
 
 
-def trial_table(
-    db: Database,
-    slug: str,
-    *,
-    participant_ids: list[int] | None = None,
-    stimuli: pd.DataFrame | None = None,
-    **selection: Unpack[Selection],
-) -> pd.DataFrame:
+def trial_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """One row per stored trial response (timeouts and practice included), jsPsych style: rt, response
     (chosen display position), trial_index, time_elapsed, images in stored order and as shown."""
     chosen = Chosen(**selection)
-    responses = load_responses(db, slug, participant_ids)
+    responses = load_responses(db, slug)
     responses = responses[chosen.keeps(responses)].reset_index(drop=True)
-    images = _trial_images(responses, _stimulus_names(db, slug, stimuli))
+    images = _trial_images(responses, _stimulus_names(db, slug))
     return pd.DataFrame(
         {
             **_trial_facts(responses, chosen),
@@ -542,12 +513,13 @@ class Coded:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def at(self, rows: np.ndarray) -> Coded:
+    def at(self, rows: np.ndarray | slice) -> Coded:
         """The column's values at `rows` (a per-trial column looked up for each answer)."""
         return Coded(self.codes[rows], self.labels, self.dtype)
 
     def to_pandas(self) -> Any:
-        return pd.array(np.append(self.labels, None)[self.codes], dtype=self.dtype)
+        with_missing = np.concatenate([self.labels, np.array([None], dtype=object)])  # code -1: None
+        return pd.array(with_missing[self.codes], dtype=self.dtype)
 
     def to_arrow(self):
         """As `pa.array` of `to_pandas()`: large_string, missing as null."""
@@ -592,13 +564,9 @@ def _text_cells(column: pd.Series | np.ndarray):
 
 
 def _coded_cells(column: Coded):
-    """A coded text column's cells: each label it uses neutralised and quoted once."""
-    codes, labels = column.codes, column.labels
-    if len(labels) > len(codes):  # e.g. every participant's pseudonym, for a batch of a few of them
-        used, codes = np.unique(codes, return_inverse=True)
-        labels, codes = np.append(labels, None)[used], np.where(used[codes] < 0, -1, codes)
-    texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in labels]
-    return _looked_up([*_quoted(texts), ""], codes)
+    """A coded text column's cells: each label neutralised and quoted once."""
+    texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in column.labels]
+    return _looked_up([*_quoted(texts), ""], column.codes)
 
 
 def _looked_up(cells: list[str], codes: np.ndarray):
@@ -1032,10 +1000,10 @@ _OUTCOMES = Keyed(
 )
 
 
-def _whole_participants(batches: Iterator[list[tuple]]) -> Iterator[list[tuple]]:
+def _whole_participants(batches: Iterator[Sequence[Any]]) -> Iterator[list[Any]]:
     """Driver batches (rows by participant) regrouped so that no participant's rows are split between two:
     `time_elapsed` needs all of a participant's trials. Each batch's last participant waits for the next."""
-    waiting: list[tuple] = []
+    waiting: list[Any] = []
     for rows in batches:
         rows = waiting + list(rows)
         cut, last = len(rows), rows[-1][0]
@@ -1249,7 +1217,8 @@ class _ParquetSink:
     the nullable columns back as Int64, boolean and string)."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.writer = path, None
+        self.path = path
+        self.writer: Any = None
 
     def write(self, parts: list) -> None:
         import pyarrow as pa
