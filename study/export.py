@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, String, select, type_coerce
+from sqlalchemy import Select, String, case, select, type_coerce
 
 from common.atomic import atomic_path
 from db.engine import Database
@@ -902,6 +902,13 @@ def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen
 
 # The trial table (jsPsych CSV, Parquet): every stored response, fourteen values per row
 
+# The driver spends about as long on each value as on the row around it, so the answer's position and its
+# two flags travel as one exact integer: 8 * position + 4 (absent: 0) + timed_out + 2 * unavailable.
+ANSWER_CODE = (
+    case((Response.chosen_position.is_(None), 0), else_=8 * Response.chosen_position + 4)
+    + case((Response.timed_out.is_(True), 1), else_=0)
+    + case((Response.unavailable.is_(True), 2), else_=0)
+)
 TRIAL_ROW_NUMBERS = {  # read as float64 columns
     "participant_id": Participant.id,
     "trial_index": Response.trial_index,
@@ -909,12 +916,10 @@ TRIAL_ROW_NUMBERS = {  # read as float64 columns
     "shown_left": Response.shown_left_id,
     "shown_middle": Response.shown_middle_id,
     "shown_right": Response.shown_right_id,
-    "chosen_position": Response.chosen_position,
     "chosen_stimulus_id": Response.chosen_stimulus_id,
     "rt_ms": Response.rt_ms,
     "client_onset_ms": Response.client_onset_ms,
-    "timed_out": Response.timed_out,
-    "unavailable": Response.unavailable,
+    "answer_code": ANSWER_CODE,
 }
 TRIAL_ROW_TEXTS = {
     "server_received_at": Response.server_received_at,
@@ -1040,6 +1045,18 @@ class _TrialRows:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.numbers[_N[name]]
 
+    @property
+    def chosen_position(self) -> np.ndarray:
+        """The chosen display position (NaN: none), from `ANSWER_CODE` (floor division: exact for any
+        integer position)."""
+        code = self["answer_code"]
+        return np.where(np.mod(code, 8) >= 4, np.floor_divide(code, 8), np.nan)
+
+    @property
+    def flags(self) -> np.ndarray:
+        """timed_out + 2 * unavailable, from `ANSWER_CODE`."""
+        return np.mod(self["answer_code"], 4).astype(np.int64)
+
 
 def _timestamps(values: list):
     """Stored timestamps as a pyarrow timestamp[us] array, as `load_responses` gives them to pandas: SQLite's
@@ -1063,7 +1080,6 @@ def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, 
     (name, column) and runs of per-trial or per-participant columns as `KeyedRows`."""
     person = people.index.get_indexer(batch["participant_id"].astype(np.int64))
     row = trials.index.get_indexer(batch["trial_id"].astype(np.int64))
-    flags = (batch["timed_out"] == 1) + 2 * (batch["unavailable"] == 1)
     chosen = batch["chosen_stimulus_id"]
     correct = chosen == trials.stored[row, 2]  # NaN (no answer) is not correct
     return [
@@ -1071,8 +1087,8 @@ def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, 
         ("trial_index", batch["trial_index"].astype(np.int64)),
         trials.design.at(row),
         ("rt", batch["rt_ms"]),
-        ("response", _nullable_integers(batch["chosen_position"])),
-        _OUTCOMES.at(flags),
+        ("response", _nullable_integers(batch.chosen_position)),
+        _OUTCOMES.at(batch.flags),
         ("time_elapsed", _elapsed_ms(batch, people.started_ms[person])),
         trials.images.at(row),
         ("shown_left", stimuli.named(batch["shown_left"])),

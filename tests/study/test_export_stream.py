@@ -38,7 +38,7 @@ SELECTION_IDS = ["default", "raw-ids-and-excluded", "no-simulated"]
 def streamed_study(any_db):
     """Practice, catch and three experimental trials (two chosen by an adaptive strategy); images named
     like formulas; a human whose id looks like a formula, a simulated participant with a timeout, an
-    excluded one, and one who consented but answered nothing (SQLite, PostgreSQL)."""
+    excluded one (with an unavailable trial), and one who consented but answered nothing (SQLite, PostgreSQL)."""
     db = any_db
     ids = make_stimuli(db)
     specs = [
@@ -61,6 +61,11 @@ def streamed_study(any_db):
         session.execute(update(Stimulus).where(Stimulus.id == ids[6]).values(name='=HYPERLINK("x","y")'))
         session.execute(update(Stimulus).where(Stimulus.id == ids[9]).values(name="@SUM(A1:A9)"))
         session.execute(update(Response).where(Response.trial_index == 3).values(rt_ms=None))
+        session.execute(  # an image the server could not serve: not answered, not timed out
+            update(Response)
+            .where(Response.participant_id == gone, Response.trial_index == 4)
+            .values(unavailable=True, chosen_position=None, chosen_stimulus_id=None, rt_ms=None)
+        )
         session.execute(
             update(Participant).values(config_version=None).where(Participant.external_id == "sim-1")
         )
