@@ -19,6 +19,7 @@ import csv
 import io
 import itertools
 import json
+import operator
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -1032,14 +1033,14 @@ class _TrialRows:
 
     @classmethod
     def of(cls, rows: list[tuple]) -> _TrialRows:
+        """A batch of driver rows as columns (itemgetter slices and picks in C: a Python generator over
+        the rows would cost a fifth of reading them)."""
         width = len(TRIAL_ROW_NUMBERS)
-        flat = np.fromiter(
-            itertools.chain.from_iterable(row[:width] for row in rows), np.float64, count=len(rows) * width
-        )
+        numbers = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, width)), rows))
         return cls(
-            flat.reshape(len(rows), width).T,
-            _timestamps([row[width] for row in rows]),
-            [row[width + 1] for row in rows],
+            np.fromiter(numbers, np.float64, count=len(rows) * width).reshape(len(rows), width).T,
+            _timestamps(list(map(operator.itemgetter(width), rows))),
+            list(map(operator.itemgetter(width + 1), rows)),
         )
 
     def __getitem__(self, name: str) -> np.ndarray:
