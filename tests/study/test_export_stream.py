@@ -38,7 +38,8 @@ SELECTION_IDS = ["default", "raw-ids-and-excluded", "no-simulated"]
 def streamed_study(any_db):
     """Practice, catch and three experimental trials (two chosen by an adaptive strategy); images named
     like formulas; a human whose id looks like a formula, a simulated participant with a timeout, an
-    excluded one (with an unavailable trial), and one who consented but answered nothing (SQLite, PostgreSQL)."""
+    excluded one (with an unavailable trial), and one who consented but answered nothing (SQLite,
+    PostgreSQL)."""
     db = any_db
     ids = make_stimuli(db)
     specs = [
