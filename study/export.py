@@ -443,7 +443,9 @@ def csv_lines(columns: list[Any]) -> bytes:
 
     if not columns or not len(columns[0]):
         return b""
-    return _characters(pc.binary_join_element_wise(_row_cells(columns), _large("\n"), _large("")))
+    *cells, last = [_column_cells(column) for column in columns]
+    ended = pc.binary_join_element_wise(last, _large("\n"), _large(""))  # the line break on the last cell
+    return _characters(pc.binary_join_element_wise(*cells, ended, _large(",")) if cells else ended)
 
 
 def _row_cells(columns: list[Any]):
@@ -498,7 +500,7 @@ def _characters(strings) -> bytes:
     """The characters of a pyarrow large_string array without nulls, end to end."""
     start = strings.offset
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[start : start + len(strings) + 1]
-    return strings.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+    return strings.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
 
 
 @dataclass(frozen=True)
