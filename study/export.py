@@ -47,7 +47,6 @@ from study.judgments import (
     load_stimuli,
     odd_last_array,
     pseudonymised,
-    trial_facts,
 )
 from study.qc import QC_COLUMNS, participant_qc
 from study.studies import get_study, select_labelled, study_rows
@@ -823,120 +822,11 @@ ANCHOR_HEADER = ("head", "close", "far", "rt", "subject_id", "trial_nr", "kind",
 
 
 @dataclass(frozen=True)
-class _Trials:
-    """The study's trials by position (`index.get_indexer(trial ids)`): stored images and kind and level
-    as codes into their distinct texts."""
-
-    index: pd.Index
-    stored: np.ndarray  # [n, 3] stimulus ids
-    kind: Coded
-    level: Coded
-
-    @classmethod
-    def of(cls, trials: pd.DataFrame) -> _Trials:
-        return cls(
-            trials.index,
-            trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64),
-            _coded(trials["kind"]),
-            _coded(trials["level"]),
-        )
-
-
-def _things_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _Trials, people: _People) -> list:
-    """THINGS rows (`things_table`) of [m, 5] answers: the triplet odd one out last, as indices and names."""
-    ids = answers[:, :4].astype(np.int64)
-    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
-    triplet = stimuli.at(odd_last_array(trials.stored[row], ids[:, 3]).astype(np.float64))
-    return [
-        *(stimuli.things_index[triplet[:, k]] for k in range(3)),
-        *(Coded(triplet[:, k], stimuli.names) for k in range(3)),
-        answers[:, 4],
-        people.subject.at(person),
-        ids[:, 1],
-        trials.level.at(row),
-        trials.kind.at(row),
-        people.is_simulated[person],
-    ]
-
-
-def _anchor_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _Trials, people: _People) -> list:
-    """Anchor rows (`anchor_table`): head (stim0), close (the chosen image), far (the other one)."""
-    ids = answers[:, :4].astype(np.int64)
-    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
-    stored, chosen = trials.stored[row], ids[:, 3]
-    far = np.where(chosen == stored[:, 1], stored[:, 2], stored[:, 1])
-    return [
-        *(stimuli.named(part.astype(np.float64)) for part in (stored[:, 0], chosen, far)),
-        answers[:, 4],
-        people.subject.at(person),
-        ids[:, 1],
-        trials.kind.at(row),
-        people.is_simulated[person],
-    ]
-
-
-def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: str) -> ExportSummary:
-    """The THINGS or anchor file for the whole study: its bytes equal `write_csv` of `things_table` or
-    `anchor_table`."""
-    task, header, build = {
-        "things": (JudgmentTask.ODD_ONE_OUT, THINGS_HEADER, _things_columns),
-        "anchor": (JudgmentTask.ANCHOR, ANCHOR_HEADER, _anchor_columns),
-    }[fmt]
-    stimuli = _Stimuli.of(load_stimuli(db, slug))
-    tally = _Tally()
-    with db.read() as session, atomic_path(out_path) as temporary, open(temporary, "wb") as out:
-        study = get_study(session, slug)
-        people, trials = _people(session, study, chosen), _Trials.of(trial_facts(session, study.id))
-        out.write(csv_text(pd.DataFrame(columns=list(header))))
-        query = answered_query(
-            study.id,
-            include_excluded=chosen.include_excluded,
-            include_simulated=chosen.include_simulated,
-            task=task,
-        )
-
-        def write(answers: np.ndarray) -> None:
-            out.write(csv_lines(build(answers, stimuli, trials, people)))
-            tally.add(answers[:, 0])
-
-        _overlapped(answer_batches(session, query, STREAM_BATCH_ROWS), write)
-    return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
-
-
-# The trial table (jsPsych CSV, Parquet): every stored response, fourteen values per row
-
-# The driver spends about as long on each value as on the row around it, so the answer's position and its
-# two flags travel as one exact integer: 8 * position + 4 (absent: 0) + timed_out + 2 * unavailable.
-ANSWER_CODE = (
-    case((Response.chosen_position.is_(None), 0), else_=8 * Response.chosen_position + 4)
-    + case((Response.timed_out.is_(True), 1), else_=0)
-    + case((Response.unavailable.is_(True), 2), else_=0)
-)
-TRIAL_ROW_NUMBERS = {  # read as float64 columns
-    "participant_id": Participant.id,
-    "trial_index": Response.trial_index,
-    "trial_id": Response.trial_id,
-    "shown_left": Response.shown_left_id,
-    "shown_middle": Response.shown_middle_id,
-    "shown_right": Response.shown_right_id,
-    "chosen_stimulus_id": Response.chosen_stimulus_id,
-    "rt_ms": Response.rt_ms,
-    "client_onset_ms": Response.client_onset_ms,
-    "answer_code": ANSWER_CODE,
-}
-TRIAL_ROW_TEXTS = {
-    "server_received_at": Response.server_received_at,
-    "input_modality": Response.input_modality,
-}
-_N = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
-OUTCOMES = np.array(["answered", "timed_out", "unavailable"], dtype=object)
-
-
-@dataclass(frozen=True)
 class _TrialDetails:
-    """What the trial table says about each of the study's trials, by position (`index`), in the runs of
-    adjacent columns it writes them (`_trial_facts`', `_trial_images`' and `_trial_selection`'s per-trial
-    columns, the selection computed with the table builder's own code)."""
+    """What the exports say about each of the study's trials, by position (`index.get_indexer(trial ids)`):
+    stored images, and the trial table's per-trial columns (`_trial_facts`', `_trial_images`' and
+    `_trial_selection`'s; the selection computed with the table builder's own code) in the runs of
+    adjacent columns it writes them."""
 
     index: pd.Index
     stored: np.ndarray  # [n, 3] stimulus ids
@@ -945,6 +835,14 @@ class _TrialDetails:
     images: Keyed  # image1, image2, image3, odd_known
     stimulus_ids: Keyed  # stim0_id, stim1_id, stim2_id
     selection: Keyed  # selection_strategy, selection_score, selection_teacher_run, selection_random_share
+
+    @property
+    def kind(self) -> Coded:
+        return self.design.columns["kind"]
+
+    @property
+    def level(self) -> Coded:
+        return self.design.columns["level"]
 
     @classmethod
     def read(cls, session, study_id: int, stimuli: _Stimuli) -> _TrialDetails:
@@ -996,6 +894,96 @@ class _TrialDetails:
                 }
             ),
         )
+
+
+def _things_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _TrialDetails, people: _People) -> list:
+    """THINGS rows (`things_table`) of [m, 5] answers: the triplet odd one out last, as indices and names."""
+    ids = answers[:, :4].astype(np.int64)
+    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
+    triplet = stimuli.at(odd_last_array(trials.stored[row], ids[:, 3]).astype(np.float64))
+    return [
+        *(stimuli.things_index[triplet[:, k]] for k in range(3)),
+        *(Coded(triplet[:, k], stimuli.names) for k in range(3)),
+        answers[:, 4],
+        people.subject.at(person),
+        ids[:, 1],
+        trials.level.at(row),
+        trials.kind.at(row),
+        people.is_simulated[person],
+    ]
+
+
+def _anchor_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _TrialDetails, people: _People) -> list:
+    """Anchor rows (`anchor_table`): head (stim0), close (the chosen image), far (the other one)."""
+    ids = answers[:, :4].astype(np.int64)
+    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
+    stored, chosen = trials.stored[row], ids[:, 3]
+    far = np.where(chosen == stored[:, 1], stored[:, 2], stored[:, 1])
+    return [
+        *(stimuli.named(part.astype(np.float64)) for part in (stored[:, 0], chosen, far)),
+        answers[:, 4],
+        people.subject.at(person),
+        ids[:, 1],
+        trials.kind.at(row),
+        people.is_simulated[person],
+    ]
+
+
+def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: str) -> ExportSummary:
+    """The THINGS or anchor file for the whole study: its bytes equal `write_csv` of `things_table` or
+    `anchor_table`."""
+    task, header, build = {
+        "things": (JudgmentTask.ODD_ONE_OUT, THINGS_HEADER, _things_columns),
+        "anchor": (JudgmentTask.ANCHOR, ANCHOR_HEADER, _anchor_columns),
+    }[fmt]
+    stimuli = _Stimuli.of(load_stimuli(db, slug))
+    tally = _Tally()
+    with db.read() as session, atomic_path(out_path) as temporary, open(temporary, "wb") as out:
+        study = get_study(session, slug)
+        people, trials = _people(session, study, chosen), _TrialDetails.read(session, study.id, stimuli)
+        out.write(csv_text(pd.DataFrame(columns=list(header))))
+        query = answered_query(
+            study.id,
+            include_excluded=chosen.include_excluded,
+            include_simulated=chosen.include_simulated,
+            task=task,
+        )
+
+        def write(answers: np.ndarray) -> None:
+            out.write(csv_lines(build(answers, stimuli, trials, people)))
+            tally.add(answers[:, 0])
+
+        _overlapped(answer_batches(session, query, STREAM_BATCH_ROWS), write)
+    return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
+
+
+# The trial table (jsPsych CSV, Parquet): every stored response, fourteen values per row
+
+# The driver spends about as long on each value as on the row around it, so the answer's position and its
+# two flags travel as one exact integer: 8 * position + 4 (absent: 0) + timed_out + 2 * unavailable.
+ANSWER_CODE = (
+    case((Response.chosen_position.is_(None), 0), else_=8 * Response.chosen_position + 4)
+    + case((Response.timed_out.is_(True), 1), else_=0)
+    + case((Response.unavailable.is_(True), 2), else_=0)
+)
+TRIAL_ROW_NUMBERS = {  # read as float64 columns
+    "participant_id": Participant.id,
+    "trial_index": Response.trial_index,
+    "trial_id": Response.trial_id,
+    "shown_left": Response.shown_left_id,
+    "shown_middle": Response.shown_middle_id,
+    "shown_right": Response.shown_right_id,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+    "rt_ms": Response.rt_ms,
+    "client_onset_ms": Response.client_onset_ms,
+    "answer_code": ANSWER_CODE,
+}
+TRIAL_ROW_TEXTS = {
+    "server_received_at": Response.server_received_at,
+    "input_modality": Response.input_modality,
+}
+_N = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
+OUTCOMES = np.array(["answered", "timed_out", "unavailable"], dtype=object)
 
 
 # timed_out, unavailable and outcome of each combination of the two flags (timed_out + 2 * unavailable)
