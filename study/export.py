@@ -957,7 +957,7 @@ def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen
     return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
 
 
-# The trial table (jsPsych CSV, Parquet): every stored response, fourteen values per row
+# The trial table (jsPsych CSV, Parquet): every stored response, twelve values per row
 
 # The driver spends about as long on each value as on the row around it, so the answer's position and its
 # two flags travel as one exact integer: 8 * position + 4 (absent: 0) + timed_out + 2 * unavailable.
@@ -982,9 +982,7 @@ TRIAL_ROW_TEXTS = {
     "server_received_at": Response.server_received_at,
     "input_modality": Response.input_modality,
 }
-_N = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
-OUTCOMES = np.array(["answered", "timed_out", "unavailable"], dtype=object)
-
+_NUMBER_AT = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
 
 # timed_out, unavailable and outcome of each combination of the two flags (timed_out + 2 * unavailable)
 _OUTCOMES = Keyed(
@@ -1034,7 +1032,7 @@ class _TrialRows:
         )
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.numbers[_N[name]]
+        return self.numbers[_NUMBER_AT[name]]
 
     @property
     def chosen_position(self) -> np.ndarray:
