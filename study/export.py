@@ -17,31 +17,36 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+import operator
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, select
+from sqlalchemy import Select, String, case, select, type_coerce
 
 from common.atomic import atomic_path
 from db.engine import Database
-from db.models import InteractionEvent, Participant, Study
+from db.models import InteractionEvent, JudgmentTask, Participant, Response, Study, Trial, TripletList
+from db.raw import driver_batches
 from study.judgments import (
     analysed_participant,
     answer_batches,
     answered_query,
+    consenting_responses,
     load_anchor_judgments,
     load_judgments,
     load_responses,
     load_stimuli,
     odd_last_array,
-    pseudonymise,
     pseudonymised,
-    trial_facts,
 )
 from study.qc import QC_COLUMNS, participant_qc
 from study.studies import get_study, select_labelled, study_rows
@@ -93,25 +98,14 @@ class ExportSummary:
     n_participants: int
 
 
-def things_table(
-    db: Database,
-    slug: str,
-    *,
-    participant_ids: list[int] | None = None,
-    stimuli: pd.DataFrame | None = None,
-    **selection: Unpack[Selection],
-) -> pd.DataFrame:
+def things_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """Answered trials as THINGS triplets: image1..3 are 0-based indices into the stimulus set ordered by
     name, the odd one out last; plus names, RT (ms), subject_id, trial_nr, level, kind, is_simulated."""
     chosen = Chosen(**selection)
     judgments = load_judgments(
-        db,
-        slug,
-        include_excluded=chosen.include_excluded,
-        include_simulated=chosen.include_simulated,
-        participant_ids=participant_ids,
+        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
     )
-    stimuli = load_stimuli(db, slug) if stimuli is None else stimuli
+    stimuli = load_stimuli(db, slug)
     index = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
     names = stimuli.set_index("id")["name"]
     table = pd.DataFrame({f"image{k + 1}": judgments[f"stim{k}"].map(index) for k in range(3)})
@@ -121,25 +115,14 @@ def things_table(
     return _with_subject_and_trial(table, judgments, chosen, ("level", "kind", "is_simulated"))
 
 
-def anchor_table(
-    db: Database,
-    slug: str,
-    *,
-    participant_ids: list[int] | None = None,
-    stimuli: pd.DataFrame | None = None,
-    **selection: Unpack[Selection],
-) -> pd.DataFrame:
+def anchor_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """Answered anchor trials (salmon-like): `head, close, far` stimulus names (the head was judged more
     similar to `close`), RT, subject_id, trial_nr, kind, is_simulated; reads back with the importer."""
     chosen = Chosen(**selection)
     judgments = load_anchor_judgments(
-        db,
-        slug,
-        include_excluded=chosen.include_excluded,
-        include_simulated=chosen.include_simulated,
-        participant_ids=participant_ids,
+        db, slug, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
     )
-    names = _stimulus_names(db, slug, stimuli)
+    names = _stimulus_names(db, slug)
     table = pd.DataFrame({role: judgments[role].map(names) for role in ("head", "close", "far")})
     table["rt"] = judgments["rt_ms"]
     return _with_subject_and_trial(table, judgments, chosen, ("kind", "is_simulated"))
@@ -156,25 +139,18 @@ def _with_subject_and_trial(
     return table
 
 
-def _stimulus_names(db: Database, slug: str, stimuli: pd.DataFrame | None = None) -> pd.Series:
-    """Stimulus name by stimulus id, for the study's set (from `stimuli` when the caller has read them)."""
-    return (load_stimuli(db, slug) if stimuli is None else stimuli).set_index("id")["name"]
+def _stimulus_names(db: Database, slug: str) -> pd.Series:
+    """Stimulus name by stimulus id, for the study's set."""
+    return load_stimuli(db, slug).set_index("id")["name"]
 
 
-def trial_table(
-    db: Database,
-    slug: str,
-    *,
-    participant_ids: list[int] | None = None,
-    stimuli: pd.DataFrame | None = None,
-    **selection: Unpack[Selection],
-) -> pd.DataFrame:
+def trial_table(db: Database, slug: str, **selection: Unpack[Selection]) -> pd.DataFrame:
     """One row per stored trial response (timeouts and practice included), jsPsych style: rt, response
     (chosen display position), trial_index, time_elapsed, images in stored order and as shown."""
     chosen = Chosen(**selection)
-    responses = load_responses(db, slug, participant_ids)
+    responses = load_responses(db, slug)
     responses = responses[chosen.keeps(responses)].reset_index(drop=True)
-    images = _trial_images(responses, _stimulus_names(db, slug, stimuli))
+    images = _trial_images(responses, _stimulus_names(db, slug))
     return pd.DataFrame(
         {
             **_trial_facts(responses, chosen),
@@ -458,30 +434,114 @@ def csv_text(table: pd.DataFrame, *, header: bool = True) -> bytes:
     return (head if header else b"") + body
 
 
-def csv_lines(columns: list[pd.Series | np.ndarray]) -> bytes:
-    """The CSV rows (no header) of equally long columns: Series, or numpy arrays (an object array holds
-    text; a streamed export need not build a DataFrame)."""
+def csv_lines(columns: list[Any]) -> bytes:
+    """The CSV rows (no header) of equally long columns: Series, numpy arrays (an object array holds
+    text), `Coded` text, or `KeyedRows` (several columns known per key; a streamed export need not build a
+    DataFrame)."""
     import pyarrow.compute as pc  # type: ignore[import-untyped]
 
     if not columns or not len(columns[0]):
         return b""
+    *cells, last = [_column_cells(column) for column in columns]
+    ended = pc.binary_join_element_wise(last, _large("\n"), _large(""))  # the line break on the last cell
+    return _characters(pc.binary_join_element_wise(*cells, ended, _large(",")) if cells else ended)
+
+
+def _row_cells(columns: list[Any]):
+    """Each row's cells joined by commas, as a pyarrow large_string array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(columns[0]):
+        return pa.array([], type=pa.large_string())
     cells = [_column_cells(column) for column in columns]
-    rows = cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _large(","))
-    return _characters(pc.binary_join_element_wise(rows, _large("\n"), _large("")))
+    return cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _large(","))
+
+
+class Keyed:
+    """Adjacent columns known per key (a trial's facts, a participant's): one value per key. The streamed
+    exports write each key's cells once and look them up for every row (`at`), instead of formatting and
+    joining each column for each row."""
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self.columns = columns
+        self._cells = None
+        self._arrow: dict[str, Any] = {}
+
+    def at(self, rows: np.ndarray) -> KeyedRows:
+        return KeyedRows(self, rows)
+
+    def cells(self):
+        """The CSV cells of each key, joined by commas (computed once)."""
+        if self._cells is None:
+            self._cells = _row_cells(list(self.columns.values()))
+        return self._cells
+
+    def arrow(self, name: str):
+        """One column as Arrow, per key (computed once)."""
+        if name not in self._arrow:
+            self._arrow[name] = _arrow(self.columns[name])
+        return self._arrow[name]
+
+
+@dataclass(frozen=True)
+class KeyedRows:
+    """The columns of a `Keyed` for rows given by their key positions."""
+
+    keyed: Keyed
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def _characters(strings) -> bytes:
     """The characters of a pyarrow large_string array without nulls, end to end."""
     start = strings.offset
     offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64)[start : start + len(strings) + 1]
-    return strings.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+    return strings.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
 
 
-def _column_cells(column: pd.Series | np.ndarray):
+@dataclass(frozen=True)
+class Coded:
+    """A text column as codes into its distinct values (`labels[code]`; -1 is missing), with the pandas
+    dtype the table builders give it: the streamed exports hold names, pseudonyms and trial facts so, and
+    each distinct text is neutralised, quoted or converted once per batch, not once per row."""
+
+    codes: np.ndarray
+    labels: np.ndarray  # object: the texts
+    dtype: str = "str"
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def at(self, rows: np.ndarray | slice) -> Coded:
+        """The column's values at `rows` (a per-trial column looked up for each answer)."""
+        return Coded(self.codes[rows], self.labels, self.dtype)
+
+    def to_pandas(self) -> Any:
+        with_missing = np.concatenate([self.labels, np.array([None], dtype=object)])  # code -1: None
+        return pd.array(with_missing[self.codes], dtype=self.dtype)
+
+    def to_arrow(self):
+        """As `pa.array` of `to_pandas()`: large_string, missing as null."""
+        import pyarrow as pa
+
+        labels = pa.array([str(label) for label in self.labels], type=pa.large_string())
+        return labels.take(pa.array(self.codes, mask=self.codes < 0))
+
+
+def _column_cells(column: pd.Series | np.ndarray | Coded):
     """One column's CSV cells as a pyarrow large_string array without nulls (a missing value is "")."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(column, Coded):
+        return _coded_cells(column)
+    if isinstance(column, KeyedRows):
+        return column.keyed.cells().take(pa.array(column.rows))
+    if isinstance(column, pa.Array):  # the streamed exports' timestamps
+        return _timestamp_cells(column)
     dtype = column.dtype
     if dtype == np.dtype(object):
         return _text_cells(column)
@@ -502,8 +562,13 @@ def _column_cells(column: pd.Series | np.ndarray):
 def _text_cells(column: pd.Series | np.ndarray):
     """Text (and any other object) cells: each distinct value neutralised and quoted once."""
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in uniques]
-    return _looked_up([*_quoted(texts), ""], codes)
+    return _coded_cells(Coded(codes, np.asarray(uniques, dtype=object)))
+
+
+def _coded_cells(column: Coded):
+    """A coded text column's cells: each label neutralised and quoted once."""
+    texts = [_neutralised(value) if isinstance(value, str) else str(value) for value in column.labels]
+    return _looked_up([*_quoted(texts), ""], column.codes)
 
 
 def _looked_up(cells: list[str], codes: np.ndarray):
@@ -550,14 +615,19 @@ def _float_cells(values: np.ndarray):
     return text
 
 
-def _timestamp_cells(column: pd.Series):
-    """`YYYY-MM-DD HH:MM:SS.ffffff` in UTC (+ `+00:00` when the column is time-zone aware), missing as ""."""
+def _timestamp_cells(column):
+    """`YYYY-MM-DD HH:MM:SS.ffffff` in UTC (+ `+00:00` when the column is time-zone aware), missing as "";
+    of a pandas column or a pyarrow timestamp array."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    aware = column.dt.tz is not None
-    naive = column.dt.tz_convert("UTC").dt.tz_localize(None) if aware else column
-    stamps = pa.array(naive.to_numpy(dtype="datetime64[us]"), type=pa.timestamp("us"))
+    if isinstance(column, pa.Array):
+        aware = column.type.tz is not None
+        stamps = column.cast(pa.timestamp("us"))  # the UTC wall time (Arrow stores UTC)
+    else:
+        aware = column.dt.tz is not None
+        naive = column.dt.tz_convert("UTC").dt.tz_localize(None) if aware else column
+        stamps = pa.array(naive.to_numpy(dtype="datetime64[us]"), type=pa.timestamp("us"))
     text = pc.cast(stamps, pa.large_string())
     if aware:
         text = pc.binary_join_element_wise(text, _large("+00:00"), _large(""))
@@ -586,15 +656,15 @@ def export_study(
 ) -> ExportSummary:
     """Write one export file; it appears complete or not at all (written to a temporary file, then renamed).
     `participants` and `events` are Parquet when `out_path` ends in `.parquet`, CSV otherwise. The trial-level
-    formats are streamed: read and written `EXPORT_BATCH` participants at a time, so memory stays flat at
-    any study size."""
+    formats (things, anchor, jspsych, parquet) are streamed from the driver's cursor a batch of rows at a
+    time, so memory stays flat at any study size; their content is that of the table builders above."""
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is unknown; expected one of {list(FORMATS)}")
     out_path = Path(out_path)
-    if fmt == "things":
-        return _write_things_csv(db, slug, out_path, Chosen(**selection))
-    if fmt in STREAMED:
-        return _stream(db, slug, fmt, out_path, selection)
+    if fmt in ("things", "anchor"):
+        return _write_judgments_csv(db, slug, out_path, Chosen(**selection), fmt)
+    if fmt in ("jspsych", "parquet"):
+        return _write_trials(db, slug, out_path, Chosen(**selection), fmt)
     table = TABLE_BUILDERS[fmt](db, slug, **selection)
     if out_path.suffix == ".parquet":
         with atomic_path(out_path) as temporary:
@@ -604,30 +674,139 @@ def export_study(
     return ExportSummary(out_path, fmt, len(table), int(table["subject_id"].nunique()))
 
 
-STREAMED = {"anchor": anchor_table, "jspsych": trial_table, "parquet": trial_table}
-EXPORT_BATCH = 500  # participants read and written together
+# --- The trial-level exports, streamed ------------------------------------------------------------------
+# A million rows through pandas (a frame per batch, a Python object per cell) take minutes; here each answer
+# is read from the driver's cursor as a few numbers and texts, everything known per participant or per trial
+# (pseudonym, status, kind, level, images, selection) is read once and looked up with numpy index arrays,
+# text columns stay codes into their distinct values (`Coded`), and each batch is written as CSV
+# (`csv_lines`) or as Arrow arrays into one Parquet schema. Reading the driver's rows holds the interpreter
+# lock, formatting with numpy and pyarrow mostly does not: a worker thread writes one batch while the next
+# is read (`_overlapped`). The bytes equal those of the table builders (tests/study/test_export_stream.py).
+
+STREAM_BATCH_ROWS = 50_000
 
 
-def _stream(db: Database, slug: str, fmt: str, out_path: Path, selection: Selection) -> ExportSummary:
-    """The table of `fmt` built and appended batch by batch (CSV: header once, formula cells neutralised;
-    Parquet: one row group per batch, every batch in the first batch's schema)."""
-    build, stimuli = STREAMED[fmt], load_stimuli(db, slug)
-    n_rows, subjects, writer, header_written = 0, set(), None, False
-    with atomic_path(out_path) as temporary:
-        for batch in [*_participant_batches(db, slug), []]:  # the last, empty batch: the header of no rows
-            table = build(db, slug, participant_ids=batch, stimuli=stimuli, **selection)
-            if fmt == "parquet":
-                writer = _append_parquet(writer, temporary, table, last=not batch)
-            elif len(table) or not header_written:
-                with open(temporary, "ab" if header_written else "wb") as out:
-                    out.write(csv_text(table, header=not header_written))
-                header_written = True
-            n_rows += len(table)
-            subjects.update(table["subject_id"].unique())
-        if writer is not None:
-            writer.close()
-    return ExportSummary(out_path, fmt, n_rows, len(subjects))
+@dataclass(frozen=True)
+class _People:
+    """The exported participants by position (`index.get_indexer(participant ids)`): the trial table's
+    participant columns (subject id: pseudonym, computed once per participant, or raw id), and their start
+    in epoch ms."""
 
+    index: pd.Index
+    facts: Keyed  # subject_id, is_simulated, excluded, status, config_version
+    started_ms: np.ndarray
+
+    @property
+    def subject(self) -> Keyed:
+        return Keyed({"subject_id": self.facts.columns["subject_id"]})
+
+    @property
+    def is_simulated(self) -> np.ndarray:
+        return self.facts.columns["is_simulated"]
+
+
+def _people(session, study: Study, chosen: Chosen) -> _People:
+    columns = {
+        "id": Participant.id,
+        "external_id": Participant.external_id,
+        "is_simulated": Participant.is_simulated,
+        "excluded": Participant.excluded,
+        "status": type_coerce(Participant.status, String),
+        "config_version": Participant.config_version,
+        "started_at": Participant.started_at,
+    }
+    query = _chosen_people(
+        select_labelled(columns).where(Participant.study_id == study.id, analysed_participant()), chosen
+    )
+    frame = pd.DataFrame(session.execute(query).all(), columns=list(columns))
+    names = frame["external_id"] if chosen.raw_ids else pseudonymised(study.salt, frame["external_id"])
+    started = frame["started_at"]
+    if len(frame) and not pd.api.types.is_datetime64_any_dtype(started):  # SQLite's text, as load_responses
+        started = pd.to_datetime(started, format="ISO8601")
+    facts = {
+        "subject_id": Coded(np.arange(len(frame)), names.to_numpy(object)),
+        "is_simulated": frame["is_simulated"].to_numpy(bool),
+        "excluded": frame["excluded"].to_numpy(bool),
+        "status": _coded(frame["status"]),
+        "config_version": frame["config_version"].astype("Int64").array,
+    }
+    return _People(pd.Index(frame["id"].to_numpy(np.int64)), Keyed(facts), _epoch_ms(started).to_numpy(float))
+
+
+def _chosen_people(query: Select, chosen: Chosen) -> Select:
+    """`query` without the participants the selection leaves out (excluded, simulated), in SQL."""
+    if not chosen.include_excluded:
+        query = query.where(Participant.excluded.is_(False))
+    if not chosen.include_simulated:
+        query = query.where(Participant.is_simulated.is_(False))
+    return query
+
+
+@dataclass(frozen=True)
+class _Stimuli:
+    """Stimulus names by position (`position[stimulus id]`, -1 for an id outside the study's set) and each
+    stimulus's 0-based index in name order (the THINGS image number)."""
+
+    names: np.ndarray  # object
+    position: np.ndarray
+    things_index: np.ndarray
+
+    @classmethod
+    def of(cls, stimuli: pd.DataFrame) -> _Stimuli:
+        ids = stimuli["id"].to_numpy(np.int64)
+        position = np.full(int(ids.max()) + 1 if len(ids) else 1, -1, dtype=np.int64)
+        position[ids] = np.arange(len(ids))
+        things_index = np.empty(len(ids), dtype=np.int64)
+        things_index[np.argsort(stimuli["name"].to_numpy(object), kind="stable")] = np.arange(len(ids))
+        return cls(stimuli["name"].to_numpy(object), position, things_index)
+
+    def at(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of stimulus ids (float ids from the driver; NaN and unknown ids give -1)."""
+        known = ~np.isnan(ids) & (ids >= 0) & (ids < len(self.position))
+        return np.where(known, self.position[np.where(known, ids, 0).astype(np.int64)], -1)
+
+    def named(self, ids: np.ndarray) -> Coded:
+        return Coded(self.at(ids), self.names)
+
+
+def _coded(values: pd.Series | np.ndarray | list, dtype: str = "str") -> Coded:
+    """A column of few distinct texts as codes into them (each distinct value once)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    return Coded(codes, np.asarray(uniques, dtype=object), dtype)
+
+
+def _overlapped(items: Iterator[Any], work: Any) -> None:
+    """`work(item)` for each item in order, in one worker thread, while this thread produces the next items
+    (reading the driver's rows holds the interpreter lock; numpy and pyarrow mostly release it, so the two
+    overlap on two cores). At most two items wait, so memory stays at a few batches; the first failure is
+    raised here and the items not yet worked on are dropped."""
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignlab-export") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) > 2:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+@dataclass
+class _Tally:
+    """What a streamed export wrote: rows, and the distinct participants they belong to."""
+
+    rows: int = 0
+    people: set[int] = field(default_factory=set)
+
+    def add(self, participant_ids: np.ndarray) -> None:
+        self.rows += len(participant_ids)
+        self.people.update(np.unique(participant_ids).tolist())
+
+
+# THINGS and anchor files: the answered trials, five numbers per answer (`answer_batches`)
 
 THINGS_HEADER = (
     *(f"image{k}" for k in (1, 2, 3)),
@@ -639,88 +818,423 @@ THINGS_HEADER = (
     "kind",
     "is_simulated",
 )
-THINGS_BATCH_ROWS = 100_000
+ANCHOR_HEADER = ("head", "close", "far", "rt", "subject_id", "trial_nr", "kind", "is_simulated")
 
 
-def _write_things_csv(db: Database, slug: str, out_path: Path, chosen: Chosen) -> ExportSummary:
-    """`things_table` for the whole study, streamed from the driver's cursor (`db.raw`) and written with
-    `csv_text`: each answer is five numbers; names, pseudonyms and trial facts are looked up in numpy (a
-    pseudonym is computed once per participant, a trial's facts read once). The bytes equal `write_csv` of
-    `things_table`."""
-    stimuli = load_stimuli(db, slug)
-    order = {sid: i for i, sid in enumerate(stimuli.sort_values("name")["id"])}
-    size = int(stimuli["id"].max()) + 1 if len(stimuli) else 1
-    index_of, name_of = np.full(size, -1, dtype=np.int64), np.full(size, None, dtype=object)
-    index_of[list(order)] = list(order.values())
-    name_of[stimuli["id"].to_numpy()] = stimuli["name"].to_numpy(object)
-    n_rows, people = 0, set()
+@dataclass(frozen=True)
+class _TrialDetails:
+    """What the exports say about each of the study's trials, by position (`index.get_indexer(trial ids)`):
+    stored images, and the trial table's per-trial columns (`_trial_facts`', `_trial_images`' and
+    `_trial_selection`'s; the selection computed with the table builder's own code) in the runs of
+    adjacent columns it writes them."""
+
+    index: pd.Index
+    stored: np.ndarray  # [n, 3] stimulus ids
+    catch_known: np.ndarray  # a catch trial with a known odd one out: its accuracy is reported
+    design: Keyed  # trial_type, kind, level, block
+    images: Keyed  # image1, image2, image3, odd_known
+    stimulus_ids: Keyed  # stim0_id, stim1_id, stim2_id
+    selection: Keyed  # selection_strategy, selection_score, selection_teacher_run, selection_random_share
+
+    @property
+    def kind(self) -> Coded:
+        return self.design.columns["kind"]
+
+    @property
+    def level(self) -> Coded:
+        return self.design.columns["level"]
+
+    @classmethod
+    def read(cls, session, study_id: int, stimuli: _Stimuli) -> _TrialDetails:
+        columns = {
+            "id": Trial.id,
+            "kind": type_coerce(Trial.kind, String),
+            "level": type_coerce(Trial.level, String),
+            "block": Trial.block,
+            "odd_known": Trial.odd_known,
+            "stim0": Trial.stim0_id,
+            "stim1": Trial.stim1_id,
+            "stim2": Trial.stim2_id,
+            "selection": Trial.selection,
+        }
+        query = (
+            select_labelled(columns)
+            .join(TripletList, TripletList.id == Trial.list_id)
+            .where(TripletList.study_id == study_id)
+        )
+        trials = pd.DataFrame(session.execute(query).all(), columns=list(columns))
+        stored = trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
+        odd_known = trials["odd_known"].to_numpy(bool)
+        selections = trials["selection"].map(lambda s: json.loads(s) if isinstance(s, str) else s)
+        return cls(
+            index=pd.Index(trials["id"].to_numpy(np.int64)),
+            stored=stored,
+            catch_known=(trials["kind"] == "catch").to_numpy(bool) & odd_known,
+            design=Keyed(
+                {
+                    "trial_type": Coded(np.zeros(len(trials), np.int64), np.array(["odd-one-out"], object)),
+                    "kind": _coded(trials["kind"]),
+                    "level": _coded(trials["level"]),
+                    "block": trials["block"].to_numpy(np.int64),
+                }
+            ),
+            images=Keyed(
+                {
+                    **{f"image{k + 1}": stimuli.named(stored[:, k].astype(float)) for k in range(3)},
+                    "odd_known": odd_known,
+                }
+            ),
+            stimulus_ids=Keyed({f"stim{k}_id": stored[:, k] for k in range(3)}),
+            selection=Keyed(
+                {
+                    name: _coded(column, column.dtype.name)
+                    if pd.api.types.is_string_dtype(column)
+                    else column.array
+                    for name, column in _trial_selection(selections).items()
+                }
+            ),
+        )
+
+
+def _things_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _TrialDetails, people: _People) -> list:
+    """THINGS rows (`things_table`) of [m, 5] answers: the triplet odd one out last, as indices and names."""
+    ids = answers[:, :4].astype(np.int64)
+    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
+    triplet = stimuli.at(odd_last_array(trials.stored[row], ids[:, 3]).astype(np.float64))
+    return [
+        *(stimuli.things_index[triplet[:, k]] for k in range(3)),
+        *(Coded(triplet[:, k], stimuli.names) for k in range(3)),
+        answers[:, 4],
+        people.subject.at(person),
+        ids[:, 1],
+        trials.level.at(row),
+        trials.kind.at(row),
+        people.is_simulated[person],
+    ]
+
+
+def _anchor_columns(answers: np.ndarray, stimuli: _Stimuli, trials: _TrialDetails, people: _People) -> list:
+    """Anchor rows (`anchor_table`): head (stim0), close (the chosen image), far (the other one)."""
+    ids = answers[:, :4].astype(np.int64)
+    row, person = trials.index.get_indexer(ids[:, 2]), people.index.get_indexer(ids[:, 0])
+    stored, chosen = trials.stored[row], ids[:, 3]
+    far = np.where(chosen == stored[:, 1], stored[:, 2], stored[:, 1])
+    return [
+        *(stimuli.named(part.astype(np.float64)) for part in (stored[:, 0], chosen, far)),
+        answers[:, 4],
+        people.subject.at(person),
+        ids[:, 1],
+        trials.kind.at(row),
+        people.is_simulated[person],
+    ]
+
+
+def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: str) -> ExportSummary:
+    """The THINGS or anchor file for the whole study: its bytes equal `write_csv` of `things_table` or
+    `anchor_table`."""
+    task, header, build = {
+        "things": (JudgmentTask.ODD_ONE_OUT, THINGS_HEADER, _things_columns),
+        "anchor": (JudgmentTask.ANCHOR, ANCHOR_HEADER, _anchor_columns),
+    }[fmt]
+    stimuli = _Stimuli.of(load_stimuli(db, slug))
+    tally = _Tally()
     with db.read() as session, atomic_path(out_path) as temporary, open(temporary, "wb") as out:
         study = get_study(session, slug)
-        subjects, simulated = _people_lookup(session, study, chosen)
-        trials = trial_facts(session, study.id)
-        stored = trials[["stim0", "stim1", "stim2"]].to_numpy(np.int64)
-        level, kind = trials["level"].to_numpy(object), trials["kind"].to_numpy(object)
-        out.write(csv_text(pd.DataFrame(columns=list(THINGS_HEADER))))
+        people, trials = _people(session, study, chosen), _TrialDetails.read(session, study.id, stimuli)
+        out.write(csv_text(pd.DataFrame(columns=list(header))))
         query = answered_query(
-            study.id, include_excluded=chosen.include_excluded, include_simulated=chosen.include_simulated
+            study.id,
+            include_excluded=chosen.include_excluded,
+            include_simulated=chosen.include_simulated,
+            task=task,
         )
-        for answers in answer_batches(session, query, THINGS_BATCH_ROWS):
-            ids = answers[:, :4].astype(np.int64)
-            row, person = trials.index.get_indexer(ids[:, 2]), subjects.index.get_indexer(ids[:, 0])
-            triplet = odd_last_array(stored[row], ids[:, 3])
-            columns = [
-                *(index_of[triplet[:, k]] for k in range(3)),
-                *(name_of[triplet[:, k]] for k in range(3)),
-                answers[:, 4],
-                subjects.to_numpy(object)[person],
-                ids[:, 1],
-                level[row],
-                kind[row],
-                simulated[person],
-            ]
-            out.write(csv_lines(columns))
-            n_rows += len(ids)
-            people.update(np.unique(ids[:, 0]).tolist())
-    return ExportSummary(out_path, "things", n_rows, len(people))
+
+        def write(answers: np.ndarray) -> None:
+            out.write(csv_lines(build(answers, stimuli, trials, people)))
+            tally.add(answers[:, 0])
+
+        _overlapped(answer_batches(session, query, STREAM_BATCH_ROWS), write)
+    return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
 
 
-def _people_lookup(session, study: Study, chosen: Chosen) -> tuple[pd.Series, np.ndarray]:
-    """The study's analysed participants: their subject id (pseudonym, computed once per participant, or raw
-    id) by participant id, and their `is_simulated`, in the same order."""
-    rows = session.execute(
-        select(Participant.id, Participant.external_id, Participant.is_simulated).where(
-            Participant.study_id == study.id, analysed_participant()
+# The trial table (jsPsych CSV, Parquet): every stored response, twelve values per row
+
+# The driver spends about as long on each value as on the row around it, so the answer's position and its
+# two flags travel as one exact integer: 8 * position + 4 (absent: 0) + timed_out + 2 * unavailable.
+ANSWER_CODE = (
+    case((Response.chosen_position.is_(None), 0), else_=8 * Response.chosen_position + 4)
+    + case((Response.timed_out.is_(True), 1), else_=0)
+    + case((Response.unavailable.is_(True), 2), else_=0)
+)
+TRIAL_ROW_NUMBERS = {  # read as float64 columns
+    "participant_id": Participant.id,
+    "trial_index": Response.trial_index,
+    "trial_id": Response.trial_id,
+    "shown_left": Response.shown_left_id,
+    "shown_middle": Response.shown_middle_id,
+    "shown_right": Response.shown_right_id,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+    "rt_ms": Response.rt_ms,
+    "client_onset_ms": Response.client_onset_ms,
+    "answer_code": ANSWER_CODE,
+}
+TRIAL_ROW_TEXTS = {
+    "server_received_at": Response.server_received_at,
+    "input_modality": Response.input_modality,
+}
+_NUMBER_AT = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
+
+# timed_out, unavailable and outcome of each combination of the two flags (timed_out + 2 * unavailable)
+_OUTCOMES = Keyed(
+    {
+        "timed_out": np.array([False, True, False, True]),
+        "unavailable": np.array([False, False, True, True]),
+        "outcome": Coded(np.array([0, 1, 2, 2]), np.array(["answered", "timed_out", "unavailable"], object)),
+    }
+)
+
+
+def _whole_participants(batches: Iterator[Sequence[Any]]) -> Iterator[list[Any]]:
+    """Driver batches (rows by participant) regrouped so that no participant's rows are split between two:
+    `time_elapsed` needs all of a participant's trials. Each batch's last participant waits for the next."""
+    waiting: list[Any] = []
+    for rows in batches:
+        rows = waiting + list(rows)
+        cut, last = len(rows), rows[-1][0]
+        while cut and rows[cut - 1][0] == last:
+            cut -= 1
+        waiting = rows[cut:]
+        if cut:
+            yield rows[:cut]
+    if waiting:
+        yield waiting
+
+
+@dataclass(frozen=True)
+class _TrialRows:
+    """One batch of response rows as columns: the numbers [len(TRIAL_ROW_NUMBERS), m], the receipt times,
+    the input modalities."""
+
+    numbers: np.ndarray
+    received: Any  # a pyarrow timestamp array
+    modality: list
+
+    @classmethod
+    def of(cls, rows: list[tuple]) -> _TrialRows:
+        """A batch of driver rows as columns (itemgetter slices and picks in C: a Python generator over
+        the rows would cost a fifth of reading them)."""
+        width = len(TRIAL_ROW_NUMBERS)
+        numbers = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, width)), rows))
+        return cls(
+            np.fromiter(numbers, np.float64, count=len(rows) * width).reshape(len(rows), width).T,
+            _timestamps(list(map(operator.itemgetter(width), rows))),
+            list(map(operator.itemgetter(width + 1), rows)),
         )
-    ).all()
-    names = [external if chosen.raw_ids else pseudonymise(study.salt, external) for _, external, _ in rows]
-    subjects = pd.Series(names, index=pd.Index([pid for pid, _, _ in rows], dtype=np.int64), dtype=object)
-    return subjects, np.array([bool(flag) for _, _, flag in rows], dtype=bool)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.numbers[_NUMBER_AT[name]]
+
+    @property
+    def chosen_position(self) -> np.ndarray:
+        """The chosen display position (NaN: none), from `ANSWER_CODE` (floor division: exact for any
+        integer position)."""
+        code = self["answer_code"]
+        return np.where(np.mod(code, 8) >= 4, np.floor_divide(code, 8), np.nan)
+
+    @property
+    def flags(self) -> np.ndarray:
+        """timed_out + 2 * unavailable, from `ANSWER_CODE`."""
+        return np.mod(self["answer_code"], 4).astype(np.int64)
 
 
-def _participant_batches(db: Database, slug: str) -> Iterator[list[int]]:
-    with db.read() as session:
-        study = get_study(session, slug)
-        ids = session.scalars(
-            select(Participant.id)
-            .where(Participant.study_id == study.id, analysed_participant())
-            .order_by(Participant.id)
-        ).all()
-    for start in range(0, len(ids), EXPORT_BATCH):
-        yield list(ids[start : start + EXPORT_BATCH])
-
-
-def _append_parquet(writer, path: Path, table: pd.DataFrame, *, last: bool):
-    """Open the writer with the first non-empty batch's schema (or the empty table's, when the last batch
-    comes and nothing was written), then append each batch cast to it."""
+def _timestamps(values: list):
+    """Stored timestamps as a pyarrow timestamp[us] array, as `load_responses` gives them to pandas: SQLite's
+    ISO text as naive UTC, PostgreSQL's aware datetimes in the time zone the driver gives them."""
     import pyarrow as pa
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-    if table.empty and not (last and writer is None):
-        return writer
-    if writer is None:
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        writer = pq.ParquetWriter(path, arrow.schema)
+    if values and not isinstance(values[0], str):
+        aware = pa.array(values)
+        return aware.cast(pa.timestamp("us", tz=aware.type.tz))
+    return pa.array(values, type=pa.string()).cast(pa.timestamp("us"))
+
+
+def _nullable_integers(values: np.ndarray):
+    """Float values with NaN for missing as pandas Int64."""
+    missing = np.isnan(values)
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), missing)
+
+
+def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, people: _People) -> list:
+    """The trial table's columns (`trial_table`) for one batch of whole participants: single columns as
+    (name, column) and runs of per-trial or per-participant columns as `KeyedRows`."""
+    person = people.index.get_indexer(batch["participant_id"].astype(np.int64))
+    row = trials.index.get_indexer(batch["trial_id"].astype(np.int64))
+    chosen = batch["chosen_stimulus_id"]
+    correct = chosen == trials.stored[row, 2]  # NaN (no answer) is not correct
+    return [
+        people.facts.at(person),
+        ("trial_index", batch["trial_index"].astype(np.int64)),
+        trials.design.at(row),
+        ("rt", batch["rt_ms"]),
+        ("response", _nullable_integers(batch.chosen_position)),
+        _OUTCOMES.at(batch.flags),
+        ("time_elapsed", _elapsed_ms(batch, people.started_ms[person])),
+        trials.images.at(row),
+        ("shown_left", stimuli.named(batch["shown_left"])),
+        ("shown_middle", stimuli.named(batch["shown_middle"])),
+        ("shown_right", stimuli.named(batch["shown_right"])),
+        ("odd_one_out", stimuli.named(chosen)),
+        ("catch_correct", pd.arrays.BooleanArray(correct, ~trials.catch_known[row])),
+        ("input_modality", _coded(batch.modality)),
+        ("client_onset_ms", batch["client_onset_ms"]),
+        ("server_received_at", batch.received),
+        trials.stimulus_ids.at(row),
+        ("chosen_stimulus_id", _nullable_integers(chosen)),
+        trials.selection.at(row),
+    ]
+
+
+def _named_columns(parts: list) -> Iterator[tuple[str, Any]]:
+    """Every column of `_trial_columns`' parts by name, the keyed runs taken for their rows (Arrow)."""
+    import pyarrow as pa
+
+    for part in parts:
+        if isinstance(part, KeyedRows):
+            rows = pa.array(part.rows)
+            for name in part.keyed.columns:
+                yield name, part.keyed.arrow(name).take(rows)
+        else:
+            yield part
+
+
+def _elapsed_ms(batch: _TrialRows, started_ms: np.ndarray) -> np.ndarray:
+    """`_time_elapsed` over a batch of whole participants (rows grouped by participant): the same
+    arithmetic, the per-participant minimum taken with `np.fmin.reduceat` (NaN ignored, as groupby's)."""
+    import pyarrow as pa
+
+    received_us = batch.received.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    received_ms = received_us / 1e6 * 1000  # as _epoch_ms: total seconds, then ms
+    rt = batch["rt_ms"]
+    client_end = batch["client_onset_ms"] + np.where(np.isnan(rt), 0, rt)
+    pid = batch["participant_id"]
+    if not len(pid):
+        return received_ms
+    starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
+    offset = np.repeat(np.fmin.reduceat(received_ms - client_end, starts), np.diff(np.r_[starts, len(pid)]))
+    elapsed = client_end + offset - started_ms
+    return np.where(np.isnan(elapsed), received_ms - started_ms, elapsed).round(1)
+
+
+def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: str) -> ExportSummary:
+    """The trial table of the whole study as a jsPsych-style CSV or as Parquet; equal to `write_csv` /
+    `to_parquet` of `trial_table` (timestamps as `csv_text` writes them)."""
+    stimuli = _Stimuli.of(load_stimuli(db, slug))
+    tally = _Tally()
+    with db.read() as session, atomic_path(out_path) as temporary:
+        study = get_study(session, slug)
+        people, trials = _people(session, study, chosen), _TrialDetails.read(session, study.id, stimuli)
+        query = _chosen_people(
+            consenting_responses({**TRIAL_ROW_NUMBERS, **TRIAL_ROW_TEXTS}, study.id), chosen
+        )
+        batches = (
+            _TrialRows.of(rows)
+            for rows in _whole_participants(driver_batches(session, query, STREAM_BATCH_ROWS))
+        )
+        with _trial_sink(fmt, temporary) as sink:
+
+            def write(batch: _TrialRows) -> None:
+                sink.write(_trial_columns(batch, stimuli, trials, people))
+                tally.add(batch["participant_id"])
+
+            _overlapped(batches, write)
+            if not tally.rows:  # the header (CSV) or schema (Parquet) of no rows
+                sink.write(_trial_columns(_TrialRows.of([]), stimuli, trials, people))
+    return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
+
+
+@contextmanager
+def _trial_sink(fmt: str, path: Path) -> Iterator[_CsvSink | _ParquetSink]:
+    if fmt == "parquet":
+        sink = _ParquetSink(path)
+        try:
+            yield sink
+        finally:
+            sink.close()
     else:
-        arrow = pa.Table.from_pandas(table, schema=writer.schema, preserve_index=False)
-    writer.write_table(arrow)
-    return writer
+        with open(path, "wb") as out:
+            yield _CsvSink(out)
+
+
+class _CsvSink:
+    """Trial columns appended to a CSV file: the header once, then each batch's rows."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.header_written = False
+
+    def write(self, parts: list) -> None:
+        if not self.header_written:
+            names = [name for part in parts for name in _part_names(part)]
+            self.out.write(csv_text(pd.DataFrame(columns=names)))
+            self.header_written = True
+        self.out.write(csv_lines([part if isinstance(part, KeyedRows) else part[1] for part in parts]))
+
+
+def _part_names(part: Any) -> list[str]:
+    return list(part.keyed.columns) if isinstance(part, KeyedRows) else [part[0]]
+
+
+def _arrow(column: Any):
+    """A trial column as the Arrow array `pa.Table.from_pandas` makes of it (NaN in a float column is
+    null)."""
+    import pyarrow as pa
+
+    if isinstance(column, Coded):
+        return column.to_arrow()
+    if isinstance(column, pa.Array):
+        return column
+    return pa.array(column, from_pandas=True)
+
+
+def _trial_schema(parts: list):
+    """The Arrow schema `pa.Table.from_pandas` gives `trial_table` (pandas metadata included, so that pandas
+    reads the nullable columns back as Int64, boolean and string), from no rows of each column as pandas
+    holds it (its dtype alone fixes its type)."""
+    import pyarrow as pa
+
+    def head(column: Any) -> Any:
+        if isinstance(column, Coded):
+            return column.at(slice(0, 0)).to_pandas()
+        if isinstance(column, pa.Array):
+            return column.slice(0, 0).to_pandas()
+        return column[:0]
+
+    frame = {}
+    for part in parts:
+        columns = part.keyed.columns.items() if isinstance(part, KeyedRows) else [part]
+        frame.update({name: head(column) for name, column in columns})
+    return pa.Schema.from_pandas(pd.DataFrame(frame), preserve_index=False)
+
+
+class _ParquetSink:
+    """Trial columns appended to a Parquet file as row groups, all in one schema: the types each column
+    has by construction, with the pandas metadata `to_parquet` of `trial_table` stores (so pandas reads
+    the nullable columns back as Int64, boolean and string)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: Any = None
+
+    def write(self, parts: list) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, _trial_schema(parts))
+        schema = self.writer.schema
+        arrays = [_arrow(column).cast(schema.field(name).type) for name, column in _named_columns(parts)]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
