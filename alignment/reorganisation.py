@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from alignment.conventions import check_triplets, entropy, pair_similarities, triplet_probabilities
 from alignment.maps import check_embeddings
@@ -283,7 +282,7 @@ def spearman_rsa(model_similarity, human_similarity) -> RsaResult:
     n = int(known.sum())
     if n < 4:
         return RsaResult(float("nan"), n)
-    rho = float(spearmanr(model[known], human[known]).statistic)
+    rho = _spearman(model[known], human[known])
     half = 1.96 * np.sqrt((1 + rho**2 / 2) / (n - 3))
     z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
     return RsaResult(rho, n, (float(np.tanh(z - half)), float(np.tanh(z + half))))
@@ -332,5 +331,13 @@ def entropy_vs_rt(embeddings, triplets, rt_ms, temperature: float = 0.1) -> Entr
     model_entropy = entropy(
         triplet_probabilities(pair_similarities(x, triplets[keep], "cosine"), temperature)
     )
-    rho = float(spearmanr(model_entropy, rt_ms[keep]).statistic) if keep.sum() >= 3 else float("nan")
+    rho = _spearman(model_entropy, rt_ms[keep]) if keep.sum() >= 3 else float("nan")
     return EntropyVsRt(model_entropy, rt_ms[keep], rho)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho. scipy.stats is imported here, not at module level: importing it takes about 2 s,
+    and every first render of the Maps page imports this module, with or without a map to analyse."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
