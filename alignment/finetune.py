@@ -21,6 +21,13 @@ starts at 0.35, not torchvision's 0.08: a tiny crop can cut away the object the 
 The parameters are a function of (seed, epoch, triplet row), so data-loading workers, resumes and several
 processes all see the same views.
 
+Data path: each image is decoded once into a uint8 tensor (downscaled first only if its short side exceeds
+``kept_side``, at which the smallest crop still spans ``image_size`` pixels) and kept in memory within
+``image_cache_mb`` per process (``DecodedImages``; past the budget, images are decoded again at each read).
+A view is then cropped from that tensor, resized bicubic with antialiasing (PIL's filter) in float, flipped
+and normalised, written straight into the micro-batch tensor. Per step the loop thus does what a bare step
+on pre-decoded images does plus crops and resizes, instead of decoding 3 JPEGs per triplet.
+
 Speed on a GPU: images decode and augment in DataLoader worker processes (pinned memory when CUDA), the
 forward runs under bf16 autocast (``precision="auto"``; none on CPU) in channels-last memory format, and
 DDP runs under ``torchrun`` (nccl on GPUs, gloo on CPU processes; ``alignment.distributed``). BatchNorm
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -101,6 +109,7 @@ class FinetuneConfig(LoadableConfig):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
     num_workers: int = 2  # on the CPU only as many as torch's threads leave cores for (loader_workers)
+    image_cache_mb: int = 1024  # decoded images kept per process, split among its workers (DecodedImages)
     min_triplets: int = 64
     checkpoint_every: int = 200
     log_every: int = 10
@@ -111,8 +120,10 @@ class FinetuneConfig(LoadableConfig):
         for name in ("image_size", "head_dim", "batch_triplets", "accumulation_steps", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FinetuneConfig.{name} must be >= 1; got {getattr(self, name)}")
-        if self.log_every < 1 or self.num_workers < 0 or self.train_from_stage < 0:
-            raise ValueError("FinetuneConfig needs log_every >= 1, num_workers >= 0, train_from_stage >= 0")
+        if self.log_every < 1 or min(self.num_workers, self.train_from_stage, self.image_cache_mb) < 0:
+            raise ValueError(
+                "FinetuneConfig needs log_every >= 1 and num_workers, train_from_stage, image_cache_mb >= 0"
+            )
         if self.tau <= 0 or self.lr <= 0 or self.epochs <= 0 or not 0 <= self.warmup_fraction < 1:
             raise ValueError("FinetuneConfig needs tau > 0, lr > 0, epochs > 0 and 0 <= warmup_fraction < 1")
         low, high = self.crop_scale
@@ -196,9 +207,73 @@ class CropParams:
     flip: bool
 
 
+def kept_side(image_size: int, mode: str, crop_scale: tuple[float, float]) -> int:
+    """Short side (px) above which a decoded image is downscaled before it is kept or cropped.
+
+    The smallest view the augmentation can take is a crop of area ``crop_scale[0]`` at aspect 3/4 or 4/3,
+    whose sides are at least ``sqrt(crop_scale[0] * 3/4)`` of the image's short side (the whole image
+    without augmentation). At this side that view still spans ``image_size`` pixels, so the downscale
+    drops only detail the final resize to ``image_size`` would drop anyway, and a camera-sized photo
+    costs under 1 MB of memory at 224 px instead of tens of MB."""
+    smallest = 1.0 if mode == "none" else math.sqrt(crop_scale[0] * 3 / 4)
+    return math.ceil(image_size / smallest)
+
+
+class DecodedImages:
+    """The pool's images decoded into uint8 tensors [3, h, w] (short side at most ``side``), each kept in
+    memory the first time it is read while the kept bytes stay within ``budget_bytes``.
+
+    Decoding a JPEG costs more CPU than cropping and resizing it, and a pool's images recur in many
+    triplets per epoch, so each image is decoded once. Memory is bounded by the budget: once it is
+    full, further images are decoded from disk at every read (the same tensors, just not kept), so a pool
+    of any size trains, with the first images read kept. A read is the same whether kept or not."""
+
+    def __init__(self, paths: Sequence[Path], side: int, budget_bytes: int):
+        self.paths, self.side, self.budget_bytes = list(paths), side, budget_bytes
+        self.kept: dict[int, torch.Tensor] = {}
+        self.kept_bytes = 0
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.kept.get(index)
+        if image is None:
+            image = decode_image(self.paths[index], self.side)
+            if self.kept_bytes + image.numel() <= self.budget_bytes:
+                self.kept[index] = image
+                self.kept_bytes += image.numel()
+        return image
+
+
+def decode_image(path: Path, side: int) -> torch.Tensor:
+    """RGB uint8 tensor [3, h, w] of an image file, downscaled (bicubic, antialiased) if its short side is
+    over ``side``."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot decode image {path}: {error}") from None
+    tensor = torch.from_numpy(pixels.copy())  # [3, h, w], contiguous and writable
+    height, width = tensor.shape[1:]
+    if min(height, width) <= side:
+        return tensor
+    scale = side / min(height, width)
+    size = (max(side, round(height * scale)), max(side, round(width * scale)))
+    return _resample(tensor, size).round_().to(torch.uint8)
+
+
+def _resample(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic, antialiased resize of [3, h, w] pixels to float [3, *size] in [0, 255] (PIL's filter)."""
+    out = nn.functional.interpolate(
+        pixels.unsqueeze(0).float(), size=size, mode="bicubic", antialias=True, align_corners=False
+    )
+    return out[0].clamp_(0, 255)
+
+
 @dataclass(frozen=True)
 class TripletAugmentation:
-    """Seeded per-triplet random resized crop + flip (see the module docstring), then resize and normalise."""
+    """Seeded per-triplet random resized crop + flip (see the module docstring), then resize and normalise.
+
+    Works on decoded uint8 tensors (``DecodedImages``): crop box from the relative parameters, bicubic
+    antialiased resize to ``image_size`` in float (no rounding back to uint8), flip, normalise."""
 
     image_size: int
     mean: tuple[float, ...]
@@ -206,6 +281,10 @@ class TripletAugmentation:
     mode: str = "triplet"
     crop_scale: tuple[float, float] = (0.35, 1.0)
     flip: bool = True
+
+    @property
+    def kept_side(self) -> int:
+        return kept_side(self.image_size, self.mode, self.crop_scale)
 
     def draw(self, seed: int, epoch: int, row: int) -> CropParams | None:
         if self.mode == "none":
@@ -216,48 +295,65 @@ class TripletAugmentation:
         x, y, flip = rng.uniform(), rng.uniform(), bool(rng.uniform() < 0.5) and self.flip
         return CropParams(float(area), aspect, float(x), float(y), flip)
 
-    def apply(self, image: Image.Image, params: CropParams | None) -> torch.Tensor:
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as F
-
-        size, bicubic = [self.image_size] * 2, InterpolationMode.BICUBIC
+    def pixels(self, image: torch.Tensor, params: CropParams | None) -> torch.Tensor:
+        """The view of uint8 ``image`` [3, h, w] as float pixels [3, s, s] in [0, 255], not normalised."""
+        size = (self.image_size, self.image_size)
         if params is None:
-            out = F.resize(image, size, interpolation=bicubic)
-        else:
-            width, height = image.size
-            area = params.area * width * height
-            w = max(1, min(width, round((area * params.aspect) ** 0.5)))
-            h = max(1, min(height, round((area / params.aspect) ** 0.5)))
-            left, top = round(params.x * (width - w)), round(params.y * (height - h))
-            out = F.resized_crop(image, top, left, h, w, size, interpolation=bicubic)
-            if params.flip:
-                out = F.hflip(out)
-        return F.normalize(F.to_tensor(out), self.mean, self.std)
+            return _resample(image, size)
+        height, width = image.shape[1:]
+        area = params.area * width * height
+        w = max(1, min(width, round((area * params.aspect) ** 0.5)))
+        h = max(1, min(height, round((area / params.aspect) ** 0.5)))
+        left, top = round(params.x * (width - w)), round(params.y * (height - h))
+        out = _resample(image[:, top : top + h, left : left + w], size)
+        return out.flip(-1) if params.flip else out
+
+    def normalise_(self, pixels: torch.Tensor) -> torch.Tensor:
+        """In place: [..., 3, s, s] pixels in [0, 255] -> (pixels / 255 - mean) / std."""
+        mean = torch.tensor(self.mean).view(3, 1, 1) * 255
+        std = torch.tensor(self.std).view(3, 1, 1) * 255
+        return pixels.sub_(mean).div_(std)
 
 
 class TripletImages(Dataset):
-    """Item ``(epoch, row)`` -> (the triplet's 3 augmented images [3, C, s, s], teacher similarities [3])."""
+    """Item ``(epoch, row)`` -> (the triplet's 3 augmented images [3, C, s, s], teacher similarities [3]).
 
-    def __init__(self, paths: Sequence[Path], labels: PseudoLabels, augment: TripletAugmentation, seed: int):
-        self.paths, self.triplets, self.similarities = list(paths), labels.triplets, labels.similarities
+    ``__getitems__`` builds a whole micro-batch ([B, 3, C, s, s], [B, 3]) in one tensor, which the
+    DataLoader passes on as is (``collate_fn=as_batch``): no per-item tensors to stack, one normalisation."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: PseudoLabels,
+        augment: TripletAugmentation,
+        seed: int,
+        cache_bytes: int = 0,
+    ):
+        self.triplets, self.similarities = labels.triplets, labels.similarities
+        self.images = DecodedImages(paths, augment.kept_side, cache_bytes)
         self.augment, self.seed = augment, seed
 
     def __len__(self) -> int:
         return len(self.triplets)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, row = key
-        params = self.augment.draw(self.seed, epoch, row)
-        images = [self.augment.apply(_decode(self.paths[i]), params) for i in self.triplets[row]]
-        return torch.stack(images), torch.from_numpy(self.similarities[row])
+        images, similarities = self.__getitems__([key])
+        return images[0], similarities[0]
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.augment.image_size
+        batch = torch.empty(len(keys), 3, 3, size, size)
+        for slot, (epoch, row) in enumerate(keys):
+            params = self.augment.draw(self.seed, epoch, row)
+            for k, index in enumerate(self.triplets[row]):
+                batch[slot, k] = self.augment.pixels(self.images[int(index)], params)
+        rows = [row for _, row in keys]
+        return self.augment.normalise_(batch), torch.from_numpy(self.similarities[rows])
 
 
-def _decode(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot decode image {path}: {error}") from None
+def as_batch(batch: Any) -> Any:
+    """DataLoader ``collate_fn`` for a dataset whose ``__getitems__`` already returns the batch."""
+    return batch
 
 
 # ---------------------------------------------------------------- model
@@ -357,9 +453,10 @@ def _resolved(config: FinetuneConfig, device: torch.device) -> tuple[torch.dtype
 def loader_workers(requested: int, device: torch.device) -> int:
     """DataLoader workers to start. On a GPU, as many as asked (decoding must keep up with the device). On the
     CPU, only cores torch's own threads leave free: a worker on a core a compute thread needs stalls its
-    parallel ops, so there images are decoded in the training process between steps (bench/student on 2
-    cores, loop / bare step at 96/128/160 px: 84/81/88 % with one worker, 88/82/90 % with none; decoding
-    is ~5 % of a step's CPU)."""
+    parallel ops, so there images are prepared in the training process between steps (bench/student on 2
+    cores, loop / bare step at 96/128/160 px before the decoded-image cache: 84/81/88 % with one worker,
+    88/82/90 % with none; decoding and PIL cropping were then ~5 % of a step's CPU, now each image is
+    decoded once and a step's crops and resizes take 7-17 ms of one core at 96-160 px)."""
     if device.type != "cpu":
         return requested
     spare_cores = (os.cpu_count() or 1) - torch.get_num_threads()
@@ -378,7 +475,9 @@ class FinetuneTrainer(CheckpointedRun):
         params = [p for p in student.parameters() if p.requires_grad]
         self.optimizer = DecayToInitAdam(params, lr=config.lr, decay_to_init=config.decay_to_init)
         self.scheduler = warmup_cosine_schedule(self.optimizer, plan.total_steps, plan.warmup_steps)
-        self.dataset = TripletImages(paths, labels, student.augmentation(config), config.seed)
+        self.workers = loader_workers(config.num_workers, ctx.device)
+        cache_bytes = config.image_cache_mb * 2**20 // max(1, self.workers)  # each worker keeps its own
+        self.dataset = TripletImages(paths, labels, student.augmentation(config), config.seed, cache_bytes)
         self.loss_fn = get_student_loss(config.loss)
         self.sampler = unit_sampler(len(labels), ctx, config.seed)
 
@@ -394,13 +493,13 @@ class FinetuneTrainer(CheckpointedRun):
         return [[(epoch, r) for r in rows[i : i + size]] for i in range(0, len(rows), size)]
 
     def loader(self, first_step: int) -> DataLoader:
-        workers = loader_workers(self.config.num_workers, self.ctx.device)
         return DataLoader(
             self.dataset,
             batch_sampler=self.micro_batches(first_step),
-            num_workers=workers,
+            collate_fn=as_batch,
+            num_workers=self.workers,
             pin_memory=self.ctx.device.type == "cuda",
-            prefetch_factor=4 if workers else None,
+            prefetch_factor=4 if self.workers else None,
         )
 
     def step(self, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -564,7 +663,8 @@ def image_embeddings(
     device = next(student.parameters()).device
     chunks = []
     for i in range(0, len(paths), batch_size):
-        batch = torch.stack([view.apply(_decode(Path(p)), None) for p in paths[i : i + batch_size]])
+        images = [decode_image(Path(p), view.kept_side) for p in paths[i : i + batch_size]]
+        batch = view.normalise_(torch.stack([view.pixels(image, None) for image in images]))
         chunks.append(embed(batch.to(device)).float().cpu())
     return torch.cat(chunks).numpy()
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ from alignment.finetune import (
     ImagePool,
     TripletImages,
     build_finetune_student,
+    decode_image,
     image_embeddings,
+    kept_side,
     load_finetuned,
     loader_workers,
     main,
@@ -256,3 +259,77 @@ def test_loader_workers_only_on_cores_the_compute_threads_leave_free(monkeypatch
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert loader_workers(2, torch.device("cpu")) == 2 and loader_workers(12, torch.device("cpu")) == 8
+
+
+def _keys(labels):
+    return [(epoch, row) for epoch in (0, 1) for row in range(len(labels))]
+
+
+def test_each_image_is_decoded_once_and_kept_images_feed_the_same_views(setup, tmp_path):
+    folder, pool, labels = setup
+    paths = [Path(shutil.copy(p, tmp_path / p.name)) for p in pool.paths]
+    augment = build_finetune_student(CONFIG).augmentation(CONFIG)
+    kept = TripletImages(paths, labels, augment, seed=0, cache_bytes=2**30)
+    from_disk = TripletImages(paths, labels, augment, seed=0, cache_bytes=0)
+    images, targets = kept.__getitems__(_keys(labels))
+    assert len(kept.images.kept) == len(np.unique(labels.triplets)) and not from_disk.images.kept
+    assert torch.equal(from_disk.__getitems__(_keys(labels))[0], images)
+    assert torch.equal(targets, torch.from_numpy(np.tile(labels.similarities, (2, 1))))
+    assert torch.equal(images[3], kept[(0, 3)][0])  # one item = the same row of a batch
+    for path in paths:
+        path.unlink()
+    assert torch.equal(kept.__getitems__(_keys(labels))[0], images)  # served from memory now
+    with pytest.raises(ValueError, match="cannot decode image"):
+        from_disk.__getitems__(_keys(labels))
+
+
+def test_the_image_cache_stays_within_its_budget_and_the_rest_is_read_from_disk(setup):
+    _, pool, labels = setup
+    augment = build_finetune_student(CONFIG).augmentation(CONFIG)
+    unbounded = TripletImages(pool.paths, labels, augment, seed=0, cache_bytes=2**30)
+    budget = (
+        unbounded.images.kept_bytes
+        or sum(  # the bytes of about a quarter of the pool
+            decode_image(p, augment.kept_side).numel() for p in pool.paths[:5]
+        )
+    )
+    bounded = TripletImages(pool.paths, labels, augment, seed=0, cache_bytes=budget)
+    images = bounded.__getitems__(_keys(labels))[0]
+    assert 0 < len(bounded.images.kept) < len(np.unique(labels.triplets))
+    assert bounded.images.kept_bytes <= budget
+    assert torch.equal(images, unbounded.__getitems__(_keys(labels))[0])
+
+
+def test_views_are_the_crops_pil_made_before_the_cache(setup):
+    """Same crop box and filter as the PIL pipeline this replaced; only rounding differs (PIL rounds and
+    clips to uint8 between its horizontal and vertical passes, which on these noise images moves a few
+    overshooting pixels by several levels, the mean by about 0.3)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    _, pool, _ = setup
+    augment = build_finetune_student(CONFIG).augmentation(CONFIG)
+    for row, path in enumerate(pool.paths):
+        params = augment.draw(0, 0, row)
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+        width, height = image.size
+        area = params.area * width * height
+        w = max(1, min(width, round((area * params.aspect) ** 0.5)))
+        h = max(1, min(height, round((area / params.aspect) ** 0.5)))
+        left, top = round(params.x * (width - w)), round(params.y * (height - h))
+        size, bicubic = [CONFIG.image_size] * 2, InterpolationMode.BICUBIC
+        reference = F.resized_crop(image, top, left, h, w, size, interpolation=bicubic)
+        reference = F.hflip(reference) if params.flip else reference
+        expected = torch.from_numpy(np.array(reference)).permute(2, 0, 1).float()
+        view = augment.pixels(decode_image(path, augment.kept_side), params)
+        difference = (view - expected).abs()
+        assert float(difference.mean()) <= 0.5 and float(difference.max()) <= 24, (row, params)
+
+
+def test_large_images_are_kept_at_the_side_the_smallest_crop_needs(tmp_path):
+    assert kept_side(32, "triplet", (0.35, 1.0)) == 63  # ceil(32 / sqrt(0.35 * 3/4))
+    assert kept_side(32, "none", (0.35, 1.0)) == 32
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "big.png")
+    assert decode_image(tmp_path / "big.png", 63).shape == (3, 63, 84)
+    assert decode_image(tmp_path / "big.png", 400).shape == (3, 300, 400)
