@@ -240,7 +240,7 @@ class ImageSet:
         t, a = compact[: len(data.triplets)], compact[len(data.triplets) :]
         x = torch.from_numpy(standardised[rows])
         y = x @ basis
-        q = torch.from_numpy(data.choice_probs).float() if soft else None
+        q = torch.tensor(data.choice_probs, dtype=torch.float32) if soft else None  # a copy: may be read-only
         images = cls._indexed(y, t, a, q)
         if basis.shape[1] < x.shape[1]:
             with torch.no_grad():
