@@ -164,10 +164,13 @@ def go_through_intro_pages(page, *, age: int = 30) -> None:
 def click_until_gone(button, page_marker, *, attempts: int = 3, wait_ms: float = 10_000) -> None:
     """Click and wait for the page to move on; a click that did nothing within `wait_ms` is repeated, as a
     participant would, and reported as a warning (a Streamlit click sent while the page redraws under heavy
-    load was seen lost; nothing is stored wrong when it happens, but it should stay rare and visible)."""
+    load was seen lost; nothing is stored wrong when it happens, but it should stay rare and visible). A page
+    that moves on just after the wait was slow, not deaf: it is not clicked again."""
     from playwright.sync_api import expect
 
     for attempt in range(attempts):
+        if attempt and not page_marker.is_visible():
+            return
         button.click()
         try:
             expect(page_marker).to_be_hidden(timeout=wait_ms)
