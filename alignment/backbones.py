@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import torch
 from torch import nn
@@ -295,6 +295,15 @@ SOURCE_SEPARATOR = "+"
 
 
 STAGE_MARK = "@"
+GRID_MARK = ":grid"
+
+
+class FeatureSource(NamedTuple):
+    """One source of a feature spec (``parse_source``)."""
+
+    backbone: str  # "<library>:<architecture>"
+    stage: int | None  # None: the last layer; k: the trunk before ``blocks[k]``
+    grid: int | None  # None: averaged over all of space; G: averaged over each cell of a G x G grid
 
 
 def source_names(spec: str) -> list[str]:
@@ -311,19 +320,50 @@ def source_names(spec: str) -> list[str]:
     return names
 
 
-def parse_source(name: str) -> tuple[str, int | None]:
-    """(backbone name, stage) of one feature source: ``timm:a`` is the backbone's pooled pre-logits (stage
-    None); ``timm:a@k`` its trunk activations before ``blocks[k]`` averaged over space, an intermediate layer
-    that keeps colour, texture and part information the last layer has partly abstracted away."""
-    backbone, mark, stage = name.partition(STAGE_MARK)
+def parse_source(name: str) -> FeatureSource:
+    """One feature source, ``<library>:<architecture>[@k][:gridG]``.
+
+    ``timm:a`` is the backbone's pooled pre-logits; ``timm:a@k`` its trunk activations before ``blocks[k]``
+    averaged over space, an intermediate layer that keeps colour, texture and part information the last
+    layer has partly abstracted away. ``:gridG`` (G >= 2) averages the map (the intermediate one, or the last
+    one before global pooling) over each cell of a G x G grid instead of over all of space and concatenates
+    the cells channel-major ([C * G * G]): where things are in the picture is kept, which matters for
+    photos taken in one pose (catalogue shots: heel height, toe shape, shaft) and costs G^2 the width."""
+    layer, grid = _split_grid(name)
+    backbone, mark, stage = layer.partition(STAGE_MARK)
     if not mark:
-        return name, None
+        return FeatureSource(layer, None, grid)
     if not stage.isdigit():
         raise ValueError(
             f"feature source {name!r}: after {STAGE_MARK!r} comes a stage number (an intermediate layer, "
             "e.g. 'timm:tf_efficientnet_lite0@5')"
         )
-    return backbone, int(stage)
+    return FeatureSource(backbone, int(stage), grid)
+
+
+def _split_grid(name: str) -> tuple[str, int | None]:
+    """(the name without its grid suffix, the grid size or None)."""
+    if GRID_MARK not in name:
+        return name, None
+    layer, _, size = name.rpartition(GRID_MARK)
+    if GRID_MARK in layer or not size.isdigit() or int(size) < 2:
+        raise ValueError(
+            f"feature source {name!r}: {GRID_MARK!r} ends the name and is followed by a grid size of 2 or "
+            "more (e.g. 'timm:tf_efficientnet_lite0@5:grid3'; averaging over all of space is the source "
+            "without it)"
+        )
+    return layer, int(size)
+
+
+def _stage_structure(backbone: Backbone) -> tuple[dict[str, nn.Module], nn.Sequential | nn.ModuleList]:
+    """The named parts of a timm EfficientNet/MobileNet-style model (stem, ``blocks`` stages, conv head,
+    global pool) and its stages; a clear error for any other model."""
+    parts = dict(backbone.module.named_children())
+    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
+    blocks = parts.get("blocks")
+    if not all(part in parts for part in needed) or not isinstance(blocks, nn.Sequential | nn.ModuleList):
+        raise ValueError(f"{backbone.name} has no stage structure to split (needs {', '.join(needed)})")
+    return parts, blocks
 
 
 def split_at_stage(backbone: Backbone, stage: int) -> tuple[nn.Module, nn.Module]:
@@ -332,14 +372,19 @@ def split_at_stage(backbone: Backbone, stage: int) -> tuple[nn.Module, nn.Module
     For timm EfficientNet/MobileNet-style models (stem, ``blocks`` stages, conv head, global pool). The
     student trains ``rest`` on cached ``trunk`` activations; both share parameters with the backbone.
     """
-    parts = dict(backbone.module.named_children())
-    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
-    blocks = parts.get("blocks")
-    if not all(part in parts for part in needed) or not isinstance(blocks, nn.Sequential | nn.ModuleList):
-        raise ValueError(f"{backbone.name} has no stage structure to split (needs {', '.join(needed)})")
+    parts, blocks = _stage_structure(backbone)
     n_stages = len(blocks)
     if not 0 <= stage <= n_stages:
         raise ValueError(f"stage must be in [0, {n_stages}] for {backbone.name}; got {stage}")
     trunk = nn.Sequential(parts["conv_stem"], parts["bn1"], *blocks[:stage])
     rest = nn.Sequential(*blocks[stage:], parts["conv_head"], parts["bn2"], parts["global_pool"])
     return trunk.eval(), rest.eval()
+
+
+def feature_map(backbone: Backbone, stage: int | None) -> nn.Module:
+    """The network whose output map a source averages: the trunk before ``blocks[stage]``, or (None) the
+    whole model up to its global pool, the last map, which the pooled pre-logits average over space."""
+    if stage is not None:
+        return split_at_stage(backbone, stage)[0]
+    parts, blocks = _stage_structure(backbone)
+    return nn.Sequential(parts["conv_stem"], parts["bn1"], *blocks, parts["conv_head"], parts["bn2"]).eval()

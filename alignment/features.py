@@ -2,7 +2,10 @@
 
 ``extract_features(backbone, image_paths, cache_dir=...) -> float32 [n, D]`` (pooled pre-logits) and
 ``extract_activations(backbone, image_paths, stage=k, cache_dir=...) -> float32 [n, C, H, W]`` (the
-trunk's output before ``blocks[k]``, what the student trains its last stages on).
+trunk's output before ``blocks[k]``, what the student trains its last stages on);
+``extract_pooled_activations(backbone, image_paths, stage=k, grid=G, ...)`` such a map (or the last one)
+averaged over space or over each cell of a G x G grid, and ``extract_source(name, ...)`` any source of a
+feature spec (``alignment.backbones.parse_source``).
 
 Every vector is cached under a key made of (backbone name, weights hash, preprocessing, output) and the
 sha256 of the image file's bytes, so re-runs load from disk and new images compute only what is
@@ -27,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from alignment.backbones import Backbone, create_backbone, parse_source, split_at_stage
+from alignment.backbones import Backbone, create_backbone, feature_map, parse_source, split_at_stage
 from alignment.distributed import select_device
 from common.atomic import atomic_write
 
@@ -243,20 +246,25 @@ def extract_pooled_activations(
     backbone: Backbone,
     image_paths: Sequence[str | os.PathLike],
     *,
-    stage: int,
+    stage: int | None,
+    grid: int = 1,
     cache_dir: str | os.PathLike,
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Trunk activations before ``blocks[stage]`` averaged over space, float32 [n, C], cached (only the
-    pooled vectors are stored, not the maps)."""
-    trunk, _ = split_at_stage(backbone, stage)
-    network = nn.Sequential(trunk, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    """Trunk activations before ``blocks[stage]`` (or, for stage None, the last map before global pooling)
+    averaged over each cell of a ``grid`` x ``grid`` grid (torch's adaptive average pooling: cell i spans
+    rows floor(i H / G) to ceil((i + 1) H / G)), float32 [n, C * grid * grid] channel-major, cached (only
+    the pooled vectors are stored, not the maps). grid 1: averaged over all of space, [n, C]."""
+    if grid < 1:
+        raise ValueError(f"grid must be 1 or more cells per side; got {grid}")
+    network = nn.Sequential(feature_map(backbone, stage), nn.AdaptiveAvgPool2d(grid), nn.Flatten())
+    layer = "final_map" if stage is None else f"before_stage_{stage}"
     return _extract_cached(
         backbone,
         network,
-        f"pooled_before_stage_{stage}",
+        f"pooled_{layer}" if grid == 1 else f"grid{grid}_{layer}",
         image_paths,
         cache_dir,
         batch_size,
@@ -274,13 +282,19 @@ def extract_source(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Features of one source (``alignment.backbones.parse_source``): a backbone's pooled pre-logits, or one
-    of its intermediate layers averaged over space; float32 [n, D], cached."""
-    backbone_name, stage = parse_source(name)
-    backbone = create_backbone(backbone_name, cache_dir=weights_dir)
-    if stage is None:
+    of its maps (an intermediate layer, or the last map on a grid) averaged over space or over the cells of
+    a grid; float32 [n, D], cached."""
+    source = parse_source(name)
+    backbone = create_backbone(source.backbone, cache_dir=weights_dir)
+    if source.stage is None and source.grid is None:
         return extract_features(backbone, image_paths, cache_dir=cache_dir, progress=progress)
     return extract_pooled_activations(
-        backbone, image_paths, stage=stage, cache_dir=cache_dir, progress=progress
+        backbone,
+        image_paths,
+        stage=source.stage,
+        grid=source.grid or 1,
+        cache_dir=cache_dir,
+        progress=progress,
     )
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alignment.backbones import (
+    FeatureSource,
     WeightsUnavailableError,
     create_backbone,
     packaged_weights_file,
@@ -180,6 +181,18 @@ def test_backbone_specs_name_one_or_several_sources():
 
 def test_a_source_may_name_an_intermediate_layer():
     assert source_names("timm:a+timm:a@5") == ["timm:a", "timm:a@5"]
-    assert [parse_source(name) for name in ("timm:a", "timm:a@5")] == [("timm:a", None), ("timm:a", 5)]
+    assert [parse_source(name) for name in ("timm:a", "timm:a@5")] == [
+        ("timm:a", None, None),
+        ("timm:a", 5, None),
+    ]
     with pytest.raises(ValueError, match="after '@' comes a stage number"):
         source_names("timm:a+timm:a@last")
+
+
+def test_a_source_may_pool_its_map_over_a_grid():
+    assert source_names("timm:a@5:grid3+timm:a:grid2") == ["timm:a@5:grid3", "timm:a:grid2"]
+    assert parse_source("timm:a@5:grid3") == FeatureSource("timm:a", 5, 3)
+    assert parse_source("timm:a:grid2") == FeatureSource("timm:a", None, 2)
+    for bad in ("timm:a@5:grid", "timm:a@5:grid1", "timm:a@5:gridx", "timm:a:grid2@5", "timm:a:grid2:grid3"):
+        with pytest.raises(ValueError, match="followed by a grid size of 2 or more"):
+            source_names(bad)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alignment.backbones import create_backbone, split_at_stage
+from alignment.backbones import create_backbone, feature_map, split_at_stage
 from alignment.features import (
     ImageDecodeError,
     combine_sources,
@@ -142,3 +142,62 @@ def test_an_intermediate_layer_source_is_its_activations_averaged_over_space(tmp
     last = extract_source("timm:tf_efficientnet_lite0", paths, cache_dir=tmp_path / "c", weights_dir=tmp_path)
     np.testing.assert_array_equal(layer, pooled)
     assert last.shape == (2, 1280) and layer.shape == (2, 112)
+
+
+def _hand_pooled(maps: np.ndarray, grid: int) -> np.ndarray:
+    """Each cell of a grid x grid grid averaged (cell i spans floor(i H / G) to ceil((i + 1) H / G)),
+    channel-major: what a grid source should hold."""
+    n, channels, height, width = maps.shape
+
+    def span(i: int, size: int) -> slice:
+        return slice(i * size // grid, -(-(i + 1) * size // grid))
+
+    cells = np.empty((n, channels, grid, grid))
+    for i in range(grid):
+        for j in range(grid):
+            cells[:, :, i, j] = maps[:, :, span(i, height), span(j, width)].mean(axis=(2, 3))
+    return cells.reshape(n, -1)
+
+
+def test_a_grid_source_averages_each_cell_of_an_intermediate_map(tmp_path, backbone, monkeypatch):
+    import alignment.features
+
+    paths = _write_images(tmp_path, 2)
+    acts = extract_activations(backbone, paths, stage=5, cache_dir=tmp_path / "c", num_workers=0)
+    assert acts.shape[2:] == (14, 14)  # 3 cells of 14 rows overlap (0-5, 4-10, 9-14): the uneven case
+    monkeypatch.setattr(alignment.features, "create_backbone", lambda name, cache_dir: backbone)
+    cells = {
+        grid: extract_source(
+            f"timm:tf_efficientnet_lite0@5:grid{grid}", paths, cache_dir=tmp_path / "c", weights_dir=tmp_path
+        )
+        for grid in (2, 3)
+    }
+    plain = extract_source(
+        "timm:tf_efficientnet_lite0@5", paths, cache_dir=tmp_path / "c", weights_dir=tmp_path
+    )
+    for grid, pooled in cells.items():
+        assert pooled.shape == (2, 112 * grid * grid)
+        np.testing.assert_allclose(pooled, _hand_pooled(acts, grid), rtol=1e-4, atol=1e-5)
+    # four equal cells of an even map average to the map averaged over all of space: the plain source
+    np.testing.assert_allclose(cells[2].reshape(2, 112, 4).mean(axis=2), plain, rtol=1e-4, atol=1e-5)
+
+
+def test_a_grid_source_without_a_stage_pools_the_last_map_the_pre_logits_average(
+    tmp_path, backbone, monkeypatch
+):
+    import alignment.features
+
+    paths = _write_images(tmp_path, 2)
+    images = torch.stack([backbone.preprocess(Image.open(path).convert("RGB")) for path in paths])
+    with torch.inference_mode():
+        last_map = feature_map(backbone, None)(images).numpy()
+    assert last_map.shape[1:] == (1280, 7, 7)
+    monkeypatch.setattr(alignment.features, "create_backbone", lambda name, cache_dir: backbone)
+    pooled = extract_source(
+        "timm:tf_efficientnet_lite0", paths, cache_dir=tmp_path / "c", weights_dir=tmp_path
+    )
+    grid = extract_source(
+        "timm:tf_efficientnet_lite0:grid2", paths, cache_dir=tmp_path / "c", weights_dir=tmp_path
+    )
+    np.testing.assert_allclose(pooled, last_map.mean(axis=(2, 3)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grid, _hand_pooled(last_map, 2), rtol=1e-4, atol=1e-5)

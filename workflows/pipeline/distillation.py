@@ -66,7 +66,7 @@ def pseudo_labels_stage(db: Database, run: Run, progress: Progress) -> StageResu
     teacher = Teacher.load(data_home() / teacher_run.artifacts["teacher"])
     names = source_names(teacher_run.config["backbone"])
     backbones = [
-        create_backbone(parse_source(name)[0], cache_dir=data_home() / WEIGHTS_DIR) for name in names
+        create_backbone(parse_source(name).backbone, cache_dir=data_home() / WEIGHTS_DIR) for name in names
     ]
     expected = config.for_pool(len(features))  # the pool rule; bounded again by the actual clusters
     progress(0.2, f"clustering {len(features)} images and labelling {expected.n_triplets} triplets")
