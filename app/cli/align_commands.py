@@ -10,6 +10,24 @@ from alignment import DEFAULT_BACKBONE
 from app.cli import open_database
 from common.config import settings_table
 
+BACKBONE_HELP = (
+    "feature spec: LIB:ARCH (pooled pre-logits, e.g. timm:tf_efficientnet_lite0); LIB:ARCH@k (the "
+    "layer before stage k, averaged over space); a :gridG suffix (G >= 2) averages that map, or the last "
+    "one, over each cell of a G x G grid instead (where things are is kept; G*G times the width); "
+    "several sources joined by '+', each standardised (e.g. timm:a+timm:a@5:grid3)"
+)
+
+
+def feature_spec(text: str) -> str:
+    """argparse type for --backbone: a malformed spec is refused with the reason before any work starts."""
+    from alignment.backbones import source_names
+
+    try:
+        source_names(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     for add in (_add_features, _add_teacher, _add_eval, _add_align):
@@ -26,7 +44,7 @@ def _stage_command(
     )
     parser = commands.add_parser(command[0], help=command[1])
     parser.add_argument("--study", required=True)
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, type=feature_spec, help=BACKBONE_HELP)
     return parser
 
 
@@ -74,7 +92,7 @@ def _add_align(subparsers: argparse._SubParsersAction) -> None:
         "align", help="the closed loop: teacher, pseudo-labels, students, evaluation"
     )
     align.add_argument("--study", required=True)
-    align.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    align.add_argument("--backbone", default=DEFAULT_BACKBONE, type=feature_spec, help=BACKBONE_HELP)
     align.add_argument(
         "--config",
         help="AlignConfig overrides as JSON or a .json/.toml file: keys split, teacher, "

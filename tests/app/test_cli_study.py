@@ -174,6 +174,16 @@ def test_wrong_types_and_broken_json_are_one_line_too(env, capsys):
     )
 
 
+def test_a_malformed_feature_spec_is_refused_before_any_work_with_the_reason(env, capsys):
+    for command in (["features", "extract"], ["teacher", "fit"], ["align"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--study", "any", "--backbone", "timm:tf_efficientnet_lite0@5:gridx"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err
+        assert "argument --backbone: feature source 'timm:tf_efficientnet_lite0@5:gridx'" in err
+        assert "followed by a grid size of 2 or more" in err
+
+
 def test_import_design_with_structure_and_pilot_link(db, env, tmp_path, capsys):
     main(["stimuli", "import", str(make_layout(tmp_path / "src", LAYOUT)), "--name", "objects"])
     design = tmp_path / "levels.csv"
