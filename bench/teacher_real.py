@@ -26,10 +26,18 @@ second run where the near-tied CV picked reg_weight 0.1 over 1.0); lite0, lite1,
 diagonal or low-rank (16) + diagonal metric instead of the affine map (lite0: 0.746-0.762), an ensemble of
 the five fold teachers with the full one (0.784 vs 0.790 alone), per-source L2 normalisation (0.789, CV
 loss 0.3589), per-dimension z-scores from the training shoes (lite0 with layers 0.767, CV loss 0.4600).
-Target 0.80 not reached; the default backbone stays lite0 (the layer sources and the three backbones cost
-3x the feature extraction and cannot be a student's backbone).
+Grid sources (``NAME@k:gridG``: the map averaged over each cell of a G x G grid, cells concatenated; the
+photos are catalogue shots in one pose, so where heel, toe and shaft are matters), measured 2026-12-02,
+load 3.5-4.3 on 2 cores, default teacher, lite0, lite1, lite2 each with the pre-logits and @4, @5, @6 on a
+grid: grid2 0.790 [0.780, 0.800] (0.3383, fit 6.8 s); grid3 0.801 [0.791, 0.811] (0.3304, 11.5 s); grid4
+0.795 [0.785, 0.805] (0.3274, 20.7 s, 22,784 dimensions, 7.5 GB peak: W is dense D x D); plain + grid2
+0.791 (0.3378); plain + grid2 + grid3 0.797 (0.3288); lite0 alone: grid2 0.794 (0.3524), grid3 0.802
+[0.792, 0.812] (0.3416). The CV-chosen setting of all these is grid4, 0.795: grid3 beats no grid in every
+fold (mean -0.0296, SE 0.0104) but grid4 - grid3 is -0.0030 (SE 0.0027). Target 0.80 not reached by the
+CV-chosen setting; the default backbone stays lite0 (the layer sources and the three backbones cost 3x the
+feature extraction and cannot be a student's backbone).
 
-    python -m bench.teacher_real [FOLDER] [--backbones timm:tf_efficientnet_lite0 timm:a+timm:b ...]
+    python -m bench.teacher_real [FOLDER] [--backbones timm:tf_efficientnet_lite0 timm:a+timm:b@5:grid3 ...]
         [--settings NAME ...] [--seed 0]
 """
 
