@@ -30,12 +30,13 @@ interpolated, by the same rule for random itself; "> budget" when it never does)
 
     python -m bench.active_design [ZAPPOS_FOLDER] [--seeds 5] [--only planted|zappos] ...
 
-Measured 2026-12-02 (README, "Adaptive designs"; 5 seeds, 2 cores shared with other work, load 2.5-4.0):
-on the planted model uncertainty needs 0.52x random's answers and information 0.51x with the defaults;
-0.50x and 0.49x with ``--batch 50 --pool 80000`` -- every batch of 25-150 lies at 0.49-0.53x, within the
-seeds' noise, while 225 or 300 give 0.61-0.67x. On Zappos no strategy differs from random at 1,000
-answers (uncertainty +0.005 [-0.008, +0.019], information +0.008 [-0.007, +0.023]). Margin, EPIG and
-expected-gradient-length scoring were tried and did worse (0.57x, 0.54x, 0.62x).
+Measured 2026-12-02 (README, "Adaptive designs"; 2 cores shared with other work, load 2.3-4.0): on the
+planted model, refitting every 50 answers (``--batch 50``, the default, as an adaptive study's
+``refit_every``), information needs 0.49x random's answers and uncertainty 0.51x over seeds 0-9 (0.50x
+and 0.51x on seeds 0-4); every 100 answers 0.57x and 0.55x; every 225-300 answers 0.61-0.67x (seeds 0-4). On
+Zappos no strategy differs from random at 1,000 answers (uncertainty +0.005 [-0.008, +0.019],
+information +0.008 [-0.007, +0.023]). Margin, EPIG and expected-gradient-length scoring were tried and did
+worse (0.57x, 0.54x, 0.62x).
 """
 
 from __future__ import annotations
@@ -306,7 +307,9 @@ def main() -> None:
         "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1"
     )
     parser.add_argument("--start", type=int, default=100, help="random answers every strategy starts from")
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--batch", type=int, default=50, help="answers between refits (an adaptive study's refit_every)"
+    )
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--members", type=int, default=4, help="bootstrap teachers for disagreement")
     parser.add_argument(
