@@ -49,7 +49,14 @@ from alignment.splits import (
     random_data_split,
 )
 from alignment.teacher_optimiser import EarlyStopping, adam_rounds, lbfgs_rounds, optimise
-from alignment.teacher_problem import AffineTransform, ImageSet, LocalTerm, Objective, principal_basis
+from alignment.teacher_problem import (
+    AffineTransform,
+    ImageSet,
+    LocalTerm,
+    LowRankAffine,
+    Objective,
+    principal_basis,
+)
 from alignment.temperature import cross_entropy, fit_temperature, human_targets
 from alignment.triplet_metrics import expected_calibration_error
 from common.atomic import atomic_write
@@ -138,10 +145,10 @@ class TeacherConfig(LoadableConfig):
 
 @dataclass(frozen=True, eq=False)
 class Teacher:
-    """A fitted affine transform with its standardisation, temperature, config and fit summary."""
+    """A fitted affine transform (in factors, see ``LowRankAffine``) with its standardisation, temperature,
+    config and fit summary."""
 
-    weight: np.ndarray  # [D, D]
-    bias: np.ndarray  # [D]
+    affine: LowRankAffine
     mean: float
     std: float
     temperature: float
@@ -151,9 +158,9 @@ class Teacher:
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Aligned embeddings float32 [n, D] (use dot products divided by ``temperature``)."""
         features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[1] != self.weight.shape[1]:
-            raise ValueError(f"features must be [n, {self.weight.shape[1]}]; got {features.shape}")
-        return ((features - self.mean) / self.std) @ self.weight.T + self.bias
+        if features.ndim != 2 or features.shape[1] != self.affine.dim:
+            raise ValueError(f"features must be [n, {self.affine.dim}]; got {features.shape}")
+        return self.affine.apply((features - self.mean) / self.std)
 
     def probabilities(self, features: np.ndarray, triplets: np.ndarray) -> np.ndarray:
         """Calibrated choice distributions [m, 3] over pairs [p01, p02, p12]."""
@@ -168,8 +175,10 @@ class Teacher:
             directory / "teacher.npz",
             lambda h: np.savez(
                 h,
-                weight=self.weight,
-                bias=self.bias,
+                basis=self.affine.basis,
+                core=self.affine.core,
+                identity_scale=np.float64(self.affine.identity_scale),
+                bias=self.affine.bias,
                 mean=np.float64(self.mean),
                 std=np.float64(self.std),
                 temperature=np.float64(self.temperature),
@@ -192,14 +201,22 @@ class Teacher:
         summary_path = directory / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         return cls(
-            arrays["weight"],
-            arrays["bias"],
+            _saved_affine(arrays),
             float(arrays["mean"]),
             float(arrays["std"]),
             float(arrays["temperature"]),
             config,
             summary,
         )
+
+
+def _saved_affine(arrays: dict[str, np.ndarray]) -> LowRankAffine:
+    """The map of a saved teacher; one saved before the factored form kept the explicit W [D, D] (read as
+    W = 0 I + I W I, still correct, as large as it always was)."""
+    if "weight" in arrays:
+        weight = arrays["weight"]
+        return LowRankAffine(np.eye(len(weight), dtype=np.float32), weight, 0.0, arrays["bias"])
+    return LowRankAffine(arrays["basis"], arrays["core"], float(arrays["identity_scale"]), arrays["bias"])
 
 
 @contextmanager
@@ -610,11 +627,11 @@ def _run(objective: Objective, val_images: ImageSet | None, config: TeacherConfi
     return optimise(rounds, stopper, check, config.max_steps, progress)
 
 
-def _holdout_sims(standardised, weight, bias, val: TripletData) -> tuple[np.ndarray, np.ndarray]:
+def _holdout_sims(standardised, affine: LowRankAffine, val: TripletData) -> tuple[np.ndarray, np.ndarray]:
     """The fitted model's similarities on the val judgments (only the val images are transformed)."""
     rows = val.images()
-    z = np.zeros((int(rows.max()) + 1, weight.shape[0]), np.float32)
-    z[rows] = standardised[rows] @ weight.T + bias
+    z = np.zeros((int(rows.max()) + 1, affine.dim), np.float32)
+    z[rows] = affine.apply(standardised[rows])
     return pair_similarities(z, val.triplets), anchor_similarities(z, val.anchors)
 
 
@@ -676,8 +693,8 @@ def fit_teacher(
         else:
             fit = _fit_on_split(standardised, data, val, soft, fallback, config, progress)
     fit_seconds = clock.elapsed()
-    weight, bias = fit.objective.transform.weight_bias()
-    temperature, report = _calibrate(standardised, weight, bias, fit.val_data, folds, config)
+    affine = fit.objective.transform.factors()
+    temperature, report = _calibrate(standardised, affine, fit.val_data, folds, config)
     summary = {
         **_fit_summary(fit, soft, folds is not None),
         **_timings(fit_seconds, cv_seconds),
@@ -685,7 +702,7 @@ def fit_teacher(
         **report,
         "history": fit.history,
     }
-    return Teacher(weight, bias, mean, std, temperature, config, summary)
+    return Teacher(affine, mean, std, temperature, config, summary)
 
 
 def _checked_inputs(
@@ -759,12 +776,14 @@ def _fit_on_split(
     return _FinalFit(train_data, val_data, objective, history, search)
 
 
-def _calibrate(standardised, weight, bias, val_data, folds: _FoldSearch | None, config: TeacherConfig):
+def _calibrate(
+    standardised, affine: LowRankAffine, val_data, folds: _FoldSearch | None, config: TeacherConfig
+):
     """The temperature and calibration report on the validation judgments (1.0 without any): after folds,
     on the out-of-fold similarities already computed; otherwise on the fitted model's held-out ones."""
     if val_data is None:
         return 1.0, {"temperature_method": "none"}
-    sims = folds.val_sims if folds is not None else _holdout_sims(standardised, weight, bias, val_data)
+    sims = folds.val_sims if folds is not None else _holdout_sims(standardised, affine, val_data)
     return _validation_report(sims[0], sims[1], val_data, config)
 
 

@@ -326,12 +326,40 @@ class AffineTransform:
         offset = (self.scale * self.beta).square().sum()
         return inside + (self.scale * self.c - mean_diag) ** 2 * (self.dim - r) + offset
 
-    def weight_bias(self) -> tuple[np.ndarray, np.ndarray]:
-        """The explicit W [D, D] and b [D]."""
+    def factors(self) -> LowRankAffine:
+        """The fitted map in factors: W = s c I + V s (M - c I) V^T and b = s V beta, never W itself."""
         with torch.no_grad():
-            v, s = self.basis, self.scale
-            weight = s * self.c * (torch.eye(self.dim) - v @ v.T) + s * (v @ self.m @ v.T)
-            return weight.numpy().astype(np.float32), (s * (v @ self.beta)).numpy().astype(np.float32)
+            s, c = self.scale, float(self.c)
+            core = s * (self.m - c * torch.eye(self.m.shape[0]))
+            return LowRankAffine(
+                self.basis.numpy().astype(np.float32),
+                core.numpy().astype(np.float32),
+                s * c,
+                (s * (self.basis @ self.beta)).numpy().astype(np.float32),
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class LowRankAffine:
+    """z = W x + b with W = identity_scale * I + basis @ core @ basis.T: the teacher's map kept as O(D r)
+    numbers. W itself is D x D (22,784 dims: 2 GB per copy, and forming it took several copies), while the
+    fit only ever moves it on the r principal directions of the training images."""
+
+    basis: np.ndarray  # [D, r] orthonormal columns
+    core: np.ndarray  # [r, r] W - identity_scale * I on span(basis), in the basis' coordinates
+    identity_scale: float
+    bias: np.ndarray  # [D]
+
+    @property
+    def dim(self) -> int:
+        return self.basis.shape[0]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """float32 [n, D] embeddings of standardised features x [n, D], in O(n D r) time and O(n D) memory."""
+        z = ((x @ self.basis) @ self.core.T) @ self.basis.T
+        z += self.identity_scale * x
+        z += self.bias
+        return z.astype(np.float32, copy=False)
 
 
 class LocalTerm:

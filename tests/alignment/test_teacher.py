@@ -1,7 +1,11 @@
 """Known-answer tests for the teacher: a planted linear map explains the human choices."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,11 +166,33 @@ def test_local_term_keeps_working_fits(planted):
 def test_save_and_load_round_trip(tmp_path, planted, teacher):
     teacher.save(tmp_path / "t")
     loaded = Teacher.load(tmp_path / "t")
-    np.testing.assert_array_equal(loaded.transform(planted.features), teacher.transform(planted.features))
+    for name in ("basis", "core", "identity_scale", "bias"):
+        np.testing.assert_array_equal(getattr(loaded.affine, name), getattr(teacher.affine, name))
+    # equal up to float32 rounding only: BLAS may round differently for differently aligned copies
+    expected = teacher.transform(planted.features)
+    np.testing.assert_allclose(loaded.transform(planted.features), expected, rtol=1e-6, atol=1e-6)
     assert loaded.temperature == teacher.temperature and loaded.config == teacher.config
     assert json.loads((tmp_path / "t" / "config.json").read_text())["optimizer"] == "lbfgs"
     with pytest.raises(FileNotFoundError, match="teacher.npz"):
         Teacher.load(tmp_path / "missing")
+
+
+def test_a_teacher_saved_with_an_explicit_weight_still_loads(tmp_path, planted, teacher):
+    """Teachers saved before the factored form kept W [D, D] itself; they load and transform the same."""
+    affine = teacher.affine
+    weight = affine.identity_scale * np.eye(affine.dim) + affine.basis @ affine.core @ affine.basis.T
+    teacher.save(tmp_path)
+    np.savez(
+        tmp_path / "teacher.npz",
+        weight=weight.astype(np.float32),
+        bias=affine.bias,
+        mean=teacher.mean,
+        std=teacher.std,
+        temperature=teacher.temperature,
+    )
+    loaded = Teacher.load(tmp_path)
+    expected = teacher.transform(planted.features[:50])
+    np.testing.assert_allclose(loaded.transform(planted.features[:50]), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("gram", ["dense", "sparse"])
@@ -184,8 +210,11 @@ def test_subspace_parametrisation_equals_the_explicit_affine_map(rank, gram, mon
         transform.beta.copy_(torch.from_numpy(rng.normal(size=transform.beta.shape).astype(np.float32)))
     anchors = np.array([[5, 0, 1], [11, 19, 2]])  # (head, close, far), sharing pairs with the triplets
     images = ImageSet.build(x, TripletData(triplets, anchors=anchors), basis, soft=False)
-    weight, bias = transform.weight_bias()
+    factors = transform.factors()
+    weight = factors.identity_scale * np.eye(8) + factors.basis @ factors.core @ factors.basis.T
+    bias = factors.bias
     z = x @ weight.T + bias
+    np.testing.assert_allclose(factors.apply(x), z, rtol=1e-5, atol=1e-5)
     triplet_sims, anchor_sims = (s.detach().numpy() for s in transform.sims(images))
     np.testing.assert_allclose(triplet_sims, pair_similarities(z, triplets), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(anchor_sims, anchor_similarities(z, anchors), rtol=1e-4, atol=1e-4)
@@ -299,7 +328,8 @@ def test_parallel_image_folds_give_the_serial_results(planted):
     for key in ("fold_val_loss", "fold_steps", "fold_images", "final_path_steps"):
         assert parallel.summary["selection"][key] == serial.summary["selection"][key]
     assert parallel.summary["reg_weight"] == serial.summary["reg_weight"]
-    np.testing.assert_array_equal(parallel.weight, serial.weight)
+    for name in ("basis", "core", "identity_scale", "bias"):
+        np.testing.assert_array_equal(getattr(parallel.affine, name), getattr(serial.affine, name))
     assert parallel.temperature == serial.temperature
 
 
@@ -364,3 +394,43 @@ def test_bad_inputs_are_named(planted):
         fit_teacher(planted.features, planted.triplets[:2], choice_probs=[[1, 0, 0], [0.5, 0.6, 0]])
     with pytest.raises(ValueError, match="needs choice_probs"):
         fit_teacher(planted.features, planted.triplets[:100], config=TeacherConfig(loss="soft"))
+
+
+# In a fresh process (its peak RSS is its own): fit once at a small D so torch's one-off allocations are
+# behind the baseline, then fit, transform, save and load at D = 20,000 and print how far the peak rose
+_PEAK_RSS_SCRIPT = """
+import resource, sys, tempfile
+import numpy as np
+from alignment.teacher import Teacher, TeacherConfig, fit_teacher
+
+def fit(dim):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, dim)).astype(np.float32)
+    anchors = np.array([rng.choice(40, 3, replace=False) for _ in range(400)])
+    config = TeacherConfig(reg_weight=0.1, max_steps=5, num_threads=1)
+    teacher = fit_teacher(features, None, anchors=anchors, config=config)
+    with tempfile.TemporaryDirectory() as directory:
+        Teacher.load(teacher.save(directory)).transform(features)
+
+fit(200)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fit(int(sys.argv[1]))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)  # ru_maxrss is in KiB on Linux
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux (bytes on macOS)")
+def test_teacher_memory_grows_with_d_not_d_squared():
+    """W is never formed: at D = 20,000 one W [D, D] float32 is 1.6 GB; the fit's own data is 3 MB."""
+    dim = 20_000
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_SCRIPT, str(dim)],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    peak_rise = int(run.stdout.split()[-1])
+    assert peak_rise < dim * dim * 4 / 8, f"peak RSS rose {peak_rise / 2**20:.0f} MB at D = {dim}"
