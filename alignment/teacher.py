@@ -64,6 +64,11 @@ from common.config import LoadableConfig
 
 MIN_FOLD_VAL_JUDGMENTS = 30  # below this a fold's validation loss is too noisy to choose a weight on
 PROGRESS_SECONDS = 1.0  # how often parallel folds report progress
+# a fit holds about this many r x r float32 arrays at its peak (M, its gradient, L-BFGS's 20 pairs of
+# history, autograd's and the regulariser's temporaries): measured 52-98 with W free on 1,000-3,000 dims
+PARAMETER_COPIES = 100
+# and about this many copies of the judged images' features [n, D] (standardised, per-fold, residuals)
+FEATURE_COPIES = 8
 
 
 @dataclass(frozen=True)
@@ -682,6 +687,7 @@ def fit_teacher(
     ``val_fraction`` -- with the reason stated -- when the study is too small for image folds.
     """
     features, data, val, soft = _checked_inputs(features, triplets, choice_probs, anchors, val, config)
+    _check_fits_in_memory(features.shape[1], len(data.images()), config)
     mean, std = _standardisation(features)
     standardised = (features - mean) / std
     clock = _Clock()
@@ -703,6 +709,26 @@ def fit_teacher(
         "history": fit.history,
     }
     return Teacher(affine, mean, std, temperature, config, summary)
+
+
+def _physical_memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_fits_in_memory(dim: int, n_images: int, config: TeacherConfig) -> None:
+    """Refuse, before any work, a fit that could not fit in this machine's memory: W is free on
+    r = min(subspace_dim, images, D) directions (all D when subspace_dim is None), and the fit's memory is
+    O(r^2 + n D), so only a large subspace_dim (or None) on wide features gets near it."""
+    rank = dim if config.subspace_dim is None else min(config.subspace_dim, n_images, dim)
+    needed = 4 * (PARAMETER_COPIES * rank**2 + FEATURE_COPIES * n_images * dim)
+    available = _physical_memory_bytes()
+    if needed > available:
+        raise ValueError(
+            f"the teacher fit would need about {needed / 2**30:.1f} GB (W free on {rank:,} of {dim:,} "
+            f"feature dimensions, {n_images:,} images), more than this machine's "
+            f"{available / 2**30:.1f} GB; set subspace_dim (default 256) lower, or use fewer feature sources "
+            "or a smaller grid"
+        )
 
 
 def _checked_inputs(

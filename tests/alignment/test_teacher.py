@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -434,3 +435,14 @@ def test_teacher_memory_grows_with_d_not_d_squared():
     assert run.returncode == 0, run.stderr[-3000:]
     peak_rise = int(run.stdout.split()[-1])
     assert peak_rise < dim * dim * 4 / 8, f"peak RSS rose {peak_rise / 2**20:.0f} MB at D = {dim}"
+
+
+def test_a_fit_too_large_for_the_machine_is_refused_before_any_work(planted, monkeypatch):
+    """W free on all 32 dims: about 100 copies of a 32 x 32 float32 array (400 KB) plus 8 of the ~290
+    judged images' features (290 KB), refused on a machine of 500 KB with the estimate and what to change;
+    W free on 4 directions (300 KB in all) is fitted."""
+    monkeypatch.setattr(teacher_module, "_physical_memory_bytes", lambda: 500_000)
+    config = TeacherConfig(reg_weight=1e-3, num_threads=1, subspace_dim=None)
+    with pytest.raises(ValueError, match=r"would need about .* GB \(W free on 32 of 32 .*subspace_dim"):
+        fit_teacher(planted.features, planted.triplets[:300], config=config)
+    fit_teacher(planted.features, planted.triplets[:300], config=replace(config, subspace_dim=4))
