@@ -16,6 +16,7 @@ carriage return) is written with a leading single quote (OWASP's CSV-injection r
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import itertools
 import json
@@ -781,7 +782,7 @@ def _overlapped(items: Iterator[Any], work: Any) -> None:
     overlap on two cores). At most two items wait, so memory stays at a few batches; the first failure is
     raised here and the items not yet worked on are dropped."""
     pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignlab-export") as pool:
+    with _collector_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignlab-export") as pool:
         try:
             for item in items:
                 pending.append(pool.submit(work, item))
@@ -792,6 +793,21 @@ def _overlapped(items: Iterator[Any], work: Any) -> None:
         finally:
             for future in pending:
                 future.cancel()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a study streams through: every row arrives as a new tuple, and the
+    collector would walk each of them (a twentieth of the reader's time, with the interpreter lock held)
+    although the rows hold only numbers and text, never a cycle. Turned back on after, unless it was off
+    before (another export still streaming, or the caller's choice)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 @dataclass
