@@ -25,13 +25,13 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, String, case, select, type_coerce
+from sqlalchemy import Select, String, and_, case, or_, select, type_coerce
 
 from common.atomic import atomic_path
 from db.engine import Database
@@ -49,6 +49,7 @@ from study.judgments import (
     odd_last_array,
     pseudonymised,
 )
+from study.participation import INPUT_MODALITIES
 from study.qc import QC_COLUMNS, participant_qc
 from study.studies import get_study, select_labelled, study_rows
 
@@ -973,15 +974,33 @@ def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen
     return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
 
 
-# The trial table (jsPsych CSV, Parquet): every stored response, twelve values per row
+# The trial table (jsPsych CSV, Parquet): every stored response, ten values per row
 
-# The driver spends about as long on each value as on the row around it, so the answer's position and its
-# two flags travel as one exact integer: 8 * position + 4 (absent: 0) + timed_out + 2 * unavailable.
-ANSWER_CODE = (
-    case((Response.chosen_position.is_(None), 0), else_=8 * Response.chosen_position + 4)
-    + case((Response.timed_out.is_(True), 1), else_=0)
-    + case((Response.unavailable.is_(True), 2), else_=0)
+# The driver spends about as long on each value as on the row around it, so the answer's small facts travel
+# as one exact integer, the answer code: timed_out + 2 * unavailable + 4 * modality (its place in
+# INPUT_MODALITIES) + 32 (a position, absent: 0) + 64 * position. The chosen image is not read at all: every
+# write path stores it as the image shown at the chosen position. A row where that does not hold, or whose
+# modality is not a known one, is irregular: its code is negated (-1 - code) and its two stored values are
+# read apart (`_irregular_answers`), so the file is exact whatever the database holds.
+_SHOWN_AT_POSITION = case(
+    {0: Response.shown_left_id, 1: Response.shown_middle_id, 2: Response.shown_right_id},
+    value=Response.chosen_position,
 )
+_REGULAR = and_(
+    Response.input_modality.in_(INPUT_MODALITIES),
+    or_(  # NULL-safe equality (SQLite's IS would not render its literals here)
+        Response.chosen_stimulus_id == _SHOWN_AT_POSITION,
+        and_(Response.chosen_stimulus_id.is_(None), _SHOWN_AT_POSITION.is_(None)),
+    ),
+)
+_ANSWER = (
+    case((Response.timed_out.is_(True), 1), else_=0)
+    + case((Response.unavailable.is_(True), 2), else_=0)
+    + 4
+    * case({name: code for code, name in enumerate(INPUT_MODALITIES)}, value=Response.input_modality, else_=0)
+    + case((Response.chosen_position.is_(None), 0), else_=32 + 64 * Response.chosen_position)
+)
+ANSWER_CODE = case((_REGULAR, _ANSWER), else_=-1 - _ANSWER)
 TRIAL_ROW_NUMBERS = {  # read as float64 columns
     "participant_id": Participant.id,
     "trial_index": Response.trial_index,
@@ -989,16 +1008,13 @@ TRIAL_ROW_NUMBERS = {  # read as float64 columns
     "shown_left": Response.shown_left_id,
     "shown_middle": Response.shown_middle_id,
     "shown_right": Response.shown_right_id,
-    "chosen_stimulus_id": Response.chosen_stimulus_id,
     "rt_ms": Response.rt_ms,
     "client_onset_ms": Response.client_onset_ms,
     "answer_code": ANSWER_CODE,
 }
-TRIAL_ROW_TEXTS = {
-    "server_received_at": Response.server_received_at,
-    "input_modality": Response.input_modality,
-}
+TRIAL_ROW_TEXTS = {"server_received_at": Response.server_received_at}
 _NUMBER_AT = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
+_MODALITIES = np.array(INPUT_MODALITIES, dtype=object)
 
 # timed_out, unavailable and outcome of each combination of the two flags (timed_out + 2 * unavailable)
 _OUTCOMES = Keyed(
@@ -1029,11 +1045,15 @@ def _whole_participants(batches: Iterator[Sequence[Any]]) -> Iterator[list[Any]]
 @dataclass(frozen=True)
 class _TrialRows:
     """One batch of response rows as columns: the numbers [len(TRIAL_ROW_NUMBERS), m], the receipt times,
-    the input modalities."""
+    and what the answer code holds: flags, position, the chosen image, the input modality."""
 
     numbers: np.ndarray
     received: Any  # a pyarrow timestamp array
-    modality: list
+    flags: np.ndarray  # timed_out + 2 * unavailable
+    chosen_position: np.ndarray  # NaN: none
+    chosen: np.ndarray  # the chosen stimulus id, NaN: none
+    modality: Coded
+    irregular: np.ndarray  # rows whose chosen image and modality are read apart (`_irregular_answers`)
 
     @classmethod
     def of(cls, rows: list[tuple]) -> _TrialRows:
@@ -1041,26 +1061,49 @@ class _TrialRows:
         the rows would cost a fifth of reading them)."""
         width = len(TRIAL_ROW_NUMBERS)
         numbers = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, width)), rows))
+        numbers = np.fromiter(numbers, np.float64, count=len(rows) * width).reshape(len(rows), width).T
+        code = numbers[_NUMBER_AT["answer_code"]]
+        irregular = code < 0
+        code = np.where(irregular, -1 - code, code)
+        answered = np.mod(code, 64) >= 32
+        position = np.where(answered, np.floor_divide(code, 64), np.nan)  # floor: exact for any integer
+        shown = numbers[[_NUMBER_AT["shown_left"], _NUMBER_AT["shown_middle"], _NUMBER_AT["shown_right"]]]
         return cls(
-            np.fromiter(numbers, np.float64, count=len(rows) * width).reshape(len(rows), width).T,
+            numbers,
             _timestamps(list(map(operator.itemgetter(width), rows))),
-            list(map(operator.itemgetter(width + 1), rows)),
+            np.mod(code, 4).astype(np.int64),
+            position,
+            _shown_at(shown, position),
+            Coded(np.floor_divide(np.mod(code, 32), 4).astype(np.int64), _MODALITIES),
+            irregular,
         )
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.numbers[_NUMBER_AT[name]]
 
-    @property
-    def chosen_position(self) -> np.ndarray:
-        """The chosen display position (NaN: none), from `ANSWER_CODE` (floor division: exact for any
-        integer position)."""
-        code = self["answer_code"]
-        return np.where(np.mod(code, 8) >= 4, np.floor_divide(code, 8), np.nan)
 
-    @property
-    def flags(self) -> np.ndarray:
-        """timed_out + 2 * unavailable, from `ANSWER_CODE`."""
-        return np.mod(self["answer_code"], 4).astype(np.int64)
+def _shown_at(shown: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The stimulus id shown at each position ([3, m] shown ids; NaN for no position or one outside 0-2)."""
+    valid = np.isin(position, (0, 1, 2))
+    picked = np.take_along_axis(shown, np.where(valid, position, 0).astype(np.int64)[None, :], axis=0)[0]
+    return np.where(valid, picked, np.nan)
+
+
+def _irregular_answers(session, batch: _TrialRows) -> _TrialRows:
+    """The batch with its irregular rows' chosen image and modality as stored (read by participant and
+    trial index; such rows exist only in a database edited by hand)."""
+    rows = np.flatnonzero(batch.irregular)
+    at = {(int(batch["participant_id"][row]), int(batch["trial_index"][row])): row for row in rows}
+    query = select(
+        Response.participant_id, Response.trial_index, Response.chosen_stimulus_id, Response.input_modality
+    ).where(Response.participant_id.in_({participant for participant, _ in at}), ~_REGULAR)
+    chosen, texts = batch.chosen.copy(), batch.modality.labels[batch.modality.codes]
+    for participant, trial_index, stimulus, modality in session.execute(query):
+        if (participant, trial_index) in at:
+            row = at[participant, trial_index]
+            chosen[row] = np.nan if stimulus is None else stimulus
+            texts[row] = modality
+    return replace(batch, chosen=chosen, modality=_coded(texts))
 
 
 def _timestamps(values: list):
@@ -1085,7 +1128,7 @@ def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, 
     (name, column) and runs of per-trial or per-participant columns as `KeyedRows`."""
     person = people.index.get_indexer(batch["participant_id"].astype(np.int64))
     row = trials.index.get_indexer(batch["trial_id"].astype(np.int64))
-    chosen = batch["chosen_stimulus_id"]
+    chosen = batch.chosen
     correct = chosen == trials.stored[row, 2]  # NaN (no answer) is not correct
     return [
         people.facts.at(person),
@@ -1101,7 +1144,7 @@ def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, 
         ("shown_right", stimuli.named(batch["shown_right"])),
         ("odd_one_out", stimuli.named(chosen)),
         ("catch_correct", pd.arrays.BooleanArray(correct, ~trials.catch_known[row])),
-        ("input_modality", _coded(batch.modality)),
+        ("input_modality", batch.modality),
         ("client_onset_ms", batch["client_onset_ms"]),
         ("server_received_at", batch.received),
         trials.stimulus_ids.at(row),
@@ -1152,10 +1195,7 @@ def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: 
         query = _chosen_people(
             consenting_responses({**TRIAL_ROW_NUMBERS, **TRIAL_ROW_TEXTS}, study.id), chosen
         )
-        batches = (
-            _TrialRows.of(rows)
-            for rows in _whole_participants(driver_batches(session, query, STREAM_BATCH_ROWS))
-        )
+        batches = _trial_batches(session, query)
         with _trial_sink(fmt, temporary) as sink:
 
             def write(batch: _TrialRows) -> None:
@@ -1166,6 +1206,13 @@ def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: 
             if not tally.rows:  # the header (CSV) or schema (Parquet) of no rows
                 sink.write(_trial_columns(_TrialRows.of([]), stimuli, trials, people))
     return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
+
+
+def _trial_batches(session, query: Select) -> Iterator[_TrialRows]:
+    """The query's rows as `_TrialRows` of whole participants, irregular rows completed."""
+    for rows in _whole_participants(driver_batches(session, query, STREAM_BATCH_ROWS)):
+        batch = _TrialRows.of(rows)
+        yield _irregular_answers(session, batch) if batch.irregular.any() else batch
 
 
 @contextmanager
