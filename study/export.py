@@ -978,16 +978,19 @@ def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen
 
 # The driver spends about as long on each value as on the row around it, so the answer's small facts travel
 # as one exact integer, the answer code: timed_out + 2 * unavailable + 4 * modality (its place in
-# INPUT_MODALITIES) + 32 (a position, absent: 0) + 64 * position. The chosen image is not read at all: every
-# write path stores it as the image shown at the chosen position. A row where that does not hold, or whose
-# modality is not a known one, is irregular: its code is negated (-1 - code) and its two stored values are
-# read apart (`_irregular_answers`), so the file is exact whatever the database holds.
+# INPUT_MODALITIES) + 32 (a position, absent: 0) + 64 * position (0-2). The chosen image is not read at all:
+# every write path stores it as the image shown at the chosen position. A row where that does not hold, or
+# whose modality or position is not a known one, is irregular: its code is negated (-1 - code) and its stored
+# position, chosen image and modality are read apart (`_irregular_answers`): the file is exact whatever the
+# database holds.
+_POSITIONS = (0, 1, 2)
 _SHOWN_AT_POSITION = case(
     {0: Response.shown_left_id, 1: Response.shown_middle_id, 2: Response.shown_right_id},
     value=Response.chosen_position,
 )
 _REGULAR = and_(
     Response.input_modality.in_(INPUT_MODALITIES),
+    or_(Response.chosen_position.is_(None), Response.chosen_position.in_(_POSITIONS)),
     or_(  # NULL-safe equality (SQLite's IS would not render its literals here)
         Response.chosen_stimulus_id == _SHOWN_AT_POSITION,
         and_(Response.chosen_stimulus_id.is_(None), _SHOWN_AT_POSITION.is_(None)),
@@ -998,7 +1001,7 @@ _ANSWER = (
     + case((Response.unavailable.is_(True), 2), else_=0)
     + 4
     * case({name: code for code, name in enumerate(INPUT_MODALITIES)}, value=Response.input_modality, else_=0)
-    + case((Response.chosen_position.is_(None), 0), else_=32 + 64 * Response.chosen_position)
+    + case((Response.chosen_position.in_(_POSITIONS), 32 + 64 * Response.chosen_position), else_=0)
 )
 ANSWER_CODE = case((_REGULAR, _ANSWER), else_=-1 - _ANSWER)
 TRIAL_ROW_NUMBERS = {  # read as float64 columns
@@ -1066,7 +1069,7 @@ class _TrialRows:
         irregular = code < 0
         code = np.where(irregular, -1 - code, code)
         answered = np.mod(code, 64) >= 32
-        position = np.where(answered, np.floor_divide(code, 64), np.nan)  # floor: exact for any integer
+        position = np.where(answered, np.floor_divide(code, 64), np.nan)
         shown = numbers[[_NUMBER_AT["shown_left"], _NUMBER_AT["shown_middle"], _NUMBER_AT["shown_right"]]]
         return cls(
             numbers,
@@ -1090,20 +1093,24 @@ def _shown_at(shown: np.ndarray, position: np.ndarray) -> np.ndarray:
 
 
 def _irregular_answers(session, batch: _TrialRows) -> _TrialRows:
-    """The batch with its irregular rows' chosen image and modality as stored (read by participant and
-    trial index; such rows exist only in a database edited by hand)."""
+    """The batch with its irregular rows' position, chosen image and modality as stored (read by participant
+    and trial index; such rows exist only in a database edited by hand)."""
     rows = np.flatnonzero(batch.irregular)
     at = {(int(batch["participant_id"][row]), int(batch["trial_index"][row])): row for row in rows}
     query = select(
-        Response.participant_id, Response.trial_index, Response.chosen_stimulus_id, Response.input_modality
-    ).where(Response.participant_id.in_({participant for participant, _ in at}), ~_REGULAR)
-    chosen, texts = batch.chosen.copy(), batch.modality.labels[batch.modality.codes]
-    for participant, trial_index, stimulus, modality in session.execute(query):
-        if (participant, trial_index) in at:
-            row = at[participant, trial_index]
-            chosen[row] = np.nan if stimulus is None else stimulus
-            texts[row] = modality
-    return replace(batch, chosen=chosen, modality=_coded(texts))
+        Response.participant_id,
+        Response.trial_index,
+        Response.chosen_position,
+        Response.chosen_stimulus_id,
+        Response.input_modality,
+    ).where(Response.participant_id.in_({participant for participant, _ in at}))
+    position, chosen = batch.chosen_position.copy(), batch.chosen.copy()
+    modality = batch.modality.labels[batch.modality.codes]
+    for participant, trial_index, *stored in session.execute(query):
+        if (row := at.get((participant, trial_index))) is not None:
+            position[row], chosen[row] = (np.nan if value is None else value for value in stored[:2])
+            modality[row] = stored[2]
+    return replace(batch, chosen_position=position, chosen=chosen, modality=_coded(modality))
 
 
 def _timestamps(values: list):
