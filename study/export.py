@@ -22,7 +22,7 @@ import itertools
 import json
 import operator
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -974,16 +974,17 @@ def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen
     return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
 
 
-# The trial table (jsPsych CSV, Parquet): every stored response, ten values per row
+# The trial table (jsPsych CSV, Parquet): every stored response, nine values per row
 
 # The driver spends about as long on each value as on the row around it, so the answer's small facts travel
 # as one exact integer, the answer code: timed_out + 2 * unavailable + 4 * modality (its place in
-# INPUT_MODALITIES) + 32 (a position, absent: 0) + 64 * position (0-2). The chosen image is not read at all:
-# every write path stores it as the image shown at the chosen position. A row where that does not hold, or
-# whose modality or position is not a known one, is irregular: its code is negated (-1 - code) and its stored
-# position, chosen image and modality are read apart (`_irregular_answers`): the file is exact whatever the
-# database holds.
+# INPUT_MODALITIES) + 32 (a position, absent: 0) + 64 * position (0-2) + 256 * trial index. The chosen image
+# is not read at all: every write path stores it as the image shown at the chosen position. A row where that
+# does not hold, or whose modality, position or trial index is out of that code's range, is irregular: its
+# code is -1 and its participant's stored answers are read apart (`_irregular_answers`): the file is exact
+# whatever the database holds.
 _POSITIONS = (0, 1, 2)
+_MAX_TRIAL_INDEX = 2**44  # 256 * 2**44 = 2**52: every code is an exact float64
 _SHOWN_AT_POSITION = case(
     {0: Response.shown_left_id, 1: Response.shown_middle_id, 2: Response.shown_right_id},
     value=Response.chosen_position,
@@ -995,18 +996,22 @@ _REGULAR = and_(
         Response.chosen_stimulus_id == _SHOWN_AT_POSITION,
         and_(Response.chosen_stimulus_id.is_(None), _SHOWN_AT_POSITION.is_(None)),
     ),
+    Response.trial_index >= 0,
+    Response.trial_index < _MAX_TRIAL_INDEX,
 )
-_ANSWER = (
-    case((Response.timed_out.is_(True), 1), else_=0)
-    + case((Response.unavailable.is_(True), 2), else_=0)
-    + 4
-    * case({name: code for code, name in enumerate(INPUT_MODALITIES)}, value=Response.input_modality, else_=0)
-    + case((Response.chosen_position.in_(_POSITIONS), 32 + 64 * Response.chosen_position), else_=0)
+ANSWER_CODE = case(
+    (
+        _REGULAR,
+        case((Response.timed_out.is_(True), 1), else_=0)
+        + case((Response.unavailable.is_(True), 2), else_=0)
+        + 4 * case({name: code for code, name in enumerate(INPUT_MODALITIES)}, value=Response.input_modality)
+        + case((Response.chosen_position.is_(None), 0), else_=32 + 64 * Response.chosen_position)
+        + 256 * Response.trial_index,
+    ),
+    else_=-1,
 )
-ANSWER_CODE = case((_REGULAR, _ANSWER), else_=-1 - _ANSWER)
 TRIAL_ROW_NUMBERS = {  # read as float64 columns
     "participant_id": Participant.id,
-    "trial_index": Response.trial_index,
     "trial_id": Response.trial_id,
     "shown_left": Response.shown_left_id,
     "shown_middle": Response.shown_middle_id,
@@ -1014,6 +1019,14 @@ TRIAL_ROW_NUMBERS = {  # read as float64 columns
     "rt_ms": Response.rt_ms,
     "client_onset_ms": Response.client_onset_ms,
     "answer_code": ANSWER_CODE,
+}
+STORED_ANSWER = {  # what the answer code stands for, read apart for a participant with an irregular row
+    "trial_index": Response.trial_index,
+    "chosen_position": Response.chosen_position,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
+    "input_modality": Response.input_modality,
+    "timed_out": Response.timed_out,
+    "unavailable": Response.unavailable,
 }
 TRIAL_ROW_TEXTS = {"server_received_at": Response.server_received_at}
 _NUMBER_AT = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
@@ -1048,15 +1061,16 @@ def _whole_participants(batches: Iterator[Sequence[Any]]) -> Iterator[list[Any]]
 @dataclass(frozen=True)
 class _TrialRows:
     """One batch of response rows as columns: the numbers [len(TRIAL_ROW_NUMBERS), m], the receipt times,
-    and what the answer code holds: flags, position, the chosen image, the input modality."""
+    and what the answer code holds: trial index, flags, position, the chosen image, the input modality."""
 
     numbers: np.ndarray
     received: Any  # a pyarrow timestamp array
+    trial_index: np.ndarray
     flags: np.ndarray  # timed_out + 2 * unavailable
     chosen_position: np.ndarray  # NaN: none
     chosen: np.ndarray  # the chosen stimulus id, NaN: none
     modality: Coded
-    irregular: np.ndarray  # rows whose chosen image and modality are read apart (`_irregular_answers`)
+    irregular: np.ndarray  # rows whose answer is read apart (`_irregular_answers`)
 
     @classmethod
     def of(cls, rows: list[tuple]) -> _TrialRows:
@@ -1067,17 +1081,19 @@ class _TrialRows:
         numbers = np.fromiter(numbers, np.float64, count=len(rows) * width).reshape(len(rows), width).T
         code = numbers[_NUMBER_AT["answer_code"]]
         irregular = code < 0
-        code = np.where(irregular, -1 - code, code)
-        answered = np.mod(code, 64) >= 32
-        position = np.where(answered, np.floor_divide(code, 64), np.nan)
+        answer = np.mod(code, 256)
+        position = np.where(answer >= 32, np.floor_divide(answer, 64), np.nan)
         shown = numbers[[_NUMBER_AT["shown_left"], _NUMBER_AT["shown_middle"], _NUMBER_AT["shown_right"]]]
         return cls(
             numbers,
             _timestamps(list(map(operator.itemgetter(width), rows))),
-            np.mod(code, 4).astype(np.int64),
+            np.floor_divide(code, 256).astype(np.int64),
+            np.mod(answer, 4).astype(np.int64),
             position,
             _shown_at(shown, position),
-            Coded(np.floor_divide(np.mod(code, 32), 4).astype(np.int64), _MODALITIES),
+            Coded(
+                np.where(irregular, -1, np.floor_divide(np.mod(answer, 32), 4)).astype(np.int64), _MODALITIES
+            ),
             irregular,
         )
 
@@ -1087,30 +1103,40 @@ class _TrialRows:
 
 def _shown_at(shown: np.ndarray, position: np.ndarray) -> np.ndarray:
     """The stimulus id shown at each position ([3, m] shown ids; NaN for no position or one outside 0-2)."""
-    valid = np.isin(position, (0, 1, 2))
+    valid = np.isin(position, _POSITIONS)
     picked = np.take_along_axis(shown, np.where(valid, position, 0).astype(np.int64)[None, :], axis=0)[0]
     return np.where(valid, picked, np.nan)
 
 
-def _irregular_answers(session, batch: _TrialRows) -> _TrialRows:
-    """The batch with its irregular rows' position, chosen image and modality as stored (read by participant
-    and trial index; such rows exist only in a database edited by hand)."""
-    rows = np.flatnonzero(batch.irregular)
-    at = {(int(batch["participant_id"][row]), int(batch["trial_index"][row])): row for row in rows}
-    query = select(
-        Response.participant_id,
-        Response.trial_index,
-        Response.chosen_position,
-        Response.chosen_stimulus_id,
-        Response.input_modality,
-    ).where(Response.participant_id.in_({participant for participant, _ in at}))
-    position, chosen = batch.chosen_position.copy(), batch.chosen.copy()
-    modality = batch.modality.labels[batch.modality.codes]
-    for participant, trial_index, *stored in session.execute(query):
-        if (row := at.get((participant, trial_index))) is not None:
-            position[row], chosen[row] = (np.nan if value is None else value for value in stored[:2])
-            modality[row] = stored[2]
-    return replace(batch, chosen_position=position, chosen=chosen, modality=_coded(modality))
+def _irregular_answers(session, batch: _TrialRows, stored: Callable[[list[int]], Select]) -> _TrialRows:
+    """The batch with the answers of its participants who have an irregular row as stored: `stored(ids)`
+    reads their `STORED_ANSWER`s in the main query's order, so they line up with those participants' rows
+    of the batch (whole participants). Such rows exist only in a database edited by hand."""
+    participants = batch["participant_id"]
+    rows = np.flatnonzero(np.isin(participants, participants[batch.irregular]))
+    ids = sorted({int(participant) for participant in participants[batch.irregular]})
+    answers = pd.DataFrame(session.execute(stored(ids)).all(), columns=list(STORED_ANSWER))
+    if len(answers) != len(rows):
+        raise RuntimeError("the study's answers changed while they were exported")
+
+    def put(column: np.ndarray, values: np.ndarray) -> np.ndarray:
+        column = column.copy()
+        column[rows] = values
+        return column
+
+    flags = answers["timed_out"].astype(bool) + 2 * answers["unavailable"].astype(bool)
+    modality = batch.modality.labels[batch.modality.codes]  # an irregular row's -1: set just below
+    modality[rows] = answers["input_modality"].to_numpy(object)
+    return replace(
+        batch,
+        trial_index=put(batch.trial_index, answers["trial_index"].to_numpy(np.int64)),
+        flags=put(batch.flags, flags.to_numpy(np.int64)),
+        chosen_position=put(
+            batch.chosen_position, answers["chosen_position"].to_numpy(float, na_value=np.nan)
+        ),
+        chosen=put(batch.chosen, answers["chosen_stimulus_id"].to_numpy(float, na_value=np.nan)),
+        modality=_coded(modality),
+    )
 
 
 def _timestamps(values: list):
@@ -1139,7 +1165,7 @@ def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, 
     correct = chosen == trials.stored[row, 2]  # NaN (no answer) is not correct
     return [
         people.facts.at(person),
-        ("trial_index", batch["trial_index"].astype(np.int64)),
+        ("trial_index", batch.trial_index),
         trials.design.at(row),
         ("rt", batch["rt_ms"]),
         ("response", _nullable_integers(batch.chosen_position)),
@@ -1202,7 +1228,12 @@ def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: 
         query = _chosen_people(
             consenting_responses({**TRIAL_ROW_NUMBERS, **TRIAL_ROW_TEXTS}, study.id), chosen
         )
-        batches = _trial_batches(session, query)
+
+        def stored(participant_ids: list[int]) -> Select:
+            answers = _chosen_people(consenting_responses(STORED_ANSWER, study.id), chosen)
+            return answers.where(Participant.id.in_(participant_ids))
+
+        batches = _trial_batches(session, query, stored)
         with _trial_sink(fmt, temporary) as sink:
 
             def write(batch: _TrialRows) -> None:
@@ -1215,11 +1246,11 @@ def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: 
     return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
 
 
-def _trial_batches(session, query: Select) -> Iterator[_TrialRows]:
-    """The query's rows as `_TrialRows` of whole participants, irregular rows completed."""
+def _trial_batches(session, query: Select, stored: Callable[[list[int]], Select]) -> Iterator[_TrialRows]:
+    """The query's rows as `_TrialRows` of whole participants, irregular answers read apart."""
     for rows in _whole_participants(driver_batches(session, query, STREAM_BATCH_ROWS)):
         batch = _TrialRows.of(rows)
-        yield _irregular_answers(session, batch) if batch.irregular.any() else batch
+        yield _irregular_answers(session, batch, stored) if batch.irregular.any() else batch
 
 
 @contextmanager

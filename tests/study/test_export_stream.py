@@ -77,7 +77,8 @@ def streamed_study(any_db):
 def _store_irregular_answers(session, ids: list[int]) -> None:
     """Rows no write path stores (a database edited by hand), which the streamed exports read apart: a
     chosen image that is not the one shown at the position, an unknown input modality, a position outside
-    0-2 (with and without a chosen image), a chosen image without a position and a position without one."""
+    0-2 (with and without a chosen image), a chosen image without a position and a position without one, a
+    negative trial index."""
     human, simulated = (
         select(Participant.id).where(Participant.external_id == name).scalar_subquery()
         for name in ("-cmd_calc_A0", "sim-1")
@@ -89,6 +90,7 @@ def _store_irregular_answers(session, ids: list[int]) -> None:
         (human, 4, {"chosen_position": -1}),
         (simulated, 0, {"chosen_stimulus_id": None}),
         (simulated, 2, {"chosen_stimulus_id": ids[7]}),  # a timeout
+        (simulated, 4, {"trial_index": -7}),
     ]:
         session.execute(
             update(Response)
