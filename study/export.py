@@ -1077,8 +1077,8 @@ class _TrialRows:
         """A batch of driver rows as columns (itemgetter slices and picks in C: a Python generator over
         the rows would cost a fifth of reading them)."""
         width = len(TRIAL_ROW_NUMBERS)
-        numbers = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, width)), rows))
-        numbers = np.fromiter(numbers, np.float64, count=len(rows) * width).reshape(len(rows), width).T
+        values = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, width)), rows))
+        numbers = np.fromiter(values, np.float64, count=len(rows) * width).reshape(len(rows), width).T
         code = numbers[_NUMBER_AT["answer_code"]]
         irregular = code < 0
         answer = np.mod(code, 256)
