@@ -16,21 +16,22 @@ carriage return) is written with a leading single quote (OWASP's CSV-injection r
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import itertools
 import json
 import operator
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Select, String, case, select, type_coerce
+from sqlalchemy import Select, String, and_, case, or_, select, type_coerce
 
 from common.atomic import atomic_path
 from db.engine import Database
@@ -48,6 +49,7 @@ from study.judgments import (
     odd_last_array,
     pseudonymised,
 )
+from study.participation import INPUT_MODALITIES
 from study.qc import QC_COLUMNS, participant_qc
 from study.studies import get_study, select_labelled, study_rows
 
@@ -781,7 +783,7 @@ def _overlapped(items: Iterator[Any], work: Any) -> None:
     overlap on two cores). At most two items wait, so memory stays at a few batches; the first failure is
     raised here and the items not yet worked on are dropped."""
     pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignlab-export") as pool:
+    with _collector_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="alignlab-export") as pool:
         try:
             for item in items:
                 pending.append(pool.submit(work, item))
@@ -792,6 +794,21 @@ def _overlapped(items: Iterator[Any], work: Any) -> None:
         finally:
             for future in pending:
                 future.cancel()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a study streams through: every row arrives as a new tuple, and the
+    collector would walk each of them (a twentieth of the reader's time, with the interpreter lock held)
+    although the rows hold only numbers and text, never a cycle. Turned back on after, unless it was off
+    before (another export still streaming, or the caller's choice)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 @dataclass
@@ -957,32 +974,63 @@ def _write_judgments_csv(db: Database, slug: str, out_path: Path, chosen: Chosen
     return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
 
 
-# The trial table (jsPsych CSV, Parquet): every stored response, twelve values per row
+# The trial table (jsPsych CSV, Parquet): every stored response, nine values per row
 
-# The driver spends about as long on each value as on the row around it, so the answer's position and its
-# two flags travel as one exact integer: 8 * position + 4 (absent: 0) + timed_out + 2 * unavailable.
-ANSWER_CODE = (
-    case((Response.chosen_position.is_(None), 0), else_=8 * Response.chosen_position + 4)
-    + case((Response.timed_out.is_(True), 1), else_=0)
-    + case((Response.unavailable.is_(True), 2), else_=0)
+# The driver spends about as long on each value as on the row around it, so the answer's small facts travel
+# as one exact integer, the answer code: timed_out + 2 * unavailable + 4 * modality (its place in
+# INPUT_MODALITIES) + 32 (a position, absent: 0) + 64 * position (0-2) + 256 * trial index. The chosen image
+# is not read at all: every write path stores it as the image shown at the chosen position. A row where that
+# does not hold, or whose modality, position or trial index is out of that code's range, is irregular: its
+# code is -1 and its participant's stored answers are read apart (`_irregular_answers`): the file is exact
+# whatever the database holds.
+_POSITIONS = (0, 1, 2)
+_MAX_TRIAL_INDEX = 2**44  # 256 * 2**44 = 2**52: every code is an exact float64
+_SHOWN_AT_POSITION = case(
+    {0: Response.shown_left_id, 1: Response.shown_middle_id, 2: Response.shown_right_id},
+    value=Response.chosen_position,
+)
+_REGULAR = and_(
+    Response.input_modality.in_(INPUT_MODALITIES),
+    or_(Response.chosen_position.is_(None), Response.chosen_position.in_(_POSITIONS)),
+    or_(  # NULL-safe equality (SQLite's IS would not render its literals here)
+        Response.chosen_stimulus_id == _SHOWN_AT_POSITION,
+        and_(Response.chosen_stimulus_id.is_(None), _SHOWN_AT_POSITION.is_(None)),
+    ),
+    Response.trial_index >= 0,
+    Response.trial_index < _MAX_TRIAL_INDEX,
+)
+ANSWER_CODE = case(
+    (
+        _REGULAR,
+        case((Response.timed_out.is_(True), 1), else_=0)
+        + case((Response.unavailable.is_(True), 2), else_=0)
+        + 4 * case({name: code for code, name in enumerate(INPUT_MODALITIES)}, value=Response.input_modality)
+        + case((Response.chosen_position.is_(None), 0), else_=32 + 64 * Response.chosen_position)
+        + 256 * Response.trial_index,
+    ),
+    else_=-1,
 )
 TRIAL_ROW_NUMBERS = {  # read as float64 columns
     "participant_id": Participant.id,
-    "trial_index": Response.trial_index,
     "trial_id": Response.trial_id,
     "shown_left": Response.shown_left_id,
     "shown_middle": Response.shown_middle_id,
     "shown_right": Response.shown_right_id,
-    "chosen_stimulus_id": Response.chosen_stimulus_id,
     "rt_ms": Response.rt_ms,
     "client_onset_ms": Response.client_onset_ms,
     "answer_code": ANSWER_CODE,
 }
-TRIAL_ROW_TEXTS = {
-    "server_received_at": Response.server_received_at,
+STORED_ANSWER = {  # what the answer code stands for, read apart for a participant with an irregular row
+    "trial_index": Response.trial_index,
+    "chosen_position": Response.chosen_position,
+    "chosen_stimulus_id": Response.chosen_stimulus_id,
     "input_modality": Response.input_modality,
+    "timed_out": Response.timed_out,
+    "unavailable": Response.unavailable,
 }
+TRIAL_ROW_TEXTS = {"server_received_at": Response.server_received_at}
 _NUMBER_AT = {name: position for position, name in enumerate(TRIAL_ROW_NUMBERS)}
+_MODALITIES = np.array(INPUT_MODALITIES, dtype=object)
 
 # timed_out, unavailable and outcome of each combination of the two flags (timed_out + 2 * unavailable)
 _OUTCOMES = Keyed(
@@ -1013,38 +1061,82 @@ def _whole_participants(batches: Iterator[Sequence[Any]]) -> Iterator[list[Any]]
 @dataclass(frozen=True)
 class _TrialRows:
     """One batch of response rows as columns: the numbers [len(TRIAL_ROW_NUMBERS), m], the receipt times,
-    the input modalities."""
+    and what the answer code holds: trial index, flags, position, the chosen image, the input modality."""
 
     numbers: np.ndarray
     received: Any  # a pyarrow timestamp array
-    modality: list
+    trial_index: np.ndarray
+    flags: np.ndarray  # timed_out + 2 * unavailable
+    chosen_position: np.ndarray  # NaN: none
+    chosen: np.ndarray  # the chosen stimulus id, NaN: none
+    modality: Coded
+    irregular: np.ndarray  # rows whose answer is read apart (`_irregular_answers`)
 
     @classmethod
     def of(cls, rows: list[tuple]) -> _TrialRows:
         """A batch of driver rows as columns (itemgetter slices and picks in C: a Python generator over
         the rows would cost a fifth of reading them)."""
         width = len(TRIAL_ROW_NUMBERS)
-        numbers = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, width)), rows))
+        values = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, width)), rows))
+        numbers = np.fromiter(values, np.float64, count=len(rows) * width).reshape(len(rows), width).T
+        code = numbers[_NUMBER_AT["answer_code"]]
+        irregular = code < 0
+        answer = np.mod(code, 256)
+        position = np.where(answer >= 32, np.floor_divide(answer, 64), np.nan)
+        shown = numbers[[_NUMBER_AT["shown_left"], _NUMBER_AT["shown_middle"], _NUMBER_AT["shown_right"]]]
         return cls(
-            np.fromiter(numbers, np.float64, count=len(rows) * width).reshape(len(rows), width).T,
+            numbers,
             _timestamps(list(map(operator.itemgetter(width), rows))),
-            list(map(operator.itemgetter(width + 1), rows)),
+            np.floor_divide(code, 256).astype(np.int64),
+            np.mod(answer, 4).astype(np.int64),
+            position,
+            _shown_at(shown, position),
+            Coded(
+                np.where(irregular, -1, np.floor_divide(np.mod(answer, 32), 4)).astype(np.int64), _MODALITIES
+            ),
+            irregular,
         )
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.numbers[_NUMBER_AT[name]]
 
-    @property
-    def chosen_position(self) -> np.ndarray:
-        """The chosen display position (NaN: none), from `ANSWER_CODE` (floor division: exact for any
-        integer position)."""
-        code = self["answer_code"]
-        return np.where(np.mod(code, 8) >= 4, np.floor_divide(code, 8), np.nan)
 
-    @property
-    def flags(self) -> np.ndarray:
-        """timed_out + 2 * unavailable, from `ANSWER_CODE`."""
-        return np.mod(self["answer_code"], 4).astype(np.int64)
+def _shown_at(shown: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """The stimulus id shown at each position ([3, m] shown ids; NaN for no position or one outside 0-2)."""
+    valid = np.isin(position, _POSITIONS)
+    picked = np.take_along_axis(shown, np.where(valid, position, 0).astype(np.int64)[None, :], axis=0)[0]
+    return np.where(valid, picked, np.nan)
+
+
+def _irregular_answers(session, batch: _TrialRows, stored: Callable[[list[int]], Select]) -> _TrialRows:
+    """The batch with the answers of its participants who have an irregular row as stored: `stored(ids)`
+    reads their `STORED_ANSWER`s in the main query's order, so they line up with those participants' rows
+    of the batch (whole participants). Such rows exist only in a database edited by hand."""
+    participants = batch["participant_id"]
+    rows = np.flatnonzero(np.isin(participants, participants[batch.irregular]))
+    ids = sorted({int(participant) for participant in participants[batch.irregular]})
+    answers = pd.DataFrame(session.execute(stored(ids)).all(), columns=list(STORED_ANSWER))
+    if len(answers) != len(rows):
+        raise RuntimeError("the study's answers changed while they were exported")
+
+    def put(column: np.ndarray, values: np.ndarray) -> np.ndarray:
+        column = column.copy()
+        column[rows] = values
+        return column
+
+    flags = answers["timed_out"].astype(bool) + 2 * answers["unavailable"].astype(bool)
+    modality = batch.modality.labels[batch.modality.codes]  # an irregular row's -1: set just below
+    modality[rows] = answers["input_modality"].to_numpy(object)
+    return replace(
+        batch,
+        trial_index=put(batch.trial_index, answers["trial_index"].to_numpy(np.int64)),
+        flags=put(batch.flags, flags.to_numpy(np.int64)),
+        chosen_position=put(
+            batch.chosen_position, answers["chosen_position"].to_numpy(float, na_value=np.nan)
+        ),
+        chosen=put(batch.chosen, answers["chosen_stimulus_id"].to_numpy(float, na_value=np.nan)),
+        modality=_coded(modality),
+    )
 
 
 def _timestamps(values: list):
@@ -1069,11 +1161,11 @@ def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, 
     (name, column) and runs of per-trial or per-participant columns as `KeyedRows`."""
     person = people.index.get_indexer(batch["participant_id"].astype(np.int64))
     row = trials.index.get_indexer(batch["trial_id"].astype(np.int64))
-    chosen = batch["chosen_stimulus_id"]
+    chosen = batch.chosen
     correct = chosen == trials.stored[row, 2]  # NaN (no answer) is not correct
     return [
         people.facts.at(person),
-        ("trial_index", batch["trial_index"].astype(np.int64)),
+        ("trial_index", batch.trial_index),
         trials.design.at(row),
         ("rt", batch["rt_ms"]),
         ("response", _nullable_integers(batch.chosen_position)),
@@ -1085,7 +1177,7 @@ def _trial_columns(batch: _TrialRows, stimuli: _Stimuli, trials: _TrialDetails, 
         ("shown_right", stimuli.named(batch["shown_right"])),
         ("odd_one_out", stimuli.named(chosen)),
         ("catch_correct", pd.arrays.BooleanArray(correct, ~trials.catch_known[row])),
-        ("input_modality", _coded(batch.modality)),
+        ("input_modality", batch.modality),
         ("client_onset_ms", batch["client_onset_ms"]),
         ("server_received_at", batch.received),
         trials.stimulus_ids.at(row),
@@ -1136,10 +1228,12 @@ def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: 
         query = _chosen_people(
             consenting_responses({**TRIAL_ROW_NUMBERS, **TRIAL_ROW_TEXTS}, study.id), chosen
         )
-        batches = (
-            _TrialRows.of(rows)
-            for rows in _whole_participants(driver_batches(session, query, STREAM_BATCH_ROWS))
-        )
+
+        def stored(participant_ids: list[int]) -> Select:
+            answers = _chosen_people(consenting_responses(STORED_ANSWER, study.id), chosen)
+            return answers.where(Participant.id.in_(participant_ids))
+
+        batches = _trial_batches(session, query, stored)
         with _trial_sink(fmt, temporary) as sink:
 
             def write(batch: _TrialRows) -> None:
@@ -1150,6 +1244,13 @@ def _write_trials(db: Database, slug: str, out_path: Path, chosen: Chosen, fmt: 
             if not tally.rows:  # the header (CSV) or schema (Parquet) of no rows
                 sink.write(_trial_columns(_TrialRows.of([]), stimuli, trials, people))
     return ExportSummary(out_path, fmt, tally.rows, len(tally.people))
+
+
+def _trial_batches(session, query: Select, stored: Callable[[list[int]], Select]) -> Iterator[_TrialRows]:
+    """The query's rows as `_TrialRows` of whole participants, irregular answers read apart."""
+    for rows in _whole_participants(driver_batches(session, query, STREAM_BATCH_ROWS)):
+        batch = _TrialRows.of(rows)
+        yield _irregular_answers(session, batch, stored) if batch.irregular.any() else batch
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 what the table builders define: the jsPsych CSV is `csv_text(trial_table)`, the Parquet file is
 `trial_table` as Arrow (schema and pandas metadata included), the THINGS and anchor files are `write_csv` of
 `things_table` / `anchor_table`; with formula cells, a timeout, a missing RT, an adaptive selection, a
-participant without answers, and batches that cut through participants."""
+participant without answers, rows no write path stores, and batches that cut through participants."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import replace
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 import study.export as export
 from db.models import Participant, Response, Stimulus, TrialKind
@@ -70,7 +70,33 @@ def streamed_study(any_db):
         session.execute(
             update(Participant).values(config_version=None).where(Participant.external_id == "sim-1")
         )
+        _store_irregular_answers(session, ids)
     return db
+
+
+def _store_irregular_answers(session, ids: list[int]) -> None:
+    """Rows no write path stores (a database edited by hand), which the streamed exports read apart: a
+    chosen image that is not the one shown at the position, an unknown input modality, a position outside
+    0-2 (with and without a chosen image), a chosen image without a position and a position without one, a
+    negative trial index."""
+    human, simulated = (
+        select(Participant.id).where(Participant.external_id == name).scalar_subquery()
+        for name in ("-cmd_calc_A0", "sim-1")
+    )
+    for participant, trial_index, values in [
+        (human, 0, {"chosen_stimulus_id": ids[8]}),
+        (human, 1, {"chosen_position": 5, "chosen_stimulus_id": None}),
+        (human, 2, {"input_modality": "stylus"}),
+        (human, 4, {"chosen_position": -1}),
+        (simulated, 0, {"chosen_stimulus_id": None}),
+        (simulated, 2, {"chosen_stimulus_id": ids[7]}),  # a timeout
+        (simulated, 4, {"trial_index": -7}),
+    ]:
+        session.execute(
+            update(Response)
+            .where(Response.participant_id == participant, Response.trial_index == trial_index)
+            .values(**values)
+        )
 
 
 @pytest.fixture(params=[50_000, 3], ids=["one-batch", "batches-of-3-rows"])
