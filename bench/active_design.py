@@ -51,7 +51,14 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from alignment.active import BatchRule, Member, backbone_member, score_pool, select_batch
+from alignment.active import (
+    BatchRule,
+    LaplaceInformation,
+    Member,
+    backbone_member,
+    score_pool,
+    select_batch,
+)
 from alignment.conventions import (
     ODD_ITEM_OF_PAIR,
     PAIRS,
@@ -65,7 +72,8 @@ from alignment.splits import TripletData
 from alignment.synthetic import planted_triplets
 from alignment.teacher import Teacher, TeacherConfig, fit_teacher
 
-STRATEGIES = ("random", "uncertainty", "disagreement", "information", "bald")
+STRATEGIES = ("random", "uncertainty", "disagreement", "information", "bald", "information-greedy")
+GREEDY = "information-greedy"
 
 
 @dataclass
@@ -164,6 +172,23 @@ def _members(replay: Replay, teacher: Teacher, answered: np.ndarray, strategy: s
     return members
 
 
+def _scores(replay: Replay, pool: np.ndarray, members: list, strategy: str, answered: np.ndarray):
+    """The candidates' scores, and for the greedy batch the rescoring after each pick (else None)."""
+    if strategy != GREEDY:
+        scoring = "disagreement" if strategy == "bald" else strategy
+        return score_pool(scoring, pool, members, replay.kind, asked=answered), None
+    posterior = LaplaceInformation(members[0], pool, answered, replay.kind)
+
+    scores = posterior.scores()
+
+    def rescore(rows: np.ndarray) -> np.ndarray:
+        nonlocal scores
+        scores = posterior.rescore_after(rows, scores)
+        return scores
+
+    return scores, rescore
+
+
 def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
     """Unseen-image accuracy after each batch: at start, start + batch, ..., budget answers."""
     rng = np.random.default_rng(seed)
@@ -181,8 +206,7 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
             return curve
         candidates = np.flatnonzero(~asked)
         members = _members(replay, teacher, answered, strategy, args, answer_rng)
-        scoring = "disagreement" if strategy == "bald" else strategy
-        scores = score_pool(scoring, replay.pool[candidates], members, replay.kind, asked=answered)
+        scores, rescore = _scores(replay, replay.pool[candidates], members, strategy, answered)
         chosen = select_batch(
             replay.pool[candidates],
             scores,
@@ -192,6 +216,7 @@ def run_strategy(replay: Replay, strategy: str, seed: int, args) -> list[float]:
             rule=BatchRule(random_share=args.random_share, max_direction_overlap=args.max_overlap),
             embedding=members[0].embedding,
             teacher_run=f"{strategy}-{len(answered)}",
+            rescore=rescore,
         )
         rows = candidates[[c.pool_index for c in chosen]]
         asked[rows] = True
