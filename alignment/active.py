@@ -42,7 +42,7 @@ triplets ask the same question. Every chosen triplet carries why (score, strateg
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -162,79 +162,27 @@ def _pair_products(axes: np.ndarray, rows: np.ndarray, kind: Kind) -> np.ndarray
     return np.stack(products, axis=1)
 
 
-def _fisher(base: np.ndarray, jacobian: np.ndarray, temperature: float) -> np.ndarray:
-    """The Fisher (generalised Gauss-Newton) information about the metric entries of the rows whose pair
-    similarities at the fit are ``base`` [m, C] and whose d s / d D are ``jacobian`` [m, C, r]."""
-    p = triplet_probabilities(base, temperature)
-    expected = np.einsum("mc,mcr->mr", p, jacobian)
-    return (np.einsum("mc,mcr,mcs->rs", p, jacobian, jacobian) - expected.T @ expected) / temperature**2
-
-
-class LaplaceInformation:
-    """The Laplace posterior of ``information`` over one pool (module docstring): the fitted teacher's
-    similarities and their derivatives for every candidate, the posterior precision given the ``asked``
-    rows, and fixed noise for the drawn teachers (so scores before and after an update differ only by the
-    update). ``add`` puts candidates' Fisher information into the precision as if they had been asked --
-    it needs no answer -- which is how a batch is built greedily with a posterior kept fresh."""
-
-    def __init__(self, teacher: Member, pool, asked, kind: Kind = "triplet", posterior=Posterior()):
-        z = compact(teacher.embedding)
-        u, singular, _ = np.linalg.svd(z, full_matrices=False)
-        axes = u[:, : posterior.axes] * singular[: posterior.axes]
-        similarities = anchor_similarities if kind == "anchor" else pair_similarities
-        asked = check_triplets(asked, len(z), kind)
-        self.temperature = teacher.temperature
-        self.base = similarities(z, check_triplets(pool, len(z), kind), "dot")
-        self.products = _pair_products(axes, np.asarray(pool, dtype=np.int64), kind)
-        asked_fisher = _fisher(
-            similarities(z, asked, "dot"), _pair_products(axes, asked, kind), self.temperature
-        )
-        self.precision = asked_fisher + np.eye(self.products.shape[2]) / posterior.prior_sd**2
-        self.noise = np.random.default_rng(posterior.seed).standard_normal(
-            (self.products.shape[2], posterior.samples)
-        )
-
-    def add(self, rows) -> None:
-        """Count pool ``rows`` as asked (their expected Fisher information under the fitted teacher)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        self.precision = self.precision + _fisher(self.base[rows], self.products[rows], self.temperature)
-
-    def samples(self, rows: np.ndarray | None = None) -> list[np.ndarray]:
-        """Choice distributions over the pool (or its ``rows``) of the drawn teachers: one [m, C] array per
-        teacher."""
-        base, products = (
-            (self.base, self.products) if rows is None else (self.base[rows], self.products[rows])
-        )
-        cholesky = np.linalg.cholesky(self.precision)  # a draw L^-T e has covariance precision^-1
-        shifts = np.linalg.solve(cholesky.T, self.noise)  # [r, K]
-        return [triplet_probabilities(base + products @ s, self.temperature) for s in shifts.T]
-
-    def scores(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """BALD of every pool row (or of ``rows``) under the current posterior."""
-        return disagreement(self.samples(rows))
-
-    def rescore_after(self, rows, scores: np.ndarray, chunk: int = 2000) -> np.ndarray:
-        """``scores`` brought up to date after ``rows`` join the batch (``add``), lazily: information only
-        falls as the precision grows, so an old score is an upper bound and only the highest need
-        rescoring -- ``chunk`` at a time until the best rescored one tops every old one."""
-        self.add(rows)
-        scores = np.array(scores, dtype=np.float64)
-        fresh = np.zeros(len(scores), dtype=bool)
-        while not fresh.all():
-            stale = np.flatnonzero(~fresh)
-            top = stale[np.argsort(-scores[stale], kind="stable")[:chunk]]
-            scores[top], fresh[top] = self.scores(top), True
-            if fresh.all() or scores[fresh].max() >= scores[~fresh].max():
-                return scores
-        return scores
-
-
 def laplace_samples(
     teacher: Member, pool: np.ndarray, asked: np.ndarray, kind: Kind = "triplet", posterior=Posterior()
 ) -> list[np.ndarray]:
     """Choice distributions over ``pool`` of ``posterior.samples`` teachers drawn from the Laplace posterior
     around ``teacher`` given the ``asked`` rows (module docstring): one [m, C] array per drawn teacher."""
-    return LaplaceInformation(teacher, pool, asked, kind, posterior).samples()
+    z = compact(teacher.embedding)
+    u, singular, _ = np.linalg.svd(z, full_matrices=False)
+    axes = u[:, : posterior.axes] * singular[: posterior.axes]
+    similarities = anchor_similarities if kind == "anchor" else pair_similarities
+    asked = check_triplets(asked, len(z), kind)
+    jacobian = _pair_products(axes, asked, kind)
+    p = triplet_probabilities(similarities(z, asked, "dot"), teacher.temperature)
+    expected = np.einsum("mc,mcr->mr", p, jacobian)
+    fisher = np.einsum("mc,mcr,mcs->rs", p, jacobian, jacobian) - expected.T @ expected
+    precision = fisher / teacher.temperature**2 + np.eye(jacobian.shape[2]) / posterior.prior_sd**2
+    cholesky = np.linalg.cholesky(precision)  # a draw L^-T e has covariance precision^-1
+    noise = np.random.default_rng(posterior.seed).standard_normal((jacobian.shape[2], posterior.samples))
+    shifts = np.linalg.solve(cholesky.T, noise)  # [r, K]
+    base = similarities(z, pool, "dot")
+    products = _pair_products(axes, pool, kind)
+    return [triplet_probabilities(base + products @ shift, teacher.temperature) for shift in shifts.T]
 
 
 def score_pool(
@@ -311,15 +259,11 @@ def select_batch(
     rule: BatchRule = BatchRule(),
     embedding: np.ndarray | None = None,
     teacher_run: str = "",
-    rescore: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[ChosenTriplet]:
     """``n`` candidates of ``pool`` to ask next: the random share first (uniform over the pool), then the
     highest ``scores`` under the decorrelation rule (the direction check needs ``embedding``). Fewer than
     ``n`` only when the pool has fewer candidates: when too few pass the rule, the batch is completed
-    with the best of the rest rather than returned short. With ``rescore`` the batch is built greedily:
-    it is called with the pool rows just put in the batch (the random share, then each pick) and returns
-    every candidate's fresh score (``LaplaceInformation``: add, then scores), so a pick is not worth
-    asking again merely because it resembles one already chosen."""
+    with the best of the rest rather than returned short."""
     pool = np.asarray(pool, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     if pool.ndim != 2 or pool.shape[1] != 3 or len(scores) != len(pool):
@@ -329,19 +273,12 @@ def select_batch(
     random_rows = rng.choice(len(pool), size=n_random, replace=False)
     chosen = [_chosen(pool, r, 0.0, RANDOM, teacher_run) for r in random_rows]
     if n_random < n:
-        ties = rng.random(len(pool))
-        batch = _Batch(pool, rule, None if embedding is None else compact(embedding), max_image_uses(n, pool))
-        for row in random_rows:
-            batch.add(row)
-        if rescore is not None and n_random:
-            scores = rescore(random_rows)
-        for _ in range(n - n_random):
-            order = [r for r in np.lexsort((ties, -scores)) if r not in batch.rows]
-            row = next((r for r in order if batch.allows(r)), order[0])
-            chosen.append(_chosen(pool, row, scores[row], strategy, teacher_run))
-            batch.add(row)
-            if rescore is not None:
-                scores = rescore(np.array([row]))
+        taken = set(random_rows.tolist())
+        order = [r for r in np.lexsort((rng.random(len(pool)), -scores)) if r not in taken]
+        limit = max_image_uses(n, pool)
+        compacted = None if embedding is None else compact(embedding)
+        picked = _decorrelated(pool, random_rows, order, n - n_random, rule, compacted, limit)
+        chosen += [_chosen(pool, r, scores[r], strategy, teacher_run) for r in picked]
     return chosen
 
 
@@ -350,26 +287,32 @@ def _chosen(pool: np.ndarray, row: int, score: float, strategy: str, run: str) -
     return ChosenTriplet((i, j, k), int(row), float(score), strategy, run)
 
 
-class _Batch:
-    """The rows of a batch so far and the decorrelation rule against them: the random share counts too
-    (it is drawn blind to keep it unbiased, and then constrains what is picked beside it)."""
-
-    def __init__(self, pool: np.ndarray, rule: BatchRule, embedding: np.ndarray | None, image_limit: int):
-        self.pool, self.rule, self.embedding, self.image_limit = pool, rule, embedding, image_limit
-        self.rows: set[int] = set()
-        self.uses: Counter[int] = Counter()
-        self.planes: list[np.ndarray] = []
-
-    def allows(self, row: int) -> bool:
-        if any(self.uses[i] >= self.image_limit for i in self.pool[row]):
-            return False
-        if self.embedding is None or not self.planes:
-            return True
-        overlaps = plane_overlap(_plane(self.embedding, self.pool[row]), np.asarray(self.planes))
-        return not (overlaps > self.rule.max_direction_overlap).any()
-
-    def add(self, row: int) -> None:
-        self.rows.add(int(row))
-        self.uses.update(self.pool[row].tolist())
-        if self.embedding is not None:
-            self.planes.append(_plane(self.embedding, self.pool[row]))
+def _decorrelated(
+    pool: np.ndarray,
+    already: np.ndarray,
+    order: list[int],
+    n: int,
+    rule: BatchRule,
+    embedding: np.ndarray | None,
+    image_limit: int,
+) -> list[int]:
+    """The first ``n`` rows of ``order`` that pass the rule against the batch so far (``already``: the
+    random share, which is drawn blind to keep it unbiased); if too few pass, the best of the rest."""
+    uses: Counter[int] = Counter(pool[already].ravel().tolist())
+    planes = [_plane(embedding, pool[row]) for row in already] if embedding is not None else []
+    picked: list[int] = []
+    for row in order:
+        if len(picked) == n:
+            return picked
+        if any(uses[i] >= image_limit for i in pool[row]):
+            continue
+        if embedding is not None:
+            plane = _plane(embedding, pool[row])
+            overlaps = plane_overlap(plane, np.asarray(planes).reshape(-1, *plane.shape))
+            if (overlaps > rule.max_direction_overlap).any():
+                continue
+            planes.append(plane)
+        picked.append(row)
+        uses.update(pool[row].tolist())
+    kept = set(picked)
+    return picked + [row for row in order if row not in kept][: n - len(picked)]

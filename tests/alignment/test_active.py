@@ -5,7 +5,6 @@ import pytest
 
 from alignment.active import (
     BatchRule,
-    LaplaceInformation,
     Member,
     Posterior,
     compact,
@@ -242,41 +241,3 @@ def test_information_needs_the_asked_rows_and_a_sane_posterior():
         score_pool("information", POOL, [Member(_planted(), 1.0)])
     with pytest.raises(ValueError, match="samples >= 2"):
         Posterior(samples=1)
-
-
-def _two_questions():
-    """Images 0-2 differ along x only, 3-5 along y only: a triplet of each asks about a different entry of
-    the metric (D_xx vs D_yy); the x triplet is the more informative before anything is asked."""
-    z = np.zeros((6, 2))
-    z[:3, 0] = [1.0, 0.2, -1.0]
-    z[3:, 1] = np.array([0.9, 0.3, -0.8]) * 0.85
-    return Member(z * 1.5, 1.0)
-
-
-def test_a_pick_counted_as_asked_makes_its_duplicate_worth_less_than_a_new_question():
-    pool = np.array([[0, 1, 2], [0, 1, 2], [3, 4, 5]])  # the x triplet twice; the y triplet
-    posterior = LaplaceInformation(_two_questions(), pool, np.empty((0, 3), np.int64))
-    before = posterior.scores()
-    assert before[1] > before[2]  # on their own, the duplicate is the better question
-    assert np.allclose(before, score_pool("information", pool, [_two_questions()], asked=np.empty((0, 3))))
-    after = posterior.rescore_after([0], before)
-    assert after[1] < after[2]  # once its twin is in the batch, the y triplet is
-    assert after[2] == pytest.approx(before[2])  # nothing was learnt about y
-    assert np.allclose(after, posterior.scores())  # the lazy update equals rescoring everything
-
-
-def test_a_greedy_batch_rescores_after_each_pick():
-    """Three candidates on distinct images: with scores 3, 2, 1 the batch of two is rows 0 and 1; when a
-    rescoring after row 0 says row 1 is now worth 0, it is rows 0 and 2, each with its fresh score."""
-    pool = np.arange(9).reshape(3, 3)
-    added = []
-
-    def rescore(rows):
-        added.append(rows.tolist())
-        return np.array([3.0, 0.0, 1.0])
-
-    kwargs = dict(strategy="information", rng=np.random.default_rng(0), rule=BatchRule(random_share=0.0))
-    assert [c.pool_index for c in select_batch(pool, np.array([3.0, 2.0, 1.0]), 2, **kwargs)] == [0, 1]
-    chosen = select_batch(pool, np.array([3.0, 2.0, 1.0]), 2, rescore=rescore, **kwargs)
-    assert [(c.pool_index, c.score) for c in chosen] == [(0, 3.0), (2, 1.0)]
-    assert added[0] == [0]
