@@ -711,8 +711,12 @@ def fit_teacher(
     return Teacher(affine, mean, std, temperature, config, summary)
 
 
-def _physical_memory_bytes() -> int:
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+def _physical_memory_bytes() -> int | None:
+    """This machine's memory, or None where the system does not say (``os.sysconf`` is POSIX only)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _check_fits_in_memory(dim: int, n_images: int, config: TeacherConfig) -> None:
@@ -722,7 +726,7 @@ def _check_fits_in_memory(dim: int, n_images: int, config: TeacherConfig) -> Non
     rank = dim if config.subspace_dim is None else min(config.subspace_dim, n_images, dim)
     needed = 4 * (PARAMETER_COPIES * rank**2 + FEATURE_COPIES * n_images * dim)
     available = _physical_memory_bytes()
-    if needed > available:
+    if available is not None and needed > available:
         raise ValueError(
             f"the teacher fit would need about {needed / 2**30:.1f} GB (W free on {rank:,} of {dim:,} "
             f"feature dimensions, {n_images:,} images), more than this machine's "

@@ -446,3 +446,11 @@ def test_a_fit_too_large_for_the_machine_is_refused_before_any_work(planted, mon
     with pytest.raises(ValueError, match=r"would need about .* GB \(W free on 32 of 32 .*subspace_dim"):
         fit_teacher(planted.features, planted.triplets[:300], config=config)
     fit_teacher(planted.features, planted.triplets[:300], config=replace(config, subspace_dim=4))
+
+
+def test_a_machine_that_does_not_say_its_memory_is_not_refused(planted, monkeypatch):
+    """Where ``os.sysconf`` is missing (Windows) the fit goes ahead rather than failing on the check."""
+    monkeypatch.delattr(teacher_module.os, "sysconf", raising=False)
+    config = TeacherConfig(reg_weight=1e-3, num_threads=1, subspace_dim=None, max_steps=5)
+    teacher = fit_teacher(planted.features, planted.triplets[:300], config=config)
+    assert teacher.transform(planted.features).shape == planted.features.shape
