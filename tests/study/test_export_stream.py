@@ -6,6 +6,7 @@ participant without answers, rows no write path stores, and batches that cut thr
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import replace
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -35,7 +36,7 @@ SELECTION_IDS = ["default", "raw-ids-and-excluded", "no-simulated"]
 
 
 @pytest.fixture
-def streamed_study(any_db):
+def streamed_study(any_db, monkeypatch):
     """Practice, catch and three experimental trials (two chosen by an adaptive strategy); images named
     like formulas; a human whose id looks like a formula, a simulated participant with a timeout, an
     excluded one (with an unavailable trial), and one who consented but answered nothing (SQLite,
@@ -71,6 +72,8 @@ def streamed_study(any_db):
             update(Participant).values(config_version=None).where(Participant.external_id == "sim-1")
         )
         _store_irregular_answers(session, ids)
+    if db.dialect == "sqlite" and importlib.util.find_spec("adbc_driver_sqlite"):
+        _no_driver_cursor(monkeypatch)  # SQLite: the trial exports come from the Arrow reader, no fallback
     return db
 
 
@@ -181,3 +184,114 @@ def test_the_streamed_anchor_file_is_the_anchor_table(db, batch_rows, tmp_path):
         expected = write_csv(anchor_table(db, "anchor-study", **selection), tmp_path / "table.csv")
         assert streamed.read_bytes() == expected.read_bytes()
         assert b"'=a.jpg" in expected.read_bytes()
+
+
+# The Arrow reader (SQLite through ADBC) and its fallback to the driver's cursor
+
+
+def _no_driver_cursor(monkeypatch) -> None:
+    """Fail any read through the driver's cursor: the export must have come from the Arrow reader."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read through the driver's cursor, not the Arrow reader")
+
+    monkeypatch.setattr(export, "driver_batches", refuse)
+
+
+@pytest.mark.parametrize("fmt", ["jspsych", "parquet"])
+def test_sqlite_exports_are_read_as_arrow(db, batch_rows, tmp_path, monkeypatch, fmt):
+    pytest.importorskip("adbc_driver_sqlite")
+    ids = make_stimuli(db)
+    make_study(
+        db,
+        SLUG,
+        [[experimental(ids[0], ids[1], ids[2]), experimental(ids[3], ids[4], ids[5])]],
+        participants_per_list=10,
+    )
+    for name in ("a", "b"):
+        run_participant(db, SLUG, name, [ids[2], ids[5]])
+    expected = trial_table(db, SLUG)
+    _no_driver_cursor(monkeypatch)
+    path = export_study(db, SLUG, fmt, tmp_path / f"trials.{fmt}").path
+    if fmt == "jspsych":
+        assert path.read_bytes() == csv_text(expected)
+    else:
+        assert pq.read_table(path).equals(pa.Table.from_pandas(expected, preserve_index=False))
+
+
+def test_a_first_batch_without_any_rt_or_onset_is_read_as_arrow(db, tmp_path, monkeypatch):
+    """The ADBC driver types a column from its first batch: rt_ms and client_onset_ms NULL throughout it
+    must not fix them as integers (a later real would fail the read)."""
+    pytest.importorskip("adbc_driver_sqlite")
+    ids = make_stimuli(db)
+    make_study(
+        db,
+        SLUG,
+        [[experimental(ids[0], ids[1], ids[2]), experimental(ids[3], ids[4], ids[5])]],
+        participants_per_list=10,
+    )
+    first = run_participant(db, SLUG, "a", [ids[2], ids[5]])
+    run_participant(db, SLUG, "b", [ids[2], None])
+    with db.write() as session:
+        session.execute(
+            update(Response).where(Response.participant_id == first).values(rt_ms=None, client_onset_ms=None)
+        )
+    monkeypatch.setattr(export, "STREAM_BATCH_ROWS", 2)  # the first batch: participant a's two rows
+    expected = trial_table(db, SLUG)
+    assert expected["rt"].isna().sum() >= 2 and expected["rt"].notna().any()
+    _no_driver_cursor(monkeypatch)
+    path = export_study(db, SLUG, "jspsych", tmp_path / "trials.csv").path
+    assert path.read_bytes() == csv_text(expected)
+
+
+def test_a_failed_arrow_read_is_read_again_through_the_driver(db, tmp_path, monkeypatch, caplog):
+    """An Arrow read that fails after writing a batch leaves nothing of it: the file is read again from the
+    driver's cursor, whole."""
+    from db.raw import ArrowReader, ArrowReadFailed
+
+    pytest.importorskip("adbc_driver_sqlite")
+    ids = make_stimuli(db)
+    make_study(
+        db,
+        SLUG,
+        [[experimental(ids[0], ids[1], ids[2]), experimental(ids[3], ids[4], ids[5])]],
+        participants_per_list=10,
+    )
+    for name in ("a", "b", "c"):
+        run_participant(db, SLUG, name, [ids[2], ids[5]])
+    monkeypatch.setattr(export, "STREAM_BATCH_ROWS", 2)
+    batches = ArrowReader.batches
+
+    def failing(self, statement, batch_rows=50_000):
+        iterator = batches(self, statement, batch_rows)
+        if batch_rows == export.STREAM_BATCH_ROWS:  # the trial rows: one batch, then a driver error
+            yield next(iterator)
+            yield next(iterator)
+            raise ArrowReadFailed("Type mismatch in column 5: expected INT64 but got DOUBLE")
+        yield from iterator
+
+    monkeypatch.setattr(ArrowReader, "batches", failing)
+    for fmt in ("jspsych", "parquet"):
+        path = export_study(db, SLUG, fmt, tmp_path / f"trials.{fmt}").path
+        expected = trial_table(db, SLUG)
+        if fmt == "jspsych":
+            assert path.read_bytes() == csv_text(expected)
+        else:
+            assert pq.read_table(path).equals(pa.Table.from_pandas(expected, preserve_index=False))
+    assert "the Arrow read failed" in caplog.text
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("test.db"))
+    assert left == ["trials.jspsych", "trials.parquet"]  # no partial file of the failed attempt
+
+
+def test_without_the_adbc_driver_the_export_reads_through_the_driver(db, tmp_path, monkeypatch):
+    import sys
+
+    ids = make_stimuli(db)
+    make_study(db, SLUG, [[experimental(ids[0], ids[1], ids[2])]], participants_per_list=10)
+    run_participant(db, SLUG, "a", [ids[2]])
+    monkeypatch.setitem(sys.modules, "adbc_driver_sqlite.dbapi", None)  # import fails
+    read = []
+    batches = export.driver_batches
+    monkeypatch.setattr(export, "driver_batches", lambda *a, **k: read.append(1) or batches(*a, **k))
+    path = export_study(db, SLUG, "jspsych", tmp_path / "trials.csv").path
+    assert read and path.read_bytes() == csv_text(trial_table(db, SLUG))
