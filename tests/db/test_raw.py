@@ -9,8 +9,6 @@ from sqlalchemy import func, select
 from db.models import StimulusSet
 from db.raw import ArrowReadFailed, sqlite_arrow_reader
 
-pytest.importorskip("adbc_driver_sqlite")
-
 
 def _add_set(db, name: str) -> None:
     with db.write() as session:

@@ -198,9 +198,8 @@ def _no_driver_cursor(monkeypatch) -> None:
     monkeypatch.setattr(export, "driver_batches", refuse)
 
 
-@pytest.mark.parametrize("fmt", ["jspsych", "parquet"])
-def test_sqlite_exports_are_read_as_arrow(db, batch_rows, tmp_path, monkeypatch, fmt):
-    pytest.importorskip("adbc_driver_sqlite")
+def _two_trial_study(db) -> list[int]:
+    """A study of one list of two experimental triplets; the stimulus ids (the odd ones out: 2 and 5)."""
     ids = make_stimuli(db)
     make_study(
         db,
@@ -208,6 +207,12 @@ def test_sqlite_exports_are_read_as_arrow(db, batch_rows, tmp_path, monkeypatch,
         [[experimental(ids[0], ids[1], ids[2]), experimental(ids[3], ids[4], ids[5])]],
         participants_per_list=10,
     )
+    return ids
+
+
+@pytest.mark.parametrize("fmt", ["jspsych", "parquet"])
+def test_sqlite_exports_are_read_as_arrow(db, batch_rows, tmp_path, monkeypatch, fmt):
+    ids = _two_trial_study(db)
     for name in ("a", "b"):
         run_participant(db, SLUG, name, [ids[2], ids[5]])
     expected = trial_table(db, SLUG)
@@ -222,14 +227,7 @@ def test_sqlite_exports_are_read_as_arrow(db, batch_rows, tmp_path, monkeypatch,
 def test_a_first_batch_without_any_rt_or_onset_is_read_as_arrow(db, tmp_path, monkeypatch):
     """The ADBC driver types a column from its first batch: rt_ms and client_onset_ms NULL throughout it
     must not fix them as integers (a later real would fail the read)."""
-    pytest.importorskip("adbc_driver_sqlite")
-    ids = make_stimuli(db)
-    make_study(
-        db,
-        SLUG,
-        [[experimental(ids[0], ids[1], ids[2]), experimental(ids[3], ids[4], ids[5])]],
-        participants_per_list=10,
-    )
+    ids = _two_trial_study(db)
     first = run_participant(db, SLUG, "a", [ids[2], ids[5]])
     run_participant(db, SLUG, "b", [ids[2], None])
     with db.write() as session:
@@ -249,14 +247,7 @@ def test_a_failed_arrow_read_is_read_again_through_the_driver(db, tmp_path, monk
     driver's cursor, whole."""
     from db.raw import ArrowReader, ArrowReadFailed
 
-    pytest.importorskip("adbc_driver_sqlite")
-    ids = make_stimuli(db)
-    make_study(
-        db,
-        SLUG,
-        [[experimental(ids[0], ids[1], ids[2]), experimental(ids[3], ids[4], ids[5])]],
-        participants_per_list=10,
-    )
+    ids = _two_trial_study(db)
     for name in ("a", "b", "c"):
         run_participant(db, SLUG, name, [ids[2], ids[5]])
     monkeypatch.setattr(export, "STREAM_BATCH_ROWS", 2)
